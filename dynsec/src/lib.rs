@@ -3,6 +3,8 @@
 //! store. No networking here: the broker and the CLI build on this crate.
 #![forbid(unsafe_code)]
 
+pub mod file;
 pub mod json;
+pub mod model;
 pub mod password;
 pub mod topic;
