@@ -3,6 +3,7 @@
 //! store. No networking here: the broker and the CLI build on this crate.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod file;
 pub mod json;
 pub mod model;

@@ -1,0 +1,144 @@
+//! Property tests: the compiled ACL tries agree with the literal reference evaluator of compat
+//! §3.3–§3.4 on random models, principals, client ids, topics and filters.
+
+use dynsec::acl::{AccessKind, CompiledAcl, PrincipalKey, reference};
+use dynsec::model::{Acl, AclType, Client, DefaultAccess, Group, Membership, Model, Mutation, Role, insert_membership};
+use dynsec::topic::valid_filter;
+use proptest::prelude::*;
+
+/// Small alphabets so that random filters and topics actually collide.
+fn level() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec!["a", "b", "", "$SYS", "$share", "g", "c1"]).prop_map(str::to_owned),
+        2 => Just("+".to_owned()),
+        1 => Just("#".to_owned()),
+        1 => prop::sample::select(vec!["%c", "%u"]).prop_map(str::to_owned),
+    ]
+}
+
+fn filter() -> impl Strategy<Value = String> {
+    prop::collection::vec(level(), 1..5).prop_map(|levels| levels.join("/"))
+}
+
+fn concrete_topic() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "", "$SYS", "c1", "u1", "g"]), 1..5)
+        .prop_map(|levels| levels.join("/"))
+        .prop_filter("non-empty", |t| !t.is_empty())
+}
+
+fn requested_filter() -> impl Strategy<Value = String> {
+    filter().prop_filter("valid subscription filter", |f| valid_filter(f) && !f.contains('%'))
+}
+
+fn acl_type() -> impl Strategy<Value = AclType> {
+    prop::sample::select(AclType::ALL.to_vec())
+}
+
+fn role(name: &'static str) -> impl Strategy<Value = Role> {
+    prop::collection::vec((acl_type(), filter(), -3i32..3, any::<bool>()), 0..12).prop_map(move |acls| {
+        let mut role = Role::new(name);
+        for (t, topic, priority, allow) in acls {
+            role.insert_acl(t, Acl { topic, priority, allow });
+        }
+        role
+    })
+}
+
+const ROLES: [&str; 4] = ["r0", "r1", "r2", "r3"];
+
+fn memberships(names: &'static [&'static str]) -> impl Strategy<Value = Vec<Membership>> {
+    prop::collection::vec((prop::sample::select(names.to_vec()), -2i32..2), 0..4).prop_map(|picks| {
+        let mut list = Vec::new();
+        for (name, priority) in picks {
+            insert_membership(&mut list, Membership { name: name.to_owned(), priority });
+        }
+        list
+    })
+}
+
+fn model() -> impl Strategy<Value = Model> {
+    (
+        (role("r0"), role("r1"), role("r2"), role("r3")),
+        memberships(&ROLES),
+        memberships(&ROLES),
+        memberships(&ROLES),
+        memberships(&["g0", "g1"]),
+        any::<[bool; 4]>(),
+        any::<bool>(),
+    )
+        .prop_map(|(roles, client_roles, g0_roles, g1_roles, client_groups, defaults, anon)| {
+            let mut model = Model::default();
+            for role in [roles.0, roles.1, roles.2, roles.3] {
+                model.apply(Mutation::PutRole(role));
+            }
+            model.apply(Mutation::PutClient(Client { roles: client_roles, ..Client::new("u1") }));
+            model.apply(Mutation::PutGroup(Group { roles: g0_roles, ..Group::new("g0") }));
+            model.apply(Mutation::PutGroup(Group { roles: g1_roles, ..Group::new("g1") }));
+            for m in client_groups {
+                model.apply(Mutation::SetMembership {
+                    group: m.name,
+                    username: "u1".into(),
+                    priority: Some(m.priority),
+                });
+            }
+            let [a, b, c, d] = defaults;
+            model.apply(Mutation::SetDefaultAccess(DefaultAccess {
+                publish_client_send: a,
+                publish_client_receive: b,
+                subscribe: c,
+                unsubscribe: d,
+            }));
+            if anon {
+                model.apply(Mutation::SetAnonymousGroup(Some("g1".into())));
+            }
+            model
+        })
+}
+
+fn principal() -> impl Strategy<Value = PrincipalKey> {
+    prop_oneof![
+        3 => Just(PrincipalKey::User("u1".into())),
+        1 => Just(PrincipalKey::User("stranger".into())),
+        1 => Just(PrincipalKey::Anonymous),
+    ]
+}
+
+fn client_id() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(vec!["c1", "a", "", "x/y", "+", "#"]).prop_map(str::to_owned))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn compiled_publish_checks_agree_with_reference(
+        model in model(), key in principal(), topic in concrete_topic(), cid in client_id(), receive in any::<bool>()
+    ) {
+        let kind = if receive { AccessKind::Receive } else { AccessKind::Publish };
+        let compiled = CompiledAcl::compile(&model, &key);
+        prop_assert_eq!(
+            compiled.check(kind, &topic, cid.as_deref()),
+            reference::check(&model, &key, kind, &topic, cid.as_deref())
+        );
+    }
+
+    #[test]
+    fn compiled_subscribe_checks_agree_with_reference(
+        model in model(), key in principal(), requested in requested_filter(), cid in client_id(), unsub in any::<bool>()
+    ) {
+        let kind = if unsub { AccessKind::Unsubscribe } else { AccessKind::Subscribe };
+        let compiled = CompiledAcl::compile(&model, &key);
+        prop_assert_eq!(
+            compiled.check(kind, &requested, cid.as_deref()),
+            reference::check(&model, &key, kind, &requested, cid.as_deref())
+        );
+    }
+}
+
+/// The reference matcher itself agrees with the plain topic matcher it is built on.
+#[test]
+fn filter_matching_reference_sanity() {
+    use dynsec::topic::topic_matches_filter;
+    assert!(topic_matches_filter("a/+/#", "a/b"));
+    assert!(!topic_matches_filter("#", "$SYS/a"));
+}
