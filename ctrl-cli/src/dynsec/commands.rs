@@ -24,6 +24,25 @@ pub enum BuildError {
 /// Where passwords come from when they are not on the command line (tests replace the terminal).
 pub trait PasswordSource {
     fn ask(&mut self, prompt: &str, verify_prompt: Option<&str>, quiet: bool) -> Result<Vec<u8>, PromptError>;
+
+    /// Whether prompts are shown to a person (createClient then explains the empty answer).
+    fn interactive(&self) -> bool {
+        true
+    }
+}
+
+/// No prompts at all (batch mode): every question gets the empty answer, so `createClient`
+/// without `-p` creates a client without a password and `setClientPassword` needs its argument.
+pub struct NoPrompts;
+
+impl PasswordSource for NoPrompts {
+    fn ask(&mut self, _: &str, _: Option<&str>, _: bool) -> Result<Vec<u8>, PromptError> {
+        Err(PromptError::Empty)
+    }
+
+    fn interactive(&self) -> bool {
+        false
+    }
 }
 
 /// Prompts on stdout and reads stdin, as mosquitto_ctrl does.
@@ -239,7 +258,7 @@ fn create_client(args: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result
         }
         i += 1;
     }
-    if password.is_none() {
+    if password.is_none() && passwords.interactive() {
         let name = lossy(username);
         print_stdout(&format!(
             "Enter new password for {name}. Press return for no password (user will be unable to login).\n"
