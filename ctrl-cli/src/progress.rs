@@ -38,7 +38,7 @@ impl Progress {
 
 /// `[#########.....................] 300/1000 commands, 2 failed`
 pub fn render(done: usize, total: usize, failed: usize) -> String {
-    let filled = if total == 0 { WIDTH } else { (done.min(total) * WIDTH) / total };
+    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
     format!("[{}{}] {done}/{total} commands, {failed} failed", "#".repeat(filled), ".".repeat(WIDTH - filled))
 }
 

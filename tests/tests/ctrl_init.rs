@@ -23,21 +23,22 @@ fn text(value: Option<&Json>) -> String {
     String::from_utf8(value.and_then(Json::as_bytes).expect("a string").to_vec()).expect("UTF-8")
 }
 
-/// The document with the first client's password, salt and iterations replaced by markers.
+/// The document with the clients' password, salt and iterations replaced by markers.
 fn without_secrets(mut document: Json) -> Json {
-    if let Json::Object(members) = &mut document {
-        for (key, value) in members.iter_mut() {
-            if key == b"clients" {
-                if let Json::Array(clients) = value {
-                    for client in clients.iter_mut() {
-                        if let Json::Object(fields) = client {
-                            for (name, field) in fields.iter_mut() {
-                                if matches!(name.as_slice(), b"password" | b"salt" | b"iterations") {
-                                    *field = Json::str("<secret>");
-                                }
-                            }
-                        }
-                    }
+    let Json::Object(members) = &mut document else {
+        return document;
+    };
+    for (key, value) in members.iter_mut() {
+        let (b"clients", Json::Array(clients)) = (key.as_slice(), value) else {
+            continue;
+        };
+        for client in clients.iter_mut() {
+            let Json::Object(fields) = client else {
+                continue;
+            };
+            for (name, field) in fields.iter_mut() {
+                if matches!(name.as_slice(), b"password" | b"salt" | b"iterations") {
+                    *field = Json::str("<secret>");
                 }
             }
         }

@@ -378,10 +378,10 @@ fn remove_role_acl(args: &[Vec<u8>]) -> Result<Json, BuildError> {
 
 /// `NAME[:PRIORITY]`: the suffix after the last `:` is a priority only if it is an integer.
 fn name_and_priority(word: &[u8]) -> (Vec<u8>, Option<i64>) {
-    if let Some(colon) = word.iter().rposition(|&b| b == b':') {
-        if let Ok(priority) = std::str::from_utf8(&word[colon + 1..]).unwrap_or("x").parse::<i32>() {
-            return (word[..colon].to_vec(), Some(priority.into()));
-        }
+    if let Some(colon) = word.iter().rposition(|&b| b == b':')
+        && let Ok(priority) = std::str::from_utf8(&word[colon + 1..]).unwrap_or("x").parse::<i32>()
+    {
+        return (word[..colon].to_vec(), Some(priority.into()));
     }
     (word.to_vec(), None)
 }

@@ -37,10 +37,10 @@ pub fn client_config(tls: &TlsOptions) -> Result<Option<Arc<rustls::ClientConfig
     if tls.engine.is_some() || tls.keyform.as_deref() == Some("engine") {
         return Err(setup_error("Error: TLS engines are not supported by dynsec-ctrl."));
     }
-    if let Some(keyform) = &tls.keyform {
-        if keyform != "pem" {
-            return Err(setup_error("Error: Problem setting key form, it must be one of 'pem' or 'engine'."));
-        }
+    if let Some(keyform) = &tls.keyform
+        && keyform != "pem"
+    {
+        return Err(setup_error("Error: Problem setting key form, it must be one of 'pem' or 'engine'."));
     }
     if !tls.enabled() {
         return Ok(None);
@@ -149,7 +149,7 @@ fn provider_for(ciphers: Option<&str>) -> Result<CryptoProvider, TlsSetupError> 
     let wanted: Vec<String> = list.split([':', ',', ' ']).filter(|s| !s.is_empty()).map(normalise_suite_name).collect();
     provider.cipher_suites.retain(|suite| {
         let name = format!("{:?}", suite.suite());
-        suite.tls13().is_some() || wanted.iter().any(|w| *w == name)
+        suite.tls13().is_some() || wanted.contains(&name)
     });
     if !provider.cipher_suites.iter().any(|s| s.tls13().is_none()) {
         return Err(setup_error("Error: Problem setting TLS options, check the options are valid."));

@@ -77,12 +77,12 @@ impl PasswordFile {
         let new_text = [username, b":", encoded.as_bytes()].concat();
         let mut found = false;
         for line in &mut self.lines {
-            if let Line::Entry { username: u, password, text } = line {
-                if u == username {
-                    *password = encoded.as_bytes().to_vec();
-                    *text = new_text.clone();
-                    found = true;
-                }
+            if let Line::Entry { username: u, password, text } = line
+                && u == username
+            {
+                *password = encoded.as_bytes().to_vec();
+                *text = new_text.clone();
+                found = true;
             }
         }
         if !found {

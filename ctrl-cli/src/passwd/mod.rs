@@ -201,10 +201,10 @@ fn execute(action: Action, policy: HashPolicy) -> i32 {
         }
         Action::UpdateFile { .. } => None,
     };
-    if let Some(username) = &username {
-        if let Err(code) = check_username(username) {
-            return code;
-        }
+    if let Some(username) = &username
+        && let Err(code) = check_username(username)
+    {
+        return code;
     }
     let command_line_password = match &action {
         Action::Create { password, .. } | Action::Set { password, .. } => password.clone(),
