@@ -65,6 +65,10 @@ pub(crate) fn prepare_connection(
             "Warning: You are running mosquitto_ctrl without encryption.\nThis means all of the configuration changes you are making are visible on the network, including passwords.\n\n",
         );
     }
+    if options.proxy.is_some() {
+        eprint("Error: --proxy (SOCKS5) is not supported by dynsec-ctrl.\n");
+        return Err(exit_code::USAGE);
+    }
     let mut password = options.password.clone();
     if let (Some(username), None) = (&options.username, &password) {
         match get_password(&format!("Password for {}: ", lossy(username)), None, false) {

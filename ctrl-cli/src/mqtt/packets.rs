@@ -506,3 +506,41 @@ mod tests {
         assert!(matches!(decode(ProtocolVersion::V311, &mut garbage), Err(DecodeError::Malformed(_))));
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// xorshift: deterministic pseudo-random bytes, no dependency.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn arbitrary_broker_bytes_never_panic() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for round in 0..50_000u32 {
+            let len = (next(&mut state) % 40) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut state) as u8).collect();
+            // Half of the inputs get a plausible fixed header so the packet bodies are exercised.
+            if round % 2 == 0 && len >= 2 {
+                let types = [0x20u8, 0x30, 0x32, 0x34, 0x40, 0x50, 0x62, 0x70, 0x90, 0xB0, 0xD0, 0xE0, 0xF0];
+                bytes[0] = types[(next(&mut state) % types.len() as u64) as usize];
+                bytes[1] = (len - 2) as u8;
+            }
+            for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+                let mut buffer = BytesMut::from(&bytes[..]);
+                // Drain: decoding must either make progress, ask for more, or report malformed.
+                for _ in 0..8 {
+                    match decode(version, &mut buffer) {
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}
