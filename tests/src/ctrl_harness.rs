@@ -305,6 +305,29 @@ pub fn differences(steps: &[Step], reference: &[Outcome], candidate: &[Outcome])
     problems
 }
 
+/// The administrator every compared run starts with (made by `mosquitto_ctrl dynsec init`).
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// Runs `steps` with `program` against a new real mosquitto whose configuration
+/// `mosquitto_ctrl dynsec init` made (administrator [`ADMIN`] / [`ADMIN_PASSWORD`]). This is the
+/// reference run; a run against another broker must start from that same configuration file.
+pub fn run_with_fresh_mosquitto(program: &Path, steps: &[Step]) -> Vec<Outcome> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("dynamic-security.json");
+    crate::mosquitto::mosquitto_ctrl_init(&config, ADMIN, ADMIN_PASSWORD);
+    let broker = crate::mosquitto::Mosquitto::with_dynsec(dir.path(), &config);
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+        admin_user: ADMIN.into(),
+        admin_password: ADMIN_PASSWORD.into(),
+    };
+    let workdir = dir.path().join("work");
+    std::fs::create_dir_all(&workdir).expect("work dir");
+    Run { program, endpoint: &endpoint, workdir: &workdir, closed_port: crate::mosquitto::unused_port() }.run(steps)
+}
+
 /// The scripts shipped with the tests.
 pub fn data_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
@@ -324,5 +347,18 @@ mod tests {
         assert_eq!(steps[0].stdin.as_deref(), Some("pw\npw\n"));
         assert_eq!(steps[1].compare, Compare::ExitStatus);
         assert_eq!(steps[2].compare, Compare::DocumentedFix { expected_stdout: "out 1\n\n".into() });
+    }
+
+    #[test]
+    fn differences_respect_the_comparison_mode() {
+        let steps = parse_script("a\nown(text): b\nfix(bug): c\n| y\n");
+        let x = Outcome { stdout: b"x\n".to_vec(), stderr: Vec::new(), status: Some(0) };
+        let y = Outcome { stdout: b"y\n".to_vec(), ..x.clone() };
+        // Line 1 compares everything (differs), line 2 only the status, line 3 wants "y".
+        let found = differences(&steps, &[x.clone(), x.clone(), x.clone()], &[y.clone(), y.clone(), y.clone()]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("line 1 `a`: stdout differs"));
+        let failed = Outcome { status: Some(3), ..y };
+        assert_eq!(differences(&steps, &[x.clone(), x.clone(), x], &[failed.clone(), failed.clone(), failed]).len(), 4);
     }
 }
