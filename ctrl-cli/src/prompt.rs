@@ -42,7 +42,10 @@ fn ask(prompt: &str) -> Option<Vec<u8>> {
     let _ = stdout.write_all(prompt.as_bytes());
     let _ = stdout.flush();
     let mut line = if std::io::stdin().is_terminal() {
-        rpassword::read_password().ok()?.into_bytes()
+        // Echo off; rpassword's own newline is discarded: the one printed below goes to stdout,
+        // where mosquitto prints it.
+        let config = rpassword::ConfigBuilder::new().password_feedback_hide().output_discard().build();
+        rpassword::read_password_with_config(config).ok()?.into_bytes()
     } else {
         let mut line = Vec::new();
         let read = std::io::stdin().lock().read_until(b'\n', &mut line).ok()?;
