@@ -1,0 +1,65 @@
+//! `dynsec help`: the command summary (our own wording; the syntax is mosquitto_ctrl's).
+
+use std::io::Write;
+
+const HELP: &str = "\
+dynsec: administer the Dynamic Security plugin over $CONTROL/dynamic-security/v1
+
+Offline
+  init <file> <admin-username> [admin-password]
+        write a new dynamic-security.json with one administrator (prompts when no password)
+  batch [--batch-size N] <file|->
+        send many commands, one per line (command-line words or a JSON command object)
+
+Default access and anonymous clients
+  getDefaultACLAccess
+  setDefaultACLAccess <acltype> allow|deny     acltype: publishClientSend|publishClientReceive
+                                                        |subscribe|unsubscribe
+  getAnonymousGroup
+  setAnonymousGroup <groupname>
+
+Clients
+  createClient <username> [-c clientid] [-p password]   (prompts when no -p; empty = no password)
+  deleteClient <username>
+  enableClient <username>
+  disableClient <username>
+  getClient <username>
+  listClients [--verbose] [count [offset]]
+  setClientId <username> [clientid]          (no clientid removes the binding)
+  setClientPassword <username> [password]    (prompts when omitted)
+  addClientRole <username> <rolename> [priority]
+  removeClientRole <username> <rolename>
+  modifyClient <username> [-c clientid] [-p password] [-t textname] [-d textdescription]
+               [--role name[:priority]]... [--no-roles] [--group name[:priority]]... [--no-groups]
+
+Groups
+  createGroup <groupname>
+  deleteGroup <groupname>
+  getGroup <groupname>
+  listGroups [--verbose] [count [offset]]
+  addGroupRole <groupname> <rolename> [priority]
+  removeGroupRole <groupname> <rolename>
+  addGroupClient <groupname> <username> [priority]
+  removeGroupClient <groupname> <username>
+  modifyGroup <groupname> [-t textname] [-d textdescription]
+              [--role name[:priority]]... [--no-roles] [--client username[:priority]]... [--no-clients]
+
+Roles
+  createRole <rolename>
+  deleteRole <rolename>
+  getRole <rolename>
+  listRoles [--verbose] [count [offset]]
+  addRoleACL <rolename> <acltype> <topic> allow|deny [priority]
+  removeRoleACL <rolename> <acltype> <topic>
+  modifyRole <rolename> [-t textname] [-d textdescription]
+             [--acl <acltype> <topic> allow|deny [priority]]... [--no-acls]
+        acltype: publishClientSend|publishClientReceive|subscribeLiteral|subscribePattern
+                 |unsubscribeLiteral|unsubscribePattern
+
+Priorities: larger numbers are evaluated first. Command names are case-insensitive.
+Global option --json prints the broker's response object instead of formatted text.
+";
+
+pub fn print() {
+    let _ = std::io::stdout().write_all(HELP.as_bytes());
+}
