@@ -14,7 +14,7 @@
 //! `%c`/`%u` (mosquitto 2.1 semantics, not 2.0's literal text): a level that is exactly `%c` or
 //! `%u` in any non-literal ACL matches the connection's client id / username. An absent or empty
 //! value makes such ACLs not match. A value containing `+`, `#` or `/` fails closed: the first
-//! such ACL in evaluation order denies.
+//! such ACL in evaluation order denies (a missing value wins over an unsafe one).
 //!
 //! [`reference`] is the algorithm written out literally, iterating every ACL; tests hold the
 //! compiled form to it.
@@ -169,30 +169,40 @@ impl Node {
     }
 }
 
-/// Smallest order of any ACL using each placeholder: where a fail-closed deny lands.
+/// Smallest order of the ACLs using placeholders, by which placeholders they use: where a
+/// fail-closed deny lands. An ACL whose placeholder value is missing never matches (that wins over
+/// failing closed), so ACLs using both are tracked apart.
 #[derive(Debug, Default)]
 struct PlaceholderOrders {
-    client_id: Option<Entry>,
-    username: Option<Entry>,
+    client_id_only: Option<Entry>,
+    username_only: Option<Entry>,
+    both: Option<Entry>,
 }
 
 impl PlaceholderOrders {
     fn note(&mut self, levels: &[&str], entry: Entry) {
-        for level in levels {
-            match placeholder(level) {
-                Some(Placeholder::ClientId) => better(&mut self.client_id, Entry { allow: false, ..entry }),
-                Some(Placeholder::Username) => better(&mut self.username, Entry { allow: false, ..entry }),
-                None => {}
-            }
-        }
+        let uses = |p| levels.iter().any(|l| placeholder(l) == Some(p));
+        let slot = match (uses(Placeholder::ClientId), uses(Placeholder::Username)) {
+            (true, true) => &mut self.both,
+            (true, false) => &mut self.client_id_only,
+            (false, true) => &mut self.username_only,
+            (false, false) => return,
+        };
+        better(slot, Entry { allow: false, ..entry });
     }
 
     fn fail_closed(&self, client_id: Substitution, username: Substitution, best: &mut Option<Entry>) {
-        if let (Substitution::Unsafe, Some(e)) = (client_id, self.client_id) {
-            better(best, e);
-        }
-        if let (Substitution::Unsafe, Some(e)) = (username, self.username) {
-            better(best, e);
+        let unsafe_c = matches!(client_id, Substitution::Unsafe);
+        let unsafe_u = matches!(username, Substitution::Unsafe);
+        let missing = matches!(client_id, Substitution::Missing) || matches!(username, Substitution::Missing);
+        for (slot, applies) in [
+            (self.client_id_only, unsafe_c),
+            (self.username_only, unsafe_u),
+            (self.both, (unsafe_c || unsafe_u) && !missing),
+        ] {
+            if let (Some(e), true) = (slot, applies) {
+                better(best, e);
+            }
         }
     }
 }
@@ -243,7 +253,7 @@ fn walk_topic(
     best: &mut Option<Entry>,
 ) {
     // A filter starting with a wildcard never matches a topic starting with '$'.
-    let wildcards_allowed = true;
+    let wildcards_allowed = !(depth == 0 && dollar);
     if wildcards_allowed && let Some(e) = node.hash {
         better(best, e);
     }
@@ -436,21 +446,24 @@ pub mod reference {
     use super::*;
     use crate::topic::{acl_covers_filter, topic_matches_filter};
 
+    /// `Ok(None)`: a placeholder has no value, the ACL does not match. `Err`: a value contains
+    /// `+`, `#` or `/`, the ACL denies. Missing wins over unsafe.
     fn substitute(acl: &str, client_id: Option<&str>, username: Option<&str>) -> Result<Option<String>, ()> {
+        let value = |level: &str| match placeholder(level) {
+            Some(Placeholder::ClientId) => Some(client_id),
+            Some(Placeholder::Username) => Some(username),
+            None => None,
+        };
+        let levels: Vec<&str> = acl.split('/').collect();
+        if levels.iter().any(|l| matches!(value(l), Some(None | Some("")))) {
+            return Ok(None);
+        }
         let mut out = Vec::new();
-        for level in acl.split('/') {
-            let value = match placeholder(level) {
-                Some(Placeholder::ClientId) => client_id,
-                Some(Placeholder::Username) => username,
-                None => {
-                    out.push(level.to_owned());
-                    continue;
-                }
-            };
-            match value {
-                None | Some("") => return Ok(None),
-                Some(v) if v.contains(['+', '#', '/']) => return Err(()),
-                Some(v) => out.push(v.to_owned()),
+        for level in levels {
+            match value(level) {
+                Some(Some(v)) if v.contains(['+', '#', '/']) => return Err(()),
+                Some(Some(v)) => out.push(v.to_owned()),
+                _ => out.push(level.to_owned()),
             }
         }
         Ok(Some(out.join("/")))

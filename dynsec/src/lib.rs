@@ -4,8 +4,14 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod commands;
+pub mod engine;
 pub mod file;
+pub mod init;
 pub mod json;
 pub mod model;
 pub mod password;
+pub mod store;
 pub mod topic;
+
+pub use engine::{AclHandle, AuthResult, ControlResult, Dynsec, Options};

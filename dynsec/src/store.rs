@@ -1,0 +1,446 @@
+//! Durability: a change is acknowledged only once it is on disk, and a crash at any moment leaves
+//! files that load to exactly the acknowledged state.
+//!
+//! Two files sit side by side:
+//! - `dynamic-security.json` — the snapshot, in mosquitto's own format (mosquitto can load it);
+//! - `dynamic-security.json.journal` — records appended since that snapshot, one per control
+//!   message, each framed with its length and CRC-32 and made durable with `fdatasync` before the
+//!   reply is sent. A record holds the batch's [`Mutation`]s, which are idempotent, so replaying a
+//!   journal over a snapshot that already contains it is harmless.
+//!
+//! A commit costs one append and one fsync whatever the number of clients (mosquitto rewrites the
+//! whole file per command). The snapshot is rewritten ("compaction": write `.new`, fsync, rename,
+//! fsync the directory, then empty the journal) when the journal outgrows it, when the engine has
+//! been idle for a moment, at start-up after a replay, and on clean shutdown; so the JSON file is
+//! current after a shutdown, after a compaction, and shortly after the last change.
+//!
+//! Failures: if an append or fsync fails, the journal is cut back to its previous length and the
+//! caller rolls the batch back in memory. If the journal or snapshot path no longer refers to the
+//! files we wrote (deleted, replaced by a directory, …) the store first rewrites the snapshot from
+//! memory and starts a new journal, so acknowledged state is never left only in a lost file. A
+//! torn record at the end of the journal (a crash mid-append, never acknowledged) is dropped at
+//! load; a damaged record followed by more data is an error: nothing is silently discarded.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::file::{self, FileError, LoadWarning};
+use crate::json::{self, Json};
+use crate::model::{Group, Model, Mutation};
+
+const JOURNAL_HEADER: &[u8] = b"dynsec-journal v1\n";
+/// The journal is compacted once it is larger than the snapshot, and at least this large.
+const MIN_COMPACTION_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Format { path: PathBuf, source: FileError },
+    #[error(
+        "{path}: damaged journal record at byte {offset} followed by more data; refusing to guess (move the journal aside to start from the snapshot)"
+    )]
+    DamagedJournal { path: PathBuf, offset: u64 },
+    #[error("{path}: not a dynsec journal")]
+    NotAJournal { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Identity of a file we wrote, to notice when its path stops referring to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn path_id(path: &Path) -> Option<FileId> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    meta.is_file().then(|| FileId { dev: meta.dev(), ino: meta.ino() })
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically and durably, mode 0600.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path)
+}
+
+// --- mutation records ------------------------------------------------------------------------
+
+fn group_header_json(group: &Group) -> Json {
+    let mut g = file::group_json(group);
+    if let Json::Object(members) = &mut g {
+        members.retain(|(k, _)| k != b"clients");
+    }
+    g
+}
+
+pub fn mutation_json(m: &Mutation) -> Json {
+    let op = |name: &str| Json::object().with("op", Json::str(name));
+    match m {
+        Mutation::PutClient(c) => op("putClient").with("client", file::client_json(c)),
+        Mutation::DeleteClient(u) => op("deleteClient").with("username", Json::str(u)),
+        Mutation::PutGroup(g) => op("putGroup").with("group", group_header_json(g)),
+        Mutation::DeleteGroup(g) => op("deleteGroup").with("groupname", Json::str(g)),
+        Mutation::PutRole(r) => op("putRole").with("role", file::role_json(r)),
+        Mutation::DeleteRole(r) => op("deleteRole").with("rolename", Json::str(r)),
+        Mutation::SetMembership { group, username, priority } => {
+            let o = op("setMembership").with("groupname", Json::str(group)).with("username", Json::str(username));
+            match priority {
+                Some(p) => o.with("priority", Json::int((*p).into())),
+                None => o.with("remove", Json::Bool(true)),
+            }
+        }
+        Mutation::SetDefaultAccess(a) => op("setDefaultAccess").with("defaultACLAccess", file::default_access_json(a)),
+        Mutation::SetAnonymousGroup(g) => {
+            op("setAnonymousGroup").with("groupname", g.as_deref().map_or(Json::Null, Json::str))
+        }
+    }
+}
+
+pub fn mutation_from_json(v: &Json) -> Option<Mutation> {
+    let s = |key: &str| v.get(key).and_then(Json::as_bytes).map(|b| String::from_utf8_lossy(b).into_owned());
+    Some(match v.get("op")?.as_bytes()? {
+        b"putClient" => Mutation::PutClient(file::client_from_json(v.get("client")?, &mut Vec::new())?),
+        b"deleteClient" => Mutation::DeleteClient(s("username")?),
+        b"putGroup" => Mutation::PutGroup(file::group_from_json(v.get("group")?)?.0),
+        b"deleteGroup" => Mutation::DeleteGroup(s("groupname")?),
+        b"putRole" => Mutation::PutRole(file::role_from_json(v.get("role")?)?),
+        b"deleteRole" => Mutation::DeleteRole(s("rolename")?),
+        b"setMembership" => Mutation::SetMembership {
+            group: s("groupname")?,
+            username: s("username")?,
+            priority: if v.get("remove").is_some() { None } else { Some(v.get("priority")?.as_int()?) },
+        },
+        b"setDefaultAccess" => {
+            let wrapper = Json::object().with("defaultACLAccess", v.get("defaultACLAccess")?.clone());
+            Mutation::SetDefaultAccess(file::default_access_from_json(&wrapper))
+        }
+        b"setAnonymousGroup" => Mutation::SetAnonymousGroup(s("groupname")),
+        _ => return None,
+    })
+}
+
+fn encode_record(mutations: &[Mutation]) -> Vec<u8> {
+    let payload = Json::Array(mutations.iter().map(mutation_json).collect()).to_compact();
+    let mut record = format!("#{} {:08x}\n", payload.len(), crc32fast::hash(&payload)).into_bytes();
+    record.extend_from_slice(&payload);
+    record.push(b'\n');
+    record
+}
+
+/// Splits a journal into its records. `Err(offset)` for a bad record followed by more data;
+/// a bad record at the very end is a torn write and is reported as the valid length.
+fn decode_journal(bytes: &[u8]) -> Result<(Vec<Vec<Mutation>>, usize), usize> {
+    let mut records = Vec::new();
+    let mut pos = JOURNAL_HEADER.len();
+    while pos < bytes.len() {
+        let parsed = (|| {
+            let rest = &bytes[pos..];
+            let newline = rest.iter().position(|&b| b == b'\n')?;
+            let header = std::str::from_utf8(rest.get(1..newline)?).ok()?;
+            if rest[0] != b'#' {
+                return None;
+            }
+            let (len, crc) = header.split_once(' ')?;
+            let len: usize = len.parse().ok()?;
+            let crc = u32::from_str_radix(crc, 16).ok()?;
+            let payload = rest.get(newline + 1..newline + 1 + len)?;
+            if rest.get(newline + 1 + len) != Some(&b'\n') || crc32fast::hash(payload) != crc {
+                return None;
+            }
+            let mutations =
+                json::parse(payload).ok()?.as_array()?.iter().map(mutation_from_json).collect::<Option<_>>()?;
+            Some((mutations, newline + len + 2))
+        })();
+        match parsed {
+            Some((mutations, used)) => {
+                records.push(mutations);
+                pos += used;
+            }
+            None => {
+                // Torn tail: the remainder contains no further complete record start.
+                let rest = &bytes[pos..];
+                let more = rest.windows(2).skip(1).any(|w| w[0] == b'\n' && w[1] == b'#');
+                return if more { Err(pos) } else { Ok((records, pos)) };
+            }
+        }
+    }
+    Ok((records, pos))
+}
+
+/// Where the configuration lives and what it has on disk.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    journal_path: PathBuf,
+    journal: Option<File>,
+    journal_len: u64,
+    journal_id: Option<FileId>,
+    snapshot_id: Option<FileId>,
+    snapshot_len: u64,
+    /// Set when the files on disk may not reflect the acknowledged state (a failed truncate, a
+    /// journal or snapshot path that changed under us): the next write starts with a compaction.
+    needs_rewrite: bool,
+    /// The bytes of the last snapshot we wrote, to tell our own writes from external edits.
+    last_snapshot_digest: u32,
+}
+
+/// What loading found.
+pub struct Loaded {
+    pub store: Store,
+    pub model: Model,
+    pub warnings: Vec<LoadWarning>,
+    /// Journal records replayed over the snapshot.
+    pub replayed: usize,
+}
+
+impl Store {
+    pub fn journal_path_for(path: &Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".journal");
+        PathBuf::from(p)
+    }
+
+    /// Loads the snapshot and replays the journal. The snapshot must exist (see [`Store::create`]).
+    pub fn open(path: &Path) -> Result<Loaded, StoreError> {
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        let (mut model, warnings) =
+            file::load(&bytes).map_err(|source| StoreError::Format { path: path.to_owned(), source })?;
+        let journal_path = Self::journal_path_for(path);
+        let mut replayed = 0;
+        let mut torn = false;
+        match fs::read(&journal_path) {
+            Ok(journal) if !journal.is_empty() => {
+                if !journal.starts_with(JOURNAL_HEADER) {
+                    return Err(StoreError::NotAJournal { path: journal_path });
+                }
+                let (records, valid) = decode_journal(&journal).map_err(|offset| StoreError::DamagedJournal {
+                    path: journal_path.clone(),
+                    offset: offset as u64,
+                })?;
+                if valid < journal.len() {
+                    torn = true;
+                    tracing::warn!(
+                        "{}: dropping {} bytes of an incomplete final record (a write interrupted by a crash, never acknowledged)",
+                        journal_path.display(),
+                        journal.len() - valid
+                    );
+                }
+                replayed = records.len();
+                for record in records {
+                    for m in record {
+                        model.apply(m);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path: journal_path, source: e }),
+        }
+        let mut store = Store {
+            path: path.to_owned(),
+            journal_path,
+            journal: None,
+            journal_len: 0,
+            journal_id: None,
+            snapshot_id: path_id(path),
+            snapshot_len: bytes.len() as u64,
+            needs_rewrite: false,
+            last_snapshot_digest: crc32fast::hash(&bytes),
+        };
+        // Fold the journal into the snapshot so the JSON file is current from the start. If the
+        // directory is read-only right now, the journal still holds everything: carry on.
+        if (replayed > 0 || torn)
+            && let Err(e) = store.compact(&model)
+        {
+            tracing::warn!("could not fold the journal into the snapshot yet: {e}");
+            store.needs_rewrite = true;
+        }
+        Ok(Loaded { store, model, warnings, replayed })
+    }
+
+    /// Writes a new snapshot for `model` at `path` (which must not exist) and opens it.
+    pub fn create(path: &Path, model: &Model) -> Result<Store, StoreError> {
+        let bytes = file::save(model);
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
+        f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io_err(path))?;
+        sync_dir(path)?;
+        let journal_path = Self::journal_path_for(path);
+        let _ = fs::remove_file(&journal_path);
+        Ok(Store {
+            path: path.to_owned(),
+            journal_path,
+            journal: None,
+            journal_len: 0,
+            journal_id: None,
+            snapshot_id: path_id(path),
+            snapshot_len: bytes.len() as u64,
+            needs_rewrite: false,
+            last_snapshot_digest: crc32fast::hash(&bytes),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the journal holds records not yet folded into the snapshot.
+    pub fn has_pending_journal(&self) -> bool {
+        self.journal_len > JOURNAL_HEADER.len() as u64 || self.needs_rewrite
+    }
+
+    /// Whether `bytes` are exactly the last snapshot this store wrote.
+    pub fn is_own_snapshot(&self, bytes: &[u8]) -> bool {
+        crc32fast::hash(bytes) == self.last_snapshot_digest && bytes.len() as u64 == self.snapshot_len
+    }
+
+    /// Checks that our files are still where we left them.
+    fn files_intact(&self) -> bool {
+        path_id(&self.path) == self.snapshot_id
+            && (self.journal.is_none() || path_id(&self.journal_path) == self.journal_id)
+    }
+
+    fn open_journal(&mut self) -> Result<(), StoreError> {
+        let path = &self.journal_path;
+        let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io_err(path))?;
+        let len = f.metadata().map_err(io_err(path))?.len();
+        if len == 0 {
+            f.write_all(JOURNAL_HEADER).and_then(|()| f.sync_data()).map_err(io_err(path))?;
+            sync_dir(path)?;
+        }
+        let meta = f.metadata().map_err(io_err(path))?;
+        self.journal_len = meta.len();
+        self.journal_id = Some(FileId { dev: meta.dev(), ino: meta.ino() });
+        self.journal = Some(f);
+        Ok(())
+    }
+
+    /// Makes `mutations` durable. `model_after` is the state *including* them. On error nothing of
+    /// this batch will be loaded at restart, and the caller must roll it back in memory.
+    pub fn commit(&mut self, mutations: &[Mutation], model_after: &Model) -> Result<(), StoreError> {
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        if self.needs_rewrite || !self.files_intact() {
+            // Our files changed under us (or a cut failed): the snapshot must be rewritten before
+            // anything else is acknowledged; writing it with this batch included commits it too.
+            self.needs_rewrite = true;
+            return self.compact(model_after);
+        }
+        if self.journal.is_none() {
+            self.open_journal()?;
+        }
+        let record = encode_record(mutations);
+        let before = self.journal_len;
+        let path = self.journal_path.clone();
+        let Some(journal) = self.journal.as_mut() else {
+            return Err(StoreError::Io { path, source: io::Error::other("journal not open") });
+        };
+        let written = journal.write_all(&record).and_then(|()| journal.sync_data());
+        if let Err(source) = written {
+            // Cut the partial or unsynced record off, so a restart cannot resurrect it.
+            let cut = journal.set_len(before).and_then(|()| journal.sync_data());
+            if cut.is_err() {
+                self.needs_rewrite = true;
+                self.journal = None;
+            }
+            return Err(StoreError::Io { path, source });
+        }
+        self.journal_len += record.len() as u64;
+        if self.journal_len > self.snapshot_len.max(MIN_COMPACTION_BYTES)
+            && let Err(e) = self.compact(model_after)
+        {
+            tracing::warn!("snapshot after commit failed (the journal keeps the change): {e}");
+        }
+        Ok(())
+    }
+
+    /// Rewrites the snapshot from `model` and empties the journal.
+    pub fn compact(&mut self, model: &Model) -> Result<(), StoreError> {
+        let bytes = file::save(model);
+        write_atomically(&self.path, &bytes)?;
+        self.snapshot_id = path_id(&self.path);
+        self.snapshot_len = bytes.len() as u64;
+        self.last_snapshot_digest = crc32fast::hash(&bytes);
+        // The journal's content is now in the snapshot. Start a fresh one (replacing the file
+        // rather than truncating keeps this step atomic too).
+        self.journal = None;
+        write_atomically(&self.journal_path, JOURNAL_HEADER)?;
+        self.needs_rewrite = false;
+        self.open_journal()
+    }
+
+    /// The mutations appended since the last snapshot, read back from the journal (used to keep
+    /// acknowledged changes when the snapshot is edited by another program).
+    pub fn pending_mutations(&self) -> Result<Vec<Mutation>, StoreError> {
+        let bytes = match fs::read(&self.journal_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Io { path: self.journal_path.clone(), source: e }),
+        };
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !bytes.starts_with(JOURNAL_HEADER) {
+            return Err(StoreError::NotAJournal { path: self.journal_path.clone() });
+        }
+        let (records, _) = decode_journal(&bytes)
+            .map_err(|offset| StoreError::DamagedJournal { path: self.journal_path.clone(), offset: offset as u64 })?;
+        Ok(records.into_iter().flatten().collect())
+    }
+
+    /// Reads the snapshot file as it is now (for external-edit detection).
+    pub fn read_snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        File::open(&self.path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(&self.path))?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Client, Role};
+
+    #[test]
+    fn records_round_trip_and_torn_tails_are_dropped() {
+        let mutations = vec![
+            Mutation::PutRole(Role::new("r")),
+            Mutation::PutClient(Client::new("u")),
+            Mutation::SetMembership { group: "g".into(), username: "u".into(), priority: None },
+            Mutation::SetAnonymousGroup(None),
+        ];
+        let mut journal = JOURNAL_HEADER.to_vec();
+        journal.extend(encode_record(&mutations));
+        let full = journal.len();
+        journal.extend(encode_record(&mutations));
+        let (records, valid) = decode_journal(&journal).unwrap();
+        assert_eq!(records, vec![mutations.clone(), mutations.clone()]);
+        assert_eq!(valid, journal.len());
+        for cut in full + 1..journal.len() {
+            let (records, valid) = decode_journal(&journal[..cut]).unwrap();
+            assert_eq!((records.len(), valid), (1, full), "cut at {cut}");
+        }
+        let mut damaged = journal.clone();
+        damaged[JOURNAL_HEADER.len() + 20] ^= 0x55;
+        assert!(decode_journal(&damaged).is_err());
+    }
+}
