@@ -186,6 +186,9 @@ impl Dynsec {
         let prepared = prepare_passwords(&commands, self.options.hash_policy);
         let mut store = self.store.lock();
         let mut model = self.model.write();
+        if let Err(e) = store.prepare_for_write(&model) {
+            return self.refuse_changes(&mut model, &commands, prepared, admin, &e);
+        }
         let mut outcome =
             Processor::new(&mut model, self.options.hash_policy, prepared.clone(), admin.clone()).run(&commands);
         if !outcome.mutations.is_empty() {
@@ -195,15 +198,28 @@ impl Dynsec {
                     *self.last_change.lock() = Some(Instant::now());
                 }
                 Err(e) => {
-                    tracing::error!("dynsec: could not save configuration, changes refused: {e}");
                     outcome.roll_back(&mut model);
-                    let message = format!("Internal error: configuration could not be saved ({e})");
-                    outcome = Processor::new(&mut model, self.options.hash_policy, prepared, admin)
-                        .refuse_changes(message)
-                        .run(&commands);
+                    return self.refuse_changes(&mut model, &commands, prepared, admin, &e);
                 }
             }
         }
+        ControlResult { response: outcome.response, kicks: outcome.kicks }
+    }
+
+    /// Answers a batch whose changes cannot be saved: reads still answer, every command that would
+    /// change something gets the error, the model stays as it was.
+    fn refuse_changes(
+        &self,
+        model: &mut Model,
+        commands: &[crate::json::Json],
+        prepared: Vec<Option<PasswordHash>>,
+        admin: Admin,
+        error: &StoreError,
+    ) -> ControlResult {
+        tracing::error!("dynsec: could not save configuration, changes refused: {error}");
+        let message = format!("Internal error: configuration could not be saved ({error})");
+        let outcome =
+            Processor::new(model, self.options.hash_policy, prepared, admin).refuse_changes(message).run(commands);
         ControlResult { response: outcome.response, kicks: outcome.kicks }
     }
 

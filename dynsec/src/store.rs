@@ -333,17 +333,30 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `mutations` durable. `model_after` is the state *including* them. On error nothing of
-    /// this batch will be loaded at restart, and the caller must roll it back in memory.
+    /// Repairs the files before a batch is applied: if they changed under us (deleted, replaced,
+    /// a failed cut), the snapshot is rewritten from `acknowledged` — the state *before* the batch
+    /// — so that a failure later in the batch can never leave its changes on disk.
+    pub fn prepare_for_write(&mut self, acknowledged: &Model) -> Result<(), StoreError> {
+        if self.needs_rewrite || !self.files_intact() {
+            self.needs_rewrite = true;
+            self.compact(acknowledged)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `mutations` durable by appending one journal record. `model_after` is the state
+    /// including them (used if the journal has grown enough to be folded into a new snapshot).
+    /// On error nothing of this batch will be loaded at restart, and the caller must roll it back
+    /// in memory. Call [`Store::prepare_for_write`] first.
     pub fn commit(&mut self, mutations: &[Mutation], model_after: &Model) -> Result<(), StoreError> {
         if mutations.is_empty() {
             return Ok(());
         }
         if self.needs_rewrite || !self.files_intact() {
-            // Our files changed under us (or a cut failed): the snapshot must be rewritten before
-            // anything else is acknowledged; writing it with this batch included commits it too.
-            self.needs_rewrite = true;
-            return self.compact(model_after);
+            return Err(StoreError::Io {
+                path: self.journal_path.clone(),
+                source: io::Error::other("configuration files changed during the write"),
+            });
         }
         if self.journal.is_none() {
             self.open_journal()?;
