@@ -5,53 +5,13 @@
 //! `scripts/golden-oracle.py`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use dynsec::commands::{Admin, Kicks};
+use dynsec::commands::Admin;
 use dynsec::{Dynsec, Options};
 
-#[derive(Debug)]
-pub struct Step {
-    pub line: usize,
-    pub request: String,
-    pub expected: String,
-    pub kicks: Kicks,
-}
+mod common;
 
-pub fn parse_script(path: &Path) -> Vec<Step> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut steps: Vec<Step> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(request) = line.strip_prefix("> ") {
-            steps.push(Step {
-                line: i + 1,
-                request: request.to_owned(),
-                expected: String::new(),
-                kicks: Kicks::default(),
-            });
-        } else if let Some(expected) = line.strip_prefix("< ") {
-            steps.last_mut().expect("reply before request").expected = expected.to_owned();
-        } else if let Some(kicks) = line.strip_prefix("! kick ") {
-            let step = steps.last_mut().expect("kick before request");
-            for who in kicks.split_whitespace() {
-                if who == "anonymous" {
-                    step.kicks.anonymous = true;
-                } else {
-                    step.kicks.users.insert(if who == "\"\"" { String::new() } else { who.to_owned() });
-                }
-            }
-        }
-    }
-    steps
-}
-
-fn scripts() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    paths.retain(|p| p.extension().is_some_and(|e| e == "txt"));
-    paths.sort();
-    paths
-}
+use common::{parse_script, scripts};
 
 #[test]
 fn golden_scripts_match_byte_for_byte() {

@@ -1,0 +1,56 @@
+//! Shared by the golden-script tests: the script format of `tests/golden/*.txt` (see
+//! `scripts/golden-oracle.py` for its description).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use dynsec::commands::Kicks;
+
+#[derive(Debug)]
+pub struct Step {
+    pub line: usize,
+    /// Preceded by `#lenient`: succeeds only thanks to mosquitto's lenient parsing.
+    pub lenient: bool,
+    pub request: String,
+    pub expected: String,
+    pub kicks: Kicks,
+}
+
+pub fn parse_script(path: &Path) -> Vec<Step> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut lenient = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("#lenient") {
+            lenient = true;
+        } else if let Some(request) = line.strip_prefix("> ") {
+            steps.push(Step {
+                line: i + 1,
+                lenient: std::mem::take(&mut lenient),
+                request: request.to_owned(),
+                expected: String::new(),
+                kicks: Kicks::default(),
+            });
+        } else if let Some(expected) = line.strip_prefix("< ") {
+            steps.last_mut().expect("reply before request").expected = expected.to_owned();
+        } else if let Some(kicks) = line.strip_prefix("! kick ") {
+            let step = steps.last_mut().expect("kick before request");
+            for who in kicks.split_whitespace() {
+                if who == "anonymous" {
+                    step.kicks.anonymous = true;
+                } else {
+                    step.kicks.users.insert(if who == "\"\"" { String::new() } else { who.to_owned() });
+                }
+            }
+        }
+    }
+    steps
+}
+
+pub fn scripts() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "txt"));
+    paths.sort();
+    paths
+}
