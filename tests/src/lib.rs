@@ -1,3 +1,5 @@
 //! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
 pub mod ctrl_harness;
+pub mod golden;
 pub mod mosquitto;
+pub mod rr;

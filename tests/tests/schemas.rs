@@ -11,7 +11,7 @@ use dynsec::commands::Admin;
 use dynsec::{Dynsec, Options};
 use serde_json::Value;
 
-mod common;
+use dynsec_tests::golden;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -35,11 +35,11 @@ fn golden_requests_and_replies_match_the_schemas() {
     );
     let mut failures = Vec::new();
     let mut checked_requests = 0;
-    for path in common::scripts() {
+    for path in golden::scripts() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ds.json");
         let (engine, _) = Dynsec::open_or_init(&file, Options::default(), "admin", || "pw".into()).unwrap();
-        for step in common::parse_script(&path) {
+        for step in golden::parse_script(&path) {
             let at = format!("{}:{}", path.display(), step.line);
             let reply: Value = serde_json::from_str(&step.expected).unwrap();
             for e in errors(&response_schema, &reply) {

@@ -1,4 +1,4 @@
-//! Golden control scripts (`tests/golden/*.txt`): every request runs through the real engine
+//! Golden control scripts (`dynsec/tests/golden/*.txt`): every request runs through the real engine
 //! (processor + durable store) and must produce the recorded reply byte for byte and the recorded
 //! kicks. The same scripts are replayed against mosquitto 2.0.11 by `tests/tests/golden_oracle.rs`,
 //! which is how the expected replies are known to be mosquitto's. Format: see
@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 use dynsec::commands::Admin;
 use dynsec::{Dynsec, Options};
 
-mod common;
-
-use common::{parse_script, scripts};
+use dynsec_tests::golden::{parse_script, scripts};
 
 #[test]
 fn golden_scripts_match_byte_for_byte() {

@@ -1,6 +1,6 @@
-//! Shared by the golden-script tests: the script format of `tests/golden/*.txt` (see
-//! `scripts/golden-oracle.py` for its description).
-#![allow(dead_code)]
+//! Golden control scripts (`dynsec/tests/golden/*.txt`): request → expected reply (and kicks),
+//! read by the engine test, the schema test and the replay against mosquitto 2.0.11. The format
+//! is described in `scripts/golden-oracle.py`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,10 @@ pub struct Step {
     pub line: usize,
     /// Preceded by `#lenient`: succeeds only thanks to mosquitto's lenient parsing.
     pub lenient: bool,
+    /// Preceded by `#oracle-skip`: not sent to mosquitto 2.0.11 (it would crash it).
+    pub oracle_skip: bool,
+    /// What mosquitto 2.0.11 answers where we deliberately differ (`<2.0.11` line).
+    pub oracle_expected: Option<String>,
     pub request: String,
     pub expected: String,
     pub kicks: Kicks,
@@ -19,14 +23,20 @@ pub struct Step {
 pub fn parse_script(path: &Path) -> Vec<Step> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut steps: Vec<Step> = Vec::new();
-    let mut lenient = false;
+    let (mut lenient, mut oracle_skip) = (false, false);
     for (i, line) in text.lines().enumerate() {
         if line.starts_with("#lenient") {
             lenient = true;
+        } else if line.starts_with("#oracle-skip") {
+            oracle_skip = true;
+        } else if let Some(reply) = line.strip_prefix("<2.0.11 ") {
+            steps.last_mut().expect("reply before request").oracle_expected = Some(reply.to_owned());
         } else if let Some(request) = line.strip_prefix("> ") {
             steps.push(Step {
                 line: i + 1,
                 lenient: std::mem::take(&mut lenient),
+                oracle_skip: std::mem::take(&mut oracle_skip),
+                oracle_expected: None,
                 request: request.to_owned(),
                 expected: String::new(),
                 kicks: Kicks::default(),
@@ -48,7 +58,7 @@ pub fn parse_script(path: &Path) -> Vec<Step> {
 }
 
 pub fn scripts() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dynsec/tests/golden");
     let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     paths.retain(|p| p.extension().is_some_and(|e| e == "txt"));
     paths.sort();
