@@ -15,3 +15,4 @@ pub mod store;
 pub mod topic;
 
 pub use engine::{AclHandle, AuthResult, ControlResult, Dynsec, Options};
+pub mod static_files;
