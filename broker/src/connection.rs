@@ -587,12 +587,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let frame = self.read_buf.split_to(header.frame_len());
             self.handle_frame(frame).await?;
         }
-        self.flush_router()?;
         if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding()) {
             self.link.push(Packet::PingReq(PingReq));
-            self.flush_router()?;
         }
-        Ok(())
+        self.flush_router()
     }
 
     fn flush_router(&mut self) -> Result<(), Exit> {

@@ -29,6 +29,8 @@ pub mod router_link;
 pub mod security;
 pub mod session;
 pub mod subscriptions;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]

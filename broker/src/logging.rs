@@ -1,11 +1,16 @@
 //! mosquitto's `log_type` / `log_dest` mapped onto `tracing`: the most verbose `log_type` sets the
-//! level, each `log_dest` gets every line (plain text, no colours).
+//! level, each `log_dest` gets every line (plain text, no colours). rumqttd's own log lines are
+//! router internals (including benign "already gone" errors when a link's last two wake-ups race):
+//! they are shown, from warnings up, only when debug logging is on.
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Error;
 use crate::config::{LogConfig, LogDest};
@@ -34,14 +39,8 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
     for dest in writers {
         writer = BoxMakeWriter::new(writer.and(writer_for(dest)?));
     }
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(writer)
-        .try_init()
-        .map_err(|e| Error::Logging(e.to_string()))
+    let router_level = if level >= tracing::Level::DEBUG { LevelFilter::WARN } else { LevelFilter::OFF };
+    let filter = Targets::new().with_default(level).with_target("rumqttd", router_level);
+    let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).with_writer(writer);
+    tracing_subscriber::registry().with(layer).with(filter).try_init().map_err(|e| Error::Logging(e.to_string()))
 }
-
-/// Keeps the `MakeWriter` bound visible to the compiler for boxed writers.
-fn _assert_make_writer<W: for<'a> MakeWriter<'a>>(_: &W) {}
