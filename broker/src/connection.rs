@@ -165,6 +165,7 @@ struct Connection<E: RoutingEngine, S> {
     /// Dropped when the connection has fully left (takeover waits on it).
     _closed: watch::Sender<()>,
     release_watch: watch::Receiver<u64>,
+    probe_requests: watch::Receiver<u64>,
     /// 1.5 × keepalive; `None` for keepalive 0.
     keep_alive: Option<Duration>,
     keep_alive_timer: std::pin::Pin<Box<Sleep>>,
@@ -358,7 +359,10 @@ where
             return None;
         }
     };
-    if connect.clean_start && outlives && claim.discarded {
+    // The gate's registry is the truth about sessions: without a saved session here, whatever the
+    // router still keeps for this id (a clean start, or an expiry purge still in flight) must not
+    // be resumed by a persistent link.
+    if persistent_link && claim.saved.is_none() {
         shared.engine.purge(&client_id).await;
     }
     let attached = match shared.engine.attach(&client_id, persistent_link).await {
@@ -371,8 +375,11 @@ where
             return None;
         }
     };
+    let session_present = claim.saved.is_some();
+    if session_present != attached.session_present {
+        debug!(client_id = %client_id, session_present, router = attached.session_present, "session views differ");
+    }
     let saved = claim.saved.unwrap_or_default();
-    let session_present = !connect.clean_start && attached.session_present;
 
     let mut keep_alive_secs = connect.keep_alive;
     let mut server_keep_alive = None;
@@ -384,8 +391,9 @@ where
     let now = Instant::now();
 
     let mut connection = Connection {
-        backlog: Backlog::new(&shared.pressure),
+        backlog: Backlog::new(&shared.pressure, conn_id),
         release_watch: shared.pressure.watch_release(),
+        probe_requests: shared.pressure.watch_probe_requests(),
         shared: shared.clone(),
         stream,
         read_buf,
@@ -415,7 +423,7 @@ where
         session_expiry,
         persistent_link,
     };
-    connection.backlog.probe_sent(&shared.pressure); // the link's start-up PINGREQ
+    connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
     if session_present {
         connection.restore_subscriptions(saved.subscriptions);
     }
@@ -454,6 +462,8 @@ enum Event {
     KeepAlive,
     Released,
     HoldExpired,
+    JudgeProbe,
+    ProbeRequested,
 }
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
@@ -480,6 +490,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.pending_acks.silent();
         }
         self.subscriptions = subscriptions;
+        self.track_backlog();
     }
 
     async fn run(mut self) {
@@ -492,8 +503,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if let Err(exit) = self.write_out().await {
                 return exit;
             }
-            let held = self.shared.pressure.holding() && !self.backlog.is_behind();
+            let held = self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure);
             let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
+            let probe_deadline = self.backlog.probe_deadline();
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(READ_CHUNK);
             }
@@ -504,21 +516,39 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
                 _ = tokio::time::sleep_until(hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hold_deadline.is_some() => Event::HoldExpired,
+                _ = tokio::time::sleep_until(probe_deadline.map_or_else(Instant::now, Instant::from_std)), if probe_deadline.is_some() => Event::JudgeProbe,
+                _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(_)) => {
                     self.last_read = Instant::now();
-                    self.handle_reads().await
+                    let result = self.handle_reads().await;
+                    // A busy socket is always readable, so without this a publisher would loop
+                    // through its whole cooperative budget (~128 reads) before subscribers run
+                    // and can notice a backlog.
+                    tokio::task::yield_now().await;
+                    result
                 }
                 Event::Router(note) => self.handle_router(note),
                 Event::Mail(Some(mail)) => self.handle_mail(mail),
                 Event::Mail(None) => Err(Exit::Lost),
                 Event::KeepAlive => self.check_keep_alive(held),
-                Event::Released => Ok(()),
+                // Frames left in the buffer when the hold began are handled now.
+                Event::Released => self.handle_reads().await,
                 Event::HoldExpired => {
                     self.backlog.hold_expired(&self.shared.pressure);
                     Ok(())
+                }
+                Event::JudgeProbe => {
+                    self.backlog.judge_probe(&self.shared.pressure);
+                    Ok(())
+                }
+                Event::ProbeRequested => {
+                    if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true) {
+                        self.link.push(Packet::PingReq(PingReq));
+                    }
+                    self.flush_router()
                 }
             };
             if let Err(exit) = result {
@@ -572,6 +602,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     async fn handle_reads(&mut self) -> Result<(), Exit> {
         let max_packet = self.shared.config.max_packet_size as usize;
         loop {
+            if self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure) {
+                // Back-pressure: leave the rest for when publishers may continue.
+                break;
+            }
             let header = match codec::peek_frame(&self.read_buf, max_packet) {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
@@ -587,9 +621,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let frame = self.read_buf.split_to(header.frame_len());
             self.handle_frame(frame).await?;
         }
-        if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding()) {
+        if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
         }
+        self.shared.pressure.request_probes_if_near();
         self.flush_router()
     }
 
@@ -617,17 +652,20 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.on_publish(meta, publish, properties).await
             }
             Packet::PubAck(ack, _) => {
+                self.backlog.progress();
                 let link = &mut self.link;
                 self.acks.client_ack(ack.pkid, 1, false, &mut |p| link.push(p));
                 Ok(())
             }
             Packet::PubRec(rec, _) => {
+                self.backlog.progress();
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
                 self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p));
                 Ok(())
             }
             Packet::PubComp(comp, _) => {
+                self.backlog.progress();
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
                 Ok(())
@@ -791,6 +829,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         self.pending_acks.subscribe(subscribe.pkid, codes);
         self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.track_backlog();
         Ok(())
     }
 
@@ -822,7 +861,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
         self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.track_backlog();
         Ok(())
+    }
+
+    /// Back-pressure tracks connections with QoS>0 routed subscriptions.
+    fn track_backlog(&mut self) {
+        let has_qos = self
+            .subscriptions
+            .values()
+            .any(|s| s.kind == SubscriptionKind::Routed && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce);
+        self.backlog.track(&self.shared.pressure, has_qos);
     }
 
     /// Handles one router notification and everything else already waiting.
@@ -839,9 +888,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 next = self.link.try_recv();
             }
         }
-        self.flush_router()?;
-        self.backlog.after_router_batch(&self.shared.pressure, self.acks.outstanding());
-        Ok(())
+        self.flush_router()
     }
 
     /// A message from the router for this client: checked against the client's ACL and maximum
@@ -857,6 +904,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             warn!(client_id = %self.client_id, "could not encode a delivery");
             return;
         };
+        self.backlog.forwarded(meta.qos);
         let too_large = self.write_buf.len() - start > self.client_max_packet;
         if allowed && !too_large {
             if meta.qos > 0 {
@@ -922,7 +970,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if exit != Exit::Lost && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
-        let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
+        // Router and registry first, socket last: a client that sees the close can reconnect at
+        // once and find its session saved.
         if exit != Exit::RouterGone {
             self.link.detach();
         }
@@ -954,6 +1003,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         });
         let release = Release { saved, expiry, purge_router: self.persistent_link && !outlives, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
+        let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
         info!(client_id = %self.client_id, reason = ?exit, "Client disconnected.");
     }
 }

@@ -116,8 +116,6 @@ impl Entry {
 pub struct Claim {
     /// The saved session, unless the new connection asked for a clean start.
     pub saved: Option<SavedSession>,
-    /// A saved session existed and was discarded because of the clean start.
-    pub discarded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,9 +169,11 @@ impl<E: RoutingEngine> Sessions<E> {
         let will_to_publish = {
             let mut entries = self.lock();
             let entry = entries.entry(client_id.clone()).or_default();
-            if entry.claim != claim {
+            // 0: the previous owner left nothing behind and its entry was removed meanwhile.
+            if entry.claim != claim && entry.claim != 0 {
                 return Err(Superseded);
             }
+            entry.claim = claim;
             if let Some(timer) = entry.expiry_timer.take() {
                 timer.abort();
             }
@@ -183,14 +183,13 @@ impl<E: RoutingEngine> Sessions<E> {
             });
             entry.live = Some(Live { conn_id, username, mailbox, closed });
             let saved = entry.saved.take();
-            let discarded = clean_start && saved.is_some();
-            (will, if clean_start { None } else { saved }, discarded)
+            (will, if clean_start { None } else { saved })
         };
-        let (will, saved, discarded) = will_to_publish;
+        let (will, saved) = will_to_publish;
         if let Some(will) = will {
             publish_will(&*self.engine, &will);
         }
-        Ok(Claim { saved, discarded })
+        Ok(Claim { saved })
     }
 
     /// A connection leaves. Publishes or schedules its will, keeps or forgets its session.

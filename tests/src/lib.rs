@@ -1,1 +1,2 @@
-//! placeholder
+//! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
+pub mod broker;
