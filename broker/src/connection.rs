@@ -180,6 +180,8 @@ struct Connection<E: RoutingEngine, S> {
     pending_acks: PendingAcks,
     backlog: Backlog,
     router_paused: bool,
+    /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
+    reads_pending: bool,
     will: Option<codec::Will>,
     clean_start: bool,
     session_expiry: u32,
@@ -312,6 +314,12 @@ where
         refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
         return None;
     }
+    if protocol != Protocol::V5 && connect.keep_alive > config.max_keepalive {
+        // mosquitto: 3.x clients cannot be told another keepalive, so they are refused.
+        info!(%peer, keep_alive = connect.keep_alive, "refused: keepalive above max_keepalive");
+        refuse(&mut stream, protocol, Refusal::IdentifierRejected).await;
+        return None;
+    }
     let client_id: Arc<str> = client_id.into();
 
     let request = ConnectRequest {
@@ -418,6 +426,7 @@ where
         acks: AckSequencer::default(),
         pending_acks: PendingAcks::default(),
         router_paused: false,
+        reads_pending: false,
         will: connect.will.clone(),
         clean_start: connect.clean_start,
         session_expiry,
@@ -499,11 +508,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     async fn event_loop(&mut self) -> Exit {
+        self.reads_pending = !self.read_buf.is_empty();
         loop {
+            if self.reads_pending
+                && !self.held()
+                && let Err(exit) = self.handle_reads().await
+            {
+                return exit;
+            }
             if let Err(exit) = self.write_out().await {
                 return exit;
             }
-            let held = self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure);
+            let held = self.held();
             let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
             let probe_deadline = self.backlog.probe_deadline();
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
@@ -534,8 +550,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Event::Mail(Some(mail)) => self.handle_mail(mail),
                 Event::Mail(None) => Err(Exit::Lost),
                 Event::KeepAlive => self.check_keep_alive(held),
-                // Frames left in the buffer when the hold began are handled now.
-                Event::Released => self.handle_reads().await,
+                // Frames left in the buffer when the hold began are handled at the loop's top.
+                Event::Released => Ok(()),
                 Event::HoldExpired => {
                     self.backlog.hold_expired(&self.shared.pressure);
                     Ok(())
@@ -555,6 +571,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return exit;
             }
         }
+    }
+
+    /// Back-pressure holds this connection's publishing (see `backpressure`).
+    fn held(&self) -> bool {
+        self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure)
     }
 
     /// Writes what the wake-up produced (one write), then lets a paused router continue.
@@ -601,9 +622,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Handles every complete packet in the read buffer, then hands the router one batch.
     async fn handle_reads(&mut self) -> Result<(), Exit> {
         let max_packet = self.shared.config.max_packet_size as usize;
+        self.reads_pending = false;
         loop {
-            if self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure) {
+            if self.held() {
                 // Back-pressure: leave the rest for when publishers may continue.
+                self.reads_pending = true;
                 break;
             }
             let header = match codec::peek_frame(&self.read_buf, max_packet) {
@@ -972,9 +995,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         // Router and registry first, socket last: a client that sees the close can reconnect at
         // once and find its session saved.
-        if exit != Exit::RouterGone {
-            self.link.detach();
-        }
+        self.link.detach(); // (a no-op when the router already dropped the link)
         self.shared.control.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 

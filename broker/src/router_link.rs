@@ -123,12 +123,10 @@ pub trait RouterLink: Send + 'static {
         let filters = filters.iter().map(|f| router_filter(f).into_owned()).collect();
         self.push(Packet::Unsubscribe(Unsubscribe { pkid, filters }, None));
     }
-    /// Tells the router this client is gone (session saved if persistent).
-    fn detach(&mut self) {
-        let disconnect = Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection };
-        self.push(Packet::Disconnect(disconnect, None));
-        let _ = self.flush();
-    }
+    /// Tells the router this client is gone (session saved if persistent). Implementations also
+    /// do this when dropped, so that no exit path — a panic included — leaks the router's state
+    /// for the client (a leaked member of a shared subscription keeps receiving its share).
+    fn detach(&mut self);
 }
 
 /// Escapes a client id for the router, which refuses ids containing `+ $ # /`.
@@ -225,7 +223,7 @@ impl RoutingEngine for Rumqttd {
                 Option::<Packet>::from(connack),
                 Some(Packet::ConnAck(ack, _)) if ack.session_present
             );
-            let mut link = RumqttdLink { tx, rx, pending: Vec::with_capacity(64) };
+            let mut link = RumqttdLink::new(tx, rx);
             link.push(Packet::PingReq(PingReq));
             link.flush()?;
             Ok(Attached { link, session_present })
@@ -236,8 +234,7 @@ impl RoutingEngine for Rumqttd {
         let built = self.build(client_id, false);
         async move {
             if let Ok((tx, rx, _)) = built.await {
-                let mut link = RumqttdLink { tx, rx, pending: Vec::new() };
-                link.detach();
+                RumqttdLink::new(tx, rx).detach();
             }
         }
     }
@@ -255,6 +252,20 @@ pub struct RumqttdLink {
     tx: LinkTx,
     rx: LinkRx,
     pending: Vec<Packet>,
+    /// Disconnect sent, or the router already dropped the link.
+    detached: bool,
+}
+
+impl RumqttdLink {
+    fn new(tx: LinkTx, rx: LinkRx) -> Self {
+        RumqttdLink { tx, rx, pending: Vec::with_capacity(64), detached: false }
+    }
+}
+
+impl Drop for RumqttdLink {
+    fn drop(&mut self) {
+        self.detach();
+    }
 }
 
 fn convert(notification: Notification) -> FromRouter {
@@ -289,7 +300,10 @@ impl RouterLink for RumqttdLink {
         match self.rx.next().await {
             Ok(Some(notification)) => Ok(convert(notification)),
             Ok(None) => Ok(FromRouter::Nothing),
-            Err(_) => Err(RouterError::Closed),
+            Err(_) => {
+                self.detached = true; // the router dropped us; its connection id may be reused
+                Err(RouterError::Closed)
+            }
         }
     }
 
@@ -297,8 +311,20 @@ impl RouterLink for RumqttdLink {
         match self.rx.next().now_or_never()? {
             Ok(Some(notification)) => Some(Ok(convert(notification))),
             Ok(None) => None,
-            Err(_) => Some(Err(RouterError::Closed)),
+            Err(_) => {
+                self.detached = true;
+                Some(Err(RouterError::Closed))
+            }
         }
+    }
+
+    fn detach(&mut self) {
+        if std::mem::replace(&mut self.detached, true) {
+            return;
+        }
+        let disconnect = Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection };
+        self.push(Packet::Disconnect(disconnect, None));
+        let _ = self.flush();
     }
 
     async fn resume(&mut self) -> Result<(), RouterError> {

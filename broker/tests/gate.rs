@@ -442,3 +442,37 @@ async fn shutdown_disconnects_clients_then_calls_the_hook() {
     assert!(v4.expect_closed().await.is_empty());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn packets_pipelined_behind_the_connect_are_handled() {
+    let (_broker, addr) = start(Scripted::allow_all()).await;
+    let mut client = RawClient::open(addr).await;
+    let mut bytes = Connect::new(4, "eager").encode();
+    bytes.extend(subscribe(false, 1, &[("eager/#", 0)]));
+    bytes.extend(pingreq());
+    client.send(&bytes).await;
+    assert_eq!(client.expect(CONNACK).await.reason(), 0);
+    // (The PINGRESP is answered at once, the SUBACK after the router's: either order.)
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let Next::Frame(frame) = client.next(WAIT).await else { panic!("missing answer after {kinds:?}") };
+        kinds.push(frame.packet_type);
+    }
+    kinds.sort();
+    assert_eq!(kinds, [SUBACK, PINGRESP]);
+}
+
+#[tokio::test]
+async fn keepalive_above_max_keepalive() {
+    let (_broker, addr) = start_with("max_keepalive 60\n", Scripted::allow_all()).await;
+    let mut connect = Connect::new(4, "ka-high");
+    connect.keep_alive = 61;
+    let (_client, reply) = RawClient::connect(addr, &connect).await;
+    let Next::Frame(connack) = reply else { panic!("no CONNACK") };
+    assert_eq!(connack.reason(), 2, "3.x: identifier rejected, as mosquitto");
+    connect.version = 5;
+    let (_client, reply) = RawClient::connect(addr, &connect).await;
+    let Next::Frame(connack) = reply else { panic!("no CONNACK") };
+    assert_eq!(connack.reason(), 0);
+    assert!(connack.body.ends_with(&[19, 0, 60]), "v5: Server Keep Alive 60, {connack:?}");
+}
