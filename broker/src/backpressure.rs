@@ -5,14 +5,15 @@
 //! The gate cannot see a subscriber's lag inside the router, so it bounds it from outside:
 //! - [`Pressure`] counts every byte published into the router (as the router sizes messages).
 //!   A subscriber's lag is at most what was published since it was last *caught up*.
-//! - *Caught up* is shown by a probe: a PINGREQ sent through the subscriber's link. The router
-//!   answers it (PINGRESP) in the same pass in which it forwards what is pending for the link,
-//!   right after the answer. If the router had room in its in-flight window when it answered and
-//!   no message follows the answer within a short grace period, nothing was pending.
+//! - *Caught up* is shown by a probe through the subscriber's link: two PINGREQs. The router
+//!   answers the first in the same pass in which it forwards what is pending for the link (right
+//!   after the answer), and the second after that pass. If the router had room in its in-flight
+//!   window at the first answer and the messages between the two answers did not fill that room,
+//!   they were everything pending: the lag at the first probe was their size.
 //! - Every connection with a QoS>0 subscription registers a *hold point*: the published count at
 //!   which its lag could reach `gate_backpressure_window` (caught-up count + window). Publishers
 //!   compare the published count with the lowest hold point — two atomic loads per packet — and
-//!   stop reading once it is reached, until that subscriber shows it caught up (its clients then
+//!   stop reading once it is reached, until that subscriber shows it caught up (their clients then
 //!   wait on TCP and on their unacknowledged QoS 1/2 messages). The subscriber whose hold point
 //!   is reached is never held itself: it must keep reading its client's acknowledgements.
 //! - Subscribers are asked to probe before their hold point is reached (half a window earlier),
@@ -23,11 +24,11 @@
 //!   rumqttd does.
 //!
 //! The registry is a mutex touched when a subscriber registers, catches up or leaves — at most
-//! once per quarter window of traffic per subscriber, never per message. Best effort: a router
-//! thread paused longer than the grace period between answering a probe and forwarding could make
-//! a lagging subscriber look caught up, and a publisher finishes the packet it is handling; the
-//! window defaults to half of a filter's log capacity to leave room for that. Subscribers with
-//! only QoS 0 subscriptions are not tracked.
+//! once per quarter window of traffic per subscriber, never per message. Limits: a publisher
+//! finishes the packet it is handling when the hold begins (the window defaults to half of a
+//! filter's log capacity to leave room for that), and only non-shared QoS>0 subscriptions are
+//! tracked (QoS 0 may be dropped anyway; a shared group's log is read one message per member in
+//! turn, which a probe cannot tell from an empty one).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -39,8 +40,6 @@ use crate::router_link::ROUTER_INFLIGHT;
 
 /// Below this many messages in flight, a subscriber can be probed.
 const PROBE_BELOW: usize = ROUTER_INFLIGHT / 2;
-/// How long after a probe's answer a forward still counts as "the router had more".
-const GRACE: Duration = Duration::from_millis(20);
 
 /// Broker-wide back-pressure state.
 #[derive(Debug)]
@@ -136,19 +135,37 @@ impl Pressure {
     }
 }
 
-/// A probe on its way through the router.
+/// A probe on its way through the router. A probe is two PINGREQs: the router answers the first
+/// in the pass in which it forwards what is pending (right after the answer), and the second
+/// after that pass has finished — so everything between the two answers is what was pending.
 #[derive(Debug, Clone, Copy)]
-struct Probe {
-    /// Bytes published (broker-wide) when it was sent.
-    published_at: u64,
-    /// QoS>0 messages in flight (unacknowledged to the router) when it was sent.
-    in_flight_at_send: usize,
-    /// QoS>0 forwards received since it was sent (they left the router before the answer).
-    forwards_before_answer: usize,
-    /// When the answer came, if the router had room to forward more then.
-    answered: Option<Instant>,
-    /// Forwards received after the answer.
-    forwards_after_answer: usize,
+enum Probe {
+    /// First PINGREQ sent.
+    First {
+        /// Bytes published (broker-wide) when it was sent.
+        published_at: u64,
+        /// QoS>0 messages in flight (unacknowledged to the router) when it was sent.
+        in_flight_at_send: usize,
+        /// QoS>0 forwards received since (they left the router before the answer).
+        forwards_before_answer: usize,
+    },
+    /// First answer received, second PINGREQ sent.
+    Second {
+        published_at: u64,
+        /// Room the router had in its in-flight window when it answered the first.
+        room: usize,
+        /// QoS>0 forwards and bytes (all forwards) received since the first answer.
+        forwards: usize,
+        bytes: u64,
+    },
+}
+
+/// What the caller must do after a probe answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStep {
+    /// Push another PINGREQ to the link now.
+    SendSecond,
+    Done,
 }
 
 /// One connection's state as a subscriber.
@@ -157,7 +174,7 @@ pub struct Backlog {
     conn_id: u64,
     /// Registered: the connection has a QoS>0 subscription.
     tracked: bool,
-    /// Bytes published (broker-wide) when this subscriber was last known caught up.
+    /// Bytes published (broker-wide) when this subscriber's lag was last known to be zero.
     caught_up_at: u64,
     probe: Option<Probe>,
     /// Last sign of life while tracked: an acknowledgement or a catch-up.
@@ -218,18 +235,16 @@ impl Backlog {
         }
     }
 
-    /// Records a probe sent through the link (a PINGREQ pushed after the client's acks).
+    /// Records a probe's first PINGREQ pushed to the link.
     pub fn probe_sent(&mut self, pressure: &Pressure, in_flight: usize) {
-        self.probe = Some(Probe {
+        self.probe = Some(Probe::First {
             published_at: pressure.published(),
             in_flight_at_send: in_flight,
             forwards_before_answer: 0,
-            answered: None,
-            forwards_after_answer: 0,
         });
     }
 
-    /// Should a probe be sent now (`requested`: publishers near a hold point asked)? If so it is
+    /// Should a probe start now (`requested`: publishers near a hold point asked)? If so it is
     /// recorded; the caller pushes a PINGREQ.
     pub fn wants_probe(&mut self, pressure: &Pressure, in_flight: usize, requested: bool) -> bool {
         if !self.tracked || self.probe.is_some() || in_flight >= PROBE_BELOW {
@@ -244,45 +259,53 @@ impl Backlog {
         true
     }
 
-    /// A message from the router (`qos > 0`: it counts against the router's in-flight window).
-    pub fn forwarded(&mut self, qos: u8) {
-        if let Some(probe) = self.probe.as_mut() {
-            match probe.answered {
-                None if qos > 0 => probe.forwards_before_answer += 1,
-                None => {}
-                Some(_) => probe.forwards_after_answer += 1,
+    /// A message from the router: `qos > 0` counts against the router's in-flight window;
+    /// `size` as the router counts it (4 + topic + payload).
+    pub fn forwarded(&mut self, qos: u8, size: usize) {
+        match self.probe.as_mut() {
+            Some(Probe::First { forwards_before_answer, .. }) if qos > 0 => *forwards_before_answer += 1,
+            Some(Probe::Second { forwards, bytes, .. }) => {
+                *forwards += usize::from(qos > 0);
+                *bytes += size as u64;
             }
+            _ => {}
         }
     }
 
-    /// The router answered the probe (PINGRESP).
-    pub fn probe_answered(&mut self) {
-        let Some(probe) = self.probe.as_mut() else { return };
-        let router_in_flight = probe.in_flight_at_send + probe.forwards_before_answer;
-        if router_in_flight >= ROUTER_INFLIGHT || probe.answered.is_some() {
-            // The router had no room to show a backlog: inconclusive, probe again later.
-            self.probe = None;
-        } else {
-            probe.answered = Some(Instant::now());
+    /// The router paused the link (its buffer was full), so it may have stopped forwarding early:
+    /// the probe in progress proves nothing.
+    pub fn router_paused(&mut self) {
+        if let Some(Probe::Second { room, forwards, .. }) = self.probe.as_mut() {
+            *forwards = (*forwards).max(*room);
         }
     }
 
-    /// When the answered probe can be judged.
-    pub fn probe_deadline(&self) -> Option<Instant> {
-        self.probe.and_then(|p| p.answered).map(|answered| answered + GRACE)
-    }
-
-    /// Judges the answered probe once its grace period is over.
-    pub fn judge_probe(&mut self, pressure: &Pressure) {
-        let Some(probe) = self.probe.take() else { return };
-        if probe.answered.is_none() || probe.forwards_after_answer > 0 {
-            return;
-        }
-        self.caught_up_at = probe.published_at;
-        self.last_progress = Instant::now();
-        self.stuck = false;
-        if self.tracked {
-            pressure.set_hold_point(self.conn_id, Some(self.hold_point(pressure)));
+    /// The router answered a probe PINGREQ (PINGRESP).
+    pub fn probe_answered(&mut self, pressure: &Pressure) -> ProbeStep {
+        match self.probe.take() {
+            Some(Probe::First { published_at, in_flight_at_send, forwards_before_answer }) => {
+                let router_in_flight = in_flight_at_send + forwards_before_answer;
+                if router_in_flight >= ROUTER_INFLIGHT {
+                    // The router had no room to show what is pending: inconclusive.
+                    return ProbeStep::Done;
+                }
+                let room = ROUTER_INFLIGHT - router_in_flight;
+                self.probe = Some(Probe::Second { published_at, room, forwards: 0, bytes: 0 });
+                ProbeStep::SendSecond
+            }
+            Some(Probe::Second { published_at, room, forwards, bytes }) => {
+                if forwards < room {
+                    // The router forwarded everything it had: that was the whole lag.
+                    self.caught_up_at = published_at.saturating_sub(bytes).max(self.caught_up_at);
+                    self.last_progress = Instant::now();
+                    self.stuck = false;
+                    if self.tracked {
+                        pressure.set_hold_point(self.conn_id, Some(self.hold_point(pressure)));
+                    }
+                }
+                ProbeStep::Done
+            }
+            None => ProbeStep::Done,
         }
     }
 
@@ -314,6 +337,17 @@ impl Backlog {
 mod tests {
     use super::*;
 
+    /// Runs a probe whose first answer finds `in_flight` messages in flight and after which the
+    /// router forwards `forwards` messages of `size` bytes before the second answer.
+    fn probe(backlog: &mut Backlog, pressure: &Pressure, in_flight: usize, forwards: usize, size: usize) {
+        backlog.probe_sent(pressure, in_flight);
+        assert_eq!(backlog.probe_answered(pressure), ProbeStep::SendSecond);
+        for _ in 0..forwards {
+            backlog.forwarded(1, size);
+        }
+        assert_eq!(backlog.probe_answered(pressure), ProbeStep::Done);
+    }
+
     #[test]
     fn publishers_are_held_at_the_window_until_the_subscriber_catches_up() {
         let pressure = Pressure::new(1000, Duration::from_secs(10));
@@ -326,22 +360,43 @@ mod tests {
         assert!(pressure.holding(), "holds without the subscriber's task running");
         assert!(backlog.exempt(&pressure));
 
-        // The client acknowledged most; a probe goes out; the router answers and keeps forwarding.
-        assert!(backlog.wants_probe(&pressure, 10, false));
-        assert!(!backlog.wants_probe(&pressure, 10, false), "one probe at a time");
-        backlog.forwarded(1);
-        backlog.probe_answered();
-        backlog.forwarded(1);
-        backlog.judge_probe(&pressure);
-        assert!(pressure.holding(), "forwards after the answer: still a backlog");
-
-        // Next probe: the router answers and nothing follows.
-        assert!(backlog.wants_probe(&pressure, 0, false));
-        backlog.probe_answered();
-        assert!(backlog.probe_deadline().is_some());
-        backlog.judge_probe(&pressure);
+        // The router fills all the room it had: inconclusive.
+        probe(&mut backlog, &pressure, 10, 90, 10);
+        assert!(pressure.holding());
+        // Nothing pending any more.
+        probe(&mut backlog, &pressure, 0, 0, 10);
         assert!(!pressure.holding() && !backlog.exempt(&pressure));
         assert!(released.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_small_remaining_lag_counts_against_the_next_window() {
+        let pressure = Pressure::new(1000, Duration::from_secs(10));
+        let mut backlog = Backlog::new(&pressure, 1);
+        backlog.track(&pressure, true);
+        pressure.record_published(1200);
+        assert!(pressure.holding());
+        // 20 messages of 10 bytes were still pending: caught up at 1200 - 200.
+        probe(&mut backlog, &pressure, 30, 20, 10);
+        assert!(!pressure.holding());
+        pressure.record_published(799);
+        assert!(!pressure.holding());
+        pressure.record_published(1);
+        assert!(pressure.holding(), "hold point = 1000 + window");
+    }
+
+    #[test]
+    fn a_first_answer_with_a_full_window_is_inconclusive() {
+        let pressure = Pressure::new(10, Duration::from_secs(10));
+        let mut backlog = Backlog::new(&pressure, 1);
+        backlog.track(&pressure, true);
+        pressure.record_published(100);
+        assert!(backlog.wants_probe(&pressure, 40, false));
+        for _ in 0..60 {
+            backlog.forwarded(1, 10);
+        }
+        assert_eq!(backlog.probe_answered(&pressure), ProbeStep::Done);
+        assert!(pressure.holding());
     }
 
     #[test]
@@ -360,8 +415,9 @@ mod tests {
         pressure.request_probes_if_near();
         assert!(!requests.has_changed().unwrap(), "once per hold point");
         assert!(backlog.wants_probe(&pressure, 0, true));
-        backlog.probe_answered();
-        backlog.judge_probe(&pressure);
+        assert!(!backlog.wants_probe(&pressure, 0, true), "one probe at a time");
+        assert_eq!(backlog.probe_answered(&pressure), ProbeStep::SendSecond);
+        assert_eq!(backlog.probe_answered(&pressure), ProbeStep::Done);
         pressure.record_published(900);
         assert!(!pressure.holding(), "the hold point moved forward");
     }
@@ -381,22 +437,6 @@ mod tests {
         late.track(&pressure, false);
         pressure.record_published(1000);
         assert!(!pressure.holding(), "untracked");
-    }
-
-    #[test]
-    fn a_probe_answered_with_a_full_window_is_inconclusive() {
-        let pressure = Pressure::new(10, Duration::from_secs(10));
-        let mut backlog = Backlog::new(&pressure, 1);
-        backlog.track(&pressure, true);
-        pressure.record_published(100);
-        assert!(backlog.wants_probe(&pressure, 40, false));
-        for _ in 0..60 {
-            backlog.forwarded(1);
-        }
-        backlog.probe_answered();
-        assert!(backlog.probe_deadline().is_none());
-        backlog.judge_probe(&pressure);
-        assert!(pressure.holding());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use crate::ack_sequencer::AckSequencer;
-use crate::backpressure::Backlog;
+use crate::backpressure::{Backlog, ProbeStep};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
@@ -91,6 +91,14 @@ impl Refusal {
             }
         }
     }
+}
+
+/// A `$CONTROL/...` PUBLISH that passed the ACL, to be executed by `Security::control`.
+struct ControlRequest {
+    topic: String,
+    payload: Bytes,
+    qos: u8,
+    pkid: u16,
 }
 
 /// How a connection ended.
@@ -471,7 +479,6 @@ enum Event {
     KeepAlive,
     Released,
     HoldExpired,
-    JudgeProbe,
     ProbeRequested,
 }
 
@@ -521,7 +528,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let held = self.held();
             let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
-            let probe_deadline = self.backlog.probe_deadline();
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(READ_CHUNK);
             }
@@ -532,7 +538,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
                 _ = tokio::time::sleep_until(hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hold_deadline.is_some() => Event::HoldExpired,
-                _ = tokio::time::sleep_until(probe_deadline.map_or_else(Instant::now, Instant::from_std)), if probe_deadline.is_some() => Event::JudgeProbe,
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
@@ -554,10 +559,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Event::Released => Ok(()),
                 Event::HoldExpired => {
                     self.backlog.hold_expired(&self.shared.pressure);
-                    Ok(())
-                }
-                Event::JudgeProbe => {
-                    self.backlog.judge_probe(&self.shared.pressure);
                     Ok(())
                 }
                 Event::ProbeRequested => {
@@ -642,7 +643,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 }
             };
             let frame = self.read_buf.split_to(header.frame_len());
-            self.handle_frame(frame).await?;
+            // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
+            // future per packet would be moved around for nothing.
+            if let Some(request) = self.handle_frame(frame)? {
+                self.control_request(request).await;
+            }
         }
         if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
@@ -655,7 +660,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.link.flush().map_err(|_| Exit::RouterGone)
     }
 
-    async fn handle_frame(&mut self, frame: BytesMut) -> Result<(), Exit> {
+    fn handle_frame(&mut self, frame: BytesMut) -> Result<Option<ControlRequest>, Exit> {
         let packet_type = frame[0] >> 4;
         if packet_type == codec::CONNECT {
             info!(client_id = %self.client_id, "second CONNECT: closing");
@@ -672,37 +677,37 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         match packet {
             Packet::Publish(publish, properties) => {
                 let meta = meta.ok_or(Exit::Protocol(MALFORMED))?;
-                self.on_publish(meta, publish, properties).await
+                self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
                 self.backlog.progress();
                 let link = &mut self.link;
                 self.acks.client_ack(ack.pkid, 1, false, &mut |p| link.push(p));
-                Ok(())
+                Ok(None)
             }
             Packet::PubRec(rec, _) => {
                 self.backlog.progress();
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
                 self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p));
-                Ok(())
+                Ok(None)
             }
             Packet::PubComp(comp, _) => {
                 self.backlog.progress();
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
-                Ok(())
+                Ok(None)
             }
             Packet::PubRel(rel, _) => {
                 self.inbound_qos2.remove(&rel.pkid);
                 codec::ack(&mut self.write_buf, self.protocol, 7, rel.pkid, 0);
-                Ok(())
+                Ok(None)
             }
-            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties),
-            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe),
+            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties).map(|()| None),
+            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe).map(|()| None),
             Packet::PingReq(_) => {
                 codec::pingresp(&mut self.write_buf);
-                Ok(())
+                Ok(None)
             }
             Packet::Disconnect(disconnect, properties) => {
                 if let Some(expiry) = properties.and_then(|p| p.session_expiry_interval) {
@@ -723,12 +728,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
     }
 
-    async fn on_publish(
+    /// A PUBLISH from the client; a `$CONTROL/...` request is returned to be executed.
+    fn on_publish(
         &mut self,
         meta: PublishMeta,
         mut publish: Publish,
         mut properties: Option<PublishProperties>,
-    ) -> Result<(), Exit> {
+    ) -> Result<Option<ControlRequest>, Exit> {
         let PublishMeta { qos, pkid } = meta;
         if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.max_topic_alias {
@@ -768,16 +774,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.inbound_qos2.insert(pkid);
             }
             self.write_ack(qos, pkid, reason);
-            return Ok(());
+            return Ok(None);
         }
         if qos == 2 && !self.inbound_qos2.insert(pkid) {
             // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
             self.write_ack(2, pkid, 0);
-            return Ok(());
+            return Ok(None);
         }
         if topic.starts_with("$CONTROL/") {
-            let topic = topic.to_owned();
-            return self.control_request(&topic, publish.payload, qos, pkid).await;
+            return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
         if !topic.starts_with('$') {
             let size = 4 + publish.topic.len() + publish.payload.len();
@@ -786,14 +791,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.push(Packet::Publish(routed, properties));
         }
         self.write_ack(qos, pkid, 0);
-        Ok(())
+        Ok(None)
     }
 
     /// A `$CONTROL/...` request: executed, acknowledged, then its replies and kicks go out (in
     /// that order, through the mailboxes, so a kicked admin still gets its PUBACK and reply).
-    async fn control_request(&mut self, topic: &str, payload: Bytes, qos: u8, pkid: u16) -> Result<(), Exit> {
+    async fn control_request(&mut self, request: ControlRequest) {
+        let ControlRequest { topic, payload, qos, pkid } = request;
         let sender = ControlSender { client_id: self.client_id.clone(), username: self.username.clone() };
-        let outcome = match self.shared.security.control(sender, topic, payload.to_vec()) {
+        let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
             Some(pending) => Some(pending.await),
             None => {
                 debug!(client_id = %self.client_id, topic, "no control endpoint");
@@ -809,7 +815,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.shared.sessions.kick(target);
             }
         }
-        Ok(())
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe, properties: Option<SubscribeProperties>) -> Result<(), Exit> {
@@ -888,12 +893,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         Ok(())
     }
 
-    /// Back-pressure tracks connections with QoS>0 routed subscriptions.
+    /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions.
     fn track_backlog(&mut self) {
-        let has_qos = self
-            .subscriptions
-            .values()
-            .any(|s| s.kind == SubscriptionKind::Routed && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce);
+        let has_qos = self.subscriptions.values().any(|s| {
+            s.kind == SubscriptionKind::Routed
+                && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce
+                && !subscriptions::is_shared(&s.filter.path)
+        });
         self.backlog.track(&self.shared.pressure, has_qos);
     }
 
@@ -904,7 +910,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             match note.map_err(|_| Exit::RouterGone)? {
                 FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
                 FromRouter::Ack(packet) => self.on_router_ack(packet),
-                FromRouter::Paused => self.router_paused = true,
+                FromRouter::Paused => {
+                    self.router_paused = true;
+                    self.backlog.router_paused();
+                }
                 FromRouter::Nothing => {}
             }
             if self.write_buf.len() < WRITE_HIGH_WATER {
@@ -917,6 +926,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// A message from the router for this client: checked against the client's ACL and maximum
     /// packet size; a dropped QoS>0 message is still acknowledged to the router, in order.
     fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
+        let size = 4 + publish.topic.len() + publish.payload.len();
         let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| self.authz.allows(Access::Receive, topic));
         if !allowed {
             // Encode without the payload just to learn QoS and packet id.
@@ -927,7 +937,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             warn!(client_id = %self.client_id, "could not encode a delivery");
             return;
         };
-        self.backlog.forwarded(meta.qos);
+        self.backlog.forwarded(meta.qos, size);
         let too_large = self.write_buf.len() - start > self.client_max_packet;
         if allowed && !too_large {
             if meta.qos > 0 {
@@ -954,9 +964,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, rel.pkid, 0);
                 }
             }
-            Packet::PingResp(_) => self.backlog.probe_answered(),
+            Packet::PingResp(_) => self.on_probe_answer(),
             // UNSUBACKs are answered by the gate; the router's are dropped.
             _ => {}
+        }
+    }
+
+    /// The router answered a back-pressure probe (we answer the client's PINGREQs ourselves).
+    fn on_probe_answer(&mut self) {
+        if self.backlog.probe_answered(&self.shared.pressure) == ProbeStep::SendSecond {
+            self.link.push(Packet::PingReq(PingReq));
         }
     }
 
