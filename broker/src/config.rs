@@ -568,7 +568,8 @@ struct Builder {
     max_keepalive: u16,
     tcp_nodelay: bool,
     log_level: Option<Option<tracing::Level>>,
-    log_dests: Vec<LogDest>,
+    /// `None`: no `log_dest` line (stderr, mosquitto's default).
+    log_dests: Option<Vec<LogDest>>,
     gate: GateSettings,
     backpressure_window_set: bool,
     warnings: Vec<String>,
@@ -590,7 +591,7 @@ impl Builder {
             max_keepalive: 65535,
             tcp_nodelay: false,
             log_level: None,
-            log_dests: Vec::new(),
+            log_dests: None,
             gate: GateSettings::default(),
             backpressure_window_set: false,
             warnings: Vec::new(),
@@ -760,20 +761,21 @@ impl Builder {
             }
             "log_dest" => {
                 let words = d.words();
+                let dests = self.log_dests.get_or_insert_with(Vec::new);
                 match words.first().copied() {
-                    Some("stderr") => self.log_dests.push(LogDest::Stderr),
-                    Some("stdout") => self.log_dests.push(LogDest::Stdout),
+                    Some("stderr") => dests.push(LogDest::Stderr),
+                    Some("stdout") => dests.push(LogDest::Stdout),
                     Some("file") => {
                         let path = d.rest.trim_start_matches("file").trim();
                         if path.is_empty() {
                             return Err(d.at.error("log_dest file needs a path"));
                         }
-                        self.log_dests.push(LogDest::File(PathBuf::from(path)));
+                        dests.push(LogDest::File(PathBuf::from(path)));
                     }
-                    Some("none") => self.log_dests.clear(),
+                    Some("none") => dests.clear(),
                     Some(other @ ("syslog" | "topic" | "dlt")) => {
+                        dests.push(LogDest::Stderr);
                         self.warnings.push(format!("{}: log_dest {other} is not supported; logging to stderr", d.at));
-                        self.log_dests.push(LogDest::Stderr);
                     }
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
@@ -903,7 +905,7 @@ impl Builder {
         }
         let log = LogConfig {
             level: self.log_level.unwrap_or(LogConfig::default().level),
-            dests: if self.log_dests.is_empty() { vec![LogDest::Stderr] } else { self.log_dests },
+            dests: self.log_dests.unwrap_or_else(|| vec![LogDest::Stderr]),
         };
         Ok(Config {
             source: None,
@@ -1072,5 +1074,7 @@ mod tests {
         assert_eq!(config.log.level, Some(tracing::Level::WARN));
         assert_eq!(config.log.dests, [LogDest::Stdout, LogDest::File("/tmp/x.log".into())]);
         assert_eq!(parse("log_type none\n").unwrap().log.level, None);
+        assert!(parse("log_dest none\n").unwrap().log.dests.is_empty());
+        assert_eq!(parse("").unwrap().log.dests, [LogDest::Stderr]);
     }
 }

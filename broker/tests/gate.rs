@@ -476,3 +476,42 @@ async fn keepalive_above_max_keepalive() {
     assert_eq!(connack.reason(), 0);
     assert!(connack.body.ends_with(&[19, 0, 60]), "v5: Server Keep Alive 60, {connack:?}");
 }
+
+#[tokio::test]
+async fn takeover_of_a_persistent_session_hands_it_over() {
+    let (_broker, addr) = start(Scripted::allow_all()).await;
+    let mut connect = Connect::new(5, "handover");
+    connect.clean = false;
+    connect.session_expiry = Some(600);
+    let mut first = RawClient::connected(addr, &connect).await;
+    first.subscribe(1, &[("handover/#", 1)]).await;
+    let (mut second, reply) = RawClient::connect(addr, &connect).await;
+    let Next::Frame(connack) = reply else { panic!("no CONNACK") };
+    assert!(connack.session_present(), "the session moved to the new connection");
+    let frames = first.expect_closed().await;
+    assert_eq!((frames[0].packet_type, frames[0].reason()), (DISCONNECT, 0x8E));
+    let mut publisher = RawClient::connected(addr, &Connect::new(4, "handover-pub")).await;
+    publisher.publish("handover/x", b"after takeover", 1, false, 1).await;
+    publisher.expect(PUBACK).await;
+    assert_eq!(&second.expect_publish().await.payload[..], b"after takeover");
+}
+
+#[tokio::test]
+async fn subscription_identifiers_survive_a_resumed_session() {
+    let (_broker, addr) = start(Scripted::allow_all()).await;
+    let mut connect = Connect::new(5, "sub-ids");
+    connect.clean = false;
+    connect.session_expiry = Some(600);
+    let mut client = RawClient::connected(addr, &connect).await;
+    // SUBSCRIBE with Subscription Identifier 7.
+    client.send(&packet(0x82, &[0, 1, 2, 11, 7, 0, 4, b'i', b'd', b'/', b'#', 0])).await;
+    client.expect(SUBACK).await;
+    client.send(&disconnect()).await;
+    client.expect_closed().await;
+    let mut client = RawClient::connected(addr, &connect).await;
+    let mut publisher = RawClient::connected(addr, &Connect::new(4, "ids-pub")).await;
+    publisher.publish("id/x", b"tagged", 0, false, 0).await;
+    let got = client.expect_publish().await;
+    assert_eq!(&got.payload[..], b"tagged");
+    assert_eq!(&got.properties[..], &[11, 7], "Subscription Identifier 7 after resuming");
+}
