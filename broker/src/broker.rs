@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttd::RouterConfig;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -37,19 +36,6 @@ impl<E: RoutingEngine> Shared<E> {
     }
 }
 
-/// The router settings derived from the configuration (bounded; see `GateSettings`).
-fn router_config(config: &Config) -> RouterConfig {
-    RouterConfig {
-        max_connections: config.gate.router_connections,
-        max_outgoing_packet_count: 200,
-        max_segment_size: config.gate.segment_size,
-        max_segment_count: config.gate.segment_count,
-        custom_segment: None,
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
-    }
-}
-
 /// A started broker. Dropping it does not stop it; call [`Broker::shutdown`].
 pub struct Broker {
     shared: Arc<Shared<Rumqttd>>,
@@ -69,7 +55,7 @@ impl Broker {
                 )));
             }
         }
-        let engine = Rumqttd::start(router_config(&config)).map_err(Error::Router)?;
+        let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let shared = Arc::new(Shared {
             sessions: Sessions::new(engine.clone(), takeover_wait),

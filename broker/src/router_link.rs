@@ -26,6 +26,8 @@ use rumqttd::protocol::{
 };
 use rumqttd::{Notification, Router, RouterConfig};
 
+use crate::config::GateSettings;
+
 /// Outgoing QoS>0 messages the router keeps in flight per client (rumqttd's `MAX_INFLIGHT`); it
 /// numbers them 1..=100 in send order.
 pub const ROUTER_INFLIGHT: usize = 100;
@@ -178,8 +180,17 @@ pub struct Rumqttd {
 }
 
 impl Rumqttd {
-    /// Starts the router thread and the system link.
-    pub fn start(config: RouterConfig) -> Result<Arc<Rumqttd>, RouterError> {
+    /// Starts the router thread (with the bounded settings of `gate`) and the system link.
+    pub fn start(gate: &GateSettings) -> Result<Arc<Rumqttd>, RouterError> {
+        let config = RouterConfig {
+            max_connections: gate.router_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: gate.segment_size,
+            max_segment_count: gate.segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
         let router_tx = Router::new(0, config).spawn();
         let build: Arc<LinkFactory> = Arc::new(move |client_id, clean| {
             LinkBuilder::new(client_id, router_tx.clone())
