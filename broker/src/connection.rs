@@ -646,6 +646,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
             // future per packet would be moved around for nothing.
             if let Some(request) = self.handle_frame(frame)? {
+                self.flush_router()?; // what came before the request is not kept waiting
                 self.control_request(request).await;
             }
         }
