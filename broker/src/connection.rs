@@ -386,7 +386,7 @@ where
         Err(error) => {
             warn!(client_id = %client_id, %error, "router refused the client");
             refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
-            let release = Release { saved: claim.saved, expiry: None, purge_router: false, will: None };
+            let release = Release { saved: claim.saved, expiry: None, will: None };
             shared.sessions.release(&client_id, conn_id, release);
             return None;
         }
@@ -1040,7 +1040,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
         });
-        let release = Release { saved, expiry, purge_router: self.persistent_link && !outlives, will };
+        if self.persistent_link && !outlives {
+            // Resumed with clean start 0 but session expiry 0: the session ends now. Purged while
+            // this connection still owns the id, so that no new link races with the purge.
+            self.shared.engine.purge(&self.client_id).await;
+        }
+        let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
         info!(client_id = %self.client_id, reason = ?exit, "Client disconnected.");

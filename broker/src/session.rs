@@ -76,14 +76,13 @@ pub struct PendingWill {
     pub authz: Arc<dyn ClientAuthz>,
 }
 
-/// What a leaving connection hands back.
+/// What a leaving connection hands back. (If the router still holds a session that ends now,
+/// the connection purges it before releasing, while it still owns the client id.)
 pub struct Release {
     /// `Some` if the session outlives the connection.
     pub saved: Option<SavedSession>,
     /// Seconds the session outlives the connection (`None` = forever, MQTT 3.x persistent).
     pub expiry: Option<u32>,
-    /// The router holds a session for this id that must be forgotten now.
-    pub purge_router: bool,
     /// The will to publish now (delay 0) or after a delay.
     pub will: Option<(PendingWill, u32)>,
 }
@@ -104,11 +103,18 @@ struct Entry {
     saved: Option<SavedSession>,
     will_timer: Option<(JoinHandle<()>, Arc<PendingWill>)>,
     expiry_timer: Option<JoinHandle<()>>,
+    /// The router is forgetting an expired session: a new claim waits for it (a purge builds a
+    /// link with the same client id, which would take over a link attached meanwhile).
+    purging: Option<watch::Receiver<()>>,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.live.is_none() && self.saved.is_none() && self.will_timer.is_none() && self.expiry_timer.is_none()
+        self.live.is_none()
+            && self.saved.is_none()
+            && self.will_timer.is_none()
+            && self.expiry_timer.is_none()
+            && self.purging.is_none()
     }
 }
 
@@ -153,18 +159,20 @@ impl<E: RoutingEngine> Sessions<E> {
         clean_start: bool,
     ) -> Result<Claim, Superseded> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
-        let previous = {
+        let (previous, purging) = {
             let mut entries = self.lock();
             let entry = entries.entry(client_id.clone()).or_default();
             entry.claim = claim;
-            entry.live.as_ref().map(|live| {
+            let previous = entry.live.as_ref().map(|live| {
                 let _ = live.mailbox.send(Mail::Kick(KickReason::Takeover));
                 live.closed.clone()
-            })
+            });
+            (previous, entry.purging.clone())
         };
-        if let Some(mut closed) = previous {
-            // Resolves when the old connection drops its sender, after it released the id.
-            let _ = tokio::time::timeout(self.takeover_wait, closed.changed()).await;
+        // Each resolves when its sender is dropped: the old connection after it released the id,
+        // an expiry purge once the router forgot the session.
+        for mut done in previous.into_iter().chain(purging) {
+            let _ = tokio::time::timeout(self.takeover_wait, done.changed()).await;
         }
         let will_to_publish = {
             let mut entries = self.lock();
@@ -195,7 +203,6 @@ impl<E: RoutingEngine> Sessions<E> {
     /// A connection leaves. Publishes or schedules its will, keeps or forgets its session.
     pub fn release(self: &Arc<Self>, client_id: &Arc<str>, conn_id: u64, release: Release) {
         let mut will_now = None;
-        let purge = release.purge_router;
         {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(client_id) else { return };
@@ -259,11 +266,6 @@ impl<E: RoutingEngine> Sessions<E> {
         if let Some(will) = will_now {
             publish_will(&*self.engine, &will);
         }
-        if purge {
-            let engine = self.engine.clone();
-            let id = client_id.clone();
-            tokio::spawn(async move { engine.purge(&id).await });
-        }
     }
 
     fn delayed_will_due(&self, client_id: &Arc<str>, claim: u64, will: &PendingWill) {
@@ -283,23 +285,33 @@ impl<E: RoutingEngine> Sessions<E> {
 
     /// Session expiry: forget the session (gate and router) and publish a will still waiting.
     async fn expire(self: &Arc<Self>, client_id: &Arc<str>, claim: u64) {
+        let (purged, purging) = watch::channel(());
         let will = {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(client_id) else { return };
             if entry.claim != claim || entry.live.is_some() {
                 return;
             }
-            let will = entry.will_timer.take().map(|(timer, will)| {
+            entry.expiry_timer = None;
+            entry.saved = None;
+            entry.purging = Some(purging);
+            entry.will_timer.take().map(|(timer, will)| {
                 timer.abort();
                 will
-            });
-            entries.remove(client_id);
-            will
+            })
         };
         if let Some(will) = will {
             publish_will(&*self.engine, &will);
         }
         self.engine.purge(client_id).await;
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(client_id) {
+            entry.purging = None;
+            if entry.is_empty() {
+                entries.remove(client_id);
+            }
+        }
+        drop(purged);
     }
 
     /// Sends a kick to every live connection matching `target`.
