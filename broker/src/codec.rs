@@ -363,7 +363,8 @@ pub fn decode_connect(frame: &[u8]) -> Result<Connect, ConnectError> {
     Ok(connect)
 }
 
-fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+/// Appends MQTT's variable byte integer encoding of `len`.
+pub fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
     loop {
         let mut byte = (len % 128) as u8;
         len /= 128;

@@ -208,18 +208,8 @@ pub fn put_str(buf: &mut BytesMut, bytes: &[u8]) {
     buf.put_slice(bytes);
 }
 
-pub fn put_varint(buf: &mut BytesMut, mut value: usize) {
-    loop {
-        let mut byte = (value % 128) as u8;
-        value /= 128;
-        if value > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if value == 0 {
-            return;
-        }
-    }
+pub fn put_varint(buf: &mut BytesMut, value: usize) {
+    crate::codec::put_remaining_length(buf, value);
 }
 
 /// A packet from its first byte and body.
@@ -357,23 +347,10 @@ impl RawClient {
     }
 
     fn take_frame(&mut self) -> Option<Frame> {
-        let mut len = 0usize;
-        let mut index = 1;
-        loop {
-            let byte = *self.buf.get(index)?;
-            len |= ((byte & 0x7F) as usize) << (7 * (index - 1));
-            index += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        if self.buf.len() < index + len {
-            return None;
-        }
-        let mut frame = self.buf.split_to(index + len);
-        let byte1 = frame[0];
-        frame.advance(index);
-        Some(Frame { packet_type: byte1 >> 4, flags: byte1 & 0x0F, body: frame.freeze() })
+        let header = crate::codec::peek_frame(&self.buf, usize::MAX).ok()??;
+        let mut frame = self.buf.split_to(header.frame_len());
+        frame.advance(header.header_len);
+        Some(Frame { packet_type: header.byte1 >> 4, flags: header.byte1 & 0x0F, body: frame.freeze() })
     }
 
     /// The next packet, which must be of `packet_type`.
