@@ -30,8 +30,10 @@ use crate::security::{Access, ClientAuthz, ConnectDecision, ConnectRequest, Cont
 use crate::session::{KickReason, Mail, PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 use crate::subscriptions::{self, PendingAcks};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer growth: idle connections keep a small buffer, busy ones read up to the maximum at
+/// once. (Routed messages are slices of this buffer: a small buffer pins less memory.)
+const READ_CHUNK_MIN: usize = 4 * 1024;
+const READ_CHUNK_MAX: usize = 64 * 1024;
 /// Stop draining router notifications into the write buffer beyond this, and write first.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// A write buffer that grew beyond this is given back to the allocator after it is written.
@@ -188,6 +190,8 @@ struct Connection<E: RoutingEngine, S> {
     pending_acks: PendingAcks,
     backlog: Backlog,
     router_paused: bool,
+    /// How much to reserve for the next read (grows with the connection's traffic).
+    read_chunk: usize,
     /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
     reads_pending: bool,
     will: Option<codec::Will>,
@@ -434,6 +438,7 @@ where
         acks: AckSequencer::default(),
         pending_acks: PendingAcks::default(),
         router_paused: false,
+        read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
         will: connect.will.clone(),
         clean_start: connect.clean_start,
@@ -528,8 +533,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let held = self.held();
             let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
-            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                self.read_buf.reserve(READ_CHUNK);
+            if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
+                self.read_buf.reserve(self.read_chunk);
             }
             let event = tokio::select! {
                 mail = self.mailbox.recv() => Event::Mail(mail),
@@ -542,8 +547,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             };
             let result = match event {
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => Err(Exit::Lost),
-                Event::Read(Ok(_)) => {
+                Event::Read(Ok(read)) => {
                     self.last_read = Instant::now();
+                    if read >= self.read_chunk / 2 {
+                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
+                    }
                     let result = self.handle_reads().await;
                     // A busy socket is always readable, so without this a publisher would loop
                     // through its whole cooperative budget (~128 reads) before subscribers run
@@ -788,7 +796,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !topic.starts_with('$') {
             let size = 4 + publish.topic.len() + publish.payload.len();
             self.shared.pressure.record_published(size as u64);
-            let routed = Publish::new(publish.topic, publish.payload, publish.retain);
+            let routed = if publish.retain {
+                // A retained message may live forever: give it its own memory instead of keeping
+                // the whole read buffer it arrived in alive.
+                let topic = Bytes::copy_from_slice(&publish.topic);
+                Publish::new(topic, Bytes::copy_from_slice(&publish.payload), true)
+            } else {
+                Publish::new(publish.topic, publish.payload, false)
+            };
             self.link.push(Packet::Publish(routed, properties));
         }
         self.write_ack(qos, pkid, 0);
