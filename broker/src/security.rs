@@ -121,4 +121,10 @@ pub trait Security: Send + Sync + 'static {
     /// Kicks that originate outside any client request (a reloaded file, SIGHUP). The gate calls
     /// this once at start and applies every kick it receives.
     fn take_kick_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KickTarget>>;
+
+    /// Called once during graceful shutdown, after every client has been disconnected: the place
+    /// to flush what must be durable (the dynsec store). The broker exits when it resolves.
+    fn shutdown(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
 }

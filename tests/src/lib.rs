@@ -1,4 +1,5 @@
 //! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
+pub mod broker;
 pub mod ctrl_harness;
 pub mod golden;
 pub mod mosquitto;

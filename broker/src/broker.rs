@@ -1,0 +1,120 @@
+//! A running broker: the routing engine, the shared state every connection uses, the listeners,
+//! the kick-event pump, and graceful shutdown (stop accepting, disconnect clients, then let the
+//! security implementation flush).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::backpressure::Pressure;
+use crate::config::Config;
+use crate::control::ControlSubscriptions;
+use crate::listener;
+use crate::router_link::{RoutingEngine, Rumqttd};
+use crate::security::Security;
+use crate::session::Sessions;
+
+/// State shared by every connection of one broker.
+pub(crate) struct Shared<E: RoutingEngine> {
+    pub config: Config,
+    pub security: Arc<dyn Security>,
+    pub engine: Arc<E>,
+    pub sessions: Arc<Sessions<E>>,
+    pub control: ControlSubscriptions,
+    pub pressure: Pressure,
+    next_conn_id: AtomicU64,
+}
+
+impl<E: RoutingEngine> Shared<E> {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A started broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    shared: Arc<Shared<Rumqttd>>,
+    local_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Starts the router, binds every listener and begins accepting clients.
+    pub async fn start(config: Config, security: Arc<dyn Security>) -> Result<Broker, Error> {
+        for (index, listener) in config.listeners.iter().enumerate() {
+            if let Some(at) = &listener.tls.first_at {
+                return Err(Error::Unsupported(format!(
+                    "{at}: TLS (cafile/capath/certfile/keyfile/psk…) is not supported yet on listener {index} \
+                     (port {}); remove the TLS directives or use mosquitto for this listener",
+                    listener.port
+                )));
+            }
+        }
+        let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
+        let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
+        let shared = Arc::new(Shared {
+            sessions: Sessions::new(engine.clone(), takeover_wait),
+            engine,
+            control: ControlSubscriptions::default(),
+            pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
+            security,
+            config,
+            next_conn_id: AtomicU64::new(1),
+        });
+        let mut local_addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for index in 0..shared.config.listeners.len() {
+            let bound = listener::bind(&shared.config, index).await?;
+            local_addrs.push(bound.local_addr);
+            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index)));
+        }
+        if let Some(mut kicks) = shared.security.take_kick_events() {
+            let pump = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(target) = kicks.recv().await {
+                    let kicked = pump.sessions.kick(&target);
+                    info!(?target, kicked, "kick");
+                }
+            }));
+        }
+        Ok(Broker { shared, local_addrs, tasks })
+    }
+
+    /// The address of each listener, in configuration order (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Live client connections.
+    pub fn connected_clients(&self) -> usize {
+        self.shared.sessions.live_count()
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B; no wills), then calls the
+    /// security implementation's `shutdown` hook so it can flush its store.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        for task in &self.tasks {
+            task.abort();
+        }
+        let wait = self.shared.config.gate.write_timeout + Duration::from_secs(1);
+        self.shared.sessions.disconnect_all(wait).await;
+        let remaining = self.shared.sessions.live_count();
+        if remaining > 0 {
+            warn!(remaining, "clients still connected after the shutdown wait");
+        }
+        self.shared.security.shutdown().await;
+        info!("shutdown complete");
+    }
+}

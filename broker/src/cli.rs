@@ -1,0 +1,168 @@
+//! The `dynsec-broker` command line, mosquitto's: `dynsec-broker [-c FILE] [-p PORT] [-v]`.
+//! `main.rs` only calls [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::auth_chain::AuthChain;
+use crate::broker::Broker;
+use crate::config::Config;
+
+const USAGE: &str = "\
+dynsec-broker: an MQTT broker compatible with mosquitto and its dynamic security plugin
+
+Usage: dynsec-broker [-c config_file] [-p port] [-v]
+
+ -c : specify the broker config file (mosquitto.conf syntax).
+      Without it: 127.0.0.1:1883, dynamic security on ./dynamic-security.json.
+ -p : port of the default listener when the config file defines no listener.
+ -v : verbose mode - enable all logging types. This overrides any logging options given in the config file.
+ -h : show this help.
+";
+
+/// Parsed command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    pub config_file: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub verbose: bool,
+    pub help: bool,
+}
+
+/// Parses arguments (without the program name).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config-file" => {
+                let file = args.next().ok_or("Error: -c argument given, but no config file specified.")?;
+                parsed.config_file = Some(PathBuf::from(file));
+            }
+            "-p" | "--port" => {
+                let port = args.next().ok_or("Error: -p argument given, but no port specified.")?;
+                let port = port.parse().ok().filter(|&p: &u16| p > 0);
+                parsed.port = Some(port.ok_or("Error: Invalid port specified.")?);
+            }
+            "-v" | "--verbose" => parsed.verbose = true,
+            "-h" | "--help" => parsed.help = true,
+            "-d" | "--daemon" => return Err("Error: -d (daemon) is not supported; use a service manager.".into()),
+            other => return Err(format!("Error: Unknown option '{other}'.")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The whole program: arguments, configuration, logging, runtime, broker, shutdown.
+pub fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.help {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let mut config = match Config::load(args.config_file.as_deref(), args.port) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.verbose {
+        config.log.level = Some(tracing::Level::DEBUG);
+    }
+    if let Err(error) = crate::logging::init(&config.log) {
+        eprintln!("Error: {error}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("dynsec-broker version {} starting", env!("CARGO_PKG_VERSION"));
+    match &config.source {
+        Some(path) => tracing::info!("Config loaded from {}.", path.display()),
+        None => tracing::info!("Using default config."),
+    }
+    if config.local_only {
+        tracing::info!(
+            "Starting in local only mode. Connections will only be possible from clients running on this machine."
+        );
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.gate.worker_threads)
+        .thread_name("gate")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let security = AuthChain::from_config(&config)?;
+        let broker = Broker::start(config, security).await?;
+        tracing::info!("dynsec-broker running");
+        broker.run_until(shutdown_signal()).await;
+        Ok::<(), crate::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("Error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn mosquitto_options() {
+        let parsed = args(&["-c", "/etc/m.conf", "-p", "1884", "-v"]).unwrap();
+        assert_eq!(parsed.config_file, Some(PathBuf::from("/etc/m.conf")));
+        assert_eq!(parsed.port, Some(1884));
+        assert!(parsed.verbose);
+        assert!(args(&["-c"]).is_err());
+        assert!(args(&["-p", "0"]).is_err());
+        assert!(args(&["-p", "x"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["-d"]).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! Listening sockets: binding (port 0 picks a free port; the bound address is logged), the accept
+//! loop, `max_connections` per listener and `set_tcp_nodelay`. TLS arrives in a later issue; until
+//! then `Broker::start` refuses TLS directives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::broker::Shared;
+use crate::config::Config;
+use crate::connection;
+use crate::router_link::RoutingEngine;
+
+/// A bound listener.
+pub(crate) struct Bound {
+    pub listener: TcpListener,
+    pub local_addr: SocketAddr,
+}
+
+pub(crate) async fn bind(config: &Config, index: usize) -> Result<Bound, Error> {
+    let listener_config = &config.listeners[index];
+    let host = listener_config.bind_host();
+    let address = format!("{host}:{}", listener_config.port);
+    let address = if host.contains(':') { format!("[{host}]:{}", listener_config.port) } else { address };
+    let listener =
+        TcpListener::bind(&address).await.map_err(|source| Error::Bind { address: address.clone(), source })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind { address: address.clone(), source })?;
+    // Tests and scripts look for this line to learn the port chosen for port 0.
+    info!("Opening listen socket on {local_addr}.");
+    Ok(Bound { listener, local_addr })
+}
+
+/// Counts a listener's connections; the slot is given back when the connection task ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound: Bound, index: usize) {
+    let limit = shared.config.listeners[index].max_connections;
+    let nodelay = shared.config.tcp_nodelay;
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match bound.listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if limit.is_some_and(|limit| active.load(Ordering::Acquire) >= limit) {
+            info!(%peer, "refusing connection: max_connections reached");
+            drop(stream);
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(active.clone());
+        if nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_tcp(shared, stream, peer, index).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_tcp<E: RoutingEngine>(shared: Arc<Shared<E>>, stream: TcpStream, peer: SocketAddr, index: usize) {
+    connection::serve(shared, stream, peer, index).await;
+}

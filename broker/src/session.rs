@@ -1,0 +1,380 @@
+//! Sessions by client id: one owner per client id at a time, takeover, the gate's share of a
+//! persistent session while its client is offline, will delay, session expiry and kicks.
+//!
+//! The registry is one mutex-protected map, touched at connect, disconnect, kicks and timers —
+//! never on the publish or delivery path. A connection *claims* its client id (kicking a live
+//! owner with "session taken over" and waiting, bounded, for it to leave) and *releases* it on
+//! exit, handing back what a persistent session must remember (its subscriptions and the packet
+//! ids of unfinished inbound QoS 2 messages) together with its will.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttd::protocol::{Filter, PublishProperties};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::router_link::RoutingEngine;
+use crate::security::{Access, ClientAuthz, ControlReply, KickTarget};
+
+/// Why a connection is asked to leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Another connection claimed the client id: v5 DISCONNECT 0x8E, the will is published.
+    Takeover,
+    /// An administrative change (dynsec kick): v5 DISCONNECT 0x98, no will, session kept.
+    Admin,
+    /// The broker is stopping: v5 DISCONNECT 0x8B, no will.
+    Shutdown,
+}
+
+/// Messages to a connection task, delivered in order.
+#[derive(Debug)]
+pub enum Mail {
+    /// A `$CONTROL/...` reply to write (QoS 0).
+    Control(Arc<ControlReply>),
+    Kick(KickReason),
+}
+
+/// How a subscription is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionKind {
+    /// Routed through the router.
+    Routed,
+    /// `$CONTROL/...`: answered from the gate's control registry.
+    Control,
+    /// Any other `$` filter (`$SYS/#`): granted, but nothing is ever published there.
+    Local,
+}
+
+/// A subscription the gate remembers (to resubscribe a resumed session and to answer UNSUBSCRIBE).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub filter: Filter,
+    pub kind: SubscriptionKind,
+    /// v5 subscription identifier.
+    pub id: Option<usize>,
+}
+
+/// What a persistent session keeps while its client is offline.
+#[derive(Debug, Clone, Default)]
+pub struct SavedSession {
+    pub subscriptions: HashMap<String, Subscription>,
+    /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
+    pub inbound_qos2: HashSet<u16>,
+}
+
+/// A will waiting to be published, with the authorization of the connection that set it.
+pub struct PendingWill {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+    pub authz: Arc<dyn ClientAuthz>,
+}
+
+/// What a leaving connection hands back. (If the router still holds a session that ends now,
+/// the connection purges it before releasing, while it still owns the client id.)
+pub struct Release {
+    /// `Some` if the session outlives the connection.
+    pub saved: Option<SavedSession>,
+    /// Seconds the session outlives the connection (`None` = forever, MQTT 3.x persistent).
+    pub expiry: Option<u32>,
+    /// The will to publish now (delay 0) or after a delay.
+    pub will: Option<(PendingWill, u32)>,
+}
+
+/// The handle of a live connection.
+struct Live {
+    conn_id: u64,
+    username: Option<Arc<str>>,
+    mailbox: mpsc::UnboundedSender<Mail>,
+    closed: watch::Receiver<()>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// Bumped by every claim; a claimant that finds it changed was superseded.
+    claim: u64,
+    live: Option<Live>,
+    saved: Option<SavedSession>,
+    will_timer: Option<(JoinHandle<()>, Arc<PendingWill>)>,
+    expiry_timer: Option<JoinHandle<()>>,
+    /// The router is forgetting an expired session: a new claim waits for it (a purge builds a
+    /// link with the same client id, which would take over a link attached meanwhile).
+    purging: Option<watch::Receiver<()>>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.live.is_none()
+            && self.saved.is_none()
+            && self.will_timer.is_none()
+            && self.expiry_timer.is_none()
+            && self.purging.is_none()
+    }
+}
+
+/// A successful claim.
+pub struct Claim {
+    /// The saved session, unless the new connection asked for a clean start.
+    pub saved: Option<SavedSession>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("another connection claimed the client id meanwhile")]
+pub struct Superseded;
+
+/// The registry. See the module documentation.
+pub struct Sessions<E: RoutingEngine> {
+    entries: Mutex<HashMap<Arc<str>, Entry>>,
+    engine: Arc<E>,
+    claims: AtomicU64,
+    /// How long a takeover waits for the previous connection to leave.
+    takeover_wait: Duration,
+}
+
+impl<E: RoutingEngine> Sessions<E> {
+    pub fn new(engine: Arc<E>, takeover_wait: Duration) -> Arc<Self> {
+        Arc::new(Sessions { entries: Mutex::new(HashMap::new()), engine, claims: AtomicU64::new(1), takeover_wait })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Claims `client_id` for a new connection: a live owner is taken over (and awaited), a
+    /// pending will is cancelled (resumed session) or published (clean start), the expiry timer
+    /// stops. Returns the saved session unless `clean_start`.
+    pub async fn claim(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        conn_id: u64,
+        username: Option<Arc<str>>,
+        mailbox: mpsc::UnboundedSender<Mail>,
+        closed: watch::Receiver<()>,
+        clean_start: bool,
+    ) -> Result<Claim, Superseded> {
+        let claim = self.claims.fetch_add(1, Ordering::Relaxed);
+        let (previous, purging) = {
+            let mut entries = self.lock();
+            let entry = entries.entry(client_id.clone()).or_default();
+            entry.claim = claim;
+            let previous = entry.live.as_ref().map(|live| {
+                let _ = live.mailbox.send(Mail::Kick(KickReason::Takeover));
+                live.closed.clone()
+            });
+            (previous, entry.purging.clone())
+        };
+        // Each resolves when its sender is dropped: the old connection after it released the id,
+        // an expiry purge once the router forgot the session.
+        for mut done in previous.into_iter().chain(purging) {
+            let _ = tokio::time::timeout(self.takeover_wait, done.changed()).await;
+        }
+        let will_to_publish = {
+            let mut entries = self.lock();
+            let entry = entries.entry(client_id.clone()).or_default();
+            // 0: the previous owner left nothing behind and its entry was removed meanwhile.
+            if entry.claim != claim && entry.claim != 0 {
+                return Err(Superseded);
+            }
+            entry.claim = claim;
+            if let Some(timer) = entry.expiry_timer.take() {
+                timer.abort();
+            }
+            let will = entry.will_timer.take().and_then(|(timer, will)| {
+                timer.abort();
+                clean_start.then_some(will)
+            });
+            entry.live = Some(Live { conn_id, username, mailbox, closed });
+            let saved = entry.saved.take();
+            (will, if clean_start { None } else { saved })
+        };
+        let (will, saved) = will_to_publish;
+        if let Some(will) = will {
+            publish_will(&*self.engine, &will);
+        }
+        Ok(Claim { saved })
+    }
+
+    /// A connection leaves. Publishes or schedules its will, keeps or forgets its session.
+    pub fn release(self: &Arc<Self>, client_id: &Arc<str>, conn_id: u64, release: Release) {
+        let mut will_now = None;
+        {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(client_id) else { return };
+            if entry.live.as_ref().is_some_and(|live| live.conn_id == conn_id) {
+                entry.live = None;
+            } else if entry.live.is_some() {
+                // A takeover that stopped waiting already installed the new owner: only its will.
+                if let Some((will, _)) = release.will {
+                    will_now = Some(will);
+                }
+                drop(entries);
+                if let Some(will) = will_now {
+                    publish_will(&*self.engine, &will);
+                }
+                return;
+            }
+            let expiry = release.expiry;
+            match release.saved {
+                Some(saved) => {
+                    entry.saved = Some(saved);
+                    if let Some(seconds) = expiry {
+                        let this = self.clone();
+                        let id = client_id.clone();
+                        let claim = entry.claim;
+                        entry.expiry_timer = Some(tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(seconds.into())).await;
+                            this.expire(&id, claim).await;
+                        }));
+                    }
+                }
+                None => entry.saved = None,
+            }
+            if let Some((will, delay)) = release.will {
+                // The will waits for the delay, but never longer than the session lives.
+                let delay = match (entry.saved.is_some(), expiry) {
+                    (false, _) => 0,
+                    (true, Some(expiry)) => delay.min(expiry),
+                    (true, None) => delay,
+                };
+                if delay == 0 {
+                    will_now = Some(will);
+                } else {
+                    let will = Arc::new(will);
+                    let this = self.clone();
+                    let id = client_id.clone();
+                    let claim = entry.claim;
+                    let timer_will = will.clone();
+                    entry.will_timer = Some((
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(delay.into())).await;
+                            this.delayed_will_due(&id, claim, &timer_will);
+                        }),
+                        will,
+                    ));
+                }
+            }
+            if entry.is_empty() {
+                entries.remove(client_id);
+            }
+        }
+        if let Some(will) = will_now {
+            publish_will(&*self.engine, &will);
+        }
+    }
+
+    fn delayed_will_due(&self, client_id: &Arc<str>, claim: u64, will: &PendingWill) {
+        {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(client_id) else { return };
+            if entry.claim != claim || entry.live.is_some() {
+                return;
+            }
+            entry.will_timer = None;
+            if entry.is_empty() {
+                entries.remove(client_id);
+            }
+        }
+        publish_will(&*self.engine, will);
+    }
+
+    /// Session expiry: forget the session (gate and router) and publish a will still waiting.
+    async fn expire(self: &Arc<Self>, client_id: &Arc<str>, claim: u64) {
+        let (purged, purging) = watch::channel(());
+        let will = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(client_id) else { return };
+            if entry.claim != claim || entry.live.is_some() {
+                return;
+            }
+            entry.expiry_timer = None;
+            entry.saved = None;
+            entry.purging = Some(purging);
+            entry.will_timer.take().map(|(timer, will)| {
+                timer.abort();
+                will
+            })
+        };
+        if let Some(will) = will {
+            publish_will(&*self.engine, &will);
+        }
+        self.engine.purge(client_id).await;
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(client_id) {
+            entry.purging = None;
+            if entry.is_empty() {
+                entries.remove(client_id);
+            }
+        }
+        drop(purged);
+    }
+
+    /// Sends a kick to every live connection matching `target`.
+    pub fn kick(&self, target: &KickTarget) -> usize {
+        let entries = self.lock();
+        let mut count = 0;
+        for live in entries.values().filter_map(|e| e.live.as_ref()) {
+            let matches = match target {
+                KickTarget::Username(name) => live.username.as_deref() == Some(&**name),
+                KickTarget::Anonymous => live.username.is_none(),
+            };
+            if matches && live.mailbox.send(Mail::Kick(KickReason::Admin)).is_ok() {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Asks every live connection to leave and waits (bounded) until they have.
+    pub async fn disconnect_all(&self, wait: Duration) {
+        let waiting: Vec<watch::Receiver<()>> = {
+            let entries = self.lock();
+            entries
+                .values()
+                .filter_map(|e| e.live.as_ref())
+                .filter(|live| live.mailbox.send(Mail::Kick(KickReason::Shutdown)).is_ok())
+                .map(|live| live.closed.clone())
+                .collect()
+        };
+        let all = async {
+            for mut closed in waiting {
+                let _ = closed.changed().await;
+            }
+        };
+        let _ = tokio::time::timeout(wait, all).await;
+        let mut entries = self.lock();
+        for entry in entries.values_mut() {
+            if let Some((timer, _)) = entry.will_timer.take() {
+                timer.abort();
+            }
+            if let Some(timer) = entry.expiry_timer.take() {
+                timer.abort();
+            }
+        }
+    }
+
+    /// Number of live connections (for tests and logs).
+    pub fn live_count(&self) -> usize {
+        self.lock().values().filter(|e| e.live.is_some()).count()
+    }
+}
+
+/// Publishes a will through the engine, if the client may still publish to its topic. `$` topics
+/// are never routed (`$CONTROL/` wills are refused at CONNECT; `$SYS` is denied).
+pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
+    if will.topic.starts_with('$') || !will.authz.allows(Access::Publish, &will.topic) {
+        tracing::debug!(topic = %will.topic, "will not published: denied");
+        return;
+    }
+    engine.inject(
+        Bytes::copy_from_slice(will.topic.as_bytes()),
+        will.payload.clone(),
+        will.retain,
+        will.properties.clone(),
+    );
+}

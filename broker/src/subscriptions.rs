@@ -1,0 +1,194 @@
+//! SUBSCRIBE and UNSUBSCRIBE rules of the gate, and the ordering of their acknowledgements.
+//!
+//! Each filter of a SUBSCRIBE is validated, authorised with its full text (`$share/<g>/…`
+//! included), then either routed, kept locally (`$CONTROL/…` and other `$` filters — the router
+//! disconnects clients that subscribe to those, adapter-notes defect 9) or denied. Only the routed
+//! part goes to the router; its SUBACK fills the routed slots. UNSUBSCRIBE is answered by the gate
+//! (the router sends none for unknown filters and one per filter otherwise, defect 4).
+//! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use rumqttd::protocol::SubscribeReasonCode;
+
+use crate::codec;
+use crate::security::Protocol;
+use crate::session::SubscriptionKind;
+
+/// Marks a SUBACK slot that the router's answer fills.
+const FROM_ROUTER: u8 = 0xFF;
+
+/// Is `filter` a valid subscription filter (shared subscriptions included)?
+pub fn valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || !dynsec::topic::valid_filter(filter) {
+        return false;
+    }
+    match filter.strip_prefix("$share/") {
+        None => filter != "$share",
+        Some(rest) => match rest.split_once('/') {
+            Some((group, path)) => !group.is_empty() && !group.contains(['+', '#']) && !path.is_empty(),
+            None => false,
+        },
+    }
+}
+
+/// Whether the filter is a shared subscription.
+pub fn is_shared(filter: &str) -> bool {
+    filter.starts_with("$share/")
+}
+
+/// How a (valid, allowed) filter is served.
+pub fn kind_of(filter: &str) -> SubscriptionKind {
+    if is_shared(filter) || !filter.starts_with('$') {
+        SubscriptionKind::Routed
+    } else if filter.starts_with("$CONTROL/") {
+        SubscriptionKind::Control
+    } else {
+        SubscriptionKind::Local
+    }
+}
+
+/// The SUBACK code of a denied filter: v5 0x87, 3.1.1 0x80, and 3.1 echoes the requested QoS
+/// although nothing was subscribed (mosquitto's behaviour, compat §3.6).
+pub fn denied_code(protocol: Protocol, requested_qos: u8) -> u8 {
+    match protocol {
+        Protocol::V5 => 0x87,
+        Protocol::V311 => 0x80,
+        Protocol::V31 => requested_qos,
+    }
+}
+
+/// A router SUBACK code as a byte.
+pub fn router_code(code: SubscribeReasonCode) -> u8 {
+    match code {
+        SubscribeReasonCode::QoS0 => 0,
+        SubscribeReasonCode::QoS1 => 1,
+        SubscribeReasonCode::QoS2 => 2,
+        SubscribeReasonCode::Success(qos) => qos as u8,
+        _ => 0x80,
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    SubAck,
+    UnsubAck,
+    /// A SUBACK the client must not see (re-subscription of a resumed session).
+    Silent,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    pkid: u16,
+    codes: Vec<u8>,
+    waiting_for_router: bool,
+}
+
+/// SUBACK/UNSUBACK in client order, merged with the router's answers.
+#[derive(Debug, Default)]
+pub struct PendingAcks {
+    queue: VecDeque<Pending>,
+}
+
+impl PendingAcks {
+    /// A SUBSCRIBE: `codes` has [`PendingAcks::ROUTED`] in the slots the router answers.
+    pub fn subscribe(&mut self, pkid: u16, codes: Vec<u8>) {
+        let waiting_for_router = codes.contains(&FROM_ROUTER);
+        self.queue.push_back(Pending { kind: Kind::SubAck, pkid, codes, waiting_for_router });
+    }
+
+    /// A re-subscription sent to the router whose SUBACK is swallowed.
+    pub fn silent(&mut self) {
+        self.queue.push_back(Pending { kind: Kind::Silent, pkid: 0, codes: Vec::new(), waiting_for_router: true });
+    }
+
+    pub fn unsubscribe(&mut self, pkid: u16, codes: Vec<u8>) {
+        self.queue.push_back(Pending { kind: Kind::UnsubAck, pkid, codes, waiting_for_router: false });
+    }
+
+    /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
+    pub fn router_suback(&mut self, codes: impl IntoIterator<Item = u8>) {
+        let Some(pending) = self.queue.iter_mut().find(|p| p.waiting_for_router) else { return };
+        let mut codes = codes.into_iter();
+        for slot in pending.codes.iter_mut().filter(|c| **c == FROM_ROUTER) {
+            *slot = codes.next().unwrap_or(0x80);
+        }
+        pending.waiting_for_router = false;
+    }
+
+    /// Writes every acknowledgement that is complete and no longer waits behind another.
+    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) {
+        while self.queue.front().is_some_and(|p| !p.waiting_for_router) {
+            let Some(pending) = self.queue.pop_front() else { break };
+            match pending.kind {
+                Kind::SubAck => codec::suback(buf, protocol, pending.pkid, &pending.codes),
+                Kind::UnsubAck => codec::unsuback(buf, protocol, pending.pkid, &pending.codes),
+                Kind::Silent => {}
+            }
+        }
+    }
+}
+
+impl PendingAcks {
+    /// The placeholder for a slot answered by the router.
+    pub const ROUTED: u8 = FROM_ROUTER;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_validated() {
+        for good in ["a", "a/+/b", "#", "$SYS/#", "$share/g/a/#", "$CONTROL/dynamic-security/v1/response"] {
+            assert!(valid_filter(good), "{good}");
+        }
+        for bad in ["", "a/#/b", "a+", "$share/g", "$share//a", "$share/g+/a", "$share/g/", "$share"] {
+            assert!(!valid_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(kind_of("a/b"), SubscriptionKind::Routed);
+        assert_eq!(kind_of("$share/g/a"), SubscriptionKind::Routed);
+        assert_eq!(kind_of("$CONTROL/x/#"), SubscriptionKind::Control);
+        assert_eq!(kind_of("$SYS/#"), SubscriptionKind::Local);
+    }
+
+    #[test]
+    fn acks_keep_client_order_and_merge_router_codes() {
+        let mut pending = PendingAcks::default();
+        let mut buf = BytesMut::new();
+        pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED]);
+        pending.unsubscribe(2, vec![]);
+        pending.write_ready(&mut buf, Protocol::V311);
+        assert!(buf.is_empty(), "the UNSUBACK waits behind the SUBACK");
+        pending.router_suback([1, 2]);
+        pending.write_ready(&mut buf, Protocol::V311);
+        assert_eq!(&buf[..], &[0x90, 5, 0, 1, 1, 0x80, 2, 0xB0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn silent_subacks_are_swallowed_in_turn() {
+        let mut pending = PendingAcks::default();
+        let mut buf = BytesMut::new();
+        pending.silent();
+        pending.subscribe(7, vec![PendingAcks::ROUTED]);
+        pending.router_suback([0]);
+        pending.write_ready(&mut buf, Protocol::V5);
+        assert!(buf.is_empty());
+        pending.router_suback([1]);
+        pending.write_ready(&mut buf, Protocol::V5);
+        assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);
+    }
+
+    #[test]
+    fn denied_codes_per_version() {
+        assert_eq!(denied_code(Protocol::V5, 1), 0x87);
+        assert_eq!(denied_code(Protocol::V311, 1), 0x80);
+        assert_eq!(denied_code(Protocol::V31, 2), 2);
+    }
+}
