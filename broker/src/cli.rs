@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::auth_chain::AuthChain;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::security::Security;
 
 const USAGE: &str = "\
 dynsec-broker: an MQTT broker compatible with mosquitto and its dynamic security plugin
@@ -77,6 +79,22 @@ pub async fn shutdown_signal() {
 }
 
 /// The whole program: arguments, configuration, logging, runtime, broker, shutdown.
+/// SIGHUP re-reads the reloadable security files (password_file, acl_file), as mosquitto does.
+fn reload_on_hangup(security: Arc<dyn Security>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reloading files needs a restart");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading security files");
+            security.reload().await;
+        }
+    });
+}
+
 pub fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -130,6 +148,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let security = AuthChain::from_config(&config)?;
+        reload_on_hangup(Arc::clone(&security));
         let broker = Broker::start(config, security).await?;
         tracing::info!("dynsec-broker running");
         broker.run_until(shutdown_signal()).await;

@@ -529,6 +529,9 @@ impl Config {
             options: vec![("config_file".to_owned(), DEFAULT_DYNSEC_FILE.to_owned())],
             at: Location { file: "<embedded default>".to_owned(), line: 0 },
         });
+        // Unlike mosquitto's local-only mode, the embedded default lets nobody in anonymously:
+        // every client authenticates through dynsec.
+        config.security.allow_anonymous = false;
         config
     }
 

@@ -122,6 +122,11 @@ pub trait Security: Send + Sync + 'static {
     /// this once at start and applies every kick it receives.
     fn take_kick_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KickTarget>>;
 
+    /// Re-read reloadable security files (SIGHUP). Kicks go through [`Security::take_kick_events`].
+    fn reload(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
     /// Called once during graceful shutdown, after every client has been disconnected: the place
     /// to flush what must be durable (the dynsec store). The broker exits when it resolves.
     fn shutdown(&self) -> BoxFuture<()> {

@@ -83,6 +83,10 @@ impl PasswordFile {
         self.entries.is_empty()
     }
 
+    pub fn usernames(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// The stored hash of `username`, for verifying off the caller's thread.
     pub fn hash_of(&self, username: &str) -> Option<&PasswordHash> {
         self.entries.get(username)
