@@ -1067,7 +1067,10 @@ fn audit(admin: &Admin, command: &str, cmd: &Json, result: &CommandResult, refus
             let rendered = if key.eq_ignore_ascii_case(b"password") {
                 "*****".to_owned()
             } else {
-                let mut s = String::from_utf8_lossy(&value.to_compact()).into_owned();
+                let mut s = match value {
+                    Json::String(text) => String::from_utf8_lossy(text).into_owned(),
+                    other => String::from_utf8_lossy(&other.to_compact()).into_owned(),
+                };
                 if s.len() > 200 {
                     let cut = (0..=200).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
                     s.truncate(cut);
