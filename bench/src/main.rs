@@ -1,0 +1,540 @@
+//! `dynsec-bench [--quick] [--out DIR]`: runs every scenario of issue 6 on `dynsec-broker`, bare
+//! rumqttd and mosquitto 2.0 + dynsec, prints the table of medians and ratios, and writes
+//! `results.csv`, `results.md`, `throughput.svg` and `provisioning.svg` into DIR
+//! (default `bench-results`).
+//!
+//! Order of a run (each broker in turn inside every step, repeated for several rounds):
+//! P1 and P2 (throughput) and P4 (connect storm) on one long-lived set of brokers; then fresh
+//! brokers for P3 (provisioning), for P5 + P6's idle connections, and for P6's 4 M messages, so
+//! that no scenario inherits another's state.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dynsec_bench::brokers::{Broker, Executables, Kind};
+use dynsec_bench::flow::{self, FlowSpec};
+use dynsec_bench::mqtt::Version;
+use dynsec_bench::progress::ProgressBar;
+use dynsec_bench::report::{self, *};
+use dynsec_bench::results::{Curve, Results};
+use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100, password_of};
+use dynsec_bench::{chart, machine, provisioning, revocation, storm};
+
+/// Sizes and budgets of a run.
+#[derive(Debug, Clone)]
+struct Plan {
+    quick: bool,
+    rounds: usize,
+    flow_duration: Duration,
+    messages_single: u64,
+    messages_fanout: u64,
+    fanout: usize,
+    provisioning_total: usize,
+    provisioning_batch: usize,
+    mosquitto_provisioning_budget: Duration,
+    storm_clients: usize,
+    idle_clients: usize,
+    revocation_reps: usize,
+    memory_messages: u64,
+    memory_budget: Duration,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            quick: false,
+            rounds: 3,
+            flow_duration: Duration::from_millis(1500),
+            messages_single: 400_000,
+            messages_fanout: 20_000,
+            fanout: 100,
+            provisioning_total: 100_000,
+            provisioning_batch: 1000,
+            mosquitto_provisioning_budget: Duration::from_secs(40),
+            storm_clients: 2000,
+            idle_clients: 10_000,
+            revocation_reps: 5,
+            memory_messages: 4_000_000,
+            memory_budget: Duration::from_secs(75),
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            quick: true,
+            rounds: 1,
+            flow_duration: Duration::from_millis(300),
+            messages_single: 100_000,
+            messages_fanout: 3_000,
+            fanout: 100,
+            provisioning_total: 10_000,
+            provisioning_batch: 1000,
+            mosquitto_provisioning_budget: Duration::from_secs(4),
+            storm_clients: 200,
+            idle_clients: 1000,
+            revocation_reps: 2,
+            memory_messages: 200_000,
+            memory_budget: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlowCase {
+    subscribers: usize,
+    qos: u8,
+    version: Version,
+}
+
+impl FlowCase {
+    fn label(&self) -> String {
+        format!("1→{} QoS {} v{}", self.subscribers, self.qos, self.version.label())
+    }
+}
+
+fn flow_cases(plan: &Plan) -> Vec<FlowCase> {
+    let mut cases = Vec::new();
+    for subscribers in [1, plan.fanout] {
+        for qos in [0, 1] {
+            for version in [Version::V311, Version::V5] {
+                cases.push(FlowCase { subscribers, qos, version });
+            }
+        }
+    }
+    cases
+}
+
+struct Run {
+    plan: Plan,
+    exes: Executables,
+    kinds: Vec<Kind>,
+    scratch: tempfile::TempDir,
+    full_file: PathBuf,
+    minimal_file: PathBuf,
+    results: Results,
+    progress: ProgressBar,
+    run_id: usize,
+}
+
+impl Run {
+    fn dir(&mut self, tag: &str) -> PathBuf {
+        self.run_id += 1;
+        self.scratch.path().join(format!("{tag}-{}", self.run_id))
+    }
+
+    fn start(&mut self, kind: Kind, tag: &str, minimal: bool) -> Result<Broker, String> {
+        let dir = self.dir(&format!("{}-{tag}", kind.label()));
+        let file = if minimal { &self.minimal_file } else { &self.full_file };
+        Broker::start(kind, &self.exes, &dir, kind.has_dynsec().then_some(file.as_path()))
+    }
+
+    fn note(&mut self, line: String) {
+        self.progress.note(&line);
+        self.results.notes.push(line);
+    }
+
+    fn credentials(kind: Kind, user: &str) -> Option<(String, String)> {
+        kind.has_dynsec().then(|| (user.to_owned(), password_of(user)))
+    }
+
+    /// P1 and P2: every case on every broker in turn, for each round.
+    fn throughput(&mut self, brokers: &mut [Broker]) {
+        let cases = flow_cases(&self.plan);
+        for (scenario, user) in [(P1, USER_100), (P2, USER_10K)] {
+            for round in 0..self.plan.rounds {
+                for case in &cases {
+                    for broker in brokers.iter_mut() {
+                        // rumqttd has no ACLs: P2 would repeat P1 for it.
+                        if scenario == P2 && broker.kind == Kind::Rumqttd {
+                            continue;
+                        }
+                        let label = case.label();
+                        self.progress.start(format!("{scenario}: {label} on {} (round {})", broker.kind, round + 1));
+                        self.run_id += 1;
+                        let spec = FlowSpec {
+                            addr: broker.addr(case.version),
+                            version: case.version,
+                            qos: case.qos,
+                            subscribers: case.subscribers,
+                            messages: if case.subscribers == 1 {
+                                self.plan.messages_single
+                            } else {
+                                self.plan.messages_fanout
+                            },
+                            max_duration: self.plan.flow_duration,
+                            payload: 100,
+                            topic: format!("bench/load/q{}", case.qos),
+                            credentials: Self::credentials(broker.kind, user),
+                            client_prefix: format!("r{}", self.run_id),
+                        };
+                        match flow::run(&spec) {
+                            Ok(r) => {
+                                self.results.add(scenario, &label, broker.kind, RATE, "deliveries/s", round, r.rate());
+                                self.results.add(scenario, &label, broker.kind, LOST, "messages", round, r.lost as f64);
+                                if r.duplicates > 0 {
+                                    self.note(format!(
+                                        "{scenario} {label} {}: {} duplicate deliveries",
+                                        broker.kind, r.duplicates
+                                    ));
+                                }
+                            }
+                            Err(e) => self.note(format!("{scenario} {label} on {} failed: {e}", broker.kind)),
+                        }
+                        if !broker.alive() {
+                            self.note(format!("{} died: {}", broker.kind, broker.log_tail()));
+                        }
+                        self.progress.finish_step();
+                    }
+                }
+            }
+        }
+    }
+
+    /// P4: connect storms, each broker in turn, distinct users per round.
+    fn connect_storm(&mut self, brokers: &[Broker]) {
+        for round in 0..self.plan.rounds {
+            for broker in brokers {
+                let kind = broker.kind;
+                self.progress.start(format!("{P4}: {} clients on {kind} (round {})", self.plan.storm_clients, round + 1));
+                let case = format!("{} clients, PBKDF2-SHA512 ×{}", self.plan.storm_clients, setup::ITERATIONS);
+                match storm::run(broker.addr(Version::V311), Version::V311, round, self.plan.storm_clients, kind.has_dynsec()) {
+                    Ok(r) => {
+                        self.results.add(P4, &case, kind, CONNECTS, "connects/s", round, r.connects_per_sec());
+                        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                        self.results.add(P4, &case, kind, "steady p50 latency", "ms", round, ms(r.percentile(0.5)));
+                        self.results.add(P4, &case, kind, P99, "ms", round, ms(r.percentile(0.99)));
+                        self.results.add(P4, &case, kind, "steady messages lost", "messages", round, r.steady_lost as f64);
+                        if r.refused > 0 {
+                            self.note(format!("{P4} {kind}: {} of the storm's connections failed", r.refused));
+                        }
+                    }
+                    Err(e) => self.note(format!("{P4} on {kind} failed: {e}")),
+                }
+                self.progress.finish_step();
+            }
+        }
+    }
+
+    /// P3: provisioning on fresh brokers with only the admin client.
+    fn provisioning(&mut self) {
+        let plan = self.plan.clone();
+        let one_hash = provisioning::one_hash_cost();
+        let floor = one_hash * plan.provisioning_total as u32 / machine::cores() as u32;
+        self.results.notes.push(format!(
+            "P3: one PBKDF2-SHA512 hash ({} iterations) measured at {:.3} ms; floor for {} clients on {} cores = {:.2} s",
+            setup::ITERATIONS,
+            one_hash.as_secs_f64() * 1000.0,
+            plan.provisioning_total,
+            machine::cores(),
+            floor.as_secs_f64()
+        ));
+        let mut runs = vec![(Kind::Ours, false), (Kind::Ours, true)];
+        if self.kinds.contains(&Kind::Mosquitto) {
+            runs.push((Kind::Mosquitto, false));
+        }
+        for (kind, with_passwords) in runs {
+            let case = if with_passwords { "with passwords" } else { "without passwords" };
+            let case = format!("{case}, {} clients in batches of {}", plan.provisioning_total, plan.provisioning_batch);
+            self.progress.start(format!("{P3}: {case} on {kind}"));
+            let budget = if kind == Kind::Mosquitto { plan.mosquitto_provisioning_budget } else { Duration::from_secs(600) };
+            let outcome = self.start(kind, "provisioning", true).and_then(|broker| {
+                let progress = &mut self.progress;
+                let mut on_batch = |done: usize, of: usize| progress.detail(&format!("batch {done}/{of}"));
+                let addr = broker.addr(Version::V311);
+                let run = runtime().block_on(provisioning::provision(
+                    addr,
+                    plan.provisioning_total,
+                    plan.provisioning_batch,
+                    with_passwords,
+                    budget,
+                    &mut on_batch,
+                ));
+                drop(broker);
+                run
+            });
+            match outcome {
+                Ok(run) => {
+                    let (start, end) = run.start_end();
+                    self.results.add(P3, &case, kind, TOTAL, "s", 0, run.total.as_secs_f64());
+                    self.results.add(P3, &case, kind, "clients created", "clients", 0, run.clients() as f64);
+                    self.results.add(P3, &case, kind, "first batch (mean of first 10 %)", "ms", 0, start.as_secs_f64() * 1e3);
+                    self.results.add(P3, &case, kind, "last batch (mean of last 10 %)", "ms", 0, end.as_secs_f64() * 1e3);
+                    self.results.add(P3, &case, kind, END_START, "×", 0, end.as_secs_f64() / start.as_secs_f64().max(1e-9));
+                    if with_passwords {
+                        self.results.add(P3, &case, kind, FLOOR_RATIO, "×", 0, run.total.as_secs_f64() / floor.as_secs_f64());
+                    }
+                    if run.errors > 0 {
+                        self.note(format!("{P3} {case} on {kind}: {} commands answered with an error", run.errors));
+                    }
+                    if run.stopped_by_budget {
+                        self.note(format!(
+                            "{P3} {case} on {kind}: stopped by the {:?} time budget after {} clients",
+                            budget,
+                            run.clients()
+                        ));
+                    }
+                    let mut clients = 0.0;
+                    let points = run
+                        .batch_times
+                        .iter()
+                        .map(|t| {
+                            clients += run.batch_size as f64;
+                            (clients, t.as_secs_f64() * 1e3)
+                        })
+                        .collect();
+                    let name = format!("{kind} {}", if with_passwords { "with passwords" } else { "without passwords" });
+                    self.results.curves.push(Curve { name, points });
+                }
+                Err(e) => self.note(format!("{P3} {case} on {kind} failed: {e}")),
+            }
+            self.progress.finish_step();
+        }
+    }
+
+    /// P6 (idle connections) and P5 (revocation) on fresh brokers.
+    fn idle_and_revocation(&mut self) {
+        let plan = self.plan.clone();
+        for kind in self.kinds.clone() {
+            self.progress.start(format!("{P6}/{P5}: {} idle connections on {kind}", plan.idle_clients));
+            let broker = match self.start(kind, "idle", false) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.note(format!("{P6} {kind}: {e}"));
+                    self.progress.finish_step();
+                    continue;
+                }
+            };
+            // Warm up: one connection and back, so that the baseline includes lazily built state.
+            let _ = revocation::connect_idle(broker.addr(Version::V311), Version::V311, 1, kind.has_dynsec());
+            std::thread::sleep(Duration::from_millis(500));
+            let before = broker.rss().unwrap_or(0);
+            match revocation::connect_idle(broker.addr(Version::V311), Version::V311, plan.idle_clients, kind.has_dynsec()) {
+                Ok(idle) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let after = broker.rss().unwrap_or(0);
+                    let connected = idle.sockets.len();
+                    let case = format!("{} idle connections", plan.idle_clients);
+                    let per = after.saturating_sub(before) as f64 / connected.max(1) as f64 / 1024.0;
+                    self.results.add(P6, &case, kind, PER_CONNECTION, "KB", 0, per);
+                    self.results.add(P6, &case, kind, "RSS with idle connections", "MB", 0, after as f64 / 1048576.0);
+                    if idle.refused > 0 {
+                        self.note(format!("{P6} {kind}: {} idle connections failed", idle.refused));
+                    }
+                    if kind.has_dynsec() {
+                        self.progress.detail("revocation");
+                        let case = format!("with {} idle clients connected", plan.idle_clients);
+                        match revocation::run(broker.addr(Version::V5), plan.revocation_reps) {
+                            Ok(r) => {
+                                for (round, d) in r.acl_removal.iter().enumerate() {
+                                    self.results.add(P5, &format!("removeRoleACL, {case}"), kind, REFUSED, "ms", round, d.as_secs_f64() * 1e3);
+                                }
+                                for (round, d) in r.disable.iter().enumerate() {
+                                    self.results.add(P5, &format!("disableClient, {case}"), kind, DISCONNECTED, "ms", round, d.as_secs_f64() * 1e3);
+                                }
+                            }
+                            Err(e) => self.note(format!("{P5} on {kind} failed: {e}")),
+                        }
+                    }
+                    drop(idle);
+                }
+                Err(e) => self.note(format!("{P6} idle connections on {kind} failed: {e}")),
+            }
+            drop(broker);
+            self.progress.finish_step();
+        }
+    }
+
+    /// P6: resident memory after `memory_messages` QoS 1 messages 1 → 1, on fresh brokers.
+    fn memory_after_messages(&mut self) {
+        let plan = self.plan.clone();
+        for kind in self.kinds.clone() {
+            self.progress.start(format!("{P6}: {} QoS 1 messages through {kind}", plan.memory_messages));
+            let broker = match self.start(kind, "memory", false) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.note(format!("{P6} {kind}: {e}"));
+                    self.progress.finish_step();
+                    continue;
+                }
+            };
+            self.run_id += 1;
+            let spec = FlowSpec {
+                addr: broker.addr(Version::V311),
+                version: Version::V311,
+                qos: 1,
+                subscribers: 1,
+                messages: plan.memory_messages,
+                max_duration: plan.memory_budget,
+                payload: 100,
+                topic: "bench/memory".into(),
+                credentials: Self::credentials(kind, USER_100),
+                client_prefix: format!("m{}", self.run_id),
+            };
+            let case = format!("{} messages 1→1 QoS 1", number(plan.memory_messages as f64));
+            match flow::run(&spec) {
+                Ok(r) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let rss = broker.rss().unwrap_or(0) as f64 / 1048576.0;
+                    self.results.add(P6, &case, kind, RSS_AFTER, "MB", 0, rss);
+                    self.results.add(P6, &case, kind, "messages passed", "messages", 0, r.received as f64);
+                    self.results.add(P6, &case, kind, LOST, "messages", 0, r.lost as f64);
+                    if r.sent < plan.memory_messages {
+                        self.note(format!(
+                            "{P6} {kind}: the {:?} budget ran out after {} messages (of {})",
+                            plan.memory_budget,
+                            number(r.sent as f64),
+                            number(plan.memory_messages as f64)
+                        ));
+                    }
+                }
+                Err(e) => self.note(format!("{P6} memory flow on {kind} failed: {e}")),
+            }
+            drop(broker);
+            self.progress.finish_step();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn usage() -> ! {
+    eprintln!("usage: dynsec-bench [--quick] [--out DIR]");
+    std::process::exit(2);
+}
+
+fn write(path: &Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+fn main() {
+    let mut plan = Plan::full();
+    let mut out = PathBuf::from("bench-results");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => plan = Plan::quick(),
+            "--out" => out = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            _ => usage(),
+        }
+    }
+    let exes = match Executables::locate() {
+        Ok(exes) => exes,
+        Err(e) => {
+            eprintln!("dynsec-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let open_files = machine::raise_open_files();
+    if (open_files as usize) < plan.idle_clients + 1000 {
+        eprintln!("dynsec-bench: the open-file limit ({open_files}) is too low for {} connections", plan.idle_clients);
+        std::process::exit(1);
+    }
+    let started = Instant::now();
+    let load_at_start = machine::load_text();
+    eprintln!("dynsec-bench ({}) on {}", if plan.quick { "quick" } else { "full" }, machine::description());
+    eprintln!("load average at start: {load_at_start}");
+
+    let mut kinds = vec![Kind::Ours, Kind::Rumqttd];
+    let mut notes = Vec::new();
+    if exes.mosquitto.is_some() {
+        kinds.push(Kind::Mosquitto);
+    } else {
+        notes.push("mosquitto or its dynamic-security plugin is not installed: mosquitto skipped".to_owned());
+    }
+    let scratch = tempfile::Builder::new().prefix("dynsec-bench-").tempdir().expect("temporary directory");
+    eprintln!("writing the dynamic-security configuration (hashing passwords)…");
+    let full_file = scratch.path().join("full.json");
+    let minimal_file = scratch.path().join("minimal.json");
+    setup::write(&setup::full_model(plan.storm_clients, plan.rounds), &full_file).expect("write the dynsec file");
+    setup::write(&setup::minimal_model(), &minimal_file).expect("write the dynsec file");
+
+    let cases = flow_cases(&plan).len();
+    let dynsec_kinds = kinds.iter().filter(|k| k.has_dynsec()).count();
+    let steps = plan.rounds * cases * (kinds.len() + dynsec_kinds)
+        + plan.rounds * kinds.len()
+        + 2
+        + usize::from(kinds.contains(&Kind::Mosquitto))
+        + 2 * kinds.len();
+    let mut run = Run {
+        plan: plan.clone(),
+        exes,
+        kinds: kinds.clone(),
+        scratch,
+        full_file,
+        minimal_file,
+        results: Results { notes, ..Default::default() },
+        progress: ProgressBar::new(steps),
+        run_id: 0,
+    };
+
+    let mut brokers = Vec::new();
+    for kind in &kinds {
+        match run.start(*kind, "main", false) {
+            Ok(b) => brokers.push(b),
+            Err(e) => run.note(format!("{kind}: {e}")),
+        }
+    }
+    run.throughput(&mut brokers);
+    run.connect_storm(&brokers);
+    drop(brokers);
+    run.provisioning();
+    run.idle_and_revocation();
+    run.memory_after_messages();
+    run.progress.clear();
+
+    let load_at_end = machine::load_text();
+    let elapsed = started.elapsed();
+    let rows = report::rows(&run.results);
+    let header = format!(
+        "dynsec-bench {} run on {}, {} round(s); {}; load average at start {load_at_start}, at end {load_at_end}; took {}:{:02}",
+        if plan.quick { "quick" } else { "full" },
+        machine::today(),
+        plan.rounds,
+        machine::description(),
+        elapsed.as_secs() / 60,
+        elapsed.as_secs() % 60
+    );
+    println!("{header}\n");
+    println!("{}", report::text_table(&rows));
+    for note in &run.results.notes {
+        println!("note: {note}");
+    }
+
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("cannot create {}: {e}", out.display());
+        return;
+    }
+    write(&out.join("results.csv"), &run.results.csv());
+    let mut markdown = format!("{header}\n\n{}\n", report::markdown_table(&rows));
+    for note in &run.results.notes {
+        markdown.push_str(&format!("- {note}\n"));
+    }
+    write(&out.join("results.md"), &markdown);
+
+    let mut categories = Vec::new();
+    let mut series: Vec<(String, Vec<Option<f64>>)> = kinds.iter().map(|k| (k.label().to_owned(), Vec::new())).collect();
+    for scenario in [P1, P2] {
+        for case in flow_cases(&plan) {
+            let label = case.label();
+            categories.push(format!("{} {label}", if scenario == P1 { "100 ACLs" } else { "10k ACLs" }));
+            for (kind, (_, values)) in kinds.iter().zip(series.iter_mut()) {
+                values.push(run.results.median(scenario, &label, *kind, RATE));
+            }
+        }
+    }
+    write(
+        &out.join("throughput.svg"),
+        &chart::grouped_bars("Throughput (median deliveries/s), 100-byte payloads", "deliveries/s", &categories, &series),
+    );
+    let curves: Vec<(String, Vec<(f64, f64)>)> =
+        run.results.curves.iter().map(|c| (c.name.clone(), c.points.clone())).collect();
+    write(
+        &out.join("provisioning.svg"),
+        &chart::lines("Provisioning: time per batch of createClient", "clients created", "ms per batch", &curves),
+    );
+    eprintln!("wrote {}", out.display());
+}
