@@ -31,6 +31,7 @@ pub mod session;
 pub mod subscriptions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod throttle;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
