@@ -85,7 +85,9 @@ impl Executables {
         }
         let mosquitto = find_in_path("mosquitto")
             .or_else(|| Some(PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.exists()))
-            .and_then(|bin| PLUGIN_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).map(|plugin| (bin, plugin)));
+            .and_then(|bin| {
+                PLUGIN_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).map(|plugin| (bin, plugin))
+            });
         Ok(Executables { ours, rumqttd, mosquitto })
     }
 }
@@ -153,12 +155,7 @@ impl Broker {
             Kind::Rumqttd => {
                 v5_port = unused_port();
                 let mut c = Command::new(&exes.rumqttd);
-                c.args([
-                    port.to_string(),
-                    v5_port.to_string(),
-                    SEGMENT_SIZE.to_string(),
-                    SEGMENT_COUNT.to_string(),
-                ]);
+                c.args([port.to_string(), v5_port.to_string(), SEGMENT_SIZE.to_string(), SEGMENT_COUNT.to_string()]);
                 c
             }
             Kind::Mosquitto => {

@@ -41,14 +41,23 @@ pub fn grouped_bars(title: &str, unit: &str, categories: &[String], series: &[(S
     let mut svg = String::new();
     let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" {FONT}>"#);
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, width / 2.0, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        escape(title)
+    );
     let bottom = top + group * categories.len() as f64;
     let mut exponent = low;
     while exponent <= high {
         let gx = x(10f64.powf(exponent));
         let _ = writeln!(svg, r##"<line x1="{gx}" y1="{top}" x2="{gx}" y2="{bottom}" stroke="#ddd"/>"##);
-        let _ =
-            writeln!(svg, r#"<text x="{gx}" y="{}" text-anchor="middle">{}</text>"#, bottom + 16.0, tick_label(exponent));
+        let _ = writeln!(
+            svg,
+            r#"<text x="{gx}" y="{}" text-anchor="middle">{}</text>"#,
+            bottom + 16.0,
+            tick_label(exponent)
+        );
         exponent += 1.0;
     }
     let _ = writeln!(
@@ -88,7 +97,12 @@ pub fn grouped_bars(title: &str, unit: &str, categories: &[String], series: &[(S
 fn legend<'a>(svg: &mut String, names: impl Iterator<Item = &'a str>, x0: f64, y: f64) {
     for (i, name) in names.enumerate() {
         let lx = x0 + 170.0 * i as f64;
-        let _ = writeln!(svg, r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/>"#, y - 10.0, COLORS[i % COLORS.len()]);
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/>"#,
+            y - 10.0,
+            COLORS[i % COLORS.len()]
+        );
         let _ = writeln!(svg, r#"<text x="{}" y="{y}">{}</text>"#, lx + 16.0, escape(name));
     }
 }
@@ -109,12 +123,23 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(
     let mut svg = String::new();
     let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" {FONT}>"#);
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, width / 2.0, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        escape(title)
+    );
     let mut exponent = low;
     while exponent <= high {
         let gy = py(10f64.powf(exponent));
         let _ = writeln!(svg, r##"<line x1="{left}" y1="{gy}" x2="{}" y2="{gy}" stroke="#ddd"/>"##, left + plot_w);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, gy + 4.0, tick_label(exponent));
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            gy + 4.0,
+            tick_label(exponent)
+        );
         exponent += 1.0;
     }
     for i in 0..=5 {
@@ -141,10 +166,8 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(
         top + plot_h / 2.0,
         escape(y_label)
     );
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##
-    );
+    let _ =
+        writeln!(svg, r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##);
     for (s, (_, pts)) in series.iter().enumerate() {
         let path: Vec<String> =
             pts.iter().filter(|p| p.1 > 0.0).map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();

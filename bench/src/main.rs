@@ -195,15 +195,33 @@ impl Run {
         for round in 0..self.plan.rounds {
             for broker in brokers {
                 let kind = broker.kind;
-                self.progress.start(format!("{P4}: {} clients on {kind} (round {})", self.plan.storm_clients, round + 1));
+                self.progress.start(format!(
+                    "{P4}: {} clients on {kind} (round {})",
+                    self.plan.storm_clients,
+                    round + 1
+                ));
                 let case = format!("{} clients, PBKDF2-SHA512 ×{}", self.plan.storm_clients, setup::ITERATIONS);
-                match storm::run(broker.addr(Version::V311), Version::V311, round, self.plan.storm_clients, kind.has_dynsec()) {
+                match storm::run(
+                    broker.addr(Version::V311),
+                    Version::V311,
+                    round,
+                    self.plan.storm_clients,
+                    kind.has_dynsec(),
+                ) {
                     Ok(r) => {
                         self.results.add(P4, &case, kind, CONNECTS, "connects/s", round, r.connects_per_sec());
                         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                         self.results.add(P4, &case, kind, "steady p50 latency", "ms", round, ms(r.percentile(0.5)));
                         self.results.add(P4, &case, kind, P99, "ms", round, ms(r.percentile(0.99)));
-                        self.results.add(P4, &case, kind, "steady messages lost", "messages", round, r.steady_lost as f64);
+                        self.results.add(
+                            P4,
+                            &case,
+                            kind,
+                            "steady messages lost",
+                            "messages",
+                            round,
+                            r.steady_lost as f64,
+                        );
                         if r.refused > 0 {
                             self.note(format!("{P4} {kind}: {} of the storm's connections failed", r.refused));
                         }
@@ -236,7 +254,8 @@ impl Run {
             let case = if with_passwords { "with passwords" } else { "without passwords" };
             let case = format!("{case}, {} clients in batches of {}", plan.provisioning_total, plan.provisioning_batch);
             self.progress.start(format!("{P3}: {case} on {kind}"));
-            let budget = if kind == Kind::Mosquitto { plan.mosquitto_provisioning_budget } else { Duration::from_secs(600) };
+            let budget =
+                if kind == Kind::Mosquitto { plan.mosquitto_provisioning_budget } else { Duration::from_secs(600) };
             let outcome = self.start(kind, "provisioning", true).and_then(|broker| {
                 let progress = &mut self.progress;
                 let mut on_batch = |done: usize, of: usize| progress.detail(&format!("batch {done}/{of}"));
@@ -257,11 +276,43 @@ impl Run {
                     let (start, end) = run.start_end();
                     self.results.add(P3, &case, kind, TOTAL, "s", 0, run.total.as_secs_f64());
                     self.results.add(P3, &case, kind, "clients created", "clients", 0, run.clients() as f64);
-                    self.results.add(P3, &case, kind, "first batch (mean of first 10 %)", "ms", 0, start.as_secs_f64() * 1e3);
-                    self.results.add(P3, &case, kind, "last batch (mean of last 10 %)", "ms", 0, end.as_secs_f64() * 1e3);
-                    self.results.add(P3, &case, kind, END_START, "×", 0, end.as_secs_f64() / start.as_secs_f64().max(1e-9));
+                    self.results.add(
+                        P3,
+                        &case,
+                        kind,
+                        "first batch (mean of first 10 %)",
+                        "ms",
+                        0,
+                        start.as_secs_f64() * 1e3,
+                    );
+                    self.results.add(
+                        P3,
+                        &case,
+                        kind,
+                        "last batch (mean of last 10 %)",
+                        "ms",
+                        0,
+                        end.as_secs_f64() * 1e3,
+                    );
+                    self.results.add(
+                        P3,
+                        &case,
+                        kind,
+                        END_START,
+                        "×",
+                        0,
+                        end.as_secs_f64() / start.as_secs_f64().max(1e-9),
+                    );
                     if with_passwords {
-                        self.results.add(P3, &case, kind, FLOOR_RATIO, "×", 0, run.total.as_secs_f64() / floor.as_secs_f64());
+                        self.results.add(
+                            P3,
+                            &case,
+                            kind,
+                            FLOOR_RATIO,
+                            "×",
+                            0,
+                            run.total.as_secs_f64() / floor.as_secs_f64(),
+                        );
                     }
                     if run.errors > 0 {
                         self.note(format!("{P3} {case} on {kind}: {} commands answered with an error", run.errors));
@@ -282,7 +333,8 @@ impl Run {
                             (clients, t.as_secs_f64() * 1e3)
                         })
                         .collect();
-                    let name = format!("{kind} {}", if with_passwords { "with passwords" } else { "without passwords" });
+                    let name =
+                        format!("{kind} {}", if with_passwords { "with passwords" } else { "without passwords" });
                     self.results.curves.push(Curve { name, points });
                 }
                 Err(e) => self.note(format!("{P3} {case} on {kind} failed: {e}")),
@@ -308,7 +360,12 @@ impl Run {
             let _ = revocation::connect_idle(broker.addr(Version::V311), Version::V311, 1, kind.has_dynsec());
             std::thread::sleep(Duration::from_millis(500));
             let before = broker.rss().unwrap_or(0);
-            match revocation::connect_idle(broker.addr(Version::V311), Version::V311, plan.idle_clients, kind.has_dynsec()) {
+            match revocation::connect_idle(
+                broker.addr(Version::V311),
+                Version::V311,
+                plan.idle_clients,
+                kind.has_dynsec(),
+            ) {
                 Ok(idle) => {
                     std::thread::sleep(Duration::from_secs(1));
                     let after = broker.rss().unwrap_or(0);
@@ -326,10 +383,26 @@ impl Run {
                         match revocation::run(broker.addr(Version::V5), plan.revocation_reps) {
                             Ok(r) => {
                                 for (round, d) in r.acl_removal.iter().enumerate() {
-                                    self.results.add(P5, &format!("removeRoleACL, {case}"), kind, REFUSED, "ms", round, d.as_secs_f64() * 1e3);
+                                    self.results.add(
+                                        P5,
+                                        &format!("removeRoleACL, {case}"),
+                                        kind,
+                                        REFUSED,
+                                        "ms",
+                                        round,
+                                        d.as_secs_f64() * 1e3,
+                                    );
                                 }
                                 for (round, d) in r.disable.iter().enumerate() {
-                                    self.results.add(P5, &format!("disableClient, {case}"), kind, DISCONNECTED, "ms", round, d.as_secs_f64() * 1e3);
+                                    self.results.add(
+                                        P5,
+                                        &format!("disableClient, {case}"),
+                                        kind,
+                                        DISCONNECTED,
+                                        "ms",
+                                        round,
+                                        d.as_secs_f64() * 1e3,
+                                    );
                                 }
                             }
                             Err(e) => self.note(format!("{P5} on {kind} failed: {e}")),
@@ -516,7 +589,8 @@ fn main() {
     write(&out.join("results.md"), &markdown);
 
     let mut categories = Vec::new();
-    let mut series: Vec<(String, Vec<Option<f64>>)> = kinds.iter().map(|k| (k.label().to_owned(), Vec::new())).collect();
+    let mut series: Vec<(String, Vec<Option<f64>>)> =
+        kinds.iter().map(|k| (k.label().to_owned(), Vec::new())).collect();
     for scenario in [P1, P2] {
         for case in flow_cases(&plan) {
             let label = case.label();
@@ -528,7 +602,12 @@ fn main() {
     }
     write(
         &out.join("throughput.svg"),
-        &chart::grouped_bars("Throughput (median deliveries/s), 100-byte payloads", "deliveries/s", &categories, &series),
+        &chart::grouped_bars(
+            "Throughput (median deliveries/s), 100-byte payloads",
+            "deliveries/s",
+            &categories,
+            &series,
+        ),
     );
     let curves: Vec<(String, Vec<(f64, f64)>)> =
         run.results.curves.iter().map(|c| (c.name.clone(), c.points.clone())).collect();

@@ -325,7 +325,11 @@ pub enum ConnectError {
 
 impl Client {
     /// Opens a TCP connection and completes the MQTT handshake.
-    pub async fn connect(addr: std::net::SocketAddr, connect: &Connect<'_>, wait: Duration) -> Result<Client, ConnectError> {
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        connect: &Connect<'_>,
+        wait: Duration,
+    ) -> Result<Client, ConnectError> {
         let mut stream = tokio::time::timeout(wait, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;

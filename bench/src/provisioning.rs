@@ -67,13 +67,8 @@ fn batch_payload(prefix: &str, start: usize, count: usize, with_passwords: bool)
 
 /// Connects the admin and subscribes to the reply topic.
 pub async fn admin(addr: SocketAddr, version: Version, client_id: &str) -> Result<Client, String> {
-    let connect = Connect {
-        version,
-        client_id,
-        username: Some(ADMIN_USER),
-        password: Some(ADMIN_PASSWORD),
-        keep_alive: 600,
-    };
+    let connect =
+        Connect { version, client_id, username: Some(ADMIN_USER), password: Some(ADMIN_PASSWORD), keep_alive: 600 };
     let mut client = Client::connect(addr, &connect, Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
     let code = client.subscribe(RESPONSE_TOPIC, 0, Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
     if code > 2 {

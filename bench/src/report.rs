@@ -42,7 +42,11 @@ pub struct Row {
 
 /// The value shown for a broker: the median, or the sum for counts of lost messages.
 fn figure(results: &Results, scenario: &str, case: &str, broker: Kind, metric: &str) -> Option<f64> {
-    if metric == LOST { results.total(scenario, case, broker, metric) } else { results.median(scenario, case, broker, metric) }
+    if metric == LOST {
+        results.total(scenario, case, broker, metric)
+    } else {
+        results.median(scenario, case, broker, metric)
+    }
 }
 
 fn max_of(results: &Results, scenario: &str, case: &str, metric: &str) -> Option<f64> {
@@ -158,18 +162,8 @@ fn met(value: Option<bool>) -> &'static str {
     }
 }
 
-const HEADERS: [&str; 10] = [
-    "scenario",
-    "case",
-    "metric",
-    "dynsec-broker",
-    "rumqttd",
-    "mosquitto",
-    "ours÷mosq",
-    "ours÷rumqttd",
-    "target",
-    "",
-];
+const HEADERS: [&str; 10] =
+    ["scenario", "case", "metric", "dynsec-broker", "rumqttd", "mosquitto", "ours÷mosq", "ours÷rumqttd", "target", ""];
 
 fn cells(row: &Row) -> [String; 10] {
     [
@@ -188,8 +182,7 @@ fn cells(row: &Row) -> [String; 10] {
 
 /// Aligned plain-text table.
 pub fn text_table(rows: &[Row]) -> String {
-    let all: Vec<[String; 10]> =
-        std::iter::once(HEADERS.map(str::to_owned)).chain(rows.iter().map(cells)).collect();
+    let all: Vec<[String; 10]> = std::iter::once(HEADERS.map(str::to_owned)).chain(rows.iter().map(cells)).collect();
     let mut widths = [0usize; 10];
     for r in &all {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -204,7 +197,11 @@ pub fn text_table(rows: &[Row]) -> String {
             .enumerate()
             .map(|(col, (c, w))| {
                 let pad = w - c.chars().count();
-                if (3..8).contains(&col) { format!("{}{c}", " ".repeat(pad)) } else { format!("{c}{}", " ".repeat(pad)) }
+                if (3..8).contains(&col) {
+                    format!("{}{c}", " ".repeat(pad))
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                }
             })
             .collect();
         out.push_str(line.join("  ").trim_end());

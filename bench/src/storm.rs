@@ -64,7 +64,13 @@ struct Window {
 }
 
 /// Runs one storm of `clients` users of round `round` (credentials only when `auth`).
-pub fn run(addr: SocketAddr, version: Version, round: usize, clients: usize, auth: bool) -> Result<StormResult, String> {
+pub fn run(
+    addr: SocketAddr,
+    version: Version,
+    round: usize,
+    clients: usize,
+    auth: bool,
+) -> Result<StormResult, String> {
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let window = Arc::new(Mutex::new(Window::default()));
@@ -98,7 +104,8 @@ pub fn run(addr: SocketAddr, version: Version, round: usize, clients: usize, aut
                 let _ = ready_tx.send(Ok(()));
                 let mut seen = Vec::new(); // (sent nanos, latency)
                 while !stop.load(Ordering::Acquire) {
-                    match tokio::time::timeout(Duration::from_millis(50), client.reader.fill(&mut client.stream)).await {
+                    match tokio::time::timeout(Duration::from_millis(50), client.reader.fill(&mut client.stream)).await
+                    {
                         Err(_) => continue,
                         Ok(Ok(true)) => {}
                         Ok(_) => break,
