@@ -4,11 +4,12 @@
 //! scenarios send and read is here.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 pub const CONNACK: u8 = 2;
 pub const PUBLISH: u8 = 3;
@@ -305,6 +306,13 @@ impl FrameReader {
     }
 }
 
+/// Distinct loopback source addresses for mass connections (127.0.0.2 – 127.0.0.251, rotating).
+/// Real connect storms come from many hosts; from one address, `dynsec-broker`'s per-address cap
+/// on pending password verifications (`gate_login_pending_per_address`) would refuse most of them.
+pub fn source_address(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % 250) as u8))
+}
+
 /// A connected client: socket plus frame reader.
 pub struct Client {
     pub stream: TcpStream,
@@ -325,12 +333,28 @@ pub enum ConnectError {
 
 impl Client {
     /// Opens a TCP connection and completes the MQTT handshake.
-    pub async fn connect(
-        addr: std::net::SocketAddr,
+    pub async fn connect(addr: SocketAddr, connect: &Connect<'_>, wait: Duration) -> Result<Client, ConnectError> {
+        Self::connect_from(addr, None, connect, wait).await
+    }
+
+    /// Like [`Client::connect`], from the local address `source` when given (see [`source_address`]).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
         connect: &Connect<'_>,
         wait: Duration,
     ) -> Result<Client, ConnectError> {
-        let mut stream = tokio::time::timeout(wait, TcpStream::connect(addr))
+        let open = async {
+            match source {
+                Some(ip) if addr.is_ipv4() && ip.is_ipv4() => {
+                    let socket = TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr).await
+                }
+                _ => TcpStream::connect(addr).await,
+            }
+        };
+        let mut stream = tokio::time::timeout(wait, open)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
         stream.set_nodelay(true)?;

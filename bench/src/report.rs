@@ -15,13 +15,13 @@ pub const P6: &str = "P6 memory";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
-pub const LOST: &str = "lost (all rounds)";
+pub const LOST: &str = "not delivered (all rounds)";
 pub const TOTAL: &str = "total";
 pub const END_START: &str = "last ÷ first batch";
 pub const FLOOR_RATIO: &str = "total ÷ hash floor";
 pub const CONNECTS: &str = "connects/s";
 pub const P99: &str = "steady p99 latency";
-pub const REFUSED: &str = "reply → refused";
+pub const REFUSED: &str = "reply → refused or disconnected";
 pub const DISCONNECTED: &str = "reply → disconnected";
 pub const RSS_AFTER: &str = "RSS after flow";
 pub const PER_CONNECTION: &str = "RSS per idle connection";

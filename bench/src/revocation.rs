@@ -5,7 +5,8 @@
 //! when each PUBACK arrives and its reason code (0x87 = refused by the ACL), and when the broker
 //! disconnects it. The admin sends `removeRoleACL` (then restores the ACL) or `disableClient`
 //! (then enables it and lets the victim reconnect) and measures from the arrival of the command's
-//! reply to the victim's first refusal or its disconnection. A refusal or disconnection seen
+//! reply to the victim's first refusal or disconnection, whichever comes first (both brokers
+//! disconnect the clients of a role whose ACLs change). A refusal or disconnection seen
 //! before the reply arrived counts as 0.
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ pub fn connect_idle(addr: SocketAddr, version: Version, count: usize, auth: bool
                 while next < count && in_flight.len() < CONCURRENCY {
                     let id = format!("idle-{next}");
                     let password = password.clone();
+                    let source = mqtt::source_address(next);
                     in_flight.push(async move {
                         let connect = Connect {
                             version,
@@ -58,7 +60,7 @@ pub fn connect_idle(addr: SocketAddr, version: Version, count: usize, auth: bool
                             password: auth.then_some(password.as_str()),
                             keep_alive: 600,
                         };
-                        match Client::connect(addr, &connect, WAIT).await {
+                        match Client::connect_from(addr, Some(source), &connect, WAIT).await {
                             Ok(c) => c.stream.into_std().map_err(|e| e.to_string()),
                             Err(e) => Err(e.to_string()),
                         }
@@ -110,14 +112,20 @@ impl Victim {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the victim is connected and had a publish accepted after `since`.
+    /// Waits until the victim is connected and had a publish accepted after `since`; asks it to
+    /// reconnect (rarely: a refused login counts against the address) while it is disconnected.
     async fn wait_accepting(&self, since: Instant) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
+        let mut next_nudge = Instant::now();
         while Instant::now() < deadline {
             {
                 let log = self.log();
                 if log.connected && log.accepted.is_some_and(|t| t > since) {
                     return Ok(());
+                }
+                if !log.connected && Instant::now() >= next_nudge {
+                    self.reconnect.store(true, Ordering::Release);
+                    next_nudge = Instant::now() + Duration::from_millis(500);
                 }
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -125,12 +133,22 @@ impl Victim {
         Err("the victim's publishes are not accepted".into())
     }
 
-    /// The first time after `since` that `pick` finds in the log.
-    async fn wait_for(&self, since: Instant, pick: fn(&VictimLog) -> &Vec<Instant>) -> Option<Instant> {
+    /// The first refusal or disconnection after `since`, whichever comes first (brokers may
+    /// answer a revocation either way: mosquitto and ours disconnect the clients of a changed
+    /// role; a client whose rights are gone and who stays connected gets refusals).
+    async fn wait_revoked(&self, since: Instant) -> Option<Instant> {
         let deadline = Instant::now() + NOTICE_WAIT;
         while Instant::now() < deadline {
-            if let Some(t) = pick(&self.log()).iter().find(|t| **t > since) {
-                return Some(*t);
+            {
+                let log = self.log();
+                let after = |times: &Vec<Instant>| times.iter().copied().find(|t| *t > since);
+                let first = match (after(&log.refusals), after(&log.disconnects)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if first.is_some() {
+                    return first;
+                }
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
@@ -166,11 +184,8 @@ async fn victim_loop(addr: SocketAddr, log: Arc<Mutex<VictimLog>>, reconnect: Ar
         };
         let mut client = match Client::connect(addr, &connect, WAIT).await {
             Ok(client) => client,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                reconnect.store(true, Ordering::Release);
-                continue;
-            }
+            // Retried only when the harness asks again (see `wait_accepting`).
+            Err(_) => continue,
         };
         lock().connected = true;
         let mut pkid = 0u16;
@@ -237,18 +252,18 @@ pub fn run(addr: SocketAddr, reps: usize) -> Result<RevocationResult, String> {
             let sent = Instant::now();
             command(&mut admin, &acl_command("removeRoleACL"), WAIT).await?;
             let reply = Instant::now();
-            let refused = victim.wait_for(sent, |log| &log.refusals).await;
-            result.acl_removal.push(since(refused, reply).ok_or("the victim's publishes were never refused")?);
+            let revoked = victim.wait_revoked(sent).await;
+            let revoked = since(revoked, reply).ok_or("the victim was neither refused nor disconnected")?;
+            result.acl_removal.push(revoked);
             command(&mut admin, &acl_command("addRoleACL"), WAIT).await?;
 
             victim.wait_accepting(Instant::now()).await?;
             let sent = Instant::now();
             command(&mut admin, &client_command("disableClient"), WAIT).await?;
             let reply = Instant::now();
-            let gone = victim.wait_for(sent, |log| &log.disconnects).await;
-            result.disable.push(since(gone, reply).ok_or("the victim was never disconnected")?);
+            let gone = victim.wait_revoked(sent).await;
+            result.disable.push(since(gone, reply).ok_or("the victim was neither refused nor disconnected")?);
             command(&mut admin, &client_command("enableClient"), WAIT).await?;
-            victim.reconnect.store(true, Ordering::Release);
         }
         Ok(result)
     })

@@ -186,6 +186,7 @@ pub fn run(
                     while next < clients && in_flight.len() < CONCURRENCY {
                         let user = storm_user(round, next);
                         let creds = auth.then(|| (user.clone(), password_of(&user)));
+                        let source = mqtt::source_address(next);
                         in_flight.push(async move {
                             let connect = Connect {
                                 version,
@@ -194,7 +195,7 @@ pub fn run(
                                 password: creds.as_ref().map(|(_, p)| p.as_str()),
                                 keep_alive: 600,
                             };
-                            match Client::connect(addr, &connect, WAIT).await {
+                            match Client::connect_from(addr, Some(source), &connect, WAIT).await {
                                 // Held as std sockets: they outlive this runtime.
                                 Ok(c) => c.stream.into_std().map_err(|e| e.to_string()),
                                 Err(e) => Err(e.to_string()),
