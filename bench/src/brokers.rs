@@ -63,6 +63,8 @@ pub struct Executables {
     pub rumqttd: PathBuf,
     /// mosquitto and its plugin, if installed.
     pub mosquitto: Option<(PathBuf, PathBuf)>,
+    /// Extra configuration lines for `dynsec-broker` (`--ours-config`; empty: its defaults).
+    pub ours_extra_config: Vec<String>,
 }
 
 impl Executables {
@@ -88,7 +90,7 @@ impl Executables {
             .and_then(|bin| {
                 PLUGIN_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).map(|plugin| (bin, plugin))
             });
-        Ok(Executables { ours, rumqttd, mosquitto })
+        Ok(Executables { ours, rumqttd, mosquitto, ours_extra_config: Vec::new() })
     }
 }
 
@@ -140,12 +142,16 @@ impl Broker {
         let mut v5_port = port;
         let mut command = match kind {
             Kind::Ours => {
-                let config = format!(
+                let mut config = format!(
                     "listener {port} 127.0.0.1\nallow_anonymous false\nlog_type error\nlog_type warning\n\
                      plugin mosquitto_dynamic_security.so\nplugin_opt_config_file {}\n\
                      gate_segment_size {SEGMENT_SIZE}\ngate_segment_count {SEGMENT_COUNT}\n",
                     security_file.display()
                 );
+                for line in &exes.ours_extra_config {
+                    config.push_str(line);
+                    config.push('\n');
+                }
                 let path = dir.join("dynsec-broker.conf");
                 fs::write(&path, config).map_err(|e| e.to_string())?;
                 let mut c = Command::new(&exes.ours);
@@ -221,6 +227,28 @@ impl Broker {
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
+    }
+
+    /// CPU time used so far, in clock ticks (`utime + stime` of `/proc/PID/stat`).
+    fn cpu_ticks(&self) -> Option<u64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// Waits (at most `limit`) until the broker uses under ~10 % of a core: a broker still
+    /// working through the previous run's backlog would disturb the next measurement.
+    pub fn settle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let Some(before) = self.cpu_ticks() else { return };
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(after) = self.cpu_ticks() else { return };
+            if after.saturating_sub(before) <= 1 {
+                return;
+            }
+        }
     }
 
     /// Whether the process is still running.

@@ -21,6 +21,9 @@ use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100, password_of};
 use dynsec_bench::{chart, machine, provisioning, revocation, storm};
 
+/// Longest wait for a broker to finish an earlier run's backlog before the next run.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
 /// Sizes and budgets of a run.
 #[derive(Debug, Clone)]
 struct Plan {
@@ -168,10 +171,13 @@ impl Run {
                             },
                             max_duration: self.plan.flow_duration,
                             payload: 100,
-                            topic: format!("bench/load/q{}", case.qos),
+                            // A topic per run: a broker still holding an earlier run's
+                            // backlog must not deliver it to this run's subscribers.
+                            topic: format!("bench/load/r{}", self.run_id),
                             credentials: Self::credentials(broker.kind, user),
                             client_prefix: format!("r{}", self.run_id),
                         };
+                        broker.settle(SETTLE_LIMIT);
                         match flow::run(&spec) {
                             Ok(r) => {
                                 self.results.add(scenario, &label, broker.kind, RATE, "deliveries/s", round, r.rate());
@@ -206,6 +212,7 @@ impl Run {
                     round + 1
                 ));
                 let case = format!("{} clients, PBKDF2-SHA512 ×{}", self.plan.storm_clients, setup::ITERATIONS);
+                broker.settle(SETTLE_LIMIT);
                 match storm::run(
                     broker.addr(Version::V311),
                     Version::V311,
@@ -478,7 +485,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: dynsec-bench [--quick] [--out DIR]");
+    eprintln!("usage: dynsec-bench [--quick] [--out DIR] [--only P1..P6]... [--ours-config LINE]...");
     std::process::exit(2);
 }
 
@@ -491,16 +498,21 @@ fn write(path: &Path, text: &str) {
 fn main() {
     let mut plan = Plan::full();
     let mut out = PathBuf::from("bench-results");
+    let mut only: Vec<String> = Vec::new();
+    let mut ours_extra_config = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => plan = Plan::quick(),
             "--out" => out = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            "--only" => only.push(args.next().unwrap_or_else(|| usage())),
+            "--ours-config" => ours_extra_config.push(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
+    let wanted = |scenario: &str| only.is_empty() || only.iter().any(|o| o == scenario);
     let exes = match Executables::locate() {
-        Ok(exes) => exes,
+        Ok(exes) => Executables { ours_extra_config, ..exes },
         Err(e) => {
             eprintln!("dynsec-bench: {e}");
             std::process::exit(1);
@@ -556,12 +568,22 @@ fn main() {
             Err(e) => run.note(format!("{kind}: {e}")),
         }
     }
-    run.throughput(&mut brokers);
-    run.connect_storm(&brokers);
+    if wanted("P1") || wanted("P2") {
+        run.throughput(&mut brokers);
+    }
+    if wanted("P4") {
+        run.connect_storm(&brokers);
+    }
     drop(brokers);
-    run.provisioning();
-    run.idle_and_revocation();
-    run.memory_after_messages();
+    if wanted("P3") {
+        run.provisioning();
+    }
+    if wanted("P5") || wanted("P6") {
+        run.idle_and_revocation();
+    }
+    if wanted("P6") {
+        run.memory_after_messages();
+    }
     run.progress.clear();
 
     let load_at_end = machine::load_text();
@@ -576,6 +598,11 @@ fn main() {
         elapsed.as_secs() / 60,
         elapsed.as_secs() % 60
     );
+    let header = if run.exes.ours_extra_config.is_empty() {
+        header
+    } else {
+        format!("{header}; dynsec-broker configured with: {}", run.exes.ours_extra_config.join("; "))
+    };
     println!("{header}\n");
     println!("{}", report::text_table(&rows));
     for note in &run.results.notes {
