@@ -1,5 +1,6 @@
 //! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
 pub mod broker;
+pub mod certs;
 pub mod ctrl_harness;
 pub mod golden;
 pub mod mosquitto;
