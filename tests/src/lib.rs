@@ -2,6 +2,7 @@
 pub mod broker;
 pub mod crash;
 pub mod ctrl_harness;
+pub mod dynsec_target;
 pub mod golden;
 pub mod mosquitto;
 pub mod rr;
