@@ -3,6 +3,7 @@ pub mod broker;
 pub mod control_client;
 pub mod crash;
 pub mod ctrl_harness;
+pub mod dynsec_target;
 pub mod golden;
 pub mod mosquitto;
 pub mod rr;
