@@ -23,6 +23,8 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod control;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 pub mod logging;
 pub mod router_link;
