@@ -6,7 +6,8 @@
 //! first non-deferring answer wins; if every source defers, only a client without a username gets
 //! in, and only with `allow_anonymous`. With no source at all, `allow_anonymous` alone decides.
 //! Password hashing runs on the blocking pool behind a semaphore, so a flood of logins cannot take
-//! more than a bounded number of threads.
+//! more than a bounded number of threads, and failed logins are throttled per source address and
+//! per username ([`crate::throttle`]).
 //!
 //! Authorization: dynsec, then `acl_file`; first non-deferring answer wins; all deferred → deny;
 //! no ACL source at all → allow.
@@ -34,6 +35,7 @@ use crate::security::{
     Access, BoxFuture, ClientAuthz, ConnectDecision, ConnectRequest, ControlOutcome, ControlReply, ControlSender,
     KickTarget, Security,
 };
+use crate::throttle::{Admission, LoginThrottle};
 
 pub const DYNSEC_REQUEST_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const DYNSEC_RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
@@ -67,6 +69,8 @@ pub struct AuthChain {
     dynsec: Option<Arc<Dynsec>>,
     /// Caps concurrent password verifications (each costs a full hash).
     verifications: Arc<Semaphore>,
+    /// Failed-login throttling per address and username.
+    throttle: Arc<LoginThrottle>,
     kicks_tx: mpsc::UnboundedSender<KickTarget>,
     kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<KickTarget>>>,
     /// Keeps the file watcher alive for as long as the chain lives.
@@ -312,11 +316,12 @@ impl AuthChain {
             Some(engine) => watch_dynsec_file(Arc::clone(engine), kicks_tx.clone()),
             None => None,
         };
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let login = &config.gate.login;
         Ok(Arc::new(AuthChain {
             scopes,
             dynsec,
-            verifications: Arc::new(Semaphore::new(cores.max(2))),
+            verifications: Arc::new(Semaphore::new(login.concurrent_verifications)),
+            throttle: LoginThrottle::new(login.clone()),
             kicks_tx,
             kicks_rx: Mutex::new(Some(kicks_rx)),
             _watcher: watcher,
@@ -506,7 +511,17 @@ impl Security for AuthChain {
         let acl_file = scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f));
         let allow_anonymous = scope.allow_anonymous;
         let verifications = Arc::clone(&self.verifications);
+        let (delay, ticket) = match self.throttle.admit(request.peer.ip(), request.username.as_deref().unwrap_or("")) {
+            Admission::Verify { delay, ticket } => (delay, ticket),
+            Admission::Refuse => {
+                tracing::info!(peer = %request.peer, "login refused: too many failed logins from this address");
+                return Box::pin(async { ConnectDecision::NotAuthorized });
+            }
+        };
         Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let Ok(_permit) = verifications.acquire_owned().await else {
                 return ConnectDecision::NotAuthorized;
             };
@@ -527,7 +542,9 @@ impl Security for AuthChain {
             })
             .await
             .unwrap_or(AuthResult::Deny);
-            if chain_decision(verdict, false, allow_anonymous) {
+            let accepted = chain_decision(verdict, false, allow_anonymous);
+            ticket.finish(accepted);
+            if accepted {
                 let authz = build_authz(engine.as_ref(), acl_file, username.clone(), client_id);
                 ConnectDecision::Accept { username, authz }
             } else {

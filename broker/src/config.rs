@@ -358,6 +358,8 @@ pub struct GateSettings {
     pub backpressure_max_hold: Duration,
     /// `gate_worker_threads` (default: CPUs − 1, at least 1; the router has its own thread).
     pub worker_threads: usize,
+    /// `gate_login_*`: failed-login throttling (see [`crate::throttle`]).
+    pub login: crate::throttle::ThrottleSettings,
 }
 
 impl Default for GateSettings {
@@ -374,6 +376,7 @@ impl Default for GateSettings {
             backpressure_window: (segment_size * segment_count / 2) as u64,
             backpressure_max_hold: Duration::from_secs(10),
             worker_threads: cpus.saturating_sub(1).max(1),
+            login: Default::default(),
         }
     }
 }
@@ -865,6 +868,24 @@ impl Builder {
                     return Err(d.at.error("gate_worker_threads must be between 1 and 1024"));
                 }
                 self.gate.worker_threads = value;
+            }
+            "login_throttle" => self.gate.login.enabled = d.boolean()?,
+            "login_window" => self.gate.login.window = seconds(d)?,
+            "login_failures_per_address"
+            | "login_failures_per_username"
+            | "login_pending_per_address"
+            | "login_verifications" => {
+                let value: u32 = d.number()?;
+                if !(1..=1_000_000).contains(&value) {
+                    return Err(d.at.error(format!("{} must be between 1 and 1000000", d.key)));
+                }
+                let login = &mut self.gate.login;
+                match key {
+                    "login_failures_per_address" => login.failures_per_address = value,
+                    "login_failures_per_username" => login.failures_per_username = value,
+                    "login_pending_per_address" => login.pending_per_address = value as usize,
+                    _ => login.concurrent_verifications = value as usize,
+                }
             }
             _ => return Err(d.at.error(format!("unknown configuration directive \"gate_{key}\""))),
         }

@@ -23,6 +23,8 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod control;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 pub mod logging;
 pub mod router_link;
@@ -31,6 +33,7 @@ pub mod session;
 pub mod subscriptions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod throttle;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]

@@ -46,7 +46,9 @@ pub struct BrokerProcess {
     child: Child,
     addr: SocketAddr,
     log_path: PathBuf,
-    dir: ScratchDir,
+    /// The working directory; removed on drop unless it was given by the caller.
+    workdir: PathBuf,
+    _scratch: Option<ScratchDir>,
 }
 
 impl BrokerProcess {
@@ -83,21 +85,42 @@ impl BrokerProcess {
 
     fn try_start(binary: &Path, config: &str) -> Result<BrokerProcess, String> {
         let dir = ScratchDir::new("run");
-        let config_path = dir.path().join("broker.conf");
-        let log_path = dir.path().join("broker.log");
+        Self::spawn_in(binary, dir.path().to_owned(), Some(dir), config, &[])
+    }
+
+    /// Starts `binary` in `dir` (kept after the broker stops, for restarts on the same files) with
+    /// exactly this configuration text and these extra environment variables.
+    pub fn start_in(binary: &Path, dir: &Path, config: &str, env: &[(&str, &str)]) -> BrokerProcess {
+        match Self::spawn_in(binary, dir.to_owned(), None, config, env) {
+            Ok(broker) => broker,
+            Err(message) => panic!("dynsec-broker did not start: {message}"),
+        }
+    }
+
+    fn spawn_in(
+        binary: &Path,
+        workdir: PathBuf,
+        scratch: Option<ScratchDir>,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<BrokerProcess, String> {
+        let config_path = workdir.join("broker.conf");
+        let log_path = workdir.join("broker.log");
         fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
         let log = fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config_path)
-            .current_dir(dir.path())
+            .current_dir(&workdir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-        let mut broker = BrokerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log_path, dir };
+        let mut broker =
+            BrokerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log_path, workdir, _scratch: scratch };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = broker.child.try_wait() {
@@ -126,7 +149,13 @@ impl BrokerProcess {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.workdir
+    }
+
+    /// Kills this broker with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
