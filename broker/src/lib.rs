@@ -34,6 +34,7 @@ pub mod subscriptions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod throttle;
+pub mod tls;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum Error {
     Router(#[from] router_link::RouterError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("security: {0}")]
     Security(String),
     #[error("logging: {0}")]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
-    SanType, SerialNumber, date_time_ymd,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber, date_time_ymd,
 };
 
 /// The subject of the valid client certificate, in encoding order (C, O, CN), so that mosquitto
@@ -113,11 +113,8 @@ pub fn generate(dir: &Path) -> TestPki {
 
     issue(dir, "server", leaf_params(&[(DnType::CommonName, "localhost")], 10, true), &ca);
     issue(dir, "server2", leaf_params(&[(DnType::CommonName, "localhost")], 11, true), &other);
-    let subject = [
-        (DnType::CountryName, "GB"),
-        (DnType::OrganizationName, "Test Org"),
-        (DnType::CommonName, CLIENT_CN),
-    ];
+    let subject =
+        [(DnType::CountryName, "GB"), (DnType::OrganizationName, "Test Org"), (DnType::CommonName, CLIENT_CN)];
     issue(dir, "client", leaf_params(&subject, 20, false), &ca);
     let mut expired = leaf_params(&[(DnType::CommonName, "expireduser")], 21, false);
     expired.not_before = date_time_ymd(2015, 1, 1);
