@@ -136,6 +136,7 @@ impl Exit {
             Exit::Kicked(KickReason::Takeover) => Some(0x8E),
             Exit::Kicked(KickReason::Admin) => Some(0x98),
             Exit::Kicked(KickReason::Shutdown) => Some(0x8B),
+            Exit::Kicked(KickReason::CredentialsRevoked) => None,
             Exit::KeepAliveTimeout => Some(0x8D),
             Exit::Protocol(reason) => Some(reason),
             Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,

@@ -172,11 +172,14 @@ impl Client {
         connack_of(&output)
     }
 
-    /// Starts `mosquitto_sub` on `filter`; it prints each payload on a line.
-    pub fn subscribe(&self, filter: &str) -> Subscriber {
+    /// Starts `mosquitto_sub` on `filters`; it prints each payload on a line.
+    pub fn subscribe(&self, filters: &[&str]) -> Subscriber {
         // stdbuf: mosquitto_sub's debug lines are block-buffered on a pipe otherwise.
         let mut command = Command::new("stdbuf");
-        command.args(["-oL", "mosquitto_sub"]).args(self.args()).args(["-t", filter, "-q", "1"]);
+        command.args(["-oL", "mosquitto_sub"]).args(self.args()).args(["-q", "1"]);
+        for filter in filters {
+            command.args(["-t", filter]);
+        }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = command.spawn().expect("run mosquitto_sub (scripts/test.sh installs it)");
         let stdout = child.stdout.take().expect("stdout");

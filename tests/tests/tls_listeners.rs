@@ -114,7 +114,7 @@ fn certificate_identities_get_the_dynsec_acls_of_that_username() {
         let broker = Twin::start(kind, binary(), dir.path(), &mutual_tls_config(&pki, &extra), 2);
         let mut subscriber = tls_client(&pki, broker.port(1), Some("client"));
         subscriber.id = Some("cert-sub".into());
-        let subscriber = subscriber.subscribe("cert/#");
+        let subscriber = subscriber.subscribe(&["cert/#"]);
         let mut publisher = tls_client(&pki, broker.port(1), Some("client"));
         publisher.id = Some("cert-pub".into());
         // An MQTT username in CONNECT is replaced by the certificate's CN.
@@ -143,7 +143,7 @@ fn sighup_replaces_the_server_certificate_and_keeps_certificate_clients() {
         let broker = Twin::start(kind, binary(), dir.path(), &config, 2);
         let mut subscriber = tls_client(&pki, broker.port(1), Some("client"));
         subscriber.id = Some("survivor".into());
-        let subscriber = subscriber.subscribe("reload/#");
+        let subscriber = subscriber.subscribe(&["reload/#"]);
 
         // The new certificate is issued by the other CA: only clients trusting it connect now.
         fs::copy(pki.path("server2.pem"), live.join("server.pem")).expect("copy");
