@@ -69,10 +69,10 @@ impl Broker {
         });
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
-        for index in 0..shared.config.listeners.len() {
+        for (index, tls) in tls_listeners.iter().enumerate() {
             let bound = listener::bind(&shared.config, index).await?;
             local_addrs.push(bound.local_addr);
-            let tls = tls_listeners[index].clone();
+            let tls = tls.clone();
             tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index, tls)));
         }
         if let Some(mut kicks) = shared.security.take_kick_events() {

@@ -66,10 +66,7 @@ fn tls_mutual_example() {
         mosquitto_ctrl_init(&file, "admin", "admin-pw");
         let config = adapt(
             "tls-mutual.conf",
-            &[
-                ("/var/lib/dynsec-broker/dynamic-security.json", p(&file)),
-                ("/etc/dynsec-broker/certs", p(&pki.dir)),
-            ],
+            &[("/var/lib/dynsec-broker/dynamic-security.json", p(&file)), ("/etc/dynsec-broker/certs", p(&pki.dir))],
         );
         let broker = Twin::start(kind, binary(), dir.path(), &config, 2);
         let mut with_cert = Client::new(broker.port(1));
