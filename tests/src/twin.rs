@@ -135,6 +135,8 @@ pub struct Client {
     pub cert: Option<(String, String)>,
     /// `-h` value (default 127.0.0.1, which libmosquitto also sends as SNI).
     pub host: Option<String>,
+    /// Further arguments (e.g. `--tls-version tlsv1.2`).
+    pub extra: Vec<String>,
 }
 
 impl Client {
@@ -161,6 +163,7 @@ impl Client {
         if let Some((cert, key)) = &self.cert {
             args.extend(["--cert".into(), cert.clone(), "--key".into(), key.clone()]);
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 

@@ -168,3 +168,52 @@ fn sighup_replaces_the_server_certificate_and_keeps_certificate_clients() {
         }
     }
 }
+
+/// `use_subject_as_username` (the RFC 2253 subject, as an acl_file `user`), `capath` (a directory
+/// prepared with `openssl rehash`, as OpenSSL needs) and `tls_version tlsv1.3`.
+#[test]
+fn subject_as_username_capath_and_minimum_tls_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = certs::generate(&dir.path().join("pki"));
+    let capath = dir.path().join("capath");
+    fs::create_dir_all(&capath).expect("dir");
+    fs::copy(pki.ca(), capath.join("ca.pem")).expect("copy");
+    let rehash = std::process::Command::new("openssl").arg("rehash").arg(&capath).status().expect("run openssl");
+    assert!(rehash.success(), "openssl rehash failed");
+    let acl = dynsec_tests::twin::write_file(
+        dir.path(),
+        "acl",
+        &format!("user {}\ntopic readwrite subject/#\n", certs::CLIENT_SUBJECT_RFC2253),
+    );
+    let config = format!(
+        "allow_anonymous false\nacl_file {acl}\nlistener {{PORT0}} 127.0.0.1\ncertfile {}\nkeyfile {}\ncapath {}\n\
+         require_certificate true\nuse_subject_as_username true\ntls_version tlsv1.3\n",
+        p(&pki.server_cert()),
+        p(&pki.server_key()),
+        p(&capath),
+    );
+    for kind in BOTH {
+        let broker = Twin::start(kind, binary(), dir.path(), &config, 1);
+        let mut subscriber = tls_client(&pki, broker.port(0), Some("client"));
+        subscriber.id = Some("subject-sub".into());
+        let subscriber = subscriber.subscribe(&["subject/#"]);
+        let mut publisher = tls_client(&pki, broker.port(0), Some("client"));
+        publisher.v5 = true;
+        assert_eq!(publisher.publish("subject/x", "by subject"), Connect::Connack(0), "{kind:?}\n{}", broker.log());
+        assert_eq!(subscriber.next_payload(), "by subject", "{kind:?}");
+        // mosquitto_pub's --tls-version is a minimum too: openssl s_client pins the version.
+        let (cert, key) = pki.client("client");
+        let handshake = |version: &str| {
+            std::process::Command::new("openssl")
+                .args(["s_client", version, "-connect", &format!("127.0.0.1:{}", broker.port(0))])
+                .args(["-CAfile", &p(&pki.ca()), "-cert", &p(&cert), "-key", &p(&key)])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run openssl s_client")
+                .status
+                .success()
+        };
+        assert!(!handshake("-tls1_2"), "{kind:?}: TLS 1.2 accepted by a tlsv1.3 listener");
+        assert!(handshake("-tls1_3"), "{kind:?}: TLS 1.3 refused");
+    }
+}
