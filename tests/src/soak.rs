@@ -58,6 +58,8 @@ pub struct Options {
     pub keep_alive: u16,
     /// Connections being set up at once.
     pub connect_concurrency: usize,
+    /// Lines appended to the broker's configuration (e.g. `gate_segment_size 65536`).
+    pub extra_config: Vec<String>,
 }
 
 impl Options {
@@ -74,6 +76,7 @@ impl Options {
             warmup: Duration::from_secs(60),
             keep_alive: 60,
             connect_concurrency: 128,
+            extra_config: Vec::new(),
         }
     }
 }
@@ -204,11 +207,17 @@ fn device_name(n: usize) -> String {
     format!("dev{n}")
 }
 
-fn config() -> String {
-    "listener 0 127.0.0.1\nallow_anonymous false\nlog_type error\nlog_type warning\nlog_type notice\n\
+fn config(extra: &[String]) -> String {
+    let mut config = String::from(
+        "listener 0 127.0.0.1\nallow_anonymous false\nlog_type error\nlog_type warning\nlog_type notice\n\
      plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
-     plugin_opt_config_file dynamic-security.json\n"
-        .into()
+     plugin_opt_config_file dynamic-security.json\n",
+    );
+    for line in extra {
+        config.push_str(line);
+        config.push('\n');
+    }
+    config
 }
 
 /// Raises this process's open-file limit to its hard limit (children inherit it).
@@ -245,7 +254,12 @@ pub async fn run(options: &Options, dir: &Path, progress: impl Fn(&Sample)) -> R
     if (fd_limit as usize) < options.connections + 1000 {
         return Err(format!("open-file limit {fd_limit} too low for {} connections", options.connections));
     }
-    let broker = BrokerProcess::start_in(&options.binary, dir, &config(), &[("DYNSEC_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let broker = BrokerProcess::start_in(
+        &options.binary,
+        dir,
+        &config(&options.extra_config),
+        &[("DYNSEC_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
     let result = drive(options, &broker, progress).await;
     let (_, log) = broker.terminate();
     let mut report = result?;
@@ -364,10 +378,16 @@ async fn drive(options: &Options, broker: &BrokerProcess, progress: impl Fn(&Sam
             next_sample += options.sample_interval;
         }
         if now >= next_change {
-            let result = match change % 3 {
+            // Password rotation needs an idle device, the ACL change holders (1 % of them).
+            let kind = match change % 3 {
+                1 if idle.is_empty() => 0,
+                2 if extra_holders.is_empty() => 0,
+                kind => kind,
+            };
+            let result = match kind {
                 0 => temporary_client(&shared, &mut admin, &mut command, change).await,
                 1 => {
-                    let n = idle[(change as usize / 3) % idle.len().max(1)];
+                    let n = idle[(change as usize / 3) % idle.len()];
                     let password = format!("pw-{n}-rotated-{change}");
                     *shared.passwords[n].lock() = password.clone();
                     shared.expect_kick[n].store(true, Ordering::SeqCst);

@@ -21,6 +21,7 @@ async fn connections_traffic_and_changes_without_errors_or_loss() {
         warmup: Duration::from_secs(3),
         keep_alive: 4,
         connect_concurrency: 32,
+        extra_config: Vec::new(),
     };
     let report = run(&options, dir.path(), |_| {}).await.unwrap_or_else(|e| panic!("{e}"));
     let summary = report.summary();

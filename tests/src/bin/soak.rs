@@ -1,4 +1,5 @@
 //! The full soak run (issue 7): `soak [--connections N] [--minutes M] [--publishers P] [--rate R]`.
+//! `--config-line LINE` (repeatable) adds a line to the broker's configuration.
 //! Defaults: 10,000 connections for 10 minutes. Uses the broker shim built beside this binary
 //! (`cargo build --release -p dynsec-tests` builds both). Prints memory samples as it goes, then
 //! the report; exits non-zero on any error or lost message.
@@ -13,6 +14,13 @@ fn main() -> ExitCode {
     let mut options = Options::full(binary);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--config-line" {
+            match args.next() {
+                Some(line) => options.extra_config.push(line),
+                None => return usage(),
+            }
+            continue;
+        }
         let value = args.next().and_then(|v| v.parse::<f64>().ok()).filter(|v| *v > 0.0);
         match (arg.as_str(), value) {
             ("--connections", Some(v)) => options.connections = v as usize,
@@ -20,12 +28,7 @@ fn main() -> ExitCode {
             ("--publishers", Some(v)) => options.publishers = v as usize,
             ("--rate", Some(v)) => options.rate_per_publisher = v,
             ("--warmup-seconds", Some(v)) => options.warmup = Duration::from_secs_f64(v),
-            _ => {
-                eprintln!(
-                    "usage: soak [--connections N] [--minutes M] [--publishers P] [--rate MSG_PER_S] [--warmup-seconds S]"
-                );
-                return ExitCode::FAILURE;
-            }
+            _ => return usage(),
         }
     }
     let dir = std::env::temp_dir().join(format!("dynsec-soak-{}", std::process::id()));
@@ -67,4 +70,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: soak [--connections N] [--minutes M] [--publishers P] [--rate MSG_PER_S] [--warmup-seconds S] \
+         [--config-line LINE]..."
+    );
+    ExitCode::FAILURE
 }
