@@ -105,6 +105,7 @@ fn reload_on_hangup(
             tracing::info!("SIGHUP received: reloading certificates and security files");
             certificates.reload();
             security.reload().await;
+            tracing::info!("SIGHUP reload complete");
         }
     });
 }

@@ -95,16 +95,16 @@ impl Twin {
         let before = self.log().len();
         let status = Command::new("kill").arg("-HUP").arg(self.pid().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -HUP failed");
-        let marker = match self.kind {
-            Kind::Ours => "SIGHUP received",
-            Kind::Mosquitto => "Reloading config",
+        // Ours logs when the reload is over. mosquitto reloads in its main loop right after
+        // logging, before it serves the sockets again; the pause only covers the log write.
+        let (marker, settle) = match self.kind {
+            Kind::Ours => ("SIGHUP reload complete", Duration::ZERO),
+            Kind::Mosquitto => ("Reloading config", Duration::from_millis(100)),
         };
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             if self.log().get(before..).is_some_and(|new| new.contains(marker)) {
-                // The reload itself follows the log line; its work is short, but a client started
-                // right now must see its result: wait for the next line the reload writes.
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(settle);
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
