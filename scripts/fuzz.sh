@@ -14,6 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libfuzzer-sys compiles libFuzzer itself (C++).
+if ! command -v c++ >/dev/null 2>&1; then
+    echo "installing g++ (libFuzzer is C++)" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++ >/dev/null
+fi
+
 if [ "${1:-}" = "--quick" ]; then
     seconds="${2:-5}"
     export RUSTC_BOOTSTRAP=1
