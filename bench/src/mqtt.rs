@@ -307,8 +307,8 @@ impl FrameReader {
 }
 
 /// Distinct loopback source addresses for mass connections (127.0.0.2 – 127.0.0.251, rotating).
-/// Real connect storms come from many hosts; from one address, `dynsec-broker`'s per-address cap
-/// on pending password verifications (`gate_login_pending_per_address`) would refuse most of them.
+/// Real connect storms come from many hosts, and a broker may treat one address's burst of
+/// logins differently (dynsec-broker caps pending verifications per address with failed logins).
 pub fn source_address(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % 250) as u8))
 }

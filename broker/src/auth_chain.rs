@@ -375,7 +375,7 @@ impl AuthChain {
             }
         }
         for user in kicked {
-            let _ = self.kicks_tx.send(KickTarget::Username(user.into()));
+            let _ = self.kicks_tx.send(KickTarget::CredentialsRevoked(user.into()));
         }
     }
 }

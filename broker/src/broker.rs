@@ -18,6 +18,7 @@ use crate::listener;
 use crate::router_link::{RoutingEngine, Rumqttd};
 use crate::security::Security;
 use crate::session::Sessions;
+use crate::tls::{CertificateReloader, TlsListener};
 
 /// State shared by every connection of one broker.
 pub(crate) struct Shared<E: RoutingEngine> {
@@ -41,19 +42,19 @@ pub struct Broker {
     shared: Arc<Shared<Rumqttd>>,
     local_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    certificates: CertificateReloader,
 }
 
 impl Broker {
     /// Starts the router, binds every listener and begins accepting clients.
     pub async fn start(config: Config, security: Arc<dyn Security>) -> Result<Broker, Error> {
-        for (index, listener) in config.listeners.iter().enumerate() {
-            if let Some(at) = &listener.tls.first_at {
-                return Err(Error::Unsupported(format!(
-                    "{at}: TLS (cafile/capath/certfile/keyfile/psk…) is not supported yet on listener {index} \
-                     (port {}); remove the TLS directives or use mosquitto for this listener",
-                    listener.port
-                )));
-            }
+        // Certificates are loaded before anything starts, so a bad file stops the broker.
+        let mut tls_listeners = Vec::new();
+        for listener in &config.listeners {
+            tls_listeners.push(match listener.tls.is_configured() {
+                true => Some(Arc::new(TlsListener::new(&listener.tls, listener.port).map_err(Error::Tls)?)),
+                false => None,
+            });
         }
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
@@ -68,10 +69,11 @@ impl Broker {
         });
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
-        for index in 0..shared.config.listeners.len() {
+        for (index, tls) in tls_listeners.iter().enumerate() {
             let bound = listener::bind(&shared.config, index).await?;
             local_addrs.push(bound.local_addr);
-            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index)));
+            let tls = tls.clone();
+            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index, tls)));
         }
         if let Some(mut kicks) = shared.security.take_kick_events() {
             let pump = shared.clone();
@@ -82,7 +84,14 @@ impl Broker {
                 }
             }));
         }
-        Ok(Broker { shared, local_addrs, tasks })
+        let certificates = CertificateReloader { listeners: tls_listeners.into_iter().flatten().collect() };
+        Ok(Broker { shared, local_addrs, tasks, certificates })
+    }
+
+    /// Reloads the certificates of the TLS listeners (SIGHUP); usable after `run_until` took the
+    /// broker.
+    pub fn certificate_reloader(&self) -> CertificateReloader {
+        self.certificates.clone()
     }
 
     /// The address of each listener, in configuration order (useful with port 0).

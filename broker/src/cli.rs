@@ -9,6 +9,7 @@ use crate::auth_chain::AuthChain;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::security::Security;
+use crate::tls::CertificateReloader;
 
 const USAGE: &str = "\
 dynsec-broker: an MQTT broker compatible with mosquitto and its dynamic security plugin
@@ -78,23 +79,38 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The whole program: arguments, configuration, logging, runtime, broker, shutdown.
-/// SIGHUP re-reads the reloadable security files (password_file, acl_file), as mosquitto does.
-fn reload_on_hangup(security: Arc<dyn Security>) {
-    #[cfg(unix)]
+/// Catches SIGHUP from now on (so that one arriving while the broker starts is not fatal); once
+/// the broker runs, [`reload_on_hangup`] serves the signals.
+#[cfg(unix)]
+fn catch_hangup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = signal(SignalKind::hangup());
+    if hangup.is_err() {
+        tracing::warn!("cannot listen for SIGHUP; reloading files needs a restart");
+    }
+    hangup.ok()
+}
+
+/// SIGHUP reloads the TLS listeners' certificates, then re-reads the reloadable security files
+/// (password_file, acl_file), as mosquitto does.
+#[cfg(unix)]
+fn reload_on_hangup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    security: Arc<dyn Security>,
+    certificates: CertificateReloader,
+) {
+    let Some(mut hangup) = hangup else { return };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reloading files needs a restart");
-            return;
-        };
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading security files");
+            tracing::info!("SIGHUP received: reloading certificates and security files");
+            certificates.reload();
             security.reload().await;
+            tracing::info!("SIGHUP reload complete");
         }
     });
 }
 
+/// The whole program: arguments, configuration, logging, runtime, broker, shutdown.
 pub fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -148,8 +164,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let security = AuthChain::from_config(&config)?;
-        reload_on_hangup(Arc::clone(&security));
-        let broker = Broker::start(config, security).await?;
+        #[cfg(unix)]
+        let hangup = catch_hangup();
+        let broker = Broker::start(config, Arc::clone(&security)).await?;
+        #[cfg(unix)]
+        reload_on_hangup(hangup, security, broker.certificate_reloader());
         tracing::info!("dynsec-broker running");
         broker.run_until(shutdown_signal()).await;
         Ok::<(), crate::Error>(())

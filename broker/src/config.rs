@@ -228,7 +228,7 @@ impl PluginConfig {
     }
 }
 
-/// TLS settings of a listener, stored for the issue that implements TLS.
+/// TLS settings of a listener (served by `crate::tls`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     pub cafile: Option<PathBuf>,

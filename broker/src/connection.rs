@@ -26,7 +26,9 @@ use crate::backpressure::{Backlog, ProbeStep};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
-use crate::security::{Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol};
+use crate::security::{
+    Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
+};
 use crate::session::{KickReason, Mail, PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 use crate::subscriptions::{self, PendingAcks};
 
@@ -134,6 +136,7 @@ impl Exit {
             Exit::Kicked(KickReason::Takeover) => Some(0x8E),
             Exit::Kicked(KickReason::Admin) => Some(0x98),
             Exit::Kicked(KickReason::Shutdown) => Some(0x8B),
+            Exit::Kicked(KickReason::CredentialsRevoked) => None,
             Exit::KeepAliveTimeout => Some(0x8D),
             Exit::Protocol(reason) => Some(reason),
             Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
@@ -149,12 +152,18 @@ const PACKET_TOO_LARGE: u8 = 0x95;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
 
 /// Serves one accepted socket until it closes.
-pub(crate) async fn serve<E, S>(shared: Arc<Shared<E>>, stream: S, peer: SocketAddr, listener: usize)
-where
+/// `tls` is the identity of a verified client certificate (TLS listeners only).
+pub(crate) async fn serve<E, S>(
+    shared: Arc<Shared<E>>,
+    stream: S,
+    peer: SocketAddr,
+    listener: usize,
+    tls: Option<TlsIdentity>,
+) where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some(connection) = handshake(shared, stream, peer, listener).await {
+    if let Some(connection) = handshake(shared, stream, peer, listener, tls).await {
         connection.run().await;
     }
 }
@@ -257,6 +266,7 @@ async fn handshake<E, S>(
     mut stream: S,
     peer: SocketAddr,
     listener: usize,
+    tls: Option<TlsIdentity>,
 ) -> Option<Connection<E, S>>
 where
     E: RoutingEngine,
@@ -340,7 +350,7 @@ where
         client_id: client_id.clone(),
         username: connect.username.as_deref().map(Arc::from),
         password: connect.password.clone(),
-        tls: None,
+        tls,
         protocol,
     };
     let (username, authz) = match shared.security.authenticate(request).await {

@@ -23,6 +23,8 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod control;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 pub mod logging;
 pub mod router_link;
@@ -32,6 +34,7 @@ pub mod subscriptions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod throttle;
+pub mod tls;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,8 @@ pub enum Error {
     Router(#[from] router_link::RouterError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("security: {0}")]
     Security(String),
     #[error("logging: {0}")]

@@ -1,6 +1,7 @@
 //! Listening sockets: binding (port 0 picks a free port; the bound address is logged), the accept
-//! loop, `max_connections` per listener and `set_tcp_nodelay`. TLS arrives in a later issue; until
-//! then `Broker::start` refuses TLS directives.
+//! loop, `max_connections` per listener, `set_tcp_nodelay`, and the TLS handshake on TLS
+//! listeners (within the connect timeout; a failed handshake closes the socket, as OpenSSL's does
+//! in mosquitto).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::broker::Shared;
 use crate::config::Config;
 use crate::connection;
 use crate::router_link::RoutingEngine;
+use crate::tls::{self, TlsListener};
 
 /// A bound listener.
 pub(crate) struct Bound {
@@ -44,7 +46,12 @@ impl Drop for Slot {
     }
 }
 
-pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound: Bound, index: usize) {
+pub(crate) async fn accept_loop<E: RoutingEngine>(
+    shared: Arc<Shared<E>>,
+    bound: Bound,
+    index: usize,
+    tls: Option<Arc<TlsListener>>,
+) {
     let limit = shared.config.listeners[index].max_connections;
     let nodelay = shared.config.tcp_nodelay;
     let active = Arc::new(AtomicUsize::new(0));
@@ -69,13 +76,36 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound:
             let _ = stream.set_nodelay(true);
         }
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_tcp(shared, stream, peer, index).await;
+            match tls {
+                None => connection::serve(shared, stream, peer, index, None).await,
+                Some(tls) => serve_tls(shared, stream, peer, index, &tls).await,
+            }
             drop(slot);
         });
     }
 }
 
-async fn serve_tcp<E: RoutingEngine>(shared: Arc<Shared<E>>, stream: TcpStream, peer: SocketAddr, index: usize) {
-    connection::serve(shared, stream, peer, index).await;
+async fn serve_tls<E: RoutingEngine>(
+    shared: Arc<Shared<E>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    index: usize,
+    tls: &TlsListener,
+) {
+    let acceptor = tls.acceptor();
+    let stream = match tokio::time::timeout(shared.config.gate.connect_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            info!(%peer, "TLS handshake failed: {error}");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = tls::identity(stream.get_ref().1.peer_certificates());
+    connection::serve(shared, stream, peer, index, identity).await;
 }

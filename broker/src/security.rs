@@ -85,6 +85,9 @@ pub enum KickTarget {
     Username(Arc<str>),
     /// Every connection without a username.
     Anonymous,
+    /// Every connection of a username whose credentials stopped authenticating on a reload
+    /// (SIGHUP): mosquitto closes the socket without a DISCONNECT, even for MQTT 5.
+    CredentialsRevoked(Arc<str>),
 }
 
 /// A published reply produced by a control endpoint (broker-originated, QoS 0, no retain).

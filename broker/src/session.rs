@@ -29,6 +29,8 @@ pub enum KickReason {
     Admin,
     /// The broker is stopping: v5 DISCONNECT 0x8B, no will.
     Shutdown,
+    /// The client's credentials were revoked by a reload: socket closed without DISCONNECT, no will.
+    CredentialsRevoked,
 }
 
 /// Messages to a connection task, delivered in order.
@@ -319,11 +321,14 @@ impl<E: RoutingEngine> Sessions<E> {
         let entries = self.lock();
         let mut count = 0;
         for live in entries.values().filter_map(|e| e.live.as_ref()) {
-            let matches = match target {
-                KickTarget::Username(name) => live.username.as_deref() == Some(&**name),
-                KickTarget::Anonymous => live.username.is_none(),
+            let (matches, reason) = match target {
+                KickTarget::Username(name) => (live.username.as_deref() == Some(&**name), KickReason::Admin),
+                KickTarget::Anonymous => (live.username.is_none(), KickReason::Admin),
+                KickTarget::CredentialsRevoked(name) => {
+                    (live.username.as_deref() == Some(&**name), KickReason::CredentialsRevoked)
+                }
             };
-            if matches && live.mailbox.send(Mail::Kick(KickReason::Admin)).is_ok() {
+            if matches && live.mailbox.send(Mail::Kick(reason)).is_ok() {
                 count += 1;
             }
         }

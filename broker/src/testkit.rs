@@ -303,8 +303,13 @@ pub struct RawClient {
 impl RawClient {
     /// Opens a TCP connection without sending anything.
     pub async fn open(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).await.expect("connect to the broker");
-        RawClient { stream, buf: BytesMut::new(), v5: false }
+        RawClient::try_open(addr).await.expect("connect to the broker")
+    }
+
+    /// Opens a TCP connection, reporting failure (for load programs that count errors).
+    pub async fn try_open(addr: SocketAddr) -> std::io::Result<RawClient> {
+        let stream = TcpStream::connect(addr).await?;
+        Ok(RawClient { stream, buf: BytesMut::new(), v5: false })
     }
 
     /// Connects and returns the client and the CONNACK (or what came instead).

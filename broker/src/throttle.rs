@@ -6,8 +6,11 @@
 //! full is refused at CONNECT without any hashing (CONNACK 5 / 0x87, as for a wrong password)
 //! until it drains; a username whose bucket is full is slowed — each attempt waits up to two
 //! seconds before its verification — rather than locked out, so an attacker cannot deny a real
-//! user their account. An address may also have only a few verifications pending at once, so a
-//! flood from one address cannot occupy the (bounded) verification pool that everyone shares.
+//! user their account. An address that has failed recently may also have only a few
+//! verifications pending at once, so a flood from it cannot occupy the (bounded) verification
+//! pool that everyone shares; an address without recent failures (a gateway, a NAT, a fleet
+//! reconnecting after an outage) is never refused for connecting many clients at once — its
+//! attempts wait for the pool like everyone else's.
 //! Successful logins empty the username's bucket. Memory is bounded: at most `MAX_TRACKED`
 //! entries, drained ones are dropped first.
 
@@ -34,7 +37,8 @@ pub struct ThrottleSettings {
     pub failures_per_username: u32,
     /// `gate_login_window` (seconds, default 60): how long a full bucket takes to drain.
     pub window: Duration,
-    /// `gate_login_pending_per_address` (default 4): verifications one address may have waiting.
+    /// `gate_login_pending_per_address` (default 4): verifications an address with recent failures
+    /// may have waiting.
     pub pending_per_address: usize,
     /// `gate_login_verifications` (default: CPUs − 1, at least 1): password verifications
     /// running at once, broker-wide (each is a full hash on the blocking pool). One core stays
@@ -147,9 +151,11 @@ impl LoginThrottle {
         let tracked = state.addresses.len() + state.usernames.len() < MAX_TRACKED;
         let address_bucket = state.addresses.entry(address).or_insert_with(|| Bucket::new(now));
         address_bucket.drain(now, s.failures_per_address, s.window);
-        // Refused once the next failure would overflow the bucket (drained failures are fractional).
+        // Refused once the next failure would overflow the bucket (drained failures are fractional),
+        // or when an address that has been failing keeps many attempts in flight.
+        let suspicious = address_bucket.failures >= 0.5;
         if address_bucket.failures > f64::from(s.failures_per_address) - 1.0
-            || address_bucket.pending >= s.pending_per_address
+            || (suspicious && address_bucket.pending >= s.pending_per_address)
         {
             return Admission::Refuse;
         }
@@ -264,9 +270,13 @@ mod tests {
     }
 
     #[test]
-    fn pending_verifications_per_address_are_capped() {
+    fn pending_verifications_are_capped_only_for_failing_addresses() {
         let t = LoginThrottle::new(settings());
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let clean: Vec<_> = (0..10).map(|i| t.admit(ip, &format!("u{i}"))).collect();
+        assert!(clean.iter().all(|a| matches!(a, Admission::Verify { .. })), "a clean address is not capped");
+        drop(clean);
+        assert!(fail(&t, "10.0.0.9", "x"));
         let first = t.admit(ip, "x");
         let second = t.admit(ip, "y");
         assert!(matches!(t.admit(ip, "z"), Admission::Refuse));

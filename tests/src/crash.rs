@@ -17,16 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dynsec::json::{self, Json};
-use dynsec_broker::testkit::{Connect, Next, PUBLISH, RawClient};
+use dynsec::json::Json;
+use dynsec_broker::testkit::RawClient;
 
 use crate::broker::BrokerProcess;
+use crate::control_client::{self, request};
 
 const ADMIN_PASSWORD: &str = "crash-harness-admin";
-const REQUEST: &str = "$CONTROL/dynamic-security/v1";
-const RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
-/// Upper bound for any single wait on the broker.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Small deterministic generator (xorshift64*), so a failing run can be repeated by its seed.
 pub struct Rng(u64);
@@ -126,34 +123,7 @@ fn config(snapshot_idle_ms: u64) -> String {
 }
 
 async fn admin(addr: SocketAddr) -> Result<RawClient, String> {
-    let mut connect = Connect::new(5, "crash-harness-admin");
-    connect.username = Some("admin".into());
-    connect.password = Some(ADMIN_PASSWORD.as_bytes().to_vec());
-    let (mut client, next) = RawClient::connect(addr, &connect).await;
-    match next {
-        Next::Frame(f) if f.reason() == 0 => {}
-        other => return Err(format!("admin not connected: {other:?}")),
-    }
-    client.subscribe(1, &[(RESPONSE, 0)]).await;
-    Ok(client)
-}
-
-/// Sends one control request and returns the `responses` array of its reply, or `None` if the
-/// connection ended first.
-async fn request(client: &mut RawClient, payload: &str, pkid: u16) -> Option<Vec<Json>> {
-    client.publish(REQUEST, payload.as_bytes(), 1, false, pkid).await;
-    loop {
-        match client.next(WAIT).await {
-            Next::Frame(frame) if frame.packet_type == PUBLISH => {
-                let received = frame.publish(true);
-                if received.topic == RESPONSE {
-                    return json::parse(&received.payload).ok()?.get("responses")?.as_array().map(<[Json]>::to_vec);
-                }
-            }
-            Next::Frame(_) => continue,
-            Next::Closed | Next::Timeout => return None,
-        }
-    }
+    control_client::admin(addr, "crash-harness-admin", "admin", ADMIN_PASSWORD).await
 }
 
 async fn list_clients(addr: SocketAddr) -> Result<BTreeSet<String>, String> {

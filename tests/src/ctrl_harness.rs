@@ -328,6 +328,26 @@ pub fn run_with_fresh_mosquitto(program: &Path, steps: &[Step]) -> Vec<Outcome> 
     Run { program, endpoint: &endpoint, workdir: &workdir, closed_port: crate::mosquitto::unused_port() }.run(steps)
 }
 
+/// Runs `steps` with `program` against `broker` (started on a `dynsec init` configuration with
+/// [`ADMIN`] / [`ADMIN_PASSWORD`]); the scratch directory is made inside the broker's directory.
+pub fn run_against(program: &Path, broker: &crate::dynsec_target::DynsecBroker, steps: &[Step]) -> Vec<Outcome> {
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+        admin_user: ADMIN.into(),
+        admin_password: ADMIN_PASSWORD.into(),
+    };
+    let workdir = broker.dir().join("work");
+    std::fs::create_dir_all(&workdir).expect("work dir");
+    Run { program, endpoint: &endpoint, workdir: &workdir, closed_port: crate::mosquitto::unused_port() }.run(steps)
+}
+
+/// The same steps compared byte for byte (for one program against two brokers, where the
+/// script's `own`/`fix` markers about the program do not apply).
+pub fn compare_everything(steps: &[Step]) -> Vec<Step> {
+    steps.iter().cloned().map(|step| Step { compare: Compare::Everything, ..step }).collect()
+}
+
 /// The scripts shipped with the tests.
 pub fn data_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)

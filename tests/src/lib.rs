@@ -1,7 +1,12 @@
 //! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
 pub mod broker;
+pub mod certs;
+pub mod control_client;
 pub mod crash;
 pub mod ctrl_harness;
+pub mod dynsec_target;
 pub mod golden;
 pub mod mosquitto;
 pub mod rr;
+pub mod soak;
+pub mod twin;
