@@ -333,7 +333,7 @@ impl Dynsec {
             }
         };
         let compiled = self.compiled_for(&key, &slot);
-        AclHandle { engine: Arc::clone(self), key, slot, cached: Mutex::new(compiled) }
+        AclHandle { engine: Arc::clone(self), key, slot, cached: Mutex::new(HandleCache::new(compiled)) }
     }
 
     fn compiled_for(&self, key: &PrincipalKey, slot: &Slot) -> Stamped {
@@ -445,7 +445,7 @@ pub struct AclHandle {
     engine: Arc<Dynsec>,
     key: PrincipalKey,
     slot: Arc<Slot>,
-    cached: Mutex<Stamped>,
+    cached: Mutex<HandleCache>,
 }
 
 impl AclHandle {
@@ -453,10 +453,56 @@ impl AclHandle {
     pub fn check(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
         let epochs = (self.engine.global_epoch.load(Ordering::Acquire), self.slot.epoch.load(Ordering::Acquire));
         let mut cached = self.cached.lock();
-        if cached.0 != epochs {
-            *cached = self.engine.compiled_for(&self.key, &self.slot);
+        if cached.compiled.0 != epochs {
+            *cached = HandleCache::new(self.engine.compiled_for(&self.key, &self.slot));
         }
-        cached.1.check(kind, topic, client_id)
+        cached.check(kind, topic, client_id)
+    }
+}
+
+/// How many recent answers a handle remembers. Devices mostly publish to and receive from a few
+/// topics, so a handful of entries turns most checks into one string comparison.
+const RECENT_DECISIONS: usize = 4;
+
+/// Topics longer than this are evaluated every time rather than copied into the memo.
+const MEMO_TOPIC_LIMIT: usize = 256;
+
+/// A handle's compiled ACLs plus a memo of its last few answers. Both belong to one pair of
+/// epochs: any change that could alter an answer bumps an epoch, and the whole cache is replaced.
+struct HandleCache {
+    compiled: Stamped,
+    recent: [Option<Remembered>; RECENT_DECISIONS],
+    next_slot: usize,
+}
+
+struct Remembered {
+    kind: AccessKind,
+    topic: Box<str>,
+    client_id: Option<Box<str>>,
+    decision: Decision,
+}
+
+impl HandleCache {
+    fn new(compiled: Stamped) -> Self {
+        HandleCache { compiled, recent: Default::default(), next_slot: 0 }
+    }
+
+    fn check(&mut self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
+        let hit = self
+            .recent
+            .iter()
+            .flatten()
+            .find(|r| r.kind == kind && r.client_id.as_deref() == client_id && &*r.topic == topic);
+        if let Some(remembered) = hit {
+            return remembered.decision;
+        }
+        let decision = self.compiled.1.check(kind, topic, client_id);
+        if topic.len() <= MEMO_TOPIC_LIMIT {
+            self.recent[self.next_slot] =
+                Some(Remembered { kind, topic: topic.into(), client_id: client_id.map(Into::into), decision });
+            self.next_slot = (self.next_slot + 1) % RECENT_DECISIONS;
+        }
+        decision
     }
 }
 

@@ -110,6 +110,43 @@ fn acl_handles_see_changes_on_the_next_check() {
     assert_eq!(anon.check(AccessKind::Publish, "t/1", None), Decision::Defer);
 }
 
+/// A handle remembers its last answers; the memo must key on the access kind, the topic and the
+/// client id, and survive more topics than it has room for.
+#[test]
+fn remembered_answers_match_fresh_evaluation() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"r","acls":[
+              {"acltype":"publishClientSend","topic":"dev/%c/#","allow":true},
+              {"acltype":"publishClientReceive","topic":"dev/+/cmd","allow":true},
+              {"acltype":"publishClientSend","topic":"dev/a/deny","allow":false,"priority":5}]},
+           {"command":"createClient","username":"u","roles":[{"rolename":"r"}]}"##,
+    );
+    let handle = e.acl_handle(Some("u"));
+    let fresh = e.acl_handle(Some("u"));
+    let topics = ["dev/a/x", "dev/a/cmd", "dev/b/x", "dev/b/cmd", "dev/a/deny", "other", "dev/a/y"];
+    let kinds = [AccessKind::Publish, AccessKind::Receive];
+    for round in 0..3 {
+        for topic in topics {
+            for kind in kinds {
+                for client in [Some("a"), Some("b"), None] {
+                    let remembered = handle.check(kind, topic, client);
+                    // A new handle per comparison has an empty memo.
+                    let expected = e.acl_handle(Some("u")).check(kind, topic, client);
+                    assert_eq!(remembered, expected, "round {round}: {kind:?} {topic} {client:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(handle.check(AccessKind::Publish, "dev/a/x", Some("a")), Decision::Allow);
+    assert_eq!(handle.check(AccessKind::Publish, "dev/a/x", Some("b")), Decision::Defer);
+    // Receiving falls to the default access (allowed by `init`), not to the publish rule.
+    assert_eq!(handle.check(AccessKind::Receive, "dev/a/x", Some("a")), Decision::Allow);
+    assert_eq!(handle.check(AccessKind::Publish, "dev/a/deny", Some("a")), Decision::Deny);
+    assert_eq!(fresh.check(AccessKind::Publish, "dev/a/deny", Some("a")), Decision::Deny);
+}
+
 /// Checks from many threads while an admin changes the role: every answer is one of the two
 /// valid states, and after the change returns, every thread sees the new one.
 #[test]
