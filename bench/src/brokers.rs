@@ -17,8 +17,9 @@ use crate::mqtt::Version;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries when another process takes a picked port first.
 const START_ATTEMPTS: usize = 4;
-/// Router settings shared by our broker and the bare rumqttd (our defaults).
-pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
+/// Router settings shared by our broker and the bare rumqttd (dynsec-broker's defaults);
+/// `--ours-config gate_segment_size …` / `gate_segment_count …` change them for both.
+pub const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
 pub const SEGMENT_COUNT: usize = 4;
 
 const PLUGIN_CANDIDATES: [&str; 4] = [
@@ -118,6 +119,26 @@ pub struct Broker {
     log_path: PathBuf,
 }
 
+impl Executables {
+    /// The router segments both rumqttd-based brokers use: the defaults, or the last
+    /// `gate_segment_size` / `gate_segment_count` line of `--ours-config`.
+    pub fn router_segments(&self) -> (usize, usize) {
+        let mut segments = (SEGMENT_SIZE, SEGMENT_COUNT);
+        for line in &self.ours_extra_config {
+            let mut words = line.split_whitespace();
+            let (Some(key), Some(value)) = (words.next(), words.next().and_then(|v| v.parse().ok())) else {
+                continue;
+            };
+            match key {
+                "gate_segment_size" => segments.0 = value,
+                "gate_segment_count" => segments.1 = value,
+                _ => {}
+            }
+        }
+        segments
+    }
+}
+
 impl Broker {
     /// Starts `kind` in `dir` (created); `dynsec_file` is copied there for the dynsec brokers.
     pub fn start(kind: Kind, exes: &Executables, dir: &Path, dynsec_file: Option<&Path>) -> Result<Broker, String> {
@@ -140,12 +161,13 @@ impl Broker {
         let port = unused_port();
         let log_path = dir.join(format!("{}.log", kind.label()));
         let mut v5_port = port;
+        let (segment_size, segment_count) = exes.router_segments();
         let mut command = match kind {
             Kind::Ours => {
                 let mut config = format!(
                     "listener {port} 127.0.0.1\nallow_anonymous false\nlog_type error\nlog_type warning\n\
                      plugin mosquitto_dynamic_security.so\nplugin_opt_config_file {}\n\
-                     gate_segment_size {SEGMENT_SIZE}\ngate_segment_count {SEGMENT_COUNT}\n",
+                     gate_segment_size {segment_size}\ngate_segment_count {segment_count}\n",
                     security_file.display()
                 );
                 for line in &exes.ours_extra_config {
@@ -161,7 +183,7 @@ impl Broker {
             Kind::Rumqttd => {
                 v5_port = unused_port();
                 let mut c = Command::new(&exes.rumqttd);
-                c.args([port.to_string(), v5_port.to_string(), SEGMENT_SIZE.to_string(), SEGMENT_COUNT.to_string()]);
+                c.args([port.to_string(), v5_port.to_string(), segment_size.to_string(), segment_count.to_string()]);
                 c
             }
             Kind::Mosquitto => {

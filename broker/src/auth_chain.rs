@@ -5,9 +5,10 @@
 //! replaces the whole basic-auth chain; otherwise dynsec answers first, then `password_file`. The
 //! first non-deferring answer wins; if every source defers, only a client without a username gets
 //! in, and only with `allow_anonymous`. With no source at all, `allow_anonymous` alone decides.
-//! Password hashing runs on the blocking pool behind a semaphore, so a flood of logins cannot take
-//! more than a bounded number of threads, and failed logins are throttled per source address and
-//! per username ([`crate::throttle`]).
+//! Password hashing runs on a fixed pool of low-priority threads ([`crate::verifier`]) behind a
+//! semaphore, so a flood of logins can neither take more than a bounded number of threads nor
+//! starve connected clients of CPU, and failed logins are throttled per source address and per
+//! username ([`crate::throttle`]).
 //!
 //! Authorization: dynsec, then `acl_file`; first non-deferring answer wins; all deferred → deny;
 //! no ACL source at all → allow.
@@ -36,6 +37,7 @@ use crate::security::{
     KickTarget, Security,
 };
 use crate::throttle::{Admission, LoginThrottle};
+use crate::verifier::VerifierPool;
 
 pub const DYNSEC_REQUEST_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const DYNSEC_RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
@@ -69,6 +71,7 @@ pub struct AuthChain {
     dynsec: Option<Arc<Dynsec>>,
     /// Caps concurrent password verifications (each costs a full hash).
     verifications: Arc<Semaphore>,
+    verifiers: Arc<VerifierPool>,
     /// Failed-login throttling per address and username.
     throttle: Arc<LoginThrottle>,
     kicks_tx: mpsc::UnboundedSender<KickTarget>,
@@ -321,6 +324,10 @@ impl AuthChain {
             scopes,
             dynsec,
             verifications: Arc::new(Semaphore::new(login.concurrent_verifications)),
+            verifiers: Arc::new(
+                VerifierPool::new(login.concurrent_verifications)
+                    .map_err(|e| Error::Security(format!("cannot start the password-verification threads: {e}")))?,
+            ),
             throttle: LoginThrottle::new(login.clone()),
             kicks_tx,
             kicks_rx: Mutex::new(Some(kicks_rx)),
@@ -511,6 +518,7 @@ impl Security for AuthChain {
         let acl_file = scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f));
         let allow_anonymous = scope.allow_anonymous;
         let verifications = Arc::clone(&self.verifications);
+        let verifiers = Arc::clone(&self.verifiers);
         let (delay, ticket) = match self.throttle.admit(request.peer.ip(), request.username.as_deref().unwrap_or("")) {
             Admission::Verify { delay, ticket } => (delay, ticket),
             Admission::Refuse => {
@@ -527,21 +535,22 @@ impl Security for AuthChain {
             };
             let ConnectRequest { client_id, username, password, .. } = request;
             let (engine_for_check, user, cid) = (engine.clone(), username.clone(), client_id.clone());
-            let verdict = tokio::task::spawn_blocking(move || {
-                let user = user.as_deref();
-                let mut result = AuthResult::Defer;
-                if let (Some(engine), Some(u)) = (&engine_for_check, user) {
-                    result = engine.authenticate(u, password.as_deref(), &cid);
-                }
-                if result == AuthResult::Defer
-                    && let Some(file) = &password_file
-                {
-                    result = file.authenticate(user, password.as_deref());
-                }
-                result
-            })
-            .await
-            .unwrap_or(AuthResult::Deny);
+            let verdict = verifiers
+                .run(move || {
+                    let user = user.as_deref();
+                    let mut result = AuthResult::Defer;
+                    if let (Some(engine), Some(u)) = (&engine_for_check, user) {
+                        result = engine.authenticate(u, password.as_deref(), &cid);
+                    }
+                    if result == AuthResult::Defer
+                        && let Some(file) = &password_file
+                    {
+                        result = file.authenticate(user, password.as_deref());
+                    }
+                    result
+                })
+                .await
+                .unwrap_or(AuthResult::Deny);
             let accepted = chain_decision(verdict, false, allow_anonymous);
             ticket.finish(accepted);
             if accepted {

@@ -35,6 +35,7 @@ pub mod subscriptions;
 pub mod testkit;
 pub mod throttle;
 pub mod tls;
+pub mod verifier;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
