@@ -313,6 +313,50 @@ pub fn source_address(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % 250) as u8))
 }
 
+/// Who the `index`-th client of a mass connection is: client id and optional username/password.
+pub type Identity = (String, Option<(String, String)>);
+
+/// Connects `count` clients, at most `concurrency` handshakes in flight, each from
+/// [`source_address`]`(index)`. Returns the connected sockets (as std sockets, so they can
+/// outlive the caller's runtime; nobody reads them) and how many connections failed.
+pub async fn connect_many(
+    addr: SocketAddr,
+    version: Version,
+    count: usize,
+    concurrency: usize,
+    wait: Duration,
+    identity: impl Fn(usize) -> Identity,
+) -> (Vec<std::net::TcpStream>, usize) {
+    use futures_util::StreamExt;
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut connected = Vec::with_capacity(count);
+    let (mut next, mut failed) = (0, 0);
+    while next < count || !in_flight.is_empty() {
+        while next < count && in_flight.len() < concurrency {
+            let (client_id, credentials) = identity(next);
+            let source = source_address(next);
+            in_flight.push(async move {
+                let connect = Connect {
+                    version,
+                    client_id: &client_id,
+                    username: credentials.as_ref().map(|(u, _)| u.as_str()),
+                    password: credentials.as_ref().map(|(_, p)| p.as_str()),
+                    keep_alive: 600,
+                };
+                let client = Client::connect_from(addr, Some(source), &connect, wait).await.ok()?;
+                client.stream.into_std().ok()
+            });
+            next += 1;
+        }
+        match in_flight.next().await {
+            Some(Some(socket)) => connected.push(socket),
+            Some(None) => failed += 1,
+            None => {}
+        }
+    }
+    (connected, failed)
+}
+
 /// A connected client: socket plus frame reader.
 pub struct Client {
     pub stream: TcpStream,

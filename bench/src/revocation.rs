@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 use crate::mqtt::{self, Client, Connect, Version};
 use crate::provisioning::{admin, command};
@@ -44,35 +42,11 @@ pub fn connect_idle(addr: SocketAddr, version: Version, count: usize, auth: bool
         runtime().block_on(async move {
             let started = Instant::now();
             let password = password_of(IDLE_USER);
-            let mut in_flight = FuturesUnordered::new();
-            let mut sockets = Vec::with_capacity(count);
-            let (mut next, mut refused) = (0, 0);
-            while next < count || !in_flight.is_empty() {
-                while next < count && in_flight.len() < CONCURRENCY {
-                    let id = format!("idle-{next}");
-                    let password = password.clone();
-                    let source = mqtt::source_address(next);
-                    in_flight.push(async move {
-                        let connect = Connect {
-                            version,
-                            client_id: &id,
-                            username: auth.then_some(IDLE_USER),
-                            password: auth.then_some(password.as_str()),
-                            keep_alive: 600,
-                        };
-                        match Client::connect_from(addr, Some(source), &connect, WAIT).await {
-                            Ok(c) => c.stream.into_std().map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    });
-                    next += 1;
-                }
-                match in_flight.next().await {
-                    Some(Ok(socket)) => sockets.push(socket),
-                    Some(Err(_)) => refused += 1,
-                    None => {}
-                }
-            }
+            let credentials = auth.then(|| (IDLE_USER.to_owned(), password));
+            let (sockets, refused) = mqtt::connect_many(addr, version, count, CONCURRENCY, WAIT, |index| {
+                (format!("idle-{index}"), credentials.clone())
+            })
+            .await;
             IdleConnections { sockets, refused, connect_time: started.elapsed() }
         })
     })

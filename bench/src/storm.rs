@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 use crate::flow::{decode_payload, encode_payload};
 use crate::mqtt::{self, Client, Connect, Version};
@@ -178,37 +176,13 @@ pub fn run(
             runtime().block_on(async move {
                 let started = Instant::now();
                 window.lock().unwrap_or_else(|p| p.into_inner()).start = Some(epoch.elapsed().as_nanos() as u64);
-                let mut in_flight = FuturesUnordered::new();
-                let mut connected = Vec::with_capacity(clients);
-                let mut refused = 0;
-                let mut next = 0;
-                while next < clients || !in_flight.is_empty() {
-                    while next < clients && in_flight.len() < CONCURRENCY {
-                        let user = storm_user(round, next);
-                        let creds = auth.then(|| (user.clone(), password_of(&user)));
-                        let source = mqtt::source_address(next);
-                        in_flight.push(async move {
-                            let connect = Connect {
-                                version,
-                                client_id: &user,
-                                username: creds.as_ref().map(|(u, _)| u.as_str()),
-                                password: creds.as_ref().map(|(_, p)| p.as_str()),
-                                keep_alive: 600,
-                            };
-                            match Client::connect_from(addr, Some(source), &connect, WAIT).await {
-                                // Held as std sockets: they outlive this runtime.
-                                Ok(c) => c.stream.into_std().map_err(|e| e.to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
-                        });
-                        next += 1;
-                    }
-                    match in_flight.next().await {
-                        Some(Ok(stream)) => connected.push(stream),
-                        Some(Err(_)) => refused += 1,
-                        None => {}
-                    }
-                }
+                // Held as std sockets: they outlive this runtime.
+                let (connected, refused) = mqtt::connect_many(addr, version, clients, CONCURRENCY, WAIT, |index| {
+                    let user = storm_user(round, index);
+                    let credentials = auth.then(|| (user.clone(), password_of(&user)));
+                    (user, credentials)
+                })
+                .await;
                 let storm_time = started.elapsed();
                 window.lock().unwrap_or_else(|p| p.into_inner()).end = Some(epoch.elapsed().as_nanos() as u64);
                 (connected, refused, storm_time)
