@@ -34,7 +34,7 @@ use crate::subscriptions::{self, PendingAcks};
 
 /// Read buffer growth: idle connections keep a small buffer, busy ones read up to the maximum at
 /// once. (Routed messages are slices of this buffer: a small buffer pins less memory.)
-const READ_CHUNK_MIN: usize = 4 * 1024;
+const READ_CHUNK_MIN: usize = 1024;
 const READ_CHUNK_MAX: usize = 64 * 1024;
 /// Stop draining router notifications into the write buffer beyond this, and write first.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -220,7 +220,7 @@ async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, 
             Ok(Some(_)) | Err(_) => return None,
             Ok(None) => {}
         }
-        buf.reserve(4096);
+        buf.reserve(READ_CHUNK_MIN);
         match stream.read_buf(buf).await {
             Ok(0) | Err(_) => return None,
             Ok(_) => {}
@@ -274,7 +274,7 @@ where
 {
     let config = &shared.config;
     let max_packet = config.max_packet_size as usize;
-    let mut read_buf = BytesMut::with_capacity(4096);
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let frame =
         match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_packet))
             .await
@@ -427,7 +427,8 @@ where
         shared: shared.clone(),
         stream,
         read_buf,
-        write_buf: BytesMut::with_capacity(16 * 1024),
+        // Grown on demand: an idle connection should not hold a write buffer.
+        write_buf: BytesMut::new(),
         link: attached.link,
         protocol,
         conn_id,
@@ -610,7 +611,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 }
             }
             if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
-                self.write_buf = BytesMut::with_capacity(16 * 1024);
+                self.write_buf = BytesMut::new();
             } else {
                 self.write_buf.clear();
             }
