@@ -112,6 +112,8 @@ pub fn packet_codec(data: &[u8]) {
 struct Gate {
     runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
+    // Held, never dropped: forgetting it instead made LeakSanitizer report its allocations.
+    _broker: crate::broker::Broker,
     _dir: std::path::PathBuf,
 }
 
@@ -141,14 +143,12 @@ fn gate() -> &'static Gate {
         let config = Config::from_text("fuzz.conf", &config_text).expect("fuzz config");
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let addr = runtime.block_on(async {
+        let broker = runtime.block_on(async {
             let security = crate::auth_chain::AuthChain::from_config(&config).expect("security chain");
-            let broker = crate::broker::Broker::start(config, security).await.expect("broker");
-            let addr = broker.local_addrs()[0];
-            std::mem::forget(broker);
-            addr
+            crate::broker::Broker::start(config, security).await.expect("broker")
         });
-        Gate { runtime, addr, _dir: dir }
+        let addr = broker.local_addrs()[0];
+        Gate { runtime, addr, _broker: broker, _dir: dir }
     })
 }
 
