@@ -76,10 +76,11 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tail -n 25); then
         status=1
     fi
+    # Moved, not copied: an artifact left from an earlier run must not be reported again.
     for crash in fuzz/artifacts/"$target"/*; do
         [ -f "$crash" ] || continue
-        cp "$crash" "fuzz/regressions/$target/"
-        echo "crash in $target: $crash (copied to fuzz/regressions/$target/)" >&2
+        mv "$crash" "fuzz/regressions/$target/"
+        echo "crash in $target: $(basename "$crash") (moved to fuzz/regressions/$target/)" >&2
         status=1
     done
 done
