@@ -5,7 +5,7 @@
 //! implementation is the mosquitto plugin chain in [`crate::auth_chain`]; tests may plug in their
 //! own. Everything here is called on connection tasks, so:
 //! - `authenticate` may be slow (password hashing) and is a future the implementation runs off
-//!   the connection task (blocking pool);
+//!   the connection task (the production chain uses its low-priority verifier threads);
 //! - [`ClientAuthz::allows`] is the hot path (every PUBLISH and every delivered message) and must
 //!   not block or take a global lock;
 //! - `control` executes admin commands and resolves only once their effect is durable.
