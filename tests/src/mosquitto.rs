@@ -99,11 +99,29 @@ impl Mosquitto {
             config.push('\n');
         }
         fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
+        Self::spawn_and_wait(&config_path, log_path, port)
+    }
+
+    /// Starts mosquitto with exactly `config` (plus `user root` when needed); `port` is one of
+    /// its listeners, used to wait for the start.
+    pub fn start_with_text(dir: &Path, config: &str, port: u16) -> Mosquitto {
+        let config_path = dir.join(format!("mosquitto-{port}.conf"));
+        let log_path = dir.join(format!("mosquitto-{port}.log"));
+        let mut text = config.to_owned();
+        if running_as_root() {
+            text.push_str("\nuser root\n");
+        }
+        fs::write(&config_path, text).expect("write the mosquitto configuration");
+        Self::spawn_and_wait(&config_path, log_path, port).unwrap_or_else(|failure| panic!("mosquitto: {failure}"))
+    }
+
+    /// Runs mosquitto on `config_path`, logging to `log_path`, and waits until `port` accepts.
+    fn spawn_and_wait(config_path: &Path, log_path: PathBuf, port: u16) -> Result<Mosquitto, String> {
         let log = fs::File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&config_path)
+            .arg(config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -121,40 +139,6 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("not listening on {port} after {START_TIMEOUT:?}: {}", broker.log()))
-    }
-
-    /// Starts mosquitto with exactly `config` (plus `user root` when needed); `port` is one of
-    /// its listeners, used to wait for the start.
-    pub fn start_with_text(dir: &Path, config: &str, port: u16) -> Mosquitto {
-        let config_path = dir.join(format!("mosquitto-{port}.conf"));
-        let log_path = dir.join(format!("mosquitto-{port}.log"));
-        let mut text = config.to_owned();
-        if running_as_root() {
-            text.push_str("\nuser root\n");
-        }
-        fs::write(&config_path, text).expect("write the mosquitto configuration");
-        let log = fs::File::create(&log_path).expect("create the mosquitto log");
-        let log_err = log.try_clone().expect("log handle");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .expect("spawn mosquitto (scripts/test.sh installs it)");
-        let mut broker = Mosquitto { child, port, log_path };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                panic!("mosquitto exited with {status}: {}", broker.log());
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return broker;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("mosquitto not listening on {port} after {START_TIMEOUT:?}: {}", broker.log());
     }
 
     pub fn port(&self) -> u16 {
