@@ -7,6 +7,20 @@ use std::fmt::Write;
 const COLORS: [&str; 4] = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd"];
 const FONT: &str = "font-family=\"sans-serif\" font-size=\"12\"";
 
+/// The opening of a chart: the `<svg>` element, a white background and the centred title.
+fn svg_start(width: f64, height: f64, title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" {FONT}>"#);
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        escape(title)
+    );
+    svg
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -38,15 +52,7 @@ pub fn grouped_bars(title: &str, unit: &str, categories: &[String], series: &[(S
     let (low, high) = if values.is_empty() { (0.0, 1.0) } else { decades(min, max) };
     let x = |v: f64| label_width + plot_width * (v.max(1e-9).log10() - low) / (high - low);
 
-    let mut svg = String::new();
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" {FONT}>"#);
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
-        width / 2.0,
-        escape(title)
-    );
+    let mut svg = svg_start(width, height, title);
     let bottom = top + group * categories.len() as f64;
     let mut exponent = low;
     while exponent <= high {
@@ -120,15 +126,7 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(
     let px = |v: f64| left + plot_w * v / max_x;
     let py = |v: f64| top + plot_h - plot_h * (v.max(1e-9).log10() - low) / (high - low);
 
-    let mut svg = String::new();
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" {FONT}>"#);
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
-        width / 2.0,
-        escape(title)
-    );
+    let mut svg = svg_start(width, height, title);
     let mut exponent = low;
     while exponent <= high {
         let gy = py(10f64.powf(exponent));
