@@ -25,6 +25,7 @@ use crate::ack_sequencer::AckSequencer;
 use crate::backpressure::{Backlog, ProbeStep};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
+use crate::lazy_link::LazyLink;
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
     Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
@@ -120,6 +121,8 @@ enum Exit {
     Protocol(u8),
     /// The router dropped the link.
     RouterGone,
+    /// The router refused to attach the link (its connection table is full).
+    RouterRefused,
 }
 
 impl Exit {
@@ -127,7 +130,7 @@ impl Exit {
         match self {
             Exit::Disconnected { will } => will,
             Exit::Kicked(reason) => reason == KickReason::Takeover,
-            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone => true,
+            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone | Exit::RouterRefused => true,
         }
     }
 
@@ -139,6 +142,7 @@ impl Exit {
             Exit::Kicked(KickReason::CredentialsRevoked) => None,
             Exit::KeepAliveTimeout => Some(0x8D),
             Exit::Protocol(reason) => Some(reason),
+            Exit::RouterRefused => Some(SERVER_BUSY),
             Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
         }
     }
@@ -150,6 +154,7 @@ const PROTOCOL_ERROR: u8 = 0x82;
 const TOPIC_NAME_INVALID: u8 = 0x90;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
+const SERVER_BUSY: u8 = 0x89;
 
 /// Serves one accepted socket until it closes.
 /// `tls` is the identity of a verified client certificate (TLS listeners only).
@@ -173,7 +178,8 @@ struct Connection<E: RoutingEngine, S> {
     stream: S,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    link: E::Link,
+    /// Attached on first use (see `lazy_link`), or at once for a session the router holds.
+    link: LazyLink<E::Link>,
     protocol: Protocol,
     conn_id: u64,
     client_id: Arc<str>,
@@ -389,26 +395,36 @@ where
             return None;
         }
     };
-    // The gate's registry is the truth about sessions: without a saved session here, whatever the
-    // router still keeps for this id (a clean start, or an expiry purge still in flight) must not
-    // be resumed by a persistent link.
-    if persistent_link && claim.saved.is_none() {
+    // A clean start forgets what the router kept for the discarded session. (The gate's registry
+    // is the truth about sessions.)
+    if claim.discarded_routed {
         shared.engine.purge(&client_id).await;
     }
-    let attached = match shared.engine.attach(&client_id, persistent_link).await {
-        Ok(attached) => attached,
-        Err(error) => {
-            warn!(client_id = %client_id, %error, "router refused the client");
-            refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
-            let release = Release { saved: claim.saved, expiry: None, will: None };
-            shared.sessions.release(&client_id, conn_id, release);
-            return None;
-        }
-    };
+    // Only a resumed session with state in the router attaches now (its queued messages are due);
+    // every other connection attaches when it first needs the router.
+    let resumes_routed = claim.saved.as_ref().is_some_and(|saved| {
+        saved.routed || saved.subscriptions.values().any(|s| s.kind == SubscriptionKind::Routed)
+    });
     let session_present = claim.saved.is_some();
-    if session_present != attached.session_present {
-        debug!(client_id = %client_id, session_present, router = attached.session_present, "session views differ");
-    }
+    let link = if resumes_routed {
+        match shared.engine.attach(&client_id, persistent_link).await {
+            Ok(attached) => {
+                if !attached.session_present {
+                    debug!(client_id = %client_id, "the router had no saved session");
+                }
+                LazyLink::attached(attached.link)
+            }
+            Err(error) => {
+                warn!(client_id = %client_id, %error, "router refused the client");
+                refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+                let release = Release { saved: claim.saved, expiry: None, will: None };
+                shared.sessions.release(&client_id, conn_id, release);
+                return None;
+            }
+        }
+    } else {
+        LazyLink::unattached()
+    };
     let saved = claim.saved.unwrap_or_default();
 
     let mut keep_alive_secs = connect.keep_alive;
@@ -429,7 +445,7 @@ where
         read_buf,
         // Grown on demand: an idle connection should not hold a write buffer.
         write_buf: BytesMut::new(),
-        link: attached.link,
+        link,
         protocol,
         conn_id,
         client_id: client_id.clone(),
@@ -456,7 +472,9 @@ where
         session_expiry,
         persistent_link,
     };
-    connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
+    if connection.link.is_attached() {
+        connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
+    }
     if session_present {
         connection.restore_subscriptions(saved.subscriptions);
     }
@@ -581,7 +599,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     Ok(())
                 }
                 Event::ProbeRequested => {
-                    if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true) {
+                    if self.link.is_attached()
+                        && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true)
+                    {
                         self.link.push(Packet::PingReq(PingReq));
                     }
                     self.flush_router()
@@ -665,15 +685,40 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
             // future per packet would be moved around for nothing.
             if let Some(request) = self.handle_frame(frame)? {
+                self.attach_if_wanted().await?;
                 self.flush_router()?; // what came before the request is not kept waiting
                 self.control_request(request).await;
             }
         }
-        if self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
+        self.attach_if_wanted().await?;
+        if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false)
+        {
             self.link.push(Packet::PingReq(PingReq));
         }
         self.shared.pressure.request_probes_if_near();
         self.flush_router()
+    }
+
+    /// Attaches the router link once something was pushed for it (see `lazy_link`).
+    async fn attach_if_wanted(&mut self) -> Result<(), Exit> {
+        if !self.link.wants_attach() {
+            return Ok(());
+        }
+        if self.persistent_link {
+            // Nothing the router may still keep for this id belongs to this session.
+            self.shared.engine.purge(&self.client_id).await;
+        }
+        match self.shared.engine.attach(&self.client_id, self.persistent_link).await {
+            Ok(attached) => {
+                self.link.install(attached.link);
+                self.backlog.probe_sent(&self.shared.pressure, 0); // the link's start-up PINGREQ
+                Ok(())
+            }
+            Err(error) => {
+                warn!(client_id = %self.client_id, %error, "router refused the client");
+                Err(Exit::RouterRefused)
+            }
+        }
     }
 
     fn flush_router(&mut self) -> Result<(), Exit> {
@@ -1039,6 +1084,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         // Router and registry first, socket last: a client that sees the close can reconnect at
         // once and find its session saved.
+        // What the client sent before it left (a publish followed by DISCONNECT in one read)
+        // still reaches the router: attach for it, and detaching flushes it.
+        if self.attach_if_wanted().await.is_err() {
+            warn!(client_id = %self.client_id, "messages sent before leaving were dropped: router refused the link");
+        }
         self.link.detach(); // (a no-op when the router already dropped the link)
         self.shared.control.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
@@ -1065,8 +1115,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let saved = outlives.then(|| SavedSession {
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
+            routed: self.link.is_attached(),
         });
-        if self.persistent_link && !outlives {
+        if self.persistent_link && !outlives && self.link.is_attached() {
             // Resumed with clean start 0 but session expiry 0: the session ends now. Purged while
             // this connection still owns the id, so that no new link races with the purge.
             self.shared.engine.purge(&self.client_id).await;

@@ -25,6 +25,7 @@ mod connection;
 pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod lazy_link;
 mod listener;
 pub mod logging;
 pub mod router_link;

@@ -67,6 +67,8 @@ pub struct SavedSession {
     pub subscriptions: HashMap<String, Subscription>,
     /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
     pub inbound_qos2: HashSet<u16>,
+    /// The router holds state for this session (its connections attached a router link).
+    pub routed: bool,
 }
 
 /// A will waiting to be published, with the authorization of the connection that set it.
@@ -124,6 +126,8 @@ impl Entry {
 pub struct Claim {
     /// The saved session, unless the new connection asked for a clean start.
     pub saved: Option<SavedSession>,
+    /// A clean start discarded a saved session whose state lives in the router: purge it.
+    pub discarded_routed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,13 +197,17 @@ impl<E: RoutingEngine> Sessions<E> {
             });
             entry.live = Some(Live { conn_id, username, mailbox, closed });
             let saved = entry.saved.take();
-            (will, if clean_start { None } else { saved })
+            (will, saved)
         };
         let (will, saved) = will_to_publish;
+        let (saved, discarded_routed) = match saved {
+            Some(saved) if clean_start => (None, saved.routed),
+            saved => (saved, false),
+        };
         if let Some(will) = will {
             publish_will(&*self.engine, &will);
         }
-        Ok(Claim { saved })
+        Ok(Claim { saved, discarded_routed })
     }
 
     /// A connection leaves. Publishes or schedules its will, keeps or forgets its session.

@@ -641,6 +641,54 @@ async fn max_connections_refuses_extra_clients() {
     b.ping().await;
 }
 
+/// Idle clients hold no router link (rumqttd gives each link ~43 KB of fixed buffers): with a
+/// router table of 16, forty clients connect, and a persistent session that never used the router
+/// is still resumed. Links are attached on first use; when the table is full, that client (and
+/// only it) is told "server busy" (v5 DISCONNECT 0x89) and the others keep working.
+#[tokio::test]
+async fn router_links_are_attached_on_first_use() {
+    let broker = broker("allow_anonymous true\ngate_router_connections 16\n");
+    let mut idle = Vec::new();
+    for index in 0..40 {
+        idle.push(RawClient::connected(broker.addr(), &Connect::new(5, &format!("idle-{index}"))).await);
+    }
+    let mut persistent = Connect::new(4, "idle-persistent");
+    persistent.clean = false;
+    let client = RawClient::connected(broker.addr(), &persistent).await;
+    drop(client);
+    let (_client, connack) = RawClient::connect(broker.addr(), &persistent).await;
+    let Next::Frame(connack) = connack else { panic!("no CONNACK") };
+    assert!(connack.session_present(), "the session without router state was kept");
+
+    let (mut attached, mut refused) = (Vec::new(), 0);
+    for mut client in idle {
+        client.send(&testkit::subscribe(true, 1, &[("first/use", 1)])).await;
+        match client.next(Duration::from_secs(10)).await {
+            Next::Frame(frame) if frame.packet_type == testkit::SUBACK => attached.push(client),
+            Next::Frame(frame) if frame.packet_type == testkit::DISCONNECT => {
+                assert_eq!(frame.reason(), 0x89, "server busy");
+                refused += 1;
+            }
+            other => panic!("SUBACK or DISCONNECT expected, got {other:?}"),
+        }
+    }
+    assert!((1..16).contains(&attached.len()), "{} links attached in a table of 16", attached.len());
+    assert_eq!(attached.len() + refused, 40);
+    let publisher = attached.last_mut().unwrap();
+    publisher.publish("first/use", b"still routed", 1, false, 9).await;
+    for client in attached.iter_mut() {
+        let frame = loop {
+            match client.next(WAIT).await {
+                Next::Frame(frame) if frame.packet_type == testkit::PUBACK => continue, // the publisher's
+                Next::Frame(frame) => break frame,
+                other => panic!("PUBLISH expected, got {other:?}"),
+            }
+        };
+        assert_eq!(frame.packet_type, testkit::PUBLISH);
+        assert_eq!(&frame.publish(true).payload[..], b"still routed");
+    }
+}
+
 /// Back-pressure: with a small router log (4 × 64 KiB per filter), a fast publisher (1 MB at
 /// QoS 0, as fast as the socket takes it) and a slow QoS 1 subscriber, every message still
 /// arrives exactly once, in order. Without the gate's back-pressure
