@@ -168,7 +168,10 @@ pub(crate) async fn serve<E, S>(
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some(connection) = handshake(shared, stream, peer, listener, tls).await {
+    // The handshake (authentication, session claim) and the exit path are boxed while they run,
+    // so that an idle connection's task holds only the event loop's state (see P6 in
+    // docs/benchmarks.md: per idle connection, the task was 15 KB of the 19 KB).
+    if let Some(connection) = Box::pin(handshake(shared, stream, peer, listener, tls)).await {
         connection.run().await;
     }
 }
@@ -402,9 +405,10 @@ where
     }
     // Only a resumed session with state in the router attaches now (its queued messages are due);
     // every other connection attaches when it first needs the router.
-    let resumes_routed = claim.saved.as_ref().is_some_and(|saved| {
-        saved.routed || saved.subscriptions.values().any(|s| s.kind == SubscriptionKind::Routed)
-    });
+    let resumes_routed = claim
+        .saved
+        .as_ref()
+        .is_some_and(|saved| saved.routed || saved.subscriptions.values().any(|s| s.kind == SubscriptionKind::Routed));
     let session_present = claim.saved.is_some();
     let link = if resumes_routed {
         match shared.engine.attach(&client_id, persistent_link).await {
@@ -545,7 +549,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     async fn run(mut self) {
         let exit = self.event_loop().await;
-        self.finish(exit).await;
+        Box::pin(self.finish(exit)).await;
     }
 
     async fn event_loop(&mut self) -> Exit {
@@ -687,12 +691,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if let Some(request) = self.handle_frame(frame)? {
                 self.attach_if_wanted().await?;
                 self.flush_router()?; // what came before the request is not kept waiting
-                self.control_request(request).await;
+                Box::pin(self.control_request(request)).await;
             }
         }
         self.attach_if_wanted().await?;
-        if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false)
-        {
+        if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
         }
         self.shared.pressure.request_probes_if_near();
@@ -704,6 +707,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !self.link.wants_attach() {
             return Ok(());
         }
+        Box::pin(self.attach()).await
+    }
+
+    async fn attach(&mut self) -> Result<(), Exit> {
         if self.persistent_link {
             // Nothing the router may still keep for this id belongs to this session.
             self.shared.engine.purge(&self.client_id).await;

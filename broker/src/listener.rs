@@ -77,10 +77,12 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         }
         let shared = shared.clone();
         let tls = tls.clone();
+        // Each kind of session boxed on its own: a task is as large as its largest state, and a
+        // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
             match tls {
-                None => connection::serve(shared, stream, peer, index, None).await,
-                Some(tls) => serve_tls(shared, stream, peer, index, &tls).await,
+                None => Box::pin(connection::serve(shared, stream, peer, index, None)).await,
+                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls)).await,
             }
             drop(slot);
         });
