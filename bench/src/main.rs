@@ -49,7 +49,8 @@ impl Plan {
     fn full() -> Plan {
         Plan {
             quick: false,
-            rounds: 3,
+            // Five: single P1/P2 ratios move by ±15 % between runs on this 2-core machine.
+            rounds: 5,
             flow_duration: Duration::from_millis(800),
             // Sized so that dynsec-broker and rumqttd deliver everything within the drain
             // limit (what is still queued then counts as not delivered).
@@ -147,12 +148,14 @@ impl Run {
         kind.has_dynsec().then(|| (user.to_owned(), password_of(user)))
     }
 
-    /// P1 and P2: every case on every broker in turn, for each round.
+    /// P1 and P2: every case on every broker in turn, for each round. P2 runs right after P1 for
+    /// the same case, so that its ratio to P1 compares neighbouring measurements, not two halves
+    /// of the run (the machine's speed drifts more than ACLs cost).
     fn throughput(&mut self, brokers: &mut [Broker]) {
         let cases = flow_cases(&self.plan);
-        for (scenario, user) in [(P1, USER_100), (P2, USER_10K)] {
-            for round in 0..self.plan.rounds {
-                for case in &cases {
+        for round in 0..self.plan.rounds {
+            for case in &cases {
+                for (scenario, user) in [(P1, USER_100), (P2, USER_10K)] {
                     for broker in brokers.iter_mut() {
                         // rumqttd has no ACLs: P2 would repeat P1 for it.
                         if scenario == P2 && broker.kind == Kind::Rumqttd {

@@ -340,8 +340,10 @@ pub struct GateSettings {
     /// a subscriber further behind than `segment_size × segment_count` loses messages (the
     /// back-pressure below exists to prevent that).
     pub segment_count: usize,
-    /// `gate_router_connections` (default 100000): the router's table size (sessions, live or
-    /// saved, plus a few internal links). It bounds connections when `max_connections` is -1.
+    /// `gate_router_connections` (default 100000): the router's table size: sessions that
+    /// publish or subscribe (live or saved), plus a few internal links. A client that needs the
+    /// router when the table is full is disconnected (v5: 0x89 server busy); idle clients and
+    /// clients that only use `$CONTROL` take no entry (see `lazy_link`).
     pub router_connections: usize,
     /// `gate_connect_timeout` (seconds, default 10): time from accept to a complete CONNECT.
     pub connect_timeout: Duration,
