@@ -88,13 +88,7 @@ impl Progress {
 }
 
 fn connect_params<'a>(spec: &'a FlowSpec, client_id: &'a str) -> Connect<'a> {
-    Connect {
-        version: spec.version,
-        client_id,
-        username: spec.credentials.as_ref().map(|(u, _)| u.as_str()),
-        password: spec.credentials.as_ref().map(|(_, p)| p.as_str()),
-        keep_alive: 600,
-    }
+    Connect::with_credentials(spec.version, client_id, spec.credentials.as_ref())
 }
 
 /// Payload: sequence number, nanoseconds since the run's epoch, padding.

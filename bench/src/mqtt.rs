@@ -83,7 +83,18 @@ pub struct Connect<'a> {
     pub keep_alive: u16,
 }
 
-impl Connect<'_> {
+impl<'a> Connect<'a> {
+    /// A CONNECT with optional (username, password) and the load generator's keepalive (600 s).
+    pub fn with_credentials(version: Version, client_id: &'a str, credentials: Option<&'a (String, String)>) -> Self {
+        Connect {
+            version,
+            client_id,
+            username: credentials.map(|(u, _)| u.as_str()),
+            password: credentials.map(|(_, p)| p.as_str()),
+            keep_alive: 600,
+        }
+    }
+
     pub fn encode(&self, buf: &mut BytesMut) {
         let mut body = BytesMut::with_capacity(64);
         put_str(&mut body, b"MQTT");
@@ -336,13 +347,7 @@ pub async fn connect_many(
             let (client_id, credentials) = identity(next);
             let source = source_address(next);
             in_flight.push(async move {
-                let connect = Connect {
-                    version,
-                    client_id: &client_id,
-                    username: credentials.as_ref().map(|(u, _)| u.as_str()),
-                    password: credentials.as_ref().map(|(_, p)| p.as_str()),
-                    keep_alive: 600,
-                };
+                let connect = Connect::with_credentials(version, &client_id, credentials.as_ref());
                 let client = Client::connect_from(addr, Some(source), &connect, wait).await.ok()?;
                 client.stream.into_std().ok()
             });

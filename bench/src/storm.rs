@@ -81,13 +81,7 @@ pub fn run(
         let (stop, user) = (stop.clone(), steady_user.clone());
         std::thread::spawn(move || {
             runtime().block_on(async move {
-                let connect = Connect {
-                    version,
-                    client_id: "steady-sub",
-                    username: user.as_ref().map(|(u, _)| u.as_str()),
-                    password: user.as_ref().map(|(_, p)| p.as_str()),
-                    keep_alive: 600,
-                };
+                let connect = Connect::with_credentials(version, "steady-sub", user.as_ref());
                 let mut client = match Client::connect(addr, &connect, WAIT).await {
                     Ok(c) => c,
                     Err(e) => {
@@ -132,13 +126,7 @@ pub fn run(
                 let mut clients = Vec::new();
                 for i in 0..STEADY_PUBLISHERS {
                     let id = format!("steady-pub-{i}");
-                    let connect = Connect {
-                        version,
-                        client_id: &id,
-                        username: user.as_ref().map(|(u, _)| u.as_str()),
-                        password: user.as_ref().map(|(_, p)| p.as_str()),
-                        keep_alive: 600,
-                    };
+                    let connect = Connect::with_credentials(version, &id, user.as_ref());
                     match Client::connect(addr, &connect, WAIT).await {
                         Ok(c) => clients.push(c),
                         Err(e) => return Err(format!("steady publisher: {e}")),
