@@ -984,22 +984,35 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// Handles one router notification and everything else already waiting.
     fn handle_router(&mut self, first: Result<FromRouter, RouterError>) -> Result<(), Exit> {
-        let mut next = Some(first);
-        while let Some(note) = next.take() {
-            match note.map_err(|_| Exit::RouterGone)? {
-                FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
-                FromRouter::Ack(packet) => self.on_router_ack(packet),
-                FromRouter::Paused => {
-                    self.router_paused = true;
-                    self.backlog.router_paused();
-                }
-                FromRouter::Nothing => {}
-            }
-            if self.write_buf.len() < WRITE_HIGH_WATER {
-                next = self.link.try_recv();
-            }
+        self.on_router(first)?;
+        while self.write_buf.len() < WRITE_HIGH_WATER {
+            let Some(note) = self.link.try_recv() else { break };
+            self.on_router(note)?;
         }
         self.flush_router()
+    }
+
+    fn on_router(&mut self, note: Result<FromRouter, RouterError>) -> Result<(), Exit> {
+        match note.map_err(|_| Exit::RouterGone)? {
+            FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
+            FromRouter::SubAck(suback) => {
+                self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
+                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+            }
+            FromRouter::PubRel(pkid) => {
+                let link = &mut self.link;
+                if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
+                    codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
+                }
+            }
+            FromRouter::PingResp => self.on_probe_answer(),
+            FromRouter::Paused => {
+                self.router_paused = true;
+                self.backlog.router_paused();
+            }
+            FromRouter::Nothing => {}
+        }
+        Ok(())
     }
 
     /// A message from the router for this client: checked against the client's ACL and maximum
@@ -1028,24 +1041,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if meta.qos > 0 {
             let link = &mut self.link;
             self.acks.dropped(meta.pkid, meta.qos, &mut |p| link.push(p));
-        }
-    }
-
-    fn on_router_ack(&mut self, packet: Packet) {
-        match packet {
-            Packet::SubAck(suback, _) => {
-                self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
-            }
-            Packet::PubRel(rel, _) => {
-                let link = &mut self.link;
-                if self.acks.router_pubrel(rel.pkid, &mut |p| link.push(p)) {
-                    codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, rel.pkid, 0);
-                }
-            }
-            Packet::PingResp(_) => self.on_probe_answer(),
-            // UNSUBACKs are answered by the gate; the router's are dropped.
-            _ => {}
         }
     }
 
