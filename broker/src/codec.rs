@@ -23,6 +23,7 @@ pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 
 pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
+pub const PUBACK: u8 = 4;
 pub const PUBREL: u8 = 6;
 pub const SUBSCRIBE: u8 = 8;
 pub const UNSUBSCRIBE: u8 = 10;

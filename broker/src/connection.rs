@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rumqttd::protocol::{
     DisconnectReasonCode, Filter, Packet, PingReq, PubRecReason, Publish, PublishProperties, Subscribe,
     SubscribeProperties, Unsubscribe,
@@ -208,6 +208,8 @@ struct Connection<E: RoutingEngine, S> {
     pending_acks: PendingAcks,
     backlog: Backlog,
     router_paused: bool,
+    /// The client acknowledged a delivery in the packets being handled (see `Backlog::progress`).
+    client_acked: bool,
     /// How much to reserve for the next read (grows with the connection's traffic).
     read_chunk: usize,
     /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
@@ -469,6 +471,7 @@ where
         acks: AckSequencer::default(),
         pending_acks: PendingAcks::default(),
         router_paused: false,
+        client_acked: false,
         read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
         will: connect.will.clone(),
@@ -685,6 +688,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     return Err(Exit::Protocol(MALFORMED));
                 }
             };
+            if header.packet_type() == codec::PUBACK && header.remaining == 2 {
+                // The common acknowledgement (a QoS 1 subscriber's, one per message), read in
+                // place: no frame split, no decoded `Packet` to move around.
+                let at = header.header_len;
+                let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
+                self.read_buf.advance(header.frame_len());
+                self.on_client_puback(pkid);
+                continue;
+            }
             let frame = self.read_buf.split_to(header.frame_len());
             // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
             // future per packet would be moved around for nothing.
@@ -693,6 +705,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.flush_router()?; // what came before the request is not kept waiting
                 Box::pin(self.control_request(request)).await;
             }
+        }
+        if std::mem::take(&mut self.client_acked) {
+            self.backlog.progress(); // once per read, not per acknowledgement: it reads the clock
         }
         self.attach_if_wanted().await?;
         if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
@@ -732,6 +747,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.link.flush().map_err(|_| Exit::RouterGone)
     }
 
+    fn on_client_puback(&mut self, pkid: u16) {
+        self.client_acked = true;
+        let link = &mut self.link;
+        self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p));
+    }
+
     fn handle_frame(&mut self, frame: BytesMut) -> Result<Option<ControlRequest>, Exit> {
         let packet_type = frame[0] >> 4;
         if packet_type == codec::CONNECT {
@@ -752,20 +773,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
-                self.backlog.progress();
-                let link = &mut self.link;
-                self.acks.client_ack(ack.pkid, 1, false, &mut |p| link.push(p));
+                self.on_client_puback(ack.pkid);
                 Ok(None)
             }
             Packet::PubRec(rec, _) => {
-                self.backlog.progress();
+                self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
                 self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p));
                 Ok(None)
             }
             Packet::PubComp(comp, _) => {
-                self.backlog.progress();
+                self.client_acked = true;
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
                 Ok(None)
