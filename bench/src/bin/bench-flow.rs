@@ -1,6 +1,6 @@
 //! One P1 case, repeated, on one broker — for profiling a gap the full benchmark shows.
 //!
-//!     bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5 ROUNDS [--messages N] [--ours-config LINE]...
+//!     bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]...
 //!
 //! Starts the broker with the benchmark's security setup (the 100-ACL user), prints its PID,
 //! waits for Enter (so `perf record -p PID` can be started), then runs the flow ROUNDS times
@@ -16,7 +16,7 @@ use dynsec_bench::security_setup::{self as setup, USER_100, password_of};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5 ROUNDS [--messages N] [--ours-config LINE]..."
+        "usage: bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]..."
     );
     std::process::exit(2)
 }
@@ -34,11 +34,18 @@ fn main() {
     };
     let number = |s: &str| s.parse::<u64>().unwrap_or_else(|_| usage());
     let (subscribers, qos, rounds) = (number(&args[1]) as usize, number(&args[2]) as u8, number(&args[4]));
-    let version = match args[3].as_str() {
-        "3" => Version::V311,
-        "5" => Version::V5,
-        _ => usage(),
-    };
+    // "35" alternates the versions round by round, as the full benchmark does.
+    let versions: Vec<Version> = args[3]
+        .chars()
+        .map(|c| match c {
+            '3' => Version::V311,
+            '5' => Version::V5,
+            _ => usage(),
+        })
+        .collect();
+    if versions.is_empty() {
+        usage();
+    }
     let mut exes = Executables::locate().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
@@ -65,6 +72,7 @@ fn main() {
     let mut input = std::io::stdin().lock().lines();
     let _ = input.next();
     for round in 0..rounds {
+        let version = versions[round as usize % versions.len()];
         let spec = FlowSpec {
             addr: broker.addr(version),
             version,
@@ -79,7 +87,7 @@ fn main() {
         };
         match flow::run(&spec) {
             Ok(r) => {
-                println!("round {round}: {:.0} deliveries/s, {} lost", r.rate(), r.lost);
+                println!("round {round}: {:.0} deliveries/s, {} lost (v{})", r.rate(), r.lost, version.label());
                 if r.lost > 0 {
                     println!("broker log:\n{}", broker.log_tail());
                 }
