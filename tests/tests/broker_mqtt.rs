@@ -242,8 +242,12 @@ async fn retained_messages_with_mosquitto_tools() {
         assert!(ok, "{version}");
         assert_eq!(out, "ret/a kept\n", "{version}");
     }
-    // An empty retained message clears it.
-    let (ok, _) = mosquitto_tool("mosquitto_pub", &["-h", "127.0.0.1", "-p", &port, "-t", "ret/a", "-n", "-r"]);
+    // An empty retained message clears it. At QoS 1, because mosquitto_pub then exits only after
+    // the PUBACK, which the gate writes once the message is in the router: at QoS 0 the late
+    // subscription below could overtake a first publish whose router link is still being
+    // attached (docs/known-differences.md, "A client's first publish").
+    let (ok, _) =
+        mosquitto_tool("mosquitto_pub", &["-h", "127.0.0.1", "-p", &port, "-t", "ret/a", "-n", "-r", "-q", "1"]);
     assert!(ok);
     let mut late = RawClient::connected(broker.addr(), &Connect::new(4, "late")).await;
     late.subscribe(1, &[("ret/#", 0)]).await;
