@@ -18,7 +18,7 @@ use dynsec_bench::mqtt::Version;
 use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
-use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100, password_of};
+use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
 use dynsec_bench::{chart, machine, provisioning, revocation, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run.
@@ -152,10 +152,6 @@ impl Run {
         self.results.notes.push(line);
     }
 
-    fn credentials(kind: Kind, user: &str) -> Option<(String, String)> {
-        kind.has_dynsec().then(|| (user.to_owned(), password_of(user)))
-    }
-
     /// P1 and P2: every case on every broker in turn, for each round. P2 runs right after P1 for
     /// the same case, so that its ratio to P1 compares neighbouring measurements, not two halves
     /// of the run (the machine's speed drifts more than ACLs cost).
@@ -189,7 +185,7 @@ impl Run {
                             // A topic per run: a broker still holding an earlier run's
                             // backlog must not deliver it to this run's subscribers.
                             topic: format!("bench/load/r{}", self.run_id),
-                            credentials: Self::credentials(broker.kind, user),
+                            credentials: setup::credentials(broker.kind.has_dynsec(), user),
                             client_prefix: format!("r{}", self.run_id),
                         };
                         match flow::run(&spec) {
@@ -473,7 +469,7 @@ impl Run {
                 max_duration: if kind == Kind::Mosquitto { plan.mosquitto_memory_budget } else { plan.memory_budget },
                 payload: 100,
                 topic: "bench/memory".into(),
-                credentials: Self::credentials(kind, USER_100),
+                credentials: setup::credentials(kind.has_dynsec(), USER_100),
                 client_prefix: format!("m{}", self.run_id),
             };
             let case = format!("{} messages 1→1 QoS 1", number(plan.memory_messages as f64));

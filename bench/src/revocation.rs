@@ -18,7 +18,7 @@ use bytes::BytesMut;
 
 use crate::mqtt::{self, Client, Connect, Version};
 use crate::provisioning::{admin, command};
-use crate::security_setup::{IDLE_USER, VICTIM_ROLE, VICTIM_TOPIC, VICTIM_USER, password_of};
+use crate::security_setup::{self, IDLE_USER, VICTIM_ROLE, VICTIM_TOPIC, VICTIM_USER, password_of};
 
 const CONCURRENCY: usize = 256;
 const WAIT: Duration = Duration::from_secs(30);
@@ -41,8 +41,7 @@ pub fn connect_idle(addr: SocketAddr, version: Version, count: usize, auth: bool
     std::thread::spawn(move || {
         runtime().block_on(async move {
             let started = Instant::now();
-            let password = password_of(IDLE_USER);
-            let credentials = auth.then(|| (IDLE_USER.to_owned(), password));
+            let credentials = security_setup::credentials(auth, IDLE_USER);
             let (sockets, refused) = mqtt::connect_many(addr, version, count, CONCURRENCY, WAIT, |index| {
                 (format!("idle-{index}"), credentials.clone())
             })

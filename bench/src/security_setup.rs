@@ -41,6 +41,11 @@ pub fn password_of(username: &str) -> String {
     format!("pw-{username}")
 }
 
+/// (username, password) of `username` for a broker that authenticates (`auth`), else `None`.
+pub fn credentials(auth: bool, username: &str) -> Option<(String, String)> {
+    auth.then(|| (username.to_owned(), password_of(username)))
+}
+
 pub fn storm_user(round: usize, index: usize) -> String {
     format!("storm-{round}-{index}")
 }

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use crate::flow::{decode_payload, encode_payload};
 use crate::mqtt::{self, Client, Connect, Version};
-use crate::security_setup::{USER_100, password_of, storm_user};
+use crate::security_setup::{USER_100, credentials, storm_user};
 
 /// Handshakes in flight at once.
 const CONCURRENCY: usize = 256;
@@ -72,8 +72,7 @@ pub fn run(
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let window = Arc::new(Mutex::new(Window::default()));
-    let creds = |user: &str| auth.then(|| (user.to_owned(), password_of(user)));
-    let steady_user = creds(USER_100);
+    let steady_user = credentials(auth, USER_100);
 
     // Latency subscriber.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -167,7 +166,7 @@ pub fn run(
                 // Held as std sockets: they outlive this runtime.
                 let (connected, refused) = mqtt::connect_many(addr, version, clients, CONCURRENCY, WAIT, |index| {
                     let user = storm_user(round, index);
-                    let credentials = auth.then(|| (user.clone(), password_of(&user)));
+                    let credentials = credentials(auth, &user);
                     (user, credentials)
                 })
                 .await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use dynsec_bench::brokers::{Broker, Executables, Kind};
 use dynsec_bench::flow::{self, FlowSpec};
 use dynsec_bench::mqtt::Version;
-use dynsec_bench::security_setup::{self as setup, USER_100, password_of};
+use dynsec_bench::security_setup::{self as setup, USER_100};
 
 fn usage() -> ! {
     eprintln!(
@@ -82,7 +82,7 @@ fn main() {
             max_duration: Duration::from_secs(10),
             payload: 100,
             topic: format!("bench/load/r{round}"),
-            credentials: kind.has_dynsec().then(|| (USER_100.to_owned(), password_of(USER_100))),
+            credentials: setup::credentials(kind.has_dynsec(), USER_100),
             client_prefix: format!("f{round}"),
         };
         match flow::run(&spec) {
