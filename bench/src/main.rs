@@ -4,7 +4,8 @@
 //! `benchmarks-provisioning.svg` into DIR
 //! (default `bench-results`; `--out docs` refreshes the files `docs/benchmarks.md` shows).
 //!
-//! Order of a run (each broker in turn inside every step, repeated for several rounds):
+//! Order of a run (each broker in turn inside every step, repeated for several rounds, the
+//! brokers' order rotating from round to round):
 //! P1 and P2 (throughput) and P4 (connect storm) on one long-lived set of brokers; then fresh
 //! brokers for P3 (provisioning), for P5 + P6's idle connections, and for P6's 4 M messages, so
 //! that no scenario inherits another's state.
@@ -152,15 +153,20 @@ impl Run {
         self.results.notes.push(line);
     }
 
-    /// P1 and P2: every case on every broker in turn, for each round. P2 runs right after P1 for
-    /// the same case, so that its ratio to P1 compares neighbouring measurements, not two halves
-    /// of the run (the machine's speed drifts more than ACLs cost).
+    /// P1 and P2: every case on every broker in turn, for each round. P2 runs next to P1 for the
+    /// same case, so that its ratio to P1 compares neighbouring measurements, not two halves of
+    /// the run (the machine's speed drifts more than ACLs cost).
     fn throughput(&mut self, brokers: &mut [Broker]) {
         let cases = flow_cases(&self.plan);
         for round in 0..self.plan.rounds {
             for case in &cases {
-                for (scenario, user) in [(P1, USER_100), (P2, USER_10K)] {
-                    for index in 0..brokers.len() {
+                // The order rotates every round (brokers) and alternates (P1/P2), so that no
+                // broker or scenario always runs first after a settle or right after a given one.
+                let scenarios = [(P1, USER_100), (P2, USER_10K)];
+                let scenarios = if round % 2 == 0 { scenarios } else { [scenarios[1], scenarios[0]] };
+                for (scenario, user) in scenarios {
+                    for offset in 0..brokers.len() {
+                        let index = (offset + round) % brokers.len();
                         // rumqttd has no ACLs: P2 would repeat P1 for it.
                         if scenario == P2 && brokers[index].kind == Kind::Rumqttd {
                             continue;
@@ -214,7 +220,8 @@ impl Run {
     /// P4: connect storms, each broker in turn, distinct users per round.
     fn connect_storm(&mut self, brokers: &[Broker]) {
         for round in 0..self.plan.rounds {
-            for broker in brokers {
+            for offset in 0..brokers.len() {
+                let broker = &brokers[(offset + round) % brokers.len()];
                 let kind = broker.kind;
                 self.progress.start(format!(
                     "{P4}: {} clients on {kind} (round {})",
