@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use crate::ack_sequencer::AckSequencer;
-use crate::backpressure::{Backlog, ProbeStep};
+use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
@@ -207,6 +207,9 @@ struct Connection<E: RoutingEngine, S> {
     acks: AckSequencer,
     pending_acks: PendingAcks,
     backlog: Backlog,
+    /// The lanes of the message this connection last published while one of them was at a hold
+    /// point: reading waits until they may continue (see `backpressure`).
+    held_lanes: Option<TopicLanes>,
     router_paused: bool,
     /// The client acknowledged a delivery in the packets being handled (see `Backlog::progress`).
     client_acked: bool,
@@ -443,9 +446,10 @@ where
     let now = Instant::now();
 
     let mut connection = Connection {
-        backlog: Backlog::new(&shared.pressure, conn_id),
+        backlog: Backlog::new(conn_id),
+        held_lanes: None,
         release_watch: shared.pressure.watch_release(),
-        probe_requests: shared.pressure.watch_probe_requests(),
+        probe_requests: shared.pressure.watch_probe_requests(Lane::TOTAL),
         shared: shared.clone(),
         stream,
         read_buf,
@@ -622,7 +626,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// Back-pressure holds this connection's publishing (see `backpressure`).
     fn held(&self) -> bool {
-        self.shared.pressure.holding() && !self.backlog.exempt(&self.shared.pressure)
+        self.held_lanes.is_some_and(|lanes| self.shared.pressure.holding(&lanes))
+            && !self.backlog.exempt(&self.shared.pressure)
     }
 
     /// Writes what the wake-up produced (one write), then lets a paused router continue.
@@ -671,10 +676,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let max_packet = self.shared.config.max_packet_size as usize;
         self.reads_pending = false;
         loop {
-            if self.held() {
-                // Back-pressure: leave the rest for when publishers may continue.
-                self.reads_pending = true;
-                break;
+            if self.held_lanes.is_some() {
+                if self.held() {
+                    // Back-pressure: leave the rest for when these lanes may continue.
+                    self.reads_pending = true;
+                    break;
+                }
+                self.held_lanes = None;
             }
             let header = match codec::peek_frame(&self.read_buf, max_packet) {
                 Ok(Some(header)) => header,
@@ -713,7 +721,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
         }
-        self.shared.pressure.request_probes_if_near();
         self.flush_router()
     }
 
@@ -877,7 +884,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         if !topic.starts_with('$') {
             let size = 4 + publish.topic.len() + publish.payload.len();
-            self.shared.pressure.record_published(size as u64);
+            let lanes = TopicLanes::of(&publish.topic);
+            self.shared.pressure.record_published(&lanes, size as u64);
+            if self.shared.pressure.holding(&lanes) {
+                // This message still goes (the window leaves room for it); the next waits.
+                self.held_lanes = Some(lanes);
+            }
             let routed = if publish.retain {
                 // A retained message may live forever: give it its own memory instead of keeping
                 // the whole read buffer it arrived in alive.
@@ -991,14 +1003,27 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         Ok(())
     }
 
-    /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions.
+    /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions, in the lane
+    /// of their filters.
     fn track_backlog(&mut self) {
-        let has_qos = self.subscriptions.values().any(|s| {
-            s.kind == SubscriptionKind::Routed
-                && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce
-                && !subscriptions::is_shared(&s.filter.path)
-        });
-        self.backlog.track(&self.shared.pressure, has_qos);
+        let mut tracked = self
+            .subscriptions
+            .values()
+            .filter(|s| {
+                s.kind == SubscriptionKind::Routed
+                    && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce
+                    && !subscriptions::is_shared(&s.filter.path)
+            })
+            .map(|s| s.filter.path.as_str())
+            .peekable();
+        let lane = tracked.peek().is_some().then(|| Lane::of_filters(tracked));
+        let before = self.backlog.lane();
+        self.backlog.track(&self.shared.pressure, lane);
+        if let Some(lane) = self.backlog.lane()
+            && self.backlog.lane() != before
+        {
+            self.probe_requests = self.shared.pressure.watch_probe_requests(lane);
+        }
     }
 
     /// Handles one router notification and everything else already waiting.
@@ -1065,7 +1090,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// The router answered a back-pressure probe (we answer the client's PINGREQs ourselves).
     fn on_probe_answer(&mut self) {
-        if self.backlog.probe_answered(&self.shared.pressure) == ProbeStep::SendSecond {
+        let again = match self.backlog.probe_answered(&self.shared.pressure) {
+            ProbeStep::SendSecond => true,
+            // A probe that proved nothing, or a lag that grew meanwhile: probe again now rather
+            // than wait for a request that was already made (one probe at a time, so the router's
+            // answers pace this).
+            ProbeStep::Done => self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true),
+        };
+        if again {
             self.link.push(Packet::PingReq(PingReq));
         }
     }

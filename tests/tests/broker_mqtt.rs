@@ -5,8 +5,11 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dynsec_broker::backpressure::Lane;
 use dynsec_broker::testkit::{self, Connect, Next, RawClient, WAIT};
 use dynsec_tests::broker::{BrokerProcess, ScratchDir};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -697,9 +700,9 @@ async fn router_links_are_attached_on_first_use() {
 /// QoS 0, as fast as the socket takes it) and a slow QoS 1 subscriber, every message still
 /// arrives exactly once, in order. Without the gate's back-pressure
 /// (`gate_backpressure_window 0`) rumqttd rolls its log over under the subscriber and skips
-/// messages.
-#[tokio::test]
-async fn slow_qos1_subscriber_gets_every_message_exactly_once() {
+/// messages. Run with a filter counted in the total (`bp/#`), one counted in its topic lane
+/// (`bp/dev1/#`) and an exact topic.
+async fn slow_qos1_subscriber_gets_every_message_exactly_once(filter: &str, topic: &'static str) {
     let broker = broker(
         "allow_anonymous true\n\
          gate_segment_size 65536\n\
@@ -709,14 +712,14 @@ async fn slow_qos1_subscriber_gets_every_message_exactly_once() {
     );
     let total: u32 = 10_000;
     let mut sub = RawClient::connected(broker.addr(), &Connect::new(4, "slow")).await;
-    sub.subscribe(1, &[("bp/#", 1)]).await;
+    sub.subscribe(1, &[(filter, 1)]).await;
     let addr = broker.addr();
     let publisher = tokio::spawn(async move {
         let mut publisher = RawClient::connected(addr, &Connect::new(4, "fast")).await;
         let mut batch = Vec::new();
         for i in 0..total {
             let payload = format!("{i:08}{}", "p".repeat(92));
-            batch.extend(testkit::publish(false, "bp/t", payload.as_bytes(), 0, false, 0));
+            batch.extend(testkit::publish(false, topic, payload.as_bytes(), 0, false, 0));
             if batch.len() > 16 * 1024 {
                 publisher.send(&batch).await;
                 batch.clear();
@@ -739,4 +742,93 @@ async fn slow_qos1_subscriber_gets_every_message_exactly_once() {
     }
     let _publisher = publisher.await.unwrap();
     sub.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn slow_qos1_wildcard_subscriber_gets_every_message_exactly_once() {
+    slow_qos1_subscriber_gets_every_message_exactly_once("bp/#", "bp/t").await;
+}
+
+#[tokio::test]
+async fn slow_qos1_device_subscriber_gets_every_message_exactly_once() {
+    slow_qos1_subscriber_gets_every_message_exactly_once("bp/dev1/#", "bp/dev1/t").await;
+}
+
+#[tokio::test]
+async fn slow_qos1_exact_subscriber_gets_every_message_exactly_once() {
+    slow_qos1_subscriber_gets_every_message_exactly_once("bp/dev2/t", "bp/dev2/t").await;
+}
+
+/// Back-pressure is per topic lane: a subscriber that acknowledges nothing holds the publishers
+/// of its own device's topics, and nobody else. Another device's traffic flows meanwhile, and the
+/// held publisher continues once the subscriber catches up.
+#[tokio::test]
+async fn a_stalled_device_subscriber_holds_only_its_own_lane() {
+    let broker = broker(
+        "allow_anonymous true\n\
+         gate_segment_size 65536\n\
+         gate_segment_count 4\n\
+         gate_backpressure_window 32768\n\
+         gate_backpressure_max_hold 60\n",
+    );
+    assert_ne!(Lane::of_filters(["fleet/dev1/cmd"]), Lane::of_filters(["fleet/dev2/cmd"]));
+    let addr = broker.addr();
+    let mut stalled = RawClient::connected(addr, &Connect::new(4, "stalled")).await;
+    stalled.subscribe(1, &[("fleet/dev1/cmd", 1)]).await;
+    let mut other = RawClient::connected(addr, &Connect::new(4, "other")).await;
+    other.subscribe(1, &[("fleet/dev2/cmd", 1)]).await;
+
+    // 100 KB for the stalled subscriber: three windows. (Sent from a task: a held publisher's
+    // socket buffers fill up.)
+    let pingresp = Arc::new(AtomicBool::new(false));
+    let held = tokio::spawn({
+        let pingresp = pingresp.clone();
+        async move {
+            let mut held = RawClient::connected(addr, &Connect::new(4, "held")).await;
+            let mut flood = Vec::new();
+            for i in 0..1000u32 {
+                flood.extend(testkit::publish(false, "fleet/dev1/cmd", format!("{i:0100}").as_bytes(), 0, false, 0));
+            }
+            flood.extend(testkit::pingreq());
+            held.send(&flood).await;
+            match held.next(Duration::from_secs(60)).await {
+                Next::Frame(frame) if frame.packet_type == testkit::PINGRESP => pingresp.store(true, Ordering::SeqCst),
+                other => panic!("expected PINGRESP, got {other:?}"),
+            }
+        }
+    });
+
+    // Another lane: 2,000 messages pass and are acknowledged while the flood is held.
+    let mut free = RawClient::connected(addr, &Connect::new(4, "free")).await;
+    for chunk in 0..20u32 {
+        let mut batch = Vec::new();
+        for i in 0..100u32 {
+            batch.extend(testkit::publish(
+                false,
+                "fleet/dev2/cmd",
+                format!("{:0100}", chunk * 100 + i).as_bytes(),
+                0,
+                false,
+                0,
+            ));
+        }
+        free.send(&batch).await;
+    }
+    for expected in 0..2000u32 {
+        let got = other.expect_publish().await;
+        assert_eq!(&got.payload[..], format!("{expected:0100}").as_bytes());
+        other.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    }
+    free.ping().await;
+    assert!(!pingresp.load(Ordering::SeqCst), "the flood's publisher should still be held");
+
+    // The stalled subscriber reads and acknowledges: the flood arrives whole, and the publisher
+    // gets its PINGRESP.
+    for expected in 0..1000u32 {
+        let got = stalled.expect_publish().await;
+        assert_eq!(&got.payload[..], format!("{expected:0100}").as_bytes(), "lost or duplicated");
+        stalled.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    }
+    held.await.unwrap();
+    assert!(pingresp.load(Ordering::SeqCst));
 }
