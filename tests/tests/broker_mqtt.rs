@@ -696,6 +696,14 @@ async fn router_links_are_attached_on_first_use() {
     }
 }
 
+/// A small router log (4 × 64 KiB per filter), a 32 KiB back-pressure window and a hold long
+/// enough that a test never sees it expire.
+const SMALL_ROUTER_LOG: &str = "allow_anonymous true\n\
+    gate_segment_size 65536\n\
+    gate_segment_count 4\n\
+    gate_backpressure_window 32768\n\
+    gate_backpressure_max_hold 60\n";
+
 /// Back-pressure: with a small router log (4 × 64 KiB per filter), a fast publisher (1 MB at
 /// QoS 0, as fast as the socket takes it) and a slow QoS 1 subscriber, every message still
 /// arrives exactly once, in order. Without the gate's back-pressure
@@ -703,13 +711,7 @@ async fn router_links_are_attached_on_first_use() {
 /// messages. Run with a filter counted in the total (`bp/#`), one counted in its topic lane
 /// (`bp/dev1/#`) and an exact topic.
 async fn slow_qos1_subscriber_gets_every_message_exactly_once(filter: &str, topic: &'static str) {
-    let broker = broker(
-        "allow_anonymous true\n\
-         gate_segment_size 65536\n\
-         gate_segment_count 4\n\
-         gate_backpressure_window 32768\n\
-         gate_backpressure_max_hold 60\n",
-    );
+    let broker = broker(SMALL_ROUTER_LOG);
     let total: u32 = 10_000;
     let mut sub = RawClient::connected(broker.addr(), &Connect::new(4, "slow")).await;
     sub.subscribe(1, &[(filter, 1)]).await;
@@ -764,13 +766,7 @@ async fn slow_qos1_exact_subscriber_gets_every_message_exactly_once() {
 /// held publisher continues once the subscriber catches up.
 #[tokio::test]
 async fn a_stalled_device_subscriber_holds_only_its_own_lane() {
-    let broker = broker(
-        "allow_anonymous true\n\
-         gate_segment_size 65536\n\
-         gate_segment_count 4\n\
-         gate_backpressure_window 32768\n\
-         gate_backpressure_max_hold 60\n",
-    );
+    let broker = broker(SMALL_ROUTER_LOG);
     assert_ne!(Lane::of_filters(["fleet/dev1/cmd"]), Lane::of_filters(["fleet/dev2/cmd"]));
     let addr = broker.addr();
     let mut stalled = RawClient::connected(addr, &Connect::new(4, "stalled")).await;
