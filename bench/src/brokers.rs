@@ -260,17 +260,39 @@ impl Broker {
     }
 
     /// Waits (at most `limit`) until the broker uses under ~10 % of a core: a broker still
-    /// working through the previous run's backlog would disturb the next measurement.
-    pub fn settle(&self, limit: Duration) {
+    /// working through the previous run's backlog would disturb the next measurement. `false`
+    /// if it was still busy at the limit.
+    pub fn settle(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let Some(before) = self.cpu_ticks() else { return };
+            let Some(before) = self.cpu_ticks() else { return true };
             std::thread::sleep(Duration::from_millis(100));
-            let Some(after) = self.cpu_ticks() else { return };
+            let Some(after) = self.cpu_ticks() else { return true };
             if after.saturating_sub(before) <= 1 {
-                return;
+                return true;
             }
         }
+        false
+    }
+
+    /// Stops the broker and starts it again in the same directory, on the same files (new
+    /// ports): how a backlog that would take minutes to work off is dropped.
+    pub fn restart(&mut self, exes: &Executables) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let security_file = self.dir.join("dynamic-security.json");
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(self.kind, exes, &self.dir, &security_file) {
+                Ok(broker) => {
+                    // The old value's Drop kills a process that has already exited.
+                    *self = broker;
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("{} did not restart: {last}", self.kind))
     }
 
     /// Whether the process is still running.

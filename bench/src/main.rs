@@ -10,6 +10,7 @@
 //! brokers for P3 (provisioning), for P5 + P6's idle connections, and for P6's 4 M messages, so
 //! that no scenario inherits another's state.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,18 @@ use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
 use dynsec_bench::{chart, machine, provisioning, revocation, storm};
 
-/// Longest wait for a broker to finish an earlier run's backlog before the next run.
-const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+/// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
+/// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
+/// one QoS 0 run, and would otherwise share the cores with the next measurements).
+const SETTLE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Sizes and budgets of a run.
 #[derive(Debug, Clone)]
 struct Plan {
     quick: bool,
+    /// Rounds of P1 and P2.
+    throughput_rounds: usize,
+    /// Rounds of P4.
     rounds: usize,
     flow_duration: Duration,
     messages_single: u64,
@@ -50,7 +56,10 @@ impl Plan {
     fn full() -> Plan {
         Plan {
             quick: false,
-            // Five: single P1/P2 ratios move by ±15 % between runs on this 2-core machine.
+            // Single P1/P2 rounds move by ±20–40 % on this 2-core machine: six rounds give
+            // medians that move by less between runs (seven took the run past 10 minutes);
+            // P4's spread is smaller.
+            throughput_rounds: 6,
             rounds: 5,
             flow_duration: Duration::from_millis(800),
             // Sized so that dynsec-broker and rumqttd deliver everything within the drain
@@ -60,19 +69,20 @@ impl Plan {
             fanout: 100,
             provisioning_total: 100_000,
             provisioning_batch: 1000,
-            mosquitto_provisioning_budget: Duration::from_secs(15),
+            mosquitto_provisioning_budget: Duration::from_secs(10),
             storm_clients: 2000,
             idle_clients: 10_000,
             revocation_reps: 5,
             memory_messages: 4_000_000,
             memory_budget: Duration::from_secs(90),
-            mosquitto_memory_budget: Duration::from_secs(15),
+            mosquitto_memory_budget: Duration::from_secs(10),
         }
     }
 
     fn quick() -> Plan {
         Plan {
             quick: true,
+            throughput_rounds: 1,
             rounds: 1,
             flow_duration: Duration::from_millis(300),
             messages_single: 100_000,
@@ -116,14 +126,6 @@ fn flow_cases(plan: &Plan) -> Vec<FlowCase> {
     cases
 }
 
-/// Waits until every broker is idle, not only the next one measured: they share the cores, and
-/// mosquitto can still be working through the QoS 0 fan-out backlog of its previous run.
-fn settle_all(brokers: &[Broker]) {
-    for broker in brokers {
-        broker.settle(SETTLE_LIMIT);
-    }
-}
-
 struct Run {
     plan: Plan,
     exes: Executables,
@@ -134,6 +136,8 @@ struct Run {
     results: Results,
     progress: ProgressBar,
     run_id: usize,
+    /// Brokers restarted because they were still busy after `SETTLE_LIMIT`.
+    restarts: BTreeMap<Kind, usize>,
 }
 
 impl Run {
@@ -148,6 +152,21 @@ impl Run {
         Broker::start(kind, &self.exes, &dir, kind.has_dynsec().then_some(file.as_path()))
     }
 
+    /// Waits until every broker is idle, not only the next one measured: they share the cores,
+    /// and mosquitto can still be working through the backlog of its previous run. A broker
+    /// still busy after `SETTLE_LIMIT` is restarted.
+    fn settle_all(&mut self, brokers: &mut [Broker]) {
+        for broker in brokers.iter_mut() {
+            if broker.settle(SETTLE_LIMIT) {
+                continue;
+            }
+            *self.restarts.entry(broker.kind).or_default() += 1;
+            if let Err(e) = broker.restart(&self.exes) {
+                self.note(format!("{}: {e}", broker.kind));
+            }
+        }
+    }
+
     fn note(&mut self, line: String) {
         self.progress.note(&line);
         self.results.notes.push(line);
@@ -158,7 +177,7 @@ impl Run {
     /// the run (the machine's speed drifts more than ACLs cost).
     fn throughput(&mut self, brokers: &mut [Broker]) {
         let cases = flow_cases(&self.plan);
-        for round in 0..self.plan.rounds {
+        for round in 0..self.plan.throughput_rounds {
             for case in &cases {
                 // The order rotates every round (brokers) and alternates (P1/P2), so that no
                 // broker or scenario always runs first after a settle or right after a given one.
@@ -171,7 +190,7 @@ impl Run {
                         if scenario == P2 && brokers[index].kind == Kind::Rumqttd {
                             continue;
                         }
-                        settle_all(brokers);
+                        self.settle_all(brokers);
                         let broker = &mut brokers[index];
                         let label = case.label();
                         self.progress.start(format!("{scenario}: {label} on {} (round {})", broker.kind, round + 1));
@@ -218,18 +237,19 @@ impl Run {
     }
 
     /// P4: connect storms, each broker in turn, distinct users per round.
-    fn connect_storm(&mut self, brokers: &[Broker]) {
+    fn connect_storm(&mut self, brokers: &mut [Broker]) {
         for round in 0..self.plan.rounds {
             for offset in 0..brokers.len() {
-                let broker = &brokers[(offset + round) % brokers.len()];
-                let kind = broker.kind;
+                let index = (offset + round) % brokers.len();
+                let kind = brokers[index].kind;
                 self.progress.start(format!(
                     "{P4}: {} clients on {kind} (round {})",
                     self.plan.storm_clients,
                     round + 1
                 ));
                 let case = format!("{} clients, PBKDF2-SHA512 ×{}", self.plan.storm_clients, setup::ITERATIONS);
-                settle_all(brokers);
+                self.settle_all(brokers);
+                let broker = &brokers[index];
                 match storm::run(
                     broker.addr(Version::V311),
                     Version::V311,
@@ -568,7 +588,7 @@ fn main() {
 
     let cases = flow_cases(&plan).len();
     let dynsec_kinds = kinds.iter().filter(|k| k.has_dynsec()).count();
-    let steps = plan.rounds * cases * (kinds.len() + dynsec_kinds)
+    let steps = plan.throughput_rounds * cases * (kinds.len() + dynsec_kinds)
         + plan.rounds * kinds.len()
         + 2
         + usize::from(kinds.contains(&Kind::Mosquitto))
@@ -583,6 +603,7 @@ fn main() {
         results: Results { notes, ..Default::default() },
         progress: ProgressBar::new(steps),
         run_id: 0,
+        restarts: BTreeMap::new(),
     };
 
     let mut brokers = Vec::new();
@@ -596,7 +617,7 @@ fn main() {
         run.throughput(&mut brokers);
     }
     if wanted("P4") {
-        run.connect_storm(&brokers);
+        run.connect_storm(&mut brokers);
     }
     drop(brokers);
     if wanted("P3") {
@@ -608,15 +629,24 @@ fn main() {
     if wanted("P6") {
         run.memory_after_messages();
     }
+    let restarts: Vec<String> = run.restarts.iter().map(|(kind, n)| format!("{kind} {n} time(s)")).collect();
+    if !restarts.is_empty() {
+        run.note(format!(
+            "restarted after a run because still busy {}s later (its backlog dropped): {}",
+            SETTLE_LIMIT.as_secs(),
+            restarts.join(", ")
+        ));
+    }
     run.progress.clear();
 
     let load_at_end = machine::load_text();
     let elapsed = started.elapsed();
     let rows = report::rows(&run.results);
     let header = format!(
-        "dynsec-bench {} run on {}, {} round(s); {}; load average at start {load_at_start}, at end {load_at_end}; took {}:{:02}",
+        "dynsec-bench {} run on {}, {} round(s) of P1/P2, {} of P4; {}; load average at start {load_at_start}, at end {load_at_end}; took {}:{:02}",
         if plan.quick { "quick" } else { "full" },
         machine::today(),
+        plan.throughput_rounds,
         plan.rounds,
         machine::description(),
         elapsed.as_secs() / 60,

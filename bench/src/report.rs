@@ -15,7 +15,7 @@ pub const P6: &str = "P6 memory";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
-pub const LOST: &str = "not delivered within 2 s (all rounds)";
+pub const LOST: &str = "not delivered within 1.5 s (all rounds)";
 pub const TOTAL: &str = "total";
 pub const END_START: &str = "last ÷ first batch";
 pub const FLOOR_RATIO: &str = "total ÷ hash floor";
