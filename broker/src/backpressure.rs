@@ -203,15 +203,18 @@ impl Pressure {
 
     /// Counts a message routed into the router (`4 + topic + payload` bytes, the router's size)
     /// in its topic's lanes and the total and, when a subscriber of one of them is half a window
-    /// from its hold point, asks that lane's subscribers to probe.
-    pub fn record_published(&self, lanes: &TopicLanes, bytes: u64) {
+    /// from its hold point, asks that lane's subscribers to probe. Returns whether one of those
+    /// lanes is now at a hold point (what [`Pressure::holding`] would answer).
+    pub fn record_published(&self, lanes: &TopicLanes, bytes: u64) -> bool {
         if !self.enabled() {
-            return;
+            return false;
         }
+        let mut holding = false;
         for lane in lanes.with_total() {
             let state = self.lane(lane);
             let published = state.published.fetch_add(bytes, Ordering::Relaxed) + bytes;
             let hold_at = state.hold_at.load(Ordering::Relaxed);
+            holding |= published >= hold_at;
             if hold_at != u64::MAX
                 && published >= hold_at.saturating_sub(self.window / 2)
                 && state.probes_requested_for.swap(hold_at, Ordering::AcqRel) != hold_at
@@ -220,6 +223,7 @@ impl Pressure {
                 requests.send_modify(|generation| *generation += 1);
             }
         }
+        holding
     }
 
     /// Whether a publisher must wait before routing more into these lanes.
@@ -546,9 +550,9 @@ mod tests {
     fn publishers_are_held_at_the_window_until_the_subscriber_catches_up() {
         let (pressure, mut backlog) = tracked(1000, device(1));
         let released = pressure.watch_release();
-        pressure.record_published(&to_device(1), 600);
+        assert!(!pressure.record_published(&to_device(1), 600), "the publisher is told: not holding");
         assert!(!pressure.holding(&to_device(1)) && !backlog.exempt(&pressure), "under the window");
-        pressure.record_published(&to_device(1), 600);
+        assert!(pressure.record_published(&to_device(1), 600), "the publisher is told: holding");
         assert!(pressure.holding(&to_device(1)), "holds without the subscriber's task running");
         assert!(backlog.exempt(&pressure));
 

@@ -885,8 +885,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !topic.starts_with('$') {
             let size = 4 + publish.topic.len() + publish.payload.len();
             let lanes = TopicLanes::of(&publish.topic);
-            self.shared.pressure.record_published(&lanes, size as u64);
-            if self.shared.pressure.holding(&lanes) {
+            if self.shared.pressure.record_published(&lanes, size as u64) {
                 // This message still goes (the window leaves room for it); the next waits.
                 self.held_lanes = Some(lanes);
             }
