@@ -147,9 +147,14 @@ impl Broker {
         if let Some(source) = dynsec_file {
             fs::copy(source, &security_file).map_err(|e| format!("copy the dynsec file: {e}"))?;
         }
+        Self::start_in(kind, exes, dir, &security_file)
+    }
+
+    /// Starts `kind` in `dir` on the files already there (a few attempts: a port may be taken).
+    fn start_in(kind: Kind, exes: &Executables, dir: &Path, security_file: &Path) -> Result<Broker, String> {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(kind, exes, dir, &security_file) {
+            match Self::try_start(kind, exes, dir, security_file) {
                 Ok(broker) => return Ok(broker),
                 Err(e) => last = e,
             }
@@ -281,18 +286,9 @@ impl Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let security_file = self.dir.join("dynamic-security.json");
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match Self::try_start(self.kind, exes, &self.dir, &security_file) {
-                Ok(broker) => {
-                    // The old value's Drop kills a process that has already exited.
-                    *self = broker;
-                    return Ok(());
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(format!("{} did not restart: {last}", self.kind))
+        // The old value's Drop kills a process that has already exited.
+        *self = Self::start_in(self.kind, exes, &self.dir, &security_file)?;
+        Ok(())
     }
 
     /// Whether the process is still running.
