@@ -1,19 +1,63 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. The interop tests drive the real mosquitto 2.0 broker and its
-# tools, so they are installed first when missing (Debian/Ubuntu: apt-get).
+# Runs every test of the workspace, on a fresh machine too. It installs what the tests need first
+# (Debian/Ubuntu, apt-get; nothing is reinstalled when present):
+#   - mosquitto 2.0 and its tools (Debian's 2.0.11: the first oracle), openssl, python3;
+#   - mosquitto 2.1.2 built from upstream source (the second oracle) by
+#     ../shared/oracle/build-mosquitto-2.1.sh into $MOSQUITTO_21_PREFIX, default
+#     target/mosquitto-2.1 (kept in the ignored target folder, so later runs reuse it;
+#     /opt/mosquitto-2.1 is used when it already holds one).
+# Then it builds, starts the Paho interoperability suite (scripts/conformance.sh) in the
+# background against the debug broker, runs `cargo test` on the workspace, and fails if either
+# failed. Arguments are passed to `cargo test`; DYNSEC_SKIP_CONFORMANCE=1 skips the Paho suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for tool in mosquitto mosquitto_ctrl mosquitto_passwd mosquitto_pub mosquitto_sub mosquitto_rr openssl; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing mosquitto, mosquitto-clients, openssl (missing: ${need[*]})" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_install() {
+  echo "installing $* with apt-get" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+need=()
+for tool in mosquitto mosquitto_ctrl mosquitto_passwd mosquitto_pub mosquitto_sub mosquitto_rr; do
+  command -v "$tool" >/dev/null 2>&1 || need=(mosquitto mosquitto-clients)
+done
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+if [ -z "${MOSQUITTO_21_PREFIX:-}" ]; then
+  if [ -x /opt/mosquitto-2.1/sbin/mosquitto ]; then
+    MOSQUITTO_21_PREFIX=/opt/mosquitto-2.1
+  else
+    MOSQUITTO_21_PREFIX=$PWD/target/mosquitto-2.1
+  fi
+fi
+export MOSQUITTO_21_PREFIX
+if [ ! -x "$MOSQUITTO_21_PREFIX/sbin/mosquitto" ]; then
+  echo "building the mosquitto 2.1.2 oracle into $MOSQUITTO_21_PREFIX (about 2 minutes)" >&2
+  ../shared/oracle/build-mosquitto-2.1.sh "$MOSQUITTO_21_PREFIX" >/dev/null
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-run "$@"
+
+conformance_log=$(mktemp)
+conformance=""
+if [ "${DYNSEC_SKIP_CONFORMANCE:-0}" != 1 ]; then
+  cargo build -p dynsec-broker
+  scripts/conformance.sh > "$conformance_log" 2>&1 &
+  conformance=$!
+fi
+
+status=0
+cargo test --workspace --all-targets "$@" || status=$?
+
+if [ -n "$conformance" ]; then
+  wait "$conformance" || status=1
+  echo "---- Paho interoperability suite (scripts/conformance.sh) ----"
+  cat "$conformance_log"
+fi
+rm -f "$conformance_log"
+exit $status
