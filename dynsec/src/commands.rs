@@ -12,7 +12,7 @@
 //! hashing is done before the batch runs, in parallel, by [`prepare_passwords`]: it is the only
 //! expensive part and must not run while the model is locked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::file::{acls_from_json, acls_json, memberships_json};
 use crate::json::{self, Json};
@@ -73,20 +73,59 @@ impl BatchOutcome {
     }
 }
 
+/// Caps on what one control message may ask for (docs/store.md, "Limits"). mosquitto has none;
+/// without them one message of many ACL edits could hold the write lock for as long as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Commands in one `$CONTROL` message; a longer message is refused whole, before anything
+    /// in it runs. The default equals the largest batch `dynsec-ctrl dynsec batch` sends.
+    pub max_commands_per_message: usize,
+    /// ACLs one role may hold (all six types together), enforced by addRoleACL, createRole and
+    /// modifyRole. A role loaded from a file keeps what it has; it just cannot grow past this.
+    pub max_acls_per_role: usize,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_COMMANDS_PER_MESSAGE: usize = 10_000;
+    pub const DEFAULT_MAX_ACLS_PER_ROLE: usize = 10_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_commands_per_message: Self::DEFAULT_MAX_COMMANDS_PER_MESSAGE,
+            max_acls_per_role: Self::DEFAULT_MAX_ACLS_PER_ROLE,
+        }
+    }
+}
+
 /// The parsed envelope: either the command array or a top-level error reply.
 pub enum Envelope {
     Commands(Vec<Json>),
-    Invalid(&'static str),
+    Invalid(String),
 }
 
-pub fn parse_envelope(payload: &[u8]) -> Envelope {
+/// Parses a payload; a command array longer than `limits` allows is an envelope error.
+pub fn parse_envelope(payload: &[u8], limits: Limits) -> Envelope {
     let Ok(doc) = json::parse(payload) else {
-        return Envelope::Invalid("Payload not valid JSON");
+        return Envelope::Invalid("Payload not valid JSON".into());
     };
     match doc.get("commands") {
-        Some(Json::Array(commands)) => Envelope::Commands(commands.clone()),
-        _ => Envelope::Invalid("Invalid/missing commands"),
+        Some(Json::Array(commands)) => match too_many_commands(commands.len(), limits) {
+            Some(error) => Envelope::Invalid(error),
+            None => Envelope::Commands(commands.clone()),
+        },
+        _ => Envelope::Invalid("Invalid/missing commands".into()),
     }
+}
+
+fn too_many_commands(count: usize, limits: Limits) -> Option<String> {
+    (count > limits.max_commands_per_message)
+        .then(|| format!("Too many commands (at most {} per message)", limits.max_commands_per_message))
+}
+
+fn too_many_acls(limits: Limits) -> String {
+    format!("Too many ACLs in role (at most {})", limits.max_acls_per_role)
 }
 
 /// Case-insensitive command lookup; the canonical names are what replies carry.
@@ -295,6 +334,32 @@ pub fn role_info(role: &Role) -> Json {
 
 type CommandResult = Result<Option<Json>, &'static str>;
 
+/// A command's error: one of mosquitto's fixed strings, or one naming a limit (which carries its
+/// configured value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CommandError {
+    Fixed(&'static str),
+    Limit(String),
+}
+
+impl CommandError {
+    fn text(&self) -> &str {
+        match self {
+            CommandError::Fixed(s) => s,
+            CommandError::Limit(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for CommandError {
+    fn from(s: &'static str) -> Self {
+        CommandError::Fixed(s)
+    }
+}
+
+/// The result of the commands that enforce a limit.
+type LimitedResult = Result<Option<Json>, CommandError>;
+
 /// Runs the commands of one control message against the model.
 pub struct Processor<'a> {
     model: &'a mut Model,
@@ -305,11 +370,33 @@ pub struct Processor<'a> {
     /// [`Processor::refuse_changes`]).
     refusal: Option<String>,
     admin: Admin,
+    limits: Limits,
+    /// Roles whose holders are already in `outcome.affected` / `outcome.kicks`, valid until a
+    /// change that can alter who holds a role. Without them every ACL edit would scan all clients
+    /// and groups twice: a message of many edits to a widely held role took seconds.
+    holders_affected: HashSet<String>,
+    holders_kicked: HashSet<String>,
 }
 
 impl<'a> Processor<'a> {
     pub fn new(model: &'a mut Model, policy: HashPolicy, prepared: Vec<Option<PasswordHash>>, admin: Admin) -> Self {
-        Processor { model, policy, prepared, outcome: BatchOutcome::default(), refusal: None, admin }
+        Processor {
+            model,
+            policy,
+            prepared,
+            outcome: BatchOutcome::default(),
+            refusal: None,
+            admin,
+            limits: Limits::default(),
+            holders_affected: HashSet::new(),
+            holders_kicked: HashSet::new(),
+        }
+    }
+
+    /// Enforces `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Re-run mode after a failed save: each command that would change something is undone at
@@ -320,15 +407,38 @@ impl<'a> Processor<'a> {
     }
 
     /// Applies and records a change; a no-op (nothing to undo) is not recorded, so it costs no
-    /// disk write.
-    fn apply(&mut self, mutation: Mutation) {
-        let (undo, affected) = self.model.apply(mutation.clone());
+    /// disk write. Returns whether anything changed.
+    fn apply(&mut self, mutation: Mutation) -> bool {
+        // A change of a role's content leaves its holders as they are; anything else may not.
+        let content_of = match &mutation {
+            Mutation::PutRole(role) => Some(role.name.clone()),
+            Mutation::AddAcl { role, .. } | Mutation::RemoveAcl { role, .. } => Some(role.clone()),
+            _ => None,
+        };
+        let (undo, affected) = match &content_of {
+            Some(role) if self.holders_affected.contains(role) => {
+                (self.model.apply_to_known_holders(mutation.clone()), Affected::default())
+            }
+            _ => self.model.apply(mutation.clone()),
+        };
         if undo.is_empty() {
-            return;
+            return false;
+        }
+        match content_of {
+            Some(role) => {
+                self.holders_affected.insert(role);
+            }
+            None => self.forget_holders(),
         }
         self.outcome.mutations.push(mutation);
         self.outcome.undo.push(undo);
         self.outcome.affected.merge(affected);
+        true
+    }
+
+    fn forget_holders(&mut self) {
+        self.holders_affected.clear();
+        self.holders_kicked.clear();
     }
 
     fn kick_user(&mut self, username: &str) {
@@ -341,31 +451,37 @@ impl<'a> Processor<'a> {
     }
 
     fn kick_role(&mut self, role: &str) {
-        let principals = self.model.role_principals(role);
-        self.outcome.kicks.add(principals);
+        if self.holders_kicked.insert(role.to_owned()) {
+            let principals = self.model.role_principals(role);
+            self.outcome.kicks.add(principals);
+        }
     }
 
     /// Processes a whole envelope payload.
     pub fn run_payload(self, payload: &[u8]) -> BatchOutcome {
-        match parse_envelope(payload) {
-            Envelope::Invalid(error) => BatchOutcome { response: envelope_error(error), ..Default::default() },
+        match parse_envelope(payload, self.limits) {
+            Envelope::Invalid(error) => BatchOutcome { response: envelope_error(&error), ..Default::default() },
             Envelope::Commands(commands) => self.run(&commands),
         }
     }
 
-    /// Processes the command array (compat §1.2).
+    /// Processes the command array (compat §1.2). An array longer than the limit is refused
+    /// whole, as [`parse_envelope`] does.
     pub fn run(mut self, commands: &[Json]) -> BatchOutcome {
+        if let Some(error) = too_many_commands(commands.len(), self.limits) {
+            return BatchOutcome { response: envelope_error(&error), ..Default::default() };
+        }
         let mut replies = Vec::with_capacity(commands.len());
         // mosquitto keeps one correlation-data variable across the loop; element-level errors echo
         // whatever the previous command left in it.
         let mut correlation: Option<Vec<u8>> = None;
         for (index, cmd) in commands.iter().enumerate() {
             if !cmd.is_object() {
-                replies.push(reply("Unknown command", Err("Command not an object"), correlation.as_deref()));
+                replies.push(reply("Unknown command", Err("Command not an object".into()), correlation.as_deref()));
                 continue;
             }
             let Some(sent_name) = required_str(cmd, "command") else {
-                replies.push(reply("Unknown command", Err("Missing command"), correlation.as_deref()));
+                replies.push(reply("Unknown command", Err("Missing command".into()), correlation.as_deref()));
                 continue;
             };
             correlation = match optional_str(cmd, "correlationData") {
@@ -400,8 +516,11 @@ impl<'a> Processor<'a> {
                 }
                 self.outcome.mutations.truncate(changes_before);
                 self.outcome.kicks = kicks_before;
+                // (Field by field: `message` still borrows `self.refusal`.)
+                self.holders_affected.clear();
+                self.holders_kicked.clear();
                 refused = Some(message.clone());
-                result = Err("");
+                result = Err(CommandError::Fixed(""));
             }
             audit(&self.admin, command, cmd, &result, refused.as_deref());
             let r = match refused {
@@ -421,8 +540,8 @@ impl<'a> Processor<'a> {
         }
     }
 
-    fn dispatch(&mut self, command: &'static str, cmd: &Json, index: usize) -> CommandResult {
-        match command {
+    fn dispatch(&mut self, command: &'static str, cmd: &Json, index: usize) -> LimitedResult {
+        let result = match command {
             "setDefaultACLAccess" => self.set_default_acl_access(cmd),
             "getDefaultACLAccess" => self.get_default_acl_access(),
             "createClient" => self.create_client(cmd, index),
@@ -447,15 +566,16 @@ impl<'a> Processor<'a> {
             "removeGroupRole" => self.remove_group_role(cmd),
             "setAnonymousGroup" => self.set_anonymous_group(cmd),
             "getAnonymousGroup" => self.get_anonymous_group(),
-            "createRole" => self.create_role(cmd),
+            "createRole" => return self.create_role(cmd),
             "deleteRole" => self.delete_role(cmd),
-            "modifyRole" => self.modify_role(cmd),
+            "modifyRole" => return self.modify_role(cmd),
             "getRole" => self.get_role(cmd),
             "listRoles" => self.list_roles(cmd),
-            "addRoleACL" => self.add_role_acl(cmd),
+            "addRoleACL" => return self.add_role_acl(cmd),
             "removeRoleACL" => self.remove_role_acl(cmd),
             _ => Err("Unknown command"),
-        }
+        };
+        result.map_err(CommandError::Fixed)
     }
 
     // --- default access ----------------------------------------------------------------------
@@ -912,18 +1032,21 @@ impl<'a> Processor<'a> {
 
     // --- roles -------------------------------------------------------------------------------
 
-    fn create_role(&mut self, cmd: &Json) -> CommandResult {
+    fn create_role(&mut self, cmd: &Json) -> LimitedResult {
         let name = rolename(cmd)?;
         let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
         let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
         if self.model.roles.contains_key(name) {
-            return Err("Role already exists");
+            return Err("Role already exists".into());
         }
         let mut role = Role::new(name);
         role.textname = textname.map(text);
         role.textdescription = textdescription.map(text);
         if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
             acls_from_json(acls, &mut role);
+        }
+        if role.acl_count() > self.limits.max_acls_per_role {
+            return Err(CommandError::Limit(too_many_acls(self.limits)));
         }
         self.apply(Mutation::PutRole(role));
         Ok(None)
@@ -939,7 +1062,7 @@ impl<'a> Processor<'a> {
         Ok(None)
     }
 
-    fn modify_role(&mut self, cmd: &Json) -> CommandResult {
+    fn modify_role(&mut self, cmd: &Json) -> LimitedResult {
         let name = rolename(cmd)?;
         let mut role = self.model.roles.get(name).cloned().ok_or("Role does not exist")?;
         if let Some(textname) = required_str(cmd, "textname") {
@@ -951,6 +1074,9 @@ impl<'a> Processor<'a> {
         if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
             role.acls = Default::default();
             acls_from_json(acls, &mut role);
+            if role.acl_count() > self.limits.max_acls_per_role {
+                return Err(CommandError::Limit(too_many_acls(self.limits)));
+            }
         }
         if self.model.roles.get(name) != Some(&role) {
             self.apply(Mutation::PutRole(role));
@@ -997,27 +1123,33 @@ impl<'a> Processor<'a> {
         Ok((name.to_owned(), acl_type, topic.to_owned()))
     }
 
-    fn add_role_acl(&mut self, cmd: &Json) -> CommandResult {
+    /// Edits the role in place through [`Mutation::AddAcl`]: copying the role per edit made a
+    /// message of many edits quadratic in memory, time and journal size.
+    fn add_role_acl(&mut self, cmd: &Json) -> LimitedResult {
         let (name, acl_type, topic) = self.role_acl_fields(cmd)?;
-        let mut role = self.model.roles[&name].clone();
-        let acl = Acl { topic, priority: int_or(cmd, "priority", 0), allow: bool_or(cmd, "allow", false) };
-        if !role.insert_acl(acl_type, acl) {
-            return Err("ACL with this topic already exists");
+        let role = self.model.roles.get(&name).ok_or("Role not found")?;
+        const EXISTS: &str = "ACL with this topic already exists";
+        if role.acl_count() >= self.limits.max_acls_per_role {
+            // A duplicate is reported as such, as below the limit.
+            if role.acls[acl_type.index()].iter().any(|a| a.topic == topic) {
+                return Err(EXISTS.into());
+            }
+            return Err(CommandError::Limit(too_many_acls(self.limits)));
         }
-        self.apply(Mutation::PutRole(role));
+        let acl = Acl { topic, priority: int_or(cmd, "priority", 0), allow: bool_or(cmd, "allow", false) };
+        // The duplicate check is the model's own (one scan of the list, not two).
+        if !self.apply(Mutation::AddAcl { role: name.clone(), acl_type, acl, at: None }) {
+            return Err(EXISTS.into());
+        }
         self.kick_role(&name);
         Ok(None)
     }
 
     fn remove_role_acl(&mut self, cmd: &Json) -> CommandResult {
         let (name, acl_type, topic) = self.role_acl_fields(cmd)?;
-        let mut role = self.model.roles[&name].clone();
-        let list = &mut role.acls[acl_type.index()];
-        let Some(position) = list.iter().position(|a| a.topic == topic) else {
+        if !self.apply(Mutation::RemoveAcl { role: name.clone(), acl_type, topic }) {
             return Err("ACL not found");
-        };
-        list.remove(position);
-        self.apply(Mutation::PutRole(role));
+        }
         self.kick_role(&name);
         Ok(None)
     }
@@ -1039,22 +1171,22 @@ fn with_correlation(mut reply: Json, correlation: Option<&[u8]>) -> Json {
     reply
 }
 
-fn reply(command: &str, result: CommandResult, correlation: Option<&[u8]>) -> Json {
+fn reply(command: &str, result: LimitedResult, correlation: Option<&[u8]>) -> Json {
     with_correlation(reply_object(command, &result), correlation)
 }
 
 /// `{"command":…}` then `"error"` or `"data"` (or neither for a successful write).
-fn reply_object(command: &str, result: &CommandResult) -> Json {
+fn reply_object(command: &str, result: &LimitedResult) -> Json {
     let o = Json::object().with("command", Json::str(command));
     match result {
-        Err(error) => o.with("error", Json::str(error)),
+        Err(error) => o.with("error", Json::str(error.text())),
         Ok(Some(data)) => o.with("data", data.clone()),
         Ok(None) => o,
     }
 }
 
 /// One line per command: who, what (arguments with passwords masked), result.
-fn audit(admin: &Admin, command: &str, cmd: &Json, result: &CommandResult, refused: Option<&str>) {
+fn audit(admin: &Admin, command: &str, cmd: &Json, result: &LimitedResult, refused: Option<&str>) {
     if !tracing::enabled!(target: "dynsec::audit", tracing::Level::INFO) {
         return;
     }
@@ -1084,7 +1216,7 @@ fn audit(admin: &Admin, command: &str, cmd: &Json, result: &CommandResult, refus
     let outcome = match (refused, result) {
         (Some(message), _) => format!("error: {message}"),
         (None, Ok(_)) => "ok".to_owned(),
-        (None, Err(e)) => format!("error: {e}"),
+        (None, Err(e)) => format!("error: {}", e.text()),
     };
     tracing::info!(
         target: "dynsec::audit",

@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, role_walk};
-use crate::commands::{Admin, Envelope, Kicks, Processor, envelope_error, parse_envelope, prepare_passwords};
+use crate::commands::{Admin, Envelope, Kicks, Limits, Processor, envelope_error, parse_envelope, prepare_passwords};
 use crate::file::{self, LoadWarning};
 use crate::init::init_model;
 use crate::model::{Affected, Model};
@@ -37,6 +37,8 @@ pub struct Options {
     /// How long a successful password verification is remembered (invalidated at once by any
     /// change to the client). Zero disables the cache.
     pub auth_cache_ttl: Duration,
+    /// Caps on one control message (docs/store.md, "Limits").
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             hash_policy: HashPolicy::default(),
             snapshot_idle: Duration::from_secs(1),
             auth_cache_ttl: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 }
@@ -176,9 +179,10 @@ impl Dynsec {
     /// Runs one `$CONTROL/dynamic-security/v1` payload. Returns once every change in it is durable;
     /// if persisting fails, nothing of it is kept and each changing command reports the error.
     pub fn handle_control(&self, payload: &[u8], admin: Admin) -> ControlResult {
-        let commands = match parse_envelope(payload) {
+        // The command count is checked here, before any password of the message is hashed.
+        let commands = match parse_envelope(payload, self.options.limits) {
             Envelope::Invalid(error) => {
-                return ControlResult { response: envelope_error(error), kicks: Kicks::default() };
+                return ControlResult { response: envelope_error(&error), kicks: Kicks::default() };
             }
             Envelope::Commands(commands) => commands,
         };
@@ -189,8 +193,9 @@ impl Dynsec {
         if let Err(e) = store.prepare_for_write(&model) {
             return self.refuse_changes(&mut model, &commands, prepared, admin, &e);
         }
-        let mut outcome =
-            Processor::new(&mut model, self.options.hash_policy, prepared.clone(), admin.clone()).run(&commands);
+        let mut outcome = Processor::new(&mut model, self.options.hash_policy, prepared.clone(), admin.clone())
+            .with_limits(self.options.limits)
+            .run(&commands);
         if !outcome.mutations.is_empty() {
             match store.commit(&outcome.mutations, &model) {
                 Ok(()) => {
@@ -218,8 +223,10 @@ impl Dynsec {
     ) -> ControlResult {
         tracing::error!("dynsec: could not save configuration, changes refused: {error}");
         let message = format!("Internal error: configuration could not be saved ({error})");
-        let outcome =
-            Processor::new(model, self.options.hash_policy, prepared, admin).refuse_changes(message).run(commands);
+        let outcome = Processor::new(model, self.options.hash_policy, prepared, admin)
+            .with_limits(self.options.limits)
+            .refuse_changes(message)
+            .run(commands);
         ControlResult { response: outcome.response, kicks: outcome.kicks }
     }
 

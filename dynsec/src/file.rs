@@ -9,6 +9,8 @@
 //! `groups` or `roles` is not an array, is an error rather than an empty configuration — running
 //! on it would overwrite the user's data at the next save.
 
+use std::collections::HashSet;
+
 use crate::json::{self, Json};
 use crate::model::{
     Acl, AclType, Client, DEFAULT_ACCESS_KEYS, DefaultAccess, Group, Membership, Model, Mutation, Role,
@@ -49,21 +51,29 @@ fn array<'a>(v: &'a Json, key: &str) -> &'a [Json] {
 /// Parses a role's `acls` array the way mosquitto does for the file, createRole and modifyRole:
 /// unknown types and non-string topics are skipped, the first of duplicate topics wins, wrong-typed
 /// priority/allow become 0/false.
+///
+/// The result is what [`Role::insert_acl`] one entry at a time gives (priority descending, ties
+/// in array order), built with a hash set and one stable sort so that a large array costs
+/// O(n log n), not O(n²).
 pub fn acls_from_json(acls: &[Json], role: &mut Role) {
-    for acl_type in AclType::ALL {
-        for entry in acls {
-            let Some(kind) = entry.get("acltype").and_then(Json::as_bytes) else { continue };
-            let Some(topic) = entry.get("topic").and_then(Json::as_bytes) else { continue };
-            if AclType::parse(kind) != Some(acl_type) {
-                continue;
-            }
-            let acl = Acl {
-                topic: String::from_utf8_lossy(topic).into_owned(),
-                priority: int_or(entry, "priority", 0),
-                allow: bool_or(entry, "allow", false),
-            };
-            role.insert_acl(acl_type, acl);
+    let mut parsed: [Vec<Acl>; 6] = Default::default();
+    for entry in acls {
+        let Some(kind) = entry.get("acltype").and_then(Json::as_bytes) else { continue };
+        let Some(topic) = entry.get("topic").and_then(Json::as_bytes) else { continue };
+        let Some(acl_type) = AclType::parse(kind) else { continue };
+        parsed[acl_type.index()].push(Acl {
+            topic: String::from_utf8_lossy(topic).into_owned(),
+            priority: int_or(entry, "priority", 0),
+            allow: bool_or(entry, "allow", false),
+        });
+    }
+    for (list, new) in role.acls.iter_mut().zip(parsed) {
+        if new.is_empty() {
+            continue;
         }
+        let mut seen: HashSet<String> = list.iter().map(|a| a.topic.clone()).collect();
+        list.extend(new.into_iter().filter(|acl| seen.insert(acl.topic.clone())));
+        list.sort_by_key(|acl| std::cmp::Reverse(acl.priority));
     }
 }
 
@@ -361,6 +371,43 @@ pub fn save(model: &Model) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The batch construction gives exactly what inserting the entries one by one gives,
+        /// over an empty role and over one that already has ACLs.
+        #[test]
+        fn acls_from_json_equals_one_by_one_insertion(
+            existing in prop::collection::vec((0usize..6, 0u8..6, -2i32..3), 0..8),
+            entries in prop::collection::vec((0usize..7, 0u8..6, -2i32..3, any::<bool>()), 0..30),
+        ) {
+            let mut role = Role::new("r");
+            for (t, topic, priority) in existing {
+                role.insert_acl(AclType::ALL[t], Acl { topic: topic.to_string(), priority, allow: true });
+            }
+            let mut expected = role.clone();
+            let json: Vec<Json> = entries
+                .iter()
+                .map(|(t, topic, priority, allow)| {
+                    let kind = AclType::ALL.get(*t).map_or("bogus", |t| t.name());
+                    Json::object()
+                        .with("acltype", Json::str(kind))
+                        .with("topic", Json::str(&topic.to_string()))
+                        .with("priority", Json::int((*priority).into()))
+                        .with("allow", Json::Bool(*allow))
+                })
+                .collect();
+            for acl_type in AclType::ALL {
+                for (t, topic, priority, allow) in &entries {
+                    if *t == acl_type.index() {
+                        expected.insert_acl(acl_type, Acl { topic: topic.to_string(), priority: *priority, allow: *allow });
+                    }
+                }
+            }
+            acls_from_json(&json, &mut role);
+            prop_assert_eq!(role, expected);
+        }
+    }
 
     #[test]
     fn loads_leniently_like_mosquitto() {

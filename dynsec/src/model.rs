@@ -200,6 +200,24 @@ pub enum Mutation {
     PutRole(Role),
     /// Delete a role and every reference to it.
     DeleteRole(String),
+    /// Add one ACL to a role: in evaluation order, or at index `at` (the undo of a removal puts
+    /// it back exactly where it was). Nothing happens if the role is missing or the type already
+    /// has the topic. Costs O(the role's ACL list), not a copy of the role, so a batch of ACL edits
+    /// stays linear; the journal stores the role's resulting state instead of these edits (see
+    /// `store.rs`: they are not safe to replay on their own).
+    AddAcl {
+        role: String,
+        acl_type: AclType,
+        acl: Acl,
+        at: Option<usize>,
+    },
+    /// Remove the ACL of this type and topic from a role (nothing if absent). Same cost and
+    /// journal treatment as [`Mutation::AddAcl`].
+    RemoveAcl {
+        role: String,
+        acl_type: AclType,
+        topic: String,
+    },
     /// Set (`Some(priority)`) or remove (`None`) a client's membership of a group.
     SetMembership {
         group: String,
@@ -270,6 +288,21 @@ impl Model {
     /// Applies a mutation. Returns the mutations that undo it (apply them in order) and who is
     /// affected. References to names that do not exist are dropped (never dangling).
     pub fn apply(&mut self, mutation: Mutation) -> (Vec<Mutation>, Affected) {
+        self.apply_reporting(mutation, true)
+    }
+
+    /// [`Model::apply`] for a change of a role's content (putRole, ACL edits) whose holders the
+    /// caller already knows: the same change and undo, without the scan of every client and
+    /// group that finds the holders. Other mutations are applied as by [`Model::apply`].
+    pub fn apply_to_known_holders(&mut self, mutation: Mutation) -> Vec<Mutation> {
+        self.apply_reporting(mutation, false).0
+    }
+
+    fn holders(&self, role: &str, wanted: bool) -> Affected {
+        if wanted { self.role_principals(role) } else { Affected::default() }
+    }
+
+    fn apply_reporting(&mut self, mutation: Mutation, report_holders: bool) -> (Vec<Mutation>, Affected) {
         match mutation {
             Mutation::PutClient(mut client) => {
                 let name = client.username.clone();
@@ -348,7 +381,7 @@ impl Model {
                     Some(old) => Mutation::PutRole(old),
                     None => Mutation::DeleteRole(name.clone()),
                 };
-                (vec![undo], self.role_principals(&name))
+                (vec![undo], self.holders(&name, report_holders))
             }
             Mutation::DeleteRole(name) => {
                 let affected = self.role_principals(&name);
@@ -373,6 +406,40 @@ impl Model {
                     }
                 }
                 (undo, affected)
+            }
+            Mutation::AddAcl { role, acl_type, acl, at } => {
+                let Some(r) = self.roles.get_mut(&role) else {
+                    return (Vec::new(), Affected::default());
+                };
+                let topic = acl.topic.clone();
+                let added = match at {
+                    None => r.insert_acl(acl_type, acl),
+                    Some(index) => {
+                        let list = &mut r.acls[acl_type.index()];
+                        let absent = !list.iter().any(|a| a.topic == topic);
+                        if absent {
+                            list.insert(index.min(list.len()), acl);
+                        }
+                        absent
+                    }
+                };
+                if !added {
+                    return (Vec::new(), Affected::default());
+                }
+                let affected = self.holders(&role, report_holders);
+                (vec![Mutation::RemoveAcl { role, acl_type, topic }], affected)
+            }
+            Mutation::RemoveAcl { role, acl_type, topic } => {
+                let Some(r) = self.roles.get_mut(&role) else {
+                    return (Vec::new(), Affected::default());
+                };
+                let list = &mut r.acls[acl_type.index()];
+                let Some(index) = list.iter().position(|a| a.topic == topic) else {
+                    return (Vec::new(), Affected::default());
+                };
+                let acl = list.remove(index);
+                let affected = self.holders(&role, report_holders);
+                (vec![Mutation::AddAcl { role, acl_type, acl, at: Some(index) }], affected)
             }
             Mutation::SetMembership { group, username, priority } => {
                 let (Some(g), Some(c)) = (self.groups.get_mut(&group), self.clients.get_mut(&username)) else {
@@ -464,7 +531,9 @@ mod tests {
     fn sample() -> Model {
         let mut model = Model::default();
         let mut role = Role::new("r");
-        role.insert_acl(AclType::PublishClientSend, Acl { topic: "a/#".into(), priority: 0, allow: true });
+        for topic in ["a/#", "b", "c"] {
+            role.insert_acl(AclType::PublishClientSend, Acl { topic: topic.into(), priority: 0, allow: true });
+        }
         model.apply(Mutation::PutRole(role));
         let mut client = Client::new("u");
         insert_membership(&mut client.roles, Membership { name: "r".into(), priority: -1 });
@@ -475,6 +544,10 @@ mod tests {
         model.apply(Mutation::SetMembership { group: "g".into(), username: "u".into(), priority: Some(2) });
         model.apply(Mutation::SetAnonymousGroup(Some("g".into())));
         model
+    }
+
+    fn acl(topic: &str, priority: i32) -> Acl {
+        Acl { topic: topic.into(), priority, allow: true }
     }
 
     /// Applying then undoing every kind of mutation restores the model exactly.
@@ -492,6 +565,12 @@ mod tests {
             Mutation::SetMembership { group: "g".into(), username: "u".into(), priority: Some(9) },
             Mutation::SetDefaultAccess(DefaultAccess { subscribe: true, ..Default::default() }),
             Mutation::SetAnonymousGroup(None),
+            Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 0), at: None },
+            Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 7), at: None },
+            Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 0), at: Some(1) },
+            // The tie order of "a/#", "b", "c" must come back exactly.
+            Mutation::RemoveAcl { role: "r".into(), acl_type: AclType::PublishClientSend, topic: "b".into() },
+            Mutation::RemoveAcl { role: "r".into(), acl_type: AclType::PublishClientSend, topic: "a/#".into() },
         ];
         for mutation in mutations {
             let mut model = sample();
