@@ -14,7 +14,10 @@
 //! `%c`/`%u` (mosquitto 2.1 semantics, not 2.0's literal text): a level that is exactly `%c` or
 //! `%u` in any non-literal ACL matches the connection's client id / username. An absent or empty
 //! value makes such ACLs not match. A value containing `+`, `#` or `/` fails closed: the first
-//! such ACL in evaluation order denies (a missing value wins over an unsafe one).
+//! such ACL in evaluation order denies (a missing value wins over an unsafe one). A placeholder
+//! as the *first* level never matches a topic or filter starting with `$`, whatever the value:
+//! mosquitto 2.1 applies its `$` rule to the ACL before substitution, so `%c/#` does not become
+//! `$CONTROL/#` for a client that calls itself `$CONTROL` (2.0 has no substitution at all).
 //!
 //! [`reference`] is the algorithm written out literally, iterating every ACL; tests hold the
 //! compiled form to it.
@@ -252,7 +255,7 @@ fn walk_topic(
     username: Substitution,
     best: &mut Option<Entry>,
 ) {
-    // A filter starting with a wildcard never matches a topic starting with '$'.
+    // A filter starting with a wildcard or a placeholder never matches a topic starting with '$'.
     let wildcards_allowed = !(depth == 0 && dollar);
     if wildcards_allowed && let Some(e) = node.hash {
         better(best, e);
@@ -266,7 +269,10 @@ fn walk_topic(
     if let Some(child) = node.children.get(*level) {
         walk_topic(child, levels, depth + 1, dollar, client_id, username, best);
     }
-    if wildcards_allowed && let Some(child) = &node.plus {
+    if !wildcards_allowed {
+        return;
+    }
+    if let Some(child) = &node.plus {
         walk_topic(child, levels, depth + 1, dollar, client_id, username, best);
     }
     for (slot, value) in [(&node.client_id, client_id), (&node.username, username)] {
@@ -316,17 +322,20 @@ impl FilterRules {
             better(&mut best, e);
         }
         let (levels, hash) = split_hash(filter);
-        walk_filter(&self.root, &levels, hash, 0, client_id, username, &mut best);
+        let dollar = filter.starts_with('$');
+        walk_filter(&self.root, &levels, hash, 0, dollar, client_id, username, &mut best);
         self.placeholders.fail_closed(client_id, username, &mut best);
         best
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk_filter(
     node: &Node,
     levels: &[&str],
     requested_hash: bool,
     depth: usize,
+    dollar: bool,
     client_id: Substitution,
     username: Substitution,
     best: &mut Option<Entry>,
@@ -341,16 +350,21 @@ fn walk_filter(
         return;
     };
     if let Some(child) = node.children.get(*level) {
-        walk_filter(child, levels, requested_hash, depth + 1, client_id, username, best);
+        walk_filter(child, levels, requested_hash, depth + 1, dollar, client_id, username, best);
     }
+    // 2.0's filter-vs-filter rule lets `+` and `#` cover `$` filters (compat §3.4); a placeholder
+    // never stands for a first level starting with `$` (module documentation).
     if let Some(child) = &node.plus {
-        walk_filter(child, levels, requested_hash, depth + 1, client_id, username, best);
+        walk_filter(child, levels, requested_hash, depth + 1, dollar, client_id, username, best);
+    }
+    if depth == 0 && dollar {
+        return;
     }
     for (slot, value) in [(&node.client_id, client_id), (&node.username, username)] {
         if let (Some(child), Substitution::Value(v)) = (slot, value)
             && v == *level
         {
-            walk_filter(child, levels, requested_hash, depth + 1, client_id, username, best);
+            walk_filter(child, levels, requested_hash, depth + 1, dollar, client_id, username, best);
         }
     }
 }
@@ -504,6 +518,11 @@ pub mod reference {
                     Ok(None) => continue,
                     Ok(Some(f)) => f,
                 };
+                // mosquitto 2.1 compares the `$` of the unsubstituted ACL with the topic's.
+                let first_level = acl.topic.split('/').next().unwrap_or("");
+                if topic.starts_with('$') && placeholder(first_level).is_some() {
+                    continue;
+                }
                 let matched = if literal.is_some() {
                     acl_covers_filter(&filter, topic)
                 } else {
@@ -791,6 +810,40 @@ mod tests {
                 (Some("alice"), Receive, "d/c9", Some("c9"), Deny),
                 (Some("alice"), Receive, "d/zz", Some("c9"), Allow),
                 (Some("alice"), Receive, "d/zz", None, Allow),
+            ],
+        );
+    }
+
+    /// A placeholder as the first level never reaches `$` topics or filters, whatever the client
+    /// id or username (issue 15: a client calling itself `$CONTROL` with `%c/#` rights could
+    /// drive the admin API). Placeholders further down still work under `$` prefixes.
+    #[test]
+    fn first_level_placeholders_never_match_dollar_topics() {
+        let own =
+            |t| [(t, "%c/#", 0, true), (t, "%u/#", 0, true), (t, "%c", 0, true), (t, "%u/+/%c", 0, true)].to_vec();
+        let mut acls = Vec::new();
+        for t in [PublishClientSend, PublishClientReceive, SubscribePattern, UnsubscribePattern] {
+            acls.extend(own(t));
+        }
+        acls.push((PublishClientSend, "$SYS/broker/connection/%c/state", 0, true));
+        check_table(
+            vec![role("own", &acls), client("dev", &[("own", 0)]), client("$CONTROL", &[("own", 0)])],
+            &[
+                (Some("dev"), Publish, "$CONTROL/dynamic-security/v1", Some("$CONTROL"), Defer),
+                (Some("dev"), Receive, "$CONTROL/dynamic-security/v1/response", Some("$CONTROL"), Defer),
+                (Some("dev"), Subscribe, "$CONTROL/dynamic-security/v1/response", Some("$CONTROL"), Defer),
+                (Some("dev"), Subscribe, "$CONTROL/#", Some("$CONTROL"), Defer),
+                (Some("dev"), Unsubscribe, "$CONTROL/#", Some("$CONTROL"), Defer),
+                (Some("dev"), Publish, "$CONTROL", Some("$CONTROL"), Defer),
+                (Some("$CONTROL"), Publish, "$CONTROL/dynamic-security/v1", Some("c1"), Defer),
+                (Some("$CONTROL"), Subscribe, "$CONTROL/dynamic-security/v1/response", None, Defer),
+                (Some("$CONTROL"), Receive, "$CONTROL/x/c1", Some("c1"), Defer),
+                // the same rights on ordinary topics, and below a literal `$` level
+                (Some("dev"), Publish, "c1/x", Some("c1"), Allow),
+                (Some("dev"), Receive, "dev/x", Some("c1"), Allow),
+                (Some("dev"), Subscribe, "c1/#", Some("c1"), Allow),
+                (Some("dev"), Publish, "$SYS/broker/connection/c1/state", Some("c1"), Allow),
+                (Some("dev"), Publish, "$SYS/broker/connection/c2/state", Some("c1"), Defer),
             ],
         );
     }

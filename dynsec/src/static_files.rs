@@ -14,7 +14,9 @@
 //! before the first `user` line belong to clients without a username. Evaluation (publish and
 //! delivery only — subscriptions are always allowed by acl_file): the client's own list, deny
 //! entries first, then the patterns, deny entries first; the first matching entry that denies or
-//! grants the access decides; nothing → deny.
+//! grants the access decides; nothing → deny. An entry that does not start with `$` never matches
+//! a `$` topic — for patterns judged before `%c`/`%u` are substituted, so a client id or username
+//! starting with `$` cannot turn `%c/#` into `$CONTROL/#` (mosquitto 2.1; 2.0.11 allowed it).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -266,6 +268,11 @@ impl AclFile {
             if rule.filter.contains("%u") && username.is_none() {
                 continue;
             }
+            // Judged on the pattern as written, before substitution (as mosquitto 2.1 does; 2.0.11
+            // substitutes first, so `%c/#` reached `$CONTROL/…` for a client id `$CONTROL`).
+            if topic.starts_with('$') && !rule.filter.starts_with('$') {
+                continue;
+            }
             let mut filter = rule.filter.replace("%c", client_id);
             if let Some(u) = username {
                 filter = filter.replace("%u", u);
@@ -339,6 +346,23 @@ mod tests {
         ];
         for (user, client, topic, write, expected) in rows {
             assert_eq!(f.check(*user, client, topic, *write), *expected, "{user:?} {client} {topic} write={write}");
+        }
+    }
+
+    /// A client id or username starting with `$` does not turn a pattern into a `$` filter.
+    #[test]
+    fn patterns_never_reach_dollar_topics_through_substitution() {
+        let f = acl("pattern readwrite %c/#\npattern readwrite %u/#\npattern write $SYS/broker/connection/%c/state\n");
+        for (user, client, topic, write, expected) in [
+            (None, "$CONTROL", "$CONTROL/dynamic-security/v1", true, Decision::Deny),
+            (None, "$CONTROL", "$CONTROL/dynamic-security/v1/response", false, Decision::Deny),
+            (Some("$CONTROL"), "c", "$CONTROL/dynamic-security/v1", true, Decision::Deny),
+            (Some("$SYS"), "c", "$SYS/broker/uptime", false, Decision::Deny),
+            (None, "dev", "dev/x", true, Decision::Allow),
+            (Some("u"), "dev", "u/x", false, Decision::Allow),
+            (None, "dev", "$SYS/broker/connection/dev/state", true, Decision::Allow),
+        ] {
+            assert_eq!(f.check(user, client, topic, write), expected, "{user:?} {client} {topic} write={write}");
         }
     }
 

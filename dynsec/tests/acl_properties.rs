@@ -104,7 +104,7 @@ fn principal() -> impl Strategy<Value = PrincipalKey> {
 }
 
 fn client_id() -> impl Strategy<Value = Option<String>> {
-    prop::option::of(prop::sample::select(vec!["c1", "a", "", "x/y", "+", "#"]).prop_map(str::to_owned))
+    prop::option::of(prop::sample::select(vec!["c1", "a", "", "x/y", "+", "#", "$SYS"]).prop_map(str::to_owned))
 }
 
 proptest! {
@@ -132,6 +132,73 @@ proptest! {
             compiled.check(kind, &requested, cid.as_deref()),
             reference::check(&model, &key, kind, &requested, cid.as_deref())
         );
+    }
+}
+
+/// ACL filters that do not start with `$` and whose first level is not `+` or `#` (which 2.0's
+/// subscribe rule lets cover `$` filters): literal or `%c`/`%u` first, anything after.
+fn filter_without_dollar_reach() -> impl Strategy<Value = String> {
+    (prop::sample::select(vec!["%c", "%u", "a", "c1"]), prop::collection::vec(level(), 0..4)).prop_map(
+        |(first, rest)| {
+            let mut levels = vec![first.to_owned()];
+            levels.extend(rest);
+            levels.join("/")
+        },
+    )
+}
+
+/// A principal whose every ACL is such a filter, with all default access off.
+fn model_without_dollar_rights() -> impl Strategy<Value = Model> {
+    prop::collection::vec((acl_type(), filter_without_dollar_reach(), -3i32..3), 1..12).prop_map(|acls| {
+        let mut role = Role::new("r0");
+        for (t, topic, priority) in acls {
+            role.insert_acl(t, Acl { topic, priority, allow: true });
+        }
+        let mut model = Model::default();
+        model.apply(Mutation::PutRole(role));
+        for name in ["u1", "$SYS", "$CONTROL"] {
+            let mut client = Client::new(name);
+            insert_membership(&mut client.roles, Membership { name: "r0".into(), priority: 0 });
+            model.apply(Mutation::PutClient(client));
+        }
+        model
+    })
+}
+
+/// A `$` topic (`wildcards` false) or a valid `$` filter.
+fn dollar_target(wildcards: bool) -> impl Strategy<Value = String> {
+    let level = prop::sample::select(vec!["a", "", "c1", "$SYS", "$CONTROL", "+"]);
+    (prop::sample::select(vec!["$SYS", "$CONTROL", "$share"]), prop::collection::vec(level, 0..4), any::<bool>())
+        .prop_map(move |(first, rest, hash)| {
+            let mut levels = vec![first];
+            levels.extend(rest.into_iter().map(|l| if l == "+" && !wildcards { "x" } else { l }));
+            if hash && wildcards {
+                levels.push("#");
+            }
+            levels.join("/")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Whatever the client id and username (including ones starting with `$`), ACLs that neither
+    /// start with `$` nor with a wildcard grant nothing on a `$` topic or filter.
+    #[test]
+    fn no_dollar_access_without_a_dollar_acl(
+        model in model_without_dollar_rights(),
+        user in prop::sample::select(vec!["u1", "$SYS", "$CONTROL"]),
+        cid in prop::option::of(prop::sample::select(vec!["$SYS", "$CONTROL", "c1", "$SYS/x"]).prop_map(str::to_owned)),
+        topic in dollar_target(false),
+        filter in dollar_target(true),
+        kind in prop::sample::select(vec![AccessKind::Publish, AccessKind::Receive, AccessKind::Subscribe, AccessKind::Unsubscribe]),
+    ) {
+        let target = if matches!(kind, AccessKind::Publish | AccessKind::Receive) { topic } else { filter };
+        let key = PrincipalKey::User(user.to_owned());
+        let compiled = CompiledAcl::compile(&model, &key).check(kind, &target, cid.as_deref());
+        let reference = reference::check(&model, &key, kind, &target, cid.as_deref());
+        prop_assert_ne!(compiled, dynsec::acl::Decision::Allow, "compiled: {} {:?} {}", user, kind, target);
+        prop_assert_ne!(reference, dynsec::acl::Decision::Allow, "reference: {} {:?} {}", user, kind, target);
     }
 }
 
