@@ -11,7 +11,7 @@ use dynsec::json::{self, Json};
 use dynsec_broker::testkit::{self, Connect, Frame, Next, RawClient, WAIT};
 
 use crate::broker::BrokerProcess;
-use crate::mosquitto::{Mosquitto, dynsec_plugin, mosquitto_ctrl_init};
+use crate::mosquitto::{Mosquitto, dynsec_plugin, mosquitto_21, mosquitto_ctrl_init};
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-secret";
@@ -25,6 +25,9 @@ pub enum Flavour {
     Ours,
     /// The installed mosquitto 2.0 with `mosquitto_dynamic_security.so` (the oracle).
     Mosquitto,
+    /// mosquitto 2.1 with its plugin ([`crate::mosquitto::mosquitto_21`]; a test checks that it is
+    /// there, or skips as that function allows, before starting it).
+    Mosquitto21,
 }
 
 enum Process {
@@ -59,14 +62,23 @@ impl DynsecBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("dynamic-security.json");
         mosquitto_ctrl_init(&file, ADMIN, ADMIN_PASSWORD);
+        let installed_21 = match flavour {
+            Flavour::Mosquitto21 => {
+                Some(mosquitto_21("DynsecBroker::start").expect("mosquitto 2.1 is missing: check mosquitto_21() first"))
+            }
+            _ => None,
+        };
+        let plugin = installed_21.as_ref().map_or_else(dynsec_plugin, |installed| installed.dynsec_plugin());
         let mut lines = vec![
             format!("allow_anonymous {}", setup.allow_anonymous),
-            format!("plugin {}", dynsec_plugin().display()),
+            format!("plugin {}", plugin.display()),
             format!("plugin_opt_config_file {}", file.display()),
         ];
         lines.extend(setup.common.iter().cloned());
         let process = match flavour {
-            Flavour::Mosquitto => Process::Mosquitto(Mosquitto::start(dir.path(), &lines)),
+            Flavour::Mosquitto | Flavour::Mosquitto21 => {
+                Process::Mosquitto(Mosquitto::start_installed(installed_21.as_ref(), dir.path(), &lines))
+            }
             Flavour::Ours => {
                 lines.push("gate_login_throttle false".into());
                 lines.extend(setup.ours_only.iter().cloned());

@@ -1,6 +1,7 @@
 //! A real mosquitto broker (2.0.x, as installed) for tests: its own directory, an ephemeral port
 //! on 127.0.0.1, optional dynamic-security plugin or password file, and a guard that kills it (by
-//! its PID, through the `Child` handle) when dropped.
+//! its PID, through the `Child` handle) when dropped. Also the mosquitto 2.1 oracle
+//! ([`mosquitto_21`]), an upstream build installed under a prefix.
 
 use std::fs;
 use std::io::Read;
@@ -48,6 +49,55 @@ fn running_as_root() -> bool {
     }
 }
 
+/// Where tests look for mosquitto 2.1 (default [`DEFAULT_MOSQUITTO_21_PREFIX`]).
+pub const MOSQUITTO_21_PREFIX_ENV: &str = "MOSQUITTO_21_PREFIX";
+pub const DEFAULT_MOSQUITTO_21_PREFIX: &str = "/opt/mosquitto-2.1";
+/// Set to `1` to let the 2.1 comparisons pass without running when 2.1 is not installed.
+pub const SKIP_ORACLE_21_ENV: &str = "DYNSEC_SKIP_ORACLE_21";
+
+/// An upstream mosquitto build under a prefix (`sbin/mosquitto`, `lib/` with the plugins and
+/// `libmosquitto`, which the broker is run against).
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub prefix: PathBuf,
+}
+
+impl Installation {
+    pub fn broker(&self) -> PathBuf {
+        self.prefix.join("sbin/mosquitto")
+    }
+
+    pub fn lib_dir(&self) -> PathBuf {
+        self.prefix.join("lib")
+    }
+
+    pub fn dynsec_plugin(&self) -> PathBuf {
+        self.lib_dir().join("mosquitto_dynamic_security.so")
+    }
+}
+
+/// mosquitto 2.1 (from `$MOSQUITTO_21_PREFIX`, default `/opt/mosquitto-2.1`). When it is not
+/// there the calling test fails — a comparison that silently does not run proves nothing — unless
+/// `DYNSEC_SKIP_ORACLE_21=1`, in which case this says so on stderr and returns `None`.
+pub fn mosquitto_21(test: &str) -> Option<Installation> {
+    let prefix = std::env::var_os(MOSQUITTO_21_PREFIX_ENV)
+        .map_or_else(|| PathBuf::from(DEFAULT_MOSQUITTO_21_PREFIX), PathBuf::from);
+    let installation = Installation { prefix };
+    if installation.broker().exists() && installation.dynsec_plugin().exists() {
+        return Some(installation);
+    }
+    let missing = format!(
+        "mosquitto 2.1 not found: {} or {} is missing (set {MOSQUITTO_21_PREFIX_ENV} to its install prefix)",
+        installation.broker().display(),
+        installation.dynsec_plugin().display()
+    );
+    if std::env::var(SKIP_ORACLE_21_ENV).is_ok_and(|v| v == "1") {
+        eprintln!("{test}: NOT RUN against mosquitto 2.1 ({SKIP_ORACLE_21_ENV}=1): {missing}");
+        return None;
+    }
+    panic!("{test}: {missing}; to run without this comparison set {SKIP_ORACLE_21_ENV}=1");
+}
+
 /// A running mosquitto. Dropping it kills the process.
 pub struct Mosquitto {
     child: Child,
@@ -59,9 +109,14 @@ impl Mosquitto {
     /// Starts mosquitto with `extra_config` lines after a `listener <port> 127.0.0.1` line. The
     /// configuration and log files are written in `dir`.
     pub fn start(dir: &Path, extra_config: &[String]) -> Mosquitto {
+        Self::start_installed(None, dir, extra_config)
+    }
+
+    /// [`Mosquitto::start`] with the broker of `installation` (the installed 2.0 for `None`).
+    pub fn start_installed(installation: Option<&Installation>, dir: &Path, extra_config: &[String]) -> Mosquitto {
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(dir, extra_config) {
+            match Self::try_start(installation, dir, extra_config) {
                 Ok(broker) => return broker,
                 Err(failure) => last_failure = failure,
             }
@@ -86,7 +141,11 @@ impl Mosquitto {
         Self::start(dir, &["allow_anonymous false".into(), format!("password_file {}", password_file.display())])
     }
 
-    fn try_start(dir: &Path, extra_config: &[String]) -> Result<Mosquitto, String> {
+    fn try_start(
+        installation: Option<&Installation>,
+        dir: &Path,
+        extra_config: &[String],
+    ) -> Result<Mosquitto, String> {
         let port = unused_port();
         let config_path = dir.join(format!("mosquitto-{port}.conf"));
         let log_path = dir.join(format!("mosquitto-{port}.log"));
@@ -99,7 +158,7 @@ impl Mosquitto {
             config.push('\n');
         }
         fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
-        Self::spawn_and_wait(&config_path, log_path, port)
+        Self::spawn_and_wait(installation, &config_path, log_path, port)
     }
 
     /// Starts mosquitto with exactly `config` (plus `user root` when needed); `port` is one of
@@ -112,14 +171,28 @@ impl Mosquitto {
             text.push_str("\nuser root\n");
         }
         fs::write(&config_path, text).expect("write the mosquitto configuration");
-        Self::spawn_and_wait(&config_path, log_path, port).unwrap_or_else(|failure| panic!("mosquitto: {failure}"))
+        Self::spawn_and_wait(None, &config_path, log_path, port)
+            .unwrap_or_else(|failure| panic!("mosquitto: {failure}"))
     }
 
     /// Runs mosquitto on `config_path`, logging to `log_path`, and waits until `port` accepts.
-    fn spawn_and_wait(config_path: &Path, log_path: PathBuf, port: u16) -> Result<Mosquitto, String> {
+    fn spawn_and_wait(
+        installation: Option<&Installation>,
+        config_path: &Path,
+        log_path: PathBuf,
+        port: u16,
+    ) -> Result<Mosquitto, String> {
         let log = fs::File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new("mosquitto")
+        let mut command = match installation {
+            Some(installed) => {
+                let mut command = Command::new(installed.broker());
+                command.env("LD_LIBRARY_PATH", installed.lib_dir());
+                command
+            }
+            None => Command::new("mosquitto"),
+        };
+        let child = command
             .arg("-c")
             .arg(config_path)
             .stdin(Stdio::null())
