@@ -60,6 +60,9 @@ pub enum EngineError {
     Format { path: PathBuf, source: file::FileError },
     #[error("cannot hash the admin password: {0}")]
     Password(#[from] crate::password::PasswordError),
+    /// New passwords would be hashed beyond what loading accepts (docs/store.md, "Limits").
+    #[error("password hashing settings: {0}")]
+    HashPolicy(crate::password::PasswordError),
 }
 
 /// Outcome of opening a configuration.
@@ -127,6 +130,7 @@ impl Dynsec {
         admin_username: &str,
         admin_password: impl FnOnce() -> String,
     ) -> Result<(Arc<Dynsec>, OpenReport), EngineError> {
+        options.hash_policy.check().map_err(EngineError::HashPolicy)?;
         if !path.exists() {
             let password = admin_password();
             let model = init_model(admin_username, PasswordHash::new(password.as_bytes(), options.hash_policy)?);
@@ -139,6 +143,7 @@ impl Dynsec {
 
     /// Opens an existing configuration (snapshot plus journal).
     pub fn open(path: &Path, options: Options) -> Result<(Arc<Dynsec>, OpenReport), EngineError> {
+        options.hash_policy.check().map_err(EngineError::HashPolicy)?;
         let loaded = Store::open(path)?;
         let report = OpenReport { warnings: loaded.warnings, replayed: loaded.replayed, created_admin: None };
         Ok((Self::new(loaded.model, loaded.store, options), report))

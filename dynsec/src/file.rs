@@ -409,6 +409,31 @@ mod tests {
         }
     }
 
+    /// A client whose stored hash is beyond the cost limits loads without a password (as one
+    /// whose hash cannot be decoded), with a warning naming the client and the limit.
+    #[test]
+    fn hashes_beyond_the_cost_limits_are_dropped_naming_the_client() {
+        let file = br#"{"clients": [
+            {"username": "slow", "password": "AAAA", "salt": "AAAAAAAAAAAAAAAA", "iterations": 3000000},
+            {"username": "greedy", "encoded_password": "$argon2id$v=19$m=4194304,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+            {"username": "fine", "password": "AAAA", "salt": "AAAAAAAAAAAAAAAA", "iterations": 210000}]}"#;
+        let (model, warnings) = load(file).unwrap();
+        assert!(model.clients["slow"].password.is_none() && model.clients["greedy"].password.is_none());
+        assert!(model.clients["fine"].password.is_some());
+        assert_eq!(
+            warnings,
+            [
+                LoadWarning(
+                    "client 'slow': password ignored: PBKDF2 iterations 3000000 above the limit of 2000000".into()
+                ),
+                LoadWarning(
+                    "client 'greedy': encoded_password ignored: argon2id memory m=4194304 KiB above the limit of 262144"
+                        .into()
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn loads_leniently_like_mosquitto() {
         let file = br#"{

@@ -7,6 +7,13 @@
 //! - `$argon2id$v=19$m=…,t=…,p=…$<salt>$<hash>`: PHC string (mosquitto 2.1's default).
 //!
 //! Comparison is constant-time. Nothing here logs, and `Debug` never shows a hash.
+//!
+//! Cost parameters are bounded ([`MAX_PBKDF2_ITERATIONS`], [`MAX_ARGON2_MEMORY_KIB`],
+//! [`MAX_ARGON2_WORK_KIB`], [`MAX_ARGON2_LANES`], [`MAX_HASH_LEN`]; docs/store.md, "Limits"): a
+//! stored hash beyond them is refused when it is parsed, is never computed by [`PasswordHash::verify`],
+//! and is never created. Without that, one password-file line `$7$4294967295$…` let two wrong
+//! passwords occupy the verifier threads for hours, and an argon2id entry with `m=4194304`
+//! allocated 4 GiB per attempt. The bounds are about ten times what mosquitto writes by default.
 
 use std::fmt;
 
@@ -21,6 +28,20 @@ pub const PBKDF2_SALT_LEN: usize = 12;
 pub const PBKDF2_HASH_LEN: usize = 64;
 /// Default PBKDF2 iteration count for new passwords.
 pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 1000;
+
+/// Most PBKDF2 iterations a hash may use: ~10× the 210,000 OWASP recommends (mosquitto writes
+/// 101 in 2.0 and 1,000 in 2.1 unless told otherwise). About a second per attempt on one core.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
+/// Most memory an argon2id hash may use, in KiB (256 MiB; mosquitto 2.1 uses 47,104 = 46 MiB).
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 262_144;
+/// Most work an argon2id hash may take: memory (KiB) × passes, 1 GiB in total, so ~20× mosquitto
+/// 2.1's 46 MiB × 1 and ~5× RFC 9106's 64 MiB × 3. About a second and a half on one core.
+pub const MAX_ARGON2_WORK_KIB: u64 = 1_048_576;
+/// Most argon2id lanes (mosquitto 2.1 uses 1; RFC 9106 suggests 4).
+pub const MAX_ARGON2_LANES: u32 = 16;
+/// Longest stored hash output in bytes, PBKDF2 or argon2id: what mosquitto writes (a longer
+/// PBKDF2 output multiplies the work per attempt).
+pub const MAX_HASH_LEN: usize = 64;
 
 /// A stored password hash. Never printed in full: see the `Debug` impl.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,6 +78,50 @@ impl Default for HashPolicy {
 impl HashPolicy {
     /// argon2id with mosquitto 2.1's parameters (46 MiB, one pass, one lane).
     pub const ARGON2ID_DEFAULT: HashPolicy = HashPolicy::Argon2id { m_cost: 47104, t_cost: 1, p_cost: 1 };
+
+    /// Whether hashes made with this policy stay within the limits (and so can be loaded again).
+    pub fn check(&self) -> Result<(), PasswordError> {
+        match *self {
+            HashPolicy::Pbkdf2Sha512 { iterations } => check_pbkdf2(iterations),
+            HashPolicy::Sha512 => Ok(()),
+            HashPolicy::Argon2id { m_cost, t_cost, p_cost } => check_argon2(m_cost, t_cost, p_cost),
+        }
+    }
+}
+
+fn check_pbkdf2(iterations: u32) -> Result<(), PasswordError> {
+    if iterations > MAX_PBKDF2_ITERATIONS {
+        return Err(PasswordError::OverLimit(format!(
+            "PBKDF2 iterations {iterations} above the limit of {MAX_PBKDF2_ITERATIONS}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_argon2(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<(), PasswordError> {
+    let over = |what: String| Err(PasswordError::OverLimit(what));
+    if m_cost > MAX_ARGON2_MEMORY_KIB {
+        return over(format!("argon2id memory m={m_cost} KiB above the limit of {MAX_ARGON2_MEMORY_KIB}"));
+    }
+    if u64::from(m_cost) * u64::from(t_cost) > MAX_ARGON2_WORK_KIB {
+        return over(format!(
+            "argon2id work m×t={m_cost}×{t_cost} above the limit of {MAX_ARGON2_WORK_KIB} KiB-passes"
+        ));
+    }
+    if p_cost > MAX_ARGON2_LANES {
+        return over(format!("argon2id lanes p={p_cost} above the limit of {MAX_ARGON2_LANES}"));
+    }
+    Ok(())
+}
+
+fn check_hash_len(hash: &[u8]) -> Result<(), PasswordError> {
+    if hash.len() > MAX_HASH_LEN {
+        return Err(PasswordError::OverLimit(format!(
+            "hash of {} bytes longer than the limit of {MAX_HASH_LEN}",
+            hash.len()
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +132,9 @@ pub enum PasswordError {
     Malformed(&'static str),
     #[error("no random bytes available: {0}")]
     Random(String),
+    /// A cost parameter beyond the limits of this module.
+    #[error("{0}")]
+    OverLimit(String),
 }
 
 fn random_bytes(len: usize) -> Result<Vec<u8>, PasswordError> {
@@ -104,6 +172,7 @@ fn decode_b64(text: &str) -> Result<Vec<u8>, PasswordError> {
 impl PasswordHash {
     /// Hashes a new password with a fresh random salt.
     pub fn new(password: &[u8], policy: HashPolicy) -> Result<PasswordHash, PasswordError> {
+        policy.check()?;
         Ok(match policy {
             HashPolicy::Pbkdf2Sha512 { iterations } => {
                 let iterations = iterations.max(1);
@@ -134,12 +203,15 @@ impl PasswordHash {
         if iterations < 1 || iterations > u32::MAX as i64 {
             return Err(PasswordError::Malformed("iterations out of range"));
         }
+        let iterations = iterations as u32;
+        check_pbkdf2(iterations)?;
         let salt = decode_b64(salt_b64)?;
         let hash = decode_b64(password_b64)?;
-        if salt.is_empty() || hash.is_empty() || hash.len() > PBKDF2_HASH_LEN * 4 {
+        if salt.is_empty() || hash.is_empty() {
             return Err(PasswordError::Malformed("salt or hash length"));
         }
-        Ok(PasswordHash::Pbkdf2Sha512 { iterations: iterations as u32, salt, hash })
+        check_hash_len(&hash)?;
+        Ok(PasswordHash::Pbkdf2Sha512 { iterations, salt, hash })
     }
 
     /// Parses `$6$…`, `$7$…` or `$argon2id$…` (mosquitto_passwd lines, 2.1 `encoded_password`).
@@ -158,10 +230,12 @@ impl PasswordHash {
                 if iterations == 0 {
                     return Err(PasswordError::Malformed("iterations"));
                 }
+                check_pbkdf2(iterations)?;
                 let (salt, hash) = (decode_b64(salt)?, decode_b64(hash)?);
-                if salt.is_empty() || hash.is_empty() || hash.len() > PBKDF2_HASH_LEN * 4 {
+                if salt.is_empty() || hash.is_empty() {
                     return Err(PasswordError::Malformed("pbkdf2 salt or hash length"));
                 }
+                check_hash_len(&hash)?;
                 Ok(PasswordHash::Pbkdf2Sha512 { iterations, salt, hash })
             }
             ["", "argon2id", rest @ ..] => Self::parse_argon2id(rest),
@@ -195,8 +269,10 @@ impl PasswordHash {
         let (Some(m_cost), Some(t_cost), Some(p_cost)) = (m, t, p) else {
             return Err(PasswordError::Malformed("argon2 params"));
         };
+        check_argon2(m_cost, t_cost, p_cost)?;
         let salt = STANDARD_NO_PAD.decode(salt).map_err(|_| PasswordError::Malformed("argon2 salt"))?;
         let hash = STANDARD_NO_PAD.decode(hash).map_err(|_| PasswordError::Malformed("argon2 hash"))?;
+        check_hash_len(&hash)?;
         argon2::Params::new(m_cost, t_cost, p_cost, Some(hash.len()))
             .map_err(|_| PasswordError::Malformed("argon2 params out of range"))?;
         if salt.len() < 8 {
@@ -236,8 +312,25 @@ impl PasswordHash {
         matches!(self, PasswordHash::Pbkdf2Sha512 { salt, hash, .. } if salt.len() == PBKDF2_SALT_LEN && hash.len() == PBKDF2_HASH_LEN)
     }
 
-    /// Constant-time verification of a candidate password. Costs one full hash computation.
+    /// Whether this hash is within the cost limits. Parsing refuses hashes that are not; this is
+    /// for hashes that reached memory some other way.
+    pub fn within_limits(&self) -> bool {
+        let params = match self {
+            PasswordHash::Pbkdf2Sha512 { iterations, hash, .. } => check_pbkdf2(*iterations).and(check_hash_len(hash)),
+            PasswordHash::Sha512 { .. } => Ok(()),
+            PasswordHash::Argon2id { m_cost, t_cost, p_cost, hash, .. } => {
+                check_argon2(*m_cost, *t_cost, *p_cost).and(check_hash_len(hash))
+            }
+        };
+        params.is_ok()
+    }
+
+    /// Constant-time verification of a candidate password. Costs one full hash computation,
+    /// bounded by the limits: a hash beyond them verifies nothing and costs nothing.
     pub fn verify(&self, password: &[u8]) -> bool {
+        if !self.within_limits() {
+            return false;
+        }
         let (computed, expected) = match self {
             PasswordHash::Pbkdf2Sha512 { iterations, salt, hash } => {
                 (pbkdf2_sha512(password, salt, *iterations, hash.len()), hash)
@@ -300,6 +393,81 @@ mod tests {
         ] {
             assert!(PasswordHash::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        STANDARD.encode(bytes)
+    }
+
+    fn unpadded(bytes: &[u8]) -> String {
+        STANDARD_NO_PAD.encode(bytes)
+    }
+
+    /// What mosquitto and mosquitto_passwd write by default, and well beyond, loads; beyond the
+    /// limits nothing does, and the error says which parameter and which limit.
+    #[test]
+    fn cost_parameters_are_bounded_at_parse() {
+        let (salt, hash) = (b64(&[7; 12]), b64(&[9; 64]));
+        for iterations in [1, 101, 1000, 210_000, MAX_PBKDF2_ITERATIONS] {
+            assert!(PasswordHash::parse(&format!("$7${iterations}${salt}${hash}")).is_ok(), "{iterations}");
+            assert!(PasswordHash::from_dynsec_fields(&hash, &salt, iterations.into()).is_ok(), "{iterations}");
+        }
+        for iterations in [u64::from(MAX_PBKDF2_ITERATIONS) + 1, u64::from(u32::MAX)] {
+            let err = PasswordHash::parse(&format!("$7${iterations}${salt}${hash}")).unwrap_err();
+            assert_eq!(err.to_string(), format!("PBKDF2 iterations {iterations} above the limit of 2000000"));
+            assert!(PasswordHash::from_dynsec_fields(&hash, &salt, iterations as i64).is_err());
+        }
+        let long = b64(&[9; 65]);
+        let err = PasswordHash::parse(&format!("$7$101${salt}${long}")).unwrap_err();
+        assert_eq!(err.to_string(), "hash of 65 bytes longer than the limit of 64");
+
+        let (salt, hash) = (unpadded(&[7; 16]), unpadded(&[9; 32]));
+        let argon = |params: &str| PasswordHash::parse(&format!("$argon2id$v=19${params}${salt}${hash}"));
+        // mosquitto 2.1's default, the OWASP alternatives, RFC 9106's second recommendation, the edges.
+        for ok in ["m=47104,t=1,p=1", "m=19456,t=2,p=1", "m=7168,t=5,p=1", "m=65536,t=3,p=4", "m=262144,t=4,p=16"] {
+            assert!(argon(ok).is_ok(), "{ok}");
+        }
+        for (bad, message) in [
+            ("m=4194304,t=1,p=1", "argon2id memory m=4194304 KiB above the limit of 262144"),
+            ("m=262145,t=1,p=1", "argon2id memory m=262145 KiB above the limit of 262144"),
+            ("m=262144,t=5,p=1", "argon2id work m×t=262144×5 above the limit of 1048576 KiB-passes"),
+            ("m=64,t=4294967295,p=1", "argon2id work m×t=64×4294967295 above the limit of 1048576 KiB-passes"),
+            ("m=1024,t=1,p=17", "argon2id lanes p=17 above the limit of 16"),
+        ] {
+            assert_eq!(argon(bad).unwrap_err().to_string(), message, "{bad}");
+        }
+    }
+
+    /// New hashes are never made beyond the limits (they could not be loaded again).
+    #[test]
+    fn policies_beyond_the_limits_are_refused() {
+        assert!(HashPolicy::Pbkdf2Sha512 { iterations: MAX_PBKDF2_ITERATIONS + 1 }.check().is_err());
+        assert!(PasswordHash::new(b"pw", HashPolicy::Argon2id { m_cost: 1 << 22, t_cost: 1, p_cost: 1 }).is_err());
+        assert!(HashPolicy::ARGON2ID_DEFAULT.check().is_ok() && HashPolicy::default().check().is_ok());
+    }
+
+    /// A hash beyond the limits that reached memory anyway is never computed: even the right
+    /// password does not verify.
+    #[test]
+    fn verify_refuses_hashes_beyond_the_limits() {
+        let salt = vec![3u8; 12];
+        // A PBKDF2 output longer than 64 bytes multiplies the work per attempt.
+        let hash = pbkdf2_sha512(b"right", &salt, 1, MAX_HASH_LEN + 1);
+        let stored = PasswordHash::Pbkdf2Sha512 { iterations: 1, salt: salt.clone(), hash };
+        assert!(!stored.within_limits());
+        assert!(!stored.verify(b"right"));
+        let slow = PasswordHash::Pbkdf2Sha512 { iterations: u32::MAX, salt, hash: vec![0; 64] };
+        assert!(!slow.within_limits());
+        assert!(!slow.verify(b"anything"), "refused without 4 billion iterations");
+        let huge = PasswordHash::Argon2id {
+            version: 0x13,
+            m_cost: 1 << 22,
+            t_cost: 1,
+            p_cost: 1,
+            salt: vec![1; 16],
+            hash: vec![0; 32],
+        };
+        assert!(!huge.verify(b"anything"), "refused without allocating 4 GiB");
     }
 
     #[test]

@@ -313,6 +313,37 @@ mod tests {
         assert!(file.hash_of("bob").is_none() && file.hash_of("carol").is_none());
     }
 
+    /// An entry whose hash parameters are beyond the limits is dropped like any other unusable
+    /// entry, with a warning naming its line, the user and the limit; the rest of the file loads.
+    #[test]
+    fn password_file_entries_beyond_the_cost_limits_are_dropped_with_their_line() {
+        let good = PasswordHash::new(b"pw", HashPolicy::default()).unwrap().encode();
+        let text = format!(
+            "alice:{good}\nslow:$7$4294967295$AAAAAAAAAAAAAAAA$AAAA\n\
+             greedy:$argon2id$v=19$m=4194304,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nbob:{good}\n"
+        );
+        let (file, warnings) = PasswordFile::parse(text.as_bytes());
+        let mut users: Vec<&str> = file.usernames().collect();
+        users.sort_unstable();
+        assert_eq!(users, ["alice", "bob"]);
+        assert_eq!(
+            warnings,
+            [
+                LineWarning {
+                    line: 2,
+                    message: "invalid password hash for user slow (PBKDF2 iterations 4294967295 above the limit of 2000000), entry removed".into()
+                },
+                LineWarning {
+                    line: 3,
+                    message: "invalid password hash for user greedy (argon2id memory m=4194304 KiB above the limit of 262144), entry removed".into()
+                },
+            ]
+        );
+        // A dropped user is refused, as an unknown one, and costs no hashing.
+        assert_eq!(file.authenticate(Some("slow"), Some(b"pw")), AuthResult::Deny);
+        assert_eq!(file.authenticate(Some("bob"), Some(b"pw")), AuthResult::Allow);
+    }
+
     fn acl(text: &str) -> AclFile {
         AclFile::parse(text.as_bytes()).unwrap()
     }

@@ -182,3 +182,15 @@ fn concurrent_checks_during_changes_stay_consistent() {
         }
     });
 }
+
+/// An engine never makes hashes it could not load again: a policy beyond the cost limits
+/// (docs/store.md, "Limits") is refused when the configuration is opened, naming the limit.
+#[test]
+fn hash_policies_beyond_the_limits_are_refused_at_open() {
+    use dynsec::password::HashPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { hash_policy: HashPolicy::Pbkdf2Sha512 { iterations: 3_000_000 }, ..Options::default() };
+    let err = Dynsec::open_or_init(&dir.path().join("ds.json"), options, "admin", || "pw".into()).err().unwrap();
+    assert_eq!(err.to_string(), "password hashing settings: PBKDF2 iterations 3000000 above the limit of 2000000");
+    assert!(!dir.path().join("ds.json").exists(), "nothing was created");
+}

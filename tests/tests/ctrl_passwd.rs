@@ -196,3 +196,26 @@ fn a_corrupt_line_leaves_the_file_untouched() {
     assert_eq!(outcome.status, Some(1));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), content);
 }
+
+/// The broker's hash cost limits (docs/store.md, "Limits"): `-I` beyond them is refused with a
+/// clear message instead of writing a hash the broker would not load, and `-U` recognises a hash
+/// beyond them as a hash (it is not re-hashed as if it were a password).
+#[test]
+fn iterations_beyond_the_broker_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("passwords");
+    let f = file.to_str().unwrap();
+    let refused = ours(&["-c", "-b", "-I", "2000001", f, "u", "pw"], None, dir.path());
+    assert_eq!(refused.status, Some(1), "{}", show(&refused));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "Error: Number of iterations must be at most 2000000 (the most dynsec-broker loads).\n"
+    );
+    assert!(!file.exists());
+
+    let costly = "slow:$7$4294967295$AAAAAAAAAAAAAAAA$AAAA\nplain:secret\n";
+    std::fs::write(&file, costly).unwrap();
+    assert_eq!(ours(&["-U", f], None, dir.path()).status, Some(0));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("slow:$7$4294967295$AAAAAAAAAAAAAAAA$AAAA\nplain:$7$1000$"), "{text}");
+}

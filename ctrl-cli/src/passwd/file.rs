@@ -107,8 +107,13 @@ impl PasswordFile {
     pub fn hash_plain_passwords<E>(&mut self, mut hash: impl FnMut(&[u8]) -> Result<String, E>) -> Result<(), E> {
         for line in &mut self.lines {
             if let Line::Entry { username, password, text } = line {
-                let already_hashed =
-                    std::str::from_utf8(password).is_ok_and(|p| dynsec::password::PasswordHash::parse(p).is_ok());
+                // A hash beyond the broker's cost limits is still a hash, not a password to hash.
+                let already_hashed = std::str::from_utf8(password).is_ok_and(|p| {
+                    matches!(
+                        dynsec::password::PasswordHash::parse(p),
+                        Ok(_) | Err(dynsec::password::PasswordError::OverLimit(_))
+                    )
+                });
                 if already_hashed {
                     continue;
                 }

@@ -13,7 +13,7 @@ pub mod file;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dynsec::password::{DEFAULT_PBKDF2_ITERATIONS, HashPolicy, PasswordHash};
+use dynsec::password::{DEFAULT_PBKDF2_ITERATIONS, HashPolicy, MAX_PBKDF2_ITERATIONS, PasswordHash};
 
 use crate::atomic_file;
 use crate::mqtt::transport::os_error_text;
@@ -98,6 +98,13 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
                 let value = atoi(value);
                 if value < 1 {
                     return fail("Error: Number of iterations must be > 0.\n");
+                }
+                if value as u32 > MAX_PBKDF2_ITERATIONS {
+                    // dynsec-broker refuses such hashes (docs/store.md, "Limits"); mosquitto_passwd
+                    // writes them.
+                    return fail(&format!(
+                        "Error: Number of iterations must be at most {MAX_PBKDF2_ITERATIONS} (the most dynsec-broker loads).\n"
+                    ));
                 }
                 iterations = value as u32;
                 idx += 1;
