@@ -20,6 +20,12 @@
 //! memory and starts a new journal, so acknowledged state is never left only in a lost file. A
 //! torn record at the end of the journal (a crash mid-append, never acknowledged) is dropped at
 //! load; a damaged record followed by more data is an error: nothing is silently discarded.
+//!
+//! Symbolic links: the journal is opened with `O_NOFOLLOW`, for appending and for reading, so a
+//! link put in its place (pointing at a file the broker's user may write, such as another
+//! program's configuration) is refused with [`StoreError::Symlink`] instead of written through.
+//! The files written whole (`*.new`, then renamed) are created with `O_EXCL`, which never follows
+//! a link, and a rename replaces a link rather than its target.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -47,6 +53,8 @@ pub enum StoreError {
     DamagedJournal { path: PathBuf, offset: u64 },
     #[error("{path}: not a dynsec journal")]
     NotAJournal { path: PathBuf },
+    #[error("{path}: is a symbolic link; the journal is never opened through one (remove the link)")]
+    Symlink { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -63,6 +71,33 @@ struct FileId {
 fn path_id(path: &Path) -> Option<FileId> {
     let meta = fs::symlink_metadata(path).ok()?;
     meta.is_file().then(|| FileId { dev: meta.dev(), ino: meta.ino() })
+}
+
+/// Opens the journal at `path` with `O_NOFOLLOW`: for appending (created 0600 if missing) or for
+/// reading. `Ok(None)` when reading a journal that does not exist.
+fn open_journal_file(path: &Path, append: bool) -> Result<Option<File>, StoreError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | if append { OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE } else { OFlags::RDONLY };
+    match rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(rustix::io::Errno::NOENT) if !append => Ok(None),
+        // ELOOP is what O_NOFOLLOW answers for a link; say so rather than "too many levels".
+        Err(rustix::io::Errno::LOOP) if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            Err(StoreError::Symlink { path: path.to_owned() })
+        }
+        Err(e) => Err(StoreError::Io { path: path.to_owned(), source: e.into() }),
+    }
+}
+
+/// The journal's bytes (empty if there is none), never through a symbolic link.
+fn read_journal(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    if let Some(mut f) = open_journal_file(path, false)? {
+        f.read_to_end(&mut bytes).map_err(io_err(path))?;
+    }
+    Ok(bytes)
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
@@ -297,33 +332,27 @@ impl Store {
         let journal_path = Self::journal_path_for(path);
         let mut replayed = 0;
         let mut torn = false;
-        match fs::read(&journal_path) {
-            Ok(journal) if !journal.is_empty() => {
-                if !journal.starts_with(JOURNAL_HEADER) {
-                    return Err(StoreError::NotAJournal { path: journal_path });
-                }
-                let (records, valid) = decode_journal(&journal).map_err(|offset| StoreError::DamagedJournal {
-                    path: journal_path.clone(),
-                    offset: offset as u64,
-                })?;
-                if valid < journal.len() {
-                    torn = true;
-                    tracing::warn!(
-                        "{}: dropping {} bytes of an incomplete final record (a write interrupted by a crash, never acknowledged)",
-                        journal_path.display(),
-                        journal.len() - valid
-                    );
-                }
-                replayed = records.len();
-                for record in records {
-                    for m in record {
-                        model.apply(m);
-                    }
+        let journal = read_journal(&journal_path)?;
+        if !journal.is_empty() {
+            if !journal.starts_with(JOURNAL_HEADER) {
+                return Err(StoreError::NotAJournal { path: journal_path });
+            }
+            let (records, valid) = decode_journal(&journal)
+                .map_err(|offset| StoreError::DamagedJournal { path: journal_path.clone(), offset: offset as u64 })?;
+            if valid < journal.len() {
+                torn = true;
+                tracing::warn!(
+                    "{}: dropping {} bytes of an incomplete final record (a write interrupted by a crash, never acknowledged)",
+                    journal_path.display(),
+                    journal.len() - valid
+                );
+            }
+            replayed = records.len();
+            for record in records {
+                for m in record {
+                    model.apply(m);
                 }
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io { path: journal_path, source: e }),
         }
         let mut store = Store {
             path: path.to_owned(),
@@ -390,7 +419,9 @@ impl Store {
 
     fn open_journal(&mut self) -> Result<(), StoreError> {
         let path = &self.journal_path;
-        let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io_err(path))?;
+        let Some(mut f) = open_journal_file(path, true)? else {
+            return Err(StoreError::Io { path: path.clone(), source: io::Error::other("journal not created") });
+        };
         let len = f.metadata().map_err(io_err(path))?.len();
         if len == 0 {
             f.write_all(JOURNAL_HEADER).and_then(|()| f.sync_data()).map_err(io_err(path))?;
@@ -474,11 +505,7 @@ impl Store {
     /// The mutations appended since the last snapshot, read back from the journal (used to keep
     /// acknowledged changes when the snapshot is edited by another program).
     pub fn pending_mutations(&self) -> Result<Vec<Mutation>, StoreError> {
-        let bytes = match fs::read(&self.journal_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::Io { path: self.journal_path.clone(), source: e }),
-        };
+        let bytes = read_journal(&self.journal_path)?;
         if bytes.is_empty() {
             return Ok(Vec::new());
         }

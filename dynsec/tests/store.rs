@@ -159,6 +159,66 @@ fn store_files_are_private() {
     }
 }
 
+/// A symbolic link in the journal's place is never written or read through (issue 15, item 12):
+/// the change is refused with an error naming the link and nothing is lost; the file it points
+/// at is untouched; a start-up on such a journal fails with the same error.
+#[test]
+fn a_symlinked_journal_is_refused_not_followed() {
+    use std::os::unix::fs::symlink;
+    let (dir, file, engine) = fresh();
+    let victim = dir.path().join("victim.conf");
+    fs::write(&victim, "precious\n").unwrap();
+    let _ = fs::remove_file(journal(&file));
+    symlink(&victim, journal(&file)).unwrap();
+
+    let reply = create(&engine, "alice");
+    assert!(reply.contains("Internal error: configuration could not be saved ("), "{reply}");
+    assert!(reply.contains("is a symbolic link; the journal is never opened through one"), "{reply}");
+    assert_eq!(get(&engine, "alice"), r#"{"responses":[{"command":"getClient","error":"Client not found"}]}"#);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // Once the link is gone, changes are saved again.
+    fs::remove_file(journal(&file)).unwrap();
+    assert_eq!(create(&engine, "bob"), r#"{"responses":[{"command":"createClient"}]}"#);
+    drop(engine);
+
+    // A link put there while the broker was down stops the next start instead of being read.
+    let (reopened, _) = Dynsec::open(&file, Options::default()).unwrap();
+    assert!(get(&reopened, "bob").contains(r#""username":"bob""#));
+    drop(reopened);
+    fs::remove_file(journal(&file)).unwrap();
+    symlink(&victim, journal(&file)).unwrap();
+    let err = Dynsec::open(&file, Options::default()).err().expect("a symlinked journal must not load");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: is a symbolic link; the journal is never opened through one (remove the link)",
+            journal(&file).display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+/// A link swapped in for a journal the store already has open is replaced, not followed: the
+/// store notices that the path no longer names its file and rewrites both files in place.
+#[test]
+fn a_journal_swapped_for_a_symlink_while_open_is_replaced_not_followed() {
+    use std::os::unix::fs::symlink;
+    let (dir, file, engine) = fresh();
+    assert_eq!(create(&engine, "a"), r#"{"responses":[{"command":"createClient"}]}"#);
+    let victim = dir.path().join("victim.conf");
+    fs::write(&victim, "precious\n").unwrap();
+    fs::remove_file(journal(&file)).unwrap();
+    symlink(&victim, journal(&file)).unwrap();
+    assert_eq!(create(&engine, "b"), r#"{"responses":[{"command":"createClient"}]}"#);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!fs::symlink_metadata(journal(&file)).unwrap().file_type().is_symlink());
+    drop(engine);
+    let (reopened, _) = Dynsec::open(&file, Options::default()).unwrap();
+    let users: Vec<String> = reopened.with_model(|m| m.clients.keys().cloned().collect());
+    assert_eq!(users, ["a", "admin", "b"]);
+}
+
 #[test]
 fn external_edit_is_merged_with_acknowledged_changes() {
     let (_dir, file, engine) = fresh();
