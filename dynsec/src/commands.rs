@@ -502,7 +502,9 @@ impl<'a> Processor<'a> {
                 continue;
             };
             let changes_before = self.outcome.mutations.len();
-            let kicks_before = self.outcome.kicks.clone();
+            // Only a refused change needs its kicks undone; copying them for every command made a
+            // message that kicks many clients quadratic.
+            let kicks_before = self.refusal.is_some().then(|| self.outcome.kicks.clone());
             let mut result = self.dispatch(command, cmd, index);
             let mut refused = None;
             if let Some(message) = &self.refusal
@@ -515,7 +517,9 @@ impl<'a> Processor<'a> {
                     }
                 }
                 self.outcome.mutations.truncate(changes_before);
-                self.outcome.kicks = kicks_before;
+                if let Some(kicks) = kicks_before {
+                    self.outcome.kicks = kicks;
+                }
                 // (Field by field: `message` still borrows `self.refusal`.)
                 self.holders_affected.clear();
                 self.holders_kicked.clear();
