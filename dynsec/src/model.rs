@@ -4,7 +4,10 @@
 //! Every change goes through [`Model::apply`], which returns the inverse mutations (so a batch whose
 //! persistence fails can be rolled back) and reports which principals' ACLs changed (so compiled
 //! ACL caches are invalidated precisely). Mutations are idempotent "put/delete" operations, which
-//! is what lets the journal be replayed over a snapshot that may already contain them.
+//! is what lets the journal be replayed over a snapshot that may already contain them. The two ACL
+//! edits ([`Mutation::AddAcl`], [`Mutation::RemoveAcl`]) change a role in place, so that a batch
+//! of edits does not copy the role per edit; they never reach the journal, which records the
+//! edited role's final state instead (see `store.rs`).
 //!
 //! Group membership is stored once, on the group (`Group::members`), and indexed on the client
 //! (`Client::groups`); roles are referenced by name from clients and groups. Both directions are

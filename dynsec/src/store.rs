@@ -74,21 +74,34 @@ fn path_id(path: &Path) -> Option<FileId> {
 }
 
 /// Opens the journal at `path` with `O_NOFOLLOW`: for appending (created 0600 if missing) or for
-/// reading. `Ok(None)` when reading a journal that does not exist.
+/// reading. `Ok(None)` when reading a journal that does not exist. Anything but a regular file is
+/// refused (`O_NONBLOCK` keeps a FIFO put there from blocking the open).
 fn open_journal_file(path: &Path, append: bool) -> Result<Option<File>, StoreError> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::NOFOLLOW
         | OFlags::CLOEXEC
+        | OFlags::NONBLOCK
         | if append { OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE } else { OFlags::RDONLY };
     match rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)) {
-        Ok(fd) => Ok(Some(File::from(fd))),
-        Err(rustix::io::Errno::NOENT) if !append => Ok(None),
-        // ELOOP is what O_NOFOLLOW answers for a link; say so rather than "too many levels".
-        Err(rustix::io::Errno::LOOP) if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
-            Err(StoreError::Symlink { path: path.to_owned() })
+        Ok(fd) => {
+            let file = File::from(fd);
+            if !file.metadata().map_err(io_err(path))?.is_file() {
+                return Err(not_a_regular_file(path));
+            }
+            Ok(Some(file))
         }
-        Err(e) => Err(StoreError::Io { path: path.to_owned(), source: e.into() }),
+        Err(rustix::io::Errno::NOENT) if !append => Ok(None),
+        // Name what is there rather than the errno O_NOFOLLOW (ELOOP) or a FIFO (ENXIO) gives.
+        Err(e) => Err(match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => StoreError::Symlink { path: path.to_owned() },
+            Ok(meta) if !meta.is_file() => not_a_regular_file(path),
+            _ => StoreError::Io { path: path.to_owned(), source: e.into() },
+        }),
     }
+}
+
+fn not_a_regular_file(path: &Path) -> StoreError {
+    StoreError::Io { path: path.to_owned(), source: io::Error::other("not a regular file") }
 }
 
 /// The journal's bytes (empty if there is none), never through a symbolic link.

@@ -199,6 +199,21 @@ fn a_symlinked_journal_is_refused_not_followed() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
 }
 
+/// A FIFO (or anything else that is not a regular file) in the journal's place is refused at
+/// once, at the next change and at start-up, instead of blocking the open.
+#[test]
+fn a_journal_that_is_not_a_regular_file_is_refused() {
+    let (_dir, file, engine) = fresh();
+    let _ = fs::remove_file(journal(&file));
+    let made = std::process::Command::new("mkfifo").arg(journal(&file)).status().unwrap();
+    assert!(made.success());
+    let reply = create(&engine, "alice");
+    assert!(reply.contains("could not be saved") && reply.contains("not a regular file"), "{reply}");
+    drop(engine);
+    let err = Dynsec::open(&file, Options::default()).err().expect("a FIFO journal must not load");
+    assert!(err.to_string().ends_with("journal: not a regular file"), "{err}");
+}
+
 /// A link swapped in for a journal the store already has open is replaced, not followed: the
 /// store notices that the path no longer names its file and rewrites both files in place.
 #[test]
