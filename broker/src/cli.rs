@@ -170,8 +170,7 @@ pub fn main() -> ExitCode {
         #[cfg(unix)]
         reload_on_hangup(hangup, security, broker.certificate_reloader());
         tracing::info!("dynsec-broker running");
-        broker.run_until(shutdown_signal()).await;
-        Ok::<(), crate::Error>(())
+        broker.run_until(shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
+use crate::router_guard::{self, ToRouter};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
     Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
@@ -883,6 +884,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
         if !topic.starts_with('$') {
+            if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
+                info!(client_id = %self.client_id, topic, %hazard, "PUBLISH the router cannot take");
+                return Err(Exit::Protocol(hazard.reason_code()));
+            }
             let size = 4 + publish.topic.len() + publish.payload.len();
             let lanes = TopicLanes::of(&publish.topic);
             if self.shared.pressure.record_published(&lanes, size as u64) {
@@ -950,6 +955,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let kind = subscriptions::kind_of(&filter.path);
             match kind {
                 SubscriptionKind::Routed => {
+                    if let Err(hazard) =
+                        router_guard::admit(ToRouter::Subscribe { filter: &filter.path, subscription_id: id })
+                    {
+                        info!(client_id = %self.client_id, filter = %filter.path, %hazard, "filter the router cannot take");
+                        codes.push(subscriptions::refused_code(self.protocol, hazard));
+                        continue;
+                    }
                     codes.push(PendingAcks::ROUTED);
                     routed.push(filter.clone());
                 }
@@ -986,6 +998,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Some(subscription) => {
                     codes.push(0);
                     match subscription.kind {
+                        // (It was admitted when subscribed.)
                         SubscriptionKind::Routed => routed.push(filter),
                         SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
                         SubscriptionKind::Local => {}
@@ -1126,6 +1139,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// The one exit path: last writes, router, registries, session and will.
     async fn finish(mut self, exit: Exit) {
+        // Router and registry first, socket last: a client that sees the close can reconnect at
+        // once and find its session saved. The router also goes before the last writes, which
+        // may take CLOSING_WRITE_TIMEOUT: a takeover waits for this connection only so long, and
+        // its new link must not find this one still in the router.
+        // What the client sent before it left (a publish followed by DISCONNECT in one read)
+        // still reaches the router: attach for it, and detaching flushes it.
+        if self.attach_if_wanted().await.is_err() {
+            warn!(client_id = %self.client_id, "messages sent before leaving were dropped: router refused the link");
+        }
+        self.link.detach(); // (a no-op when the router already dropped the link)
         if self.protocol == Protocol::V5
             && let Some(reason) = exit.v5_reason()
         {
@@ -1134,14 +1157,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if exit != Exit::Lost && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
-        // Router and registry first, socket last: a client that sees the close can reconnect at
-        // once and find its session saved.
-        // What the client sent before it left (a publish followed by DISCONNECT in one read)
-        // still reaches the router: attach for it, and detaching flushes it.
-        if self.attach_if_wanted().await.is_err() {
-            warn!(client_id = %self.client_id, "messages sent before leaving were dropped: router refused the link");
-        }
-        self.link.detach(); // (a no-op when the router already dropped the link)
         self.shared.control.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 
