@@ -939,6 +939,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
         for filter in subscribe.filters {
+            // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
+            if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
+                info!(client_id = %self.client_id, "subscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(MALFORMED));
+            }
             if !subscriptions::valid_filter(&filter.path) {
                 info!(client_id = %self.client_id, filter = %filter.path, "invalid subscription filter");
                 return Err(Exit::Protocol(MALFORMED));
@@ -983,9 +988,19 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Exit> {
+        // MQTT 3.1.1 [MQTT-3.10.3-2] and 5.0 [MQTT-3.10.3-2]: at least one filter. (mosquitto
+        // 2.0 answers an empty 3.1 UNSUBSCRIBE, which that version did not forbid.)
+        if unsubscribe.filters.is_empty() && self.protocol != Protocol::V31 {
+            info!(client_id = %self.client_id, "UNSUBSCRIBE without filters");
+            return Err(Exit::Protocol(MALFORMED));
+        }
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut routed = Vec::new();
         for filter in unsubscribe.filters {
+            if dynsec::topic::valid_mqtt_utf8(filter.as_bytes()).is_none() {
+                info!(client_id = %self.client_id, "unsubscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(MALFORMED));
+            }
             if !subscriptions::valid_filter(&filter) {
                 return Err(Exit::Protocol(MALFORMED));
             }
