@@ -28,6 +28,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub sessions: Arc<Sessions<E>>,
     pub control: ControlSubscriptions,
     pub pressure: Pressure,
+    /// Topics handed to the router so far (`gate_new_topics_*`).
+    pub routed_topics: crate::topic_budget::RoutedTopics,
     next_conn_id: AtomicU64,
 }
 
@@ -66,6 +68,7 @@ impl Broker {
             security,
             config,
             next_conn_id: AtomicU64::new(1),
+            routed_topics: Default::default(),
         });
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();

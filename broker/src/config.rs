@@ -362,6 +362,19 @@ pub struct GateSettings {
     pub worker_threads: usize,
     /// `gate_login_*`: failed-login throttling (see [`crate::throttle`]).
     pub login: crate::throttle::ThrottleSettings,
+    /// `gate_max_subscriptions_per_client` (default 1000; 0: no limit; mosquitto has no such
+    /// directive): filters one connection may hold. Each unique routed filter costs the router
+    /// about 6 KB that it never frees (docs/security-router.md), so the default bounds one client
+    /// to about 6 MB while leaving room far beyond what devices and bridges usually subscribe.
+    /// A filter over the limit gets SUBACK 0x97 (v5, quota exceeded) or 0x80.
+    pub max_subscriptions_per_client: usize,
+    /// `gate_new_topics_per_second` (default 1000; 0: no limit) and `gate_new_topics_burst`
+    /// (default 10000): the rate at which one connection may publish to topics the router has
+    /// never routed (see [`crate::topic_budget`]). The defaults let a backend address a fleet of
+    /// 10,000 devices at once. A message over the budget is dropped
+    /// (v5 QoS>0: acknowledged with 0x97, quota exceeded).
+    pub new_topics_per_second: u32,
+    pub new_topics_burst: u32,
 }
 
 impl Default for GateSettings {
@@ -381,6 +394,9 @@ impl Default for GateSettings {
             backpressure_max_hold: Duration::from_secs(10),
             worker_threads: cpus.saturating_sub(1).max(1),
             login: Default::default(),
+            max_subscriptions_per_client: 1000,
+            new_topics_per_second: 1000,
+            new_topics_burst: 10_000,
         }
     }
 }
@@ -859,6 +875,9 @@ impl Builder {
                 }
                 self.gate.router_connections = value;
             }
+            "max_subscriptions_per_client" => self.gate.max_subscriptions_per_client = d.number()?,
+            "new_topics_per_second" => self.gate.new_topics_per_second = d.number()?,
+            "new_topics_burst" => self.gate.new_topics_burst = d.number()?,
             "connect_timeout" => self.gate.connect_timeout = seconds(d)?,
             "write_timeout" => self.gate.write_timeout = seconds(d)?,
             "backpressure_window" => {

@@ -33,6 +33,7 @@ use crate::security::{
 };
 use crate::session::{KickReason, Mail, PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 use crate::subscriptions::{self, PendingAcks};
+use crate::topic_budget::TopicBudget;
 
 /// Read buffer growth: idle connections keep a small buffer, busy ones read up to the maximum at
 /// once. (Routed messages are slices of this buffer: a small buffer pins less memory.)
@@ -156,6 +157,7 @@ const TOPIC_NAME_INVALID: u8 = 0x90;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
 const SERVER_BUSY: u8 = 0x89;
+const QUOTA_EXCEEDED: u8 = 0x97;
 
 /// Serves one accepted socket until it closes.
 /// `tls` is the identity of a verified client certificate (TLS listeners only).
@@ -204,6 +206,8 @@ struct Connection<E: RoutingEngine, S> {
     max_topic_alias: u16,
     topic_aliases: HashMap<u16, Bytes>,
     subscriptions: HashMap<String, Subscription>,
+    /// New topics this client may still publish to (`topic_budget`).
+    topic_budget: TopicBudget,
     inbound_qos2: HashSet<u16>,
     acks: AckSequencer,
     pending_acks: PendingAcks,
@@ -472,6 +476,7 @@ where
         max_topic_alias: listener_config.max_topic_alias,
         topic_aliases: HashMap::new(),
         subscriptions: HashMap::new(),
+        topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
         acks: AckSequencer::default(),
         pending_acks: PendingAcks::default(),
@@ -888,6 +893,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 info!(client_id = %self.client_id, topic, %hazard, "PUBLISH the router cannot take");
                 return Err(Exit::Protocol(hazard.reason_code()));
             }
+            if !self.topic_budget.allows(&self.shared.routed_topics, &publish.topic) {
+                debug!(client_id = %self.client_id, topic, "PUBLISH over the new-topic budget: dropped");
+                let reason = if self.protocol == Protocol::V5 { QUOTA_EXCEEDED } else { 0 };
+                if qos == 2 && reason == 0 {
+                    self.inbound_qos2.insert(pkid);
+                }
+                self.write_ack(qos, pkid, reason);
+                return Ok(None);
+            }
             let size = 4 + publish.topic.len() + publish.payload.len();
             let lanes = TopicLanes::of(&publish.topic);
             if self.shared.pressure.record_published(&lanes, size as u64) {
@@ -952,6 +966,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return Err(Exit::Protocol(PROTOCOL_ERROR));
             }
             let qos = filter.qos as u8;
+            let limit = self.shared.config.gate.max_subscriptions_per_client;
+            if limit > 0 && self.subscriptions.len() >= limit && !self.subscriptions.contains_key(&filter.path) {
+                debug!(client_id = %self.client_id, filter = %filter.path, "subscription over the per-client limit");
+                codes.push(if self.protocol == Protocol::V5 { QUOTA_EXCEEDED } else { 0x80 });
+                continue;
+            }
             if !self.authz.allows(Access::Subscribe, &filter.path) {
                 debug!(client_id = %self.client_id, filter = %filter.path, "SUBSCRIBE denied");
                 codes.push(subscriptions::denied_code(self.protocol, qos));

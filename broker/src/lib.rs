@@ -37,6 +37,7 @@ pub mod subscriptions;
 pub mod testkit;
 pub mod throttle;
 pub mod tls;
+pub mod topic_budget;
 pub mod verifier;
 
 /// Errors that stop the broker from starting.
