@@ -330,6 +330,16 @@ impl Default for LogConfig {
     }
 }
 
+/// How the process runs as a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// `user NAME`: the account to switch to when started as root, right after the configuration
+    /// is read (as mosquitto 2.0 does). `None`: keep the starting account (see known differences).
+    pub user: Option<String>,
+    /// `pid_file PATH`: written with the broker's PID at start, removed at exit.
+    pub pid_file: Option<PathBuf>,
+}
+
 /// The gate's own settings (`gate_*` directives). All bounded; see each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateSettings {
@@ -407,6 +417,8 @@ pub struct Config {
     pub tcp_nodelay: bool,
     pub log: LogConfig,
     pub gate: GateSettings,
+    /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
+    pub service: ServiceConfig,
     /// Accepted-but-ignored directives and other notes, logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -441,7 +453,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("max_queued_messages", "offline queues are bounded by gate_segment_size × gate_segment_count"),
     ("memory_limit", "memory is bounded by the gate_* settings"),
     ("message_size_limit", "use max_packet_size"),
-    ("pid_file", "no pid file is written"),
     ("queue_qos0_messages", "the router queues QoS 0 messages for persistent sessions"),
     ("retain_available", "retained messages are always available"),
     ("sys_interval", "$SYS topics are not published"),
@@ -582,6 +593,7 @@ struct Builder {
     log_dests: Option<Vec<LogDest>>,
     gate: GateSettings,
     backpressure_window_set: bool,
+    service: ServiceConfig,
     warnings: Vec<String>,
 }
 
@@ -604,6 +616,7 @@ impl Builder {
             log_dests: None,
             gate: GateSettings::default(),
             backpressure_window_set: false,
+            service: ServiceConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -790,9 +803,10 @@ impl Builder {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
-            "user" => {
-                d.one_word()?;
-                self.warnings.push(format!("{}: user is ignored: the broker does not change user", d.at));
+            "user" => self.service.user = Some(d.one_word()?.to_owned()),
+            "pid_file" => {
+                let path = d.text()?;
+                self.service.pid_file = Some(PathBuf::from(path));
             }
             "persistence" => {
                 if d.boolean()? {
@@ -946,6 +960,7 @@ impl Builder {
             tcp_nodelay: self.tcp_nodelay,
             log,
             gate: self.gate,
+            service: self.service,
             warnings: self.warnings,
         })
     }
@@ -980,7 +995,18 @@ mod tests {
         assert_eq!(dynsec.option("config_file"), Some("/var/lib/mosquitto/dynamic-security.json"));
         assert!(!config.security.allow_anonymous);
         assert_eq!(config.log.level, Some(tracing::Level::DEBUG));
-        assert!(config.warnings.iter().any(|w| w.contains("user is ignored")));
+        assert_eq!(config.service.user.as_deref(), Some("root"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn service_directives() {
+        let config = parse("user mosquitto\npid_file /run/mosquitto/mosquitto.pid\n").unwrap();
+        assert_eq!(config.service.user.as_deref(), Some("mosquitto"));
+        assert_eq!(config.service.pid_file, Some(PathBuf::from("/run/mosquitto/mosquitto.pid")));
+        assert_eq!(parse("").unwrap().service, ServiceConfig::default());
+        assert!(parse("user\n").is_err());
+        assert!(parse("pid_file\n").is_err());
     }
 
     #[test]

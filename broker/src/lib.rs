@@ -30,6 +30,7 @@ mod listener;
 pub mod logging;
 pub mod router_link;
 pub mod security;
+pub mod service;
 pub mod session;
 pub mod subscriptions;
 #[cfg(feature = "testkit")]
