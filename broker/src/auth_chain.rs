@@ -11,9 +11,11 @@
 //! username ([`crate::throttle`]).
 //!
 //! Authorization: dynsec, then `acl_file`; first non-deferring answer wins; all deferred → deny;
-//! no ACL source at all → allow.
+//! no ACL source at all → allow ([`NoAclSource`]).
 //!
-//! Live changes: `$CONTROL/dynamic-security/v1` runs on the blocking pool and resolves once durable;
+//! Live changes: `$CONTROL/dynamic-security/v1` is served on the listeners whose security has the
+//! plugin (all of them unless `per_listener_settings true`); it runs on the blocking pool and
+//! resolves once durable;
 //! edits of `dynamic-security.json` by other programs are picked up by a file watcher; SIGHUP
 //! re-reads `password_file` and `acl_file` (an invalid file keeps the old one). Each produces
 //! kicks for the clients whose rights changed.
@@ -305,6 +307,13 @@ impl AuthChain {
                 Some(t) if t.use_subject_as_username => CertificateIdentity::Subject,
                 _ => CertificateIdentity::None,
             };
+            if !dynsec_here && options.acl_file.is_none() {
+                let port = config.listeners.get(index).map_or(0, |l| l.port);
+                tracing::info!(
+                    "listener {index} (port {port}) has no ACL source (no dynamic security, no acl_file): clients \
+                     on it may publish, subscribe and receive every topic (docs/security.md)"
+                );
+            }
             scopes.push(Scope {
                 allow_anonymous: options.allow_anonymous,
                 dynsec: dynsec_here,
@@ -563,7 +572,7 @@ impl Security for AuthChain {
     }
 
     fn control(&self, sender: ControlSender, topic: &str, payload: Vec<u8>) -> Option<BoxFuture<ControlOutcome>> {
-        if topic != DYNSEC_REQUEST_TOPIC {
+        if topic != DYNSEC_REQUEST_TOPIC || !self.serves_control(sender.listener, topic) {
             return None;
         }
         let engine = Arc::clone(self.dynsec.as_ref()?);
@@ -590,6 +599,14 @@ impl Security for AuthChain {
                 }
             }
         }))
+    }
+
+    /// The dynamic-security endpoint (its request and reply topics) belongs to the listeners whose
+    /// security has the plugin: every listener unless `per_listener_settings true`, then only the
+    /// ones the plugin line follows (mosquitto-compat §2.1).
+    fn serves_control(&self, listener: usize, topic: &str) -> bool {
+        let dynsec_topic = topic == DYNSEC_REQUEST_TOPIC || topic == DYNSEC_RESPONSE_TOPIC;
+        dynsec_topic && self.dynsec.is_some() && self.scopes.get(listener).is_some_and(|scope| scope.dynsec)
     }
 
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {
@@ -624,8 +641,24 @@ fn build_authz(
     username: Option<Arc<str>>,
     client_id: Arc<str>,
 ) -> Arc<dyn ClientAuthz> {
+    if dynsec.is_none() && acl_file.is_none() {
+        return Arc::new(NoAclSource);
+    }
     let dynsec = dynsec.map(|engine| engine.acl_handle(username.as_deref()));
     Arc::new(ChainAuthz { dynsec, acl_file, username, client_id })
+}
+
+/// The rights on a listener with no ACL source (neither dynamic security nor `acl_file`), as in
+/// mosquitto: every topic may be published, subscribed and received. What still applies there
+/// comes from the gate, not from this: `$SYS` and `$share` topics cannot be published, and the
+/// `$CONTROL` endpoints of other listeners are neither executed nor delivered
+/// ([`Security::serves_control`]); see docs/security.md.
+struct NoAclSource;
+
+impl ClientAuthz for NoAclSource {
+    fn allows(&self, _: Access, _: &str) -> bool {
+        true
+    }
 }
 
 /// Per-connection authorization: dynsec, then acl_file (compat §3.1 ACL chain).
@@ -638,9 +671,6 @@ struct ChainAuthz {
 
 impl ClientAuthz for ChainAuthz {
     fn allows(&self, access: Access, topic: &str) -> bool {
-        if self.dynsec.is_none() && self.acl_file.is_none() {
-            return true;
-        }
         if let Some(handle) = &self.dynsec {
             let kind = match access {
                 Access::Publish => AccessKind::Publish,

@@ -185,6 +185,8 @@ struct Connection<E: RoutingEngine, S> {
     link: LazyLink<E::Link>,
     protocol: Protocol,
     conn_id: u64,
+    /// Index of the listener (in config order) the client connected through.
+    listener: usize,
     client_id: Arc<str>,
     username: Option<Arc<str>>,
     authz: Arc<dyn ClientAuthz>,
@@ -458,6 +460,7 @@ where
         link,
         protocol,
         conn_id,
+        listener,
         client_id: client_id.clone(),
         username: username.clone(),
         authz,
@@ -538,6 +541,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 SubscriptionKind::Routed => by_id.entry(subscription.id).or_default().push(subscription.filter.clone()),
                 SubscriptionKind::Control => self.shared.control.subscribe(
                     self.conn_id,
+                    self.listener,
                     &subscription.filter.path,
                     &self.mailbox_tx,
                     &self.authz,
@@ -907,7 +911,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// that order, through the mailboxes, so a kicked admin still gets its PUBACK and reply).
     async fn control_request(&mut self, request: ControlRequest) {
         let ControlRequest { topic, payload, qos, pkid } = request;
-        let sender = ControlSender { client_id: self.client_id.clone(), username: self.username.clone() };
+        let sender = ControlSender {
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            listener: self.listener,
+        };
         let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
             Some(pending) => Some(pending.await),
             None => {
@@ -917,8 +925,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         };
         self.write_ack(qos, pkid, 0);
         if let Some(outcome) = outcome {
+            let security = &self.shared.security;
             for reply in outcome.replies {
-                self.shared.control.deliver(reply);
+                let topic = reply.topic.clone();
+                self.shared.control.deliver(reply, |listener| security.serves_control(listener, &topic));
             }
             for target in &outcome.kicks {
                 self.shared.sessions.kick(target);
@@ -954,7 +964,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     routed.push(filter.clone());
                 }
                 SubscriptionKind::Control => {
-                    self.shared.control.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz);
+                    self.shared.control.subscribe(
+                        self.conn_id,
+                        self.listener,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                    );
                     codes.push(qos);
                 }
                 SubscriptionKind::Local => codes.push(qos),

@@ -1,0 +1,206 @@
+//! The gate-side items of issue 15 (security and fault containment), end to end with real clients
+//! against the real broker binary, and where the issue asks for it the same scenario against
+//! mosquitto, so that the difference is recorded. One test (or one group) per item, named after it;
+//! docs/security.md describes each limit.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use dynsec_broker::testkit::{self, Next, QUIET, RawClient};
+use dynsec_tests::broker::BrokerProcess;
+use dynsec_tests::dynsec_target::{ADMIN, ADMIN_PASSWORD, Admin, REQUEST_TOPIC, RESPONSE_TOPIC, error_of};
+use dynsec_tests::mosquitto::{self, Installation, Mosquitto, mosquitto_21, mosquitto_ctrl_init, unused_port};
+
+fn ours() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dynsec-broker-under-test"))
+}
+
+/// Every listener address our broker logged, in configuration order.
+fn listener_addrs(log: &str) -> Vec<SocketAddr> {
+    log.lines()
+        .filter_map(|line| line.split("Opening listen socket on ").nth(1))
+        .filter_map(|rest| rest.trim_end_matches('.').parse().ok())
+        .collect()
+}
+
+/// Reads until nothing arrives for [`QUIET`] (bounded by `limit` frames); returns what came.
+async fn drain(client: &mut RawClient, limit: usize) -> Vec<testkit::Frame> {
+    let mut frames = Vec::new();
+    while frames.len() < limit {
+        match client.next(QUIET).await {
+            Next::Frame(frame) => frames.push(frame),
+            Next::Closed | Next::Timeout => break,
+        }
+    }
+    frames
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 2: with `per_listener_settings true` the dynamic-security endpoint belongs to the listener
+// whose security has the plugin.
+
+/// Which broker runs the two-listener scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Ours,
+    Mosquitto20,
+    Mosquitto21,
+}
+
+/// What an anonymous client on the listener without the plugin achieved.
+struct ControlSeenFromOpenListener {
+    /// Its `createClient` request was obeyed.
+    executed: bool,
+    /// The control replies it received (its own and the administrator's).
+    replies: Vec<String>,
+}
+
+/// A broker with two listeners: the first has dynamic security and no anonymous access, the
+/// second neither a plugin nor an ACL file, and anonymous access. An anonymous client on the
+/// second subscribes to `$CONTROL/#` and asks for an admin account; then the real administrator
+/// works on the first listener.
+async fn control_from_the_open_listener(broker: Broker) -> ControlSeenFromOpenListener {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dynamic-security.json");
+    mosquitto_ctrl_init(&file, ADMIN, ADMIN_PASSWORD);
+    let installed_21: Option<Installation> = match broker {
+        Broker::Mosquitto21 => Some(mosquitto_21("item 2").expect("checked by the caller")),
+        _ => None,
+    };
+    let plugin = installed_21.as_ref().map_or_else(mosquitto::dynsec_plugin, |i| i.dynsec_plugin());
+    let listeners = |first: &str, second: &str| {
+        format!(
+            "per_listener_settings true\nlog_type all\n\
+             listener {first} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_config_file {}\n\
+             listener {second} 127.0.0.1\nallow_anonymous true\n",
+            plugin.display(),
+            file.display()
+        )
+    };
+    let (_ours, _theirs, dynsec_addr, open_addr);
+    match broker {
+        Broker::Ours => {
+            let config = listeners("0", "0") + "gate_login_throttle false\n";
+            let process = BrokerProcess::start_in(ours(), dir.path(), &config, &[]);
+            let addrs = listener_addrs(&process.log());
+            assert_eq!(addrs.len(), 2, "{}", process.log());
+            (dynsec_addr, open_addr) = (addrs[0], addrs[1]);
+            (_ours, _theirs) = (Some(process), None);
+        }
+        Broker::Mosquitto20 | Broker::Mosquitto21 => {
+            let (first, second) = (unused_port(), unused_port());
+            let config = listeners(&first.to_string(), &second.to_string());
+            let process = Mosquitto::start_with_text_installed(installed_21.as_ref(), dir.path(), &config, first);
+            dynsec_addr = SocketAddr::from(([127, 0, 0, 1], first));
+            open_addr = SocketAddr::from(([127, 0, 0, 1], second));
+            (_ours, _theirs) = (None, Some(process));
+        }
+    }
+
+    let mut snoop = RawClient::connected(open_addr, &testkit::Connect::new(5, "snoop")).await;
+    assert_eq!(snoop.subscribe(1, &[("$CONTROL/#", 0)]).await, [0], "{broker:?}: anything goes there");
+    let request = r#"{"commands":[{"command":"createClient","username":"intruder","password":"x"},
+        {"command":"addClientRole","username":"intruder","rolename":"admin"}]}"#;
+    snoop.publish(REQUEST_TOPIC, request.as_bytes(), 1, false, 2).await;
+    let mut seen = Vec::new();
+    loop {
+        match snoop.next(testkit::WAIT).await {
+            Next::Frame(f) if f.packet_type == testkit::PUBACK => {
+                assert_eq!(f.reason(), 0, "{broker:?}: PUBACK of the request");
+                break;
+            }
+            Next::Frame(f) if f.packet_type == testkit::PUBLISH => seen.push(f),
+            other => panic!("{broker:?}: expected the PUBACK, got {other:?}"),
+        }
+    }
+
+    let mut admin = Admin::connect(dynsec_addr, "real-admin").await;
+    let replies = admin.request(r#"{"command":"getClient","username":"intruder"}"#).await;
+    let executed = error_of(&replies[0]).as_deref() != Some("Client not found");
+    admin.ok(r#"{"command":"listClients"}"#).await;
+
+    seen.extend(drain(&mut snoop, 10).await);
+    let replies = seen
+        .iter()
+        .map(|f| {
+            let publish = f.publish(true);
+            assert_eq!(publish.topic, RESPONSE_TOPIC, "{broker:?}");
+            String::from_utf8_lossy(&publish.payload).into_owned()
+        })
+        .collect();
+    ControlSeenFromOpenListener { executed, replies }
+}
+
+/// Ours: the request from the open listener is acknowledged and dropped, and nothing the
+/// administrator does on the other listener reaches it. The open listener's rights are explicit:
+/// every ordinary topic, no `$SYS` publishing.
+#[tokio::test]
+async fn item_2_control_endpoint_is_served_only_on_its_listener() {
+    let seen = control_from_the_open_listener(Broker::Ours).await;
+    assert!(!seen.executed, "a request from a listener without dynamic security was obeyed");
+    assert!(seen.replies.is_empty(), "control replies leaked to the open listener: {:?}", seen.replies);
+}
+
+/// The rights of a listener with no ACL source (docs/security.md): everything but `$SYS`
+/// publishing and other listeners' `$CONTROL` endpoints.
+#[tokio::test]
+async fn item_2_listener_without_acl_source_allows_every_ordinary_topic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dynamic-security.json");
+    mosquitto_ctrl_init(&file, ADMIN, ADMIN_PASSWORD);
+    let config = format!(
+        "per_listener_settings true\nlog_type all\n\
+         listener 0 127.0.0.1\nallow_anonymous false\nplugin /x/mosquitto_dynamic_security.so\n\
+         plugin_opt_config_file {}\nlistener 0 127.0.0.1\nallow_anonymous true\n",
+        file.display()
+    );
+    let broker = BrokerProcess::start_in(ours(), dir.path(), &config, &[]);
+    let log = broker.log();
+    assert!(log.contains("listener 1 (port "), "the open listener is announced:\n{log}");
+    assert!(!log.contains("listener 0 (port "), "the dynsec listener has an ACL source:\n{log}");
+    let open = listener_addrs(&log)[1];
+    let mut client = RawClient::connected(open, &testkit::Connect::new(5, "anyone")).await;
+    assert_eq!(client.subscribe(1, &[("any/#", 1), ("$SYS/#", 0)]).await, [1, 0]);
+    client.publish("any/topic", b"hello", 1, false, 2).await;
+    let mut acked = false;
+    let mut delivered = Vec::new();
+    while !acked || delivered.is_empty() {
+        match client.next(testkit::WAIT).await {
+            Next::Frame(f) if f.packet_type == testkit::PUBACK => {
+                assert_eq!(f.reason(), 0);
+                acked = true;
+            }
+            Next::Frame(f) if f.packet_type == testkit::PUBLISH => delivered.push(f.publish(true).topic),
+            other => panic!("expected PUBACK and delivery, got {other:?}"),
+        }
+    }
+    assert_eq!(delivered, ["any/topic"]);
+    client.send(&testkit::ack(testkit::PUBACK, 1)).await;
+    client.publish("$SYS/broker/fake", b"x", 1, false, 3).await;
+    let ack = client.expect(testkit::PUBACK).await;
+    assert_eq!(ack.reason(), 0x87, "$SYS is never publishable");
+}
+
+/// mosquitto 2.0.11 does not execute the request either, but delivers the administrator's replies
+/// to the open listener (recorded here as the behaviour we improve on).
+#[tokio::test]
+async fn item_2_mosquitto_2_0_leaks_control_replies_to_the_open_listener() {
+    let seen = control_from_the_open_listener(Broker::Mosquitto20).await;
+    assert!(!seen.executed);
+    assert!(
+        seen.replies.iter().any(|r| r.contains(r#""command":"listClients""#)),
+        "2.0.11 was expected to leak the admin's listClients reply: {:?}",
+        seen.replies
+    );
+}
+
+/// mosquitto 2.1.2 executes a request from a listener without the plugin (and leaks replies).
+#[tokio::test]
+async fn item_2_mosquitto_2_1_executes_requests_from_the_open_listener() {
+    if mosquitto_21("item_2_mosquitto_2_1_executes_requests_from_the_open_listener").is_none() {
+        return;
+    }
+    let seen = control_from_the_open_listener(Broker::Mosquitto21).await;
+    assert!(seen.executed, "2.1.2 was expected to obey the request");
+    assert!(seen.replies.iter().any(|r| r.contains(r#""command":"listClients""#)), "{:?}", seen.replies);
+}
