@@ -1181,6 +1181,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             (pending, delay)
         });
         let saved = outlives.then(|| SavedSession {
+            owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
             routed: self.link.is_attached(),

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use dynsec_broker::testkit::{self, Next, QUIET, RawClient};
 use dynsec_tests::broker::BrokerProcess;
-use dynsec_tests::dynsec_target::{ADMIN, ADMIN_PASSWORD, Admin, REQUEST_TOPIC, RESPONSE_TOPIC, error_of};
+use dynsec_tests::dynsec_target::{
+    ADMIN, ADMIN_PASSWORD, Admin, DynsecBroker, Flavour, REQUEST_TOPIC, RESPONSE_TOPIC, Setup, credentials, error_of,
+    user,
+};
 use dynsec_tests::mosquitto::{self, Installation, Mosquitto, mosquitto_21, mosquitto_ctrl_init, unused_port};
 
 fn ours() -> &'static Path {
@@ -203,4 +206,75 @@ async fn item_2_mosquitto_2_1_executes_requests_from_the_open_listener() {
     let seen = control_from_the_open_listener(Broker::Mosquitto21).await;
     assert!(seen.executed, "2.1.2 was expected to obey the request");
     assert!(seen.replies.iter().any(|r| r.contains(r#""command":"listClients""#)), "{:?}", seen.replies);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 6: a persistent session saved under one username is not resumed by another.
+
+/// `alice` may subscribe to and publish `secret/#`; `mallory` has no roles (so, with the default
+/// `publishClientReceive` allow, she would receive whatever a subscription she inherits brings).
+const SECRET_PROVISIONING: &str = r##"
+    {"command":"createRole","rolename":"secret","acls":[
+        {"acltype":"subscribePattern","topic":"secret/#","allow":true},
+        {"acltype":"publishClientSend","topic":"secret/#","allow":true}]},
+    {"command":"createClient","username":"alice","password":"alice-pw"},
+    {"command":"addClientRole","username":"alice","rolename":"secret"},
+    {"command":"createClient","username":"mallory","password":"mallory-pw"}"##;
+
+/// A persistent MQTT 3.1.1 session of `username` on the client id `shared-id`; returns the
+/// CONNACK's session-present flag and the client.
+async fn persistent(addr: SocketAddr, username: &str) -> (bool, RawClient) {
+    let password = format!("{username}-pw");
+    let mut connect = credentials(4, "shared-id", Some(username), Some(password.as_bytes()));
+    connect.clean = false;
+    let (client, reply) = RawClient::connect(addr, &connect).await;
+    match reply {
+        Next::Frame(f) if f.packet_type == testkit::CONNACK && f.reason() == 0 => (f.session_present(), client),
+        other => panic!("{username}: CONNACK expected, got {other:?}"),
+    }
+}
+
+/// Returns (session present for mallory, the topics mallory received).
+async fn takeover_by_another_username(flavour: Flavour) -> (bool, Vec<String>) {
+    let broker = DynsecBroker::start(flavour, ours(), &Setup::default());
+    let mut admin = Admin::connect(broker.addr(), "item6-admin").await;
+    admin.ok(SECRET_PROVISIONING).await;
+
+    let (present, mut alice) = persistent(broker.addr(), "alice").await;
+    assert!(!present, "{flavour:?}: a new session");
+    assert_eq!(alice.subscribe(1, &[("secret/#", 1)]).await, [1], "{flavour:?}");
+    alice.send(&testkit::disconnect()).await;
+    alice.expect_closed().await;
+    // The same username resumes its session (a control for what follows).
+    let (present, mut alice) = persistent(broker.addr(), "alice").await;
+    assert!(present, "{flavour:?}: alice resumes her own session");
+    alice.send(&testkit::disconnect()).await;
+    alice.expect_closed().await;
+
+    let (present, mut mallory) = persistent(broker.addr(), "mallory").await;
+    let mut publisher = user(broker.addr(), 4, "alice-pub", "alice", "alice-pw").await;
+    publisher.publish("secret/plans", b"launch codes", 1, false, 1).await;
+    publisher.expect(testkit::PUBACK).await;
+    let received = drain(&mut mallory, 10)
+        .await
+        .into_iter()
+        .filter(|f| f.packet_type == testkit::PUBLISH)
+        .map(|f| f.publish(false).topic)
+        .collect();
+    (present, received)
+}
+
+#[tokio::test]
+async fn item_6_session_of_another_username_is_not_resumed() {
+    let (present, received) = takeover_by_another_username(Flavour::Ours).await;
+    assert!(!present, "mallory was given alice's session");
+    assert!(received.is_empty(), "mallory received {received:?} through alice's subscription");
+}
+
+/// mosquitto 2.0.11 hands the session, and its subscriptions, to the other username.
+#[tokio::test]
+async fn item_6_mosquitto_2_0_hands_the_session_to_another_username() {
+    let (present, received) = takeover_by_another_username(Flavour::Mosquitto).await;
+    assert!(present, "2.0.11 was expected to resume alice's session for mallory");
+    assert_eq!(received, ["secret/plans"], "2.0.11 was expected to deliver through the inherited subscription");
 }
