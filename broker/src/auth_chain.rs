@@ -30,7 +30,7 @@ use dynsec::password::HashPolicy;
 use dynsec::static_files::{AclFile, PasswordFile};
 use dynsec::{AclHandle, AuthResult, Dynsec, Options};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::config::{Config, PluginConfig, SecurityOptions};
@@ -71,9 +71,10 @@ struct Scope {
 pub struct AuthChain {
     scopes: Vec<Scope>,
     dynsec: Option<Arc<Dynsec>>,
-    /// Caps concurrent password verifications (each costs a full hash).
-    verifications: Arc<Semaphore>,
+    /// The password-verification threads and their queue (each verification costs a full hash).
     verifiers: Arc<VerifierPool>,
+    /// `gate_login_queue_timeout`.
+    queue_timeout: Duration,
     /// Failed-login throttling per address and username.
     throttle: Arc<LoginThrottle>,
     kicks_tx: mpsc::UnboundedSender<KickTarget>,
@@ -332,7 +333,7 @@ impl AuthChain {
         Ok(Arc::new(AuthChain {
             scopes,
             dynsec,
-            verifications: Arc::new(Semaphore::new(login.concurrent_verifications)),
+            queue_timeout: login.queue_timeout,
             verifiers: Arc::new(
                 VerifierPool::new(login.concurrent_verifications)
                     .map_err(|e| Error::Security(format!("cannot start the password-verification threads: {e}")))?,
@@ -526,8 +527,8 @@ impl Security for AuthChain {
         let password_file = scope.password_file.as_ref().map(|(_, f)| f.read().clone());
         let acl_file = scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f));
         let allow_anonymous = scope.allow_anonymous;
-        let verifications = Arc::clone(&self.verifications);
         let verifiers = Arc::clone(&self.verifiers);
+        let queue_timeout = self.queue_timeout;
         let (delay, ticket) = match self.throttle.admit(request.peer.ip(), request.username.as_deref().unwrap_or("")) {
             Admission::Verify { delay, ticket } => (delay, ticket),
             Admission::Refuse => {
@@ -539,13 +540,18 @@ impl Security for AuthChain {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let Ok(_permit) = verifications.acquire_owned().await else {
-                return ConnectDecision::NotAuthorized;
+            let ConnectRequest { client_id, username, password, peer, .. } = request;
+            let Some(admission) = verifiers.admit(username.as_deref().unwrap_or(""), queue_timeout).await else {
+                tracing::warn!(%peer, "login refused: no password verifier free within gate_login_queue_timeout");
+                return ConnectDecision::ServerUnavailable;
             };
-            let ConnectRequest { client_id, username, password, .. } = request;
             let (engine_for_check, user, cid) = (engine.clone(), username.clone(), client_id.clone());
             let verdict = verifiers
-                .run(move || {
+                .run(admission, move |_cancellation| {
+                    #[cfg(feature = "testkit")]
+                    if let Some(verdict) = test_hooks::slow_login(user.as_deref(), _cancellation) {
+                        return verdict;
+                    }
                     let user = user.as_deref();
                     let mut result = AuthResult::Defer;
                     if let (Some(engine), Some(u)) = (&engine_for_check, user) {
@@ -695,5 +701,36 @@ impl ClientAuthz for ChainAuthz {
             };
         }
         false
+    }
+}
+
+/// Test-only behaviour, compiled into `testkit` builds only.
+#[cfg(feature = "testkit")]
+mod test_hooks {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use dynsec::AuthResult;
+
+    use crate::verifier::Cancellation;
+
+    /// Names a username whose password verification lasts until its login is abandoned (at most
+    /// [`SLOW_LOGIN_LIMIT`]) and then fails: a hash as slow as a test needs, without a clock.
+    pub const SLOW_LOGIN_ENV: &str = "DYNSEC_BROKER_TEST_SLOW_LOGIN";
+    const SLOW_LOGIN_LIMIT: Duration = Duration::from_secs(60);
+
+    pub fn slow_login(username: Option<&str>, cancellation: &Cancellation) -> Option<AuthResult> {
+        static SLOW: OnceLock<Option<String>> = OnceLock::new();
+        let slow = SLOW.get_or_init(|| std::env::var(SLOW_LOGIN_ENV).ok()).as_deref()?;
+        if username != Some(slow) {
+            return None;
+        }
+        tracing::info!("test hook: slow login started");
+        let started = Instant::now();
+        while !cancellation.is_cancelled() && started.elapsed() < SLOW_LOGIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::info!("test hook: slow login ended");
+        Some(AuthResult::Deny)
     }
 }

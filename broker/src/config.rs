@@ -875,6 +875,7 @@ impl Builder {
             }
             "login_throttle" => self.gate.login.enabled = d.boolean()?,
             "login_window" => self.gate.login.window = seconds(d)?,
+            "login_queue_timeout" => self.gate.login.queue_timeout = seconds(d)?,
             "login_failures_per_address"
             | "login_failures_per_username"
             | "login_pending_per_address"
@@ -1076,6 +1077,10 @@ mod tests {
 
     #[test]
     fn gate_settings_parse() {
+        let config = parse("gate_login_queue_timeout 0.5\n").unwrap();
+        assert_eq!(config.gate.login.queue_timeout, Duration::from_millis(500));
+        let err = parse("\ngate_login_queue_timeout 0\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2: gate_login_queue_timeout must be between 0 and 86400 seconds");
         let config = parse("gate_segment_size 2048\ngate_segment_count 2\ngate_write_timeout 2.5\n").unwrap();
         assert_eq!(config.gate.segment_size, 2048);
         assert_eq!(config.gate.segment_count, 2);

@@ -41,6 +41,9 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// A write buffer that grew beyond this is given back to the allocator after it is written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
+/// How much a client may send after its CONNECT while its login is decided (more is left in
+/// the socket until then).
+const PIPELINED_BEFORE_CONNACK: usize = 64 * 1024;
 /// Upper bound for the last writes (DISCONNECT) of a closing connection.
 const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -369,7 +372,23 @@ where
         tls,
         protocol,
     };
-    let (username, authz) = match shared.security.authenticate(request).await {
+    // A client that leaves while its login is decided cancels it (a queued password verification
+    // gives its place up). What it pipelined after CONNECT is kept, up to a bound.
+    let mut authentication = shared.security.authenticate(request);
+    let decision = loop {
+        tokio::select! {
+            decision = &mut authentication => break decision,
+            read = stream.read_buf(&mut read_buf), if read_buf.len() < PIPELINED_BEFORE_CONNACK => match read {
+                Ok(0) | Err(_) => {
+                    debug!(%peer, "left before its login was decided");
+                    return None;
+                }
+                Ok(_) => {}
+            },
+        }
+    };
+    drop(authentication);
+    let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {
             info!(%peer, client_id = %client_id, "refused: not authorised");
@@ -379,6 +398,11 @@ where
         ConnectDecision::BadUsernameOrPassword => {
             info!(%peer, client_id = %client_id, "refused: bad username or password");
             refuse(&mut stream, protocol, Refusal::BadUsernameOrPassword).await;
+            return None;
+        }
+        ConnectDecision::ServerUnavailable => {
+            info!(%peer, client_id = %client_id, "refused: server unavailable");
+            refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
             return None;
         }
     };

@@ -57,6 +57,8 @@ pub enum ConnectDecision {
     NotAuthorized,
     /// CONNACK 4 (v3.x) / 0x86 Bad user name or password (v5): TLS identity unavailable.
     BadUsernameOrPassword,
+    /// CONNACK 3 (v3.x) / 0x88 Server unavailable (v5): no password verifier became free in time.
+    ServerUnavailable,
 }
 
 /// The kinds of access checked on a connected client.

@@ -9,8 +9,8 @@ use std::path::Path;
 use dynsec_broker::testkit::{self, Next, QUIET, RawClient};
 use dynsec_tests::broker::BrokerProcess;
 use dynsec_tests::dynsec_target::{
-    ADMIN, ADMIN_PASSWORD, Admin, DynsecBroker, Flavour, REQUEST_TOPIC, RESPONSE_TOPIC, Setup, credentials, error_of,
-    user,
+    ADMIN, ADMIN_PASSWORD, Admin, DynsecBroker, Flavour, Login, REQUEST_TOPIC, RESPONSE_TOPIC, Setup, credentials,
+    error_of, login, user,
 };
 use dynsec_tests::mosquitto::{self, Installation, Mosquitto, mosquitto_21, mosquitto_ctrl_init, unused_port};
 
@@ -277,4 +277,91 @@ async fn item_6_mosquitto_2_0_hands_the_session_to_another_username() {
     let (present, received) = takeover_by_another_username(Flavour::Mosquitto).await;
     assert!(present, "2.0.11 was expected to resume alice's session for mallory");
     assert_eq!(received, ["secret/plans"], "2.0.11 was expected to deliver through the inherited subscription");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 8 (broker half): the password-verifier queue times out, one username holds at most half
+// the verifiers, and a login whose client left gives its verifier back. `slow` is the username
+// whose verification the testkit hook keeps running until its login is abandoned.
+
+const SLOW_LOGIN_ENV: &str = "DYNSEC_BROKER_TEST_SLOW_LOGIN";
+const SLOW_STARTED: &str = "test hook: slow login started";
+const USERNAME_QUEUE: &str = "its username already holds half the password verifiers";
+
+/// Our broker with a password file for `alice`, the slow-login hook on `slow`, and `extra` lines.
+fn verifier_broker(dir: &Path, extra: &str) -> BrokerProcess {
+    let passwd = dir.join("passwd");
+    let hash = dynsec::password::PasswordHash::new(b"alice-pw", dynsec::password::HashPolicy::default())
+        .expect("hash")
+        .encode();
+    std::fs::write(&passwd, format!("alice:{hash}\n")).expect("write passwd");
+    let config = format!(
+        "listener 0 127.0.0.1\nlog_type all\nallow_anonymous false\npassword_file {}\ngate_login_throttle false\n{extra}",
+        passwd.display()
+    );
+    BrokerProcess::start_in(ours(), dir, &config, &[(SLOW_LOGIN_ENV, "slow")])
+}
+
+/// Waits (bounded) until the broker's log has `count` lines containing `needle`.
+fn wait_for_log(broker: &BrokerProcess, needle: &str, count: usize) {
+    for _ in 0..2000 {
+        if broker.log().matches(needle).count() >= count {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the broker never logged {count} × {needle:?}:\n{}", broker.log());
+}
+
+/// Sends a CONNECT for `slow` and keeps the socket open (its login never finishes by itself).
+async fn slow_login(addr: SocketAddr, client_id: &str) -> RawClient {
+    let mut client = RawClient::open(addr).await;
+    client.send(&credentials(5, client_id, Some("slow"), Some(b"whatever".as_slice())).encode()).await;
+    client
+}
+
+async fn alice(addr: SocketAddr, version: u8) -> Login {
+    login(addr, &credentials(version, &format!("alice-v{version}"), Some("alice"), Some(b"alice-pw".as_slice())))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn item_8_login_queue_times_out_with_server_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = verifier_broker(dir.path(), "gate_login_verifications 1\ngate_login_queue_timeout 0.2\n");
+    let _slow = slow_login(broker.addr(), "slow-1").await;
+    wait_for_log(&broker, SLOW_STARTED, 1);
+    assert_eq!(alice(broker.addr(), 5).await, Login::Connack(0x88), "v5: server unavailable");
+    assert_eq!(alice(broker.addr(), 4).await, Login::Connack(3), "v3.1.1: server unavailable");
+}
+
+#[tokio::test]
+async fn item_8_one_username_holds_at_most_half_the_verifiers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = verifier_broker(dir.path(), "gate_login_verifications 2\ngate_login_queue_timeout 60\n");
+    let _first = slow_login(broker.addr(), "slow-1").await;
+    wait_for_log(&broker, SLOW_STARTED, 1);
+    let _second = slow_login(broker.addr(), "slow-2").await;
+    // Either the second slow login waits behind its username's limit, or (without one) it takes
+    // the second verifier; wait for whichever happens, then see whether alice still gets in.
+    for _ in 0..2000 {
+        let log = broker.log();
+        if log.contains(USERNAME_QUEUE) || log.matches(SLOW_STARTED).count() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(alice(broker.addr(), 5).await, Login::Connack(0), "one username took every verifier");
+}
+
+#[tokio::test]
+async fn item_8_abandoned_login_frees_its_verifier() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = verifier_broker(dir.path(), "gate_login_verifications 1\ngate_login_queue_timeout 60\n");
+    let slow = slow_login(broker.addr(), "slow-1").await;
+    wait_for_log(&broker, SLOW_STARTED, 1);
+    drop(slow);
+    assert_eq!(alice(broker.addr(), 5).await, Login::Connack(0), "the abandoned login kept the only verifier");
+    assert!(broker.log().contains("left before its login was decided"), "{}", broker.log());
 }
