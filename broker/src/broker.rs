@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -28,6 +28,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub sessions: Arc<Sessions<E>>,
     pub control: ControlSubscriptions,
     pub pressure: Pressure,
+    /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
+    pub unauthenticated: Arc<AtomicUsize>,
     next_conn_id: AtomicU64,
 }
 
@@ -65,6 +67,7 @@ impl Broker {
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,
+            unauthenticated: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(1),
         });
         let mut local_addrs = Vec::new();

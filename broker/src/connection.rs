@@ -26,6 +26,7 @@ use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
+use crate::listener::Unauthenticated;
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
     Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
@@ -167,6 +168,7 @@ pub(crate) async fn serve<E, S>(
     peer: SocketAddr,
     listener: usize,
     tls: Option<TlsIdentity>,
+    unauthenticated: Unauthenticated,
 ) where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -174,7 +176,7 @@ pub(crate) async fn serve<E, S>(
     // The handshake (authentication, session claim) and the exit path are boxed while they run,
     // so that an idle connection's task holds only the event loop's state (see P6 in
     // docs/benchmarks.md: per idle connection, the task was 15 KB of the 19 KB).
-    if let Some(connection) = Box::pin(handshake(shared, stream, peer, listener, tls)).await {
+    if let Some(connection) = Box::pin(handshake(shared, stream, peer, listener, tls, unauthenticated)).await {
         connection.run().await;
     }
 }
@@ -229,12 +231,17 @@ struct Connection<E: RoutingEngine, S> {
     persistent_link: bool,
 }
 
-/// Reads the first packet, which must be a complete CONNECT, within the connect timeout.
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_packet: usize) -> Option<BytesMut> {
+/// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
+/// on its fixed header, before its body is buffered), within the connect timeout.
+async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
     loop {
-        match codec::peek_frame(buf, max_packet) {
+        match codec::peek_frame(buf, max_size) {
             Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
                 return Some(buf.split_to(header.frame_len()));
+            }
+            Err(FrameError::TooLarge(size)) => {
+                info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
+                return None;
             }
             Ok(Some(_)) | Err(_) => return None,
             Ok(None) => {}
@@ -286,16 +293,18 @@ async fn handshake<E, S>(
     peer: SocketAddr,
     listener: usize,
     tls: Option<TlsIdentity>,
+    unauthenticated: Unauthenticated,
 ) -> Option<Connection<E, S>>
 where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
-    let max_packet = config.max_packet_size as usize;
+    // Before authentication a client may make the broker hold only a small CONNECT.
+    let max_connect = (config.max_packet_size as usize).min(config.gate.connect_max_size);
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let frame =
-        match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_packet))
+        match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
             .await
         {
             Ok(Some(frame)) => frame,
@@ -388,6 +397,7 @@ where
         }
     };
     drop(authentication);
+    drop(unauthenticated);
     let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {

@@ -365,3 +365,63 @@ async fn item_8_abandoned_login_frees_its_verifier() {
     assert_eq!(alice(broker.addr(), 5).await, Login::Connack(0), "the abandoned login kept the only verifier");
     assert!(broker.log().contains("left before its login was decided"), "{}", broker.log());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 9: what an unauthenticated socket can make the broker hold.
+
+#[tokio::test]
+async fn item_9_oversized_connect_is_closed_before_it_is_buffered() {
+    // A connect timeout longer than the test's wait: only the size check can close the socket.
+    let broker = BrokerProcess::start(ours(), "allow_anonymous true\ngate_connect_timeout 600\n");
+    let mut client = RawClient::open(broker.addr()).await;
+    // CONNECT, remaining length 128 KiB + 1 (variable-length encoding).
+    let mut header = vec![0x10u8];
+    let mut remaining = 128 * 1024 + 1;
+    while remaining > 0 {
+        let byte = (remaining % 128) as u8;
+        remaining /= 128;
+        header.push(if remaining > 0 { byte | 0x80 } else { byte });
+    }
+    client.send(&header).await;
+    client.send(&[0u8; 1024]).await;
+    assert_eq!(client.next(testkit::WAIT).await, Next::Closed, "a CONNECT above 128 KiB is refused at its header");
+    assert!(broker.log().contains("CONNECT larger than gate_connect_max_size"), "{}", broker.log());
+
+    // Up to the limit is fine (a large password, say).
+    let mut connect = testkit::Connect::new(4, "big");
+    connect.username = Some("u".into());
+    connect.password = Some(vec![b'p'; 60_000]);
+    RawClient::connected(broker.addr(), &connect).await;
+}
+
+#[tokio::test]
+async fn item_9_unauthenticated_connections_are_capped() {
+    let broker = BrokerProcess::start(
+        ours(),
+        "allow_anonymous true\ngate_connect_timeout 600\ngate_unauthenticated_connections 3\n",
+    );
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(RawClient::open(broker.addr()).await);
+    }
+    let mut over = RawClient::open(broker.addr()).await;
+    assert_eq!(over.next(testkit::WAIT).await, Next::Closed, "a fourth unauthenticated socket is closed at accept");
+
+    // A socket that leaves gives its place back, and an authenticated client holds none.
+    drop(idle.remove(0));
+    let mut logged_in = None;
+    for _ in 0..500 {
+        if let (client, Next::Frame(f)) = RawClient::connect(broker.addr(), &testkit::Connect::new(4, "member")).await
+            && f.packet_type == testkit::CONNACK
+        {
+            logged_in = Some(client);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _member = logged_in.expect("a place freed up");
+    let mut third = RawClient::open(broker.addr()).await;
+    third.expect_quiet().await;
+    let mut fourth = RawClient::open(broker.addr()).await;
+    assert_eq!(fourth.next(testkit::WAIT).await, Next::Closed);
+}
