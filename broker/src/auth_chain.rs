@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::config::{Config, PluginConfig, SecurityOptions};
+use crate::logging::client_text;
 use crate::security::{
     Access, BoxFuture, ClientAuthz, ConnectDecision, ConnectRequest, ControlOutcome, ControlReply, ControlSender,
     KickTarget, Security,
@@ -583,8 +584,11 @@ impl Security for AuthChain {
         }
         let engine = Arc::clone(self.dynsec.as_ref()?);
         Some(Box::pin(async move {
-            let admin =
-                Admin { client_id: sender.client_id.to_string(), username: sender.username.map(|u| u.to_string()) };
+            // Used only for the audit log line: made safe for it here.
+            let admin = Admin {
+                client_id: client_text(&sender.client_id).to_string(),
+                username: sender.username.map(|u| client_text(&u).to_string()),
+            };
             let result = tokio::task::spawn_blocking(move || engine.handle_control(&payload, admin)).await;
             match result {
                 Ok(result) => {

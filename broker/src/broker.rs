@@ -15,8 +15,9 @@ use crate::backpressure::Pressure;
 use crate::config::Config;
 use crate::control::ControlSubscriptions;
 use crate::listener;
+use crate::logging::client_text;
 use crate::router_link::{RoutingEngine, Rumqttd};
-use crate::security::Security;
+use crate::security::{KickTarget, Security};
 use crate::session::Sessions;
 use crate::tls::{CertificateReloader, TlsListener};
 
@@ -83,7 +84,13 @@ impl Broker {
             tasks.push(tokio::spawn(async move {
                 while let Some(target) = kicks.recv().await {
                     let kicked = pump.sessions.kick(&target);
-                    info!(?target, kicked, "kick");
+                    match &target {
+                        KickTarget::Username(name) => info!(username = %client_text(name), kicked, "kick"),
+                        KickTarget::CredentialsRevoked(name) => {
+                            info!(username = %client_text(name), kicked, "kick: credentials revoked")
+                        }
+                        KickTarget::Anonymous => info!(kicked, "kick: anonymous clients"),
+                    }
                 }
             }));
         }

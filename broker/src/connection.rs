@@ -27,6 +27,7 @@ use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
+use crate::logging::client_text;
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
     Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
@@ -401,17 +402,17 @@ where
     let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {
-            info!(%peer, client_id = %client_id, "refused: not authorised");
+            info!(%peer, client_id = %client_text(&client_id), "refused: not authorised");
             refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
             return None;
         }
         ConnectDecision::BadUsernameOrPassword => {
-            info!(%peer, client_id = %client_id, "refused: bad username or password");
+            info!(%peer, client_id = %client_text(&client_id), "refused: bad username or password");
             refuse(&mut stream, protocol, Refusal::BadUsernameOrPassword).await;
             return None;
         }
         ConnectDecision::ServerUnavailable => {
-            info!(%peer, client_id = %client_id, "refused: server unavailable");
+            info!(%peer, client_id = %client_text(&client_id), "refused: server unavailable");
             refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
             return None;
         }
@@ -435,7 +436,7 @@ where
     {
         Ok(claim) => claim,
         Err(superseded) => {
-            info!(client_id = %client_id, "{superseded}");
+            info!(client_id = %client_text(&client_id), "{superseded}");
             return None;
         }
     };
@@ -455,12 +456,12 @@ where
         match shared.engine.attach(&client_id, persistent_link).await {
             Ok(attached) => {
                 if !attached.session_present {
-                    debug!(client_id = %client_id, "the router had no saved session");
+                    debug!(client_id = %client_text(&client_id), "the router had no saved session");
                 }
                 LazyLink::attached(attached.link)
             }
             Err(error) => {
-                warn!(client_id = %client_id, %error, "router refused the client");
+                warn!(client_id = %client_text(&client_id), %error, "router refused the client");
                 refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
                 let release = Release { saved: claim.saved, expiry: None, will: None };
                 shared.sessions.release(&client_id, conn_id, release);
@@ -534,7 +535,8 @@ where
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
     info!(
-        "New client connected from {peer} as {client_id} (p{}, c{}, k{}{}).",
+        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
+        client_text(&client_id),
         match protocol {
             Protocol::V31 => 1,
             Protocol::V311 => 2,
@@ -542,7 +544,7 @@ where
         },
         u8::from(connect.clean_start),
         connect.keep_alive,
-        username.as_deref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
     );
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
@@ -676,7 +678,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Exit::Lost),
                 Err(_) => {
-                    info!(client_id = %self.client_id, "client not reading: write timed out");
+                    info!(client_id = %client_text(&self.client_id), "client not reading: write timed out");
                     return Err(Exit::Lost);
                 }
             }
@@ -704,7 +706,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.keep_alive_timer.as_mut().reset(deadline);
             Ok(())
         } else {
-            info!(client_id = %self.client_id, "Client has exceeded timeout, disconnecting.");
+            info!(client_id = %client_text(&self.client_id), "Client has exceeded timeout, disconnecting.");
             Err(Exit::KeepAliveTimeout)
         }
     }
@@ -726,11 +728,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(Some(header)) => header,
                 Ok(None) => break,
                 Err(FrameError::TooLarge(size)) => {
-                    info!(client_id = %self.client_id, size, "packet larger than max_packet_size");
+                    info!(client_id = %client_text(&self.client_id), size, "packet larger than max_packet_size");
                     return Err(Exit::Protocol(PACKET_TOO_LARGE));
                 }
                 Err(error) => {
-                    info!(client_id = %self.client_id, %error, "malformed packet");
+                    info!(client_id = %client_text(&self.client_id), %error, "malformed packet");
                     return Err(Exit::Protocol(MALFORMED));
                 }
             };
@@ -782,7 +784,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(())
             }
             Err(error) => {
-                warn!(client_id = %self.client_id, %error, "router refused the client");
+                warn!(client_id = %client_text(&self.client_id), %error, "router refused the client");
                 Err(Exit::RouterRefused)
             }
         }
@@ -801,14 +803,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn handle_frame(&mut self, frame: BytesMut) -> Result<Option<ControlRequest>, Exit> {
         let packet_type = frame[0] >> 4;
         if packet_type == codec::CONNECT {
-            info!(client_id = %self.client_id, "second CONNECT: closing");
+            info!(client_id = %client_text(&self.client_id), "second CONNECT: closing");
             return Err(Exit::Protocol(PROTOCOL_ERROR));
         }
         let meta = if packet_type == codec::PUBLISH { codec::publish_meta(&frame) } else { None };
         let packet = match codec::decode(self.protocol, frame) {
             Ok(packet) => packet,
             Err(error) => {
-                info!(client_id = %self.client_id, ?error, "malformed packet");
+                info!(client_id = %client_text(&self.client_id), ?error, "malformed packet");
                 return Err(Exit::Protocol(MALFORMED));
             }
         };
@@ -892,18 +894,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let topic_bytes = publish.topic.clone();
         let Some(topic) = dynsec::topic::valid_mqtt_utf8(&topic_bytes) else {
-            info!(client_id = %self.client_id, "PUBLISH topic is not valid UTF-8");
+            info!(client_id = %client_text(&self.client_id), "PUBLISH topic is not valid UTF-8");
             return Err(Exit::Protocol(MALFORMED));
         };
         if !dynsec::topic::valid_topic(topic) {
-            info!(client_id = %self.client_id, topic, "invalid PUBLISH topic");
+            info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "invalid PUBLISH topic");
             return Err(Exit::Protocol(if topic.is_empty() { PROTOCOL_ERROR } else { TOPIC_NAME_INVALID }));
         }
         // compat §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
         let allowed =
             !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
         if !allowed {
-            debug!(client_id = %self.client_id, topic, "PUBLISH denied");
+            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
             // v3: the normal flow, message dropped; v5: reason 0x87 (compat §3.6).
             let reason = if self.protocol == Protocol::V5 { 0x87 } else { 0 };
             if qos == 2 && reason == 0 {
@@ -953,7 +955,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
             Some(pending) => Some(pending.await),
             None => {
-                debug!(client_id = %self.client_id, topic, "no control endpoint");
+                debug!(client_id = %client_text(&self.client_id), topic = %client_text(&topic), "no control endpoint");
                 None
             }
         };
@@ -979,7 +981,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut routed = Vec::new();
         for filter in subscribe.filters {
             if !subscriptions::valid_filter(&filter.path) {
-                info!(client_id = %self.client_id, filter = %filter.path, "invalid subscription filter");
+                info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "invalid subscription filter");
                 return Err(Exit::Protocol(MALFORMED));
             }
             if filter.nolocal && subscriptions::is_shared(&filter.path) {
@@ -987,7 +989,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let qos = filter.qos as u8;
             if !self.authz.allows(Access::Subscribe, &filter.path) {
-                debug!(client_id = %self.client_id, filter = %filter.path, "SUBSCRIBE denied");
+                debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "SUBSCRIBE denied");
                 codes.push(subscriptions::denied_code(self.protocol, qos));
                 continue;
             }
@@ -1119,7 +1121,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let start = self.write_buf.len();
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
-            warn!(client_id = %self.client_id, "could not encode a delivery");
+            warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
         };
         self.backlog.forwarded(meta.qos, size);
@@ -1189,7 +1191,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // What the client sent before it left (a publish followed by DISCONNECT in one read)
         // still reaches the router: attach for it, and detaching flushes it.
         if self.attach_if_wanted().await.is_err() {
-            warn!(client_id = %self.client_id, "messages sent before leaving were dropped: router refused the link");
+            warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
         }
         self.link.detach(); // (a no-op when the router already dropped the link)
         self.shared.control.remove_connection(self.conn_id);
@@ -1228,6 +1230,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
-        info!(client_id = %self.client_id, reason = ?exit, "Client disconnected.");
+        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
     }
 }

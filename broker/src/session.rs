@@ -394,7 +394,7 @@ impl<E: RoutingEngine> Sessions<E> {
 /// are never routed (`$CONTROL/` wills are refused at CONNECT; `$SYS` is denied).
 pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
     if will.topic.starts_with('$') || !will.authz.allows(Access::Publish, &will.topic) {
-        tracing::debug!(topic = %will.topic, "will not published: denied");
+        tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
     }
     engine.inject(

@@ -425,3 +425,39 @@ async fn item_9_unauthenticated_connections_are_capped() {
     let mut fourth = RawClient::open(broker.addr()).await;
     assert_eq!(fourth.next(testkit::WAIT).await, Next::Closed);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 10: what clients choose reaches log lines cut to 100 characters, control characters escaped.
+// (MQTT strings cannot carry C0/C1 control characters: such a CONNECT is closed as malformed. What
+// they can carry and a log viewer would obey, bidirectional-text overrides, is escaped, and so are
+// backslashes, so that an escaped sequence cannot be faked.)
+
+#[tokio::test]
+async fn item_10_client_text_in_log_lines_is_cut_and_escaped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = verifier_broker(dir.path(), "");
+    let long_id = "i".repeat(60_000);
+    let long_user = "u".repeat(60_000);
+    let forging_id = format!("dev\u{202E}txt\\nFORGED{}", "x".repeat(500));
+
+    // Refused: anonymous with a 60 KB id; a 60 KB username; accepted with a forging id.
+    let anonymous = credentials(5, &long_id, None, None);
+    assert_eq!(login(broker.addr(), &anonymous).await.0, Login::Connack(0x87));
+    let unknown = credentials(4, "short", Some(&long_user), Some(b"pw".as_slice()));
+    assert_eq!(login(broker.addr(), &unknown).await.0, Login::Connack(5));
+    let connect = credentials(5, &forging_id, Some("alice"), Some(b"alice-pw".as_slice()));
+    let mut client = RawClient::connected(broker.addr(), &connect).await;
+    client.publish(&format!("$SYS/{}", "t".repeat(300)), b"x", 1, false, 1).await; // denied, logged
+    client.send(&testkit::disconnect()).await;
+    client.expect_closed().await;
+    wait_for_log(&broker, "Client disconnected.", 1);
+
+    let log = broker.log();
+    let longest = log.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} characters");
+    assert!(!log.contains(&"i".repeat(200)) && !log.contains(&"u".repeat(200)), "an id or username logged in full");
+    assert!(log.contains("…[cut: 60000 bytes in all]"), "{log}");
+    assert!(!log.contains(&"t".repeat(200)), "a topic logged in full");
+    assert!(log.contains(r"dev\u{202e}txt\\nFORGED"), "the forging id is shown escaped:\n{log}");
+    assert!(!log.contains('\u{202E}'), "a bidirectional override reached the log");
+}
