@@ -372,6 +372,13 @@ pub struct GateSettings {
     pub worker_threads: usize,
     /// `gate_login_*`: failed-login throttling (see [`crate::throttle`]).
     pub login: crate::throttle::ThrottleSettings,
+    /// `gate_connect_max_size` (bytes, default 128 KiB): a CONNECT whose fixed header announces
+    /// more closes the socket before any more of it is buffered (`max_packet_size` applies once
+    /// the client is authenticated).
+    pub connect_max_size: usize,
+    /// `gate_unauthenticated_connections` (default 1024): sockets accepted whose login is not
+    /// decided yet, across listeners; beyond it a new socket is closed at accept.
+    pub unauthenticated_connections: usize,
 }
 
 impl Default for GateSettings {
@@ -391,6 +398,8 @@ impl Default for GateSettings {
             backpressure_max_hold: Duration::from_secs(10),
             worker_threads: cpus.saturating_sub(1).max(1),
             login: Default::default(),
+            connect_max_size: 128 * 1024,
+            unauthenticated_connections: 1024,
         }
     }
 }
@@ -887,8 +896,23 @@ impl Builder {
                 }
                 self.gate.worker_threads = value;
             }
+            "connect_max_size" => {
+                let value: usize = d.number()?;
+                if !(256..=268_435_460).contains(&value) {
+                    return Err(d.at.error("gate_connect_max_size must be between 256 and 268435460 bytes"));
+                }
+                self.gate.connect_max_size = value;
+            }
+            "unauthenticated_connections" => {
+                let value: usize = d.number()?;
+                if !(1..=10_000_000).contains(&value) {
+                    return Err(d.at.error("gate_unauthenticated_connections must be between 1 and 10000000"));
+                }
+                self.gate.unauthenticated_connections = value;
+            }
             "login_throttle" => self.gate.login.enabled = d.boolean()?,
             "login_window" => self.gate.login.window = seconds(d)?,
+            "login_queue_timeout" => self.gate.login.queue_timeout = seconds(d)?,
             "login_failures_per_address"
             | "login_failures_per_username"
             | "login_pending_per_address"
@@ -1102,6 +1126,16 @@ mod tests {
 
     #[test]
     fn gate_settings_parse() {
+        let config = parse("gate_connect_max_size 4096\ngate_unauthenticated_connections 8\n").unwrap();
+        assert_eq!((config.gate.connect_max_size, config.gate.unauthenticated_connections), (4096, 8));
+        let err = parse("gate_connect_max_size 10\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:1: gate_connect_max_size must be between 256 and 268435460 bytes");
+        let err = parse("gate_unauthenticated_connections 0\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:1: gate_unauthenticated_connections must be between 1 and 10000000");
+        let config = parse("gate_login_queue_timeout 0.5\n").unwrap();
+        assert_eq!(config.gate.login.queue_timeout, Duration::from_millis(500));
+        let err = parse("\ngate_login_queue_timeout 0\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2: gate_login_queue_timeout must be between 0 and 86400 seconds");
         let config = parse("gate_segment_size 2048\ngate_segment_count 2\ngate_write_timeout 2.5\n").unwrap();
         assert_eq!(config.gate.segment_size, 2048);
         assert_eq!(config.gate.segment_count, 2);
