@@ -153,3 +153,60 @@ fn id_of(user: &str) -> String {
 fn started_as_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
+
+/// Kills the child by its PID when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Debian's own /etc/mosquitto/mosquitto.conf (pid file, persistence, log file, include_dir),
+/// only its directories moved into a scratch directory, runs unchanged: the pid file is written
+/// and removed, the log goes to the file, conf.d's listener serves.
+#[test]
+fn debian_default_configuration_runs_as_a_service() {
+    let dir = ScratchDir::new("debian-conf");
+    let root = dir.path();
+    for sub in ["run/mosquitto", "var/lib/mosquitto", "var/log/mosquitto", "etc/mosquitto/conf.d"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let debian = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/debian-mosquitto.conf")).unwrap();
+    let text = debian
+        .replace("/run/", &format!("{}/run/", root.display()))
+        .replace("/var/", &format!("{}/var/", root.display()))
+        .replace("/etc/mosquitto/conf.d", &format!("{}/etc/mosquitto/conf.d", root.display()));
+    fs::write(root.join("etc/mosquitto/mosquitto.conf"), text).unwrap();
+    fs::write(root.join("etc/mosquitto/conf.d/local.conf"), "listener 0 127.0.0.1\nallow_anonymous true\n").unwrap();
+    let child = Command::new(binary())
+        .arg("-c")
+        .arg(root.join("etc/mosquitto/mosquitto.conf"))
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start dynsec-broker");
+    let mut broker = KillOnDrop(child);
+    let log_path = root.join("var/log/mosquitto/mosquitto.log");
+    let mut port = None;
+    eventually("the log file names the listener", || {
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        port = log.lines().find_map(|l| l.split("Opening listen socket on ").nth(1)).map(str::to_owned);
+        port.is_some()
+    });
+    let addr: std::net::SocketAddr = port.unwrap().trim_end_matches('.').parse().unwrap();
+    std::net::TcpStream::connect(addr).expect("conf.d's listener serves");
+    let pid_path = root.join("run/mosquitto/mosquitto.pid");
+    assert_eq!(fs::read_to_string(&pid_path).unwrap().trim(), broker.0.id().to_string());
+    let term = Command::new("kill").arg("-TERM").arg(broker.0.id().to_string()).status().unwrap();
+    assert!(term.success());
+    let mut status = None;
+    eventually("the broker exits after SIGTERM", || {
+        status = broker.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{}", fs::read_to_string(&log_path).unwrap_or_default());
+    assert!(!pid_path.exists(), "the pid file is removed at exit");
+}
