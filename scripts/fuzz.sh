@@ -34,7 +34,7 @@ if [ "${1:-}" = "--quick" ]; then
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
     cargo build --quiet --manifest-path fuzz/Cargo.toml --target "$triple" --bins
     status=0
-    for target in control_commands config_text password_file acl_file packet_codec gate_session; do
+    for target in control_commands config_text password_file acl_file packet_codec gate_session router_session; do
         scratch="$(mktemp -d)"
         echo "== $target: ${seconds}s (quick)" >&2
         if ! "$CARGO_TARGET_DIR/$triple/debug/$target" "$scratch" "fuzz/seeds/$target" \
@@ -56,7 +56,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(control_commands config_text password_file acl_file packet_codec gate_session)
+    targets=(control_commands config_text password_file acl_file packet_codec gate_session router_session)
 fi
 sanitizer="${FUZZ_SANITIZER:-address}"
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::Error;
 use crate::backpressure::Pressure;
@@ -114,10 +114,19 @@ impl Broker {
         self.shared.sessions.live_count()
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
-        signal.await;
+    /// Runs until `signal` resolves, then shuts down gracefully. If routing stops first (the
+    /// router thread died), shuts down too and returns [`Error::RoutingStopped`].
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+        let stopped = self.shared.engine.stopped();
+        let routing_stopped = tokio::select! {
+            _ = signal => false,
+            _ = stopped => true,
+        };
+        if routing_stopped {
+            error!("routing has stopped: shutting down");
+        }
         self.shutdown().await;
+        if routing_stopped { Err(Error::RoutingStopped) } else { Ok(()) }
     }
 
     /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B; no wills), then calls the

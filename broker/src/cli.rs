@@ -208,8 +208,7 @@ pub fn main() -> ExitCode {
                 shutdown_signal().await;
                 service::notify_stopping();
             })
-            .await;
-        Ok::<(), crate::Error>(())
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,7 @@ use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
 use crate::logging::client_text;
+use crate::router_guard::{self, ToRouter};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
     Access, ClientAuthz, ConnectDecision, ConnectRequest, ControlReply, ControlSender, Protocol, TlsIdentity,
@@ -923,6 +924,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
         if !topic.starts_with('$') {
+            if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
+                info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
+                return Err(Exit::Protocol(hazard.reason_code()));
+            }
             let size = 4 + publish.topic.len() + publish.payload.len();
             let lanes = TopicLanes::of(&publish.topic);
             if self.shared.pressure.record_published(&lanes, size as u64) {
@@ -980,6 +985,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
         for filter in subscribe.filters {
+            // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
+            if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
+                info!(client_id = %client_text(&self.client_id), "subscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(MALFORMED));
+            }
             if !subscriptions::valid_filter(&filter.path) {
                 info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "invalid subscription filter");
                 return Err(Exit::Protocol(MALFORMED));
@@ -996,6 +1006,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let kind = subscriptions::kind_of(&filter.path);
             match kind {
                 SubscriptionKind::Routed => {
+                    if let Err(hazard) =
+                        router_guard::admit(ToRouter::Subscribe { filter: &filter.path, subscription_id: id })
+                    {
+                        info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), %hazard, "filter the router cannot take");
+                        codes.push(subscriptions::refused_code(self.protocol, hazard));
+                        continue;
+                    }
                     codes.push(PendingAcks::ROUTED);
                     routed.push(filter.clone());
                 }
@@ -1023,9 +1040,19 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Exit> {
+        // MQTT 3.1.1 [MQTT-3.10.3-2] and 5.0 [MQTT-3.10.3-2]: at least one filter. (mosquitto
+        // 2.0 answers an empty 3.1 UNSUBSCRIBE, which that version did not forbid.)
+        if unsubscribe.filters.is_empty() && self.protocol != Protocol::V31 {
+            info!(client_id = %client_text(&self.client_id), "UNSUBSCRIBE without filters");
+            return Err(Exit::Protocol(MALFORMED));
+        }
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut routed = Vec::new();
         for filter in unsubscribe.filters {
+            if dynsec::topic::valid_mqtt_utf8(filter.as_bytes()).is_none() {
+                info!(client_id = %client_text(&self.client_id), "unsubscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(MALFORMED));
+            }
             if !subscriptions::valid_filter(&filter) {
                 return Err(Exit::Protocol(MALFORMED));
             }
@@ -1038,6 +1065,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Some(subscription) => {
                     codes.push(0);
                     match subscription.kind {
+                        // (It was admitted when subscribed.)
                         SubscriptionKind::Routed => routed.push(filter),
                         SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
                         SubscriptionKind::Local => {}
@@ -1178,6 +1206,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// The one exit path: last writes, router, registries, session and will.
     async fn finish(mut self, exit: Exit) {
+        // Router and registry first, socket last: a client that sees the close can reconnect at
+        // once and find its session saved. The router also goes before the last writes, which
+        // may take CLOSING_WRITE_TIMEOUT: a takeover waits for this connection only so long, and
+        // its new link must not find this one still in the router.
+        // What the client sent before it left (a publish followed by DISCONNECT in one read)
+        // still reaches the router: attach for it, and detaching flushes it.
+        if self.attach_if_wanted().await.is_err() {
+            warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
+        }
+        self.link.detach(); // (a no-op when the router already dropped the link)
         if self.protocol == Protocol::V5
             && let Some(reason) = exit.v5_reason()
         {
@@ -1186,14 +1224,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if exit != Exit::Lost && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
-        // Router and registry first, socket last: a client that sees the close can reconnect at
-        // once and find its session saved.
-        // What the client sent before it left (a publish followed by DISCONNECT in one read)
-        // still reaches the router: attach for it, and detaching flushes it.
-        if self.attach_if_wanted().await.is_err() {
-            warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
-        }
-        self.link.detach(); // (a no-op when the router already dropped the link)
         self.shared.control.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 

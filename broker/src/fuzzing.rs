@@ -11,6 +11,10 @@
 //!   filter validation), with the first byte choosing the protocol level.
 //! - [`gate_session`]: bytes sent to a running in-process broker (dynsec security chain, real
 //!   router) after a CONNECT chosen by the first byte — the full gate decides.
+//! - [`router_session`]: operations decoded from the bytes (attach, publish, retained, will,
+//!   subscribe, shared, unsubscribe, acknowledge, detach) driven straight into the real rumqttd
+//!   router through the router link, with generated topics and filters that only
+//!   `router_guard::admit` screens — so the guard alone must keep the router alive.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -195,4 +199,234 @@ pub fn gate_exchange(data: &[u8]) -> Vec<u8> {
         .await;
         received
     })
+}
+
+/// The in-process router used by [`router_session`], started once per fuzzing process.
+struct RouterUnderTest {
+    runtime: tokio::runtime::Runtime,
+    engine: std::sync::Arc<crate::router_link::Rumqttd>,
+}
+
+fn router_under_test() -> &'static RouterUnderTest {
+    static ROUTER: OnceLock<RouterUnderTest> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        // A panic on the router thread must abort, so that the fuzzer sees it.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::abort();
+        }));
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let engine = crate::router_link::Rumqttd::start(&crate::config::GateSettings::default()).expect("router");
+        RouterUnderTest { runtime, engine }
+    })
+}
+
+/// Reads the fuzzer's bytes as operations and their arguments.
+struct Ops<'a>(&'a [u8]);
+
+/// First levels and levels that matter to the router: multi-byte starts, the spelling's escape,
+/// `$`, wildcards, empty levels.
+const LEVELS: [&str; 16] =
+    ["a", "é", "€", "日本", "", "$SYS", "$share", "+", "#", "\u{1}", "\u{1}é", "x y", "\u{FFFD}", "$", "%2F", "b"];
+
+impl Ops<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(first)
+    }
+
+    /// A topic or filter path: up to four levels, each from [`LEVELS`] or a few raw bytes (read
+    /// as lossy UTF-8, so invalid sequences become U+FFFD).
+    fn path(&mut self) -> String {
+        let shape = self.byte().unwrap_or(0);
+        let levels = 1 + usize::from(shape & 3);
+        let mut path = String::new();
+        for i in 0..levels {
+            if i > 0 {
+                path.push('/');
+            }
+            let pick = self.byte().unwrap_or(0);
+            if pick & 0x80 == 0 {
+                path.push_str(LEVELS[usize::from(pick) % LEVELS.len()]);
+            } else {
+                let len = usize::from(pick & 3).min(self.0.len());
+                let (raw, rest) = self.0.split_at(len);
+                path.push_str(&String::from_utf8_lossy(raw));
+                self.0 = rest;
+            }
+        }
+        path
+    }
+
+    /// A filter: a path, sometimes as `$share/<group>/<path>`.
+    fn filter(&mut self) -> String {
+        let shared = self.byte().unwrap_or(0);
+        let path = self.path();
+        match shared % 4 {
+            0 => format!("$share/{}/{path}", LEVELS[usize::from(shared >> 4) % LEVELS.len()]),
+            _ => path,
+        }
+    }
+}
+
+const CLIENTS: usize = 4;
+
+/// One simulated client (its link, attached on first use).
+#[derive(Default)]
+struct Client {
+    link: Option<crate::router_link::RumqttdLink>,
+}
+
+/// Delivers what the router sent `link` up to the answer of a PINGREQ, acknowledging (in the
+/// router's order) when `ack` is set; checks every delivered topic was published. Panics if the
+/// router is gone or does not answer.
+async fn settle(link: &mut crate::router_link::RumqttdLink, ack: bool, published: &std::collections::HashSet<Vec<u8>>) {
+    use crate::router_link::{FromRouter, RouterLink};
+    use rumqttd::protocol::{PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason};
+    link.push(Packet::PingReq(rumqttd::protocol::PingReq));
+    link.flush().expect("the router link is closed: the router died");
+    loop {
+        let note = tokio::time::timeout(Duration::from_secs(20), link.recv()).await;
+        match note.expect("the router does not answer").expect("the router link is closed: the router died") {
+            FromRouter::PingResp => return,
+            FromRouter::Publish(publish, properties) => {
+                assert!(
+                    published.contains(&publish.topic[..]),
+                    "delivered a topic nobody published: {:?}",
+                    String::from_utf8_lossy(&publish.topic)
+                );
+                let mut scratch = BytesMut::new();
+                let meta = codec::encode_publish(&mut scratch, Protocol::V5, publish, properties);
+                if let Some(meta) = meta.filter(|m| ack && m.qos > 0) {
+                    let packet = if meta.qos == 1 {
+                        Packet::PubAck(PubAck { pkid: meta.pkid, reason: PubAckReason::Success }, None)
+                    } else {
+                        Packet::PubRec(PubRec { pkid: meta.pkid, reason: PubRecReason::Success }, None)
+                    };
+                    link.push(packet);
+                }
+            }
+            FromRouter::PubRel(pkid) => {
+                link.push(Packet::PubComp(PubComp { pkid, reason: PubCompReason::Success }, None));
+            }
+            FromRouter::Paused => link.resume().await.expect("the router died"),
+            FromRouter::SubAck(_) | FromRouter::Nothing => {}
+        }
+        link.flush().expect("the router link is closed: the router died");
+    }
+}
+
+pub fn router_session(data: &[u8]) {
+    use crate::router_guard::{ToRouter, admit};
+    use crate::router_link::{RouterLink, RoutingEngine};
+    use bytes::Bytes;
+    use rumqttd::protocol::{Filter, Publish, QoS, RetainForwardRule, SubscribeProperties};
+
+    let router = router_under_test();
+    let engine = &router.engine;
+    router.runtime.block_on(async {
+        let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::default()).collect();
+        let id = |slot: usize| format!("fuzz-{slot}");
+        let mut published = std::collections::HashSet::new();
+        let mut retained = Vec::new();
+        let mut ops = Ops(data);
+        while let Some(op) = ops.byte() {
+            let slot = usize::from(op >> 4) % CLIENTS;
+            let kind = op & 0x0F;
+            if kind == 0 || kind == 1 {
+                // Attach (persistent when kind is 1) after detaching what was there.
+                if let Some(mut link) = clients[slot].link.take() {
+                    link.detach();
+                }
+                clients[slot].link = engine.attach(&id(slot), kind == 1).await.ok().map(|attached| attached.link);
+                continue;
+            }
+            if kind == 2 {
+                if let Some(mut link) = clients[slot].link.take() {
+                    link.detach();
+                }
+                continue;
+            }
+            if kind == 6 {
+                // A will (through the system link, as `session::publish_will`).
+                let topic = ops.path();
+                let retain = ops.byte().unwrap_or(0) & 1 == 1;
+                if admit(ToRouter::Publish { topic: &topic, properties: None }).is_ok() {
+                    published.insert(topic.as_bytes().to_vec());
+                    if retain {
+                        retained.push(topic.clone());
+                    }
+                    engine.inject(Bytes::from(topic), Bytes::from_static(b"will"), retain, None);
+                }
+                continue;
+            }
+            if clients[slot].link.is_none() {
+                clients[slot].link = engine.attach(&id(slot), false).await.ok().map(|attached| attached.link);
+            }
+            let Some(link) = clients[slot].link.as_mut() else { continue };
+            match kind {
+                3 | 4 => {
+                    let topic = ops.path();
+                    let retain = kind == 4;
+                    if admit(ToRouter::Publish { topic: &topic, properties: None }).is_ok() {
+                        published.insert(topic.as_bytes().to_vec());
+                        if retain {
+                            retained.push(topic.clone());
+                        }
+                        let payload =
+                            if ops.byte().unwrap_or(1) == 0 { Bytes::new() } else { Bytes::from_static(b"p") };
+                        link.push(Packet::Publish(Publish::new(Bytes::from(topic), payload, retain), None));
+                    }
+                }
+                5 | 7 => {
+                    let path = ops.filter();
+                    let options = ops.byte().unwrap_or(0);
+                    let subscription_id = (options & 4 != 0).then_some(usize::from(options >> 3));
+                    if admit(ToRouter::Subscribe { filter: &path, subscription_id }).is_ok() {
+                        let qos = match options % 3 {
+                            0 => QoS::AtMostOnce,
+                            1 => QoS::AtLeastOnce,
+                            _ => QoS::ExactlyOnce,
+                        };
+                        let filter = Filter {
+                            path,
+                            qos,
+                            nolocal: false,
+                            preserve_retain: false,
+                            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+                        };
+                        let properties =
+                            subscription_id.map(|id| SubscribeProperties { id: Some(id), user_properties: Vec::new() });
+                        link.subscribe(1, vec![filter], properties);
+                    }
+                }
+                8 => {
+                    let filter = ops.filter();
+                    if admit(ToRouter::Unsubscribe { filter: &filter }).is_ok() {
+                        link.unsubscribe(2, &[filter]);
+                    }
+                }
+                9 | 10 => settle(link, kind == 9, &published).await,
+                _ => {}
+            }
+            link.flush().expect("the router link is closed: the router died");
+        }
+        // Leave nothing behind for the next input: sessions and retained messages.
+        for (slot, client) in clients.iter_mut().enumerate() {
+            if let Some(mut link) = client.link.take() {
+                link.detach();
+            }
+            engine.purge(&id(slot)).await;
+        }
+        for topic in retained {
+            engine.inject(Bytes::from(topic), Bytes::new(), true, None);
+        }
+        // The router still routes.
+        let mut probe = engine.attach("fuzz-probe", false).await.expect("the router refused a link").link;
+        settle(&mut probe, true, &published).await;
+        probe.detach();
+    });
 }

@@ -9,7 +9,7 @@
 //! let config = Config::load(None, None)?; // None: 127.0.0.1:1883, dynsec on ./dynamic-security.json
 //! let security = AuthChain::from_config(&config)?;
 //! let broker = Broker::start(config, security).await?;
-//! broker.run_until(dynsec_broker::cli::shutdown_signal()).await;
+//! broker.run_until(dynsec_broker::cli::shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -28,6 +28,7 @@ pub mod fuzzing;
 mod lazy_link;
 mod listener;
 pub mod logging;
+pub mod router_guard;
 pub mod router_link;
 pub mod security;
 pub mod service;
@@ -56,4 +57,8 @@ pub enum Error {
     Security(String),
     #[error("logging: {0}")]
     Logging(String),
+    /// The routing engine died while the broker ran (its log line says why): exit non-zero, so
+    /// that a service manager restarts the broker rather than leave it serving without routing.
+    #[error("routing stopped; the broker exits so that it can be restarted")]
+    RoutingStopped,
 }

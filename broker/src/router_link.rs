@@ -10,6 +10,11 @@
 //!   containing `+ $ # /` (adapter-notes defect 10);
 //! - a shared subscription's group is keyed by group name alone in the router, so `$share/g/a`
 //!   and `$share/g/b` would share one cursor; the group is renamed per filter on the way in;
+//! - topics and filters are spelled for the router (`router_guard`: a first character the
+//!   router's matcher would panic on is escaped) on the way in and unspelled on delivery;
+//! - a persistent link with shared subscriptions detaches while an "anchor" link is a member of
+//!   its shared groups (`router_guard`, the `handle_disconnection` panic);
+//! - the router thread is watched: when it is gone, [`Rumqttd::stopped`] resolves;
 //! - the system link (wills) has its notifications drained forever by a thread;
 //! - a freshly built link gets a PINGREQ pushed, because `build` consumes the wake-up that came
 //!   with the CONNACK and anything queued behind it (PUBRELs of a resumed session) would wait.
@@ -28,8 +33,10 @@ use rumqttd::protocol::{
     Unsubscribe,
 };
 use rumqttd::{Notification, Router, RouterConfig};
+use tracing::error;
 
 use crate::config::GateSettings;
+use crate::router_guard;
 
 /// Outgoing QoS>0 messages the router keeps in flight per client (rumqttd's `MAX_INFLIGHT`); it
 /// numbers them 1..=100 in send order.
@@ -37,6 +44,9 @@ pub const ROUTER_INFLIGHT: usize = 100;
 
 /// Client id of the system link. No escaped client id can equal it (`%` followed by a non-hex).
 const SYSTEM_CLIENT_ID: &str = "%system";
+/// Client id prefix of the links that keep shared groups alive while a persistent member leaves
+/// (`%s` cannot occur in an escaped id either).
+const ANCHOR_CLIENT_ID: &str = "%share-anchor";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -113,24 +123,17 @@ pub trait RouterLink: Send + 'static {
     fn try_recv(&mut self) -> Option<Result<FromRouter, RouterError>>;
     /// Lets the router continue after [`FromRouter::Paused`].
     fn resume(&mut self) -> impl Future<Output = Result<(), RouterError>> + Send;
-    /// Subscribes with the engine's spelling of each filter (see [`router_filter`]).
+    /// Subscribes (client spelling: the engine respells what it must when the packet is pushed).
     fn subscribe(
         &mut self,
         pkid: u16,
         filters: Vec<Filter>,
         properties: Option<rumqttd::protocol::SubscribeProperties>,
     ) {
-        let filters = filters.into_iter().map(|mut f| {
-            if let Cow::Owned(path) = router_filter(&f.path) {
-                f.path = path;
-            }
-            f
-        });
-        self.push(Packet::Subscribe(Subscribe { pkid, filters: filters.collect() }, properties));
+        self.push(Packet::Subscribe(Subscribe { pkid, filters }, properties));
     }
     fn unsubscribe(&mut self, pkid: u16, filters: &[String]) {
-        let filters = filters.iter().map(|f| router_filter(f).into_owned()).collect();
-        self.push(Packet::Unsubscribe(Unsubscribe { pkid, filters }, None));
+        self.push(Packet::Unsubscribe(Unsubscribe { pkid, filters: filters.to_vec() }, None));
     }
     /// Tells the router this client is gone (session saved if persistent). Implementations also
     /// do this when dropped, so that no exit path — a panic included — leaks the router's state
@@ -157,11 +160,20 @@ pub fn router_client_id(client_id: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
-/// The router's spelling of a subscription filter: `$share/<group>/<filter>` gets a group name
-/// unique per filter, because the router keeps one cursor per group *name*.
+/// The router's spelling of a subscription filter: its path spelled by `router_guard`, and
+/// `$share/<group>/<filter>` gets a group name unique per filter, because the router keeps one
+/// cursor per group *name*.
 pub fn router_filter(filter: &str) -> Cow<'_, str> {
-    let Some(rest) = filter.strip_prefix("$share/") else { return Cow::Borrowed(filter) };
-    let Some((group, path)) = rest.split_once('/') else { return Cow::Borrowed(filter) };
+    let spelled = router_guard::router_filter_path(filter);
+    match share_renamed(&spelled) {
+        Some(renamed) => Cow::Owned(renamed),
+        None => spelled,
+    }
+}
+
+fn share_renamed(filter: &str) -> Option<String> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, path) = rest.split_once('/')?;
     let mut renamed = String::with_capacity(filter.len() * 2 + 8);
     renamed.push_str("$share/");
     renamed.push_str(group);
@@ -175,7 +187,34 @@ pub fn router_filter(filter: &str) -> Cow<'_, str> {
     }
     renamed.push('/');
     renamed.push_str(path);
-    Cow::Owned(renamed)
+    Some(renamed)
+}
+
+/// A packet in the router's spelling (topics, filters; see [`router_filter`]).
+fn spelled(packet: Packet) -> Packet {
+    match packet {
+        Packet::Publish(mut publish, properties) => {
+            publish.topic = router_guard::router_topic(publish.topic);
+            Packet::Publish(publish, properties)
+        }
+        Packet::Subscribe(mut subscribe, properties) => {
+            for filter in &mut subscribe.filters {
+                if let Cow::Owned(path) = router_filter(&filter.path) {
+                    filter.path = path;
+                }
+            }
+            Packet::Subscribe(subscribe, properties)
+        }
+        Packet::Unsubscribe(mut unsubscribe, properties) => {
+            for filter in &mut unsubscribe.filters {
+                if let Cow::Owned(path) = router_filter(filter) {
+                    *filter = path;
+                }
+            }
+            Packet::Unsubscribe(unsubscribe, properties)
+        }
+        other => other,
+    }
 }
 
 type LinkFactory = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), RouterError> + Send + Sync;
@@ -184,6 +223,8 @@ type LinkFactory = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), 
 pub struct Rumqttd {
     build: Arc<LinkFactory>,
     system: Mutex<LinkTx>,
+    /// Becomes `true` when routing has stopped (see [`Rumqttd::stopped`]).
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Rumqttd {
@@ -199,6 +240,8 @@ impl Rumqttd {
             shared_subscriptions_strategy: Default::default(),
         };
         let router_tx = Router::new(0, config).spawn();
+        // Every receiver of this channel is gone exactly when the router thread has ended.
+        let router_alive = router_tx.clone();
         let build: Arc<LinkFactory> = Arc::new(move |client_id, clean| {
             LinkBuilder::new(client_id, router_tx.clone())
                 .clean_session(clean)
@@ -208,11 +251,42 @@ impl Rumqttd {
         });
         let (system_tx, mut system_rx, _) =
             build(SYSTEM_CLIENT_ID, true).map_err(|e| RouterError::Start(e.to_string()))?;
+        let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+        // The system link's notifications are drained forever; its channel fails only when the
+        // router drops the link, which happens when the router thread dies (its state is dropped
+        // while it unwinds) — the router itself never disconnects the system link: every will
+        // passes `router_guard::admit` first.
         std::thread::Builder::new()
-            .name("router-system-link".into())
-            .spawn(move || while system_rx.recv().is_ok() {})
+            .name("router-watch".into())
+            .spawn(move || {
+                while system_rx.recv().is_ok() {}
+                // The router's state is dropped field by field while its thread unwinds: its
+                // event channel may close a moment after the system link's.
+                for _ in 0..100 {
+                    if router_alive.is_disconnected() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                if router_alive.is_disconnected() {
+                    error!("routing stopped: the rumqttd router thread has died");
+                } else {
+                    error!("routing stopped: the router dropped the system link (wills can no longer be published)");
+                }
+                stopped_tx.send_replace(true);
+            })
             .map_err(|e| RouterError::Start(e.to_string()))?;
-        Ok(Arc::new(Rumqttd { build, system: Mutex::new(system_tx) }))
+        Ok(Arc::new(Rumqttd { build, system: Mutex::new(system_tx), stopped }))
+    }
+
+    /// Resolves when routing has stopped for good (the router thread died): the broker cannot
+    /// serve clients any more and should exit, so that a service manager restarts it.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut stopped = self.stopped.clone();
+        async move {
+            // An error means the watching thread is gone too: treated as stopped.
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }
     }
 
     fn build(
@@ -235,13 +309,14 @@ impl RoutingEngine for Rumqttd {
         persistent: bool,
     ) -> impl Future<Output = Result<Attached<RumqttdLink>, RouterError>> + Send {
         let built = self.build(client_id, persistent);
+        let factory = self.build.clone();
         async move {
             let (tx, rx, connack) = built.await?;
             let session_present = matches!(
                 Option::<Packet>::from(connack),
                 Some(Packet::ConnAck(ack, _)) if ack.session_present
             );
-            let mut link = RumqttdLink::new(tx, rx);
+            let mut link = RumqttdLink::new(tx, rx, persistent.then_some(factory));
             link.push(Packet::PingReq(PingReq));
             link.flush()?;
             Ok(Attached { link, session_present })
@@ -252,13 +327,13 @@ impl RoutingEngine for Rumqttd {
         let built = self.build(client_id, false);
         async move {
             if let Ok((tx, rx, _)) = built.await {
-                RumqttdLink::new(tx, rx).detach();
+                RumqttdLink::new(tx, rx, None).detach();
             }
         }
     }
 
     fn inject(&self, topic: Bytes, payload: Bytes, retain: bool, properties: Option<PublishProperties>) {
-        let publish = Publish::new(topic, payload, retain);
+        let publish = Publish::new(router_guard::router_topic(topic), payload, retain);
         let mut system = self.system.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // `send` is async in name only: it pushes and notifies synchronously.
         let _ = system.send(Packet::Publish(publish, properties)).now_or_never();
@@ -274,11 +349,76 @@ pub struct RumqttdLink {
     detached: bool,
     /// A deadline that has always passed, for polling the router without waiting.
     past: Instant,
+    /// For a persistent link (the router keeps its session when it detaches): builds the anchor.
+    anchors: Option<Arc<LinkFactory>>,
+    /// Shared subscriptions of a persistent link, in the router's spelling.
+    shared: Vec<String>,
 }
 
 impl RumqttdLink {
-    fn new(tx: LinkTx, rx: LinkRx) -> Self {
-        RumqttdLink { tx, rx, pending: VecDeque::with_capacity(64), detached: false, past: Instant::now() }
+    fn new(tx: LinkTx, rx: LinkRx, anchors: Option<Arc<LinkFactory>>) -> Self {
+        RumqttdLink {
+            tx,
+            rx,
+            pending: VecDeque::with_capacity(64),
+            detached: false,
+            past: Instant::now(),
+            anchors,
+            shared: Vec::new(),
+        }
+    }
+
+    /// `router_guard`: `handle_disconnection` (routing.rs:512) panics when a persistent link
+    /// leaves a shared group it was the last member of while a delivery of that filter is
+    /// unacknowledged — the group is dropped just before it is looked up. (UNSUBSCRIBE first does
+    /// not help: a parked shared request survives it, logs.rs `remove_waiters_for_id` looks the
+    /// `$share/...` name up among plain filters.) So the link leaves while a clean anchor link is
+    /// a member of each of its groups; the anchor leaves right after, the router processing the
+    /// three events in the order they were sent. A message arriving in between may go to the
+    /// anchor (QoS 0, dropped) if the group has no other member.
+    fn anchor_shared_groups(&mut self) -> Option<(LinkTx, LinkRx)> {
+        let anchors = self.anchors.as_ref()?;
+        if self.shared.is_empty() {
+            return None;
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = format!("{ANCHOR_CLIENT_ID}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // A short blocking round trip to the router (as every link build is).
+        let (mut tx, rx, _) = match anchors(&id, true) {
+            Ok(built) => built,
+            Err(error) => {
+                error!(%error, "no anchor for the shared groups of a leaving persistent session");
+                return None;
+            }
+        };
+        let filters = self
+            .shared
+            .iter()
+            .map(|path| Filter {
+                path: path.clone(),
+                qos: rumqttd::protocol::QoS::AtMostOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: rumqttd::protocol::RetainForwardRule::Never,
+            })
+            .collect();
+        let subscribe = Packet::Subscribe(Subscribe { pkid: 1, filters }, None);
+        let _ = tx.send(subscribe).now_or_never();
+        Some((tx, rx))
+    }
+
+    fn track_shared(&mut self, packet: &Packet) {
+        match packet {
+            Packet::Subscribe(subscribe, _) => {
+                for filter in &subscribe.filters {
+                    if filter.path.starts_with("$share/") && !self.shared.contains(&filter.path) {
+                        self.shared.push(filter.path.clone());
+                    }
+                }
+            }
+            Packet::Unsubscribe(unsubscribe, _) => self.shared.retain(|f| !unsubscribe.filters.contains(f)),
+            _ => {}
+        }
     }
 }
 
@@ -290,7 +430,10 @@ impl Drop for RumqttdLink {
 
 fn convert(notification: Notification) -> FromRouter {
     match notification {
-        Notification::Forward(forward) => FromRouter::Publish(forward.publish, forward.properties),
+        Notification::Forward(mut forward) => {
+            forward.publish.topic = router_guard::client_topic(forward.publish.topic);
+            FromRouter::Publish(forward.publish, forward.properties)
+        }
         Notification::Unschedule => FromRouter::Paused,
         // UNSUBACKs are answered by the gate and PUBACK, PUBREC and PUBCOMP never come to a
         // client link; the router's DISCONNECT is followed by the link closing.
@@ -305,6 +448,10 @@ fn convert(notification: Notification) -> FromRouter {
 
 impl RouterLink for RumqttdLink {
     fn push(&mut self, packet: Packet) {
+        let packet = spelled(packet);
+        if self.anchors.is_some() {
+            self.track_shared(&packet);
+        }
         self.pending.push_back(packet);
     }
 
@@ -357,9 +504,13 @@ impl RouterLink for RumqttdLink {
         if std::mem::replace(&mut self.detached, true) {
             return;
         }
+        let anchor = self.anchor_shared_groups();
         let disconnect = Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection };
-        self.push(Packet::Disconnect(disconnect, None));
+        self.pending.push_back(Packet::Disconnect(disconnect.clone(), None));
         let _ = self.flush();
+        if let Some((mut tx, _rx)) = anchor {
+            let _ = tx.send(Packet::Disconnect(disconnect, None)).now_or_never();
+        }
     }
 
     async fn resume(&mut self) -> Result<(), RouterError> {

@@ -397,6 +397,11 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
     }
+    let item = crate::router_guard::ToRouter::Publish { topic: &will.topic, properties: will.properties.as_ref() };
+    if let Err(hazard) = crate::router_guard::admit(item) {
+        tracing::info!(topic = %will.topic, %hazard, "will not published: the router cannot take it");
+        return;
+    }
     engine.inject(
         Bytes::copy_from_slice(will.topic.as_bytes()),
         will.payload.clone(),

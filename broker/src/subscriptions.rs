@@ -59,6 +59,15 @@ pub fn denied_code(protocol: Protocol, requested_qos: u8) -> u8 {
     }
 }
 
+/// The SUBACK code of a filter the router cannot take (`router_guard`): v5 the hazard's reason
+/// code, 3.x 0x80.
+pub fn refused_code(protocol: Protocol, hazard: crate::router_guard::Hazard) -> u8 {
+    match protocol {
+        Protocol::V5 => hazard.reason_code(),
+        Protocol::V311 | Protocol::V31 => 0x80,
+    }
+}
+
 /// A router SUBACK code as a byte.
 pub fn router_code(code: SubscribeReasonCode) -> u8 {
     match code {

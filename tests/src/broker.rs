@@ -49,6 +49,8 @@ pub struct BrokerProcess {
     /// The working directory; removed on drop unless it was given by the caller.
     workdir: PathBuf,
     _scratch: Option<ScratchDir>,
+    /// A test made the broker panic on purpose (see [`BrokerProcess::wait_for_exit`]).
+    panic_expected: bool,
 }
 
 impl BrokerProcess {
@@ -119,8 +121,14 @@ impl BrokerProcess {
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-        let mut broker =
-            BrokerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log_path, workdir, _scratch: scratch };
+        let mut broker = BrokerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_path,
+            workdir,
+            _scratch: scratch,
+            panic_expected: false,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = broker.child.try_wait() {
@@ -181,6 +189,21 @@ impl BrokerProcess {
         panic!("dynsec-broker did not stop after SIGTERM: {}", self.log());
     }
 
+    /// Waits (at most `STOP_TIMEOUT`) for the broker to exit by itself — a test made it fail on
+    /// purpose, so a panic in its log is expected — and returns its status code and log; `None`
+    /// as status when it did not exit.
+    pub fn wait_for_exit(mut self) -> (Option<i32>, String) {
+        self.panic_expected = true;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (None, self.log())
+    }
+
     /// Panics if the broker's log shows a panic.
     pub fn assert_no_panic(&self) {
         let log = self.log();
@@ -198,7 +221,7 @@ impl Drop for BrokerProcess {
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             eprintln!("--- dynsec-broker log (last lines) ---\n{}", tail.join("\n"));
-        } else {
+        } else if !self.panic_expected {
             self.assert_no_panic();
         }
     }

@@ -71,3 +71,8 @@ fn gate_session() {
     assert_eq!(reply[3], 0, "admin refused: {reply:?}");
     assert_eq!(&reply[connack_len..], &[0xD0, 0x00], "no PINGRESP: {reply:?}");
 }
+
+#[test]
+fn router_session() {
+    replay("router_session", fuzzing::router_session);
+}
