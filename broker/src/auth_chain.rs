@@ -11,9 +11,11 @@
 //! username ([`crate::throttle`]).
 //!
 //! Authorization: dynsec, then `acl_file`; first non-deferring answer wins; all deferred → deny;
-//! no ACL source at all → allow.
+//! no ACL source at all → allow ([`NoAclSource`]).
 //!
-//! Live changes: `$CONTROL/dynamic-security/v1` runs on the blocking pool and resolves once durable;
+//! Live changes: `$CONTROL/dynamic-security/v1` is served on the listeners whose security has the
+//! plugin (all of them unless `per_listener_settings true`); it runs on the blocking pool and
+//! resolves once durable;
 //! edits of `dynamic-security.json` by other programs are picked up by a file watcher; SIGHUP
 //! re-reads `password_file` and `acl_file` (an invalid file keeps the old one). Each produces
 //! kicks for the clients whose rights changed.
@@ -28,10 +30,11 @@ use dynsec::password::HashPolicy;
 use dynsec::static_files::{AclFile, PasswordFile};
 use dynsec::{AclHandle, AuthResult, Dynsec, Options};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::config::{Config, PluginConfig, SecurityOptions};
+use crate::logging::client_text;
 use crate::security::{
     Access, BoxFuture, ClientAuthz, ConnectDecision, ConnectRequest, ControlOutcome, ControlReply, ControlSender,
     KickTarget, Security,
@@ -69,9 +72,10 @@ struct Scope {
 pub struct AuthChain {
     scopes: Vec<Scope>,
     dynsec: Option<Arc<Dynsec>>,
-    /// Caps concurrent password verifications (each costs a full hash).
-    verifications: Arc<Semaphore>,
+    /// The password-verification threads and their queue (each verification costs a full hash).
     verifiers: Arc<VerifierPool>,
+    /// `gate_login_queue_timeout`.
+    queue_timeout: Duration,
     /// Failed-login throttling per address and username.
     throttle: Arc<LoginThrottle>,
     kicks_tx: mpsc::UnboundedSender<KickTarget>,
@@ -305,6 +309,13 @@ impl AuthChain {
                 Some(t) if t.use_subject_as_username => CertificateIdentity::Subject,
                 _ => CertificateIdentity::None,
             };
+            if !dynsec_here && options.acl_file.is_none() {
+                let port = config.listeners.get(index).map_or(0, |l| l.port);
+                tracing::info!(
+                    "listener {index} (port {port}) has no ACL source (no dynamic security, no acl_file): clients \
+                     on it may publish, subscribe and receive every topic (docs/security.md)"
+                );
+            }
             scopes.push(Scope {
                 allow_anonymous: options.allow_anonymous,
                 dynsec: dynsec_here,
@@ -323,7 +334,7 @@ impl AuthChain {
         Ok(Arc::new(AuthChain {
             scopes,
             dynsec,
-            verifications: Arc::new(Semaphore::new(login.concurrent_verifications)),
+            queue_timeout: login.queue_timeout,
             verifiers: Arc::new(
                 VerifierPool::new(login.concurrent_verifications)
                     .map_err(|e| Error::Security(format!("cannot start the password-verification threads: {e}")))?,
@@ -517,8 +528,8 @@ impl Security for AuthChain {
         let password_file = scope.password_file.as_ref().map(|(_, f)| f.read().clone());
         let acl_file = scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f));
         let allow_anonymous = scope.allow_anonymous;
-        let verifications = Arc::clone(&self.verifications);
         let verifiers = Arc::clone(&self.verifiers);
+        let queue_timeout = self.queue_timeout;
         let (delay, ticket) = match self.throttle.admit(request.peer.ip(), request.username.as_deref().unwrap_or("")) {
             Admission::Verify { delay, ticket } => (delay, ticket),
             Admission::Refuse => {
@@ -530,13 +541,18 @@ impl Security for AuthChain {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let Ok(_permit) = verifications.acquire_owned().await else {
-                return ConnectDecision::NotAuthorized;
+            let ConnectRequest { client_id, username, password, peer, .. } = request;
+            let Some(admission) = verifiers.admit(username.as_deref().unwrap_or(""), queue_timeout).await else {
+                tracing::warn!(%peer, "login refused: no password verifier free within gate_login_queue_timeout");
+                return ConnectDecision::ServerUnavailable;
             };
-            let ConnectRequest { client_id, username, password, .. } = request;
             let (engine_for_check, user, cid) = (engine.clone(), username.clone(), client_id.clone());
             let verdict = verifiers
-                .run(move || {
+                .run(admission, move |_cancellation| {
+                    #[cfg(feature = "testkit")]
+                    if let Some(verdict) = test_hooks::slow_login(user.as_deref(), _cancellation) {
+                        return verdict;
+                    }
                     let user = user.as_deref();
                     let mut result = AuthResult::Defer;
                     if let (Some(engine), Some(u)) = (&engine_for_check, user) {
@@ -563,13 +579,16 @@ impl Security for AuthChain {
     }
 
     fn control(&self, sender: ControlSender, topic: &str, payload: Vec<u8>) -> Option<BoxFuture<ControlOutcome>> {
-        if topic != DYNSEC_REQUEST_TOPIC {
+        if topic != DYNSEC_REQUEST_TOPIC || !self.serves_control(sender.listener, topic) {
             return None;
         }
         let engine = Arc::clone(self.dynsec.as_ref()?);
         Some(Box::pin(async move {
-            let admin =
-                Admin { client_id: sender.client_id.to_string(), username: sender.username.map(|u| u.to_string()) };
+            // Used only for the audit log line: made safe for it here.
+            let admin = Admin {
+                client_id: client_text(&sender.client_id).to_string(),
+                username: sender.username.map(|u| client_text(&u).to_string()),
+            };
             let result = tokio::task::spawn_blocking(move || engine.handle_control(&payload, admin)).await;
             match result {
                 Ok(result) => {
@@ -590,6 +609,14 @@ impl Security for AuthChain {
                 }
             }
         }))
+    }
+
+    /// The dynamic-security endpoint (its request and reply topics) belongs to the listeners whose
+    /// security has the plugin: every listener unless `per_listener_settings true`, then only the
+    /// ones the plugin line follows (mosquitto-compat §2.1).
+    fn serves_control(&self, listener: usize, topic: &str) -> bool {
+        let dynsec_topic = topic == DYNSEC_REQUEST_TOPIC || topic == DYNSEC_RESPONSE_TOPIC;
+        dynsec_topic && self.dynsec.is_some() && self.scopes.get(listener).is_some_and(|scope| scope.dynsec)
     }
 
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {
@@ -624,8 +651,24 @@ fn build_authz(
     username: Option<Arc<str>>,
     client_id: Arc<str>,
 ) -> Arc<dyn ClientAuthz> {
+    if dynsec.is_none() && acl_file.is_none() {
+        return Arc::new(NoAclSource);
+    }
     let dynsec = dynsec.map(|engine| engine.acl_handle(username.as_deref()));
     Arc::new(ChainAuthz { dynsec, acl_file, username, client_id })
+}
+
+/// The rights on a listener with no ACL source (neither dynamic security nor `acl_file`), as in
+/// mosquitto: every topic may be published, subscribed and received. What still applies there
+/// comes from the gate, not from this: `$SYS` and `$share` topics cannot be published, and the
+/// `$CONTROL` endpoints of other listeners are neither executed nor delivered
+/// ([`Security::serves_control`]); see docs/security.md.
+struct NoAclSource;
+
+impl ClientAuthz for NoAclSource {
+    fn allows(&self, _: Access, _: &str) -> bool {
+        true
+    }
 }
 
 /// Per-connection authorization: dynsec, then acl_file (compat §3.1 ACL chain).
@@ -638,9 +681,6 @@ struct ChainAuthz {
 
 impl ClientAuthz for ChainAuthz {
     fn allows(&self, access: Access, topic: &str) -> bool {
-        if self.dynsec.is_none() && self.acl_file.is_none() {
-            return true;
-        }
         if let Some(handle) = &self.dynsec {
             let kind = match access {
                 Access::Publish => AccessKind::Publish,
@@ -665,5 +705,36 @@ impl ClientAuthz for ChainAuthz {
             };
         }
         false
+    }
+}
+
+/// Test-only behaviour, compiled into `testkit` builds only.
+#[cfg(feature = "testkit")]
+mod test_hooks {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use dynsec::AuthResult;
+
+    use crate::verifier::Cancellation;
+
+    /// Names a username whose password verification lasts until its login is abandoned (at most
+    /// [`SLOW_LOGIN_LIMIT`]) and then fails: a hash as slow as a test needs, without a clock.
+    pub const SLOW_LOGIN_ENV: &str = "DYNSEC_BROKER_TEST_SLOW_LOGIN";
+    const SLOW_LOGIN_LIMIT: Duration = Duration::from_secs(60);
+
+    pub fn slow_login(username: Option<&str>, cancellation: &Cancellation) -> Option<AuthResult> {
+        static SLOW: OnceLock<Option<String>> = OnceLock::new();
+        let slow = SLOW.get_or_init(|| std::env::var(SLOW_LOGIN_ENV).ok()).as_deref()?;
+        if username != Some(slow) {
+            return None;
+        }
+        tracing::info!("test hook: slow login started");
+        let started = Instant::now();
+        while !cancellation.is_cancelled() && started.elapsed() < SLOW_LOGIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::info!("test hook: slow login ended");
+        Some(AuthResult::Deny)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -15,8 +15,9 @@ use crate::backpressure::Pressure;
 use crate::config::Config;
 use crate::control::ControlSubscriptions;
 use crate::listener;
+use crate::logging::client_text;
 use crate::router_link::{RoutingEngine, Rumqttd};
-use crate::security::Security;
+use crate::security::{KickTarget, Security};
 use crate::session::Sessions;
 use crate::tls::{CertificateReloader, TlsListener};
 
@@ -30,6 +31,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: crate::topic_budget::RoutedTopics,
+    /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
+    pub unauthenticated: Arc<AtomicUsize>,
     next_conn_id: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Broker {
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,
+            unauthenticated: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(1),
             routed_topics: Default::default(),
         });
@@ -83,7 +87,13 @@ impl Broker {
             tasks.push(tokio::spawn(async move {
                 while let Some(target) = kicks.recv().await {
                     let kicked = pump.sessions.kick(&target);
-                    info!(?target, kicked, "kick");
+                    match &target {
+                        KickTarget::Username(name) => info!(username = %client_text(name), kicked, "kick"),
+                        KickTarget::CredentialsRevoked(name) => {
+                            info!(username = %client_text(name), kicked, "kick: credentials revoked")
+                        }
+                        KickTarget::Anonymous => info!(kicked, "kick: anonymous clients"),
+                    }
                 }
             }));
         }

@@ -1,5 +1,6 @@
-//! The `dynsec-broker` command line, mosquitto's: `dynsec-broker [-c FILE] [-p PORT] [-v]`.
-//! `main.rs` only calls [`main`].
+//! The `dynsec-broker` command line, mosquitto's: `dynsec-broker [-c FILE] [-p PORT] [-v]`, plus
+//! `--version`; and the order of start-up: configuration, privileges, pid file, logging, runtime,
+//! broker, readiness. `main.rs` only calls [`main`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,18 +10,21 @@ use crate::auth_chain::AuthChain;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::security::Security;
+use crate::service;
 use crate::tls::CertificateReloader;
 
 const USAGE: &str = "\
 dynsec-broker: an MQTT broker compatible with mosquitto and its dynamic security plugin
 
 Usage: dynsec-broker [-c config_file] [-p port] [-v]
+       dynsec-broker --version
 
  -c : specify the broker config file (mosquitto.conf syntax).
       Without it: 127.0.0.1:1883, dynamic security on ./dynamic-security.json.
  -p : port of the default listener when the config file defines no listener.
  -v : verbose mode - enable all logging types. This overrides any logging options given in the config file.
  -h : show this help.
+ --version : print the version and exit.
 ";
 
 /// Parsed command line.
@@ -30,6 +34,7 @@ pub struct Args {
     pub port: Option<u16>,
     pub verbose: bool,
     pub help: bool,
+    pub version: bool,
 }
 
 /// Parses arguments (without the program name).
@@ -49,6 +54,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String
             }
             "-v" | "--verbose" => parsed.verbose = true,
             "-h" | "--help" => parsed.help = true,
+            "--version" => parsed.version = true,
             "-d" | "--daemon" => return Err("Error: -d (daemon) is not supported; use a service manager.".into()),
             other => return Err(format!("Error: Unknown option '{other}'.")),
         }
@@ -91,8 +97,8 @@ fn catch_hangup() -> Option<tokio::signal::unix::Signal> {
     hangup.ok()
 }
 
-/// SIGHUP reloads the TLS listeners' certificates, then re-reads the reloadable security files
-/// (password_file, acl_file), as mosquitto does.
+/// SIGHUP reopens the log files (for logrotate), reloads the TLS listeners' certificates, then
+/// re-reads the reloadable security files (password_file, acl_file), as mosquitto does.
 #[cfg(unix)]
 fn reload_on_hangup(
     hangup: Option<tokio::signal::unix::Signal>,
@@ -102,7 +108,8 @@ fn reload_on_hangup(
     let Some(mut hangup) = hangup else { return };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading certificates and security files");
+            crate::logging::reopen_files();
+            tracing::info!("SIGHUP received: reopened log files; reloading certificates and security files");
             certificates.reload();
             security.reload().await;
             tracing::info!("SIGHUP reload complete");
@@ -120,7 +127,11 @@ pub fn main() -> ExitCode {
         }
     };
     if args.help {
-        print!("{USAGE}");
+        print!("dynsec-broker version {}\n\n{USAGE}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if args.version {
+        println!("dynsec-broker version {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let mut config = match Config::load(args.config_file.as_deref(), args.port) {
@@ -133,11 +144,32 @@ pub fn main() -> ExitCode {
     if args.verbose {
         config.log.level = Some(tracing::Level::DEBUG);
     }
+    // mosquitto 2.0's order: drop privileges right after reading the configuration (while the
+    // process has a single thread), then write the pid file and open the logs as that user.
+    let dropped_to = match service::drop_privileges(config.service.user.as_deref()) {
+        Ok(account) => account,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _pid_file = match config.service.pid_file.as_deref().map(service::PidFile::write).transpose() {
+        Ok(pid_file) => pid_file,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(error) = crate::logging::init(&config.log) {
         eprintln!("Error: {error}");
         return ExitCode::FAILURE;
     }
     tracing::info!("dynsec-broker version {} starting", env!("CARGO_PKG_VERSION"));
+    if let Some(account) = dropped_to {
+        tracing::info!("Running as user '{account}'.");
+    } else if rustix::process::geteuid().is_root() {
+        tracing::warn!("Warning: dynsec-broker should not be run as root/administrator.");
+    }
     match &config.source {
         Some(path) => tracing::info!("Config loaded from {}.", path.display()),
         None => tracing::info!("Using default config."),
@@ -170,7 +202,13 @@ pub fn main() -> ExitCode {
         #[cfg(unix)]
         reload_on_hangup(hangup, security, broker.certificate_reloader());
         tracing::info!("dynsec-broker running");
-        broker.run_until(shutdown_signal()).await
+        service::notify_ready();
+        broker
+            .run_until(async {
+                shutdown_signal().await;
+                service::notify_stopping();
+            })
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,5 +239,6 @@ mod tests {
         assert!(args(&["-p", "x"]).is_err());
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["-d"]).is_err());
+        assert!(args(&["--version"]).unwrap().version);
     }
 }

@@ -330,6 +330,16 @@ impl Default for LogConfig {
     }
 }
 
+/// How the process runs as a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// `user NAME`: the account to switch to when started as root, right after the configuration
+    /// is read (as mosquitto 2.0 does). `None`: keep the starting account (see known differences).
+    pub user: Option<String>,
+    /// `pid_file PATH`: written with the broker's PID at start, removed at exit.
+    pub pid_file: Option<PathBuf>,
+}
+
 /// The gate's own settings (`gate_*` directives). All bounded; see each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateSettings {
@@ -364,7 +374,7 @@ pub struct GateSettings {
     pub login: crate::throttle::ThrottleSettings,
     /// `gate_max_subscriptions_per_client` (default 1000; 0: no limit; mosquitto has no such
     /// directive): filters one connection may hold. Each unique routed filter costs the router
-    /// about 6 KB that it never frees (docs/security-router.md), so the default bounds one client
+    /// about 6 KB that it never frees (docs/security.md), so the default bounds one client
     /// to about 6 MB while leaving room far beyond what devices and bridges usually subscribe.
     /// A filter over the limit gets SUBACK 0x97 (v5, quota exceeded) or 0x80.
     pub max_subscriptions_per_client: usize,
@@ -375,6 +385,13 @@ pub struct GateSettings {
     /// (v5 QoS>0: acknowledged with 0x97, quota exceeded).
     pub new_topics_per_second: u32,
     pub new_topics_burst: u32,
+    /// `gate_connect_max_size` (bytes, default 128 KiB): a CONNECT whose fixed header announces
+    /// more closes the socket before any more of it is buffered (`max_packet_size` applies once
+    /// the client is authenticated).
+    pub connect_max_size: usize,
+    /// `gate_unauthenticated_connections` (default 1024): sockets accepted whose login is not
+    /// decided yet, across listeners; beyond it a new socket is closed at accept.
+    pub unauthenticated_connections: usize,
 }
 
 impl Default for GateSettings {
@@ -397,6 +414,8 @@ impl Default for GateSettings {
             max_subscriptions_per_client: 1000,
             new_topics_per_second: 1000,
             new_topics_burst: 10_000,
+            connect_max_size: 128 * 1024,
+            unauthenticated_connections: 1024,
         }
     }
 }
@@ -423,6 +442,8 @@ pub struct Config {
     pub tcp_nodelay: bool,
     pub log: LogConfig,
     pub gate: GateSettings,
+    /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
+    pub service: ServiceConfig,
     /// Accepted-but-ignored directives and other notes, logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -457,7 +478,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("max_queued_messages", "offline queues are bounded by gate_segment_size × gate_segment_count"),
     ("memory_limit", "memory is bounded by the gate_* settings"),
     ("message_size_limit", "use max_packet_size"),
-    ("pid_file", "no pid file is written"),
     ("queue_qos0_messages", "the router queues QoS 0 messages for persistent sessions"),
     ("retain_available", "retained messages are always available"),
     ("sys_interval", "$SYS topics are not published"),
@@ -598,6 +618,7 @@ struct Builder {
     log_dests: Option<Vec<LogDest>>,
     gate: GateSettings,
     backpressure_window_set: bool,
+    service: ServiceConfig,
     warnings: Vec<String>,
 }
 
@@ -620,6 +641,7 @@ impl Builder {
             log_dests: None,
             gate: GateSettings::default(),
             backpressure_window_set: false,
+            service: ServiceConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -806,9 +828,10 @@ impl Builder {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
-            "user" => {
-                d.one_word()?;
-                self.warnings.push(format!("{}: user is ignored: the broker does not change user", d.at));
+            "user" => self.service.user = Some(d.one_word()?.to_owned()),
+            "pid_file" => {
+                let path = d.text()?;
+                self.service.pid_file = Some(PathBuf::from(path));
             }
             "persistence" => {
                 if d.boolean()? {
@@ -892,8 +915,23 @@ impl Builder {
                 }
                 self.gate.worker_threads = value;
             }
+            "connect_max_size" => {
+                let value: usize = d.number()?;
+                if !(256..=268_435_460).contains(&value) {
+                    return Err(d.at.error("gate_connect_max_size must be between 256 and 268435460 bytes"));
+                }
+                self.gate.connect_max_size = value;
+            }
+            "unauthenticated_connections" => {
+                let value: usize = d.number()?;
+                if !(1..=10_000_000).contains(&value) {
+                    return Err(d.at.error("gate_unauthenticated_connections must be between 1 and 10000000"));
+                }
+                self.gate.unauthenticated_connections = value;
+            }
             "login_throttle" => self.gate.login.enabled = d.boolean()?,
             "login_window" => self.gate.login.window = seconds(d)?,
+            "login_queue_timeout" => self.gate.login.queue_timeout = seconds(d)?,
             "login_failures_per_address"
             | "login_failures_per_username"
             | "login_pending_per_address"
@@ -965,6 +1003,7 @@ impl Builder {
             tcp_nodelay: self.tcp_nodelay,
             log,
             gate: self.gate,
+            service: self.service,
             warnings: self.warnings,
         })
     }
@@ -999,7 +1038,18 @@ mod tests {
         assert_eq!(dynsec.option("config_file"), Some("/var/lib/mosquitto/dynamic-security.json"));
         assert!(!config.security.allow_anonymous);
         assert_eq!(config.log.level, Some(tracing::Level::DEBUG));
-        assert!(config.warnings.iter().any(|w| w.contains("user is ignored")));
+        assert_eq!(config.service.user.as_deref(), Some("root"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn service_directives() {
+        let config = parse("user mosquitto\npid_file /run/mosquitto/mosquitto.pid\n").unwrap();
+        assert_eq!(config.service.user.as_deref(), Some("mosquitto"));
+        assert_eq!(config.service.pid_file, Some(PathBuf::from("/run/mosquitto/mosquitto.pid")));
+        assert_eq!(parse("").unwrap().service, ServiceConfig::default());
+        assert!(parse("user\n").is_err());
+        assert!(parse("pid_file\n").is_err());
     }
 
     #[test]
@@ -1095,6 +1145,16 @@ mod tests {
 
     #[test]
     fn gate_settings_parse() {
+        let config = parse("gate_connect_max_size 4096\ngate_unauthenticated_connections 8\n").unwrap();
+        assert_eq!((config.gate.connect_max_size, config.gate.unauthenticated_connections), (4096, 8));
+        let err = parse("gate_connect_max_size 10\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:1: gate_connect_max_size must be between 256 and 268435460 bytes");
+        let err = parse("gate_unauthenticated_connections 0\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:1: gate_unauthenticated_connections must be between 1 and 10000000");
+        let config = parse("gate_login_queue_timeout 0.5\n").unwrap();
+        assert_eq!(config.gate.login.queue_timeout, Duration::from_millis(500));
+        let err = parse("\ngate_login_queue_timeout 0\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2: gate_login_queue_timeout must be between 0 and 86400 seconds");
         let config = parse("gate_segment_size 2048\ngate_segment_count 2\ngate_write_timeout 2.5\n").unwrap();
         assert_eq!(config.gate.segment_size, 2048);
         assert_eq!(config.gate.segment_count, 2);

@@ -26,6 +26,8 @@ use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
+use crate::listener::Unauthenticated;
+use crate::logging::client_text;
 use crate::router_guard::{self, ToRouter};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
@@ -43,6 +45,9 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// A write buffer that grew beyond this is given back to the allocator after it is written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
+/// How much a client may send after its CONNECT while its login is decided (more is left in
+/// the socket until then).
+const PIPELINED_BEFORE_CONNACK: usize = 64 * 1024;
 /// Upper bound for the last writes (DISCONNECT) of a closing connection.
 const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -167,6 +172,7 @@ pub(crate) async fn serve<E, S>(
     peer: SocketAddr,
     listener: usize,
     tls: Option<TlsIdentity>,
+    unauthenticated: Unauthenticated,
 ) where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -174,7 +180,7 @@ pub(crate) async fn serve<E, S>(
     // The handshake (authentication, session claim) and the exit path are boxed while they run,
     // so that an idle connection's task holds only the event loop's state (see P6 in
     // docs/benchmarks.md: per idle connection, the task was 15 KB of the 19 KB).
-    if let Some(connection) = Box::pin(handshake(shared, stream, peer, listener, tls)).await {
+    if let Some(connection) = Box::pin(handshake(shared, stream, peer, listener, tls, unauthenticated)).await {
         connection.run().await;
     }
 }
@@ -188,6 +194,8 @@ struct Connection<E: RoutingEngine, S> {
     link: LazyLink<E::Link>,
     protocol: Protocol,
     conn_id: u64,
+    /// Index of the listener (in config order) the client connected through.
+    listener: usize,
     client_id: Arc<str>,
     username: Option<Arc<str>>,
     authz: Arc<dyn ClientAuthz>,
@@ -229,12 +237,17 @@ struct Connection<E: RoutingEngine, S> {
     persistent_link: bool,
 }
 
-/// Reads the first packet, which must be a complete CONNECT, within the connect timeout.
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_packet: usize) -> Option<BytesMut> {
+/// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
+/// on its fixed header, before its body is buffered), within the connect timeout.
+async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
     loop {
-        match codec::peek_frame(buf, max_packet) {
+        match codec::peek_frame(buf, max_size) {
             Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
                 return Some(buf.split_to(header.frame_len()));
+            }
+            Err(FrameError::TooLarge(size)) => {
+                info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
+                return None;
             }
             Ok(Some(_)) | Err(_) => return None,
             Ok(None) => {}
@@ -286,16 +299,18 @@ async fn handshake<E, S>(
     peer: SocketAddr,
     listener: usize,
     tls: Option<TlsIdentity>,
+    unauthenticated: Unauthenticated,
 ) -> Option<Connection<E, S>>
 where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
-    let max_packet = config.max_packet_size as usize;
+    // Before authentication a client may make the broker hold only a small CONNECT.
+    let max_connect = (config.max_packet_size as usize).min(config.gate.connect_max_size);
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let frame =
-        match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_packet))
+        match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
             .await
         {
             Ok(Some(frame)) => frame,
@@ -372,16 +387,38 @@ where
         tls,
         protocol,
     };
-    let (username, authz) = match shared.security.authenticate(request).await {
+    // A client that leaves while its login is decided cancels it (a queued password verification
+    // gives its place up). What it pipelined after CONNECT is kept, up to a bound.
+    let mut authentication = shared.security.authenticate(request);
+    let decision = loop {
+        tokio::select! {
+            decision = &mut authentication => break decision,
+            read = stream.read_buf(&mut read_buf), if read_buf.len() < PIPELINED_BEFORE_CONNACK => match read {
+                Ok(0) | Err(_) => {
+                    debug!(%peer, "left before its login was decided");
+                    return None;
+                }
+                Ok(_) => {}
+            },
+        }
+    };
+    drop(authentication);
+    drop(unauthenticated);
+    let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {
-            info!(%peer, client_id = %client_id, "refused: not authorised");
+            info!(%peer, client_id = %client_text(&client_id), "refused: not authorised");
             refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
             return None;
         }
         ConnectDecision::BadUsernameOrPassword => {
-            info!(%peer, client_id = %client_id, "refused: bad username or password");
+            info!(%peer, client_id = %client_text(&client_id), "refused: bad username or password");
             refuse(&mut stream, protocol, Refusal::BadUsernameOrPassword).await;
+            return None;
+        }
+        ConnectDecision::ServerUnavailable => {
+            info!(%peer, client_id = %client_text(&client_id), "refused: server unavailable");
+            refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
             return None;
         }
     };
@@ -404,7 +441,7 @@ where
     {
         Ok(claim) => claim,
         Err(superseded) => {
-            info!(client_id = %client_id, "{superseded}");
+            info!(client_id = %client_text(&client_id), "{superseded}");
             return None;
         }
     };
@@ -424,12 +461,12 @@ where
         match shared.engine.attach(&client_id, persistent_link).await {
             Ok(attached) => {
                 if !attached.session_present {
-                    debug!(client_id = %client_id, "the router had no saved session");
+                    debug!(client_id = %client_text(&client_id), "the router had no saved session");
                 }
                 LazyLink::attached(attached.link)
             }
             Err(error) => {
-                warn!(client_id = %client_id, %error, "router refused the client");
+                warn!(client_id = %client_text(&client_id), %error, "router refused the client");
                 refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
                 let release = Release { saved: claim.saved, expiry: None, will: None };
                 shared.sessions.release(&client_id, conn_id, release);
@@ -463,6 +500,7 @@ where
         link,
         protocol,
         conn_id,
+        listener,
         client_id: client_id.clone(),
         username: username.clone(),
         authz,
@@ -503,7 +541,8 @@ where
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
     info!(
-        "New client connected from {peer} as {client_id} (p{}, c{}, k{}{}).",
+        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
+        client_text(&client_id),
         match protocol {
             Protocol::V31 => 1,
             Protocol::V311 => 2,
@@ -511,7 +550,7 @@ where
         },
         u8::from(connect.clean_start),
         connect.keep_alive,
-        username.as_deref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
     );
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
@@ -544,6 +583,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 SubscriptionKind::Routed => by_id.entry(subscription.id).or_default().push(subscription.filter.clone()),
                 SubscriptionKind::Control => self.shared.control.subscribe(
                     self.conn_id,
+                    self.listener,
                     &subscription.filter.path,
                     &self.mailbox_tx,
                     &self.authz,
@@ -644,7 +684,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Exit::Lost),
                 Err(_) => {
-                    info!(client_id = %self.client_id, "client not reading: write timed out");
+                    info!(client_id = %client_text(&self.client_id), "client not reading: write timed out");
                     return Err(Exit::Lost);
                 }
             }
@@ -672,7 +712,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.keep_alive_timer.as_mut().reset(deadline);
             Ok(())
         } else {
-            info!(client_id = %self.client_id, "Client has exceeded timeout, disconnecting.");
+            info!(client_id = %client_text(&self.client_id), "Client has exceeded timeout, disconnecting.");
             Err(Exit::KeepAliveTimeout)
         }
     }
@@ -694,11 +734,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(Some(header)) => header,
                 Ok(None) => break,
                 Err(FrameError::TooLarge(size)) => {
-                    info!(client_id = %self.client_id, size, "packet larger than max_packet_size");
+                    info!(client_id = %client_text(&self.client_id), size, "packet larger than max_packet_size");
                     return Err(Exit::Protocol(PACKET_TOO_LARGE));
                 }
                 Err(error) => {
-                    info!(client_id = %self.client_id, %error, "malformed packet");
+                    info!(client_id = %client_text(&self.client_id), %error, "malformed packet");
                     return Err(Exit::Protocol(MALFORMED));
                 }
             };
@@ -750,7 +790,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(())
             }
             Err(error) => {
-                warn!(client_id = %self.client_id, %error, "router refused the client");
+                warn!(client_id = %client_text(&self.client_id), %error, "router refused the client");
                 Err(Exit::RouterRefused)
             }
         }
@@ -769,14 +809,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn handle_frame(&mut self, frame: BytesMut) -> Result<Option<ControlRequest>, Exit> {
         let packet_type = frame[0] >> 4;
         if packet_type == codec::CONNECT {
-            info!(client_id = %self.client_id, "second CONNECT: closing");
+            info!(client_id = %client_text(&self.client_id), "second CONNECT: closing");
             return Err(Exit::Protocol(PROTOCOL_ERROR));
         }
         let meta = if packet_type == codec::PUBLISH { codec::publish_meta(&frame) } else { None };
         let packet = match codec::decode(self.protocol, frame) {
             Ok(packet) => packet,
             Err(error) => {
-                info!(client_id = %self.client_id, ?error, "malformed packet");
+                info!(client_id = %client_text(&self.client_id), ?error, "malformed packet");
                 return Err(Exit::Protocol(MALFORMED));
             }
         };
@@ -860,18 +900,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let topic_bytes = publish.topic.clone();
         let Some(topic) = dynsec::topic::valid_mqtt_utf8(&topic_bytes) else {
-            info!(client_id = %self.client_id, "PUBLISH topic is not valid UTF-8");
+            info!(client_id = %client_text(&self.client_id), "PUBLISH topic is not valid UTF-8");
             return Err(Exit::Protocol(MALFORMED));
         };
         if !dynsec::topic::valid_topic(topic) {
-            info!(client_id = %self.client_id, topic, "invalid PUBLISH topic");
+            info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "invalid PUBLISH topic");
             return Err(Exit::Protocol(if topic.is_empty() { PROTOCOL_ERROR } else { TOPIC_NAME_INVALID }));
         }
         // compat §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
         let allowed =
             !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
         if !allowed {
-            debug!(client_id = %self.client_id, topic, "PUBLISH denied");
+            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
             // v3: the normal flow, message dropped; v5: reason 0x87 (compat §3.6).
             let reason = if self.protocol == Protocol::V5 { 0x87 } else { 0 };
             if qos == 2 && reason == 0 {
@@ -890,7 +930,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         if !topic.starts_with('$') {
             if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
-                info!(client_id = %self.client_id, topic, %hazard, "PUBLISH the router cannot take");
+                info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
                 return Err(Exit::Protocol(hazard.reason_code()));
             }
             if !self.topic_budget.allows(&self.shared.routed_topics, &publish.topic) {
@@ -926,18 +966,24 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// that order, through the mailboxes, so a kicked admin still gets its PUBACK and reply).
     async fn control_request(&mut self, request: ControlRequest) {
         let ControlRequest { topic, payload, qos, pkid } = request;
-        let sender = ControlSender { client_id: self.client_id.clone(), username: self.username.clone() };
+        let sender = ControlSender {
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            listener: self.listener,
+        };
         let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
             Some(pending) => Some(pending.await),
             None => {
-                debug!(client_id = %self.client_id, topic, "no control endpoint");
+                debug!(client_id = %client_text(&self.client_id), topic = %client_text(&topic), "no control endpoint");
                 None
             }
         };
         self.write_ack(qos, pkid, 0);
         if let Some(outcome) = outcome {
+            let security = &self.shared.security;
             for reply in outcome.replies {
-                self.shared.control.deliver(reply);
+                let topic = reply.topic.clone();
+                self.shared.control.deliver(reply, |listener| security.serves_control(listener, &topic));
             }
             for target in &outcome.kicks {
                 self.shared.sessions.kick(target);
@@ -955,11 +1001,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         for filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
-                info!(client_id = %self.client_id, "subscription filter is not valid MQTT UTF-8");
+                info!(client_id = %client_text(&self.client_id), "subscription filter is not valid MQTT UTF-8");
                 return Err(Exit::Protocol(MALFORMED));
             }
             if !subscriptions::valid_filter(&filter.path) {
-                info!(client_id = %self.client_id, filter = %filter.path, "invalid subscription filter");
+                info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "invalid subscription filter");
                 return Err(Exit::Protocol(MALFORMED));
             }
             if filter.nolocal && subscriptions::is_shared(&filter.path) {
@@ -973,7 +1019,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 continue;
             }
             if !self.authz.allows(Access::Subscribe, &filter.path) {
-                debug!(client_id = %self.client_id, filter = %filter.path, "SUBSCRIBE denied");
+                debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "SUBSCRIBE denied");
                 codes.push(subscriptions::denied_code(self.protocol, qos));
                 continue;
             }
@@ -983,7 +1029,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     if let Err(hazard) =
                         router_guard::admit(ToRouter::Subscribe { filter: &filter.path, subscription_id: id })
                     {
-                        info!(client_id = %self.client_id, filter = %filter.path, %hazard, "filter the router cannot take");
+                        info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), %hazard, "filter the router cannot take");
                         codes.push(subscriptions::refused_code(self.protocol, hazard));
                         continue;
                     }
@@ -991,7 +1037,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     routed.push(filter.clone());
                 }
                 SubscriptionKind::Control => {
-                    self.shared.control.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz);
+                    self.shared.control.subscribe(
+                        self.conn_id,
+                        self.listener,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                    );
                     codes.push(qos);
                 }
                 SubscriptionKind::Local => codes.push(qos),
@@ -1011,14 +1063,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // MQTT 3.1.1 [MQTT-3.10.3-2] and 5.0 [MQTT-3.10.3-2]: at least one filter. (mosquitto
         // 2.0 answers an empty 3.1 UNSUBSCRIBE, which that version did not forbid.)
         if unsubscribe.filters.is_empty() && self.protocol != Protocol::V31 {
-            info!(client_id = %self.client_id, "UNSUBSCRIBE without filters");
+            info!(client_id = %client_text(&self.client_id), "UNSUBSCRIBE without filters");
             return Err(Exit::Protocol(MALFORMED));
         }
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut routed = Vec::new();
         for filter in unsubscribe.filters {
             if dynsec::topic::valid_mqtt_utf8(filter.as_bytes()).is_none() {
-                info!(client_id = %self.client_id, "unsubscription filter is not valid MQTT UTF-8");
+                info!(client_id = %client_text(&self.client_id), "unsubscription filter is not valid MQTT UTF-8");
                 return Err(Exit::Protocol(MALFORMED));
             }
             if !subscriptions::valid_filter(&filter) {
@@ -1117,7 +1169,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let start = self.write_buf.len();
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
-            warn!(client_id = %self.client_id, "could not encode a delivery");
+            warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
         };
         self.backlog.forwarded(meta.qos, size);
@@ -1181,7 +1233,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // What the client sent before it left (a publish followed by DISCONNECT in one read)
         // still reaches the router: attach for it, and detaching flushes it.
         if self.attach_if_wanted().await.is_err() {
-            warn!(client_id = %self.client_id, "messages sent before leaving were dropped: router refused the link");
+            warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
         }
         self.link.detach(); // (a no-op when the router already dropped the link)
         if self.protocol == Protocol::V5
@@ -1215,6 +1267,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             (pending, delay)
         });
         let saved = outlives.then(|| SavedSession {
+            owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
             routed: self.link.is_attached(),
@@ -1227,6 +1280,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
-        info!(client_id = %self.client_id, reason = ?exit, "Client disconnected.");
+        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
     }
 }

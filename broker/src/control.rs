@@ -2,7 +2,9 @@
 //!
 //! `$CONTROL` topics never reach the router: requests go to `Security::control` and replies are
 //! delivered from here, at QoS 0 without retain or properties, to every connection subscribed to a
-//! matching `$CONTROL/...` filter whose `allows(Receive, topic)` passes (mosquitto-compat §1.1).
+//! matching `$CONTROL/...` filter whose `allows(Receive, topic)` passes (mosquitto-compat §1.1),
+//! and only on listeners that serve the endpoint the reply comes from
+//! ([`crate::security::Security::serves_control`]).
 //! The registry is touched only by `$CONTROL` subscriptions and replies, never by ordinary
 //! traffic.
 
@@ -15,6 +17,8 @@ use crate::session::Mail;
 
 struct Subscriber {
     conn_id: u64,
+    /// The listener the subscriber connected through.
+    listener: usize,
     filter: String,
     mailbox: mpsc::UnboundedSender<Mail>,
     authz: Arc<dyn ClientAuthz>,
@@ -34,6 +38,7 @@ impl ControlSubscriptions {
     pub fn subscribe(
         &self,
         conn_id: u64,
+        listener: usize,
         filter: &str,
         mailbox: &mpsc::UnboundedSender<Mail>,
         authz: &Arc<dyn ClientAuthz>,
@@ -42,6 +47,7 @@ impl ControlSubscriptions {
         if !subscribers.iter().any(|s| s.conn_id == conn_id && s.filter == filter) {
             subscribers.push(Subscriber {
                 conn_id,
+                listener,
                 filter: filter.to_owned(),
                 mailbox: mailbox.clone(),
                 authz: authz.clone(),
@@ -58,13 +64,17 @@ impl ControlSubscriptions {
         self.lock().retain(|s| s.conn_id != conn_id);
     }
 
-    /// Mails `reply` once to each authorised subscriber of a matching filter; returns how many.
-    pub fn deliver(&self, reply: ControlReply) -> usize {
+    /// Mails `reply` once to each authorised subscriber of a matching filter on a listener for
+    /// which `served(listener)` holds; returns how many.
+    pub fn deliver(&self, reply: ControlReply, served: impl Fn(usize) -> bool) -> usize {
         let reply = Arc::new(reply);
         let subscribers = self.lock();
         let mut delivered: Vec<u64> = Vec::new();
         for s in subscribers.iter() {
-            if delivered.contains(&s.conn_id) || !dynsec::topic::topic_matches_filter(&s.filter, &reply.topic) {
+            if delivered.contains(&s.conn_id)
+                || !dynsec::topic::topic_matches_filter(&s.filter, &reply.topic)
+                || !served(s.listener)
+            {
                 continue;
             }
             if s.authz.allows(Access::Receive, &reply.topic) && s.mailbox.send(Mail::Control(reply.clone())).is_ok() {
@@ -93,15 +103,29 @@ mod tests {
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let allowed: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
         let denied: Arc<dyn ClientAuthz> = Arc::new(Only("other"));
-        registry.subscribe(1, "$CONTROL/#", &tx1, &allowed);
-        registry.subscribe(1, "$CONTROL/x/response", &tx1, &allowed);
-        registry.subscribe(2, "$CONTROL/#", &tx2, &denied);
+        registry.subscribe(1, 0, "$CONTROL/#", &tx1, &allowed);
+        registry.subscribe(1, 0, "$CONTROL/x/response", &tx1, &allowed);
+        registry.subscribe(2, 0, "$CONTROL/#", &tx2, &denied);
         let reply = ControlReply { topic: "$CONTROL/x/response".into(), payload: b"{}".to_vec() };
-        assert_eq!(registry.deliver(reply.clone()), 1);
+        assert_eq!(registry.deliver(reply.clone(), |_| true), 1);
         assert!(matches!(rx1.try_recv(), Ok(Mail::Control(_))));
         assert!(rx1.try_recv().is_err(), "one copy per connection");
         assert!(rx2.try_recv().is_err(), "not authorised to receive");
         registry.remove_connection(1);
-        assert_eq!(registry.deliver(reply), 0);
+        assert_eq!(registry.deliver(reply, |_| true), 0);
+    }
+
+    #[test]
+    fn replies_stay_on_the_listeners_that_serve_the_endpoint() {
+        let registry = ControlSubscriptions::default();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let everything: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
+        registry.subscribe(1, 0, "$CONTROL/#", &tx1, &everything);
+        registry.subscribe(2, 1, "$CONTROL/#", &tx2, &everything);
+        let reply = ControlReply { topic: "$CONTROL/x/response".into(), payload: b"{}".to_vec() };
+        assert_eq!(registry.deliver(reply, |listener| listener == 0), 1);
+        assert!(matches!(rx1.try_recv(), Ok(Mail::Control(_))));
+        assert!(rx2.try_recv().is_err(), "listener 1 does not serve the endpoint");
     }
 }

@@ -182,9 +182,17 @@ pub fn gate_exchange(data: &[u8]) -> Vec<u8> {
         if stream.write_all(&bytes).await.is_err() {
             return Vec::new();
         }
-        let _ = stream.shutdown().await;
         let mut received = Vec::new();
         let mut chunk = vec![0u8; 16 * 1024];
+        // A well-formed CONNECT is answered before the client's EOF: the gate cancels a login
+        // whose client left while its password was verified (docs/security.md), so the EOF
+        // waits for the CONNACK (or the close) of the prefix's login.
+        if selector & 4 == 0
+            && let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await
+        {
+            received.extend_from_slice(&chunk[..n]);
+        }
+        let _ = stream.shutdown().await;
         // The broker closes on EOF; the bound only guards against a hang being reported as one.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while let Ok(n) = stream.read(&mut chunk).await {

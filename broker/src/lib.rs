@@ -31,6 +31,7 @@ pub mod logging;
 pub mod router_guard;
 pub mod router_link;
 pub mod security;
+pub mod service;
 pub mod session;
 pub mod subscriptions;
 #[cfg(feature = "testkit")]

@@ -1,7 +1,9 @@
 //! Listening sockets: binding (port 0 picks a free port; the bound address is logged), the accept
-//! loop, `max_connections` per listener, `set_tcp_nodelay`, and the TLS handshake on TLS
-//! listeners (within the connect timeout; a failed handshake closes the socket, as OpenSSL's does
-//! in mosquitto).
+//! loop, `max_connections` per listener, `gate_unauthenticated_connections` across listeners (a
+//! socket counts from accept until its login is decided, TLS handshake included; beyond the cap a
+//! new socket is closed at once, so unauthenticated clients cannot hold unbounded buffers),
+//! `set_tcp_nodelay`, and the TLS handshake on TLS listeners (within the connect timeout; a failed
+//! handshake closes the socket, as OpenSSL's does in mosquitto).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::broker::Shared;
@@ -39,6 +41,24 @@ pub(crate) async fn bind(config: &Config, index: usize) -> Result<Bound, Error> 
 
 /// Counts a listener's connections; the slot is given back when the connection task ends.
 struct Slot(Arc<AtomicUsize>);
+
+/// A socket whose login is not decided yet (see the module documentation); counted until dropped.
+pub(crate) struct Unauthenticated(Arc<AtomicUsize>);
+
+impl Unauthenticated {
+    /// Counts one more unauthenticated socket, unless `limit` are already counted.
+    fn try_new(count: &Arc<AtomicUsize>, limit: usize) -> Option<Unauthenticated> {
+        let previous = count.fetch_add(1, Ordering::AcqRel);
+        let counted = Unauthenticated(Arc::clone(count));
+        (previous < limit).then_some(counted)
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -70,6 +90,12 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
             drop(stream);
             continue;
         }
+        let limit = shared.config.gate.unauthenticated_connections;
+        let Some(unauthenticated) = Unauthenticated::try_new(&shared.unauthenticated, limit) else {
+            debug!(%peer, "refusing connection: gate_unauthenticated_connections reached");
+            drop(stream);
+            continue;
+        };
         active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(active.clone());
         if nodelay {
@@ -81,8 +107,8 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
             match tls {
-                None => Box::pin(connection::serve(shared, stream, peer, index, None)).await,
-                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls)).await,
+                None => Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await,
+                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
             }
             drop(slot);
         });
@@ -95,6 +121,7 @@ async fn serve_tls<E: RoutingEngine>(
     peer: SocketAddr,
     index: usize,
     tls: &TlsListener,
+    unauthenticated: Unauthenticated,
 ) {
     let acceptor = tls.acceptor();
     let stream = match tokio::time::timeout(shared.config.gate.connect_timeout, acceptor.accept(stream)).await {
@@ -109,5 +136,5 @@ async fn serve_tls<E: RoutingEngine>(
         }
     };
     let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, stream, peer, index, identity).await;
+    connection::serve(shared, stream, peer, index, identity, unauthenticated).await;
 }

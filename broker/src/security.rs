@@ -57,6 +57,8 @@ pub enum ConnectDecision {
     NotAuthorized,
     /// CONNACK 4 (v3.x) / 0x86 Bad user name or password (v5): TLS identity unavailable.
     BadUsernameOrPassword,
+    /// CONNACK 3 (v3.x) / 0x88 Server unavailable (v5): no password verifier became free in time.
+    ServerUnavailable,
 }
 
 /// The kinds of access checked on a connected client.
@@ -105,11 +107,13 @@ pub struct ControlOutcome {
     pub kicks: Vec<KickTarget>,
 }
 
-/// Who sent a control request (for the audit log).
+/// Who sent a control request (for the audit log), and on which listener.
 #[derive(Debug, Clone)]
 pub struct ControlSender {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
+    /// Index of the listener (in config order) the request arrived on.
+    pub listener: usize,
 }
 
 pub trait Security: Send + Sync + 'static {
@@ -117,9 +121,18 @@ pub trait Security: Send + Sync + 'static {
     fn authenticate(&self, request: ConnectRequest) -> BoxFuture<ConnectDecision>;
 
     /// Handle a PUBLISH to `topic` (which starts with `$CONTROL/`) after the sender's publish
-    /// ACL allowed it. `None` means no endpoint is registered for that topic (the message is
-    /// discarded). The future resolves once the request's effects are durable.
+    /// ACL allowed it. `None` means no endpoint is registered for that topic on the sender's
+    /// listener (the message is discarded). The future resolves once the request's effects are
+    /// durable.
     fn control(&self, sender: ControlSender, topic: &str, payload: Vec<u8>) -> Option<BoxFuture<ControlOutcome>>;
+
+    /// Whether the control endpoint that `topic` (a request or a reply topic) belongs to is served
+    /// on `listener`. Replies are delivered only to subscribers on such listeners, so that a
+    /// listener without the endpoint sees nothing of what an administrator does on another one.
+    fn serves_control(&self, listener: usize, topic: &str) -> bool {
+        let _ = (listener, topic);
+        true
+    }
 
     /// Kicks that originate outside any client request (a reloaded file, SIGHUP). The gate calls
     /// this once at start and applies every kick it receives.

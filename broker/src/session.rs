@@ -64,6 +64,9 @@ pub struct Subscription {
 /// What a persistent session keeps while its client is offline.
 #[derive(Debug, Clone, Default)]
 pub struct SavedSession {
+    /// The username the session was saved under: a client id claimed with another username
+    /// starts clean instead of inheriting the subscriptions (issue 15, item 6).
+    pub owner: Option<Arc<str>>,
     pub subscriptions: HashMap<String, Subscription>,
     /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
     pub inbound_qos2: HashSet<u16>,
@@ -154,7 +157,9 @@ impl<E: RoutingEngine> Sessions<E> {
 
     /// Claims `client_id` for a new connection: a live owner is taken over (and awaited), a
     /// pending will is cancelled (resumed session) or published (clean start), the expiry timer
-    /// stops. Returns the saved session unless `clean_start`.
+    /// stops. Returns the saved session unless `clean_start`, or unless it was saved under another
+    /// username than `username`: then the session ends as for a clean start, because its
+    /// subscriptions were granted to someone else (mosquitto 2.0 hands them over).
     pub async fn claim(
         self: &Arc<Self>,
         client_id: &Arc<str>,
@@ -191,17 +196,25 @@ impl<E: RoutingEngine> Sessions<E> {
             if let Some(timer) = entry.expiry_timer.take() {
                 timer.abort();
             }
+            let saved = entry.saved.take();
+            let foreign = saved.as_ref().is_some_and(|saved| saved.owner != username);
+            let fresh = clean_start || foreign;
             let will = entry.will_timer.take().and_then(|(timer, will)| {
                 timer.abort();
-                clean_start.then_some(will)
+                fresh.then_some(will)
             });
             entry.live = Some(Live { conn_id, username, mailbox, closed });
-            let saved = entry.saved.take();
-            (will, saved)
+            (will, saved, fresh, foreign)
         };
-        let (will, saved) = will_to_publish;
+        let (will, saved, fresh, foreign) = will_to_publish;
+        if foreign {
+            tracing::info!(
+                client_id = %crate::logging::client_text(client_id),
+                "the saved session belongs to another username: starting a clean session"
+            );
+        }
         let (saved, discarded_routed) = match saved {
-            Some(saved) if clean_start => (None, saved.routed),
+            Some(saved) if fresh => (None, saved.routed),
             saved => (saved, false),
         };
         if let Some(will) = will {
@@ -381,7 +394,7 @@ impl<E: RoutingEngine> Sessions<E> {
 /// are never routed (`$CONTROL/` wills are refused at CONNECT; `$SYS` is denied).
 pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
     if will.topic.starts_with('$') || !will.authz.allows(Access::Publish, &will.topic) {
-        tracing::debug!(topic = %will.topic, "will not published: denied");
+        tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
     }
     let item = crate::router_guard::ToRouter::Publish { topic: &will.topic, properties: will.properties.as_ref() };

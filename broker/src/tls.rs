@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
@@ -122,15 +121,13 @@ fn server_config(options: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     // mosquitto asks for a client certificate only with require_certificate true (SSL_VERIFY_PEER
     // | FAIL_IF_NO_PEER_CERT); otherwise it verifies none, whatever cafile says.
     let builder = if options.require_certificate {
-        let roots = load_roots(options)?;
-        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-        if let Some(crlfile) = &options.crlfile {
-            let crls = load_crls(crlfile)?;
-            // OpenSSL's X509_V_FLAG_CRL_CHECK checks the client certificate only.
-            verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
-        }
-        let verifier = verifier.build().map_err(|e| format!("client certificate verification: {e}"))?;
-        builder.with_client_cert_verifier(verifier)
+        let anchors = load_anchors(options)?;
+        // OpenSSL's X509_V_FLAG_CRL_CHECK checks the client certificate only; so does the verifier.
+        let crls = options.crlfile.as_deref().map(load_crls).transpose()?.unwrap_or_default();
+        // webpki for v3 certificates; version 1 ones (mosquitto-tls(7)'s recipe) as OpenSSL does.
+        let verifier = cert_compat::ClientVerifier::new(anchors, crls, Arc::clone(&provider))
+            .map_err(|e| format!("client certificate verification: {e}"))?;
+        builder.with_client_cert_verifier(Arc::new(verifier))
     } else {
         builder.with_no_client_auth()
     };
@@ -150,13 +147,16 @@ fn load_key(certfile: &Path, keyfile: &Path, provider: &CryptoProvider) -> Resul
     }
     let key = PrivateKeyDer::from_pem_file(keyfile)
         .map_err(|e| format!("Unable to load server key file \"{}\": {e}. Check keyfile.", keyfile.display()))?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+    // Also for a version 1 certificate, whose key rustls cannot match by itself.
+    cert_compat::certified_key(chain, key, provider).map_err(|e| {
         format!("Server certificate \"{}\" and key \"{}\" do not match: {e}", certfile.display(), keyfile.display())
     })
 }
 
-fn load_roots(options: &TlsOptions) -> Result<RootCertStore, String> {
+/// The trust anchors of `cafile` and `capath`, each checked to be usable as one.
+fn load_anchors(options: &TlsOptions) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut roots = RootCertStore::empty();
+    let mut anchors = Vec::new();
     let mut files: Vec<PathBuf> = options.cafile.iter().cloned().collect();
     if let Some(capath) = &options.capath {
         let entries =
@@ -173,7 +173,10 @@ fn load_roots(options: &TlsOptions) -> Result<RootCertStore, String> {
         match certs {
             Ok(certs) => {
                 for cert in certs {
-                    roots.add(cert).map_err(|e| format!("Invalid CA certificate in \"{}\": {e}", file.display()))?;
+                    roots
+                        .add(cert.clone())
+                        .map_err(|e| format!("Invalid CA certificate in \"{}\": {e}", file.display()))?;
+                    anchors.push(cert);
                 }
             }
             // A capath directory may hold other files (OpenSSL's hash links are fine, READMEs not).
@@ -181,10 +184,10 @@ fn load_roots(options: &TlsOptions) -> Result<RootCertStore, String> {
             Err(error) => tracing::warn!("{error}; skipped"),
         }
     }
-    if roots.is_empty() {
+    if anchors.is_empty() {
         return Err("Unable to load CA certificates: cafile/capath holds no certificate".into());
     }
-    Ok(roots)
+    Ok(anchors)
 }
 
 fn load_crls(crlfile: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {

@@ -118,17 +118,48 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
-/// Writes `bytes` to `path` atomically and durably, mode 0600.
+/// Writes `bytes` to `path` atomically and durably. The file keeps the owner, group and mode of
+/// the one it replaces (a new one is 0600), so that a store prepared for another user (mosquitto
+/// running as `mosquitto`, the file 0640 for its group) stays readable by it after a change.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically_like(path, bytes, None)
+}
+
+/// [`write_atomically`]; a new file takes the owner, group and mode of `sibling` when it exists
+/// (the journal takes the snapshot's).
+pub fn write_atomically_like(path: &Path, bytes: &[u8], sibling: Option<&Path>) -> Result<(), StoreError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    let model = fs::symlink_metadata(path)
+        .ok()
+        .filter(|meta| meta.is_file())
+        .or_else(|| sibling.and_then(|s| fs::metadata(s).ok()).filter(|meta| meta.is_file()));
+    if let Some(model) = model {
+        copy_ownership(&f, &model).map_err(io_err(&tmp))?;
+    }
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io_err(path))?;
     sync_dir(path)
+}
+
+/// Gives `file` the owner, group and permission bits of `model`. Only root may give a file away;
+/// anyone else keeps its own uid (the file it replaces was then its own or not writable anyway).
+fn copy_ownership(file: &File, model: &fs::Metadata) -> io::Result<()> {
+    use rustix::fs::{Gid, Mode, Uid};
+    if file.metadata()?.uid() != model.uid() || file.metadata()?.gid() != model.gid() {
+        let owner = Some(Uid::from_raw(model.uid()));
+        let group = Some(Gid::from_raw(model.gid()));
+        match rustix::fs::fchown(file, owner, group) {
+            Ok(()) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fchmod(file, Mode::from_raw_mode(model.mode() & 0o7777))?;
+    Ok(())
 }
 
 // --- mutation records ------------------------------------------------------------------------
@@ -510,7 +541,7 @@ impl Store {
         // The journal's content is now in the snapshot. Start a fresh one (replacing the file
         // rather than truncating keeps this step atomic too).
         self.journal = None;
-        write_atomically(&self.journal_path, JOURNAL_HEADER)?;
+        write_atomically_like(&self.journal_path, JOURNAL_HEADER, Some(&self.path))?;
         self.needs_rewrite = false;
         self.open_journal()
     }

@@ -164,6 +164,17 @@ impl Mosquitto {
     /// Starts mosquitto with exactly `config` (plus `user root` when needed); `port` is one of
     /// its listeners, used to wait for the start.
     pub fn start_with_text(dir: &Path, config: &str, port: u16) -> Mosquitto {
+        Self::start_with_text_installed(None, dir, config, port)
+    }
+
+    /// [`Mosquitto::start_with_text`] with the broker of `installation` (the installed 2.0 for
+    /// `None`).
+    pub fn start_with_text_installed(
+        installation: Option<&Installation>,
+        dir: &Path,
+        config: &str,
+        port: u16,
+    ) -> Mosquitto {
         let config_path = dir.join(format!("mosquitto-{port}.conf"));
         let log_path = dir.join(format!("mosquitto-{port}.log"));
         let mut text = config.to_owned();
@@ -171,7 +182,7 @@ impl Mosquitto {
             text.push_str("\nuser root\n");
         }
         fs::write(&config_path, text).expect("write the mosquitto configuration");
-        Self::spawn_and_wait(None, &config_path, log_path, port)
+        Self::spawn_and_wait(installation, &config_path, log_path, port)
             .unwrap_or_else(|failure| panic!("mosquitto: {failure}"))
     }
 

@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub enum Kind {
     Ours,
     Mosquitto,
+    /// mosquitto 2.1 ([`crate::mosquitto::mosquitto_21`]); its clients are still the installed ones.
+    Mosquitto21,
 }
 
 pub const BOTH: [Kind; 2] = [Kind::Ours, Kind::Mosquitto];
@@ -66,6 +68,11 @@ impl Twin {
         let process = match kind {
             Kind::Ours => Process::Ours(BrokerProcess::start_with_text(binary, &format!("log_type all\n{text}"))),
             Kind::Mosquitto => Process::Mosquitto(Mosquitto::start_with_text(dir, &text, ports[0])),
+            Kind::Mosquitto21 => {
+                let installation = crate::mosquitto::mosquitto_21("Twin::start")
+                    .expect("mosquitto 2.1 is not installed; callers check mosquitto_21() first");
+                Process::Mosquitto(Mosquitto::start_with_text_installed(Some(&installation), dir, &text, ports[0]))
+            }
         };
         let twin = Twin { kind, ports, process };
         assert!(wait_listening(&twin.ports), "{kind:?} is not listening on {:?}: {}", twin.ports, twin.log());
@@ -99,7 +106,7 @@ impl Twin {
         // logging, before it serves the sockets again; the pause only covers the log write.
         let (marker, settle) = match self.kind {
             Kind::Ours => ("SIGHUP reload complete", Duration::ZERO),
-            Kind::Mosquitto => ("Reloading config", Duration::from_millis(100)),
+            Kind::Mosquitto | Kind::Mosquitto21 => ("Reloading config", Duration::from_millis(100)),
         };
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {

@@ -37,7 +37,7 @@ fn cases(v5: bool) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Sends each case on its own connection; returns what each got before the close (`None`: the
 /// connection stayed open).
-async fn outcomes(addr: SocketAddr) -> Vec<(String, Option<Vec<(u8, Vec<u8>)>>)> {
+async fn outcomes(addr: SocketAddr) -> Outcomes {
     let mut seen = Vec::new();
     for version in [4u8, 5] {
         for (case, bytes) in cases(version == 5) {
@@ -57,7 +57,11 @@ async fn outcomes(addr: SocketAddr) -> Vec<(String, Option<Vec<(u8, Vec<u8>)>>)>
     seen
 }
 
-fn expected() -> Vec<(String, Option<Vec<(u8, Vec<u8>)>>)> {
+/// Per case: its name, and the frames (type, body) the broker sent before closing, or `None` if
+/// it did not close.
+type Outcomes = Vec<(String, Option<Vec<(u8, Vec<u8>)>>)>;
+
+fn expected() -> Outcomes {
     let mut expected = Vec::new();
     for version in [4u8, 5] {
         for (case, _) in cases(version == 5) {

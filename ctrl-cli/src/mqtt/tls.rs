@@ -4,16 +4,18 @@
 //! bundle), `--cert`/`--key` the client identity, `--tls-version` the minimum version,
 //! `--ciphers` the TLS 1.2 suites (OpenSSL or IANA names), `--tls-alpn` the ALPN protocol, and
 //! `--insecure` skips the host name check while still verifying the chain, as libmosquitto does.
+//! Server certificates are verified by `cert-compat`: webpki, plus what libmosquitto also
+//! accepts (version 1 certificates, the host name only in the CN).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use cert_compat::{HostNameCheck, ServerVerifier};
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::sign::SingleCertAndKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::options::TlsOptions;
 
@@ -46,7 +48,7 @@ pub fn client_config(tls: &TlsOptions) -> Result<Option<Arc<rustls::ClientConfig
         return Ok(None);
     }
 
-    let roots = trust_anchors(tls)?;
+    let anchors = trust_anchors(tls)?;
     let provider = Arc::new(provider_for(tls.ciphers.as_deref())?);
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.tls_version.as_deref() {
         None | Some("tlsv1.2") | Some("tlsv1.1") => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -57,15 +59,12 @@ pub fn client_config(tls: &TlsOptions) -> Result<Option<Arc<rustls::ClientConfig
         .with_protocol_versions(versions)
         .map_err(|_| setup_error("Error: Problem setting TLS options, check the options are valid."))?;
 
-    let roots = Arc::new(roots);
-    let builder = if tls.insecure {
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| setup_error(format!("Error: Problem setting TLS options: {e}.")))?;
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoHostnameCheck { inner }))
-    } else {
-        builder.with_root_certificates(roots)
-    };
+    // webpki for v3 certificates; version 1 ones and host names only in the CN as libmosquitto
+    // accepts them. `--insecure` skips the host name check while still verifying the chain.
+    let host_names = if tls.insecure { HostNameCheck::Skip } else { HostNameCheck::Mosquitto };
+    let verifier = ServerVerifier::new(anchors, provider.clone(), host_names)
+        .map_err(|e| setup_error(format!("Error: Problem setting TLS options: {e}.")))?;
+    let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier));
 
     let mut config = match (&tls.certfile, &tls.keyfile) {
         (Some(cert), Some(key)) => {
@@ -76,9 +75,9 @@ pub fn client_config(tls: &TlsOptions) -> Result<Option<Arc<rustls::ClientConfig
                     key.display()
                 ))
             })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| setup_error(format!("Error: Problem setting TLS options: {e}.")))?
+            let key = cert_compat::certified_key(chain, key, &provider)
+                .map_err(|e| setup_error(format!("Error: Problem setting TLS options: {e}.")))?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(key)))
         }
         _ => builder.with_no_client_auth(),
     };
@@ -105,8 +104,10 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSet
     Ok(certificates)
 }
 
-fn trust_anchors(tls: &TlsOptions) -> Result<RootCertStore, TlsSetupError> {
-    let mut roots = RootCertStore::empty();
+/// The CA certificates rustls can use as trust anchors.
+fn trust_anchors(tls: &TlsOptions) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let mut usable = RootCertStore::empty();
+    let mut anchors = Vec::new();
     let mut files = Vec::new();
     if let Some(cafile) = &tls.cafile {
         files.push(cafile.clone());
@@ -126,17 +127,19 @@ fn trust_anchors(tls: &TlsOptions) -> Result<RootCertStore, TlsSetupError> {
         match read_certificates(file) {
             Ok(certificates) => {
                 for certificate in certificates {
-                    let _ = roots.add(certificate);
+                    if usable.add(certificate.clone()).is_ok() {
+                        anchors.push(certificate);
+                    }
                 }
             }
             Err(e) if strict => return Err(e),
             Err(_) => {}
         }
     }
-    if roots.is_empty() {
+    if anchors.is_empty() {
         return Err(setup_error("Error: Problem setting TLS options: no usable CA certificate."));
     }
-    Ok(roots)
+    Ok(anchors)
 }
 
 /// The ring provider, restricted to the `--ciphers` list for TLS 1.2 (TLS 1.3 suites are always
@@ -175,52 +178,6 @@ fn normalise_suite_name(name: &str) -> String {
         _ => return name.to_string(),
     };
     format!("TLS_{kx}_WITH_{cipher}")
-}
-
-/// `--insecure`: the certificate chain is still verified, only the name check is skipped.
-#[derive(Debug)]
-struct NoHostnameCheck {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for NoHostnameCheck {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]
