@@ -374,8 +374,8 @@ pub struct GateSettings {
     pub login: crate::throttle::ThrottleSettings,
     /// `gate_max_subscriptions_per_client` (default 1000; 0: no limit; mosquitto has no such
     /// directive): filters one connection may hold. Each unique routed filter costs the router
-    /// about 6 KB that it never frees (docs/security.md), so the default bounds one client
-    /// to about 6 MB while leaving room far beyond what devices and bridges usually subscribe.
+    /// about 7 KB that it never frees (docs/security.md), so the default bounds one client
+    /// to about 7 MB while leaving room far beyond what devices and bridges usually subscribe.
     /// A filter over the limit gets SUBACK 0x97 (v5, quota exceeded) or 0x80.
     pub max_subscriptions_per_client: usize,
     /// `gate_new_topics_per_second` (default 1000; 0: no limit) and `gate_new_topics_burst`

@@ -3,7 +3,7 @@
 //! builds both) with the per-client limits off, then prints its resident memory (VmRSS):
 //! at start; after one client subscribed to N unique filters; after it disconnected (clean);
 //! after a second client did the same with N other filters; after M unique topics were published
-//! to a `#` subscriber. The figures go to docs/security-router.md.
+//! to a `#` subscriber. The figures go to docs/security.md ("Router safety and resource limits").
 
 use std::path::Path;
 use std::process::ExitCode;
