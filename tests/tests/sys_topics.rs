@@ -68,11 +68,7 @@ fn named(port: u16, username: &str) -> Client {
 
 /// `watcher` may read `$SYS`; `nosys` may read everything else (`#` does not cover `$` topics).
 fn acl(dir: &Path) -> String {
-    write_file(
-        dir,
-        "acl",
-        "user watcher\ntopic read $SYS/#\ntopic readwrite data/#\n\nuser nosys\ntopic readwrite #\n",
-    )
+    write_file(dir, "acl", "user watcher\ntopic read $SYS/#\ntopic readwrite data/#\n\nuser nosys\ntopic readwrite #\n")
 }
 
 /// Runs the scenario on one broker and returns the topic names the watcher saw.
@@ -98,9 +94,7 @@ fn scenario(kind: Kind) -> BTreeSet<String> {
     for n in 0..3 {
         assert_eq!(publisher.publish("data/x", &format!("m{n}")), dynsec_tests::twin::Connect::Connack(0));
     }
-    watcher.until("publish/messages/received 3", |seen| {
-        has_value(seen, "$SYS/broker/publish/messages/received", "3")
-    });
+    watcher.until("publish/messages/received 3", |seen| has_value(seen, "$SYS/broker/publish/messages/received", "3"));
     assert!(watcher.seen["$SYS/broker/messages/received"].len() >= 2, "{kind:?}: messages/received moved");
     assert!(!watcher.seen["$SYS/broker/uptime"][1..].iter().any(|(_, retain)| *retain), "{kind:?}: updates are live");
 
