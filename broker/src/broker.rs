@@ -19,6 +19,7 @@ use crate::logging::client_text;
 use crate::router_link::{RoutingEngine, Rumqttd};
 use crate::security::{KickTarget, Security};
 use crate::session::Sessions;
+use crate::sys_topics::{self, SysTree};
 use crate::tls::{CertificateReloader, TlsListener};
 
 /// State shared by every connection of one broker.
@@ -28,6 +29,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub engine: Arc<E>,
     pub sessions: Arc<Sessions<E>>,
     pub control: ControlSubscriptions,
+    /// The `$SYS` values and their subscribers.
+    pub sys: Arc<SysTree>,
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: crate::topic_budget::RoutedTopics,
@@ -67,6 +70,7 @@ impl Broker {
             sessions: Sessions::new(engine.clone(), takeover_wait),
             engine,
             control: ControlSubscriptions::default(),
+            sys: Arc::new(SysTree::default()),
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,
@@ -76,6 +80,12 @@ impl Broker {
         });
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
+        if shared.config.sys_interval > 0 {
+            let interval = Duration::from_secs(shared.config.sys_interval.into());
+            let sessions = shared.sessions.clone();
+            let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
+            tasks.push(tokio::spawn(refresh));
+        }
         for (index, tls) in tls_listeners.iter().enumerate() {
             let bound = listener::bind(&shared.config, index).await?;
             local_addrs.push(bound.local_addr);

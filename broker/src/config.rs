@@ -438,6 +438,9 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, default 65535): v5 clients asking for more are told this value.
     pub max_keepalive: u16,
+    /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
+    /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
+    pub sys_interval: u32,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
     pub log: LogConfig,
@@ -480,7 +483,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("message_size_limit", "use max_packet_size"),
     ("queue_qos0_messages", "the router queues QoS 0 messages for persistent sessions"),
     ("retain_available", "retained messages are always available"),
-    ("sys_interval", "$SYS topics are not published"),
     ("upgrade_outgoing_qos", "delivery QoS is the subscription QoS (see known differences)"),
     ("allow_duplicate_messages", "duplicates are always allowed"),
     ("auth_plugin_deny_special_chars", "only applies to legacy auth plugins"),
@@ -612,6 +614,7 @@ struct Builder {
     security: SecurityOptions,
     max_packet_size: u32,
     max_keepalive: u16,
+    sys_interval: u32,
     tcp_nodelay: bool,
     log_level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
@@ -636,6 +639,7 @@ impl Builder {
             security: SecurityOptions::default(),
             max_packet_size: 4 * 1024 * 1024,
             max_keepalive: 65535,
+            sys_interval: 10,
             tcp_nodelay: false,
             log_level: None,
             log_dests: None,
@@ -790,6 +794,7 @@ impl Builder {
                 }
             }
             "max_keepalive" => self.max_keepalive = d.number()?,
+            "sys_interval" => self.sys_interval = d.number()?,
             "set_tcp_nodelay" => self.tcp_nodelay = d.boolean()?,
             "log_type" => {
                 let level = match d.one_word()? {
@@ -1000,6 +1005,7 @@ impl Builder {
             security: self.security,
             max_packet_size: self.max_packet_size,
             max_keepalive: self.max_keepalive,
+            sys_interval: self.sys_interval,
             tcp_nodelay: self.tcp_nodelay,
             log,
             gate: self.gate,
@@ -1139,8 +1145,15 @@ mod tests {
 
     #[test]
     fn ignored_directives_warn() {
-        let config = parse("listener 1\nmax_queued_messages 100\nsys_interval 10\npersistence true\n").unwrap();
+        let config = parse("listener 1\nmax_queued_messages 100\nlog_facility 5\npersistence true\n").unwrap();
         assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn sys_interval_is_read() {
+        assert_eq!(parse("listener 1\n").unwrap().sys_interval, 10);
+        assert_eq!(parse("listener 1\nsys_interval 0\n").unwrap().sys_interval, 0);
+        assert!(parse("sys_interval -1\n").is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
 use crate::logging::client_text;
+use crate::metrics::{METRICS, Metrics};
 use crate::router_guard::{self, ToRouter};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
@@ -319,6 +320,8 @@ where
                 return None;
             }
         };
+    METRICS.packet_in();
+    Metrics::inc(&METRICS.connects_received);
     let connect = match codec::decode_connect(&frame) {
         Ok(connect) => connect,
         Err(ConnectError::UnsupportedLevel(level)) => {
@@ -588,7 +591,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     &self.mailbox_tx,
                     &self.authz,
                 ),
-                SubscriptionKind::Local => {}
+                SubscriptionKind::Local => self.shared.sys.subscribe(
+                    self.conn_id,
+                    &subscription.filter.path,
+                    &self.mailbox_tx,
+                    &self.authz,
+                    false,
+                ),
             }
         }
         for (id, filters) in by_id {
@@ -748,10 +757,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let at = header.header_len;
                 let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
                 self.read_buf.advance(header.frame_len());
+                METRICS.packet_in();
                 self.on_client_puback(pkid);
                 continue;
             }
             let frame = self.read_buf.split_to(header.frame_len());
+            METRICS.packet_in();
             // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
             // future per packet would be moved around for nothing.
             if let Some(request) = self.handle_frame(frame)? {
@@ -823,6 +834,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         match packet {
             Packet::Publish(publish, properties) => {
                 let meta = meta.ok_or(Exit::Protocol(MALFORMED))?;
+                METRICS.publish_in(publish.payload.len());
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
@@ -956,6 +968,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             } else {
                 Publish::new(publish.topic, publish.payload, false)
             };
+            METRICS.routed(&routed.topic, routed.payload.len(), routed.retain);
             self.link.push(Packet::Publish(routed, properties));
         }
         self.write_ack(qos, pkid, 0);
@@ -1046,9 +1059,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     );
                     codes.push(qos);
                 }
-                SubscriptionKind::Local => codes.push(qos),
+                SubscriptionKind::Local => {
+                    self.shared.sys.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz, true);
+                    codes.push(qos)
+                }
             }
-            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id });
+            let count = crate::metrics::SubscriptionCount::new(subscriptions::is_shared(&filter.path));
+            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id, count });
         }
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);
@@ -1088,7 +1105,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         // (It was admitted when subscribed.)
                         SubscriptionKind::Routed => routed.push(filter),
                         SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
-                        SubscriptionKind::Local => {}
+                        SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
                     }
                 }
             }
@@ -1162,6 +1179,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// packet size; a dropped QoS>0 message is still acknowledged to the router, in order.
     fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
         let size = 4 + publish.topic.len() + publish.payload.len();
+        let payload_len = publish.payload.len();
         let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| self.authz.allows(Access::Receive, topic));
         if !allowed {
             // Encode without the payload just to learn QoS and packet id.
@@ -1175,10 +1193,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.backlog.forwarded(meta.qos, size);
         let too_large = self.write_buf.len() - start > self.client_max_packet;
         if allowed && !too_large {
+            METRICS.publish_out(payload_len);
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
             }
             return;
+        }
+        if allowed {
+            Metrics::inc(&METRICS.publish_dropped);
         }
         self.write_buf.truncate(start);
         if meta.qos > 0 {
@@ -1207,6 +1229,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             match mail {
                 Mail::Kick(reason) => return Err(Exit::Kicked(reason)),
                 Mail::Control(reply) => self.write_control_reply(&reply),
+                Mail::Sys(message) => self.write_sys(&message),
             }
             next = self.mailbox.try_recv().ok();
         }
@@ -1216,11 +1239,26 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn write_control_reply(&mut self, reply: &ControlReply) {
         let publish =
             Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
+        self.write_local(publish);
+    }
+
+    fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {
+        let topic = Bytes::copy_from_slice(message.topic.as_bytes());
+        self.write_local(Publish::new(topic, message.payload.clone(), message.retain));
+    }
+
+    /// Writes a QoS 0 message the gate itself publishes, unless it exceeds the client's maximum
+    /// packet size.
+    fn write_local(&mut self, publish: Publish) {
+        let payload_len = publish.payload.len();
         let start = self.write_buf.len();
-        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some()
-            && self.write_buf.len() - start > self.client_max_packet
-        {
-            self.write_buf.truncate(start);
+        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some() {
+            if self.write_buf.len() - start > self.client_max_packet {
+                self.write_buf.truncate(start);
+                Metrics::inc(&METRICS.publish_dropped);
+            } else {
+                METRICS.publish_out(payload_len);
+            }
         }
     }
 
@@ -1245,6 +1283,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
         self.shared.control.remove_connection(self.conn_id);
+        self.shared.sys.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 
         let outlives = match self.protocol {

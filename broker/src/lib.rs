@@ -28,12 +28,14 @@ pub mod fuzzing;
 mod lazy_link;
 mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod router_guard;
 pub mod router_link;
 pub mod security;
 pub mod service;
 pub mod session;
 pub mod subscriptions;
+pub mod sys_topics;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod throttle;
