@@ -4,46 +4,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::Error;
-use crate::backpressure::Pressure;
 use crate::config::Config;
-use crate::control::ControlSubscriptions;
-use crate::listener;
+use crate::gate::listener::{self, Listener};
+use crate::gate::session::Sessions;
+use crate::gate::tls::CertificateReloader;
 use crate::logging::client_text;
-use crate::router_link::{RoutingEngine, Rumqttd};
+use crate::routing::router_link::Rumqttd;
 use crate::security::{KickTarget, Security};
-use crate::session::Sessions;
-use crate::sys_topics::{self, SysTree};
-use crate::tls::{CertificateReloader, TlsListener};
-
-/// State shared by every connection of one broker.
-pub(crate) struct Shared<E: RoutingEngine> {
-    pub config: Config,
-    pub security: Arc<dyn Security>,
-    pub engine: Arc<E>,
-    pub sessions: Arc<Sessions<E>>,
-    pub control: ControlSubscriptions,
-    /// The `$SYS` values and their subscribers.
-    pub sys: Arc<SysTree>,
-    pub pressure: Pressure,
-    /// Topics handed to the router so far (`gate_new_topics_*`).
-    pub routed_topics: crate::topic_budget::RoutedTopics,
-    /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
-    pub unauthenticated: Arc<AtomicUsize>,
-    next_conn_id: AtomicU64,
-}
-
-impl<E: RoutingEngine> Shared<E> {
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
+use crate::shared::Shared;
+use crate::sys_topics;
 
 /// A started broker. Dropping it does not stop it; call [`Broker::shutdown`].
 pub struct Broker {
@@ -57,27 +32,11 @@ impl Broker {
     /// Starts the router, binds every listener and begins accepting clients.
     pub async fn start(config: Config, security: Arc<dyn Security>) -> Result<Broker, Error> {
         // Certificates are loaded before anything starts, so a bad file stops the broker.
-        let mut tls_listeners = Vec::new();
-        for listener in &config.listeners {
-            tls_listeners.push(match listener.tls.is_configured() {
-                true => Some(Arc::new(TlsListener::new(&listener.tls, listener.port).map_err(Error::Tls)?)),
-                false => None,
-            });
-        }
+        let listeners = Listener::all(&config)?;
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
-        let shared = Arc::new(Shared {
-            sessions: Sessions::new(engine.clone(), takeover_wait),
-            engine,
-            control: ControlSubscriptions::default(),
-            sys: Arc::new(SysTree::default()),
-            pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
-            security,
-            config,
-            unauthenticated: Arc::new(AtomicUsize::new(0)),
-            next_conn_id: AtomicU64::new(1),
-            routed_topics: Default::default(),
-        });
+        let sessions = Sessions::new(engine.clone(), takeover_wait);
+        let shared = Arc::new(Shared::new(config, security, engine, sessions));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
         if shared.config.sys_interval > 0 {
@@ -86,11 +45,10 @@ impl Broker {
             let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
             tasks.push(tokio::spawn(refresh));
         }
-        for (index, tls) in tls_listeners.iter().enumerate() {
-            let bound = listener::bind(&shared.config, index).await?;
+        for listener in &listeners {
+            let bound = listener::bind(listener).await?;
             local_addrs.push(bound.local_addr);
-            let tls = tls.clone();
-            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index, tls)));
+            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, listener.clone())));
         }
         if let Some(mut kicks) = shared.security.take_kick_events() {
             let pump = shared.clone();
@@ -107,7 +65,8 @@ impl Broker {
                 }
             }));
         }
-        let certificates = CertificateReloader { listeners: tls_listeners.into_iter().flatten().collect() };
+        let certificates =
+            CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
 

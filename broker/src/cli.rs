@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::auth_chain::AuthChain;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::gate::tls::CertificateReloader;
 use crate::security::Security;
+use crate::security::chain::AuthChain;
 use crate::service;
-use crate::tls::CertificateReloader;
 
 const USAGE: &str = "\
 dynsec-broker: an MQTT broker compatible with mosquitto and its dynamic security plugin

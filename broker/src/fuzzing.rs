@@ -27,8 +27,8 @@ use dynsec::password::{HashPolicy, PasswordHash};
 use rumqttd::protocol::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::codec::{self, CONNECT};
 use crate::config::Config;
+use crate::gate::codec::{self, CONNECT};
 use crate::security::Protocol;
 
 const FUZZ_ADMIN_PASSWORD: &str = "fuzz-admin";
@@ -148,7 +148,7 @@ fn gate() -> &'static Gate {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let broker = runtime.block_on(async {
-            let security = crate::auth_chain::AuthChain::from_config(&config).expect("security chain");
+            let security = crate::security::chain::AuthChain::from_config(&config).expect("security chain");
             crate::broker::Broker::start(config, security).await.expect("broker")
         });
         let addr = broker.local_addrs()[0];
@@ -212,7 +212,7 @@ pub fn gate_exchange(data: &[u8]) -> Vec<u8> {
 /// The in-process router used by [`router_session`], started once per fuzzing process.
 struct RouterUnderTest {
     runtime: tokio::runtime::Runtime,
-    engine: std::sync::Arc<crate::router_link::Rumqttd>,
+    engine: std::sync::Arc<crate::routing::router_link::Rumqttd>,
 }
 
 fn router_under_test() -> &'static RouterUnderTest {
@@ -226,7 +226,8 @@ fn router_under_test() -> &'static RouterUnderTest {
         }));
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let engine = crate::router_link::Rumqttd::start(&crate::config::GateSettings::default()).expect("router");
+        let engine =
+            crate::routing::router_link::Rumqttd::start(&crate::config::GateSettings::default()).expect("router");
         RouterUnderTest { runtime, engine }
     })
 }
@@ -285,14 +286,18 @@ const CLIENTS: usize = 4;
 /// One simulated client (its link, attached on first use).
 #[derive(Default)]
 struct Client {
-    link: Option<crate::router_link::RumqttdLink>,
+    link: Option<crate::routing::router_link::RumqttdLink>,
 }
 
 /// Delivers what the router sent `link` up to the answer of a PINGREQ, acknowledging (in the
 /// router's order) when `ack` is set; checks every delivered topic was published. Panics if the
 /// router is gone or does not answer.
-async fn settle(link: &mut crate::router_link::RumqttdLink, ack: bool, published: &std::collections::HashSet<Vec<u8>>) {
-    use crate::router_link::{FromRouter, RouterLink};
+async fn settle(
+    link: &mut crate::routing::router_link::RumqttdLink,
+    ack: bool,
+    published: &std::collections::HashSet<Vec<u8>>,
+) {
+    use crate::routing::router_link::{FromRouter, RouterLink};
     use rumqttd::protocol::{PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason};
     link.push(Packet::PingReq(rumqttd::protocol::PingReq));
     link.flush().expect("the router link is closed: the router died");
@@ -328,8 +333,8 @@ async fn settle(link: &mut crate::router_link::RumqttdLink, ack: bool, published
 }
 
 pub fn router_session(data: &[u8]) {
-    use crate::router_guard::{ToRouter, admit};
-    use crate::router_link::{RouterLink, RoutingEngine};
+    use crate::routing::router_guard::{ToRouter, admit};
+    use crate::routing::router_link::{RouterLink, RoutingEngine};
     use bytes::Bytes;
     use rumqttd::protocol::{Filter, Publish, QoS, RetainForwardRule, SubscribeProperties};
 

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), dynsec_broker::Error> {
-//! use dynsec_broker::{auth_chain::AuthChain, broker::Broker, config::Config};
+//! use dynsec_broker::{broker::Broker, config::Config, security::chain::AuthChain};
 //! let config = Config::load(None, None)?; // None: 127.0.0.1:1883, dynsec on ./dynamic-security.json
 //! let security = AuthChain::from_config(&config)?;
 //! let broker = Broker::start(config, security).await?;
@@ -14,34 +14,25 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod ack_sequencer;
-pub mod auth_chain;
-pub mod backpressure;
+// The folders follow the data flow (docs/architecture.md): `gate` reads and writes clients,
+// `security` decides, `routing` hands messages to rumqttd and back, `config` reads the file that
+// sets all of it up; `broker` wires them together around `shared::Shared`.
+
 pub mod broker;
 pub mod cli;
-pub mod codec;
 pub mod config;
-mod connection;
-pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-mod lazy_link;
-mod listener;
+pub mod gate;
 pub mod logging;
 pub mod metrics;
-pub mod router_guard;
-pub mod router_link;
+pub mod routing;
 pub mod security;
 pub mod service;
-pub mod session;
-pub mod subscriptions;
+mod shared;
 pub mod sys_topics;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod throttle;
-pub mod tls;
-pub mod topic_budget;
-pub mod verifier;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +42,7 @@ pub enum Error {
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
     #[error(transparent)]
-    Router(#[from] router_link::RouterError),
+    Router(#[from] routing::router_link::RouterError),
     #[error("{0}")]
     Unsupported(String),
     #[error("TLS: {0}")]

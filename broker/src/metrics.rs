@@ -1,5 +1,6 @@
 //! The broker's counters, counted where the events happen and read by `$SYS` (see
-//! [`crate::sys_topics`]) and, later, by `/metrics` (design.md, "Metrics").
+//! [`crate::sys_topics`]) and, later, by a `/metrics` endpoint
+//! (docs/architecture.md).
 //!
 //! Every counter is a relaxed atomic in one process-wide [`METRICS`], as mosquitto keeps its
 //! `$SYS` counters in globals: the hot path pays one uncontended `fetch_add` and takes no lock.

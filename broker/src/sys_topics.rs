@@ -2,8 +2,8 @@
 //! them, and the task that refreshes them every `sys_interval` seconds from
 //! [`crate::metrics`] and the session registry.
 //!
-//! The router refuses `$` filters and never matches `$` topics (rumqttd-adapter-notes.md,
-//! defect 9), so `$SYS` is served by the gate, as `$CONTROL` is (see [`crate::control`]): the
+//! The router refuses `$` filters and never matches `$` topics (docs/rumqttd.md,
+//! defect 9), so `$SYS` is served by the gate, as `$CONTROL` is (see [`crate::gate::control`]): the
 //! values are kept here as retained messages; a new `$SYS` subscription receives the matching
 //! ones with the retain flag, and each change goes to the matching subscribers without it; both at
 //! QoS 0, and only where `allows(Receive, topic)` passes. As in mosquitto 2.0, `version` is
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::gate::session::Mail;
 use crate::metrics::{METRICS, Metrics};
 use crate::security::{Access, ClientAuthz};
-use crate::session::Mail;
 
 /// A `$SYS` message for one connection to write.
 #[derive(Debug)]

@@ -1,6 +1,9 @@
 //! Test support (feature `testkit`): a raw MQTT client that writes exact bytes and reads frames
 //! back without interpreting them, so tests can check reason codes, packet order and what a
-//! misbehaving client gets. Not used by the broker itself.
+//! misbehaving client gets; and (`sessions`) a session registry full of clients without sockets.
+//! Not used by the broker itself.
+
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -209,7 +212,7 @@ pub fn put_str(buf: &mut BytesMut, bytes: &[u8]) {
 }
 
 pub fn put_varint(buf: &mut BytesMut, value: usize) {
-    crate::codec::put_remaining_length(buf, value);
+    crate::gate::codec::put_remaining_length(buf, value);
 }
 
 /// A packet from its first byte and body.
@@ -352,7 +355,7 @@ impl RawClient {
     }
 
     fn take_frame(&mut self) -> Option<Frame> {
-        let header = crate::codec::peek_frame(&self.buf, usize::MAX).ok()??;
+        let header = crate::gate::codec::peek_frame(&self.buf, usize::MAX).ok()??;
         let mut frame = self.buf.split_to(header.frame_len());
         frame.advance(header.header_len);
         Some(Frame { packet_type: header.byte1 >> 4, flags: header.byte1 & 0x0F, body: frame.freeze() })

@@ -1,9 +1,11 @@
 //! Property test of back-pressure's lanes: a message is always counted in the lane of every
 //! subscriber it can reach, so a subscriber's lane count bounds its lag. Checked against the
 //! MQTT matcher on random filter sets and topics (deeper than the five counted levels).
+// A test that cannot go on should stop: unwrapping is how it says so.
+#![allow(clippy::unwrap_used)]
 
 use dynsec::topic::{topic_matches_filter, valid_filter};
-use dynsec_broker::backpressure::{Lane, TopicLanes};
+use dynsec_broker::routing::backpressure::{Lane, TopicLanes};
 use proptest::prelude::*;
 
 /// Few names, so that random filters and topics share prefixes and match.

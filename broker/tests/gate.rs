@@ -1,6 +1,8 @@
 //! The gate in-process, with a scripted `Security`: the deny paths (PUBLISH, SUBSCRIBE,
 //! UNSUBSCRIBE, delivery, wills, CONNECT), `$CONTROL` replies and kicks, and the shutdown hook.
 //! Raw packets on the wire, so reason codes and packet order are checked exactly.
+// A test that cannot go on should stop: unwrapping is how it says so.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

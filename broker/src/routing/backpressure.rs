@@ -1,6 +1,6 @@
 //! Back-pressure: holding publishers while a QoS>0 subscriber may be far behind, so that the
 //! router's per-filter log does not roll over under it (rumqttd drops the oldest segment and
-//! silently moves the subscriber's cursor, QoS 1 included — adapter-notes §8).
+//! silently moves the subscriber's cursor, QoS 1 included — docs/rumqttd.md §8).
 //!
 //! The gate cannot see a subscriber's lag inside the router, so it bounds it from outside:
 //! - [`Pressure`] counts every byte published into the router (as the router sizes messages),
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::router_link::ROUTER_INFLIGHT;
+use crate::routing::router_link::ROUTER_INFLIGHT;
 
 /// Below this many messages in flight, a subscriber can be probed.
 const PROBE_BELOW: usize = ROUTER_INFLIGHT / 2;

@@ -12,7 +12,7 @@ use std::future::pending;
 
 use rumqttd::protocol::Packet;
 
-use crate::router_link::{FromRouter, RouterError, RouterLink};
+use crate::routing::router_link::{FromRouter, RouterError, RouterLink};
 
 pub struct LazyLink<L> {
     link: Option<L>,

@@ -1,4 +1,4 @@
-//! TLS listeners (compat §5.6): the rustls server configuration built from a listener's
+//! TLS listeners (docs/compatibility.md §5.6): the rustls server configuration built from a listener's
 //! `certfile`/`keyfile`/`cafile`/`capath`/`crlfile`/`tls_version`/`require_certificate`, its
 //! replacement on SIGHUP, and the identity (common name, RFC 2253 subject) read from a verified
 //! client certificate.

@@ -2,7 +2,7 @@
 //!
 //! `$CONTROL` topics never reach the router: requests go to `Security::control` and replies are
 //! delivered from here, at QoS 0 without retain or properties, to every connection subscribed to a
-//! matching `$CONTROL/...` filter whose `allows(Receive, topic)` passes (mosquitto-compat §1.1),
+//! matching `$CONTROL/...` filter whose `allows(Receive, topic)` passes (docs/compatibility.md §1.1),
 //! and only on listeners that serve the endpoint the reply comes from
 //! ([`crate::security::Security::serves_control`]).
 //! The registry is touched only by `$CONTROL` subscriptions and replies, never by ordinary
@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use crate::security::{Access, ClientAuthz, ControlReply};
-use crate::session::Mail;
+use crate::gate::session::Mail;
+use crate::security::{Access, ClientAuthz, ControlReply, ListenerId};
 
 struct Subscriber {
     conn_id: u64,
     /// The listener the subscriber connected through.
-    listener: usize,
+    listener: ListenerId,
     filter: String,
     mailbox: mpsc::UnboundedSender<Mail>,
     authz: Arc<dyn ClientAuthz>,
@@ -38,7 +38,7 @@ impl ControlSubscriptions {
     pub fn subscribe(
         &self,
         conn_id: u64,
-        listener: usize,
+        listener: ListenerId,
         filter: &str,
         mailbox: &mpsc::UnboundedSender<Mail>,
         authz: &Arc<dyn ClientAuthz>,
@@ -66,7 +66,7 @@ impl ControlSubscriptions {
 
     /// Mails `reply` once to each authorised subscriber of a matching filter on a listener for
     /// which `served(listener)` holds; returns how many.
-    pub fn deliver(&self, reply: ControlReply, served: impl Fn(usize) -> bool) -> usize {
+    pub fn deliver(&self, reply: ControlReply, served: impl Fn(ListenerId) -> bool) -> usize {
         let reply = Arc::new(reply);
         let subscribers = self.lock();
         let mut delivered: Vec<u64> = Vec::new();
@@ -103,9 +103,9 @@ mod tests {
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let allowed: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
         let denied: Arc<dyn ClientAuthz> = Arc::new(Only("other"));
-        registry.subscribe(1, 0, "$CONTROL/#", &tx1, &allowed);
-        registry.subscribe(1, 0, "$CONTROL/x/response", &tx1, &allowed);
-        registry.subscribe(2, 0, "$CONTROL/#", &tx2, &denied);
+        registry.subscribe(1, ListenerId(0), "$CONTROL/#", &tx1, &allowed);
+        registry.subscribe(1, ListenerId(0), "$CONTROL/x/response", &tx1, &allowed);
+        registry.subscribe(2, ListenerId(0), "$CONTROL/#", &tx2, &denied);
         let reply = ControlReply { topic: "$CONTROL/x/response".into(), payload: b"{}".to_vec() };
         assert_eq!(registry.deliver(reply.clone(), |_| true), 1);
         assert!(matches!(rx1.try_recv(), Ok(Mail::Control(_))));
@@ -121,10 +121,10 @@ mod tests {
         let (tx1, mut rx1) = mpsc::unbounded_channel();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let everything: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
-        registry.subscribe(1, 0, "$CONTROL/#", &tx1, &everything);
-        registry.subscribe(2, 1, "$CONTROL/#", &tx2, &everything);
+        registry.subscribe(1, ListenerId(0), "$CONTROL/#", &tx1, &everything);
+        registry.subscribe(2, ListenerId(1), "$CONTROL/#", &tx2, &everything);
         let reply = ControlReply { topic: "$CONTROL/x/response".into(), payload: b"{}".to_vec() };
-        assert_eq!(registry.deliver(reply, |listener| listener == 0), 1);
+        assert_eq!(registry.deliver(reply, |listener| listener == ListenerId(0)), 1);
         assert!(matches!(rx1.try_recv(), Ok(Mail::Control(_))));
         assert!(rx2.try_recv().is_err(), "listener 1 does not serve the endpoint");
     }

@@ -24,10 +24,34 @@ pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 pub const PUBACK: u8 = 4;
+pub const PUBREC: u8 = 5;
 pub const PUBREL: u8 = 6;
+pub const PUBCOMP: u8 = 7;
 pub const SUBSCRIBE: u8 = 8;
 pub const UNSUBSCRIBE: u8 = 10;
 pub const AUTH: u8 = 15;
+
+/// MQTT 5 reason codes the gate sends (in acknowledgements, SUBACK/UNSUBACK and DISCONNECT).
+pub mod reason {
+    pub const SUCCESS: u8 = 0x00;
+    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    pub const UNSPECIFIED_ERROR: u8 = 0x80;
+    pub const MALFORMED_PACKET: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
+    pub const SERVER_BUSY: u8 = 0x89;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
+    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+}
 
 /// A complete packet found at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,7 +62,7 @@ pub struct ThrottleSettings {
     /// may have waiting.
     pub pending_per_address: usize,
     /// `gate_login_verifications` (default: the number of CPUs): password verifications running
-    /// at once, broker-wide, each on its own low-priority thread ([`crate::verifier`]). Because
+    /// at once, broker-wide, each on its own low-priority thread ([`crate::security::verifier`]). Because
     /// those threads yield to traffic, all cores can hash: on 2 cores, bench P4 went from 962 to
     /// 1,328 connects/s with connected clients' p99 at 1.6 ms (docs/benchmarks.md).
     pub concurrent_verifications: usize,

@@ -1,7 +1,7 @@
 //! The outbound ack sequencer: the QoS 1/2 state of messages the router delivers to one client.
 //!
 //! rumqttd expects a client's PUBACK/PUBREC (and then PUBCOMP) in exactly the order it sent the
-//! messages, and disconnects the client otherwise (adapter-notes defect 5). The gate also drops
+//! messages, and disconnects the client otherwise (docs/rumqttd.md defect 5). The gate also drops
 //! some deliveries (ACL on receive, the client's maximum packet size) and must still acknowledge
 //! them to the router. So every QoS>0 delivery takes a slot in send order; a slot is released to
 //! the router when the client (or the gate, for a dropped message) has acknowledged it *and*

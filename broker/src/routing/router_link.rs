@@ -2,12 +2,12 @@
 //! traits ([`RoutingEngine`], [`RouterLink`]) so that another routing engine can replace it
 //! without touching the gate.
 //!
-//! What lives here because of rumqttd's shape (see rumqttd-adapter-notes.md §2):
+//! What lives here because of rumqttd's shape (see docs/rumqttd.md §2):
 //! - the router's event channel has an unnameable type, so the engine keeps a "link factory"
 //!   closure that captures it;
 //! - `LinkBuilder::build` blocks, so attaching runs on the blocking pool;
 //! - client ids are escaped (`%`, `+`, `$`, `#`, `/` → `%XX`): the router silently refuses ids
-//!   containing `+ $ # /` (adapter-notes defect 10);
+//!   containing `+ $ # /` (docs/rumqttd.md defect 10);
 //! - a shared subscription's group is keyed by group name alone in the router, so `$share/g/a`
 //!   and `$share/g/b` would share one cursor; the group is renamed per filter on the way in;
 //! - topics and filters are spelled for the router (`router_guard`: a first character the
@@ -36,7 +36,7 @@ use rumqttd::{Notification, Router, RouterConfig};
 use tracing::error;
 
 use crate::config::GateSettings;
-use crate::router_guard;
+use crate::routing::router_guard;
 
 /// Outgoing QoS>0 messages the router keeps in flight per client (rumqttd's `MAX_INFLIGHT`); it
 /// numbers them 1..=100 in send order.

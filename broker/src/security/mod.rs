@@ -2,13 +2,23 @@
 //!
 //! The connection machinery (listeners, codec, sessions, router link) asks three questions and
 //! acts on the answers; it never looks inside dynsec, password files or ACL files. The production
-//! implementation is the mosquitto plugin chain in [`crate::auth_chain`]; tests may plug in their
-//! own. Everything here is called on connection tasks, so:
+//! implementation is the mosquitto plugin chain in [`chain`] (split by job in the files of this
+//! folder); tests may plug in their own. Everything here is called on connection tasks, so:
 //! - `authenticate` may be slow (password hashing) and is a future the implementation runs off
 //!   the connection task (the production chain uses its low-priority verifier threads);
 //! - [`ClientAuthz::allows`] is the hot path (every PUBLISH and every delivered message) and must
 //!   not block or take a global lock;
 //! - `control` executes admin commands and resolves only once their effect is durable.
+
+mod admin;
+mod authentication;
+mod authz;
+pub mod chain;
+mod control;
+mod reload;
+pub mod throttle;
+pub mod verifier;
+mod watcher;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,12 +44,18 @@ pub struct TlsIdentity {
     pub subject: String,
 }
 
+/// A listener, by its place in the configuration (the first is 0). The gate resolves each
+/// listener's settings once (`gate::listener::Listener`); security implementations key what
+/// differs per listener by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
 /// What a CONNECT presents. Zero-length username or password are already mapped to `None`
 /// (mosquitto treats them as absent).
 #[derive(Debug, Clone)]
 pub struct ConnectRequest {
-    /// Index of the listener (in config order) that accepted the connection.
-    pub listener: usize,
+    /// The listener that accepted the connection.
+    pub listener: ListenerId,
     pub peer: SocketAddr,
     /// The client id after server assignment for empty ids.
     pub client_id: Arc<str>,
@@ -112,8 +128,8 @@ pub struct ControlOutcome {
 pub struct ControlSender {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
-    /// Index of the listener (in config order) the request arrived on.
-    pub listener: usize,
+    /// The listener the request arrived on.
+    pub listener: ListenerId,
 }
 
 pub trait Security: Send + Sync + 'static {
@@ -129,7 +145,7 @@ pub trait Security: Send + Sync + 'static {
     /// Whether the control endpoint that `topic` (a request or a reply topic) belongs to is served
     /// on `listener`. Replies are delivered only to subscribers on such listeners, so that a
     /// listener without the endpoint sees nothing of what an administrator does on another one.
-    fn serves_control(&self, listener: usize, topic: &str) -> bool {
+    fn serves_control(&self, listener: ListenerId, topic: &str) -> bool {
         let _ = (listener, topic);
         true
     }

@@ -2,9 +2,10 @@
 //!
 //! Each filter of a SUBSCRIBE is validated, authorised with its full text (`$share/<g>/…`
 //! included), then either routed, kept locally (`$CONTROL/…` and other `$` filters — the router
-//! disconnects clients that subscribe to those, adapter-notes defect 9) or denied. Only the routed
+//! disconnects clients that subscribe to those, docs/rumqttd.md defect 9) or denied. Only the routed
 //! part goes to the router; its SUBACK fills the routed slots. UNSUBSCRIBE is answered by the gate
-//! (the router sends none for unknown filters and one per filter otherwise, defect 4).
+//! (the router sends none for unknown filters and one per filter otherwise: docs/rumqttd.md,
+//! defect 4).
 //! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
 
 use std::collections::VecDeque;
@@ -12,9 +13,9 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use rumqttd::protocol::SubscribeReasonCode;
 
-use crate::codec;
+use crate::gate::codec;
+use crate::gate::session::SubscriptionKind;
 use crate::security::Protocol;
-use crate::session::SubscriptionKind;
 
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
@@ -50,7 +51,7 @@ pub fn kind_of(filter: &str) -> SubscriptionKind {
 }
 
 /// The SUBACK code of a denied filter: v5 0x87, 3.1.1 0x80, and 3.1 echoes the requested QoS
-/// although nothing was subscribed (mosquitto's behaviour, compat §3.6).
+/// although nothing was subscribed (mosquitto's behaviour, docs/compatibility.md §3.6).
 pub fn denied_code(protocol: Protocol, requested_qos: u8) -> u8 {
     match protocol {
         Protocol::V5 => 0x87,
@@ -61,7 +62,7 @@ pub fn denied_code(protocol: Protocol, requested_qos: u8) -> u8 {
 
 /// The SUBACK code of a filter the router cannot take (`router_guard`): v5 the hazard's reason
 /// code, 3.x 0x80.
-pub fn refused_code(protocol: Protocol, hazard: crate::router_guard::Hazard) -> u8 {
+pub fn refused_code(protocol: Protocol, hazard: crate::routing::router_guard::Hazard) -> u8 {
     match protocol {
         Protocol::V5 => hazard.reason_code(),
         Protocol::V311 | Protocol::V31 => 0x80,

@@ -14,12 +14,41 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::Error;
-use crate::broker::Shared;
-use crate::config::Config;
-use crate::connection;
+use crate::config::{Config, ListenerConfig, SecurityOptions};
+use crate::gate::connection;
+use crate::gate::tls::{self, TlsListener};
 use crate::metrics;
-use crate::router_link::RoutingEngine;
-use crate::tls::{self, TlsListener};
+use crate::routing::router_link::RoutingEngine;
+use crate::security::ListenerId;
+use crate::shared::Shared;
+
+/// One configured listener as the running broker holds it: its identity for the security chain,
+/// its settings, the security options that apply on it and its TLS acceptor, resolved once at
+/// start. Connections keep an `Arc` of it rather than an index into the configuration.
+pub(crate) struct Listener {
+    pub id: ListenerId,
+    pub settings: ListenerConfig,
+    pub security: SecurityOptions,
+    pub tls: Option<Arc<TlsListener>>,
+}
+
+impl Listener {
+    /// Every listener of `config`, in configuration order; TLS certificates are loaded here, so
+    /// that a bad file stops the broker before anything starts.
+    pub fn all(config: &Config) -> Result<Vec<Arc<Listener>>, Error> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for (index, settings) in config.listeners.iter().enumerate() {
+            let tls = match settings.tls.is_configured() {
+                true => Some(Arc::new(TlsListener::new(&settings.tls, settings.port).map_err(Error::Tls)?)),
+                false => None,
+            };
+            let id = ListenerId(index);
+            let security = config.security_for(id).clone();
+            listeners.push(Arc::new(Listener { id, settings: settings.clone(), security, tls }));
+        }
+        Ok(listeners)
+    }
+}
 
 /// A bound listener.
 pub(crate) struct Bound {
@@ -27,17 +56,16 @@ pub(crate) struct Bound {
     pub local_addr: SocketAddr,
 }
 
-pub(crate) async fn bind(config: &Config, index: usize) -> Result<Bound, Error> {
-    let listener_config = &config.listeners[index];
-    let host = listener_config.bind_host();
-    let address = format!("{host}:{}", listener_config.port);
-    let address = if host.contains(':') { format!("[{host}]:{}", listener_config.port) } else { address };
-    let listener =
+pub(crate) async fn bind(listener: &Listener) -> Result<Bound, Error> {
+    let host = listener.settings.bind_host();
+    let port = listener.settings.port;
+    let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let socket =
         TcpListener::bind(&address).await.map_err(|source| Error::Bind { address: address.clone(), source })?;
-    let local_addr = listener.local_addr().map_err(|source| Error::Bind { address: address.clone(), source })?;
+    let local_addr = socket.local_addr().map_err(|source| Error::Bind { address: address.clone(), source })?;
     // Tests and scripts look for this line to learn the port chosen for port 0.
     info!("Opening listen socket on {local_addr}.");
-    Ok(Bound { listener, local_addr })
+    Ok(Bound { listener: socket, local_addr })
 }
 
 /// Counts a listener's connections; the slot is given back when the connection task ends.
@@ -67,13 +95,8 @@ impl Drop for Slot {
     }
 }
 
-pub(crate) async fn accept_loop<E: RoutingEngine>(
-    shared: Arc<Shared<E>>,
-    bound: Bound,
-    index: usize,
-    tls: Option<Arc<TlsListener>>,
-) {
-    let limit = shared.config.listeners[index].max_connections;
+pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound: Bound, listener: Arc<Listener>) {
+    let limit = listener.settings.max_connections;
     let nodelay = shared.config.tcp_nodelay;
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -104,16 +127,16 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
             let _ = stream.set_nodelay(true);
         }
         let shared = shared.clone();
-        let tls = tls.clone();
+        let listener = listener.clone();
         // Each kind of session boxed on its own: a task is as large as its largest state, and a
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
-            match tls {
+            match listener.tls.clone() {
                 None => {
                     let stream = metrics::Counted::new(stream);
-                    Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await
+                    Box::pin(connection::serve(shared, stream, peer, listener, None, unauthenticated)).await
                 }
-                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
+                Some(tls) => Box::pin(serve_tls(shared, stream, peer, listener, &tls, unauthenticated)).await,
             }
             drop(slot);
         });
@@ -124,7 +147,7 @@ async fn serve_tls<E: RoutingEngine>(
     shared: Arc<Shared<E>>,
     stream: TcpStream,
     peer: SocketAddr,
-    index: usize,
+    listener: Arc<Listener>,
     tls: &TlsListener,
     unauthenticated: Unauthenticated,
 ) {
@@ -141,5 +164,5 @@ async fn serve_tls<E: RoutingEngine>(
         }
     };
     let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, metrics::Counted::new(stream), peer, index, identity, unauthenticated).await;
+    connection::serve(shared, metrics::Counted::new(stream), peer, listener, identity, unauthenticated).await;
 }

@@ -1,0 +1,122 @@
+//! How a connection ends, and the one exit path: last writes, router link, registries, the saved
+//! session and the will.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{info, warn};
+
+use super::{CLOSING_WRITE_TIMEOUT, Connection};
+use crate::gate::codec::{self, reason};
+use crate::gate::session::{KickReason, PendingWill, Release, SavedSession};
+use crate::logging::client_text;
+use crate::routing::router_link::{RouterLink, RoutingEngine};
+use crate::security::Protocol;
+
+/// Whether a session outlives its connection: MQTT 5 by its session expiry, 3.x by the clean flag
+/// (docs/rumqttd.md §3).
+pub(super) fn session_outlives(protocol: Protocol, clean_start: bool, session_expiry: u32) -> bool {
+    match protocol {
+        Protocol::V5 => session_expiry > 0,
+        Protocol::V31 | Protocol::V311 => !clean_start,
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// The client sent DISCONNECT (`will`: v5 reason 0x04, disconnect with will).
+    Disconnected {
+        will: bool,
+    },
+    Kicked(KickReason),
+    /// Socket closed, read error or write timeout.
+    Lost,
+    KeepAliveTimeout,
+    /// The client broke the protocol; v5 clients get a DISCONNECT with this reason first.
+    Protocol(u8),
+    /// The router dropped the link.
+    RouterGone,
+    /// The router refused to attach the link (its connection table is full).
+    RouterRefused,
+}
+
+impl Exit {
+    pub(super) fn publishes_will(self) -> bool {
+        match self {
+            Exit::Disconnected { will } => will,
+            Exit::Kicked(reason) => reason == KickReason::Takeover,
+            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone | Exit::RouterRefused => true,
+        }
+    }
+
+    pub(super) fn v5_reason(self) -> Option<u8> {
+        match self {
+            Exit::Kicked(KickReason::Takeover) => Some(reason::SESSION_TAKEN_OVER),
+            Exit::Kicked(KickReason::Admin) => Some(reason::ADMINISTRATIVE_ACTION),
+            Exit::Kicked(KickReason::Shutdown) => Some(reason::SERVER_SHUTTING_DOWN),
+            Exit::Kicked(KickReason::CredentialsRevoked) => None,
+            Exit::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            Exit::Protocol(code) => Some(code),
+            Exit::RouterRefused => Some(reason::SERVER_BUSY),
+            Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
+        }
+    }
+}
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    /// The one exit path: last writes, router, registries, session and will.
+    pub(super) async fn finish(mut self, exit: Exit) {
+        // Router and registry first, socket last: a client that sees the close can reconnect at
+        // once and find its session saved. The router also goes before the last writes, which
+        // may take CLOSING_WRITE_TIMEOUT: a takeover waits for this connection only so long, and
+        // its new link must not find this one still in the router.
+        // What the client sent before it left (a publish followed by DISCONNECT in one read)
+        // still reaches the router: attach for it, and detaching flushes it.
+        if self.attach_if_wanted().await.is_err() {
+            warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
+        }
+        self.link.detach(); // (a no-op when the router already dropped the link)
+        if self.protocol == Protocol::V5
+            && let Some(code) = exit.v5_reason()
+        {
+            codec::disconnect(&mut self.write_buf, code);
+        }
+        if exit != Exit::Lost && !self.write_buf.is_empty() {
+            let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
+        }
+        self.shared.control.remove_connection(self.conn_id);
+        self.shared.sys.remove_connection(self.conn_id);
+        self.backlog.close(&self.shared.pressure);
+
+        let outlives = session_outlives(self.protocol, self.clean_start, self.session_expiry);
+        let expiry = match self.protocol {
+            Protocol::V5 if self.session_expiry != u32::MAX => Some(self.session_expiry),
+            _ => None,
+        };
+        let will = self.will.take().filter(|_| exit.publishes_will()).map(|will| {
+            let delay = will.delay;
+            let pending = PendingWill {
+                topic: will.topic,
+                payload: will.payload,
+                retain: will.retain,
+                properties: will.properties,
+                authz: self.authz.clone(),
+            };
+            (pending, delay)
+        });
+        let saved = outlives.then(|| SavedSession {
+            owner: self.username.clone(),
+            subscriptions: std::mem::take(&mut self.subscriptions),
+            inbound_qos2: std::mem::take(&mut self.inbound_qos2),
+            routed: self.link.is_attached(),
+        });
+        if self.persistent_link && !outlives && self.link.is_attached() {
+            // Resumed with clean start 0 but session expiry 0: the session ends now. Purged while
+            // this connection still owns the id, so that no new link races with the purge.
+            self.shared.engine.purge(&self.client_id).await;
+        }
+        let release = Release { saved, expiry, will };
+        self.shared.sessions.release(&self.client_id, self.conn_id, release);
+        let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
+        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
+    }
+}

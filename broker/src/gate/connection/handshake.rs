@@ -1,0 +1,417 @@
+//! The handshake: the first packet must be a CONNECT; its client id, keepalive and listener
+//! rules are checked, the security chain decides the login, the session registry hands over the
+//! client id, a resumed session's router state is reattached, and CONNACK is written.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttd::protocol::{Filter, SubscribeProperties};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::exit::{Exit, session_outlives};
+use super::{CLOSING_WRITE_TIMEOUT, Connection, PIPELINED_BEFORE_CONNACK, READ_CHUNK_MIN};
+use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
+use crate::gate::listener::{Listener, Unauthenticated};
+use crate::gate::session::{Release, Subscription, SubscriptionKind};
+use crate::gate::subscriptions::PendingAcks;
+use crate::logging::client_text;
+use crate::metrics::{METRICS, Metrics};
+use crate::routing::ack_sequencer::AckSequencer;
+use crate::routing::backpressure::{Backlog, Lane};
+use crate::routing::lazy_link::LazyLink;
+use crate::routing::router_link::{RouterLink, RoutingEngine};
+use crate::routing::topic_budget::TopicBudget;
+use crate::security::{ConnectDecision, ConnectRequest, Protocol, TlsIdentity};
+use crate::shared::Shared;
+
+/// MQTT 3.x CONNACK return codes and their v5 reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    IdentifierRejected,
+    /// A 3.x keepalive above `max_keepalive`: answered as mosquitto does, "identifier rejected".
+    KeepAliveTooLong,
+    ServerUnavailable,
+    BadUsernameOrPassword,
+    NotAuthorized,
+    BadAuthenticationMethod,
+}
+
+impl Refusal {
+    fn code(self, protocol: Protocol) -> u8 {
+        // (MQTT 3.x return code, MQTT 5 reason code)
+        let (v3, v5) = match self {
+            // mosquitto answers v5 clients 0x80 when zero-length ids are not allowed (docs/compatibility.md §6)
+            Refusal::IdentifierRejected | Refusal::KeepAliveTooLong => (2, reason::UNSPECIFIED_ERROR),
+            Refusal::ServerUnavailable => (3, reason::SERVER_UNAVAILABLE),
+            Refusal::BadUsernameOrPassword => (4, reason::BAD_USERNAME_OR_PASSWORD),
+            Refusal::NotAuthorized => (5, reason::NOT_AUTHORIZED),
+            Refusal::BadAuthenticationMethod => (5, reason::BAD_AUTHENTICATION_METHOD),
+        };
+        if protocol == Protocol::V5 { v5 } else { v3 }
+    }
+}
+
+/// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
+/// on its fixed header, before its body is buffered), within the connect timeout.
+async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
+    loop {
+        match codec::peek_frame(buf, max_size) {
+            Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
+                return Some(buf.split_to(header.frame_len()));
+            }
+            Err(FrameError::TooLarge(size)) => {
+                info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
+                return None;
+            }
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) => {}
+        }
+        buf.reserve(READ_CHUNK_MIN);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The client id a CONNECT gets on `listener` (and, when the broker assigned it, that id again for
+/// the CONNACK), or the refusal the listener's rules call for: no extended authentication,
+/// `use_username_as_clientid`, zero-length ids (docs/compatibility.md §6), `clientid_prefixes`, and
+/// a 3.x keepalive above `max_keepalive` (those clients cannot be told another one).
+fn admitted_client_id(
+    connect: &codec::Connect,
+    listener: &Listener,
+    max_keepalive: u16,
+) -> Result<(Arc<str>, Option<String>), Refusal> {
+    let protocol = connect.protocol;
+    if connect.auth_method.is_some() {
+        return Err(Refusal::BadAuthenticationMethod);
+    }
+    let mut client_id = connect.client_id.clone();
+    if listener.settings.use_username_as_clientid {
+        client_id = connect.username.clone().ok_or(Refusal::NotAuthorized)?;
+    }
+    let mut assigned = None;
+    if client_id.is_empty() {
+        let refused = match protocol {
+            Protocol::V31 => true,
+            Protocol::V311 => !connect.clean_start,
+            Protocol::V5 => false,
+        };
+        if refused || !listener.security.allow_zero_length_clientid {
+            return Err(Refusal::IdentifierRejected);
+        }
+        client_id = generated_client_id(&listener.security.auto_id_prefix);
+        assigned = Some(client_id.clone());
+    }
+    if let Some(prefix) = &listener.settings.clientid_prefix
+        && !client_id.starts_with(prefix.as_str())
+    {
+        return Err(Refusal::NotAuthorized);
+    }
+    if protocol != Protocol::V5 && connect.keep_alive > max_keepalive {
+        return Err(Refusal::KeepAliveTooLong);
+    }
+    Ok((client_id.into(), assigned))
+}
+
+/// A client id for clients that sent none: mosquitto's `auto-` + UUID form.
+fn generated_client_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's RandomState is seeded from the OS; hashing a counter gives unpredictable, unique ids.
+    let random = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.finish()
+    };
+    let (a, b) = (random(), random());
+    format!(
+        "{prefix}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, refusal: Refusal) {
+    let mut buf = BytesMut::with_capacity(8);
+    codec::connack(&mut buf, protocol, false, refusal.code(protocol), &ConnAckProps::default());
+    let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// CONNECT → authentication → session claim → router link → CONNACK.
+pub(super) async fn handshake<E, S>(
+    shared: Arc<Shared<E>>,
+    mut stream: S,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    tls: Option<TlsIdentity>,
+    unauthenticated: Unauthenticated,
+) -> Option<Connection<E, S>>
+where
+    E: RoutingEngine,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    // Before authentication a client may make the broker hold only a small CONNECT.
+    let max_connect = (config.max_packet_size as usize).min(config.gate.connect_max_size);
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK_MIN);
+    let frame =
+        match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
+            .await
+        {
+            Ok(Some(frame)) => frame,
+            _ => {
+                debug!(%peer, "closed before a valid CONNECT");
+                return None;
+            }
+        };
+    METRICS.packet_in();
+    Metrics::inc(&METRICS.connects_received);
+    let connect = match codec::decode_connect(&frame) {
+        Ok(connect) => connect,
+        Err(ConnectError::UnsupportedLevel(level)) => {
+            info!(%peer, level, "refused: unsupported protocol version");
+            // CONNACK 1 "unacceptable protocol version", in the 3.x form (as mosquitto does).
+            let _ = stream.write_all(&[0x20, 2, 0, 1]).await;
+            return None;
+        }
+        Err(error) => {
+            info!(%peer, %error, "closing connection: bad CONNECT");
+            return None;
+        }
+    };
+    let protocol = connect.protocol;
+    let listener_config = &listener.settings;
+    let (client_id, assigned) = match admitted_client_id(&connect, &listener, config.max_keepalive) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            if refusal == Refusal::KeepAliveTooLong {
+                info!(%peer, keep_alive = connect.keep_alive, "refused: keepalive above max_keepalive");
+            }
+            refuse(&mut stream, protocol, refusal).await;
+            return None;
+        }
+    };
+
+    let request = ConnectRequest {
+        listener: listener.id,
+        peer,
+        client_id: client_id.clone(),
+        username: connect.username.as_deref().map(Arc::from),
+        password: connect.password.clone(),
+        tls,
+        protocol,
+    };
+    // A client that leaves while its login is decided cancels it (a queued password verification
+    // gives its place up). What it pipelined after CONNECT is kept, up to a bound.
+    let mut authentication = shared.security.authenticate(request);
+    let decision = loop {
+        tokio::select! {
+            decision = &mut authentication => break decision,
+            read = stream.read_buf(&mut read_buf), if read_buf.len() < PIPELINED_BEFORE_CONNACK => match read {
+                Ok(0) | Err(_) => {
+                    debug!(%peer, "left before its login was decided");
+                    return None;
+                }
+                Ok(_) => {}
+            },
+        }
+    };
+    drop(authentication);
+    drop(unauthenticated);
+    let (username, authz) = match decision {
+        ConnectDecision::Accept { username, authz } => (username, authz),
+        refused => {
+            let (refusal, why) = match refused {
+                ConnectDecision::BadUsernameOrPassword => (Refusal::BadUsernameOrPassword, "bad username or password"),
+                ConnectDecision::ServerUnavailable => (Refusal::ServerUnavailable, "server unavailable"),
+                _ => (Refusal::NotAuthorized, "not authorised"),
+            };
+            info!(%peer, client_id = %client_text(&client_id), "refused: {why}");
+            refuse(&mut stream, protocol, refusal).await;
+            return None;
+        }
+    };
+
+    // The session: v3 clean flag; v5 clean start + session expiry (docs/rumqttd.md §3).
+    let session_expiry = if protocol == Protocol::V5 { connect.session_expiry } else { 0 };
+    let persistent_link = !connect.clean_start || session_outlives(protocol, connect.clean_start, session_expiry);
+
+    let conn_id = shared.next_conn_id();
+    let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = watch::channel(());
+    let claim = match shared
+        .sessions
+        .claim(&client_id, conn_id, username.clone(), mailbox_tx.clone(), closed_rx, connect.clean_start)
+        .await
+    {
+        Ok(claim) => claim,
+        Err(superseded) => {
+            info!(client_id = %client_text(&client_id), "{superseded}");
+            return None;
+        }
+    };
+    // A clean start forgets what the router kept for the discarded session. (The gate's registry
+    // is the truth about sessions.)
+    if claim.discarded_routed {
+        shared.engine.purge(&client_id).await;
+    }
+    // Only a resumed session with state in the router attaches now (its queued messages are due);
+    // every other connection attaches when it first needs the router.
+    let resumes_routed = claim
+        .saved
+        .as_ref()
+        .is_some_and(|saved| saved.routed || saved.subscriptions.values().any(|s| s.kind == SubscriptionKind::Routed));
+    let session_present = claim.saved.is_some();
+    let link = if resumes_routed {
+        match shared.engine.attach(&client_id, persistent_link).await {
+            Ok(attached) => {
+                if !attached.session_present {
+                    debug!(client_id = %client_text(&client_id), "the router had no saved session");
+                }
+                LazyLink::attached(attached.link)
+            }
+            Err(error) => {
+                warn!(client_id = %client_text(&client_id), %error, "router refused the client");
+                refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+                let release = Release { saved: claim.saved, expiry: None, will: None };
+                shared.sessions.release(&client_id, conn_id, release);
+                return None;
+            }
+        }
+    } else {
+        LazyLink::unattached()
+    };
+    let saved = claim.saved.unwrap_or_default();
+
+    let mut keep_alive_secs = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if protocol == Protocol::V5 && keep_alive_secs > config.max_keepalive {
+        keep_alive_secs = config.max_keepalive;
+        server_keep_alive = Some(keep_alive_secs);
+    }
+    let keep_alive = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+    let now = Instant::now();
+
+    let mut connection = Connection {
+        backlog: Backlog::new(conn_id),
+        held_lanes: None,
+        release_watch: shared.pressure.watch_release(),
+        probe_requests: shared.pressure.watch_probe_requests(Lane::TOTAL),
+        shared: shared.clone(),
+        stream,
+        read_buf,
+        // Grown on demand: an idle connection should not hold a write buffer.
+        write_buf: BytesMut::new(),
+        link,
+        protocol,
+        conn_id,
+        listener: listener.clone(),
+        client_id: client_id.clone(),
+        username: username.clone(),
+        authz,
+        mailbox,
+        mailbox_tx,
+        _closed: closed_tx,
+        keep_alive,
+        keep_alive_timer: Box::pin(tokio::time::sleep_until(now + keep_alive.unwrap_or(Duration::from_secs(3600)))),
+        last_read: now,
+        client_max_packet: connect.max_packet_size.map_or(usize::MAX, |size| size as usize),
+        max_topic_alias: listener_config.max_topic_alias,
+        topic_aliases: HashMap::new(),
+        subscriptions: HashMap::new(),
+        topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
+        inbound_qos2: saved.inbound_qos2,
+        acks: AckSequencer::default(),
+        pending_acks: PendingAcks::default(),
+        router_paused: false,
+        client_acked: false,
+        read_chunk: READ_CHUNK_MIN,
+        reads_pending: false,
+        will: connect.will.clone(),
+        clean_start: connect.clean_start,
+        session_expiry,
+        persistent_link,
+    };
+    if connection.link.is_attached() {
+        connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
+    }
+    if session_present {
+        connection.restore_subscriptions(saved.subscriptions);
+    }
+    let props = ConnAckProps {
+        assigned_client_id: assigned.as_deref(),
+        topic_alias_max: listener_config.max_topic_alias,
+        max_packet_size: Some(config.max_packet_size),
+        server_keep_alive,
+    };
+    codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
+    info!(
+        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
+        client_text(&client_id),
+        match protocol {
+            Protocol::V31 => 1,
+            Protocol::V311 => 2,
+            Protocol::V5 => 5,
+        },
+        u8::from(connect.clean_start),
+        connect.keep_alive,
+        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
+    );
+    if connection.link.flush().is_err() {
+        connection.finish(Exit::RouterGone).await;
+        return None;
+    }
+    Some(connection)
+}
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    /// Re-registers the subscriptions of a resumed session: the router restores its data cursors
+    /// but not its subscription map, so without this UNSUBSCRIBE would be ignored (docs/rumqttd.md
+    /// defect 3);
+    /// subscription identifiers are lost by the router too.
+    pub(super) fn restore_subscriptions(&mut self, subscriptions: HashMap<String, Subscription>) {
+        let mut by_id: HashMap<Option<usize>, Vec<Filter>> = HashMap::new();
+        for subscription in subscriptions.values() {
+            match subscription.kind {
+                SubscriptionKind::Routed => by_id.entry(subscription.id).or_default().push(subscription.filter.clone()),
+                SubscriptionKind::Control => self.shared.control.subscribe(
+                    self.conn_id,
+                    self.listener.id,
+                    &subscription.filter.path,
+                    &self.mailbox_tx,
+                    &self.authz,
+                ),
+                SubscriptionKind::Local => self.shared.sys.subscribe(
+                    self.conn_id,
+                    &subscription.filter.path,
+                    &self.mailbox_tx,
+                    &self.authz,
+                    false,
+                ),
+            }
+        }
+        for (id, filters) in by_id {
+            let properties = id.map(|id| SubscribeProperties { id: Some(id), user_properties: Vec::new() });
+            self.link.subscribe(0, filters, properties);
+            self.pending_acks.silent();
+        }
+        self.subscriptions = subscriptions;
+        self.track_backlog();
+    }
+}

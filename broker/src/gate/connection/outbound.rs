@@ -1,0 +1,165 @@
+//! The outbound path: router notifications (deliveries checked against the client's ACL and
+//! maximum packet size, acknowledgements, back-pressure probes), the mailbox (control replies,
+//! `$SYS` messages, kicks), and the one write per wake-up.
+
+use bytes::{Bytes, BytesMut};
+use rumqttd::protocol::{Packet, PingReq, Publish, PublishProperties};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{info, warn};
+
+use super::exit::Exit;
+use super::{Connection, WRITE_BUFFER_KEEP, WRITE_HIGH_WATER};
+use crate::gate::codec;
+use crate::gate::session::Mail;
+use crate::gate::subscriptions;
+use crate::logging::client_text;
+use crate::metrics::{METRICS, Metrics};
+use crate::routing::backpressure::ProbeStep;
+use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
+use crate::security::{Access, ControlReply};
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    /// Writes what the wake-up produced (one write), then lets a paused router continue.
+    pub(super) async fn write_out(&mut self) -> Result<(), Exit> {
+        if !self.write_buf.is_empty() {
+            let timeout = self.shared.config.gate.write_timeout;
+            match tokio::time::timeout(timeout, self.stream.write_all(&self.write_buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Exit::Lost),
+                Err(_) => {
+                    info!(client_id = %client_text(&self.client_id), "client not reading: write timed out");
+                    return Err(Exit::Lost);
+                }
+            }
+            if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
+                self.write_buf = BytesMut::new();
+            } else {
+                self.write_buf.clear();
+            }
+        }
+        if std::mem::take(&mut self.router_paused) {
+            self.link.resume().await.map_err(|_| Exit::RouterGone)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one router notification and everything else already waiting.
+    pub(super) fn handle_router(&mut self, first: Result<FromRouter, RouterError>) -> Result<(), Exit> {
+        self.on_router(first)?;
+        while self.write_buf.len() < WRITE_HIGH_WATER {
+            let Some(note) = self.link.try_recv() else { break };
+            self.on_router(note)?;
+        }
+        self.flush_router()
+    }
+
+    pub(super) fn on_router(&mut self, note: Result<FromRouter, RouterError>) -> Result<(), Exit> {
+        match note.map_err(|_| Exit::RouterGone)? {
+            FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
+            FromRouter::SubAck(suback) => {
+                self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
+                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+            }
+            FromRouter::PubRel(pkid) => {
+                let link = &mut self.link;
+                if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
+                    codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
+                }
+            }
+            FromRouter::PingResp => self.on_probe_answer(),
+            FromRouter::Paused => {
+                self.router_paused = true;
+                self.backlog.router_paused();
+            }
+            FromRouter::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// A message from the router for this client: checked against the client's ACL and maximum
+    /// packet size; a dropped QoS>0 message is still acknowledged to the router, in order.
+    pub(super) fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
+        let size = 4 + publish.topic.len() + publish.payload.len();
+        let payload_len = publish.payload.len();
+        let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| self.authz.allows(Access::Receive, topic));
+        if !allowed {
+            // Encode without the payload just to learn QoS and packet id.
+            publish.payload = Bytes::new();
+        }
+        let start = self.write_buf.len();
+        let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
+            warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
+            return;
+        };
+        self.backlog.forwarded(meta.qos, size);
+        let too_large = self.write_buf.len() - start > self.client_max_packet;
+        if allowed && !too_large {
+            METRICS.publish_out(payload_len);
+            if meta.qos > 0 {
+                self.acks.sent(meta.pkid, meta.qos);
+            }
+            return;
+        }
+        if allowed {
+            Metrics::inc(&METRICS.publish_dropped);
+        }
+        self.write_buf.truncate(start);
+        if meta.qos > 0 {
+            let link = &mut self.link;
+            self.acks.dropped(meta.pkid, meta.qos, &mut |p| link.push(p));
+        }
+    }
+
+    /// The router answered a back-pressure probe (we answer the client's PINGREQs ourselves).
+    pub(super) fn on_probe_answer(&mut self) {
+        let again = match self.backlog.probe_answered(&self.shared.pressure) {
+            ProbeStep::SendSecond => true,
+            // A probe that proved nothing, or a lag that grew meanwhile: probe again now rather
+            // than wait for a request that was already made (one probe at a time, so the router's
+            // answers pace this).
+            ProbeStep::Done => self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true),
+        };
+        if again {
+            self.link.push(Packet::PingReq(PingReq));
+        }
+    }
+
+    pub(super) fn handle_mail(&mut self, first: Mail) -> Result<(), Exit> {
+        let mut next = Some(first);
+        while let Some(mail) = next.take() {
+            match mail {
+                Mail::Kick(reason) => return Err(Exit::Kicked(reason)),
+                Mail::Control(reply) => self.write_control_reply(&reply),
+                Mail::Sys(message) => self.write_sys(&message),
+            }
+            next = self.mailbox.try_recv().ok();
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_control_reply(&mut self, reply: &ControlReply) {
+        let publish =
+            Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
+        self.write_local(publish);
+    }
+
+    pub(super) fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {
+        let topic = Bytes::copy_from_slice(message.topic.as_bytes());
+        self.write_local(Publish::new(topic, message.payload.clone(), message.retain));
+    }
+
+    /// Writes a QoS 0 message the gate itself publishes, unless it exceeds the client's maximum
+    /// packet size.
+    pub(super) fn write_local(&mut self, publish: Publish) {
+        let payload_len = publish.payload.len();
+        let start = self.write_buf.len();
+        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some() {
+            if self.write_buf.len() - start > self.client_max_packet {
+                self.write_buf.truncate(start);
+                Metrics::inc(&METRICS.publish_dropped);
+            } else {
+                METRICS.publish_out(payload_len);
+            }
+        }
+    }
+}

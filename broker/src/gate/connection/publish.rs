@@ -1,0 +1,153 @@
+//! A PUBLISH from the client: topic alias, topic checks, the client's ACL, then one of three ways:
+//! a `$CONTROL` request for the security chain, a message for the router (through its guards and
+//! back-pressure), or nothing (`$`-topics the router must not see).
+
+use bytes::Bytes;
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info};
+
+use super::Connection;
+use super::exit::Exit;
+use crate::gate::codec::{PublishMeta, reason};
+use crate::logging::client_text;
+use crate::metrics::METRICS;
+use crate::routing::backpressure::TopicLanes;
+use crate::routing::router_guard::{self, ToRouter};
+use crate::routing::router_link::{RouterLink, RoutingEngine};
+use crate::security::{Access, ControlSender, Protocol};
+
+/// A `$CONTROL/...` PUBLISH that passed the ACL, to be executed by `Security::control`.
+pub(super) struct ControlRequest {
+    topic: String,
+    payload: Bytes,
+    qos: u8,
+    pkid: u16,
+}
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    /// A PUBLISH from the client; a `$CONTROL/...` request is returned to be executed.
+    pub(super) fn on_publish(
+        &mut self,
+        meta: PublishMeta,
+        mut publish: Publish,
+        mut properties: Option<PublishProperties>,
+    ) -> Result<Option<ControlRequest>, Exit> {
+        let PublishMeta { qos, pkid } = meta;
+        if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
+            if alias == 0 || alias > self.max_topic_alias {
+                return Err(Exit::Protocol(reason::TOPIC_ALIAS_INVALID));
+            }
+            if publish.topic.is_empty() {
+                publish.topic =
+                    self.topic_aliases.get(&alias).cloned().ok_or(Exit::Protocol(reason::PROTOCOL_ERROR))?;
+            } else {
+                self.topic_aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if let Some(props) = &properties {
+            if !props.subscription_identifiers.is_empty() {
+                return Err(Exit::Protocol(reason::PROTOCOL_ERROR));
+            }
+            if *props == PublishProperties::default() {
+                properties = None;
+            }
+        }
+        let topic_bytes = publish.topic.clone();
+        let Some(topic) = dynsec::topic::valid_mqtt_utf8(&topic_bytes) else {
+            info!(client_id = %client_text(&self.client_id), "PUBLISH topic is not valid UTF-8");
+            return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+        };
+        if !dynsec::topic::valid_topic(topic) {
+            info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "invalid PUBLISH topic");
+            return Err(Exit::Protocol(if topic.is_empty() {
+                reason::PROTOCOL_ERROR
+            } else {
+                reason::TOPIC_NAME_INVALID
+            }));
+        }
+        // docs/compatibility.md §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
+        let allowed =
+            !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
+        if !allowed {
+            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
+            // v3: the normal flow, message dropped; v5: reason 0x87 (docs/compatibility.md §3.6).
+            let code = if self.protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { reason::SUCCESS };
+            if qos == 2 && code == reason::SUCCESS {
+                self.inbound_qos2.insert(pkid);
+            }
+            self.write_ack(qos, pkid, code);
+            return Ok(None);
+        }
+        if qos == 2 && !self.inbound_qos2.insert(pkid) {
+            // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
+            self.write_ack(2, pkid, 0);
+            return Ok(None);
+        }
+        if topic.starts_with("$CONTROL/") {
+            return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
+        }
+        if !topic.starts_with('$') {
+            if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
+                info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
+                return Err(Exit::Protocol(hazard.reason_code()));
+            }
+            if !self.topic_budget.allows(&self.shared.routed_topics, &publish.topic) {
+                debug!(client_id = %self.client_id, topic, "PUBLISH over the new-topic budget: dropped");
+                let code = if self.protocol == Protocol::V5 { reason::QUOTA_EXCEEDED } else { reason::SUCCESS };
+                if qos == 2 && code == reason::SUCCESS {
+                    self.inbound_qos2.insert(pkid);
+                }
+                self.write_ack(qos, pkid, code);
+                return Ok(None);
+            }
+            let size = 4 + publish.topic.len() + publish.payload.len();
+            let lanes = TopicLanes::of(&publish.topic);
+            if self.shared.pressure.record_published(&lanes, size as u64) {
+                // This message still goes (the window leaves room for it); the next waits.
+                self.held_lanes = Some(lanes);
+            }
+            let routed = if publish.retain {
+                // A retained message may live forever: give it its own memory instead of keeping
+                // the whole read buffer it arrived in alive.
+                let topic = Bytes::copy_from_slice(&publish.topic);
+                Publish::new(topic, Bytes::copy_from_slice(&publish.payload), true)
+            } else {
+                Publish::new(publish.topic, publish.payload, false)
+            };
+            METRICS.routed(&routed.topic, routed.payload.len(), routed.retain);
+            self.link.push(Packet::Publish(routed, properties));
+        }
+        self.write_ack(qos, pkid, 0);
+        Ok(None)
+    }
+
+    /// A `$CONTROL/...` request: executed, acknowledged, then its replies and kicks go out (in
+    /// that order, through the mailboxes, so a kicked admin still gets its PUBACK and reply).
+    pub(super) async fn control_request(&mut self, request: ControlRequest) {
+        let ControlRequest { topic, payload, qos, pkid } = request;
+        let sender = ControlSender {
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            listener: self.listener.id,
+        };
+        let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
+            Some(pending) => Some(pending.await),
+            None => {
+                debug!(client_id = %client_text(&self.client_id), topic = %client_text(&topic), "no control endpoint");
+                None
+            }
+        };
+        self.write_ack(qos, pkid, 0);
+        if let Some(outcome) = outcome {
+            let security = &self.shared.security;
+            for reply in outcome.replies {
+                let topic = reply.topic.clone();
+                self.shared.control.deliver(reply, |listener| security.serves_control(listener, &topic));
+            }
+            for target in &outcome.kicks {
+                self.shared.sessions.kick(target);
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! SUBSCRIBE and UNSUBSCRIBE: each filter is checked (syntax, per-client limit, ACL, what the
+//! router can take) and sent where its kind belongs: the router, the `$CONTROL` registry or the
+//! `$SYS` tree. Back-pressure then tracks the connection in the lane of its filters.
+
+use rumqttd::protocol::{Subscribe, SubscribeProperties, Unsubscribe};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info};
+
+use super::Connection;
+use super::exit::Exit;
+use crate::gate::codec::reason;
+use crate::gate::session::{Subscription, SubscriptionKind};
+use crate::gate::subscriptions::{self, PendingAcks};
+use crate::logging::client_text;
+use crate::routing::backpressure::Lane;
+use crate::routing::router_guard::{self, ToRouter};
+use crate::routing::router_link::{RouterLink, RoutingEngine};
+use crate::security::{Access, Protocol};
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    pub(super) fn on_subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        properties: Option<SubscribeProperties>,
+    ) -> Result<(), Exit> {
+        let id = properties.as_ref().and_then(|p| p.id);
+        if id == Some(0) {
+            return Err(Exit::Protocol(reason::PROTOCOL_ERROR));
+        }
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut routed = Vec::new();
+        for filter in subscribe.filters {
+            // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
+            if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
+                info!(client_id = %client_text(&self.client_id), "subscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+            }
+            if !subscriptions::valid_filter(&filter.path) {
+                info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "invalid subscription filter");
+                return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+            }
+            if filter.nolocal && subscriptions::is_shared(&filter.path) {
+                return Err(Exit::Protocol(reason::PROTOCOL_ERROR));
+            }
+            let qos = filter.qos as u8;
+            let limit = self.shared.config.gate.max_subscriptions_per_client;
+            if limit > 0 && self.subscriptions.len() >= limit && !self.subscriptions.contains_key(&filter.path) {
+                debug!(client_id = %self.client_id, filter = %filter.path, "subscription over the per-client limit");
+                codes.push(if self.protocol == Protocol::V5 {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if !self.authz.allows(Access::Subscribe, &filter.path) {
+                debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "SUBSCRIBE denied");
+                codes.push(subscriptions::denied_code(self.protocol, qos));
+                continue;
+            }
+            let kind = subscriptions::kind_of(&filter.path);
+            match kind {
+                SubscriptionKind::Routed => {
+                    if let Err(hazard) =
+                        router_guard::admit(ToRouter::Subscribe { filter: &filter.path, subscription_id: id })
+                    {
+                        info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), %hazard, "filter the router cannot take");
+                        codes.push(subscriptions::refused_code(self.protocol, hazard));
+                        continue;
+                    }
+                    codes.push(PendingAcks::ROUTED);
+                    routed.push(filter.clone());
+                }
+                SubscriptionKind::Control => {
+                    self.shared.control.subscribe(
+                        self.conn_id,
+                        self.listener.id,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                    );
+                    codes.push(qos);
+                }
+                SubscriptionKind::Local => {
+                    self.shared.sys.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz, true);
+                    codes.push(qos)
+                }
+            }
+            let count = crate::metrics::SubscriptionCount::new(subscriptions::is_shared(&filter.path));
+            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id, count });
+        }
+        if !routed.is_empty() {
+            self.link.subscribe(subscribe.pkid, routed, properties);
+        }
+        self.pending_acks.subscribe(subscribe.pkid, codes);
+        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.track_backlog();
+        Ok(())
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Exit> {
+        // MQTT 3.1.1 [MQTT-3.10.3-2] and 5.0 [MQTT-3.10.3-2]: at least one filter. (mosquitto
+        // 2.0 answers an empty 3.1 UNSUBSCRIBE, which that version did not forbid.)
+        if unsubscribe.filters.is_empty() && self.protocol != Protocol::V31 {
+            info!(client_id = %client_text(&self.client_id), "UNSUBSCRIBE without filters");
+            return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+        }
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        let mut routed = Vec::new();
+        for filter in unsubscribe.filters {
+            if dynsec::topic::valid_mqtt_utf8(filter.as_bytes()).is_none() {
+                info!(client_id = %client_text(&self.client_id), "unsubscription filter is not valid MQTT UTF-8");
+                return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+            }
+            if !subscriptions::valid_filter(&filter) {
+                return Err(Exit::Protocol(reason::MALFORMED_PACKET));
+            }
+            if !self.authz.allows(Access::Unsubscribe, &filter) {
+                codes.push(reason::NOT_AUTHORIZED); // the subscription is kept
+                continue;
+            }
+            match self.subscriptions.remove(&filter) {
+                None => codes.push(reason::NO_SUBSCRIPTION_EXISTED),
+                Some(subscription) => {
+                    codes.push(0);
+                    match subscription.kind {
+                        // (It was admitted when subscribed.)
+                        SubscriptionKind::Routed => routed.push(filter),
+                        SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
+                        SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
+                    }
+                }
+            }
+        }
+        if !routed.is_empty() {
+            self.link.unsubscribe(unsubscribe.pkid, &routed);
+        }
+        self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
+        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.track_backlog();
+        Ok(())
+    }
+
+    /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions, in the lane
+    /// of their filters.
+    pub(super) fn track_backlog(&mut self) {
+        let mut tracked = self
+            .subscriptions
+            .values()
+            .filter(|s| {
+                s.kind == SubscriptionKind::Routed
+                    && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce
+                    && !subscriptions::is_shared(&s.filter.path)
+            })
+            .map(|s| s.filter.path.as_str())
+            .peekable();
+        let lane = tracked.peek().is_some().then(|| Lane::of_filters(tracked));
+        let before = self.backlog.lane();
+        self.backlog.track(&self.shared.pressure, lane);
+        if let Some(lane) = self.backlog.lane()
+            && self.backlog.lane() != before
+        {
+            self.probe_requests = self.shared.pressure.watch_probe_requests(lane);
+        }
+    }
+}

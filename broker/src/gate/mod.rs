@@ -1,0 +1,13 @@
+//! The gate: everything between a client's socket and the router. A listener accepts a socket
+//! (`listener`, `tls`), a connection task decodes its packets (`codec`), runs the handshake and
+//! then the inbound and outbound paths (`connection`), keeps the session registry (`session`),
+//! the subscription bookkeeping (`subscriptions`) and the `$CONTROL` reply subscribers
+//! (`control`).
+
+pub mod codec;
+pub(crate) mod connection;
+pub mod control;
+pub(crate) mod listener;
+pub mod session;
+pub mod subscriptions;
+pub mod tls;
