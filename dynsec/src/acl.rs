@@ -1,4 +1,4 @@
-//! ACL evaluation (compat §3.3–§3.4), compiled per principal so that a check costs the same with
+//! ACL evaluation (docs/compatibility.md §3.3–§3.4), compiled per principal so that a check costs the same with
 //! ten ACLs or ten thousand.
 //!
 //! mosquitto walks the principal's roles in order (client roles by priority, then each group by
@@ -23,8 +23,8 @@
 //! subscriptions, a subscribe filter containing `+` or `#` anywhere is denied there, before that
 //! role's own ACLs; roles visited earlier still decide first.
 //!
-//! [`reference`] is the algorithm written out literally, iterating every ACL; tests hold the
-//! compiled form to it.
+//! `reference` (test support) is the algorithm written out literally, iterating every ACL; tests
+//! hold the compiled form to it.
 
 use std::collections::HashMap;
 
@@ -356,7 +356,7 @@ fn walk_filter(
     if let Some(child) = node.children.get(*level) {
         walk_filter(child, levels, requested_hash, depth + 1, dollar, client_id, username, best);
     }
-    // 2.0's filter-vs-filter rule lets `+` and `#` cover `$` filters (compat §3.4); a placeholder
+    // 2.0's filter-vs-filter rule lets `+` and `#` cover `$` filters (docs/compatibility.md §3.4); a placeholder
     // never stands for a first level starting with `$` (module documentation).
     if let Some(child) = &node.plus {
         walk_filter(child, levels, requested_hash, depth + 1, dollar, client_id, username, best);
@@ -481,8 +481,10 @@ fn default_decision(defaults: &DefaultAccess, kind: AccessKind, topic: &str) -> 
     if defaults.get(kind.default_index()) && !topic.starts_with("$CONTROL") { Decision::Allow } else { Decision::Defer }
 }
 
-/// The algorithm of compat §3.3–§3.4 written out literally, iterating every ACL of every visited
-/// role. Slow by design; it is the specification the compiled form is tested against.
+/// The algorithm of docs/compatibility.md §3.3–§3.4 written out literally, iterating every ACL of every visited
+/// role. Slow by design; it is the specification the compiled form is tested against (test
+/// support: compiled for this crate's tests and with the feature `testing` only).
+#[cfg(any(test, feature = "testing"))]
 pub mod reference {
     use super::*;
     use crate::topic::{acl_covers_filter, topic_matches_filter};

@@ -82,7 +82,7 @@ pub struct ControlResult {
     pub kicks: Kicks,
 }
 
-/// dynsec's answer to a CONNECT (compat §3.2).
+/// dynsec's answer to a CONNECT (docs/compatibility.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthResult {
     Allow,

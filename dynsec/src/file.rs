@@ -8,7 +8,7 @@
 //! they differ from what a file without them means (`changeIndex` 0, `allowwildcardsubs` true),
 //! so a file that never used them stays byte-identical to mosquitto 2.0's.
 //!
-//! Loading follows mosquitto (compat §2.4): keys are case-insensitive, entries without a name or
+//! Loading follows mosquitto (docs/compatibility.md §2.4): keys are case-insensitive, entries without a name or
 //! with wrong-typed fields are skipped or defaulted, references to unknown roles, groups or
 //! clients are dropped. Unlike mosquitto, a file that is not JSON, or whose top-level `clients`,
 //! `groups` or `roles` is not an array, is an error rather than an empty configuration — running

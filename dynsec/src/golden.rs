@@ -1,10 +1,11 @@
 //! Golden control scripts (`dynsec/tests/golden/*.txt`): request → expected reply (and kicks),
-//! read by the engine test, the schema test and the replay against mosquitto 2.0.11. The format
-//! is described in `scripts/golden-oracle.py`.
+//! read by the engine test (`dynsec/tests/golden.rs`), the schema test and the replay against
+//! mosquitto 2.0.11. The format is described in `scripts/golden-oracle.py`. Test support only
+//! (feature `testing`): it panics on a malformed script.
 
 use std::path::{Path, PathBuf};
 
-use dynsec::commands::Kicks;
+use crate::commands::Kicks;
 
 #[derive(Debug)]
 pub struct Step {
@@ -21,7 +22,7 @@ pub struct Step {
 }
 
 pub fn parse_script(path: &Path) -> Vec<Step> {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut steps: Vec<Step> = Vec::new();
     let (mut lenient, mut oracle_skip) = (false, false);
     for (i, line) in text.lines().enumerate() {
@@ -58,8 +59,9 @@ pub fn parse_script(path: &Path) -> Vec<Step> {
 }
 
 pub fn scripts() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dynsec/tests/golden");
-    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.retain(|p| p.extension().is_some_and(|e| e == "txt"));
     paths.sort();
     paths

@@ -1,6 +1,6 @@
 //! The configuration `mosquitto_ctrl dynsec init` creates: one admin client holding an `admin`
 //! role that may use the dynamic-security API, read `$SYS/#` and read everything, and default
-//! access deny/allow/deny/allow (compat §2.6). The broker uses it when it starts without a file.
+//! access deny/allow/deny/allow (docs/compatibility.md §2.6). The broker uses it when it starts without a file.
 
 use crate::model::{Acl, AclType, Client, DefaultAccess, Membership, Model, Mutation, Role};
 use crate::password::PasswordHash;

@@ -7,6 +7,8 @@ pub mod acl;
 pub mod commands;
 pub mod engine;
 pub mod file;
+#[cfg(feature = "testing")]
+pub mod golden;
 pub mod init;
 pub mod json;
 pub mod model;

@@ -67,7 +67,7 @@ pub struct Acl {
     pub allow: bool,
 }
 
-/// The four default-access switches; all false unless the file says otherwise (compat §2.4).
+/// The four default-access switches; all false unless the file says otherwise (docs/compatibility.md §2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DefaultAccess {
     pub publish_client_send: bool,

@@ -1,6 +1,6 @@
 //! Password hashes: verifying every form mosquitto writes and producing new ones.
 //!
-//! Forms understood (compat §2.2, §2.3, §5.1):
+//! Forms understood (docs/compatibility.md §2.2, §2.3, §5.1):
 //! - dynsec 2.0 layout: `password` + `salt` + `iterations` JSON fields = PBKDF2-HMAC-SHA512;
 //! - `$7$<iterations>$<salt>$<hash>`: the same, as mosquitto_passwd and 2.1's `encoded_password` write it;
 //! - `$6$<salt>$<hash>`: one SHA-512 over password ‖ salt (mosquitto_passwd `-H sha512`);

@@ -1,5 +1,5 @@
 //! mosquitto's static security files: `password_file` (mosquitto_passwd format) and `acl_file`,
-//! parsed and evaluated as mosquitto 2.0 does (compat §5.1, §5.4), for deployments with or
+//! parsed and evaluated as mosquitto 2.0 does (docs/compatibility.md §5.1, §5.4), for deployments with or
 //! without dynsec.
 //!
 //! password_file: `user:hash` lines; `#` lines and lines without `:` are ignored; user and hash are

@@ -1,6 +1,8 @@
 //! What one `$CONTROL` message may cost (docs/store.md, "Limits"): a message of N ACL edits
 //! holds and journals an amount of data proportional to N, and the caps on commands per message
 //! and ACLs per role answer with clear errors while losing nothing of what came before.
+// A test that cannot go on should stop: unwrapping is how it says so.
+#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::path::Path;

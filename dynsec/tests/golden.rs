@@ -1,15 +1,17 @@
 //! Golden control scripts (`dynsec/tests/golden/*.txt`): every request runs through the real engine
 //! (processor + durable store) and must produce the recorded reply byte for byte and the recorded
-//! kicks. The same scripts are replayed against mosquitto 2.0.11 by `tests/tests/golden_oracle.rs`,
-//! which is how the expected replies are known to be mosquitto's. Format: see
-//! `scripts/golden-oracle.py`.
+//! kicks. The same scripts are replayed against mosquitto 2.0.11 by
+//! `tests/tests/e2e/golden_oracle.rs`, which is how the expected replies are known to be
+//! mosquitto's. Format: see `scripts/golden-oracle.py`.
+// A test that cannot go on should stop: unwrapping is how it says so.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 
 use dynsec::commands::Admin;
 use dynsec::{Dynsec, Options};
 
-use dynsec_tests::golden::{parse_script, scripts};
+use dynsec::golden::{parse_script, scripts};
 
 #[test]
 fn golden_scripts_match_byte_for_byte() {
@@ -53,7 +55,7 @@ fn golden_scripts_match_byte_for_byte() {
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Every error string of compat §1.2 and §1.4 appears in at least one expected reply, and every
+/// Every error string of docs/compatibility.md §1.2 and §1.4 appears in at least one expected reply, and every
 /// one of the 31 commands is exercised.
 #[test]
 fn golden_scripts_cover_every_command_and_error() {

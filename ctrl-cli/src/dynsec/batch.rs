@@ -141,7 +141,7 @@ fn command_of_line(text: &[u8]) -> Result<Json, String> {
         let command = dynsec::json::parse(text).map_err(|e| format!("not valid JSON ({e})"))?;
         let name =
             command.get("command").and_then(Json::as_bytes).ok_or("a JSON command needs a string \"command\"")?;
-        if commands::canonical_name(name).is_none() {
+        if commands::known_command(name).is_none() {
             return Err(format!("Command '{}' not recognised.", lossy(name)));
         }
         return Ok(command);

@@ -5,7 +5,9 @@
 //! role and enable/disable commands. Beyond mosquitto_ctrl: `modifyClient`, `modifyGroup`,
 //! `modifyRole` with flags, and `--verbose` for the list commands (see the README).
 
+use dynsec::commands::Command;
 use dynsec::json::Json;
+use dynsec::model::{AclType, DEFAULT_ACCESS_KEYS};
 
 use crate::prompt::{PromptError, get_password};
 use crate::text::{atoi, eq_ignore_case, lossy};
@@ -54,16 +56,6 @@ impl PasswordSource for Terminal {
     }
 }
 
-const DEFAULT_ACL_TYPES: [&str; 4] = ["publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"];
-const ROLE_ACL_TYPES: [&str; 6] = [
-    "publishClientSend",
-    "publishClientReceive",
-    "subscribeLiteral",
-    "subscribePattern",
-    "unsubscribeLiteral",
-    "unsubscribePattern",
-];
-
 fn string(bytes: &[u8]) -> Json {
     Json::String(bytes.to_vec())
 }
@@ -72,42 +64,10 @@ fn command(name: &str) -> Json {
     Json::object().with("command", Json::str(name))
 }
 
-/// The name of a command as canonically spelled, if `word` is one (case-insensitive).
-pub fn canonical_name(word: &[u8]) -> Option<&'static str> {
-    const NAMES: [&str; 31] = [
-        "setDefaultACLAccess",
-        "getDefaultACLAccess",
-        "createClient",
-        "deleteClient",
-        "getClient",
-        "listClients",
-        "setClientId",
-        "setClientPassword",
-        "addClientRole",
-        "removeClientRole",
-        "enableClient",
-        "disableClient",
-        "modifyClient",
-        "createGroup",
-        "deleteGroup",
-        "getGroup",
-        "listGroups",
-        "addGroupRole",
-        "removeGroupRole",
-        "addGroupClient",
-        "removeGroupClient",
-        "setAnonymousGroup",
-        "getAnonymousGroup",
-        "modifyGroup",
-        "createRole",
-        "deleteRole",
-        "getRole",
-        "listRoles",
-        "addRoleACL",
-        "removeRoleACL",
-        "modifyRole",
-    ];
-    NAMES.iter().copied().find(|name| eq_ignore_case(word, name))
+/// The command `word` names (case-insensitive), if mosquitto_ctrl 2.0 knows it: every command of
+/// the engine's table but `getDetails`, which came with mosquitto 2.1.
+pub fn known_command(word: &[u8]) -> Option<Command> {
+    Command::from_name(word).filter(|command| *command != Command::GetDetails)
 }
 
 /// Builds the command for `words` (`words[0]` is the command name).
@@ -115,37 +75,40 @@ pub fn build(words: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result<Js
     let Some((name_word, args)) = words.split_first() else {
         return Err(BuildError::InvalidArguments);
     };
-    let Some(name) = canonical_name(name_word) else {
+    let Some(known) = known_command(name_word) else {
         return Err(BuildError::Unknown(name_word.clone()));
     };
-    match name {
-        "setDefaultACLAccess" => set_default_acl_access(args),
-        "getDefaultACLAccess" => Ok(command(name)),
-        "createClient" => create_client(args, passwords),
-        "deleteClient" | "getClient" => one_name(name, "username", args),
-        "enableClient" | "disableClient" => one_name_as_typed(name_word, "username", args),
-        "listClients" | "listGroups" | "listRoles" => list(name, args),
-        "setClientId" => set_client_id(args),
-        "setClientPassword" => set_client_password(args, passwords),
-        "addClientRole" | "removeClientRole" => {
+    let name = known.name();
+    match known {
+        Command::SetDefaultAclAccess => set_default_acl_access(args),
+        Command::GetDefaultAclAccess => Ok(command(name)),
+        Command::CreateClient => create_client(args, passwords),
+        Command::DeleteClient | Command::GetClient => one_name(name, "username", args),
+        Command::EnableClient | Command::DisableClient => one_name_as_typed(name_word, "username", args),
+        Command::ListClients | Command::ListGroups | Command::ListRoles => list(name, args),
+        Command::SetClientId => set_client_id(args),
+        Command::SetClientPassword => set_client_password(args, passwords),
+        Command::AddClientRole | Command::RemoveClientRole => {
             name_pair_with_priority(name_word, ("username", "rolename"), args, PairOrder::AsNamed)
         }
-        "createGroup" | "deleteGroup" | "getGroup" | "setAnonymousGroup" => one_name(name, "groupname", args),
-        "getAnonymousGroup" => Ok(command(name)),
-        "addGroupRole" | "removeGroupRole" => {
+        Command::CreateGroup | Command::DeleteGroup | Command::GetGroup | Command::SetAnonymousGroup => {
+            one_name(name, "groupname", args)
+        }
+        Command::GetAnonymousGroup => Ok(command(name)),
+        Command::AddGroupRole | Command::RemoveGroupRole => {
             name_pair_with_priority(name_word, ("groupname", "rolename"), args, PairOrder::AsNamed)
         }
         // The group comes first on the command line but the username first in the JSON.
-        "addGroupClient" | "removeGroupClient" => {
+        Command::AddGroupClient | Command::RemoveGroupClient => {
             name_pair_with_priority(name_word, ("groupname", "username"), args, PairOrder::SecondFirst)
         }
-        "createRole" | "deleteRole" | "getRole" => one_name(name, "rolename", args),
-        "addRoleACL" => add_role_acl(args),
-        "removeRoleACL" => remove_role_acl(args),
-        "modifyClient" => modify_client(args),
-        "modifyGroup" => modify_group(args),
-        "modifyRole" => modify_role(args),
-        _ => Err(BuildError::Unknown(name_word.clone())),
+        Command::CreateRole | Command::DeleteRole | Command::GetRole => one_name(name, "rolename", args),
+        Command::AddRoleAcl => add_role_acl(args),
+        Command::RemoveRoleAcl => remove_role_acl(args),
+        Command::ModifyClient => modify_client(args),
+        Command::ModifyGroup => modify_group(args),
+        Command::ModifyRole => modify_role(args),
+        Command::GetDetails => Err(BuildError::Unknown(name_word.clone())),
     }
 }
 
@@ -200,7 +163,7 @@ fn set_default_acl_access(args: &[Vec<u8>]) -> Result<Json, BuildError> {
     let [acltype, access] = args else {
         return Err(BuildError::InvalidArguments);
     };
-    if !DEFAULT_ACL_TYPES.iter().any(|t| eq_ignore_case(acltype, t)) {
+    if !DEFAULT_ACCESS_KEYS.iter().any(|t| eq_ignore_case(acltype, t)) {
         return Err(BuildError::InvalidArguments);
     }
     let allow = parse_access(access).ok_or_else(|| {
@@ -339,7 +302,7 @@ fn list(name: &str, args: &[Vec<u8>]) -> Result<Json, BuildError> {
 }
 
 fn is_role_acl_type(word: &[u8]) -> bool {
-    ROLE_ACL_TYPES.iter().any(|t| eq_ignore_case(word, t))
+    AclType::ALL.iter().any(|acl_type| eq_ignore_case(word, acl_type.name()))
 }
 
 fn add_role_acl(args: &[Vec<u8>]) -> Result<Json, BuildError> {

@@ -1,5 +1,7 @@
-//! The `$CONTROL/dynamic-security/v1` command protocol (compat §1): envelope parsing, the 32
+//! The `$CONTROL/dynamic-security/v1` command protocol (docs/compatibility.md §1): envelope parsing, the 32
 //! commands with mosquitto's check order and exact error strings, and the response objects.
+//! This file runs a message; the commands live by family beside it (`clients`, `groups`,
+//! `roles`, `default_access`, `details`), their names in `names`.
 //!
 //! Semantics are mosquitto 2.0.20's, i.e. 2.0.11 plus its fixes: `modifyClient`/`modifyGroup`
 //! validate everything before changing anything, deleting the anonymous group is refused instead
@@ -27,7 +29,16 @@ use crate::model::{
 use crate::password::{HashPolicy, PasswordHash};
 use crate::topic::{valid_filter, valid_mqtt_utf8};
 
-/// Connected clients to disconnect once the reply is out (compat §3.7).
+mod clients;
+mod default_access;
+mod details;
+mod groups;
+mod names;
+mod roles;
+
+pub use names::{Command, Family};
+
+/// Connected clients to disconnect once the reply is out (docs/compatibility.md §3.7).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kicks {
     pub users: BTreeSet<String>,
@@ -133,64 +144,6 @@ fn too_many_acls(limits: Limits) -> String {
     format!("Too many ACLs in role (at most {})", limits.max_acls_per_role)
 }
 
-/// Case-insensitive command lookup; the canonical names are what replies carry.
-const COMMANDS: [&str; 32] = [
-    "setDefaultACLAccess",
-    "getDefaultACLAccess",
-    "getDetails",
-    "createClient",
-    "deleteClient",
-    "setClientPassword",
-    "setClientId",
-    "modifyClient",
-    "enableClient",
-    "disableClient",
-    "getClient",
-    "listClients",
-    "addClientRole",
-    "removeClientRole",
-    "createGroup",
-    "deleteGroup",
-    "modifyGroup",
-    "getGroup",
-    "listGroups",
-    "addGroupClient",
-    "removeGroupClient",
-    "addGroupRole",
-    "removeGroupRole",
-    "setAnonymousGroup",
-    "getAnonymousGroup",
-    "createRole",
-    "deleteRole",
-    "modifyRole",
-    "getRole",
-    "listRoles",
-    "addRoleACL",
-    "removeRoleACL",
-];
-
-fn canonical(name: &[u8]) -> Option<&'static str> {
-    COMMANDS.into_iter().find(|c| c.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// Whether a successful `command` counts in `changeIndex`: mosquitto 2.1.2 adds one for every
-/// command that succeeds and may change something, whether or not it did (enabling an enabled
-/// client counts), and nothing for reads or errors.
-fn counts_as_change(command: &str) -> bool {
-    !matches!(
-        command,
-        "getDefaultACLAccess"
-            | "getDetails"
-            | "getClient"
-            | "listClients"
-            | "getGroup"
-            | "listGroups"
-            | "getAnonymousGroup"
-            | "getRole"
-            | "listRoles"
-    )
-}
-
 /// A priority as 2.1.2 caps it where it only checks the upper bound (addClientRole, the `roles`
 /// of create/modify commands, the `groups` of createClient/modifyClient).
 fn capped_above(priority: i32) -> i32 {
@@ -199,11 +152,11 @@ fn capped_above(priority: i32) -> i32 {
 
 /// The password a command will need hashed, if any (same extraction rules as the commands).
 fn password_to_hash(command: &Json) -> Option<&[u8]> {
-    let name = canonical(command.get("command")?.as_bytes()?)?;
+    let name = Command::from_name(command.get("command")?.as_bytes()?)?;
     let password = command.get("password")?.as_bytes()?;
     match name {
-        "createClient" => Some(password),
-        "setClientPassword" | "modifyClient" if !password.is_empty() => Some(password),
+        Command::CreateClient => Some(password),
+        Command::SetClientPassword | Command::ModifyClient if !password.is_empty() => Some(password),
         _ => None,
     }
 }
@@ -235,7 +188,7 @@ pub fn prepare_passwords(commands: &[Json], policy: HashPolicy) -> Vec<Option<Pa
 }
 
 // ---------------------------------------------------------------------------------------------
-// Field access with mosquitto's type rules (compat §1.3).
+// Field access with mosquitto's type rules (docs/compatibility.md §1.3).
 
 /// `json_get_string(…, optional=false)`: present and a string.
 fn required_str<'a>(cmd: &'a Json, key: &str) -> Option<&'a [u8]> {
@@ -514,7 +467,7 @@ impl<'a> Processor<'a> {
         }
     }
 
-    /// Processes the command array (compat §1.2). An array longer than the limit is refused
+    /// Processes the command array (docs/compatibility.md §1.2). An array longer than the limit is refused
     /// whole, as [`parse_envelope`] does.
     pub fn run(mut self, commands: &[Json]) -> BatchOutcome {
         if let Some(error) = too_many_commands(commands.len(), self.limits) {
@@ -543,7 +496,7 @@ impl<'a> Processor<'a> {
                     break;
                 }
             };
-            let Some(command) = canonical(sent_name) else {
+            let Some(command) = Command::from_name(sent_name) else {
                 let r = Json::object()
                     .with("command", Json::String(sent_name.to_vec()))
                     .with("error", Json::str("Unknown command"));
@@ -575,13 +528,15 @@ impl<'a> Processor<'a> {
                 refused = Some(message.clone());
                 result = Err(CommandError::Fixed(""));
             }
-            if result.is_ok() && refused.is_none() && self.refusal.is_none() && counts_as_change(command) {
+            if result.is_ok() && refused.is_none() && self.refusal.is_none() && command.changes() {
                 self.changes_counted += 1;
             }
-            audit(&self.admin, command, cmd, &result, refused.as_deref());
+            audit(&self.admin, command.name(), cmd, &result, refused.as_deref());
             let r = match refused {
-                Some(message) => Json::object().with("command", Json::str(command)).with("error", Json::str(&message)),
-                None => reply_object(command, &result),
+                Some(message) => {
+                    Json::object().with("command", Json::str(command.name())).with("error", Json::str(&message))
+                }
+                None => reply_object(command.name(), &result),
             };
             replies.push(with_correlation(r, correlation.as_deref()));
         }
@@ -600,652 +555,42 @@ impl<'a> Processor<'a> {
         }
     }
 
-    fn dispatch(&mut self, command: &'static str, cmd: &Json, index: usize) -> LimitedResult {
+    fn dispatch(&mut self, command: Command, cmd: &Json, index: usize) -> LimitedResult {
         let result = match command {
-            "setDefaultACLAccess" => self.set_default_acl_access(cmd),
-            "getDefaultACLAccess" => self.get_default_acl_access(),
-            "getDetails" => self.get_details(),
-            "createClient" => self.create_client(cmd, index),
-            "deleteClient" => self.delete_client(cmd),
-            "setClientPassword" => self.set_client_password(cmd, index),
-            "setClientId" => self.set_client_id(cmd),
-            "modifyClient" => self.modify_client(cmd, index),
-            "enableClient" => self.set_client_disabled(cmd, false),
-            "disableClient" => self.set_client_disabled(cmd, true),
-            "getClient" => self.get_client(cmd),
-            "listClients" => self.list_clients(cmd),
-            "addClientRole" => self.add_client_role(cmd),
-            "removeClientRole" => self.remove_client_role(cmd),
-            "createGroup" => self.create_group(cmd),
-            "deleteGroup" => self.delete_group(cmd),
-            "modifyGroup" => self.modify_group(cmd),
-            "getGroup" => self.get_group(cmd),
-            "listGroups" => self.list_groups(cmd),
-            "addGroupClient" => self.add_group_client(cmd),
-            "removeGroupClient" => self.remove_group_client(cmd),
-            "addGroupRole" => self.add_group_role(cmd),
-            "removeGroupRole" => self.remove_group_role(cmd),
-            "setAnonymousGroup" => self.set_anonymous_group(cmd),
-            "getAnonymousGroup" => self.get_anonymous_group(),
-            "createRole" => return self.create_role(cmd),
-            "deleteRole" => self.delete_role(cmd),
-            "modifyRole" => return self.modify_role(cmd),
-            "getRole" => self.get_role(cmd),
-            "listRoles" => self.list_roles(cmd),
-            "addRoleACL" => return self.add_role_acl(cmd),
-            "removeRoleACL" => self.remove_role_acl(cmd),
-            _ => Err("Unknown command"),
+            Command::SetDefaultAclAccess => self.set_default_acl_access(cmd),
+            Command::GetDefaultAclAccess => self.get_default_acl_access(),
+            Command::GetDetails => self.get_details(),
+            Command::CreateClient => self.create_client(cmd, index),
+            Command::DeleteClient => self.delete_client(cmd),
+            Command::SetClientPassword => self.set_client_password(cmd, index),
+            Command::SetClientId => self.set_client_id(cmd),
+            Command::ModifyClient => self.modify_client(cmd, index),
+            Command::EnableClient => self.set_client_disabled(cmd, false),
+            Command::DisableClient => self.set_client_disabled(cmd, true),
+            Command::GetClient => self.get_client(cmd),
+            Command::ListClients => self.list_clients(cmd),
+            Command::AddClientRole => self.add_client_role(cmd),
+            Command::RemoveClientRole => self.remove_client_role(cmd),
+            Command::CreateGroup => self.create_group(cmd),
+            Command::DeleteGroup => self.delete_group(cmd),
+            Command::ModifyGroup => self.modify_group(cmd),
+            Command::GetGroup => self.get_group(cmd),
+            Command::ListGroups => self.list_groups(cmd),
+            Command::AddGroupClient => self.add_group_client(cmd),
+            Command::RemoveGroupClient => self.remove_group_client(cmd),
+            Command::AddGroupRole => self.add_group_role(cmd),
+            Command::RemoveGroupRole => self.remove_group_role(cmd),
+            Command::SetAnonymousGroup => self.set_anonymous_group(cmd),
+            Command::GetAnonymousGroup => self.get_anonymous_group(),
+            Command::CreateRole => return self.create_role(cmd),
+            Command::DeleteRole => self.delete_role(cmd),
+            Command::ModifyRole => return self.modify_role(cmd),
+            Command::GetRole => self.get_role(cmd),
+            Command::ListRoles => self.list_roles(cmd),
+            Command::AddRoleAcl => return self.add_role_acl(cmd),
+            Command::RemoveRoleAcl => self.remove_role_acl(cmd),
         };
         result.map_err(CommandError::Fixed)
-    }
-
-    // --- default access ----------------------------------------------------------------------
-
-    fn set_default_acl_access(&mut self, cmd: &Json) -> CommandResult {
-        let Some(entries) = cmd.get("acls").and_then(Json::as_array) else {
-            return Err("Missing/invalid actions array");
-        };
-        let mut access = self.model.default_access;
-        for entry in entries {
-            let (Some(kind), Some(allow)) =
-                (required_str(entry, "acltype"), entry.get("allow").and_then(Json::as_bool))
-            else {
-                continue;
-            };
-            if let Some(i) = DEFAULT_ACCESS_KEYS.iter().position(|k| k.as_bytes().eq_ignore_ascii_case(kind)) {
-                access.set(i, allow);
-            }
-        }
-        if access != self.model.default_access {
-            self.apply(Mutation::SetDefaultAccess(access));
-        }
-        Ok(None)
-    }
-
-    fn get_default_acl_access(&mut self) -> CommandResult {
-        let acls = DEFAULT_ACCESS_KEYS
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                Json::object()
-                    .with("acltype", Json::str(key))
-                    .with("allow", Json::Bool(self.model.default_access.get(i)))
-            })
-            .collect();
-        Ok(Some(Json::object().with("acls", Json::Array(acls))))
-    }
-
-    /// mosquitto 2.1's `getDetails`: the counts and `changeIndex` (this batch's changes so far
-    /// included, as 2.1 counts them at once).
-    fn get_details(&mut self) -> CommandResult {
-        let count = |n: usize| Json::int(n as i64);
-        Ok(Some(
-            Json::object()
-                .with("clientCount", count(self.model.clients.len()))
-                .with("groupCount", count(self.model.groups.len()))
-                .with("roleCount", count(self.model.roles.len()))
-                .with("changeIndex", Json::int(self.model.change_index.saturating_add(self.changes_counted))),
-        ))
-    }
-
-    // --- clients -----------------------------------------------------------------------------
-
-    fn create_client(&mut self, cmd: &Json, index: usize) -> CommandResult {
-        let username = new_name(cmd, "username", "Empty username")?;
-        let password = optional_str(cmd, "password").map_err(|()| "Invalid/missing password")?;
-        let clientid = optional_str(cmd, "clientid").map_err(|()| "Invalid/missing client id")?;
-        let clientid = match clientid {
-            Some(c) => Some(valid_mqtt_utf8(c).ok_or("Client ID not valid UTF-8")?),
-            None => None,
-        };
-        let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
-        let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
-        if self.model.clients.contains_key(username) {
-            return Err("Client already exists");
-        }
-        let roles = match role_list(self.model, cmd) {
-            Ok(roles) => roles.unwrap_or_default(),
-            Err(RoleListError::NotFound) => return Err("Role not found"),
-            Err(RoleListError::Invalid) => return Err("'roles' not an array or missing/invalid rolename"),
-        };
-        let mut groups: Vec<(String, i32)> = Vec::new();
-        for entry in cmd.get("groups").and_then(Json::as_array).unwrap_or(&[]) {
-            let Some(group) = entry.get("groupname").and_then(Json::as_bytes) else { continue };
-            let group = text(group);
-            if !self.model.groups.contains_key(&group) {
-                return Err("Group not found");
-            }
-            if groups.iter().any(|(g, _)| *g == group) {
-                return Err("Internal error");
-            }
-            groups.push((group, capped_above(int_or(entry, "priority", -1))));
-        }
-        let password = match password {
-            Some(pw) => Some(self.password_for(index, pw)?),
-            None => None,
-        };
-        self.apply(Mutation::PutClient(Client {
-            username: username.to_owned(),
-            clientid: clientid.filter(|c| !c.is_empty()).map(str::to_owned),
-            textname: textname.map(text),
-            textdescription: textdescription.map(text),
-            disabled: false,
-            password,
-            roles,
-            groups: Vec::new(),
-        }));
-        for (group, priority) in groups {
-            self.apply(Mutation::SetMembership { group, username: username.to_owned(), priority: Some(priority) });
-        }
-        Ok(None)
-    }
-
-    fn delete_client(&mut self, cmd: &Json) -> CommandResult {
-        // No UTF-8 check in mosquitto: bytes that are not UTF-8 simply name no client.
-        let name = required_str(cmd, "username").ok_or("Invalid/missing username")?;
-        let Some(username) = std::str::from_utf8(name).ok().filter(|u| self.model.clients.contains_key(*u)) else {
-            return Err("Client not found");
-        };
-        let username = username.to_owned();
-        self.apply(Mutation::DeleteClient(username.clone()));
-        self.kick_user(&username);
-        Ok(None)
-    }
-
-    fn existing_client(&self, username: &str) -> Result<Client, &'static str> {
-        self.model.clients.get(username).cloned().ok_or("Client not found")
-    }
-
-    fn set_client_password(&mut self, cmd: &Json, index: usize) -> CommandResult {
-        let username = username(cmd)?;
-        let password = required_str(cmd, "password").ok_or("Invalid/missing password")?;
-        if password.is_empty() {
-            return Err("Empty password is not allowed");
-        }
-        let mut client = self.existing_client(username)?;
-        client.password = Some(self.password_for(index, password)?);
-        self.apply(Mutation::PutClient(client));
-        self.kick_user(username);
-        Ok(None)
-    }
-
-    fn set_client_id(&mut self, cmd: &Json) -> CommandResult {
-        let username = username(cmd)?;
-        let clientid = optional_str(cmd, "clientid").map_err(|()| "Invalid/missing client ID")?;
-        let clientid = match clientid {
-            Some(c) => Some(valid_mqtt_utf8(c).ok_or("Client ID not valid UTF-8")?),
-            None => None,
-        };
-        let mut client = self.existing_client(username)?;
-        client.clientid = clientid.filter(|c| !c.is_empty()).map(str::to_owned);
-        self.apply(Mutation::PutClient(client));
-        self.kick_user(username);
-        Ok(None)
-    }
-
-    fn modify_client(&mut self, cmd: &Json, index: usize) -> CommandResult {
-        let username = username(cmd)?;
-        let mut client = self.existing_client(username)?;
-        // Optional fields apply only when present with the right type (wrong types are ignored).
-        if let Some(clientid) = required_str(cmd, "clientid") {
-            client.clientid = Some(text(clientid)).filter(|c| !c.is_empty());
-        }
-        let password = required_str(cmd, "password").filter(|p| !p.is_empty());
-        if let Some(textname) = required_str(cmd, "textname") {
-            client.textname = Some(text(textname));
-        }
-        if let Some(textdescription) = required_str(cmd, "textdescription") {
-            client.textdescription = Some(text(textdescription));
-        }
-        match role_list(self.model, cmd) {
-            Ok(Some(roles)) => client.roles = roles,
-            Ok(None) => {}
-            Err(RoleListError::NotFound) => return Err("Role not found"),
-            Err(RoleListError::Invalid) => return Err("'roles' not an array or missing/invalid rolename"),
-        }
-        let mut groups: Option<Vec<(String, i32)>> = None;
-        if let Some(entries) = cmd.get("groups").and_then(Json::as_array) {
-            let mut list: Vec<(String, i32)> = Vec::new();
-            for entry in entries.iter().filter(|e| e.is_object()) {
-                let Some(group) = entry.get("groupname").and_then(Json::as_bytes) else {
-                    return Err("'groups' contains an object with an invalid 'groupname'");
-                };
-                let group = text(group);
-                if !self.model.groups.contains_key(&group) {
-                    return Err("'groups' contains an object with a 'groupname' that does not exist");
-                }
-                if !list.iter().any(|(g, _)| *g == group) {
-                    list.push((group, capped_above(int_or(entry, "priority", -1))));
-                }
-            }
-            groups = Some(list);
-        }
-        if let Some(password) = password {
-            client.password = Some(self.password_for(index, password)?);
-        }
-        if let Some(groups) = groups {
-            let current: Vec<Membership> = self.model.clients[username].groups.clone();
-            for old in current.iter().filter(|m| !groups.iter().any(|(g, _)| *g == m.name)) {
-                self.apply(Mutation::SetMembership {
-                    group: old.name.clone(),
-                    username: username.to_owned(),
-                    priority: None,
-                });
-            }
-            for (group, priority) in groups {
-                self.apply(Mutation::SetMembership { group, username: username.to_owned(), priority: Some(priority) });
-            }
-        }
-        self.apply(Mutation::PutClient(client));
-        self.kick_user(username);
-        Ok(None)
-    }
-
-    fn set_client_disabled(&mut self, cmd: &Json, disabled: bool) -> CommandResult {
-        let username = username(cmd)?;
-        let mut client = self.existing_client(username)?;
-        if client.disabled != disabled {
-            client.disabled = disabled;
-            self.apply(Mutation::PutClient(client));
-        }
-        if disabled {
-            self.kick_user(username);
-        }
-        Ok(None)
-    }
-
-    fn get_client(&mut self, cmd: &Json) -> CommandResult {
-        let username = username(cmd)?;
-        let client = self.model.clients.get(username).ok_or("Client not found")?;
-        Ok(Some(Json::object().with("client", client_info(client))))
-    }
-
-    fn list_clients(&mut self, cmd: &Json) -> CommandResult {
-        let (verbose, count, offset) =
-            (bool_or(cmd, "verbose", false), int_or(cmd, "count", -1), int_or(cmd, "offset", 0));
-        let clients = paged(self.model.clients.values(), count, offset, |c| {
-            if verbose { client_info(c) } else { Json::str(&c.username) }
-        });
-        Ok(Some(Json::object().with("totalCount", Json::int(self.model.clients.len() as i64)).with("clients", clients)))
-    }
-
-    fn client_and_role<'c>(&self, cmd: &'c Json) -> Result<(&'c str, &'c str), &'static str> {
-        let username = username(cmd)?;
-        let role = rolename(cmd)?;
-        if !self.model.clients.contains_key(username) {
-            return Err("Client not found");
-        }
-        if !self.model.roles.contains_key(role) {
-            return Err("Role not found");
-        }
-        Ok((username, role))
-    }
-
-    fn add_client_role(&mut self, cmd: &Json) -> CommandResult {
-        let (username, role) = self.client_and_role(cmd)?;
-        let mut client = self.existing_client(username)?;
-        let membership = Membership { name: role.to_owned(), priority: capped_above(int_or(cmd, "priority", -1)) };
-        if !insert_membership(&mut client.roles, membership) {
-            return Err("Internal error");
-        }
-        self.apply(Mutation::PutClient(client));
-        self.kick_user(username);
-        Ok(None)
-    }
-
-    fn remove_client_role(&mut self, cmd: &Json) -> CommandResult {
-        let (username, role) = self.client_and_role(cmd)?;
-        let mut client = self.existing_client(username)?;
-        if client.roles.iter().any(|m| m.name == role) {
-            client.roles.retain(|m| m.name != role);
-            self.apply(Mutation::PutClient(client));
-        }
-        self.kick_user(username);
-        Ok(None)
-    }
-
-    // --- groups ------------------------------------------------------------------------------
-
-    fn create_group(&mut self, cmd: &Json) -> CommandResult {
-        let group = new_name(cmd, "groupname", "Empty groupname")?;
-        let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
-        let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
-        if self.model.groups.contains_key(group) {
-            return Err("Group already exists");
-        }
-        let roles = match role_list(self.model, cmd) {
-            Ok(roles) => roles.unwrap_or_default(),
-            Err(RoleListError::NotFound) => return Err("Role not found"),
-            Err(RoleListError::Invalid) => return Err("Internal error"),
-        };
-        self.apply(Mutation::PutGroup(Group {
-            name: group.to_owned(),
-            textname: textname.map(text),
-            textdescription: textdescription.map(text),
-            roles,
-            members: Default::default(),
-        }));
-        Ok(None)
-    }
-
-    fn delete_group(&mut self, cmd: &Json) -> CommandResult {
-        let group = groupname(cmd)?;
-        if !self.model.groups.contains_key(group) {
-            return Err("Group not found");
-        }
-        if self.model.anonymous_group.as_deref() == Some(group) {
-            return Err("Deleting the anonymous group is forbidden");
-        }
-        self.kick_group(group);
-        self.apply(Mutation::DeleteGroup(group.to_owned()));
-        Ok(None)
-    }
-
-    fn modify_group(&mut self, cmd: &Json) -> CommandResult {
-        let name = groupname(cmd)?;
-        let mut group = self.model.groups.get(name).cloned().ok_or("Group not found")?;
-        if let Some(textname) = required_str(cmd, "textname") {
-            group.textname = Some(text(textname));
-        }
-        if let Some(textdescription) = required_str(cmd, "textdescription") {
-            group.textdescription = Some(text(textdescription));
-        }
-        match role_list(self.model, cmd) {
-            Ok(Some(roles)) => group.roles = roles,
-            Ok(None) => {}
-            Err(RoleListError::NotFound) => return Err("Role not found"),
-            Err(RoleListError::Invalid) => return Err("'roles' not an array or missing/invalid rolename"),
-        }
-        let mut members: Option<Vec<(String, i32)>> = None;
-        if let Some(entries) = cmd.get("clients").and_then(Json::as_array) {
-            let mut list: Vec<(String, i32)> = Vec::new();
-            for entry in entries.iter().filter(|e| e.is_object()) {
-                let Some(username) = entry.get("username").and_then(Json::as_bytes) else {
-                    return Err("'clients' contains an object with an invalid 'username'");
-                };
-                let username = text(username);
-                if !self.model.clients.contains_key(&username) {
-                    return Err("'clients' contains an object with a 'username' that does not exist");
-                }
-                if !list.iter().any(|(u, _)| *u == username) {
-                    list.push((username, clamp_priority(int_or(entry, "priority", -1))));
-                }
-            }
-            members = Some(list);
-        }
-        // Old members (before) and new members (after) are both kicked.
-        self.kick_group(name);
-        if let Some(members) = members {
-            let current: Vec<String> = self.model.groups[name].members.keys().cloned().collect();
-            for username in current.into_iter().filter(|u| !members.iter().any(|(m, _)| m == u)) {
-                self.apply(Mutation::SetMembership { group: name.to_owned(), username, priority: None });
-            }
-            for (username, priority) in members {
-                self.apply(Mutation::SetMembership { group: name.to_owned(), username, priority: Some(priority) });
-            }
-        }
-        self.apply(Mutation::PutGroup(group));
-        self.kick_group(name);
-        Ok(None)
-    }
-
-    fn get_group(&mut self, cmd: &Json) -> CommandResult {
-        let group = groupname(cmd)?;
-        let group = self.model.groups.get(group).ok_or("Group not found")?;
-        Ok(Some(Json::object().with("group", group_info(group))))
-    }
-
-    fn list_groups(&mut self, cmd: &Json) -> CommandResult {
-        let (verbose, count, offset) =
-            (bool_or(cmd, "verbose", false), int_or(cmd, "count", -1), int_or(cmd, "offset", 0));
-        let groups =
-            paged(
-                self.model.groups.values(),
-                count,
-                offset,
-                |g| {
-                    if verbose { group_info(g) } else { Json::str(&g.name) }
-                },
-            );
-        Ok(Some(Json::object().with("totalCount", Json::int(self.model.groups.len() as i64)).with("groups", groups)))
-    }
-
-    /// addGroupClient/removeGroupClient: username is validated before groupname, and the user is
-    /// kicked whatever the outcome of the lookups (mosquitto 2.0.x).
-    fn group_client_names(cmd: &Json) -> Result<(&str, &str), &'static str> {
-        let username = username(cmd)?;
-        let group = groupname(cmd)?;
-        Ok((username, group))
-    }
-
-    fn add_group_client(&mut self, cmd: &Json) -> CommandResult {
-        let (username, group) = Self::group_client_names(cmd)?;
-        self.kick_user(username);
-        if !self.model.clients.contains_key(username) {
-            return Err("Client not found");
-        }
-        let Some(g) = self.model.groups.get(group) else { return Err("Group not found") };
-        if g.members.contains_key(username) {
-            return Err("Client is already in this group");
-        }
-        let priority = clamp_priority(int_or(cmd, "priority", -1));
-        self.apply(Mutation::SetMembership {
-            group: group.to_owned(),
-            username: username.to_owned(),
-            priority: Some(priority),
-        });
-        Ok(None)
-    }
-
-    fn remove_group_client(&mut self, cmd: &Json) -> CommandResult {
-        let (username, group) = Self::group_client_names(cmd)?;
-        self.kick_user(username);
-        if !self.model.clients.contains_key(username) {
-            return Err("Client not found");
-        }
-        if !self.model.groups.contains_key(group) {
-            return Err("Group not found");
-        }
-        self.apply(Mutation::SetMembership { group: group.to_owned(), username: username.to_owned(), priority: None });
-        Ok(None)
-    }
-
-    fn group_and_role<'c>(&self, cmd: &'c Json) -> Result<(&'c str, &'c str), &'static str> {
-        let group = groupname(cmd)?;
-        let role = rolename(cmd)?;
-        if !self.model.groups.contains_key(group) {
-            return Err("Group not found");
-        }
-        if !self.model.roles.contains_key(role) {
-            return Err("Role not found");
-        }
-        Ok((group, role))
-    }
-
-    fn add_group_role(&mut self, cmd: &Json) -> CommandResult {
-        let (name, role) = self.group_and_role(cmd)?;
-        let mut group = self.model.groups[name].clone();
-        if !insert_membership(
-            &mut group.roles,
-            Membership { name: role.to_owned(), priority: clamp_priority(int_or(cmd, "priority", -1)) },
-        ) {
-            return Err("Group is already in this role");
-        }
-        self.apply(Mutation::PutGroup(group));
-        self.kick_group(name);
-        Ok(None)
-    }
-
-    fn remove_group_role(&mut self, cmd: &Json) -> CommandResult {
-        let (name, role) = self.group_and_role(cmd)?;
-        let mut group = self.model.groups[name].clone();
-        if group.roles.iter().any(|m| m.name == role) {
-            group.roles.retain(|m| m.name != role);
-            self.apply(Mutation::PutGroup(group));
-        }
-        self.kick_group(name);
-        Ok(None)
-    }
-
-    fn set_anonymous_group(&mut self, cmd: &Json) -> CommandResult {
-        let group = groupname(cmd)?;
-        if !self.model.groups.contains_key(group) {
-            return Err("Group not found");
-        }
-        if self.model.anonymous_group.as_deref() != Some(group) {
-            self.apply(Mutation::SetAnonymousGroup(Some(group.to_owned())));
-        }
-        self.outcome.kicks.anonymous = true;
-        Ok(None)
-    }
-
-    fn get_anonymous_group(&mut self) -> CommandResult {
-        let name = self.model.anonymous_group.as_deref().unwrap_or("");
-        Ok(Some(Json::object().with("group", Json::object().with("groupname", Json::str(name)))))
-    }
-
-    // --- roles -------------------------------------------------------------------------------
-
-    fn create_role(&mut self, cmd: &Json) -> LimitedResult {
-        let name = new_name(cmd, "rolename", "Empty rolename")?;
-        let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
-        let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
-        let allow_wildcard_subs = match cmd.get("allowwildcardsubs") {
-            None => true,
-            Some(value) => value.as_bool().ok_or("Invalid allowwildcardsubs")?,
-        };
-        if self.model.roles.contains_key(name) {
-            return Err("Role already exists".into());
-        }
-        let mut role = Role::new(name);
-        role.textname = textname.map(text);
-        role.textdescription = textdescription.map(text);
-        role.allow_wildcard_subs = allow_wildcard_subs;
-        if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
-            acls_from_json(acls, &mut role);
-        }
-        if role.acl_count() > self.limits.max_acls_per_role {
-            return Err(CommandError::Limit(too_many_acls(self.limits)));
-        }
-        self.apply(Mutation::PutRole(role));
-        Ok(None)
-    }
-
-    fn delete_role(&mut self, cmd: &Json) -> CommandResult {
-        let name = rolename(cmd)?;
-        if !self.model.roles.contains_key(name) {
-            return Err("Role not found");
-        }
-        self.kick_role(name);
-        self.apply(Mutation::DeleteRole(name.to_owned()));
-        Ok(None)
-    }
-
-    fn modify_role(&mut self, cmd: &Json) -> LimitedResult {
-        let name = rolename(cmd)?;
-        let mut role = self.model.roles.get(name).cloned().ok_or("Role does not exist")?;
-        if let Some(textname) = required_str(cmd, "textname") {
-            role.textname = Some(text(textname));
-        }
-        if let Some(textdescription) = required_str(cmd, "textdescription") {
-            role.textdescription = Some(text(textdescription));
-        }
-        // A non-boolean value is ignored, as in 2.1.
-        let mut kick = false;
-        if let Some(allow) = cmd.get("allowwildcardsubs").and_then(Json::as_bool)
-            && allow != role.allow_wildcard_subs
-        {
-            role.allow_wildcard_subs = allow;
-            kick = true;
-        }
-        if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
-            role.acls = Default::default();
-            acls_from_json(acls, &mut role);
-            if role.acl_count() > self.limits.max_acls_per_role {
-                return Err(CommandError::Limit(too_many_acls(self.limits)));
-            }
-            // 2.1 kicks for any `acls` array, even one that changes nothing.
-            kick = true;
-        }
-        if self.model.roles.get(name) != Some(&role) {
-            self.apply(Mutation::PutRole(role));
-        }
-        // 2.1 disconnects the holders when their rights may have changed (2.0.x did not kick).
-        if kick {
-            self.kick_role(name);
-        }
-        Ok(None)
-    }
-
-    fn get_role(&mut self, cmd: &Json) -> CommandResult {
-        let name = rolename(cmd)?;
-        let role = self.model.roles.get(name).ok_or("Role not found")?;
-        Ok(Some(Json::object().with("role", role_info(role))))
-    }
-
-    fn list_roles(&mut self, cmd: &Json) -> CommandResult {
-        let (verbose, count, offset) =
-            (bool_or(cmd, "verbose", false), int_or(cmd, "count", -1), int_or(cmd, "offset", 0));
-        let roles =
-            paged(
-                self.model.roles.values(),
-                count,
-                offset,
-                |r| {
-                    if verbose { role_info(r) } else { Json::str(&r.name) }
-                },
-            );
-        Ok(Some(Json::object().with("totalCount", Json::int(self.model.roles.len() as i64)).with("roles", roles)))
-    }
-
-    /// addRoleACL/removeRoleACL share their checks; the role is looked up before the ACL fields
-    /// are validated (mosquitto's order).
-    fn role_acl_fields(&self, cmd: &Json) -> Result<(String, AclType, String), &'static str> {
-        let name = rolename(cmd)?;
-        if !self.model.roles.contains_key(name) {
-            return Err("Role not found");
-        }
-        let kind = required_str(cmd, "acltype").ok_or("Invalid/missing acltype")?;
-        let acl_type = AclType::parse(kind).ok_or("Unknown acltype")?;
-        let topic = required_str(cmd, "topic").ok_or("Invalid/missing topic")?;
-        let topic = valid_mqtt_utf8(topic).ok_or("Topic not valid UTF-8")?;
-        // 2.1's filter check refuses an empty topic too (2.0.11 accepted it).
-        if topic.is_empty() || !valid_filter(topic) {
-            return Err("Invalid ACL topic");
-        }
-        Ok((name.to_owned(), acl_type, topic.to_owned()))
-    }
-
-    /// Edits the role in place through [`Mutation::AddAcl`]: copying the role per edit made a
-    /// message of many edits quadratic in memory, time and journal size.
-    fn add_role_acl(&mut self, cmd: &Json) -> LimitedResult {
-        let (name, acl_type, topic) = self.role_acl_fields(cmd)?;
-        let role = self.model.roles.get(&name).ok_or("Role not found")?;
-        const EXISTS: &str = "ACL with this topic already exists";
-        if role.acl_count() >= self.limits.max_acls_per_role {
-            // A duplicate is reported as such, as below the limit.
-            if role.acls[acl_type.index()].iter().any(|a| a.topic == topic) {
-                return Err(EXISTS.into());
-            }
-            return Err(CommandError::Limit(too_many_acls(self.limits)));
-        }
-        let acl =
-            Acl { topic, priority: clamp_priority(int_or(cmd, "priority", 0)), allow: bool_or(cmd, "allow", false) };
-        // The duplicate check is the model's own (one scan of the list, not two).
-        if !self.apply(Mutation::AddAcl { role: name.clone(), acl_type, acl, at: None }) {
-            return Err(EXISTS.into());
-        }
-        self.kick_role(&name);
-        Ok(None)
-    }
-
-    fn remove_role_acl(&mut self, cmd: &Json) -> CommandResult {
-        let (name, acl_type, topic) = self.role_acl_fields(cmd)?;
-        if !self.apply(Mutation::RemoveAcl { role: name.clone(), acl_type, topic }) {
-            return Err("ACL not found");
-        }
-        self.kick_role(&name);
-        Ok(None)
     }
 }
 
