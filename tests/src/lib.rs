@@ -5,7 +5,6 @@ pub mod control_client;
 pub mod crash;
 pub mod ctrl_harness;
 pub mod dynsec_target;
-pub mod golden;
 pub mod mosquitto;
 pub mod rr;
 pub mod soak;

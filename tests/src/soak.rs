@@ -220,22 +220,6 @@ fn config(extra: &[String]) -> String {
     config
 }
 
-/// Raises this process's open-file limit to its hard limit (children inherit it).
-pub fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return 0;
-        }
-    }
-    limit.rlim_cur
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -250,7 +234,8 @@ pub async fn run(options: &Options, dir: &Path, progress: impl Fn(&Sample)) -> R
     if options.publishers * 2 > options.connections {
         return Err("need at least two connections per publisher".into());
     }
-    let fd_limit = raise_fd_limit();
+    // Raised to the hard limit (the broker started below inherits it), by the bench's safe wrapper.
+    let fd_limit = dynsec_bench::machine::raise_open_files();
     if (fd_limit as usize) < options.connections + 1000 {
         return Err(format!("open-file limit {fd_limit} too low for {} connections", options.connections));
     }

@@ -165,7 +165,7 @@ fn mode(path: &Path) -> u32 {
 /// password works. Files the store writes later keep that mode.
 #[tokio::test]
 async fn store_and_generated_admin_password_file_are_owner_only() {
-    for var in dynsec_broker::auth_chain::ADMIN_PASSWORD_ENV {
+    for var in dynsec_broker::security::chain::ADMIN_PASSWORD_ENV {
         assert!(std::env::var_os(var).is_none(), "unset {var} to run this test: it must see a generated password");
     }
     let dir = tempfile::tempdir().unwrap();

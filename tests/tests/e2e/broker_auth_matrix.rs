@@ -1,4 +1,4 @@
-//! The CONNACK matrix of mosquitto-compat §3.2 and the reason codes of §6: one table of CONNECTs
+//! The CONNACK matrix of docs/compatibility.md §3.2 and the reason codes of §6: one table of CONNECTs
 //! (MQTT 3.1, 3.1.1 and 5; good and bad credentials, unknown and disabled clients, client-id
 //! binding, anonymous access) run against `dynsec-broker` and against the real mosquitto 2.0 with
 //! its dynamic-security plugin, on the same `dynamic-security.json` contents, with

@@ -1,5 +1,5 @@
 //! One regression test per rumqttd 0.20 defect the gate fixes (numbers from
-//! rumqttd-adapter-notes.md §6), against the real `dynsec-broker` binary with raw packets.
+//! docs/rumqttd.md §6), against the real `dynsec-broker` binary with raw packets.
 //! Defects 13–16 cannot be fixed from outside the router: see docs/known-differences.md.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Every row of mosquitto-compat §3.6 end to end: where dynsec ACLs are evaluated and what the
+//! Every row of docs/compatibility.md §3.6 end to end: where dynsec ACLs are evaluated and what the
 //! client sees — denied PUBLISH (3.1.1 silently accepted and dropped, 5 acked 0x87, never a
 //! disconnect), SUBSCRIBE (0x80 / 0x87, no retained message), UNSUBSCRIBE (0x87, subscription
 //! kept), delivery to subscribers (live, retained on subscribe, queued offline), wills, default

@@ -1,4 +1,4 @@
-//! Kicks (mosquitto-compat §3.7): for each command of the table, the affected clients — by
+//! Kicks (docs/compatibility.md §3.7): for each command of the table, the affected clients — by
 //! username, or every anonymous client — are disconnected (MQTT 5: DISCONNECT 0x98, 3.1.1: the
 //! socket closed), their wills are not published and their persistent sessions survive; clients
 //! not concerned and commands that kick nobody leave connections alone. The table runs against
@@ -277,7 +277,7 @@ async fn self_kick(flavour: Flavour) -> Vec<(u8, u8, u16)> {
 }
 
 /// mosquitto #2474 fixed: PUBACK, then the reply, then DISCONNECT 0x98. mosquitto 2.0.11 sends
-/// only the DISCONNECT (compat §1.1); that oracle run documents the difference.
+/// only the DISCONNECT (docs/compatibility.md §1.1); that oracle run documents the difference.
 #[tokio::test]
 async fn an_admin_kicked_by_its_own_command_gets_puback_and_reply_first() {
     let (ours, oracle) = tokio::join!(self_kick(Flavour::Ours), self_kick(Flavour::Mosquitto));

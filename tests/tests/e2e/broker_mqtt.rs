@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dynsec_broker::backpressure::Lane;
+use dynsec_broker::routing::backpressure::Lane;
 use dynsec_broker::testkit::{self, Connect, Next, RawClient, WAIT};
 use dynsec_tests::broker::{BrokerProcess, ScratchDir};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

@@ -3,7 +3,7 @@
 //! next to ours because we deliberately follow a later mosquitto fix. This is what makes the
 //! engine's golden test a compatibility test rather than a self-consistency test.
 
-use dynsec_tests::golden::{parse_script, scripts};
+use dynsec::golden::{parse_script, scripts};
 use dynsec_tests::mosquitto::{Mosquitto, mosquitto_ctrl_init};
 use dynsec_tests::rr;
 

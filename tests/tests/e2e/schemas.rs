@@ -11,7 +11,7 @@ use dynsec::commands::Admin;
 use dynsec::{Dynsec, Options};
 use serde_json::Value;
 
-use dynsec_tests::golden;
+use dynsec::golden;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()

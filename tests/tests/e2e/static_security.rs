@@ -1,4 +1,4 @@
-//! `password_file`, `acl_file` and `allow_anonymous` without dynsec (compat §5.1–§5.5), each
+//! `password_file`, `acl_file` and `allow_anonymous` without dynsec (docs/compatibility.md §5.1–§5.5), each
 //! case run against dynsec-broker and mosquitto 2.0.11 with the same configuration file and the
 //! same files, with the real mosquitto clients: the anonymous/password decision table for MQTT
 //! 3.1.1 and 5, every kind of acl_file line, password files written by `mosquitto_passwd`, and

@@ -1,5 +1,5 @@
 //! TLS listeners end to end, dynsec-broker and mosquitto 2.0.11 side by side with the same
-//! configuration and certificates made by the test (compat §5.6): which certificates connect, the
+//! configuration and certificates made by the test (docs/compatibility.md §5.6): which certificates connect, the
 //! certificate identity as username with dynsec ACLs, and SIGHUP replacing the server certificate
 //! without dropping a client connected with a certificate (mosquitto regression #1402).
 

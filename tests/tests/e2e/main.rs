@@ -1,0 +1,42 @@
+//! The end-to-end tests, one module per area, in ONE test binary: each test binary links the
+//! whole broker, CLI and test support, so one binary instead of one per file is what keeps CI's
+//! link time down. `cargo test -p dynsec-tests --test e2e MODULE::` runs one area.
+//!
+//! `fuzz_corpus` stays a binary of its own: the fuzz entry points it replays install a panic
+//! hook that aborts the process (as a fuzzer needs), which would take every other test with it.
+
+mod admin_surface;
+mod broker_auth_matrix;
+mod broker_defects;
+mod broker_dynsec_acl;
+mod broker_kicks;
+mod broker_malformed;
+mod broker_mqtt;
+mod client_limits;
+mod config_examples;
+mod ctrl_additions;
+mod ctrl_against_broker;
+mod ctrl_batch;
+mod ctrl_compare;
+mod ctrl_init;
+mod ctrl_passwd;
+mod ctrl_tls;
+mod dynsec_dollar_placeholders;
+mod dynsec_file_interop;
+mod dynsec_mosquitto21;
+mod golden_oracle;
+mod hash_cost_limits;
+mod reliability_crash;
+mod reliability_soak;
+mod reliability_storage;
+mod reliability_throttle;
+mod router_safety;
+mod schemas;
+mod security_gate;
+mod service;
+mod static_security;
+mod store_file_attributes;
+mod sys_topics;
+mod tls_listeners;
+mod tls_recipe;
+mod unsubscribe_and_filter_encoding;
