@@ -11,13 +11,13 @@ use tracing::{error, info, warn};
 
 use crate::Error;
 use crate::config::Config;
-use crate::gate::listener::{self, Listener};
+use crate::gate::listener;
 use crate::gate::session::Sessions;
 use crate::gate::tls::CertificateReloader;
 use crate::logging::client_text;
 use crate::routing::router_link::Rumqttd;
 use crate::security::{KickTarget, Security};
-use crate::shared::Shared;
+use crate::shared::{Listener, Shared};
 use crate::sys_topics;
 
 /// A started broker. Dropping it does not stop it; call [`Broker::shutdown`].

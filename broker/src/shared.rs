@@ -1,13 +1,16 @@
-//! The state every connection of one broker shares. It sits in a file of its own, below the
-//! broker, the listeners and the connections, so that each of them depends on it and none of them
-//! depends on another through it.
+//! The state connections share: the broker's [`Shared`], each listener's [`Listener`], and the
+//! count of sockets whose login is not decided yet. It sits in a file of its own, below the
+//! broker, the accept loops and the connections, so that each of them depends on it and none of
+//! them on another through it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::config::Config;
+use crate::Error;
+use crate::config::{Config, ListenerConfig, ListenerId, SecurityOptions};
 use crate::gate::control::ControlSubscriptions;
 use crate::gate::session::Sessions;
+use crate::gate::tls::TlsListener;
 use crate::routing::backpressure::Pressure;
 use crate::routing::router_link::RoutingEngine;
 use crate::routing::topic_budget::RoutedTopics;
@@ -49,5 +52,51 @@ impl<E: RoutingEngine> Shared<E> {
 
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One configured listener as the running broker holds it: its identity for the security chain,
+/// its settings, the security options that apply on it and its TLS acceptor, resolved once at
+/// start. Connections keep an `Arc` of it rather than an index into the configuration.
+pub(crate) struct Listener {
+    pub id: ListenerId,
+    pub settings: ListenerConfig,
+    pub security: SecurityOptions,
+    pub tls: Option<Arc<TlsListener>>,
+}
+
+impl Listener {
+    /// Every listener of `config`, in configuration order; TLS certificates are loaded here, so
+    /// that a bad file stops the broker before anything starts.
+    pub fn all(config: &Config) -> Result<Vec<Arc<Listener>>, Error> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for (index, settings) in config.listeners.iter().enumerate() {
+            let tls = match settings.tls.is_configured() {
+                true => Some(Arc::new(TlsListener::new(&settings.tls, settings.port).map_err(Error::Tls)?)),
+                false => None,
+            };
+            let id = ListenerId(index);
+            let security = config.security_for(id).clone();
+            listeners.push(Arc::new(Listener { id, settings: settings.clone(), security, tls }));
+        }
+        Ok(listeners)
+    }
+}
+
+/// A socket whose login is not decided yet (see the module documentation); counted until dropped.
+pub(crate) struct Unauthenticated(Arc<AtomicUsize>);
+
+impl Unauthenticated {
+    /// Counts one more unauthenticated socket, unless `limit` are already counted.
+    pub fn try_new(count: &Arc<AtomicUsize>, limit: usize) -> Option<Unauthenticated> {
+        let previous = count.fetch_add(1, Ordering::AcqRel);
+        let counted = Unauthenticated(Arc::clone(count));
+        (previous < limit).then_some(counted)
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -17,18 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::gate::session::Mail;
+use crate::gate::mailbox::Mail;
 use crate::metrics::{METRICS, Metrics};
 use crate::security::{Access, ClientAuthz};
 
-/// A `$SYS` message for one connection to write.
-#[derive(Debug)]
-pub struct SysMessage {
-    pub topic: Arc<str>,
-    pub payload: Bytes,
-    /// Set when the message is sent because of a new subscription (a retained message).
-    pub retain: bool,
-}
+pub use crate::gate::mailbox::SysMessage;
 
 struct Subscriber {
     conn_id: u64,

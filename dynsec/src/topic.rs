@@ -110,6 +110,20 @@ pub fn acl_covers_filter(acl: &str, requested: &str) -> bool {
     acl_levels.iter().zip(&sub_levels).all(|(a, s)| *a == "+" || a == s)
 }
 
+/// Is `filter` a valid subscription filter (shared subscriptions included)?
+pub fn valid_subscription_filter(filter: &str) -> bool {
+    if filter.is_empty() || !valid_filter(filter) {
+        return false;
+    }
+    match filter.strip_prefix("$share/") {
+        None => filter != "$share",
+        Some(rest) => match rest.split_once('/') {
+            Some((group, path)) => !group.is_empty() && !group.contains(['+', '#']) && !path.is_empty(),
+            None => false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use super::Location;
 use super::tls::TlsOptions;
 
+/// A listener, by its place in the configuration (the first is 0). The gate resolves each
+/// listener's settings once (`shared::Listener`); security implementations key what
+/// differs per listener by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
 /// Security options (mosquitto's `security_options`): global, or per listener when
 /// `per_listener_settings true`.
 #[derive(Debug, Clone, PartialEq, Eq)]

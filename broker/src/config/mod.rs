@@ -21,11 +21,9 @@ use std::time::Duration;
 
 use directives::Builder;
 pub use lexer::{Directive, Location, parse_text, read_directives};
-pub use listeners::{ListenerConfig, PluginConfig, SecurityOptions, SocketDomain};
+pub use listeners::{ListenerConfig, ListenerId, PluginConfig, SecurityOptions, SocketDomain};
 pub use logging::{LogConfig, LogDest};
 pub use tls::TlsOptions;
-
-use crate::security::ListenerId;
 
 /// Port of the default listener (mosquitto's).
 pub const DEFAULT_PORT: u16 = 1883;

@@ -31,7 +31,6 @@ use tokio::time::{Instant, Sleep};
 use tracing::info;
 
 use crate::gate::codec;
-use crate::gate::listener::{Listener, Unauthenticated};
 use crate::gate::session::{Mail, Subscription};
 use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
@@ -41,7 +40,7 @@ use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::routing::topic_budget::TopicBudget;
 use crate::security::{ClientAuthz, Protocol, TlsIdentity};
-use crate::shared::Shared;
+use crate::shared::{Listener, Shared, Unauthenticated};
 use exit::Exit;
 
 /// Read buffer growth: idle connections keep a small buffer, busy ones read up to the maximum at

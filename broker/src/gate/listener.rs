@@ -14,41 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::Error;
-use crate::config::{Config, ListenerConfig, SecurityOptions};
 use crate::gate::connection;
 use crate::gate::tls::{self, TlsListener};
 use crate::metrics;
 use crate::routing::router_link::RoutingEngine;
-use crate::security::ListenerId;
-use crate::shared::Shared;
-
-/// One configured listener as the running broker holds it: its identity for the security chain,
-/// its settings, the security options that apply on it and its TLS acceptor, resolved once at
-/// start. Connections keep an `Arc` of it rather than an index into the configuration.
-pub(crate) struct Listener {
-    pub id: ListenerId,
-    pub settings: ListenerConfig,
-    pub security: SecurityOptions,
-    pub tls: Option<Arc<TlsListener>>,
-}
-
-impl Listener {
-    /// Every listener of `config`, in configuration order; TLS certificates are loaded here, so
-    /// that a bad file stops the broker before anything starts.
-    pub fn all(config: &Config) -> Result<Vec<Arc<Listener>>, Error> {
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        for (index, settings) in config.listeners.iter().enumerate() {
-            let tls = match settings.tls.is_configured() {
-                true => Some(Arc::new(TlsListener::new(&settings.tls, settings.port).map_err(Error::Tls)?)),
-                false => None,
-            };
-            let id = ListenerId(index);
-            let security = config.security_for(id).clone();
-            listeners.push(Arc::new(Listener { id, settings: settings.clone(), security, tls }));
-        }
-        Ok(listeners)
-    }
-}
+use crate::shared::{Listener, Shared, Unauthenticated};
 
 /// A bound listener.
 pub(crate) struct Bound {
@@ -70,24 +40,6 @@ pub(crate) async fn bind(listener: &Listener) -> Result<Bound, Error> {
 
 /// Counts a listener's connections; the slot is given back when the connection task ends.
 struct Slot(Arc<AtomicUsize>);
-
-/// A socket whose login is not decided yet (see the module documentation); counted until dropped.
-pub(crate) struct Unauthenticated(Arc<AtomicUsize>);
-
-impl Unauthenticated {
-    /// Counts one more unauthenticated socket, unless `limit` are already counted.
-    fn try_new(count: &Arc<AtomicUsize>, limit: usize) -> Option<Unauthenticated> {
-        let previous = count.fetch_add(1, Ordering::AcqRel);
-        let counted = Unauthenticated(Arc::clone(count));
-        (previous < limit).then_some(counted)
-    }
-}
-
-impl Drop for Unauthenticated {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 impl Drop for Slot {
     fn drop(&mut self) {

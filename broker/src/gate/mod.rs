@@ -8,6 +8,7 @@ pub mod codec;
 pub(crate) mod connection;
 pub mod control;
 pub(crate) mod listener;
+pub mod mailbox;
 pub mod session;
 pub mod subscriptions;
 pub mod tls;

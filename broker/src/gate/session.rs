@@ -21,30 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::routing::router_link::RoutingEngine;
-use crate::security::{Access, ClientAuthz, ControlReply, KickTarget};
+use crate::security::{Access, ClientAuthz, KickTarget};
 
-/// Why a connection is asked to leave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KickReason {
-    /// Another connection claimed the client id: v5 DISCONNECT 0x8E, the will is published.
-    Takeover,
-    /// An administrative change (dynsec kick): v5 DISCONNECT 0x98, no will, session kept.
-    Admin,
-    /// The broker is stopping: v5 DISCONNECT 0x8B, no will.
-    Shutdown,
-    /// The client's credentials were revoked by a reload: socket closed without DISCONNECT, no will.
-    CredentialsRevoked,
-}
-
-/// Messages to a connection task, delivered in order.
-#[derive(Debug)]
-pub enum Mail {
-    /// A `$CONTROL/...` reply to write (QoS 0).
-    Control(Arc<ControlReply>),
-    /// A `$SYS/...` message to write (QoS 0).
-    Sys(Arc<crate::sys_topics::SysMessage>),
-    Kick(KickReason),
-}
+pub use super::mailbox::{KickReason, Mail};
 
 /// How a subscription is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,19 +20,7 @@ use crate::security::Protocol;
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
 
-/// Is `filter` a valid subscription filter (shared subscriptions included)?
-pub fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || !dynsec::topic::valid_filter(filter) {
-        return false;
-    }
-    match filter.strip_prefix("$share/") {
-        None => filter != "$share",
-        Some(rest) => match rest.split_once('/') {
-            Some((group, path)) => !group.is_empty() && !group.contains(['+', '#']) && !path.is_empty(),
-            None => false,
-        },
-    }
-}
+pub use dynsec::topic::valid_subscription_filter as valid_filter;
 
 /// Whether the filter is a shared subscription.
 pub fn is_shared(filter: &str) -> bool {

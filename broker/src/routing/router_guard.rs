@@ -147,7 +147,7 @@ fn routable_filter(filter: &str) -> Result<(), Hazard> {
     // or an empty filter would get a commit log and be matched by `matches()`, which assumes
     // valid input. (Empty levels, `/`, `//`, long filters are valid and safe: levels are split,
     // never indexed.)
-    if !crate::gate::subscriptions::valid_filter(filter) {
+    if !dynsec::topic::valid_subscription_filter(filter) {
         return Err(Hazard::InvalidFilter);
     }
     match filter.strip_prefix("$share/") {

@@ -20,6 +20,8 @@ pub mod throttle;
 pub mod verifier;
 mod watcher;
 
+pub use crate::config::ListenerId;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -43,12 +45,6 @@ pub struct TlsIdentity {
     /// Full subject in RFC 2253 form, e.g. `CN=certuser,O=Test Org,C=GB`.
     pub subject: String,
 }
-
-/// A listener, by its place in the configuration (the first is 0). The gate resolves each
-/// listener's settings once (`gate::listener::Listener`); security implementations key what
-/// differs per listener by this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ListenerId(pub usize);
 
 /// What a CONNECT presents. Zero-length username or password are already mapped to `None`
 /// (mosquitto treats them as absent).

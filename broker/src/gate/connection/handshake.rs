@@ -17,7 +17,6 @@ use tracing::{debug, info, warn};
 use super::exit::{Exit, session_outlives};
 use super::{CLOSING_WRITE_TIMEOUT, Connection, PIPELINED_BEFORE_CONNACK, READ_CHUNK_MIN};
 use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
-use crate::gate::listener::{Listener, Unauthenticated};
 use crate::gate::session::{Release, Subscription, SubscriptionKind};
 use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
@@ -28,7 +27,7 @@ use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{RouterLink, RoutingEngine};
 use crate::routing::topic_budget::TopicBudget;
 use crate::security::{ConnectDecision, ConnectRequest, Protocol, TlsIdentity};
-use crate::shared::Shared;
+use crate::shared::{Listener, Shared, Unauthenticated};
 
 /// MQTT 3.x CONNACK return codes and their v5 reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
