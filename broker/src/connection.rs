@@ -591,13 +591,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     &self.mailbox_tx,
                     &self.authz,
                 ),
-                SubscriptionKind::Local => self.shared.sys.subscribe(
-                    self.conn_id,
-                    &subscription.filter.path,
-                    &self.mailbox_tx,
-                    &self.authz,
-                    false,
-                ),
+                SubscriptionKind::Local => {
+                    let _no_retained = self.shared.sys.subscribe(
+                        self.conn_id,
+                        &subscription.filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        false,
+                    );
+                }
             }
         }
         for (id, filters) in by_id {
@@ -1011,6 +1013,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
+        let mut retained = Vec::new();
         for filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
@@ -1060,7 +1063,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     codes.push(qos);
                 }
                 SubscriptionKind::Local => {
-                    self.shared.sys.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz, true);
+                    retained.extend(self.shared.sys.subscribe(
+                        self.conn_id,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        true,
+                    ));
                     codes.push(qos)
                 }
             }
@@ -1070,8 +1079,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
-        self.pending_acks.subscribe(subscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.pending_acks.subscribe(subscribe.pkid, codes, retained);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1114,7 +1123,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(unsubscribe.pkid, &routed);
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1157,7 +1166,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+                self.write_ready_acks();
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
@@ -1240,6 +1249,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let publish =
             Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
         self.write_local(publish);
+    }
+
+    /// SUBACKs and UNSUBACKs that are complete, then the retained `$SYS` values they bring.
+    fn write_ready_acks(&mut self) {
+        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol) {
+            self.write_sys(&message);
+        }
     }
 
     fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {
