@@ -9,6 +9,7 @@
 //! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use rumqttd::protocol::SubscribeReasonCode;
@@ -16,6 +17,7 @@ use rumqttd::protocol::SubscribeReasonCode;
 use crate::gate::codec;
 use crate::gate::session::SubscriptionKind;
 use crate::security::Protocol;
+use crate::gate::mailbox::SysMessage;
 
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
@@ -82,6 +84,8 @@ struct Pending {
     pkid: u16,
     codes: Vec<u8>,
     waiting_for_router: bool,
+    /// Retained `$SYS` values the new subscriptions get, written after this SUBACK.
+    then: Vec<Arc<SysMessage>>,
 }
 
 /// SUBACK/UNSUBACK in client order, merged with the router's answers.
@@ -92,18 +96,31 @@ pub struct PendingAcks {
 
 impl PendingAcks {
     /// A SUBSCRIBE: `codes` has [`PendingAcks::ROUTED`] in the slots the router answers.
-    pub fn subscribe(&mut self, pkid: u16, codes: Vec<u8>) {
+    /// `then`: retained messages to write once the SUBACK is (MQTT clients expect the SUBACK first).
+    pub fn subscribe(&mut self, pkid: u16, codes: Vec<u8>, then: Vec<Arc<SysMessage>>) {
         let waiting_for_router = codes.contains(&FROM_ROUTER);
-        self.queue.push_back(Pending { kind: Kind::SubAck, pkid, codes, waiting_for_router });
+        self.queue.push_back(Pending { kind: Kind::SubAck, pkid, codes, waiting_for_router, then });
     }
 
     /// A re-subscription sent to the router whose SUBACK is swallowed.
     pub fn silent(&mut self) {
-        self.queue.push_back(Pending { kind: Kind::Silent, pkid: 0, codes: Vec::new(), waiting_for_router: true });
+        self.queue.push_back(Pending {
+            kind: Kind::Silent,
+            pkid: 0,
+            codes: Vec::new(),
+            waiting_for_router: true,
+            then: Vec::new(),
+        });
     }
 
     pub fn unsubscribe(&mut self, pkid: u16, codes: Vec<u8>) {
-        self.queue.push_back(Pending { kind: Kind::UnsubAck, pkid, codes, waiting_for_router: false });
+        self.queue.push_back(Pending {
+            kind: Kind::UnsubAck,
+            pkid,
+            codes,
+            waiting_for_router: false,
+            then: Vec::new(),
+        });
     }
 
     /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
@@ -116,8 +133,11 @@ impl PendingAcks {
         pending.waiting_for_router = false;
     }
 
-    /// Writes every acknowledgement that is complete and no longer waits behind another.
-    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) {
+    /// Writes every acknowledgement that is complete and no longer waits behind another; returns
+    /// the retained messages the caller must write next.
+    #[must_use]
+    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) -> Vec<Arc<SysMessage>> {
+        let mut then = Vec::new();
         while self.queue.front().is_some_and(|p| !p.waiting_for_router) {
             let Some(pending) = self.queue.pop_front() else { break };
             match pending.kind {
@@ -125,7 +145,9 @@ impl PendingAcks {
                 Kind::UnsubAck => codec::unsuback(buf, protocol, pending.pkid, &pending.codes),
                 Kind::Silent => {}
             }
+            then.extend(pending.then);
         }
+        then
     }
 }
 
@@ -160,12 +182,12 @@ mod tests {
     fn acks_keep_client_order_and_merge_router_codes() {
         let mut pending = PendingAcks::default();
         let mut buf = BytesMut::new();
-        pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED]);
+        pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED], Vec::new());
         pending.unsubscribe(2, vec![]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311);
         assert!(buf.is_empty(), "the UNSUBACK waits behind the SUBACK");
         pending.router_suback([1, 2]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311);
         assert_eq!(&buf[..], &[0x90, 5, 0, 1, 1, 0x80, 2, 0xB0, 2, 0, 2]);
     }
 
@@ -174,12 +196,12 @@ mod tests {
         let mut pending = PendingAcks::default();
         let mut buf = BytesMut::new();
         pending.silent();
-        pending.subscribe(7, vec![PendingAcks::ROUTED]);
+        pending.subscribe(7, vec![PendingAcks::ROUTED], Vec::new());
         pending.router_suback([0]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5);
         assert!(buf.is_empty());
         pending.router_suback([1]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5);
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);
     }
 

@@ -396,13 +396,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     &self.mailbox_tx,
                     &self.authz,
                 ),
-                SubscriptionKind::Local => self.shared.sys.subscribe(
-                    self.conn_id,
-                    &subscription.filter.path,
-                    &self.mailbox_tx,
-                    &self.authz,
-                    false,
-                ),
+                SubscriptionKind::Local => {
+                    let _no_retained = self.shared.sys.subscribe(
+                        self.conn_id,
+                        &subscription.filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        false,
+                    );
+                }
             }
         }
         for (id, filters) in by_id {

@@ -58,7 +58,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+                self.write_ready_acks();
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
@@ -141,6 +141,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let publish =
             Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
         self.write_local(publish);
+    }
+
+    /// SUBACKs and UNSUBACKs that are complete, then the retained `$SYS` values they bring.
+    pub(super) fn write_ready_acks(&mut self) {
+        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol) {
+            self.write_sys(&message);
+        }
     }
 
     pub(super) fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {

@@ -29,6 +29,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
+        let mut retained = Vec::new();
         for filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
@@ -82,7 +83,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     codes.push(qos);
                 }
                 SubscriptionKind::Local => {
-                    self.shared.sys.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz, true);
+                    retained.extend(self.shared.sys.subscribe(
+                        self.conn_id,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        true,
+                    ));
                     codes.push(qos)
                 }
             }
@@ -92,8 +99,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
-        self.pending_acks.subscribe(subscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.pending_acks.subscribe(subscribe.pkid, codes, retained);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -136,7 +143,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(unsubscribe.pkid, &routed);
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
