@@ -4,7 +4,7 @@
     scripts/golden-oracle.py fill  dynsec/tests/golden/*.txt   # write the oracle's replies into '< ?' / '<2.0.11 ?'
     scripts/golden-oracle.py check dynsec/tests/golden/*.txt   # report where the oracle disagrees
 
-Script format (also read by dynsec/tests/golden.rs and tests/tests/golden_oracle.rs):
+Script format (also read by dynsec/tests/golden.rs and tests/tests/e2e/golden_oracle.rs):
     > <request payload>           one control message
     < <expected reply>            our expected reply
     <2.0.11 <reply>               what mosquitto 2.0.11 answers where we deliberately differ

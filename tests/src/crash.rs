@@ -3,7 +3,7 @@
 //! every restart that each change whose reply had been received is present (and each
 //! acknowledged deletion absent), and that the store loads.
 //!
-//! Used by the short CI test (`tests/tests/reliability_crash.rs`) and by the full run:
+//! Used by the short CI test (`tests/tests/e2e/reliability_crash.rs`) and by the full run:
 //!
 //!     cargo run --release -p dynsec-tests --bin crash-harness -- --iterations 50
 //!

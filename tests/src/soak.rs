@@ -14,7 +14,7 @@
 //!   group `soak-extra` (those are kicked and reconnect).
 //!
 //! Errors are anything else: a refused or failed connection, an unexpected close, a missing ack
-//! or PINGRESP, a failed command. Used by `tests/tests/reliability_soak.rs` (short) and the
+//! or PINGRESP, a failed command. Used by `tests/tests/e2e/reliability_soak.rs` (short) and the
 //! `soak` binary (10,000 connections for 10 minutes; figures in docs/reliability.md).
 
 use std::collections::HashSet;
