@@ -5,7 +5,9 @@
 //!
 //! Used by the short CI test (`tests/tests/e2e/reliability_crash.rs`) and by the full run:
 //!
-//!     cargo run --release -p dynsec-tests --bin crash-harness -- --iterations 50
+//! ```text
+//! cargo run --release -p dynsec-tests --bin crash-harness -- --iterations 50
+//! ```
 //!
 //! Kills land anywhere: between messages, during a batch's fsync, during snapshot compaction
 //! (the harness sets a short `plugin_opt_snapshot_idle_ms`), or while the broker replays its
