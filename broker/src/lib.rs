@@ -33,6 +33,7 @@ pub mod router_link;
 pub mod security;
 pub mod service;
 pub mod session;
+pub mod store_access;
 pub mod subscriptions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
