@@ -321,12 +321,22 @@ pub struct LogConfig {
     /// The most verbose level any `log_type` asked for; `None` = logging off (`log_type none`).
     pub level: Option<tracing::Level>,
     pub dests: Vec<LogDest>,
+    /// `log_timestamp`: lines start with the Unix time.
+    pub timestamp: bool,
+    /// `connection_messages`: connects and disconnects are logged.
+    pub connection_messages: bool,
 }
 
 impl Default for LogConfig {
-    /// mosquitto's default: error, warning, notice and information, on stderr.
+    /// mosquitto's default: error, warning, notice and information, on stderr, with timestamps
+    /// and connection messages.
     fn default() -> Self {
-        LogConfig { level: Some(tracing::Level::INFO), dests: vec![LogDest::Stderr] }
+        LogConfig {
+            level: Some(tracing::Level::INFO),
+            dests: vec![LogDest::Stderr],
+            timestamp: true,
+            connection_messages: true,
+        }
     }
 }
 
@@ -452,10 +462,8 @@ const IGNORED: &[(&str, &str)] = &[
     ("autosave_on_changes", "sessions are kept in memory only"),
     ("persistent_client_expiration", "sessions are kept in memory only and expire per MQTT v5 session expiry"),
     ("check_retain_source", "retained messages are checked against the receiver's ACL only"),
-    ("connection_messages", "connections are logged at debug level"),
     ("log_facility", "syslog is not supported"),
-    ("log_timestamp", "tracing always prints timestamps"),
-    ("log_timestamp_format", "tracing always prints RFC 3339 timestamps"),
+    ("log_timestamp_format", "timestamps are printed as Unix time, as with log_timestamp true"),
     ("max_inflight_bytes", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_inflight_messages", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_queued_bytes", "offline queues are bounded by gate_segment_size × gate_segment_count"),
@@ -600,6 +608,8 @@ struct Builder {
     log_level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
     log_dests: Option<Vec<LogDest>>,
+    log_timestamp: bool,
+    connection_messages: bool,
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
@@ -623,6 +633,8 @@ impl Builder {
             tcp_nodelay: false,
             log_level: None,
             log_dests: None,
+            log_timestamp: true,
+            connection_messages: true,
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
@@ -812,6 +824,8 @@ impl Builder {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
+            "log_timestamp" => self.log_timestamp = d.boolean()?,
+            "connection_messages" => self.connection_messages = d.boolean()?,
             "user" => self.service.user = Some(d.one_word()?.to_owned()),
             "pid_file" => {
                 let path = d.text()?;
@@ -972,6 +986,8 @@ impl Builder {
         let log = LogConfig {
             level: self.log_level.unwrap_or(LogConfig::default().level),
             dests: self.log_dests.unwrap_or_else(|| vec![LogDest::Stderr]),
+            timestamp: self.log_timestamp,
+            connection_messages: self.connection_messages,
         };
         Ok(Config {
             source: None,

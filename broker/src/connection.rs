@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ack_sequencer::AckSequencer;
 use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
+use crate::client_log::{self, Departure, Login, PublishLine};
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
@@ -120,7 +121,9 @@ enum Exit {
         will: bool,
     },
     Kicked(KickReason),
-    /// Socket closed, read error or write timeout.
+    /// The client closed the socket without DISCONNECT.
+    Closed,
+    /// Read or write error, or write timeout.
     Lost,
     KeepAliveTimeout,
     /// The client broke the protocol; v5 clients get a DISCONNECT with this reason first.
@@ -136,7 +139,12 @@ impl Exit {
         match self {
             Exit::Disconnected { will } => will,
             Exit::Kicked(reason) => reason == KickReason::Takeover,
-            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone | Exit::RouterRefused => true,
+            Exit::Closed
+            | Exit::Lost
+            | Exit::KeepAliveTimeout
+            | Exit::Protocol(_)
+            | Exit::RouterGone
+            | Exit::RouterRefused => true,
         }
     }
 
@@ -149,7 +157,24 @@ impl Exit {
             Exit::KeepAliveTimeout => Some(0x8D),
             Exit::Protocol(reason) => Some(reason),
             Exit::RouterRefused => Some(SERVER_BUSY),
-            Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
+            Exit::Disconnected { .. } | Exit::Closed | Exit::Lost | Exit::RouterGone => None,
+        }
+    }
+
+    /// How mosquitto's disconnect line describes this exit.
+    fn departure(self) -> Departure {
+        match self {
+            Exit::Disconnected { .. } => Departure::Disconnected,
+            Exit::Kicked(KickReason::Takeover) => Departure::TakenOver,
+            Exit::Kicked(KickReason::Admin | KickReason::CredentialsRevoked) => Departure::Administrative,
+            Exit::Kicked(KickReason::Shutdown) => Departure::Shutdown,
+            Exit::Closed => Departure::ClosedByClient,
+            Exit::Lost => Departure::SocketError,
+            Exit::KeepAliveTimeout => Departure::KeepAliveTimeout,
+            Exit::Protocol(MALFORMED) => Departure::MalformedPacket,
+            Exit::Protocol(PACKET_TOO_LARGE) => Departure::OversizePacket,
+            Exit::Protocol(_) => Departure::ProtocolError,
+            Exit::RouterGone | Exit::RouterRefused => Departure::RouterGone,
         }
     }
 }
@@ -278,7 +303,22 @@ fn generated_client_id(prefix: &str) -> String {
     )
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, refusal: Refusal) {
+/// The login lines' view of a CONNECT (with the client id the broker settled on).
+fn login_of<'a>(connect: &'a codec::Connect, peer: SocketAddr, client_id: &'a str) -> Login<'a> {
+    Login {
+        peer,
+        client_id,
+        protocol: connect.protocol,
+        clean_start: connect.clean_start,
+        keep_alive: connect.keep_alive,
+        username: connect.username.as_deref(),
+    }
+}
+
+/// Answers a refused CONNECT and logs it, saying why (`why`) and under which username.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, login: &Login<'_>, refusal: Refusal, why: &str) {
+    let protocol = login.protocol;
+    client_log::refused(login, refusal.code(protocol), why);
     let mut buf = BytesMut::with_capacity(8);
     codec::connack(&mut buf, protocol, false, refusal.code(protocol), &ConnAckProps::default());
     let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
@@ -333,7 +373,8 @@ where
     let security_options = config.security_for(listener);
 
     if connect.auth_method.is_some() {
-        refuse(&mut stream, protocol, Refusal::BadAuthenticationMethod).await;
+        let login = login_of(&connect, peer, &connect.client_id);
+        refuse(&mut stream, &login, Refusal::BadAuthenticationMethod, "enhanced authentication is not supported").await;
         return None;
     }
     let mut client_id = connect.client_id.clone();
@@ -341,7 +382,8 @@ where
         match &connect.username {
             Some(username) => client_id = username.clone(),
             None => {
-                refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+                let login = login_of(&connect, peer, &client_id);
+                refuse(&mut stream, &login, Refusal::NotAuthorized, "use_username_as_clientid needs a username").await;
                 return None;
             }
         }
@@ -354,7 +396,8 @@ where
             Protocol::V5 => false,
         };
         if refused || !security_options.allow_zero_length_clientid {
-            refuse(&mut stream, protocol, Refusal::IdentifierRejected).await;
+            let login = login_of(&connect, peer, "<unknown>");
+            refuse(&mut stream, &login, Refusal::IdentifierRejected, "empty client id").await;
             return None;
         }
         client_id = generated_client_id(&security_options.auto_id_prefix);
@@ -363,13 +406,14 @@ where
     if let Some(prefix) = &listener_config.clientid_prefix
         && !client_id.starts_with(prefix.as_str())
     {
-        refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+        let login = login_of(&connect, peer, &client_id);
+        refuse(&mut stream, &login, Refusal::NotAuthorized, "the client id lacks the listener's clientid_prefix").await;
         return None;
     }
     if protocol != Protocol::V5 && connect.keep_alive > config.max_keepalive {
         // mosquitto: 3.x clients cannot be told another keepalive, so they are refused.
-        info!(%peer, keep_alive = connect.keep_alive, "refused: keepalive above max_keepalive");
-        refuse(&mut stream, protocol, Refusal::IdentifierRejected).await;
+        let login = login_of(&connect, peer, &client_id);
+        refuse(&mut stream, &login, Refusal::IdentifierRejected, "keepalive above max_keepalive").await;
         return None;
     }
     let client_id: Arc<str> = client_id.into();
@@ -400,21 +444,19 @@ where
     };
     drop(authentication);
     drop(unauthenticated);
+    let login = login_of(&connect, peer, &client_id);
     let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: not authorised");
-            refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+            refuse(&mut stream, &login, Refusal::NotAuthorized, "").await;
             return None;
         }
         ConnectDecision::BadUsernameOrPassword => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: bad username or password");
-            refuse(&mut stream, protocol, Refusal::BadUsernameOrPassword).await;
+            refuse(&mut stream, &login, Refusal::BadUsernameOrPassword, "bad username or password").await;
             return None;
         }
         ConnectDecision::ServerUnavailable => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: server unavailable");
-            refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+            refuse(&mut stream, &login, Refusal::ServerUnavailable, "server unavailable").await;
             return None;
         }
     };
@@ -463,7 +505,7 @@ where
             }
             Err(error) => {
                 warn!(client_id = %client_text(&client_id), %error, "router refused the client");
-                refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+                refuse(&mut stream, &login, Refusal::ServerUnavailable, "the routing engine refused the client").await;
                 let release = Release { saved: claim.saved, expiry: None, will: None };
                 shared.sessions.release(&client_id, conn_id, release);
                 return None;
@@ -535,18 +577,10 @@ where
         server_keep_alive,
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
-    info!(
-        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
-        client_text(&client_id),
-        match protocol {
-            Protocol::V31 => 1,
-            Protocol::V311 => 2,
-            Protocol::V5 => 5,
-        },
-        u8::from(connect.clean_start),
-        connect.keep_alive,
-        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
-    );
+    // The username the login settled on (a certificate's identity may stand in for it).
+    client_log::connected(&Login { username: username.as_deref(), ..login });
+    client_log::will(connect.will.as_ref().map(|w| (w.topic.as_str(), w.payload.len(), w.retain, w.qos)));
+    client_log::sending_connack(&client_id, session_present, 0);
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
         return None;
@@ -627,7 +661,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
-                Event::Read(Ok(0)) | Event::Read(Err(_)) => Err(Exit::Lost),
+                Event::Read(Ok(0)) => Err(Exit::Closed),
+                Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(read)) => {
                     self.last_read = Instant::now();
                     if read >= self.read_chunk / 2 {
@@ -707,7 +742,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.keep_alive_timer.as_mut().reset(deadline);
             Ok(())
         } else {
-            info!(client_id = %client_text(&self.client_id), "Client has exceeded timeout, disconnecting.");
             Err(Exit::KeepAliveTimeout)
         }
     }
@@ -743,6 +777,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let at = header.header_len;
                 let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
                 self.read_buf.advance(header.frame_len());
+                client_log::received_ack("PUBACK", &self.client_id, pkid, Some(0));
                 self.on_client_puback(pkid);
                 continue;
             }
@@ -811,7 +846,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let packet = match codec::decode(self.protocol, frame) {
             Ok(packet) => packet,
             Err(error) => {
-                info!(client_id = %client_text(&self.client_id), ?error, "malformed packet");
+                info!(client_id = %client_text(&self.client_id), %error, "malformed packet");
                 return Err(Exit::Protocol(MALFORMED));
             }
         };
@@ -821,10 +856,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
+                client_log::received_ack("PUBACK", &self.client_id, ack.pkid, Some(puback_code(&ack.reason)));
                 self.on_client_puback(ack.pkid);
                 Ok(None)
             }
             Packet::PubRec(rec, _) => {
+                client_log::received_ack("PUBREC", &self.client_id, rec.pkid, None);
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
@@ -832,23 +869,39 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(None)
             }
             Packet::PubComp(comp, _) => {
+                let code = match comp.reason {
+                    rumqttd::protocol::PubCompReason::Success => 0,
+                    rumqttd::protocol::PubCompReason::PacketIdentifierNotFound => 0x92,
+                };
+                client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
                 Ok(None)
             }
             Packet::PubRel(rel, _) => {
+                client_log::received_ack("PUBREL", &self.client_id, rel.pkid, None);
                 self.inbound_qos2.remove(&rel.pkid);
                 codec::ack(&mut self.write_buf, self.protocol, 7, rel.pkid, 0);
+                client_log::sending_ack("PUBCOMP", &self.client_id, rel.pkid, None);
                 Ok(None)
             }
-            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties).map(|()| None),
-            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe).map(|()| None),
+            Packet::Subscribe(subscribe, properties) => {
+                client_log::received("SUBSCRIBE", &self.client_id);
+                self.on_subscribe(subscribe, properties).map(|()| None)
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                client_log::received("UNSUBSCRIBE", &self.client_id);
+                self.on_unsubscribe(unsubscribe).map(|()| None)
+            }
             Packet::PingReq(_) => {
+                client_log::received("PINGREQ", &self.client_id);
                 codec::pingresp(&mut self.write_buf);
+                client_log::sending("PINGRESP", &self.client_id);
                 Ok(None)
             }
             Packet::Disconnect(disconnect, properties) => {
+                client_log::received("DISCONNECT", &self.client_id);
                 if let Some(expiry) = properties.and_then(|p| p.session_expiry_interval) {
                     self.session_expiry = expiry;
                 }
@@ -861,8 +914,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     fn write_ack(&mut self, qos: u8, pkid: u16, reason: u8) {
         match qos {
-            1 => codec::ack(&mut self.write_buf, self.protocol, 4, pkid, reason),
-            2 => codec::ack(&mut self.write_buf, self.protocol, 5, pkid, reason),
+            1 => {
+                codec::ack(&mut self.write_buf, self.protocol, 4, pkid, reason);
+                client_log::sending_ack("PUBACK", &self.client_id, pkid, Some(reason));
+            }
+            2 => {
+                codec::ack(&mut self.write_buf, self.protocol, 5, pkid, reason);
+                client_log::sending_ack("PUBREC", &self.client_id, pkid, Some(reason));
+            }
             _ => {}
         }
     }
@@ -874,7 +933,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         mut publish: Publish,
         mut properties: Option<PublishProperties>,
     ) -> Result<Option<ControlRequest>, Exit> {
-        let PublishMeta { qos, pkid } = meta;
+        let PublishMeta { qos, pkid, dup, retain } = meta;
         if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.max_topic_alias {
                 return Err(Exit::Protocol(TOPIC_ALIAS_INVALID));
@@ -905,8 +964,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // compat §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
         let allowed =
             !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
+        let line = PublishLine { dup, qos, retain, pkid, topic: topic.as_bytes(), payload_len: publish.payload.len() };
         if !allowed {
-            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
+            client_log::denied_publish(&self.client_id, &line);
             // v3: the normal flow, message dropped; v5: reason 0x87 (compat §3.6).
             let reason = if self.protocol == Protocol::V5 { 0x87 } else { 0 };
             if qos == 2 && reason == 0 {
@@ -915,6 +975,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.write_ack(qos, pkid, reason);
             return Ok(None);
         }
+        client_log::received_publish(&self.client_id, &line);
         if qos == 2 && !self.inbound_qos2.insert(pkid) {
             // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
             self.write_ack(2, pkid, 0);
@@ -998,6 +1059,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return Err(Exit::Protocol(PROTOCOL_ERROR));
             }
             let qos = filter.qos as u8;
+            client_log::subscribe_filter(&self.client_id, &filter.path, qos);
             if !self.authz.allows(Access::Subscribe, &filter.path) {
                 debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "SUBSCRIBE denied");
                 codes.push(subscriptions::denied_code(self.protocol, qos));
@@ -1034,7 +1096,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
         self.pending_acks.subscribe(subscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
         self.track_backlog();
         Ok(())
     }
@@ -1056,6 +1118,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if !subscriptions::valid_filter(&filter) {
                 return Err(Exit::Protocol(MALFORMED));
             }
+            client_log::unsubscribe_filter(&self.client_id, &filter);
             if !self.authz.allows(Access::Unsubscribe, &filter) {
                 codes.push(0x87); // the subscription is kept
                 continue;
@@ -1077,7 +1140,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(unsubscribe.pkid, &routed);
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
         self.track_backlog();
         Ok(())
     }
@@ -1120,12 +1183,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+                self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
                 if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
                     codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
+                    client_log::sending_ack("PUBREL", &self.client_id, pkid, None);
                 }
             }
             FromRouter::PingResp => self.on_probe_answer(),
@@ -1148,6 +1212,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             publish.payload = Bytes::new();
         }
         let start = self.write_buf.len();
+        let topic = publish.topic.clone();
+        let payload_len = publish.payload.len();
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
             warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
@@ -1158,6 +1224,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
             }
+            let PublishMeta { qos, pkid, dup, retain } = meta;
+            client_log::sending_publish(
+                &self.client_id,
+                &PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len },
+            );
             return;
         }
         self.write_buf.truncate(start);
@@ -1197,10 +1268,20 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let publish =
             Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
         let start = self.write_buf.len();
-        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some()
-            && self.write_buf.len() - start > self.client_max_packet
-        {
-            self.write_buf.truncate(start);
+        if let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, None) {
+            if self.write_buf.len() - start > self.client_max_packet {
+                self.write_buf.truncate(start);
+            } else {
+                let line = PublishLine {
+                    dup: meta.dup,
+                    qos: meta.qos,
+                    retain: meta.retain,
+                    pkid: meta.pkid,
+                    topic: reply.topic.as_bytes(),
+                    payload_len: reply.payload.len(),
+                };
+                client_log::sending_publish(&self.client_id, &line);
+            }
         }
     }
 
@@ -1220,8 +1301,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             && let Some(reason) = exit.v5_reason()
         {
             codec::disconnect(&mut self.write_buf, reason);
+            tracing::debug!("Sending DISCONNECT to {} (rc{reason})", client_text(&self.client_id));
         }
-        if exit != Exit::Lost && !self.write_buf.is_empty() {
+        if !matches!(exit, Exit::Lost | Exit::Closed) && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
         self.shared.control.remove_connection(self.conn_id);
@@ -1260,6 +1342,22 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
-        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
+        client_log::disconnected(&self.client_id, exit.departure());
+    }
+}
+
+/// The reason code of a v5 PUBACK (0 for 3.x, which has none).
+fn puback_code(reason: &rumqttd::protocol::PubAckReason) -> u8 {
+    use rumqttd::protocol::PubAckReason;
+    match reason {
+        PubAckReason::Success => 0,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
     }
 }

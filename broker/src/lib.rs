@@ -19,6 +19,7 @@ pub mod auth_chain;
 pub mod backpressure;
 pub mod broker;
 pub mod cli;
+pub mod client_log;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -39,6 +40,7 @@ pub mod subscriptions;
 pub mod testkit;
 pub mod throttle;
 pub mod tls;
+pub mod tls_errors;
 pub mod verifier;
 
 /// Errors that stop the broker from starting.

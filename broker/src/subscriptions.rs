@@ -128,12 +128,19 @@ impl PendingAcks {
     }
 
     /// Writes every acknowledgement that is complete and no longer waits behind another.
-    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) {
+    /// (`client_id` is for the log lines.)
+    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol, client_id: &str) {
         while self.queue.front().is_some_and(|p| !p.waiting_for_router) {
             let Some(pending) = self.queue.pop_front() else { break };
             match pending.kind {
-                Kind::SubAck => codec::suback(buf, protocol, pending.pkid, &pending.codes),
-                Kind::UnsubAck => codec::unsuback(buf, protocol, pending.pkid, &pending.codes),
+                Kind::SubAck => {
+                    codec::suback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::client_log::sending("SUBACK", client_id);
+                }
+                Kind::UnsubAck => {
+                    codec::unsuback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::client_log::sending("UNSUBACK", client_id);
+                }
                 Kind::Silent => {}
             }
         }
@@ -173,10 +180,10 @@ mod tests {
         let mut buf = BytesMut::new();
         pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED]);
         pending.unsubscribe(2, vec![]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        pending.write_ready(&mut buf, Protocol::V311, "c");
         assert!(buf.is_empty(), "the UNSUBACK waits behind the SUBACK");
         pending.router_suback([1, 2]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        pending.write_ready(&mut buf, Protocol::V311, "c");
         assert_eq!(&buf[..], &[0x90, 5, 0, 1, 1, 0x80, 2, 0xB0, 2, 0, 2]);
     }
 
@@ -187,10 +194,10 @@ mod tests {
         pending.silent();
         pending.subscribe(7, vec![PendingAcks::ROUTED]);
         pending.router_suback([0]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        pending.write_ready(&mut buf, Protocol::V5, "c");
         assert!(buf.is_empty());
         pending.router_suback([1]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        pending.write_ready(&mut buf, Protocol::V5, "c");
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);
     }
 
