@@ -313,17 +313,19 @@ async fn no_log_line_shows_debug_notation() {
     second.send(&alice(4, "dbg-second-connect").encode()).await;
     second.expect_closed().await;
     let refused = Connect { password: Some(b"no".to_vec()), ..alice(4, "dbg-refused") };
-    let _ = RawClient::connect(addr, &refused).await;
+    let _ = RawClient::connect(addr, &refused).await; // (logged before its CONNACK is sent)
+    // Wait (bounded) for each client's departure line, whatever its wording: the lines to check.
+    let departed = |line: &str, id: &str| {
+        line.contains(id)
+            && ["disconnected", "closed its connection", "exceeded timeout"].iter().any(|word| line.contains(word))
+    };
     for id in ["dbg-clean", "dbg-will", "dbg-drop", "dbg-keepalive", "dbg-malformed", "dbg-second-connect"] {
         let deadline = Instant::now() + START_TIMEOUT;
-        while !broker.text().lines().any(|l| l.contains(&format!("{id} ")) && l.contains("onnect")) {
-            assert!(Instant::now() < deadline, "nothing logged about {id}:\n{}", broker.text());
+        while !broker.text().lines().any(|line| departed(line, id)) {
+            assert!(Instant::now() < deadline, "no departure logged for {id}:\n{}", broker.text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    broker.wait_for_line(&format!("Client {} disconnected.", "dbg-clean"));
-    broker.wait_for_line("Client dbg-keepalive has exceeded timeout, disconnecting.");
-    broker.wait_for_line("Client dbg-malformed disconnected due to malformed packet.");
     let log = broker.text();
     let shaped: Vec<&str> = log.lines().filter(|line| debug_shaped(line)).collect();
     assert!(shaped.is_empty(), "debug notation in log lines:\n{}\n\nwhole log:\n{log}", shaped.join("\n"));
