@@ -8,19 +8,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, AtFlags, CWD};
 
-/// What the broker's account may not do with the store's files.
+/// What the broker's account may not do with the store's files, said in full.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "Unable to use the dynamic security configuration {file}: the broker runs as {account}, which cannot {what} {path} ({reason}). {why} Give {account} that permission (for example with chown or chmod), or move the configuration to a directory it owns."
-)]
-pub struct StoreAccessError {
-    file: String,
-    account: String,
-    what: &'static str,
-    path: String,
-    reason: String,
-    why: &'static str,
-}
+#[error("{0}")]
+pub struct StoreAccessError(String);
 
 /// Checks what the store at `file` needs, as the process's effective user.
 pub fn check(file: &Path) -> Result<(), StoreAccessError> {
@@ -28,13 +19,14 @@ pub fn check(file: &Path) -> Result<(), StoreAccessError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
     };
-    let fail = |what, path: &Path, reason: rustix::io::Errno, why| StoreAccessError {
-        file: file.display().to_string(),
-        account: current_account(),
-        what,
-        path: path.display().to_string(),
-        reason: std::io::Error::from(reason).to_string(),
-        why,
+    let fail = |what: &str, path: &Path, reason: rustix::io::Errno, why: &str| {
+        let account = current_account();
+        StoreAccessError(format!(
+            "Unable to use the dynamic security configuration {}: the broker runs as {account}, which cannot {what} {} ({}). {why} Give {account} that permission (for example with chown or chmod), or move the configuration to a directory it owns.",
+            file.display(),
+            path.display(),
+            std::io::Error::from(reason),
+        ))
     };
     if file.exists() {
         allowed(file, Access::READ_OK).map_err(|e| fail("read", file, e, "The broker loads it at start-up."))?;
