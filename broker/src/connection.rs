@@ -1212,8 +1212,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             publish.payload = Bytes::new();
         }
         let start = self.write_buf.len();
-        let topic = publish.topic.clone();
-        let payload_len = publish.payload.len();
+        // (what the `-v` line needs, kept only when it is shown: this is the delivery hot path)
+        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| (publish.topic.clone(), publish.payload.len()));
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
             warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
@@ -1224,11 +1224,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
             }
-            let PublishMeta { qos, pkid, dup, retain } = meta;
-            client_log::sending_publish(
-                &self.client_id,
-                &PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len },
-            );
+            if let Some((topic, payload_len)) = shown {
+                let PublishMeta { qos, pkid, dup, retain } = meta;
+                let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len };
+                client_log::sending_publish(&self.client_id, &line);
+            }
             return;
         }
         self.write_buf.truncate(start);

@@ -330,3 +330,36 @@ async fn no_log_line_shows_debug_notation() {
     let shaped: Vec<&str> = log.lines().filter(|line| debug_shaped(line)).collect();
     assert!(shaped.is_empty(), "debug notation in log lines:\n{}\n\nwhole log:\n{log}", shaped.join("\n"));
 }
+
+/// `connection_messages false` silences the connect and disconnect lines; `log_timestamp` (on by
+/// default) starts every line with the Unix time and a colon, as mosquitto's do.
+#[tokio::test]
+async fn connection_messages_and_log_timestamp_are_honoured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwd = password_file(dir.path());
+    let mut lines = Vec::new();
+    for (name, extra) in [("quiet", "connection_messages false\n"), ("stamped", "log_timestamp true\n")] {
+        let run = dir.path().join(name);
+        fs::create_dir_all(&run).expect("run dir");
+        let port = unused_port();
+        let text = config(port, &passwd, &run.join("lines.log"), false).replace("log_timestamp false\n", "") + extra;
+        let broker = Verbose::start(ours(), &run, &text, port);
+        let mut client = RawClient::connected(broker.addr, &alice(4, "stamp-client")).await;
+        client.send(&testkit::disconnect()).await;
+        client.expect_closed().await;
+        broker.wait_for_line("Received DISCONNECT from stamp-client");
+        if name == "stamped" {
+            broker.wait_for_line("Client stamp-client disconnected.");
+        }
+        lines.push(broker.text());
+    }
+    let (quiet, stamped) = (&lines[0], &lines[1]);
+    for silenced in ["New connection from", "New client connected", "Client stamp-client disconnected."] {
+        assert!(!quiet.contains(silenced), "{silenced:?} with connection_messages false:\n{quiet}");
+    }
+    assert!(stamped.contains("New client connected from 127.0.0.1:"), "{stamped}");
+    for line in stamped.lines() {
+        let (stamp, _) = line.split_once(": ").unwrap_or_default();
+        assert!(!stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit()), "no Unix time: {line:?}");
+    }
+}
