@@ -259,23 +259,30 @@ struct Connection<E: RoutingEngine, S> {
 }
 
 /// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
-/// on its fixed header, before its body is buffered), within the connect timeout.
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
+/// on its fixed header, before its body is buffered); otherwise says how the connection ended,
+/// for mosquitto's `Client <unknown> ...` line. (The caller bounds it with the connect timeout.)
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<BytesMut, Departure> {
     loop {
         match codec::peek_frame(buf, max_size) {
             Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
-                return Some(buf.split_to(header.frame_len()));
+                return Ok(buf.split_to(header.frame_len()));
             }
             Err(FrameError::TooLarge(size)) => {
                 info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
-                return None;
+                return Err(Departure::OversizePacket);
             }
-            Ok(Some(_)) | Err(_) => return None,
+            Ok(Some(_)) => return Err(Departure::ProtocolError),
+            Err(_) => return Err(Departure::MalformedPacket),
             Ok(None) => {}
         }
         buf.reserve(READ_CHUNK_MIN);
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) => return Err(Departure::ClosedByClient),
+            Err(_) => return Err(Departure::SocketError),
             Ok(_) => {}
         }
     }
@@ -349,9 +356,14 @@ where
         match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
             .await
         {
-            Ok(Some(frame)) => frame,
-            _ => {
-                debug!(%peer, "closed before a valid CONNECT");
+            Ok(Ok(frame)) => frame,
+            Ok(Err(departure)) => {
+                // mosquitto's words for a client that never identified itself
+                client_log::disconnected("<unknown>", departure);
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "no CONNECT within gate_connect_timeout: closing");
                 return None;
             }
         };
