@@ -11,7 +11,7 @@
 //!   rumqttd keeps those fields crate-private.
 //! - The small fixed packets (CONNACK, acks, SUBACK, UNSUBACK, DISCONNECT, PINGRESP) are written
 //!   here directly: no allocation, and rumqttd's v5 DISCONNECT encoder writes a stray property
-//!   length byte after a non-zero reason code.
+//!   length byte after a non-zero reason code. Each counts as a packet sent in `metrics`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::{self, Packet, PublishProperties};
@@ -390,6 +390,7 @@ pub struct ConnAckProps<'a> {
 
 /// CONNACK. `code` is the MQTT 3.x return code or the v5 reason code, per `protocol`.
 pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, code: u8, props: &ConnAckProps) {
+    crate::metrics::METRICS.packet_out();
     buf.put_u8(0x20);
     if protocol != Protocol::V5 {
         buf.put_slice(&[2, session_present as u8, code]);
@@ -425,6 +426,7 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
 
 /// PUBACK (type 4), PUBREC (5), PUBREL (6), PUBCOMP (7). A non-zero reason is only written for v5.
 pub fn ack(buf: &mut BytesMut, protocol: Protocol, packet_type: u8, pkid: u16, reason: u8) {
+    crate::metrics::METRICS.packet_out();
     let byte1 = (packet_type << 4) | if packet_type == PUBREL { 0b0010 } else { 0 };
     let [hi, lo] = pkid.to_be_bytes();
     if protocol == Protocol::V5 && reason != 0 {
@@ -436,6 +438,7 @@ pub fn ack(buf: &mut BytesMut, protocol: Protocol, packet_type: u8, pkid: u16, r
 
 /// SUBACK with one return/reason code per filter.
 pub fn suback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
+    crate::metrics::METRICS.packet_out();
     let v5 = protocol == Protocol::V5;
     buf.put_u8(0x90);
     put_remaining_length(buf, 2 + v5 as usize + codes.len());
@@ -448,6 +451,7 @@ pub fn suback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
 
 /// UNSUBACK; `codes` are only written for v5.
 pub fn unsuback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
+    crate::metrics::METRICS.packet_out();
     buf.put_u8(0xB0);
     if protocol != Protocol::V5 {
         buf.put_u8(2);
@@ -461,11 +465,13 @@ pub fn unsuback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8])
 }
 
 pub fn pingresp(buf: &mut BytesMut) {
+    crate::metrics::METRICS.packet_out();
     buf.put_slice(&[0xD0, 0]);
 }
 
 /// v5 DISCONNECT with a reason code (3.x connections are simply closed).
 pub fn disconnect(buf: &mut BytesMut, reason: u8) {
+    crate::metrics::METRICS.packet_out();
     buf.put_slice(&[0xE0, 1, reason]);
 }
 
@@ -497,7 +503,7 @@ pub fn publish_meta(encoded: &[u8]) -> Option<PublishMeta> {
 }
 
 /// Appends an outgoing PUBLISH (from the router) to `buf`; for 3.x the properties are dropped.
-/// Returns the QoS and packet id it was encoded with, or `None` (buffer untouched) if it could not
+/// (Not counted in `metrics` here: the caller may still take it back.) Returns the QoS and packet id it was encoded with, or `None` (buffer untouched) if it could not
 /// be encoded.
 pub fn encode_publish(
     buf: &mut BytesMut,

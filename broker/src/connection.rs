@@ -29,6 +29,7 @@ use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
 use crate::logging::client_text;
+use crate::metrics::{METRICS, Metrics};
 use crate::router_guard::{self, ToRouter};
 use crate::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::security::{
@@ -36,6 +37,7 @@ use crate::security::{
 };
 use crate::session::{KickReason, Mail, PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 use crate::subscriptions::{self, PendingAcks};
+use crate::topic_budget::TopicBudget;
 
 /// Read buffer growth: idle connections keep a small buffer, busy ones read up to the maximum at
 /// once. (Routed messages are slices of this buffer: a small buffer pins less memory.)
@@ -186,6 +188,7 @@ const TOPIC_NAME_INVALID: u8 = 0x90;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
 const SERVER_BUSY: u8 = 0x89;
+const QUOTA_EXCEEDED: u8 = 0x97;
 
 /// Serves one accepted socket until it closes.
 /// `tls` is the identity of a verified client certificate (TLS listeners only).
@@ -237,6 +240,8 @@ struct Connection<E: RoutingEngine, S> {
     max_topic_alias: u16,
     topic_aliases: HashMap<u16, Bytes>,
     subscriptions: HashMap<String, Subscription>,
+    /// New topics this client may still publish to (`topic_budget`).
+    topic_budget: TopicBudget,
     inbound_qos2: HashSet<u16>,
     acks: AckSequencer,
     pending_acks: PendingAcks,
@@ -367,6 +372,8 @@ where
                 return None;
             }
         };
+    METRICS.packet_in();
+    Metrics::inc(&METRICS.connects_received);
     let connect = match codec::decode_connect(&frame) {
         Ok(connect) => connect,
         Err(ConnectError::UnsupportedLevel(level)) => {
@@ -564,6 +571,7 @@ where
         max_topic_alias: listener_config.max_topic_alias,
         topic_aliases: HashMap::new(),
         subscriptions: HashMap::new(),
+        topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
         acks: AckSequencer::default(),
         pending_acks: PendingAcks::default(),
@@ -629,7 +637,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     &self.mailbox_tx,
                     &self.authz,
                 ),
-                SubscriptionKind::Local => {}
+                SubscriptionKind::Local => {
+                    let _no_retained = self.shared.sys.subscribe(
+                        self.conn_id,
+                        &subscription.filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        false,
+                    );
+                }
             }
         }
         for (id, filters) in by_id {
@@ -790,10 +806,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
                 self.read_buf.advance(header.frame_len());
                 client_log::received_ack("PUBACK", &self.client_id, pkid, Some(0));
+                METRICS.packet_in();
                 self.on_client_puback(pkid);
                 continue;
             }
             let frame = self.read_buf.split_to(header.frame_len());
+            METRICS.packet_in();
             // Synchronous on purpose: only a `$CONTROL` request has something to await, and a
             // future per packet would be moved around for nothing.
             if let Some(request) = self.handle_frame(frame)? {
@@ -865,6 +883,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         match packet {
             Packet::Publish(publish, properties) => {
                 let meta = meta.ok_or(Exit::Protocol(MALFORMED))?;
+                METRICS.publish_in(publish.payload.len());
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
@@ -1001,6 +1020,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
                 return Err(Exit::Protocol(hazard.reason_code()));
             }
+            if !self.topic_budget.allows(&self.shared.routed_topics, &publish.topic) {
+                debug!(client_id = %self.client_id, topic, "PUBLISH over the new-topic budget: dropped");
+                let reason = if self.protocol == Protocol::V5 { QUOTA_EXCEEDED } else { 0 };
+                if qos == 2 && reason == 0 {
+                    self.inbound_qos2.insert(pkid);
+                }
+                self.write_ack(qos, pkid, reason);
+                return Ok(None);
+            }
             let size = 4 + publish.topic.len() + publish.payload.len();
             let lanes = TopicLanes::of(&publish.topic);
             if self.shared.pressure.record_published(&lanes, size as u64) {
@@ -1015,6 +1043,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             } else {
                 Publish::new(publish.topic, publish.payload, false)
             };
+            METRICS.routed(&routed.topic, routed.payload.len(), routed.retain);
             self.link.push(Packet::Publish(routed, properties));
         }
         self.write_ack(qos, pkid, 0);
@@ -1057,6 +1086,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
+        let mut retained = Vec::new();
         for filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
@@ -1072,6 +1102,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let qos = filter.qos as u8;
             client_log::subscribe_filter(&self.client_id, &filter.path, qos);
+            let limit = self.shared.config.gate.max_subscriptions_per_client;
+            if limit > 0 && self.subscriptions.len() >= limit && !self.subscriptions.contains_key(&filter.path) {
+                debug!(client_id = %self.client_id, filter = %filter.path, "subscription over the per-client limit");
+                codes.push(if self.protocol == Protocol::V5 { QUOTA_EXCEEDED } else { 0x80 });
+                continue;
+            }
             if !self.authz.allows(Access::Subscribe, &filter.path) {
                 debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "SUBSCRIBE denied");
                 codes.push(subscriptions::denied_code(self.protocol, qos));
@@ -1100,15 +1136,25 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     );
                     codes.push(qos);
                 }
-                SubscriptionKind::Local => codes.push(qos),
+                SubscriptionKind::Local => {
+                    retained.extend(self.shared.sys.subscribe(
+                        self.conn_id,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        true,
+                    ));
+                    codes.push(qos)
+                }
             }
-            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id });
+            let count = crate::metrics::SubscriptionCount::new(subscriptions::is_shared(&filter.path));
+            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id, count });
         }
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
-        self.pending_acks.subscribe(subscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
+        self.pending_acks.subscribe(subscribe.pkid, codes, retained);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1143,7 +1189,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         // (It was admitted when subscribed.)
                         SubscriptionKind::Routed => routed.push(filter),
                         SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
-                        SubscriptionKind::Local => {}
+                        SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
                     }
                 }
             }
@@ -1152,7 +1198,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(unsubscribe.pkid, &routed);
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1195,7 +1241,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id);
+                self.write_ready_acks();
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
@@ -1218,6 +1264,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// packet size; a dropped QoS>0 message is still acknowledged to the router, in order.
     fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
         let size = 4 + publish.topic.len() + publish.payload.len();
+        let payload_len = publish.payload.len();
         let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| self.authz.allows(Access::Receive, topic));
         if !allowed {
             // Encode without the payload just to learn QoS and packet id.
@@ -1233,6 +1280,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.backlog.forwarded(meta.qos, size);
         let too_large = self.write_buf.len() - start > self.client_max_packet;
         if allowed && !too_large {
+            METRICS.publish_out(payload_len);
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
             }
@@ -1242,6 +1290,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 client_log::sending_publish(&self.client_id, &line);
             }
             return;
+        }
+        if allowed {
+            Metrics::inc(&METRICS.publish_dropped);
         }
         self.write_buf.truncate(start);
         if meta.qos > 0 {
@@ -1270,6 +1321,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             match mail {
                 Mail::Kick(reason) => return Err(Exit::Kicked(reason)),
                 Mail::Control(reply) => self.write_control_reply(&reply),
+                Mail::Sys(message) => self.write_sys(&message),
             }
             next = self.mailbox.try_recv().ok();
         }
@@ -1279,18 +1331,40 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn write_control_reply(&mut self, reply: &ControlReply) {
         let publish =
             Publish::new(Bytes::copy_from_slice(reply.topic.as_bytes()), Bytes::copy_from_slice(&reply.payload), false);
+        self.write_local(publish);
+    }
+
+    /// SUBACKs and UNSUBACKs that are complete, then the retained `$SYS` values they bring.
+    fn write_ready_acks(&mut self) {
+        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id) {
+            self.write_sys(&message);
+        }
+    }
+
+    fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {
+        let topic = Bytes::copy_from_slice(message.topic.as_bytes());
+        self.write_local(Publish::new(topic, message.payload.clone(), message.retain));
+    }
+
+    /// Writes a QoS 0 message the gate itself publishes, unless it exceeds the client's maximum
+    /// packet size.
+    fn write_local(&mut self, publish: Publish) {
+        let payload_len = publish.payload.len();
+        let topic = publish.topic.clone(); // (refcounted) for the `-v` line
         let start = self.write_buf.len();
         if let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, None) {
             if self.write_buf.len() - start > self.client_max_packet {
                 self.write_buf.truncate(start);
+                Metrics::inc(&METRICS.publish_dropped);
             } else {
+                METRICS.publish_out(payload_len);
                 let line = PublishLine {
                     dup: meta.dup,
                     qos: meta.qos,
                     retain: meta.retain,
                     pkid: meta.pkid,
-                    topic: reply.topic.as_bytes(),
-                    payload_len: reply.payload.len(),
+                    topic: &topic,
+                    payload_len,
                 };
                 client_log::sending_publish(&self.client_id, &line);
             }
@@ -1319,6 +1393,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
         self.shared.control.remove_connection(self.conn_id);
+        self.shared.sys.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 
         let outlives = match self.protocol {

@@ -29,6 +29,7 @@ pub mod fuzzing;
 mod lazy_link;
 mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod router_guard;
 pub mod router_link;
 pub mod security;
@@ -36,11 +37,13 @@ pub mod service;
 pub mod session;
 pub mod store_access;
 pub mod subscriptions;
+pub mod sys_topics;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod throttle;
 pub mod tls;
 pub mod tls_errors;
+pub mod topic_budget;
 pub mod verifier;
 
 /// Errors that stop the broker from starting.

@@ -17,6 +17,7 @@ use crate::Error;
 use crate::broker::Shared;
 use crate::config::Config;
 use crate::connection;
+use crate::metrics;
 use crate::router_link::RoutingEngine;
 use crate::tls::{self, TlsListener};
 
@@ -98,6 +99,7 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         };
         crate::client_log::new_connection(peer, bound.local_addr.port());
         active.fetch_add(1, Ordering::AcqRel);
+        metrics::Metrics::inc(&metrics::METRICS.sockets_accepted);
         let slot = Slot(active.clone());
         if nodelay {
             let _ = stream.set_nodelay(true);
@@ -108,7 +110,10 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
             match tls {
-                None => Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await,
+                None => {
+                    let stream = metrics::Counted::new(stream);
+                    Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await
+                }
                 Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
             }
             drop(slot);
@@ -142,5 +147,5 @@ async fn serve_tls<E: RoutingEngine>(
         }
     };
     let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, stream, peer, index, identity, unauthenticated).await;
+    connection::serve(shared, metrics::Counted::new(stream), peer, index, identity, unauthenticated).await;
 }

@@ -226,6 +226,7 @@ pub fn mutation_json(m: &Mutation) -> Option<Json> {
         Mutation::SetAnonymousGroup(g) => {
             op("setAnonymousGroup").with("groupname", g.as_deref().map_or(Json::Null, Json::str))
         }
+        Mutation::SetChangeIndex(i) => op("setChangeIndex").with("changeIndex", Json::int(*i)),
         Mutation::AddAcl { .. } | Mutation::RemoveAcl { .. } => return None,
     })
 }
@@ -249,6 +250,7 @@ pub fn mutation_from_json(v: &Json) -> Option<Mutation> {
             Mutation::SetDefaultAccess(file::default_access_from_json(&wrapper))
         }
         b"setAnonymousGroup" => Mutation::SetAnonymousGroup(s("groupname")),
+        b"setChangeIndex" => Mutation::SetChangeIndex(file::change_index_from_json(v)),
         _ => return None,
     })
 }
@@ -605,6 +607,7 @@ mod tests {
             Mutation::PutClient(Client::new("u")),
             Mutation::SetMembership { group: "g".into(), username: "u".into(), priority: None },
             Mutation::SetAnonymousGroup(None),
+            Mutation::SetChangeIndex(12),
         ];
         let mut journal = JOURNAL_HEADER.to_vec();
         journal.extend(encode_record(&mutations, &Model::default()));
