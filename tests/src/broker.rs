@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the broker logs for each bound listener.
 const LISTENING: &str = "Opening listen socket on ";
+/// Logged once every listener is open.
+const RUNNING: &str = "dynsec-broker running";
 
 /// A scratch directory under the system temp dir, removed on drop.
 pub struct ScratchDir(PathBuf);
@@ -167,10 +169,14 @@ impl BrokerProcess {
                 return Err(format!("exited with {status}: {}", broker.log()));
             }
             let log = broker.log();
+            // Ready once every listener is open: the broker says it is running after binding
+            // them all (the first "Opening listen socket" line alone left tests with several
+            // listeners looking for the second one too early).
             if let Some(addr) = log
                 .lines()
                 .find_map(|line| line.split(LISTENING).nth(1))
                 .and_then(|rest| rest.trim_end_matches('.').parse().ok())
+                .filter(|_| log.contains(RUNNING))
             {
                 broker.addr = addr;
                 return Ok(broker);
