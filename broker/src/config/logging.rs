@@ -20,22 +20,39 @@ pub struct LogConfig {
     /// The most verbose level any `log_type` asked for; `None` = logging off (`log_type none`).
     pub level: Option<tracing::Level>,
     pub dests: Vec<LogDest>,
+    /// `log_timestamp`: lines start with the Unix time.
+    pub timestamp: bool,
+    /// `connection_messages`: connects and disconnects are logged.
+    pub connection_messages: bool,
 }
 
 impl Default for LogConfig {
-    /// mosquitto's default: error, warning, notice and information, on stderr.
+    /// mosquitto's default: error, warning, notice and information, on stderr, with timestamps
+    /// and connection messages.
     fn default() -> Self {
-        LogConfig { level: Some(tracing::Level::INFO), dests: vec![LogDest::Stderr] }
+        LogConfig {
+            level: Some(tracing::Level::INFO),
+            dests: vec![LogDest::Stderr],
+            timestamp: true,
+            connection_messages: true,
+        }
     }
 }
 
-/// `log_type` and `log_dest` lines seen so far.
-#[derive(Default)]
+/// `log_type`, `log_dest`, `log_timestamp` and `connection_messages` lines seen so far.
 pub(super) struct LogDirectives {
     /// `None`: no `log_type` line; `Some(None)`: logging off.
     level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
     dests: Option<Vec<LogDest>>,
+    timestamp: bool,
+    connection_messages: bool,
+}
+
+impl Default for LogDirectives {
+    fn default() -> Self {
+        LogDirectives { level: None, dests: None, timestamp: true, connection_messages: true }
+    }
 }
 
 impl LogDirectives {
@@ -79,6 +96,8 @@ impl LogDirectives {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
+            "log_timestamp" => self.timestamp = d.boolean()?,
+            "connection_messages" => self.connection_messages = d.boolean()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -88,6 +107,8 @@ impl LogDirectives {
         LogConfig {
             level: self.level.unwrap_or(LogConfig::default().level),
             dests: self.dests.unwrap_or_else(|| vec![LogDest::Stderr]),
+            timestamp: self.timestamp,
+            connection_messages: self.connection_messages,
         }
     }
 }

@@ -34,10 +34,12 @@ pub const AUTH: u8 = 15;
 /// MQTT 5 reason codes the gate sends (in acknowledgements, SUBACK/UNSUBACK and DISCONNECT).
 pub mod reason {
     pub const SUCCESS: u8 = 0x00;
+    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
     pub const UNSPECIFIED_ERROR: u8 = 0x80;
     pub const MALFORMED_PACKET: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
     pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const SERVER_UNAVAILABLE: u8 = 0x88;
@@ -47,10 +49,13 @@ pub mod reason {
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const PACKET_IDENTIFIER_IN_USE: u8 = 0x91;
+    pub const PACKET_IDENTIFIER_NOT_FOUND: u8 = 0x92;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
 }
 
 /// A complete packet found at the start of a buffer.
@@ -499,28 +504,31 @@ pub fn disconnect(buf: &mut BytesMut, reason: u8) {
     buf.put_slice(&[0xE0, 1, reason]);
 }
 
-/// QoS, packet id of an encoded PUBLISH (rumqttd keeps them crate-private).
+/// QoS, packet id, DUP and RETAIN of an encoded PUBLISH (rumqttd keeps them crate-private).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishMeta {
     pub qos: u8,
     pub pkid: u16,
+    pub dup: bool,
+    pub retain: bool,
 }
 
-/// Reads QoS and packet id from an encoded PUBLISH. `None` if the bytes are not one.
+/// Reads QoS, packet id and the DUP and RETAIN flags from an encoded PUBLISH. `None` if the bytes are not one.
 pub fn publish_meta(encoded: &[u8]) -> Option<PublishMeta> {
     let header = peek_frame(encoded, usize::MAX).ok()??;
     if header.packet_type() != PUBLISH {
         return None;
     }
     let qos = (header.byte1 >> 1) & 0x03;
+    let (dup, retain) = (header.byte1 & 0x08 != 0, header.byte1 & 0x01 != 0);
     if qos == 0 {
-        return Some(PublishMeta { qos, pkid: 0 });
+        return Some(PublishMeta { qos, pkid: 0, dup, retain });
     }
     let topic_at = header.header_len;
     let topic_len = u16::from_be_bytes([*encoded.get(topic_at)?, *encoded.get(topic_at + 1)?]) as usize;
     let pkid_at = topic_at + 2 + topic_len;
     let pkid = u16::from_be_bytes([*encoded.get(pkid_at)?, *encoded.get(pkid_at + 1)?]);
-    Some(PublishMeta { qos, pkid })
+    Some(PublishMeta { qos, pkid, dup, retain })
 }
 
 /// Appends an outgoing PUBLISH (from the router) to `buf`; for 3.x the properties are dropped.
@@ -675,7 +683,7 @@ mod tests {
             panic!("not a publish")
         };
         let meta = encode_publish(&mut b, Protocol::V311, publish, props).unwrap();
-        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42 });
+        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42, dup: false, retain: false });
         assert_eq!(&b[..], &frame[..]);
     }
 

@@ -28,12 +28,10 @@ use rumqttd::protocol::{Packet, PingReq};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
-use tracing::info;
 
 use crate::gate::codec;
 use crate::gate::session::{Mail, Subscription};
 use crate::gate::subscriptions::PendingAcks;
-use crate::logging::client_text;
 use crate::routing::ack_sequencer::AckSequencer;
 use crate::routing::backpressure::{Backlog, TopicLanes};
 use crate::routing::lazy_link::LazyLink;
@@ -177,7 +175,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
-                Event::Read(Ok(0)) | Event::Read(Err(_)) => Err(Exit::Lost),
+                Event::Read(Ok(0)) => Err(Exit::Closed),
+                Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(read)) => {
                     self.last_read = Instant::now();
                     if read >= self.read_chunk / 2 {
@@ -233,7 +232,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.keep_alive_timer.as_mut().reset(deadline);
             Ok(())
         } else {
-            info!(client_id = %client_text(&self.client_id), "Client has exceeded timeout, disconnecting.");
             Err(Exit::KeepAliveTimeout)
         }
     }

@@ -72,6 +72,7 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound:
             drop(stream);
             continue;
         };
+        crate::gate::client_log::new_connection(peer, bound.local_addr.port());
         active.fetch_add(1, Ordering::AcqRel);
         metrics::Metrics::inc(&metrics::METRICS.sockets_accepted);
         let slot = Slot(active.clone());
@@ -107,11 +108,16 @@ async fn serve_tls<E: RoutingEngine>(
     let stream = match tokio::time::timeout(shared.config.gate.connect_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
-            info!(%peer, "TLS handshake failed: {error}");
+            info!(
+                "Client connection from {}:{} failed: TLS handshake failed: {}.",
+                peer.ip(),
+                peer.port(),
+                crate::gate::tls_errors::handshake_error_text(&error)
+            );
             return;
         }
         Err(_) => {
-            info!(%peer, "TLS handshake timed out");
+            info!("Client connection from {}:{} failed: TLS handshake timed out.", peer.ip(), peer.port());
             return;
         }
     };

@@ -4,6 +4,7 @@
 //! the subscription bookkeeping (`subscriptions`) and the `$CONTROL` reply subscribers
 //! (`control`).
 
+pub mod client_log;
 pub mod codec;
 pub(crate) mod connection;
 pub mod control;
@@ -12,3 +13,4 @@ pub mod mailbox;
 pub mod session;
 pub mod subscriptions;
 pub mod tls;
+pub mod tls_errors;

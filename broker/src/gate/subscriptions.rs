@@ -15,9 +15,9 @@ use bytes::BytesMut;
 use rumqttd::protocol::SubscribeReasonCode;
 
 use crate::gate::codec;
+use crate::gate::mailbox::SysMessage;
 use crate::gate::session::SubscriptionKind;
 use crate::security::Protocol;
-use crate::gate::mailbox::SysMessage;
 
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
@@ -134,15 +134,21 @@ impl PendingAcks {
     }
 
     /// Writes every acknowledgement that is complete and no longer waits behind another; returns
-    /// the retained messages the caller must write next.
+    /// the retained messages the caller must write next. (`client_id` is for the log lines.)
     #[must_use]
-    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) -> Vec<Arc<SysMessage>> {
+    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol, client_id: &str) -> Vec<Arc<SysMessage>> {
         let mut then = Vec::new();
         while self.queue.front().is_some_and(|p| !p.waiting_for_router) {
             let Some(pending) = self.queue.pop_front() else { break };
             match pending.kind {
-                Kind::SubAck => codec::suback(buf, protocol, pending.pkid, &pending.codes),
-                Kind::UnsubAck => codec::unsuback(buf, protocol, pending.pkid, &pending.codes),
+                Kind::SubAck => {
+                    codec::suback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::gate::client_log::sending("SUBACK", client_id);
+                }
+                Kind::UnsubAck => {
+                    codec::unsuback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::gate::client_log::sending("UNSUBACK", client_id);
+                }
                 Kind::Silent => {}
             }
             then.extend(pending.then);
@@ -184,10 +190,10 @@ mod tests {
         let mut buf = BytesMut::new();
         pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED], Vec::new());
         pending.unsubscribe(2, vec![]);
-        let _ = pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311, "c");
         assert!(buf.is_empty(), "the UNSUBACK waits behind the SUBACK");
         pending.router_suback([1, 2]);
-        let _ = pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311, "c");
         assert_eq!(&buf[..], &[0x90, 5, 0, 1, 1, 0x80, 2, 0xB0, 2, 0, 2]);
     }
 
@@ -198,10 +204,10 @@ mod tests {
         pending.silent();
         pending.subscribe(7, vec![PendingAcks::ROUTED], Vec::new());
         pending.router_suback([0]);
-        let _ = pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert!(buf.is_empty());
         pending.router_suback([1]);
-        let _ = pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);
     }
 

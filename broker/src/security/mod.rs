@@ -16,6 +16,7 @@ mod authz;
 pub mod chain;
 mod control;
 mod reload;
+pub mod store_access;
 pub mod throttle;
 pub mod verifier;
 mod watcher;

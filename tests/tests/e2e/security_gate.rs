@@ -456,7 +456,7 @@ async fn item_10_client_text_in_log_lines_is_cut_and_escaped() {
     client.publish(&format!("$SYS/{}", "t".repeat(300)), b"x", 1, false, 1).await; // denied, logged
     client.send(&testkit::disconnect()).await;
     client.expect_closed().await;
-    wait_for_log(&broker, "Client disconnected.", 1);
+    wait_for_log(&broker, " disconnected.", 1);
 
     let log = broker.log();
     let longest = log.lines().map(|l| l.chars().count()).max().unwrap_or(0);

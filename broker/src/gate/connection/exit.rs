@@ -2,9 +2,10 @@
 //! session and the will.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{CLOSING_WRITE_TIMEOUT, Connection};
+use crate::gate::client_log::{self, Departure};
 use crate::gate::codec::{self, reason};
 use crate::gate::session::{KickReason, PendingWill, Release, SavedSession};
 use crate::logging::client_text;
@@ -28,7 +29,9 @@ pub(super) enum Exit {
         will: bool,
     },
     Kicked(KickReason),
-    /// Socket closed, read error or write timeout.
+    /// The client closed the socket without DISCONNECT.
+    Closed,
+    /// Read or write error, or write timeout.
     Lost,
     KeepAliveTimeout,
     /// The client broke the protocol; v5 clients get a DISCONNECT with this reason first.
@@ -44,7 +47,12 @@ impl Exit {
         match self {
             Exit::Disconnected { will } => will,
             Exit::Kicked(reason) => reason == KickReason::Takeover,
-            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone | Exit::RouterRefused => true,
+            Exit::Closed
+            | Exit::Lost
+            | Exit::KeepAliveTimeout
+            | Exit::Protocol(_)
+            | Exit::RouterGone
+            | Exit::RouterRefused => true,
         }
     }
 
@@ -57,7 +65,24 @@ impl Exit {
             Exit::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             Exit::Protocol(code) => Some(code),
             Exit::RouterRefused => Some(reason::SERVER_BUSY),
-            Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
+            Exit::Disconnected { .. } | Exit::Closed | Exit::Lost | Exit::RouterGone => None,
+        }
+    }
+
+    /// How mosquitto's disconnect line describes this exit.
+    fn departure(self) -> Departure {
+        match self {
+            Exit::Disconnected { .. } => Departure::Disconnected,
+            Exit::Kicked(KickReason::Takeover) => Departure::TakenOver,
+            Exit::Kicked(KickReason::Admin | KickReason::CredentialsRevoked) => Departure::Administrative,
+            Exit::Kicked(KickReason::Shutdown) => Departure::Shutdown,
+            Exit::Closed => Departure::ClosedByClient,
+            Exit::Lost => Departure::SocketError,
+            Exit::KeepAliveTimeout => Departure::KeepAliveTimeout,
+            Exit::Protocol(reason::MALFORMED_PACKET) => Departure::MalformedPacket,
+            Exit::Protocol(reason::PACKET_TOO_LARGE) => Departure::OversizePacket,
+            Exit::Protocol(_) => Departure::ProtocolError,
+            Exit::RouterGone | Exit::RouterRefused => Departure::RouterGone,
         }
     }
 }
@@ -79,8 +104,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             && let Some(code) = exit.v5_reason()
         {
             codec::disconnect(&mut self.write_buf, code);
+            tracing::debug!("Sending DISCONNECT to {} (rc{code})", client_text(&self.client_id));
         }
-        if exit != Exit::Lost && !self.write_buf.is_empty() {
+        if !matches!(exit, Exit::Lost | Exit::Closed) && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
         self.shared.control.remove_connection(self.conn_id);
@@ -117,6 +143,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
-        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
+        client_log::disconnected(&self.client_id, exit.departure());
     }
 }

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::exit::{Exit, session_outlives};
 use super::{CLOSING_WRITE_TIMEOUT, Connection, PIPELINED_BEFORE_CONNACK, READ_CHUNK_MIN};
+use crate::gate::client_log::{self, Departure, Login};
 use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
 use crate::gate::session::{Release, Subscription, SubscriptionKind};
 use crate::gate::subscriptions::PendingAcks;
@@ -33,8 +34,6 @@ use crate::shared::{Listener, Shared, Unauthenticated};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     IdentifierRejected,
-    /// A 3.x keepalive above `max_keepalive`: answered as mosquitto does, "identifier rejected".
-    KeepAliveTooLong,
     ServerUnavailable,
     BadUsernameOrPassword,
     NotAuthorized,
@@ -46,7 +45,7 @@ impl Refusal {
         // (MQTT 3.x return code, MQTT 5 reason code)
         let (v3, v5) = match self {
             // mosquitto answers v5 clients 0x80 when zero-length ids are not allowed (docs/compatibility.md §6)
-            Refusal::IdentifierRejected | Refusal::KeepAliveTooLong => (2, reason::UNSPECIFIED_ERROR),
+            Refusal::IdentifierRejected => (2, reason::UNSPECIFIED_ERROR),
             Refusal::ServerUnavailable => (3, reason::SERVER_UNAVAILABLE),
             Refusal::BadUsernameOrPassword => (4, reason::BAD_USERNAME_OR_PASSWORD),
             Refusal::NotAuthorized => (5, reason::NOT_AUTHORIZED),
@@ -57,26 +56,41 @@ impl Refusal {
 }
 
 /// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
-/// on its fixed header, before its body is buffered), within the connect timeout.
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
+/// on its fixed header, before its body is buffered); otherwise says how the connection ended,
+/// for mosquitto's `Client <unknown> ...` line. (The caller bounds it with the connect timeout.)
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<BytesMut, Departure> {
     loop {
         match codec::peek_frame(buf, max_size) {
             Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
-                return Some(buf.split_to(header.frame_len()));
+                return Ok(buf.split_to(header.frame_len()));
             }
             Err(FrameError::TooLarge(size)) => {
                 info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
-                return None;
+                return Err(Departure::OversizePacket);
             }
-            Ok(Some(_)) | Err(_) => return None,
+            Ok(Some(_)) => return Err(Departure::ProtocolError),
+            Err(_) => return Err(Departure::MalformedPacket),
             Ok(None) => {}
         }
         buf.reserve(READ_CHUNK_MIN);
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) => return Err(Departure::ClosedByClient),
+            Err(_) => return Err(Departure::SocketError),
             Ok(_) => {}
         }
     }
+}
+
+/// A CONNECT the listener's rules refuse: how, why (for the log line), and the client id the
+/// line names.
+struct Refused {
+    refusal: Refusal,
+    why: &'static str,
+    client_id: String,
 }
 
 /// The client id a CONNECT gets on `listener` (and, when the broker assigned it, that id again for
@@ -87,24 +101,36 @@ fn admitted_client_id(
     connect: &codec::Connect,
     listener: &Listener,
     max_keepalive: u16,
-) -> Result<(Arc<str>, Option<String>), Refusal> {
+) -> Result<(Arc<str>, Option<String>), Refused> {
     let protocol = connect.protocol;
+    let refused = |refusal, why, client_id: &str| Refused { refusal, why, client_id: client_id.to_owned() };
     if connect.auth_method.is_some() {
-        return Err(Refusal::BadAuthenticationMethod);
+        let why = "enhanced authentication is not supported";
+        return Err(refused(Refusal::BadAuthenticationMethod, why, &connect.client_id));
     }
     let mut client_id = connect.client_id.clone();
     if listener.settings.use_username_as_clientid {
-        client_id = connect.username.clone().ok_or(Refusal::NotAuthorized)?;
+        match &connect.username {
+            Some(username) => client_id = username.clone(),
+            None => {
+                let why = "use_username_as_clientid needs a username";
+                return Err(refused(Refusal::NotAuthorized, why, &client_id));
+            }
+        }
     }
     let mut assigned = None;
     if client_id.is_empty() {
-        let refused = match protocol {
+        let not_allowed = match protocol {
             Protocol::V31 => true,
             Protocol::V311 => !connect.clean_start,
             Protocol::V5 => false,
         };
-        if refused || !listener.security.allow_zero_length_clientid {
-            return Err(Refusal::IdentifierRejected);
+        if not_allowed || !listener.security.allow_zero_length_clientid {
+            return Err(Refused {
+                refusal: Refusal::IdentifierRejected,
+                why: "empty client id",
+                client_id: "<unknown>".into(),
+            });
         }
         client_id = generated_client_id(&listener.security.auto_id_prefix);
         assigned = Some(client_id.clone());
@@ -112,10 +138,12 @@ fn admitted_client_id(
     if let Some(prefix) = &listener.settings.clientid_prefix
         && !client_id.starts_with(prefix.as_str())
     {
-        return Err(Refusal::NotAuthorized);
+        let why = "the client id lacks the listener's clientid_prefix";
+        return Err(refused(Refusal::NotAuthorized, why, &client_id));
     }
     if protocol != Protocol::V5 && connect.keep_alive > max_keepalive {
-        return Err(Refusal::KeepAliveTooLong);
+        // mosquitto: 3.x clients cannot be told another keepalive, so they are refused.
+        return Err(refused(Refusal::IdentifierRejected, "keepalive above max_keepalive", &client_id));
     }
     Ok((client_id.into(), assigned))
 }
@@ -142,7 +170,22 @@ fn generated_client_id(prefix: &str) -> String {
     )
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, refusal: Refusal) {
+/// The login lines' view of a CONNECT (with the client id the broker settled on).
+fn login_of<'a>(connect: &'a codec::Connect, peer: SocketAddr, client_id: &'a str) -> Login<'a> {
+    Login {
+        peer,
+        client_id,
+        protocol: connect.protocol,
+        clean_start: connect.clean_start,
+        keep_alive: connect.keep_alive,
+        username: connect.username.as_deref(),
+    }
+}
+
+/// Answers a refused CONNECT and logs it, saying why (`why`) and under which username.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, login: &Login<'_>, refusal: Refusal, why: &str) {
+    let protocol = login.protocol;
+    client_log::refused(login, refusal.code(protocol), why);
     let mut buf = BytesMut::with_capacity(8);
     codec::connack(&mut buf, protocol, false, refusal.code(protocol), &ConnAckProps::default());
     let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
@@ -173,9 +216,14 @@ where
         match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
             .await
         {
-            Ok(Some(frame)) => frame,
-            _ => {
-                debug!(%peer, "closed before a valid CONNECT");
+            Ok(Ok(frame)) => frame,
+            Ok(Err(departure)) => {
+                // mosquitto's words for a client that never identified itself
+                client_log::disconnected("<unknown>", departure);
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "no CONNECT within gate_connect_timeout: closing");
                 return None;
             }
         };
@@ -198,11 +246,8 @@ where
     let listener_config = &listener.settings;
     let (client_id, assigned) = match admitted_client_id(&connect, &listener, config.max_keepalive) {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            if refusal == Refusal::KeepAliveTooLong {
-                info!(%peer, keep_alive = connect.keep_alive, "refused: keepalive above max_keepalive");
-            }
-            refuse(&mut stream, protocol, refusal).await;
+        Err(Refused { refusal, why, client_id }) => {
+            refuse(&mut stream, &login_of(&connect, peer, &client_id), refusal, why).await;
             return None;
         }
     };
@@ -233,16 +278,16 @@ where
     };
     drop(authentication);
     drop(unauthenticated);
+    let login = login_of(&connect, peer, &client_id);
     let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         refused => {
             let (refusal, why) = match refused {
                 ConnectDecision::BadUsernameOrPassword => (Refusal::BadUsernameOrPassword, "bad username or password"),
                 ConnectDecision::ServerUnavailable => (Refusal::ServerUnavailable, "server unavailable"),
-                _ => (Refusal::NotAuthorized, "not authorised"),
+                _ => (Refusal::NotAuthorized, ""),
             };
-            info!(%peer, client_id = %client_text(&client_id), "refused: {why}");
-            refuse(&mut stream, protocol, refusal).await;
+            refuse(&mut stream, &login, refusal, why).await;
             return None;
         }
     };
@@ -287,7 +332,7 @@ where
             }
             Err(error) => {
                 warn!(client_id = %client_text(&client_id), %error, "router refused the client");
-                refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+                refuse(&mut stream, &login, Refusal::ServerUnavailable, "the routing engine refused the client").await;
                 let release = Release { saved: claim.saved, expiry: None, will: None };
                 shared.sessions.release(&client_id, conn_id, release);
                 return None;
@@ -360,18 +405,10 @@ where
         server_keep_alive,
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
-    info!(
-        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
-        client_text(&client_id),
-        match protocol {
-            Protocol::V31 => 1,
-            Protocol::V311 => 2,
-            Protocol::V5 => 5,
-        },
-        u8::from(connect.clean_start),
-        connect.keep_alive,
-        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
-    );
+    // The username the login settled on (a certificate's identity may stand in for it).
+    client_log::connected(&Login { username: username.as_deref(), ..login });
+    client_log::will(connect.will.as_ref().map(|w| (w.topic.as_str(), w.payload.len(), w.retain, w.qos)));
+    client_log::sending_connack(&client_id, session_present, 0);
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
         return None;

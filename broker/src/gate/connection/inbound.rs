@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::Connection;
 use super::exit::Exit;
 use super::publish::ControlRequest;
+use crate::gate::client_log;
 use crate::gate::codec::{self, FrameError, reason};
 use crate::logging::client_text;
 use crate::metrics::METRICS;
@@ -46,6 +47,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let at = header.header_len;
                 let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
                 self.read_buf.advance(header.frame_len());
+                client_log::received_ack("PUBACK", &self.client_id, pkid, Some(0));
                 METRICS.packet_in();
                 self.on_client_puback(pkid);
                 continue;
@@ -116,7 +118,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let packet = match codec::decode(self.protocol, frame) {
             Ok(packet) => packet,
             Err(error) => {
-                info!(client_id = %client_text(&self.client_id), ?error, "malformed packet");
+                info!(client_id = %client_text(&self.client_id), %error, "malformed packet");
                 return Err(Exit::Protocol(reason::MALFORMED_PACKET));
             }
         };
@@ -127,10 +129,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
+                client_log::received_ack("PUBACK", &self.client_id, ack.pkid, Some(puback_code(&ack.reason)));
                 self.on_client_puback(ack.pkid);
                 Ok(None)
             }
             Packet::PubRec(rec, _) => {
+                client_log::received_ack("PUBREC", &self.client_id, rec.pkid, None);
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
@@ -138,23 +142,39 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(None)
             }
             Packet::PubComp(comp, _) => {
+                let code = match comp.reason {
+                    rumqttd::protocol::PubCompReason::Success => reason::SUCCESS,
+                    rumqttd::protocol::PubCompReason::PacketIdentifierNotFound => reason::PACKET_IDENTIFIER_NOT_FOUND,
+                };
+                client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
                 Ok(None)
             }
             Packet::PubRel(rel, _) => {
+                client_log::received_ack("PUBREL", &self.client_id, rel.pkid, None);
                 self.inbound_qos2.remove(&rel.pkid);
                 codec::ack(&mut self.write_buf, self.protocol, codec::PUBCOMP, rel.pkid, reason::SUCCESS);
+                client_log::sending_ack("PUBCOMP", &self.client_id, rel.pkid, None);
                 Ok(None)
             }
-            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties).map(|()| None),
-            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe).map(|()| None),
+            Packet::Subscribe(subscribe, properties) => {
+                client_log::received("SUBSCRIBE", &self.client_id);
+                self.on_subscribe(subscribe, properties).map(|()| None)
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                client_log::received("UNSUBSCRIBE", &self.client_id);
+                self.on_unsubscribe(unsubscribe).map(|()| None)
+            }
             Packet::PingReq(_) => {
+                client_log::received("PINGREQ", &self.client_id);
                 codec::pingresp(&mut self.write_buf);
+                client_log::sending("PINGRESP", &self.client_id);
                 Ok(None)
             }
             Packet::Disconnect(disconnect, properties) => {
+                client_log::received("DISCONNECT", &self.client_id);
                 if let Some(expiry) = properties.and_then(|p| p.session_expiry_interval) {
                     self.session_expiry = expiry;
                 }
@@ -167,9 +187,31 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     pub(super) fn write_ack(&mut self, qos: u8, pkid: u16, reason: u8) {
         match qos {
-            1 => codec::ack(&mut self.write_buf, self.protocol, codec::PUBACK, pkid, reason),
-            2 => codec::ack(&mut self.write_buf, self.protocol, codec::PUBREC, pkid, reason),
+            1 => {
+                codec::ack(&mut self.write_buf, self.protocol, codec::PUBACK, pkid, reason);
+                client_log::sending_ack("PUBACK", &self.client_id, pkid, Some(reason));
+            }
+            2 => {
+                codec::ack(&mut self.write_buf, self.protocol, codec::PUBREC, pkid, reason);
+                client_log::sending_ack("PUBREC", &self.client_id, pkid, Some(reason));
+            }
             _ => {}
         }
+    }
+}
+
+/// The reason code of a v5 PUBACK (0 for 3.x, which has none).
+fn puback_code(code: &rumqttd::protocol::PubAckReason) -> u8 {
+    use rumqttd::protocol::PubAckReason;
+    match code {
+        PubAckReason::Success => reason::SUCCESS,
+        PubAckReason::NoMatchingSubscribers => reason::NO_MATCHING_SUBSCRIBERS,
+        PubAckReason::UnspecifiedError => reason::UNSPECIFIED_ERROR,
+        PubAckReason::ImplementationSpecificError => reason::IMPLEMENTATION_SPECIFIC_ERROR,
+        PubAckReason::NotAuthorized => reason::NOT_AUTHORIZED,
+        PubAckReason::TopicNameInvalid => reason::TOPIC_NAME_INVALID,
+        PubAckReason::PacketIdentifierInUse => reason::PACKET_IDENTIFIER_IN_USE,
+        PubAckReason::QuotaExceeded => reason::QUOTA_EXCEEDED,
+        PubAckReason::PayloadFormatInvalid => reason::PAYLOAD_FORMAT_INVALID,
     }
 }

@@ -9,7 +9,8 @@ use tracing::{info, warn};
 
 use super::exit::Exit;
 use super::{Connection, WRITE_BUFFER_KEEP, WRITE_HIGH_WATER};
-use crate::gate::codec;
+use crate::gate::client_log::{self, PublishLine};
+use crate::gate::codec::{self, PublishMeta};
 use crate::gate::session::Mail;
 use crate::gate::subscriptions;
 use crate::logging::client_text;
@@ -64,6 +65,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let link = &mut self.link;
                 if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
                     codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
+                    client_log::sending_ack("PUBREL", &self.client_id, pkid, None);
                 }
             }
             FromRouter::PingResp => self.on_probe_answer(),
@@ -87,6 +89,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             publish.payload = Bytes::new();
         }
         let start = self.write_buf.len();
+        // (what the `-v` line needs, kept only when it is shown: this is the delivery hot path)
+        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| (publish.topic.clone(), publish.payload.len()));
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
             warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
@@ -97,6 +101,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             METRICS.publish_out(payload_len);
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
+            }
+            if let Some((topic, payload_len)) = shown {
+                let PublishMeta { qos, pkid, dup, retain } = meta;
+                let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len };
+                client_log::sending_publish(&self.client_id, &line);
             }
             return;
         }
@@ -145,7 +154,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// SUBACKs and UNSUBACKs that are complete, then the retained `$SYS` values they bring.
     pub(super) fn write_ready_acks(&mut self) {
-        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol) {
+        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id) {
             self.write_sys(&message);
         }
     }
@@ -159,13 +168,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// packet size.
     pub(super) fn write_local(&mut self, publish: Publish) {
         let payload_len = publish.payload.len();
+        let topic = publish.topic.clone(); // (refcounted) for the `-v` line
         let start = self.write_buf.len();
-        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some() {
+        if let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, None) {
             if self.write_buf.len() - start > self.client_max_packet {
                 self.write_buf.truncate(start);
                 Metrics::inc(&METRICS.publish_dropped);
             } else {
                 METRICS.publish_out(payload_len);
+                let PublishMeta { qos, pkid, dup, retain } = meta;
+                let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len };
+                client_log::sending_publish(&self.client_id, &line);
             }
         }
     }

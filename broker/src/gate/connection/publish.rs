@@ -9,6 +9,7 @@ use tracing::{debug, info};
 
 use super::Connection;
 use super::exit::Exit;
+use crate::gate::client_log::{self, PublishLine};
 use crate::gate::codec::{PublishMeta, reason};
 use crate::logging::client_text;
 use crate::metrics::METRICS;
@@ -33,7 +34,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         mut publish: Publish,
         mut properties: Option<PublishProperties>,
     ) -> Result<Option<ControlRequest>, Exit> {
-        let PublishMeta { qos, pkid } = meta;
+        let PublishMeta { qos, pkid, dup, retain } = meta;
         if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.max_topic_alias {
                 return Err(Exit::Protocol(reason::TOPIC_ALIAS_INVALID));
@@ -69,8 +70,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // docs/compatibility.md §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
         let allowed =
             !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
+        let line = PublishLine { dup, qos, retain, pkid, topic: topic.as_bytes(), payload_len: publish.payload.len() };
         if !allowed {
-            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
+            client_log::denied_publish(&self.client_id, &line);
             // v3: the normal flow, message dropped; v5: reason 0x87 (docs/compatibility.md §3.6).
             let code = if self.protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { reason::SUCCESS };
             if qos == 2 && code == reason::SUCCESS {
@@ -79,6 +81,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.write_ack(qos, pkid, code);
             return Ok(None);
         }
+        client_log::received_publish(&self.client_id, &line);
         if qos == 2 && !self.inbound_qos2.insert(pkid) {
             // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
             self.write_ack(2, pkid, 0);

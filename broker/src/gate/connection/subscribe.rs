@@ -8,6 +8,7 @@ use tracing::{debug, info};
 
 use super::Connection;
 use super::exit::Exit;
+use crate::gate::client_log;
 use crate::gate::codec::reason;
 use crate::gate::session::{Subscription, SubscriptionKind};
 use crate::gate::subscriptions::{self, PendingAcks};
@@ -44,6 +45,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return Err(Exit::Protocol(reason::PROTOCOL_ERROR));
             }
             let qos = filter.qos as u8;
+            client_log::subscribe_filter(&self.client_id, &filter.path, qos);
             let limit = self.shared.config.gate.max_subscriptions_per_client;
             if limit > 0 && self.subscriptions.len() >= limit && !self.subscriptions.contains_key(&filter.path) {
                 debug!(client_id = %self.client_id, filter = %filter.path, "subscription over the per-client limit");
@@ -122,6 +124,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if !subscriptions::valid_filter(&filter) {
                 return Err(Exit::Protocol(reason::MALFORMED_PACKET));
             }
+            client_log::unsubscribe_filter(&self.client_id, &filter);
             if !self.authz.allows(Access::Unsubscribe, &filter) {
                 codes.push(reason::NOT_AUTHORIZED); // the subscription is kept
                 continue;
