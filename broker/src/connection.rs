@@ -320,7 +320,11 @@ where
         Err(ConnectError::UnsupportedLevel(level)) => {
             info!(%peer, level, "refused: unsupported protocol version");
             // CONNACK 1 "unacceptable protocol version", in the 3.x form (as mosquitto does).
-            let _ = stream.write_all(&[0x20, 2, 0, 1]).await;
+            let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
+                stream.write_all(&[0x20, 2, 0, 1]).await?;
+                stream.flush().await
+            })
+            .await;
             return None;
         }
         Err(error) => {
@@ -675,7 +679,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     async fn write_out(&mut self) -> Result<(), Exit> {
         if !self.write_buf.is_empty() {
             let timeout = self.shared.config.gate.write_timeout;
-            match tokio::time::timeout(timeout, self.stream.write_all(&self.write_buf)).await {
+            // Flushed too: a websocket (see `websocket`) sends a message only when flushed; for TCP
+            // and TLS this costs nothing.
+            let written = async {
+                self.stream.write_all(&self.write_buf).await?;
+                self.stream.flush().await
+            };
+            match tokio::time::timeout(timeout, written).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Exit::Lost),
                 Err(_) => {

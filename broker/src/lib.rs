@@ -39,6 +39,7 @@ pub mod testkit;
 pub mod throttle;
 pub mod tls;
 pub mod verifier;
+mod websocket;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,8 @@
 //! socket counts from accept until its login is decided, TLS handshake included; beyond the cap a
 //! new socket is closed at once, so unauthenticated clients cannot hold unbounded buffers),
 //! `set_tcp_nodelay`, and the TLS handshake on TLS listeners (within the connect timeout; a failed
-//! handshake closes the socket, as OpenSSL's does in mosquitto).
+//! handshake closes the socket, as OpenSSL's does in mosquitto). Sockets of `protocol websockets`
+//! listeners then go to `crate::websocket`, the others straight to the connection code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::broker::Shared;
-use crate::config::Config;
+use crate::config::{Config, ListenerProtocol};
 use crate::connection;
 use crate::router_link::RoutingEngine;
+use crate::security::TlsIdentity;
 use crate::tls::{self, TlsListener};
+use crate::websocket;
 
 /// A bound listener.
 pub(crate) struct Bound {
@@ -74,6 +77,7 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
 ) {
     let limit = shared.config.listeners[index].max_connections;
     let nodelay = shared.config.tcp_nodelay;
+    let websockets = shared.config.listeners[index].protocol == ListenerProtocol::Websockets;
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match bound.listener.accept().await {
@@ -106,9 +110,10 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         // Each kind of session boxed on its own: a task is as large as its largest state, and a
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
-            match tls {
-                None => Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await,
-                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
+            match (tls, websockets) {
+                (None, false) => Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await,
+                (None, true) => Box::pin(websocket::serve(shared, stream, peer, index, None, unauthenticated)).await,
+                (Some(tls), _) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
             }
             drop(slot);
         });
@@ -135,6 +140,9 @@ async fn serve_tls<E: RoutingEngine>(
             return;
         }
     };
-    let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, stream, peer, index, identity, unauthenticated).await;
+    let identity: Option<TlsIdentity> = tls::identity(stream.get_ref().1.peer_certificates());
+    match shared.config.listeners[index].protocol {
+        ListenerProtocol::Mqtt => connection::serve(shared, stream, peer, index, identity, unauthenticated).await,
+        ListenerProtocol::Websockets => websocket::serve(shared, stream, peer, index, identity, unauthenticated).await,
+    }
 }
