@@ -78,5 +78,5 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Logs why an HTTP request was turned away (once per socket).
 fn log_refusal(peer: SocketAddr, status: u16, why: &str) {
-    info!(%peer, status, "websocket upgrade refused: {why}");
+    info!(%peer, status, "websocket listener: HTTP request answered with an error: {why}");
 }

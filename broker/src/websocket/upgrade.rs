@@ -12,6 +12,7 @@ use tracing::{debug, info};
 
 use super::{ANSWER_TIMEOUT, log_refusal, static_files};
 use crate::config::ListenerConfig;
+use crate::logging::client_text;
 
 /// Subprotocols a client may ask for, in our order of preference when it offers several:
 /// `mqtt` (MQTT 3.1.1 and 5) and `mqttv3.1` (what MQTT 3.1 clients send).
@@ -137,7 +138,7 @@ where
             return Outcome::Done;
         }
         Ok(Err(answer)) => {
-            log_refusal(peer, answer.status, "unreadable HTTP request");
+            log_refusal(peer, answer.status, String::from_utf8_lossy(&answer.body).trim_end());
             send(stream, &answer, true).await;
             return Outcome::Done;
         }
@@ -169,7 +170,9 @@ where
     } else if let Some(dir) = &listener.http_dir {
         match static_files::open(dir, &request.target).await {
             Ok(file) => {
-                debug!(%peer, target = request.target, "websocket listener: serving a file of http_dir");
+                // The path only: a query may carry anything, credentials included.
+                let path = request.target.split(['?', '#']).next().unwrap_or_default();
+                debug!(%peer, path = %client_text(path), "websocket listener: serving a file of http_dir");
                 static_files::send(stream, file, head_only).await;
                 return Outcome::Done;
             }
@@ -180,7 +183,7 @@ where
             .with_header("Upgrade: websocket")
             .with_header("Connection: Upgrade")
     };
-    log_refusal(peer, answer.status, &String::from_utf8_lossy(&answer.body).trim_end().to_string());
+    log_refusal(peer, answer.status, String::from_utf8_lossy(&answer.body).trim_end());
     send(stream, &answer, !head_only).await;
     Outcome::Done
 }
