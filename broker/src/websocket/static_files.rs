@@ -130,7 +130,7 @@ mod tests {
         std::fs::write(&outside, "secret").unwrap();
         std::fs::write(root.join("index.html"), "<p>hi</p>").unwrap();
         std::os::unix::fs::symlink(&outside, root.join("link.txt")).unwrap();
-        let index = open(&root, "/").await.ok().expect("index.html");
+        let index = open(&root, "/").await.expect("index.html");
         assert_eq!((index.length, index.content_type), (9, "text/html; charset=utf-8"));
         assert_eq!(open(&root, "/link.txt").await.err().map(|a| a.status), Some(403));
         assert_eq!(open(&root, "/missing.js").await.err().map(|a| a.status), Some(404));

@@ -373,7 +373,7 @@ mod tests {
             (good.replace("HTTP/1.1", "HTTP/1.0"), 400),
             (good.replace("GET", "POST"), 405),
         ] {
-            let answer = accept(&request(&head), &listener()).err().expect(&head);
+            let answer = accept(&request(&head), &listener()).expect_err(&head);
             assert_eq!(answer.status, status, "{head}");
         }
         let mut listener = listener();
