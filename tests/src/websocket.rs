@@ -230,3 +230,15 @@ pub async fn http_exchange(addr: SocketAddr, transport: Transport<'_>, request: 
 pub fn status_of(answer: &str) -> u16 {
     answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }
+
+/// Waits (bounded) until the broker's log shows `count` bound listeners: a started
+/// `BrokerProcess` only waited for the first one.
+pub fn wait_for_listeners(log: impl Fn() -> String, count: usize) {
+    for _ in 0..500 {
+        if log().matches("Opening listen socket on ").count() >= count {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("fewer than {count} listeners bound: {}", log());
+}

@@ -16,7 +16,7 @@ use dynsec_tests::dynsec_target::{
     ADMIN_PASSWORD, Admin, DynsecBroker, Flavour, Setup, credentials, not_authorised, user,
 };
 use dynsec_tests::mosquitto::unused_port;
-use dynsec_tests::websocket::{Transport, WsClient, http_exchange, status_of};
+use dynsec_tests::websocket::{Transport, WsClient, http_exchange, status_of, wait_for_listeners};
 use tokio_tungstenite::tungstenite::Message;
 
 fn ours() -> &'static Path {
@@ -50,6 +50,7 @@ impl Listeners {
         common.push(format!("keyfile {}", pki.server_key().display()));
         let setup = Setup { common, ..Setup::default() };
         let broker = DynsecBroker::start(Flavour::Ours, ours(), &setup);
+        wait_for_listeners(|| broker.log(), 3);
         let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         Listeners { broker, ws: at(ws), wss: at(wss), pki, _pki_dir: pki_dir }
     }
@@ -331,13 +332,10 @@ async fn unauthenticated_websocket_sockets_are_bounded_like_tcp_ones() {
         &["gate_unauthenticated_connections 2", "gate_connect_timeout 1", "gate_connect_max_size 4096"],
         &[],
     );
-    // A websocket that never sends CONNECT is closed after gate_connect_timeout.
-    let mut idle = WsClient::open(listeners.ws, Transport::Plain, &["mqtt"]).await.expect("websocket opens");
-    assert!(idle.expect_closed().await.is_empty());
     // Two silent sockets fill gate_unauthenticated_connections: a third is closed at once, with
-    // no HTTP answer at all.
+    // no HTTP answer at all. (All three on one listener: its accept loop takes them in order.)
     let first = tokio::net::TcpStream::connect(listeners.ws).await.expect("connect");
-    let second = tokio::net::TcpStream::connect(listeners.wss).await.expect("connect");
+    let second = tokio::net::TcpStream::connect(listeners.ws).await.expect("connect");
     let answer = http_exchange(
         listeners.ws,
         Transport::Plain,
@@ -350,16 +348,7 @@ async fn unauthenticated_websocket_sockets_are_bounded_like_tcp_ones() {
     // a valid CONNECT followed by 1 MiB of PINGREQs in the same message closes the connection
     // before the login (without that bound the broker would take the whole message in, log the
     // client in and answer every PINGREQ).
-    let mut greedy = WsClient::open(listeners.ws, Transport::Plain, &["mqtt"]).await;
-    for _ in 0..100 {
-        // The two dropped sockets are counted until the broker notices they are gone.
-        if greedy.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        greedy = WsClient::open(listeners.ws, Transport::Plain, &["mqtt"]).await;
-    }
-    let mut greedy = greedy.expect("a websocket opens once the silent sockets are gone");
+    let mut greedy = open_when_slots_free(listeners.ws).await;
     let mut flood = credentials(5, "greedy", Some("admin"), Some(ADMIN_PASSWORD.as_bytes())).encode();
     for _ in 0..(1 << 19) {
         flood.extend(testkit::pingreq());
@@ -376,7 +365,22 @@ async fn unauthenticated_websocket_sockets_are_bounded_like_tcp_ones() {
     let big = vec![b'x'; 1 << 20];
     client.publish("big/payload", &big, 1, false, 2).await;
     assert_eq!(client.expect(PUBACK).await.pkid(), 2, "the connection carries on");
+    // A websocket that never sends CONNECT is closed after gate_connect_timeout.
+    let mut idle = open_when_slots_free(listeners.ws).await;
+    assert!(idle.expect_closed().await.is_empty());
     listeners.broker.ours().assert_no_panic();
+}
+
+/// Opens a websocket, retrying (bounded) while sockets the test dropped are still counted as
+/// unauthenticated (until the broker notices they are gone).
+async fn open_when_slots_free(addr: SocketAddr) -> WsClient {
+    for _ in 0..100 {
+        if let Ok(client) = WsClient::open(addr, Transport::Plain, &["mqtt"]).await {
+            return client;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no websocket opened on {addr}");
 }
 
 /// paho-mqtt (Python) with `transport="websockets"`: one MQTT 3.1.1 and one MQTT 5 round trip on

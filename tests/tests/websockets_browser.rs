@@ -208,6 +208,7 @@ async fn mqtt_js_in_chromium_over_ws_and_wss_with_acls() {
         format!("keyfile {}", pki.server_key().display()),
     ];
     let broker = DynsecBroker::start(Flavour::Ours, ours(), &Setup { common, ..Setup::default() });
+    dynsec_tests::websocket::wait_for_listeners(|| broker.log(), 3);
     let mut admin = Admin::connect(broker.addr(), "browser-admin").await;
     admin
         .ok(&format!(
