@@ -61,7 +61,10 @@ cargo test --workspace --all-targets --no-run "$@"
 conformance_log=$(mktemp)
 conformance=""
 if [ "${DYNSEC_SKIP_CONFORMANCE:-0}" != 1 ]; then
-  cargo build -p dynsec-broker
+  # The --no-run build above already linked target/debug/dynsec-broker (the broker's own
+  # integration tests need it). `cargo build -p dynsec-broker` alone would resolve features
+  # differently and recompile much of the dependency tree for nothing.
+  [ -x target/debug/dynsec-broker ] || cargo build -p dynsec-broker
   scripts/conformance.sh > "$conformance_log" 2>&1 &
   conformance=$!
 fi

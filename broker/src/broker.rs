@@ -19,6 +19,7 @@ use crate::logging::client_text;
 use crate::router_link::{RoutingEngine, Rumqttd};
 use crate::security::{KickTarget, Security};
 use crate::session::Sessions;
+use crate::sys_topics::{self, SysTree};
 use crate::tls::{CertificateReloader, TlsListener};
 
 /// State shared by every connection of one broker.
@@ -28,7 +29,11 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub engine: Arc<E>,
     pub sessions: Arc<Sessions<E>>,
     pub control: ControlSubscriptions,
+    /// The `$SYS` values and their subscribers.
+    pub sys: Arc<SysTree>,
     pub pressure: Pressure,
+    /// Topics handed to the router so far (`gate_new_topics_*`).
+    pub routed_topics: crate::topic_budget::RoutedTopics,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
     pub unauthenticated: Arc<AtomicUsize>,
     next_conn_id: AtomicU64,
@@ -65,14 +70,22 @@ impl Broker {
             sessions: Sessions::new(engine.clone(), takeover_wait),
             engine,
             control: ControlSubscriptions::default(),
+            sys: Arc::new(SysTree::default()),
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(1),
+            routed_topics: Default::default(),
         });
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
+        if shared.config.sys_interval > 0 {
+            let interval = Duration::from_secs(shared.config.sys_interval.into());
+            let sessions = shared.sessions.clone();
+            let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
+            tasks.push(tokio::spawn(refresh));
+        }
         for (index, tls) in tls_listeners.iter().enumerate() {
             let bound = listener::bind(&shared.config, index).await?;
             local_addrs.push(bound.local_addr);

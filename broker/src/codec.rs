@@ -11,7 +11,7 @@
 //!   rumqttd keeps those fields crate-private.
 //! - The small fixed packets (CONNACK, acks, SUBACK, UNSUBACK, DISCONNECT, PINGRESP) are written
 //!   here directly: no allocation, and rumqttd's v5 DISCONNECT encoder writes a stray property
-//!   length byte after a non-zero reason code.
+//!   length byte after a non-zero reason code. Each counts as a packet sent in `metrics`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::{self, Packet, PublishProperties};
@@ -390,6 +390,7 @@ pub struct ConnAckProps<'a> {
 
 /// CONNACK. `code` is the MQTT 3.x return code or the v5 reason code, per `protocol`.
 pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, code: u8, props: &ConnAckProps) {
+    crate::metrics::METRICS.packet_out();
     buf.put_u8(0x20);
     if protocol != Protocol::V5 {
         buf.put_slice(&[2, session_present as u8, code]);
@@ -425,6 +426,7 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
 
 /// PUBACK (type 4), PUBREC (5), PUBREL (6), PUBCOMP (7). A non-zero reason is only written for v5.
 pub fn ack(buf: &mut BytesMut, protocol: Protocol, packet_type: u8, pkid: u16, reason: u8) {
+    crate::metrics::METRICS.packet_out();
     let byte1 = (packet_type << 4) | if packet_type == PUBREL { 0b0010 } else { 0 };
     let [hi, lo] = pkid.to_be_bytes();
     if protocol == Protocol::V5 && reason != 0 {
@@ -436,6 +438,7 @@ pub fn ack(buf: &mut BytesMut, protocol: Protocol, packet_type: u8, pkid: u16, r
 
 /// SUBACK with one return/reason code per filter.
 pub fn suback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
+    crate::metrics::METRICS.packet_out();
     let v5 = protocol == Protocol::V5;
     buf.put_u8(0x90);
     put_remaining_length(buf, 2 + v5 as usize + codes.len());
@@ -448,6 +451,7 @@ pub fn suback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
 
 /// UNSUBACK; `codes` are only written for v5.
 pub fn unsuback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8]) {
+    crate::metrics::METRICS.packet_out();
     buf.put_u8(0xB0);
     if protocol != Protocol::V5 {
         buf.put_u8(2);
@@ -461,40 +465,45 @@ pub fn unsuback(buf: &mut BytesMut, protocol: Protocol, pkid: u16, codes: &[u8])
 }
 
 pub fn pingresp(buf: &mut BytesMut) {
+    crate::metrics::METRICS.packet_out();
     buf.put_slice(&[0xD0, 0]);
 }
 
 /// v5 DISCONNECT with a reason code (3.x connections are simply closed).
 pub fn disconnect(buf: &mut BytesMut, reason: u8) {
+    crate::metrics::METRICS.packet_out();
     buf.put_slice(&[0xE0, 1, reason]);
 }
 
-/// QoS, packet id of an encoded PUBLISH (rumqttd keeps them crate-private).
+/// QoS, packet id, DUP and RETAIN of an encoded PUBLISH (rumqttd keeps them crate-private).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishMeta {
     pub qos: u8,
     pub pkid: u16,
+    pub dup: bool,
+    pub retain: bool,
 }
 
-/// Reads QoS and packet id from an encoded PUBLISH. `None` if the bytes are not one.
+/// Reads QoS, packet id and the DUP and RETAIN flags from an encoded PUBLISH. `None` if the bytes are not one.
 pub fn publish_meta(encoded: &[u8]) -> Option<PublishMeta> {
     let header = peek_frame(encoded, usize::MAX).ok()??;
     if header.packet_type() != PUBLISH {
         return None;
     }
     let qos = (header.byte1 >> 1) & 0x03;
+    let (dup, retain) = (header.byte1 & 0x08 != 0, header.byte1 & 0x01 != 0);
     if qos == 0 {
-        return Some(PublishMeta { qos, pkid: 0 });
+        return Some(PublishMeta { qos, pkid: 0, dup, retain });
     }
     let topic_at = header.header_len;
     let topic_len = u16::from_be_bytes([*encoded.get(topic_at)?, *encoded.get(topic_at + 1)?]) as usize;
     let pkid_at = topic_at + 2 + topic_len;
     let pkid = u16::from_be_bytes([*encoded.get(pkid_at)?, *encoded.get(pkid_at + 1)?]);
-    Some(PublishMeta { qos, pkid })
+    Some(PublishMeta { qos, pkid, dup, retain })
 }
 
 /// Appends an outgoing PUBLISH (from the router) to `buf`; for 3.x the properties are dropped.
-/// Returns the QoS and packet id it was encoded with, or `None` (buffer untouched) if it could not
+/// (Not counted in `metrics` here: the caller may still take it back.) Returns the QoS and packet id it was encoded with, or `None` (buffer untouched) if it could not
 /// be encoded.
 pub fn encode_publish(
     buf: &mut BytesMut,
@@ -645,7 +654,7 @@ mod tests {
             panic!("not a publish")
         };
         let meta = encode_publish(&mut b, Protocol::V311, publish, props).unwrap();
-        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42 });
+        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42, dup: false, retain: false });
         assert_eq!(&b[..], &frame[..]);
     }
 

@@ -345,12 +345,22 @@ pub struct LogConfig {
     /// The most verbose level any `log_type` asked for; `None` = logging off (`log_type none`).
     pub level: Option<tracing::Level>,
     pub dests: Vec<LogDest>,
+    /// `log_timestamp`: lines start with the Unix time.
+    pub timestamp: bool,
+    /// `connection_messages`: connects and disconnects are logged.
+    pub connection_messages: bool,
 }
 
 impl Default for LogConfig {
-    /// mosquitto's default: error, warning, notice and information, on stderr.
+    /// mosquitto's default: error, warning, notice and information, on stderr, with timestamps
+    /// and connection messages.
     fn default() -> Self {
-        LogConfig { level: Some(tracing::Level::INFO), dests: vec![LogDest::Stderr] }
+        LogConfig {
+            level: Some(tracing::Level::INFO),
+            dests: vec![LogDest::Stderr],
+            timestamp: true,
+            connection_messages: true,
+        }
     }
 }
 
@@ -396,6 +406,19 @@ pub struct GateSettings {
     pub worker_threads: usize,
     /// `gate_login_*`: failed-login throttling (see [`crate::throttle`]).
     pub login: crate::throttle::ThrottleSettings,
+    /// `gate_max_subscriptions_per_client` (default 1000; 0: no limit; mosquitto has no such
+    /// directive): filters one connection may hold. Each unique routed filter costs the router
+    /// about 7 KB that it never frees (docs/security.md), so the default bounds one client
+    /// to about 7 MB while leaving room far beyond what devices and bridges usually subscribe.
+    /// A filter over the limit gets SUBACK 0x97 (v5, quota exceeded) or 0x80.
+    pub max_subscriptions_per_client: usize,
+    /// `gate_new_topics_per_second` (default 1000; 0: no limit) and `gate_new_topics_burst`
+    /// (default 10000): the rate at which one connection may publish to topics the router has
+    /// never routed (see [`crate::topic_budget`]). The defaults let a backend address a fleet of
+    /// 10,000 devices at once. A message over the budget is dropped
+    /// (v5 QoS>0: acknowledged with 0x97, quota exceeded).
+    pub new_topics_per_second: u32,
+    pub new_topics_burst: u32,
     /// `gate_connect_max_size` (bytes, default 128 KiB): a CONNECT whose fixed header announces
     /// more closes the socket before any more of it is buffered (`max_packet_size` applies once
     /// the client is authenticated).
@@ -422,6 +445,9 @@ impl Default for GateSettings {
             backpressure_max_hold: Duration::from_secs(10),
             worker_threads: cpus.saturating_sub(1).max(1),
             login: Default::default(),
+            max_subscriptions_per_client: 1000,
+            new_topics_per_second: 1000,
+            new_topics_burst: 10_000,
             connect_max_size: 128 * 1024,
             unauthenticated_connections: 1024,
         }
@@ -446,6 +472,9 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, default 65535): v5 clients asking for more are told this value.
     pub max_keepalive: u16,
+    /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
+    /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
+    pub sys_interval: u32,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
     /// `websockets_headers_size` (bytes; 0 or unset: 4096): the largest HTTP request head a
@@ -479,10 +508,8 @@ const IGNORED: &[(&str, &str)] = &[
     ("autosave_on_changes", "sessions are kept in memory only"),
     ("persistent_client_expiration", "sessions are kept in memory only and expire per MQTT v5 session expiry"),
     ("check_retain_source", "retained messages are checked against the receiver's ACL only"),
-    ("connection_messages", "connections are logged at debug level"),
     ("log_facility", "syslog is not supported"),
-    ("log_timestamp", "tracing always prints timestamps"),
-    ("log_timestamp_format", "tracing always prints RFC 3339 timestamps"),
+    ("log_timestamp_format", "timestamps are printed as Unix time, as with log_timestamp true"),
     ("max_inflight_bytes", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_inflight_messages", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_queued_bytes", "offline queues are bounded by gate_segment_size × gate_segment_count"),
@@ -491,7 +518,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("message_size_limit", "use max_packet_size"),
     ("queue_qos0_messages", "the router queues QoS 0 messages for persistent sessions"),
     ("retain_available", "retained messages are always available"),
-    ("sys_interval", "$SYS topics are not published"),
     ("upgrade_outgoing_qos", "delivery QoS is the subscription QoS (see known differences)"),
     ("allow_duplicate_messages", "duplicates are always allowed"),
     ("auth_plugin_deny_special_chars", "only applies to legacy auth plugins"),
@@ -621,11 +647,14 @@ struct Builder {
     security: SecurityOptions,
     max_packet_size: u32,
     max_keepalive: u16,
+    sys_interval: u32,
     tcp_nodelay: bool,
     websockets_headers_size: usize,
     log_level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
     log_dests: Option<Vec<LogDest>>,
+    log_timestamp: bool,
+    connection_messages: bool,
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
@@ -648,10 +677,13 @@ impl Builder {
             security: SecurityOptions::default(),
             max_packet_size: 4 * 1024 * 1024,
             max_keepalive: 65535,
+            sys_interval: 10,
             tcp_nodelay: false,
             websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             log_level: None,
             log_dests: None,
+            log_timestamp: true,
+            connection_messages: true,
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
@@ -828,6 +860,7 @@ impl Builder {
                 }
             }
             "max_keepalive" => self.max_keepalive = d.number()?,
+            "sys_interval" => self.sys_interval = d.number()?,
             "set_tcp_nodelay" => self.tcp_nodelay = d.boolean()?,
             "log_type" => {
                 let level = match d.one_word()? {
@@ -866,6 +899,8 @@ impl Builder {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
+            "log_timestamp" => self.log_timestamp = d.boolean()?,
+            "connection_messages" => self.connection_messages = d.boolean()?,
             "user" => self.service.user = Some(d.one_word()?.to_owned()),
             "pid_file" => {
                 let path = d.text()?;
@@ -942,6 +977,9 @@ impl Builder {
                 }
                 self.gate.router_connections = value;
             }
+            "max_subscriptions_per_client" => self.gate.max_subscriptions_per_client = d.number()?,
+            "new_topics_per_second" => self.gate.new_topics_per_second = d.number()?,
+            "new_topics_burst" => self.gate.new_topics_burst = d.number()?,
             "connect_timeout" => self.gate.connect_timeout = seconds(d)?,
             "write_timeout" => self.gate.write_timeout = seconds(d)?,
             "backpressure_window" => {
@@ -1042,6 +1080,8 @@ impl Builder {
         let log = LogConfig {
             level: self.log_level.unwrap_or(LogConfig::default().level),
             dests: self.log_dests.unwrap_or_else(|| vec![LogDest::Stderr]),
+            timestamp: self.log_timestamp,
+            connection_messages: self.connection_messages,
         };
         Ok(Config {
             source: None,
@@ -1051,6 +1091,7 @@ impl Builder {
             security: self.security,
             max_packet_size: self.max_packet_size,
             max_keepalive: self.max_keepalive,
+            sys_interval: self.sys_interval,
             tcp_nodelay: self.tcp_nodelay,
             websockets_headers_size: self.websockets_headers_size,
             log,
@@ -1215,8 +1256,15 @@ mod tests {
 
     #[test]
     fn ignored_directives_warn() {
-        let config = parse("listener 1\nmax_queued_messages 100\nsys_interval 10\npersistence true\n").unwrap();
+        let config = parse("listener 1\nmax_queued_messages 100\nlog_facility 5\npersistence true\n").unwrap();
         assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn sys_interval_is_read() {
+        assert_eq!(parse("listener 1\n").unwrap().sys_interval, 10);
+        assert_eq!(parse("listener 1\nsys_interval 0\n").unwrap().sys_interval, 0);
+        assert!(parse("sys_interval -1\n").is_err());
     }
 
     #[test]

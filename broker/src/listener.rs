@@ -18,6 +18,7 @@ use crate::Error;
 use crate::broker::Shared;
 use crate::config::{Config, ListenerProtocol};
 use crate::connection;
+use crate::metrics;
 use crate::router_link::RoutingEngine;
 use crate::security::TlsIdentity;
 use crate::tls::{self, TlsListener};
@@ -100,7 +101,9 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
             drop(stream);
             continue;
         };
+        crate::client_log::new_connection(peer, bound.local_addr.port());
         active.fetch_add(1, Ordering::AcqRel);
+        metrics::Metrics::inc(&metrics::METRICS.sockets_accepted);
         let slot = Slot(active.clone());
         if nodelay {
             let _ = stream.set_nodelay(true);
@@ -111,8 +114,14 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
             match (tls, websockets) {
-                (None, false) => Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await,
-                (None, true) => Box::pin(websocket::serve(shared, stream, peer, index, None, unauthenticated)).await,
+                (None, false) => {
+                    let stream = metrics::Counted::new(stream);
+                    Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await
+                }
+                (None, true) => {
+                    let stream = metrics::Counted::new(stream);
+                    Box::pin(websocket::serve(shared, stream, peer, index, None, unauthenticated)).await
+                }
                 (Some(tls), _) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
             }
             drop(slot);
@@ -132,15 +141,21 @@ async fn serve_tls<E: RoutingEngine>(
     let stream = match tokio::time::timeout(shared.config.gate.connect_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
-            info!(%peer, "TLS handshake failed: {error}");
+            info!(
+                "Client connection from {}:{} failed: TLS handshake failed: {}.",
+                peer.ip(),
+                peer.port(),
+                crate::tls_errors::handshake_error_text(&error)
+            );
             return;
         }
         Err(_) => {
-            info!(%peer, "TLS handshake timed out");
+            info!("Client connection from {}:{} failed: TLS handshake timed out.", peer.ip(), peer.port());
             return;
         }
     };
     let identity: Option<TlsIdentity> = tls::identity(stream.get_ref().1.peer_certificates());
+    let stream = metrics::Counted::new(stream);
     match shared.config.listeners[index].protocol {
         ListenerProtocol::Mqtt => connection::serve(shared, stream, peer, index, identity, unauthenticated).await,
         ListenerProtocol::Websockets => websocket::serve(shared, stream, peer, index, identity, unauthenticated).await,

@@ -217,6 +217,9 @@ fn spelled(packet: Packet) -> Packet {
     }
 }
 
+/// How long a leaving persistent link waits for its anchor's SUBACK (a router round trip).
+const ANCHOR_SUBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 type LinkFactory = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), RouterError> + Send + Sync;
 
 /// rumqttd 0.20's `Router` on its own thread.
@@ -225,6 +228,21 @@ pub struct Rumqttd {
     system: Mutex<LinkTx>,
     /// Becomes `true` when routing has stopped (see [`Rumqttd::stopped`]).
     stopped: tokio::sync::watch::Receiver<bool>,
+    shared_groups: Arc<SharedGroups>,
+}
+
+/// The shared subscriptions (router spelling) each persistent session has had in the router,
+/// by escaped client id: what a leaving link must anchor (see `RumqttdLink::anchor_shared_groups`).
+/// Kept like the router keeps them: across reconnections of the session, and also after an
+/// UNSUBSCRIBE (a parked request of the filter survives it in the router); forgotten when the
+/// session ends (clean attach, purge).
+type SharedGroups = Mutex<std::collections::HashMap<String, Vec<String>>>;
+
+/// What a persistent link needs to anchor its shared groups when it leaves.
+struct Anchoring {
+    factory: Arc<LinkFactory>,
+    groups: Arc<SharedGroups>,
+    client_id: String,
 }
 
 impl Rumqttd {
@@ -276,7 +294,11 @@ impl Rumqttd {
                 stopped_tx.send_replace(true);
             })
             .map_err(|e| RouterError::Start(e.to_string()))?;
-        Ok(Arc::new(Rumqttd { build, system: Mutex::new(system_tx), stopped }))
+        Ok(Arc::new(Rumqttd { build, system: Mutex::new(system_tx), stopped, shared_groups: Default::default() }))
+    }
+
+    fn forget_shared_groups(&self, router_id: &str) {
+        self.shared_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(router_id);
     }
 
     /// Resolves when routing has stopped for good (the router thread died): the broker cannot
@@ -309,14 +331,22 @@ impl RoutingEngine for Rumqttd {
         persistent: bool,
     ) -> impl Future<Output = Result<Attached<RumqttdLink>, RouterError>> + Send {
         let built = self.build(client_id, persistent);
-        let factory = self.build.clone();
+        let router_id = router_client_id(client_id).into_owned();
+        if !persistent {
+            self.forget_shared_groups(&router_id);
+        }
+        let anchoring = persistent.then(|| Anchoring {
+            factory: self.build.clone(),
+            groups: self.shared_groups.clone(),
+            client_id: router_id,
+        });
         async move {
             let (tx, rx, connack) = built.await?;
             let session_present = matches!(
                 Option::<Packet>::from(connack),
                 Some(Packet::ConnAck(ack, _)) if ack.session_present
             );
-            let mut link = RumqttdLink::new(tx, rx, persistent.then_some(factory));
+            let mut link = RumqttdLink::new(tx, rx, anchoring);
             link.push(Packet::PingReq(PingReq));
             link.flush()?;
             Ok(Attached { link, session_present })
@@ -324,6 +354,7 @@ impl RoutingEngine for Rumqttd {
     }
 
     fn purge(&self, client_id: &str) -> impl Future<Output = ()> + Send {
+        self.forget_shared_groups(&router_client_id(client_id));
         let built = self.build(client_id, false);
         async move {
             if let Ok((tx, rx, _)) = built.await {
@@ -349,23 +380,13 @@ pub struct RumqttdLink {
     detached: bool,
     /// A deadline that has always passed, for polling the router without waiting.
     past: Instant,
-    /// For a persistent link (the router keeps its session when it detaches): builds the anchor.
-    anchors: Option<Arc<LinkFactory>>,
-    /// Shared subscriptions of a persistent link, in the router's spelling.
-    shared: Vec<String>,
+    /// For a persistent link (the router keeps its session when it detaches).
+    anchoring: Option<Anchoring>,
 }
 
 impl RumqttdLink {
-    fn new(tx: LinkTx, rx: LinkRx, anchors: Option<Arc<LinkFactory>>) -> Self {
-        RumqttdLink {
-            tx,
-            rx,
-            pending: VecDeque::with_capacity(64),
-            detached: false,
-            past: Instant::now(),
-            anchors,
-            shared: Vec::new(),
-        }
+    fn new(tx: LinkTx, rx: LinkRx, anchoring: Option<Anchoring>) -> Self {
+        RumqttdLink { tx, rx, pending: VecDeque::with_capacity(64), detached: false, past: Instant::now(), anchoring }
     }
 
     /// `router_guard`: `handle_disconnection` (routing.rs:512) panics when a persistent link
@@ -374,28 +395,29 @@ impl RumqttdLink {
     /// not help: a parked shared request survives it, logs.rs `remove_waiters_for_id` looks the
     /// `$share/...` name up among plain filters.) So the link leaves while a clean anchor link is
     /// a member of each of its groups; the anchor leaves right after, the router processing the
-    /// three events in the order they were sent. A message arriving in between may go to the
+    /// three events in the order they were sent (the anchor's membership acknowledged before the
+    /// link's DISCONNECT is queued). A message arriving in between may go to the
     /// anchor (QoS 0, dropped) if the group has no other member.
     fn anchor_shared_groups(&mut self) -> Option<(LinkTx, LinkRx)> {
-        let anchors = self.anchors.as_ref()?;
-        if self.shared.is_empty() {
-            return None;
-        }
+        let anchoring = self.anchoring.as_ref()?;
+        let shared = {
+            let groups = anchoring.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            groups.get(&anchoring.client_id).filter(|filters| !filters.is_empty())?.clone()
+        };
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = format!("{ANCHOR_CLIENT_ID}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         // A short blocking round trip to the router (as every link build is).
-        let (mut tx, rx, _) = match anchors(&id, true) {
+        let (mut tx, rx, _) = match (anchoring.factory)(&id, true) {
             Ok(built) => built,
             Err(error) => {
                 error!(%error, "no anchor for the shared groups of a leaving persistent session");
                 return None;
             }
         };
-        let filters = self
-            .shared
-            .iter()
+        let filters = shared
+            .into_iter()
             .map(|path| Filter {
-                path: path.clone(),
+                path,
                 qos: rumqttd::protocol::QoS::AtMostOnce,
                 nolocal: false,
                 preserve_retain: false,
@@ -404,20 +426,41 @@ impl RumqttdLink {
             .collect();
         let subscribe = Packet::Subscribe(Subscribe { pkid: 1, filters }, None);
         let _ = tx.send(subscribe).now_or_never();
+        // The anchor must be a member before the leaving link's DISCONNECT is even queued: the
+        // router takes all of a link's queued packets at once, so an anchor whose SUBSCRIBE and
+        // DISCONNECT were both queued by then would leave the group first (fuzz crash 29e5e8cc).
+        // Another short blocking round trip, bounded.
+        let mut rx = rx;
+        let deadline = std::time::Instant::now() + ANCHOR_SUBACK_WAIT;
+        loop {
+            match rx.recv_deadline(deadline) {
+                Ok(Some(notification)) => {
+                    if matches!(Option::<Packet>::from(notification), Some(Packet::SubAck(..))) {
+                        break;
+                    }
+                }
+                Ok(None) => continue,
+                Err(error) => {
+                    error!(%error, "the anchor of a leaving persistent session's shared groups was not acknowledged");
+                    break;
+                }
+            }
+        }
         Some((tx, rx))
     }
 
     fn track_shared(&mut self, packet: &Packet) {
-        match packet {
-            Packet::Subscribe(subscribe, _) => {
-                for filter in &subscribe.filters {
-                    if filter.path.starts_with("$share/") && !self.shared.contains(&filter.path) {
-                        self.shared.push(filter.path.clone());
-                    }
-                }
+        let (Some(anchoring), Packet::Subscribe(subscribe, _)) = (&self.anchoring, packet) else { return };
+        let mut shared = subscribe.filters.iter().filter(|f| f.path.starts_with("$share/")).peekable();
+        if shared.peek().is_none() {
+            return;
+        }
+        let mut groups = anchoring.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = groups.entry(anchoring.client_id.clone()).or_default();
+        for filter in shared {
+            if !known.contains(&filter.path) {
+                known.push(filter.path.clone());
             }
-            Packet::Unsubscribe(unsubscribe, _) => self.shared.retain(|f| !unsubscribe.filters.contains(f)),
-            _ => {}
         }
     }
 }
@@ -449,9 +492,7 @@ fn convert(notification: Notification) -> FromRouter {
 impl RouterLink for RumqttdLink {
     fn push(&mut self, packet: Packet) {
         let packet = spelled(packet);
-        if self.anchors.is_some() {
-            self.track_shared(&packet);
-        }
+        self.track_shared(&packet);
         self.pending.push_back(packet);
     }
 

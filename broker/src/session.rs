@@ -38,6 +38,8 @@ pub enum KickReason {
 pub enum Mail {
     /// A `$CONTROL/...` reply to write (QoS 0).
     Control(Arc<ControlReply>),
+    /// A `$SYS/...` message to write (QoS 0).
+    Sys(Arc<crate::sys_topics::SysMessage>),
     Kick(KickReason),
 }
 
@@ -48,7 +50,7 @@ pub enum SubscriptionKind {
     Routed,
     /// `$CONTROL/...`: answered from the gate's control registry.
     Control,
-    /// Any other `$` filter (`$SYS/#`): granted, but nothing is ever published there.
+    /// Any other `$` filter (`$SYS/#`): served by the gate's `$SYS` tree (`sys_topics`).
     Local,
 }
 
@@ -59,6 +61,8 @@ pub struct Subscription {
     pub kind: SubscriptionKind,
     /// v5 subscription identifier.
     pub id: Option<usize>,
+    /// Counts it in `$SYS/broker/subscriptions/count` for as long as it is kept.
+    pub count: crate::metrics::SubscriptionCount,
 }
 
 /// What a persistent session keeps while its client is offline.
@@ -316,7 +320,9 @@ impl<E: RoutingEngine> Sessions<E> {
                 return;
             }
             entry.expiry_timer = None;
-            entry.saved = None;
+            if entry.saved.take().is_some() {
+                crate::metrics::Metrics::inc(&crate::metrics::METRICS.clients_expired);
+            }
             entry.purging = Some(purging);
             entry.will_timer.take().map(|(timer, will)| {
                 timer.abort();
@@ -388,6 +394,14 @@ impl<E: RoutingEngine> Sessions<E> {
     pub fn live_count(&self) -> usize {
         self.lock().values().filter(|e| e.live.is_some()).count()
     }
+
+    /// Live clients, and live clients plus saved persistent sessions (for `$SYS`).
+    pub fn client_counts(&self) -> crate::sys_topics::ClientCounts {
+        let entries = self.lock();
+        let connected = entries.values().filter(|e| e.live.is_some()).count() as u64;
+        let total = entries.values().filter(|e| e.live.is_some() || e.saved.is_some()).count() as u64;
+        crate::sys_topics::ClientCounts { connected, total }
+    }
 }
 
 /// Publishes a will through the engine, if the client may still publish to its topic. `$` topics
@@ -402,6 +416,7 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         tracing::info!(topic = %will.topic, %hazard, "will not published: the router cannot take it");
         return;
     }
+    crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
     engine.inject(
         Bytes::copy_from_slice(will.topic.as_bytes()),
         will.payload.clone(),

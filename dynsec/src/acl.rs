@@ -19,6 +19,10 @@
 //! mosquitto 2.1 applies its `$` rule to the ACL before substitution, so `%c/#` does not become
 //! `$CONTROL/#` for a client that calls itself `$CONTROL` (2.0 has no substitution at all).
 //!
+//! `allowwildcardsubs` (mosquitto 2.1): when the walk reaches a role that forbids wildcard
+//! subscriptions, a subscribe filter containing `+` or `#` anywhere is denied there, before that
+//! role's own ACLs; roles visited earlier still decide first.
+//!
 //! [`reference`] is the algorithm written out literally, iterating every ACL; tests hold the
 //! compiled form to it.
 
@@ -380,6 +384,8 @@ pub struct CompiledAcl {
     receive: TopicRules,
     subscribe: FilterRules,
     unsubscribe: FilterRules,
+    /// Visit index of the first role with `allowwildcardsubs` false, if any.
+    wildcards_denied_from: Option<usize>,
     acl_count: usize,
 }
 
@@ -397,6 +403,7 @@ impl CompiledAcl {
             receive: TopicRules::default(),
             subscribe: FilterRules::default(),
             unsubscribe: FilterRules::default(),
+            wildcards_denied_from: None,
             acl_count: 0,
         };
         let Some(roles) = role_walk(model, key) else {
@@ -404,6 +411,9 @@ impl CompiledAcl {
         };
         compiled.known = true;
         for (visit, role) in roles.into_iter().enumerate() {
+            if !role.allow_wildcard_subs && compiled.wildcards_denied_from.is_none() {
+                compiled.wildcards_denied_from = Some(visit);
+            }
             for acl_type in AclType::ALL {
                 for (position, acl) in role.acls[acl_type.index()].iter().enumerate() {
                     compiled.acl_count += 1;
@@ -441,12 +451,29 @@ impl CompiledAcl {
             AccessKind::Subscribe => self.subscribe.best(topic, c, u),
             AccessKind::Unsubscribe => self.unsubscribe.best(topic, c, u),
         };
+        if kind == AccessKind::Subscribe
+            && let Some(denying_visit) = self.wildcards_denied_from
+            && has_wildcard(topic)
+            && best.is_none_or(|e| visit_of(e.order) >= denying_visit)
+        {
+            return Decision::Deny;
+        }
         match best {
             Some(Entry { allow: true, .. }) => Decision::Allow,
             Some(Entry { allow: false, .. }) => Decision::Deny,
             None => default_decision(&self.defaults, kind, topic),
         }
     }
+}
+
+/// What mosquitto 2.1 calls a wildcard subscription: `+` or `#` anywhere in the filter.
+fn has_wildcard(filter: &str) -> bool {
+    filter.contains(['+', '#'])
+}
+
+/// The role visit an [`order_key`] belongs to.
+fn visit_of(order: u64) -> usize {
+    (order >> 32) as usize
 }
 
 /// Nothing matched: the default for the kind, which never grants `$CONTROL…`.
@@ -498,6 +525,9 @@ pub mod reference {
             PrincipalKey::Anonymous => None,
         };
         for role in roles {
+            if kind == AccessKind::Subscribe && !role.allow_wildcard_subs && has_wildcard(topic) {
+                return Decision::Deny;
+            }
             let (literal, pattern) = match kind {
                 AccessKind::Publish => (None, AclType::PublishClientSend),
                 AccessKind::Receive => (None, AclType::PublishClientReceive),
@@ -627,6 +657,48 @@ mod tests {
                 (Some("w"), Publish, "y", None, Deny),
                 // groups by the client's priority in them
                 (Some("m"), Publish, "y", None, Allow),
+            ],
+        );
+    }
+
+    /// `allowwildcardsubs: false` (mosquitto 2.1, acl.c): reaching such a role denies a filter
+    /// with `+` or `#` anywhere, before the role's own ACLs (even a Literal ACL equal to the
+    /// filter); roles visited earlier decide first; filters without wildcards and other access
+    /// kinds are untouched; the anonymous group's roles count too.
+    #[test]
+    fn roles_without_wildcard_subscriptions() {
+        let no_wildcards = |name: &str, acls: &[(AclType, &str, i32, bool)]| match role(name, acls) {
+            Mutation::PutRole(r) => Mutation::PutRole(Role { allow_wildcard_subs: false, ..r }),
+            _ => unreachable!(),
+        };
+        check_table(
+            vec![
+                no_wildcards("strict", &[(SubscribePattern, "#", 0, true), (SubscribeLiteral, "lit/+", 0, true)]),
+                role("first", &[(SubscribePattern, "early/#", 0, true), (SubscribePattern, "no/#", 0, false)]),
+                role("open", &[(SubscribePattern, "#", 0, true), (UnsubscribePattern, "#", 0, true)]),
+                client("u", &[("strict", 0)]),
+                client("v", &[("first", 5), ("strict", 1), ("open", 0)]),
+                client("w", &[("open", 5), ("strict", 0)]),
+                group("anon", &[("strict", 0)]),
+                Mutation::SetAnonymousGroup(Some("anon".into())),
+            ],
+            &[
+                (Some("u"), Subscribe, "a/b", None, Allow),
+                (Some("u"), Subscribe, "a/+", None, Deny),
+                (Some("u"), Subscribe, "#", None, Deny),
+                (Some("u"), Subscribe, "lit/+", None, Deny),
+                (Some("u"), Subscribe, "$share/g/a/#", None, Deny),
+                (Some("u"), Subscribe, "$share/g/a/b", None, Allow),
+                // a role earlier in the walk decides first, either way
+                (Some("v"), Subscribe, "early/#", None, Allow),
+                (Some("v"), Subscribe, "no/+", None, Deny),
+                (Some("v"), Subscribe, "other/#", None, Deny),
+                (Some("v"), Subscribe, "other/x", None, Allow),
+                (Some("w"), Subscribe, "other/#", None, Allow),
+                // only subscriptions
+                (Some("w"), Unsubscribe, "other/#", None, Allow),
+                (None, Subscribe, "x/#", None, Deny),
+                (None, Subscribe, "x/y", None, Allow),
             ],
         );
     }

@@ -1,9 +1,13 @@
-//! The `$CONTROL/dynamic-security/v1` command protocol (compat §1): envelope parsing, the 31
+//! The `$CONTROL/dynamic-security/v1` command protocol (compat §1): envelope parsing, the 32
 //! commands with mosquitto's check order and exact error strings, and the response objects.
 //!
 //! Semantics are mosquitto 2.0.20's, i.e. 2.0.11 plus its fixes: `modifyClient`/`modifyGroup`
 //! validate everything before changing anything, deleting the anonymous group is refused instead
-//! of crashing the broker, duplicate ACLs in `createRole`/`modifyRole` keep the first. Commands run
+//! of crashing the broker, duplicate ACLs in `createRole`/`modifyRole` keep the first. On top of
+//! that, mosquitto 2.1.2's additions (docs/known-differences.md, "mosquitto 2.0.11 vs 2.1.2"):
+//! `getDetails` and `changeIndex`, a role's `allowwildcardsubs`, modifyRole kicking the role's
+//! holders, "Empty …" errors for empty names at creation, and priorities capped at 100000 — on
+//! both sides or only above, command by command, as 2.1.2 does it. Commands run
 //! in order and each sees the previous ones' effects; there is no rollback of earlier commands
 //! when a later one fails.
 //!
@@ -17,7 +21,8 @@ use std::collections::{BTreeSet, HashSet};
 use crate::file::{acls_from_json, acls_json, memberships_json};
 use crate::json::{self, Json};
 use crate::model::{
-    Acl, AclType, Affected, Client, DEFAULT_ACCESS_KEYS, Group, Membership, Model, Mutation, Role, insert_membership,
+    Acl, AclType, Affected, Client, DEFAULT_ACCESS_KEYS, Group, Membership, Model, Mutation, PRIORITY_MAX, Role,
+    clamp_priority, insert_membership,
 };
 use crate::password::{HashPolicy, PasswordHash};
 use crate::topic::{valid_filter, valid_mqtt_utf8};
@@ -129,9 +134,10 @@ fn too_many_acls(limits: Limits) -> String {
 }
 
 /// Case-insensitive command lookup; the canonical names are what replies carry.
-const COMMANDS: [&str; 31] = [
+const COMMANDS: [&str; 32] = [
     "setDefaultACLAccess",
     "getDefaultACLAccess",
+    "getDetails",
     "createClient",
     "deleteClient",
     "setClientPassword",
@@ -165,6 +171,30 @@ const COMMANDS: [&str; 31] = [
 
 fn canonical(name: &[u8]) -> Option<&'static str> {
     COMMANDS.into_iter().find(|c| c.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether a successful `command` counts in `changeIndex`: mosquitto 2.1.2 adds one for every
+/// command that succeeds and may change something, whether or not it did (enabling an enabled
+/// client counts), and nothing for reads or errors.
+fn counts_as_change(command: &str) -> bool {
+    !matches!(
+        command,
+        "getDefaultACLAccess"
+            | "getDetails"
+            | "getClient"
+            | "listClients"
+            | "getGroup"
+            | "listGroups"
+            | "getAnonymousGroup"
+            | "getRole"
+            | "listRoles"
+    )
+}
+
+/// A priority as 2.1.2 caps it where it only checks the upper bound (addClientRole, the `roles`
+/// of create/modify commands, the `groups` of createClient/modifyClient).
+fn capped_above(priority: i32) -> i32 {
+    priority.min(PRIORITY_MAX)
 }
 
 /// The password a command will need hashed, if any (same extraction rules as the commands).
@@ -251,6 +281,21 @@ fn rolename(cmd: &Json) -> Result<&str, &'static str> {
     name(cmd, "rolename", "Invalid/missing rolename", "Role name not valid UTF-8")
 }
 
+/// The name of an entity being created: as [`name`], and refused when empty (mosquitto 2.1),
+/// between the type check and the UTF-8 check.
+fn new_name<'a>(cmd: &'a Json, key: &str, empty: &'static str) -> Result<&'a str, &'static str> {
+    let (missing, bad_utf8) = match key {
+        "username" => ("Invalid/missing username", "Username not valid UTF-8"),
+        "groupname" => ("Invalid/missing groupname", "Group name not valid UTF-8"),
+        _ => ("Invalid/missing rolename", "Role name not valid UTF-8"),
+    };
+    let bytes = required_str(cmd, key).ok_or(missing)?;
+    if bytes.is_empty() {
+        return Err(empty);
+    }
+    valid_mqtt_utf8(bytes).ok_or(bad_utf8)
+}
+
 enum RoleListError {
     NotFound,
     Invalid,
@@ -269,7 +314,7 @@ fn role_list(model: &Model, cmd: &Json) -> Result<Option<Vec<Membership>>, RoleL
         if !model.roles.contains_key(&name) {
             return Err(RoleListError::NotFound);
         }
-        insert_membership(&mut list, Membership { name, priority: int_or(entry, "priority", -1) });
+        insert_membership(&mut list, Membership { name, priority: capped_above(int_or(entry, "priority", -1)) });
     }
     Ok(Some(list))
 }
@@ -321,7 +366,7 @@ pub fn group_info(group: &Group) -> Json {
     o.with("clients", Json::Array(clients)).with("roles", memberships_json(&group.roles, "rolename"))
 }
 
-/// getRole / verbose listRoles object.
+/// getRole / verbose listRoles object, with 2.1's `allowwildcardsubs` before the ACLs.
 pub fn role_info(role: &Role) -> Json {
     let mut o = Json::object().with("rolename", Json::str(&role.name));
     for (key, value) in [("textname", &role.textname), ("textdescription", &role.textdescription)] {
@@ -329,7 +374,7 @@ pub fn role_info(role: &Role) -> Json {
             o.push(key, Json::str(v));
         }
     }
-    o.with("acls", acls_json(role))
+    o.with("allowwildcardsubs", Json::Bool(role.allow_wildcard_subs)).with("acls", acls_json(role))
 }
 
 type CommandResult = Result<Option<Json>, &'static str>;
@@ -376,6 +421,9 @@ pub struct Processor<'a> {
     /// and groups twice: a message of many edits to a widely held role took seconds.
     holders_affected: HashSet<String>,
     holders_kicked: HashSet<String>,
+    /// Successful changing commands so far, added to the model's `changeIndex` by one mutation at
+    /// the end of the batch (one per command would end the holder caches above at every command).
+    changes_counted: i64,
 }
 
 impl<'a> Processor<'a> {
@@ -390,6 +438,7 @@ impl<'a> Processor<'a> {
             limits: Limits::default(),
             holders_affected: HashSet::new(),
             holders_kicked: HashSet::new(),
+            changes_counted: 0,
         }
     }
 
@@ -526,12 +575,19 @@ impl<'a> Processor<'a> {
                 refused = Some(message.clone());
                 result = Err(CommandError::Fixed(""));
             }
+            if result.is_ok() && refused.is_none() && self.refusal.is_none() && counts_as_change(command) {
+                self.changes_counted += 1;
+            }
             audit(&self.admin, command, cmd, &result, refused.as_deref());
             let r = match refused {
                 Some(message) => Json::object().with("command", Json::str(command)).with("error", Json::str(&message)),
                 None => reply_object(command, &result),
             };
             replies.push(with_correlation(r, correlation.as_deref()));
+        }
+        if self.changes_counted > 0 {
+            let index = self.model.change_index.saturating_add(self.changes_counted);
+            self.apply(Mutation::SetChangeIndex(index));
         }
         self.outcome.response = envelope(replies);
         self.outcome
@@ -548,6 +604,7 @@ impl<'a> Processor<'a> {
         let result = match command {
             "setDefaultACLAccess" => self.set_default_acl_access(cmd),
             "getDefaultACLAccess" => self.get_default_acl_access(),
+            "getDetails" => self.get_details(),
             "createClient" => self.create_client(cmd, index),
             "deleteClient" => self.delete_client(cmd),
             "setClientPassword" => self.set_client_password(cmd, index),
@@ -618,10 +675,23 @@ impl<'a> Processor<'a> {
         Ok(Some(Json::object().with("acls", Json::Array(acls))))
     }
 
+    /// mosquitto 2.1's `getDetails`: the counts and `changeIndex` (this batch's changes so far
+    /// included, as 2.1 counts them at once).
+    fn get_details(&mut self) -> CommandResult {
+        let count = |n: usize| Json::int(n as i64);
+        Ok(Some(
+            Json::object()
+                .with("clientCount", count(self.model.clients.len()))
+                .with("groupCount", count(self.model.groups.len()))
+                .with("roleCount", count(self.model.roles.len()))
+                .with("changeIndex", Json::int(self.model.change_index.saturating_add(self.changes_counted))),
+        ))
+    }
+
     // --- clients -----------------------------------------------------------------------------
 
     fn create_client(&mut self, cmd: &Json, index: usize) -> CommandResult {
-        let username = username(cmd)?;
+        let username = new_name(cmd, "username", "Empty username")?;
         let password = optional_str(cmd, "password").map_err(|()| "Invalid/missing password")?;
         let clientid = optional_str(cmd, "clientid").map_err(|()| "Invalid/missing client id")?;
         let clientid = match clientid {
@@ -648,7 +718,7 @@ impl<'a> Processor<'a> {
             if groups.iter().any(|(g, _)| *g == group) {
                 return Err("Internal error");
             }
-            groups.push((group, int_or(entry, "priority", -1)));
+            groups.push((group, capped_above(int_or(entry, "priority", -1))));
         }
         let password = match password {
             Some(pw) => Some(self.password_for(index, pw)?),
@@ -745,7 +815,7 @@ impl<'a> Processor<'a> {
                     return Err("'groups' contains an object with a 'groupname' that does not exist");
                 }
                 if !list.iter().any(|(g, _)| *g == group) {
-                    list.push((group, int_or(entry, "priority", -1)));
+                    list.push((group, capped_above(int_or(entry, "priority", -1))));
                 }
             }
             groups = Some(list);
@@ -814,7 +884,7 @@ impl<'a> Processor<'a> {
     fn add_client_role(&mut self, cmd: &Json) -> CommandResult {
         let (username, role) = self.client_and_role(cmd)?;
         let mut client = self.existing_client(username)?;
-        let membership = Membership { name: role.to_owned(), priority: int_or(cmd, "priority", -1) };
+        let membership = Membership { name: role.to_owned(), priority: capped_above(int_or(cmd, "priority", -1)) };
         if !insert_membership(&mut client.roles, membership) {
             return Err("Internal error");
         }
@@ -837,7 +907,7 @@ impl<'a> Processor<'a> {
     // --- groups ------------------------------------------------------------------------------
 
     fn create_group(&mut self, cmd: &Json) -> CommandResult {
-        let group = groupname(cmd)?;
+        let group = new_name(cmd, "groupname", "Empty groupname")?;
         let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
         let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
         if self.model.groups.contains_key(group) {
@@ -898,7 +968,7 @@ impl<'a> Processor<'a> {
                     return Err("'clients' contains an object with a 'username' that does not exist");
                 }
                 if !list.iter().any(|(u, _)| *u == username) {
-                    list.push((username, int_or(entry, "priority", -1)));
+                    list.push((username, clamp_priority(int_or(entry, "priority", -1))));
                 }
             }
             members = Some(list);
@@ -958,7 +1028,7 @@ impl<'a> Processor<'a> {
         if g.members.contains_key(username) {
             return Err("Client is already in this group");
         }
-        let priority = int_or(cmd, "priority", -1);
+        let priority = clamp_priority(int_or(cmd, "priority", -1));
         self.apply(Mutation::SetMembership {
             group: group.to_owned(),
             username: username.to_owned(),
@@ -997,7 +1067,7 @@ impl<'a> Processor<'a> {
         let mut group = self.model.groups[name].clone();
         if !insert_membership(
             &mut group.roles,
-            Membership { name: role.to_owned(), priority: int_or(cmd, "priority", -1) },
+            Membership { name: role.to_owned(), priority: clamp_priority(int_or(cmd, "priority", -1)) },
         ) {
             return Err("Group is already in this role");
         }
@@ -1037,15 +1107,20 @@ impl<'a> Processor<'a> {
     // --- roles -------------------------------------------------------------------------------
 
     fn create_role(&mut self, cmd: &Json) -> LimitedResult {
-        let name = rolename(cmd)?;
+        let name = new_name(cmd, "rolename", "Empty rolename")?;
         let textname = optional_str(cmd, "textname").map_err(|()| "Invalid/missing textname")?;
         let textdescription = optional_str(cmd, "textdescription").map_err(|()| "Invalid/missing textdescription")?;
+        let allow_wildcard_subs = match cmd.get("allowwildcardsubs") {
+            None => true,
+            Some(value) => value.as_bool().ok_or("Invalid allowwildcardsubs")?,
+        };
         if self.model.roles.contains_key(name) {
             return Err("Role already exists".into());
         }
         let mut role = Role::new(name);
         role.textname = textname.map(text);
         role.textdescription = textdescription.map(text);
+        role.allow_wildcard_subs = allow_wildcard_subs;
         if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
             acls_from_json(acls, &mut role);
         }
@@ -1075,17 +1150,30 @@ impl<'a> Processor<'a> {
         if let Some(textdescription) = required_str(cmd, "textdescription") {
             role.textdescription = Some(text(textdescription));
         }
+        // A non-boolean value is ignored, as in 2.1.
+        let mut kick = false;
+        if let Some(allow) = cmd.get("allowwildcardsubs").and_then(Json::as_bool)
+            && allow != role.allow_wildcard_subs
+        {
+            role.allow_wildcard_subs = allow;
+            kick = true;
+        }
         if let Some(acls) = cmd.get("acls").and_then(Json::as_array) {
             role.acls = Default::default();
             acls_from_json(acls, &mut role);
             if role.acl_count() > self.limits.max_acls_per_role {
                 return Err(CommandError::Limit(too_many_acls(self.limits)));
             }
+            // 2.1 kicks for any `acls` array, even one that changes nothing.
+            kick = true;
         }
         if self.model.roles.get(name) != Some(&role) {
             self.apply(Mutation::PutRole(role));
         }
-        // mosquitto 2.0.x does not kick for modifyRole; ACL decisions are live anyway.
+        // 2.1 disconnects the holders when their rights may have changed (2.0.x did not kick).
+        if kick {
+            self.kick_role(name);
+        }
         Ok(None)
     }
 
@@ -1121,7 +1209,8 @@ impl<'a> Processor<'a> {
         let acl_type = AclType::parse(kind).ok_or("Unknown acltype")?;
         let topic = required_str(cmd, "topic").ok_or("Invalid/missing topic")?;
         let topic = valid_mqtt_utf8(topic).ok_or("Topic not valid UTF-8")?;
-        if !valid_filter(topic) {
+        // 2.1's filter check refuses an empty topic too (2.0.11 accepted it).
+        if topic.is_empty() || !valid_filter(topic) {
             return Err("Invalid ACL topic");
         }
         Ok((name.to_owned(), acl_type, topic.to_owned()))
@@ -1140,7 +1229,8 @@ impl<'a> Processor<'a> {
             }
             return Err(CommandError::Limit(too_many_acls(self.limits)));
         }
-        let acl = Acl { topic, priority: int_or(cmd, "priority", 0), allow: bool_or(cmd, "allow", false) };
+        let acl =
+            Acl { topic, priority: clamp_priority(int_or(cmd, "priority", 0)), allow: bool_or(cmd, "allow", false) };
         // The duplicate check is the model's own (one scan of the list, not two).
         if !self.apply(Mutation::AddAcl { role: name.clone(), acl_type, acl, at: None }) {
             return Err(EXISTS.into());

@@ -3,6 +3,11 @@
 //! its own key order and cJSON layout. The per-entity JSON forms here are also the journal's
 //! record format.
 //!
+//! mosquitto 2.1's additions are read and kept: `changeIndex`, a role's `allowwildcardsubs`, and
+//! its caps on priorities (±100000) and refusal of empty ACL topics. They are written only when
+//! they differ from what a file without them means (`changeIndex` 0, `allowwildcardsubs` true),
+//! so a file that never used them stays byte-identical to mosquitto 2.0's.
+//!
 //! Loading follows mosquitto (compat §2.4): keys are case-insensitive, entries without a name or
 //! with wrong-typed fields are skipped or defaulted, references to unknown roles, groups or
 //! clients are dropped. Unlike mosquitto, a file that is not JSON, or whose top-level `clients`,
@@ -13,7 +18,7 @@ use std::collections::HashSet;
 
 use crate::json::{self, Json};
 use crate::model::{
-    Acl, AclType, Client, DEFAULT_ACCESS_KEYS, DefaultAccess, Group, Membership, Model, Mutation, Role,
+    Acl, AclType, Client, DEFAULT_ACCESS_KEYS, DefaultAccess, Group, Membership, Model, Mutation, Role, clamp_priority,
     insert_membership,
 };
 use crate::password::PasswordHash;
@@ -49,8 +54,8 @@ fn array<'a>(v: &'a Json, key: &str) -> &'a [Json] {
 }
 
 /// Parses a role's `acls` array the way mosquitto does for the file, createRole and modifyRole:
-/// unknown types and non-string topics are skipped, the first of duplicate topics wins, wrong-typed
-/// priority/allow become 0/false.
+/// unknown types, non-string and empty topics are skipped, the first of duplicate topics wins,
+/// wrong-typed priority/allow become 0/false, priorities are capped at ±100000 (2.1).
 ///
 /// The result is what [`Role::insert_acl`] one entry at a time gives (priority descending, ties
 /// in array order), built with a hash set and one stable sort so that a large array costs
@@ -61,9 +66,12 @@ pub fn acls_from_json(acls: &[Json], role: &mut Role) {
         let Some(kind) = entry.get("acltype").and_then(Json::as_bytes) else { continue };
         let Some(topic) = entry.get("topic").and_then(Json::as_bytes) else { continue };
         let Some(acl_type) = AclType::parse(kind) else { continue };
+        if topic.is_empty() {
+            continue;
+        }
         parsed[acl_type.index()].push(Acl {
             topic: String::from_utf8_lossy(topic).into_owned(),
-            priority: int_or(entry, "priority", 0),
+            priority: clamp_priority(int_or(entry, "priority", 0)),
             allow: bool_or(entry, "allow", false),
         });
     }
@@ -82,6 +90,7 @@ pub fn role_from_json(v: &Json) -> Option<Role> {
     let mut role = Role::new(&String::from_utf8_lossy(name));
     role.textname = string(v, "textname");
     role.textdescription = string(v, "textdescription");
+    role.allow_wildcard_subs = bool_or(v, "allowwildcardsubs", true);
     acls_from_json(array(v, "acls"), &mut role);
     Some(role)
 }
@@ -119,7 +128,8 @@ fn memberships(v: &Json, key: &str, name_key: &str) -> Vec<Membership> {
     for entry in array(v, key) {
         if let Some(name) = entry.get(name_key).and_then(Json::as_bytes) {
             let name = String::from_utf8_lossy(name).into_owned();
-            insert_membership(&mut list, Membership { name, priority: int_or(entry, "priority", -1) });
+            let priority = clamp_priority(int_or(entry, "priority", -1));
+            insert_membership(&mut list, Membership { name, priority });
         }
     }
     list
@@ -154,7 +164,7 @@ pub fn group_from_json(v: &Json) -> Option<(Group, Vec<(String, i32)>)> {
         .iter()
         .filter_map(|c| {
             let username = c.get("username")?.as_bytes()?;
-            Some((String::from_utf8_lossy(username).into_owned(), int_or(c, "priority", -1)))
+            Some((String::from_utf8_lossy(username).into_owned(), clamp_priority(int_or(c, "priority", -1))))
         })
         .collect();
     Some((group, members))
@@ -168,6 +178,15 @@ pub fn default_access_from_json(v: &Json) -> DefaultAccess {
         }
     }
     access
+}
+
+/// mosquitto 2.1's `changeIndex` (0 when absent or not a number, as 2.1 reads it).
+pub fn change_index_from_json(v: &Json) -> i64 {
+    match v.get("changeIndex") {
+        // 2.1 casts the double; Rust's cast saturates where C's would be undefined.
+        Some(Json::Number(n)) => *n as i64,
+        _ => 0,
+    }
 }
 
 fn section<'a>(doc: &'a Json, key: &'static str) -> Result<&'a [Json], FileError> {
@@ -191,6 +210,7 @@ pub fn load(bytes: &[u8]) -> Result<(Model, Vec<LoadWarning>), FileError> {
     }
     let (roles, clients, groups) = (section(&doc, "roles")?, section(&doc, "clients")?, section(&doc, "groups")?);
     model.default_access = default_access_from_json(&doc);
+    model.change_index = change_index_from_json(&doc);
 
     // Load order as mosquitto: roles, clients, groups (groups resolve members).
     for entry in roles.iter().filter(|e| e.is_object()) {
@@ -299,6 +319,9 @@ pub fn role_json(role: &Role) -> Json {
     let mut o = Json::object().with("rolename", Json::str(&role.name));
     push_opt(&mut o, "textname", &role.textname);
     push_opt(&mut o, "textdescription", &role.textdescription);
+    if !role.allow_wildcard_subs {
+        o.push("allowwildcardsubs", Json::Bool(false));
+    }
     o.with("acls", acls_json(role))
 }
 
@@ -355,9 +378,14 @@ pub fn default_access_json(access: &DefaultAccess) -> Json {
     o
 }
 
-/// The whole configuration in mosquitto 2.0's layout and key order, cJSON-pretty-printed.
+/// The whole configuration in mosquitto 2.0's layout and key order, cJSON-pretty-printed, with
+/// 2.1's `changeIndex` first (where 2.1 writes it) once there is one.
 pub fn save(model: &Model) -> Vec<u8> {
-    let mut doc = Json::object()
+    let mut doc = Json::object();
+    if model.change_index != 0 {
+        doc.push("changeIndex", Json::int(model.change_index));
+    }
+    doc = doc
         .with("defaultACLAccess", default_access_json(&model.default_access))
         .with("clients", Json::Array(model.clients.values().map(client_json).collect()))
         .with("groups", Json::Array(model.groups.values().map(group_json).collect()));
@@ -474,14 +502,67 @@ mod tests {
 
     #[test]
     fn save_then_load_is_lossless() {
-        let (model, _) = load(br#"{"roles":[{"rolename":"r","textname":"t","acls":[{"acltype":"subscribePattern","topic":"x/#","priority":-3,"allow":true}]}],
+        let (model, _) = load(br#"{"changeIndex":42,"roles":[{"rolename":"r","textname":"t","allowwildcardsubs":false,"acls":[{"acltype":"subscribePattern","topic":"x/#","priority":-3,"allow":true}]}],
             "clients":[{"username":"u","clientid":"c","disabled":true,"roles":[{"rolename":"r","priority":2}],
               "encoded_password":"$7$101$AAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="}],
             "groups":[{"groupname":"g","roles":[{"rolename":"r"}],"clients":[{"username":"u"}]}],"anonymousGroup":"g"}"#)
         .unwrap();
+        assert_eq!(model.change_index, 42);
+        assert!(!model.roles["r"].allow_wildcard_subs);
         let saved = save(&model);
         let (reloaded, warnings) = load(&saved).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(reloaded, model);
+    }
+
+    /// A file as mosquitto 2.1.2 writes it: `changeIndex` first, `encoded_password` (`$7$` with a
+    /// 64-byte salt), `allowwildcardsubs` on every role, `priority` on every ACL.
+    #[test]
+    fn loads_a_file_written_by_mosquitto_2_1() {
+        let file = br#"{
+	"changeIndex":	2,
+	"defaultACLAccess":	{"publishClientSend": false, "publishClientReceive": true, "subscribe": false, "unsubscribe": true},
+	"clients":	[{
+			"username":	"u",
+			"roles":	[{"rolename": "w"}],
+			"encoded_password":	"$7$1000$YA1qJMJMIV+NVkKCUDWFEexhYSX5guPtbfJ0d7WCcjGNxL0Ihvmli+QzGz6dlgePkl6gTo/rttWZ8BhkBULXuw==$HZ4nXzDPZ+jEBIWFVuOF9IJ4H5gsGMyZ3r+bwHsGiuP+L28Ttu7X49kVxQxPNMAgOrgkZ+dXgsFbRm0ScEkQkA=="
+		}],
+	"groups":	[],
+	"roles":	[{"rolename": "w", "allowwildcardsubs": false, "acls": [
+			{"acltype": "subscribePattern", "topic": "a/#", "priority": 0, "allow": true}]},
+		{"rolename": "x", "allowwildcardsubs": true, "acls": []}]
+}"#;
+        let (model, warnings) = load(file).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(model.change_index, 2);
+        assert!(!model.roles["w"].allow_wildcard_subs && model.roles["x"].allow_wildcard_subs);
+        let hash = model.clients["u"].password.as_ref().expect("the $7$ hash with a 64-byte salt loads");
+        assert!(hash.verify(b"p"), "mosquitto 2.1.2 hashed the password 'p'");
+        assert!(!hash.verify(b"q"));
+        // Written back: 2.1's additions kept where they mean something, nothing else new.
+        let saved = String::from_utf8(save(&model)).unwrap();
+        assert!(saved.starts_with("{\n\t\"changeIndex\":\t2,\n"), "{saved}");
+        assert_eq!(saved.matches("allowwildcardsubs").count(), 1, "{saved}");
+    }
+
+    /// 2.1 caps priorities at ±100000 and skips empty ACL topics when it loads a file.
+    #[test]
+    fn priorities_are_capped_and_empty_topics_skipped_on_load() {
+        let file = br#"{"roles":[{"rolename":"r","acls":[
+                {"acltype":"publishClientSend","topic":"","allow":true},
+                {"acltype":"publishClientSend","topic":"a","priority":2000000,"allow":true},
+                {"acltype":"publishClientSend","topic":"b","priority":-2000000,"allow":true}]}],
+            "clients":[{"username":"u","roles":[{"rolename":"r","priority":300000}]}],
+            "groups":[{"groupname":"g","roles":[{"rolename":"r","priority":-300000}],
+                       "clients":[{"username":"u","priority":400000}]}]}"#;
+        let (model, _) = load(file).unwrap();
+        let priorities: Vec<(String, i32)> =
+            model.roles["r"].acls[0].iter().map(|a| (a.topic.clone(), a.priority)).collect();
+        assert_eq!(priorities, [("a".to_owned(), 100_000), ("b".to_owned(), -100_000)]);
+        assert_eq!(model.clients["u"].roles[0].priority, 100_000);
+        assert_eq!(model.groups["g"].roles[0].priority, -100_000);
+        assert_eq!(model.groups["g"].members["u"], 100_000);
+        assert_eq!(model.change_index, 0);
+        assert!(!String::from_utf8(save(&model)).unwrap().contains("changeIndex"));
     }
 }

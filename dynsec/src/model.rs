@@ -117,14 +117,38 @@ pub fn insert_membership(list: &mut Vec<Membership>, entry: Membership) -> bool 
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {
     pub name: String,
     pub textname: Option<String>,
     pub textdescription: Option<String>,
+    /// mosquitto 2.1's `allowwildcardsubs`: when false, a subscription with `+` or `#` is denied
+    /// as soon as the evaluation reaches this role (see `acl.rs`). Defaults to true.
+    pub allow_wildcard_subs: bool,
     /// Indexed by [`AclType::index`]; each list in evaluation order (priority descending, ties in
     /// insertion order); topics unique within a list.
     pub acls: [Vec<Acl>; 6],
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            name: String::new(),
+            textname: None,
+            textdescription: None,
+            allow_wildcard_subs: true,
+            acls: Default::default(),
+        }
+    }
+}
+
+/// mosquitto 2.1 caps every priority at this magnitude (some commands only the upper bound;
+/// see `commands.rs`).
+pub const PRIORITY_MAX: i32 = 100_000;
+
+/// A priority clamped to ±[`PRIORITY_MAX`].
+pub fn clamp_priority(priority: i32) -> i32 {
+    priority.clamp(-PRIORITY_MAX, PRIORITY_MAX)
 }
 
 impl Role {
@@ -229,6 +253,8 @@ pub enum Mutation {
     },
     SetDefaultAccess(DefaultAccess),
     SetAnonymousGroup(Option<String>),
+    /// mosquitto 2.1's `changeIndex` (+1 per successful changing command).
+    SetChangeIndex(i64),
 }
 
 /// Whose compiled ACLs or credentials a change touched.
@@ -258,6 +284,9 @@ pub struct Model {
     pub groups: BTreeMap<String, Group>,
     pub roles: BTreeMap<String, Role>,
     pub anonymous_group: Option<String>,
+    /// mosquitto 2.1's `changeIndex`: how many changing commands have succeeded, as `getDetails`
+    /// reports it and the file keeps it.
+    pub change_index: i64,
 }
 
 impl Model {
@@ -475,6 +504,13 @@ impl Model {
                 let old = std::mem::replace(&mut self.anonymous_group, name);
                 (vec![Mutation::SetAnonymousGroup(old)], Affected { anonymous: true, ..Default::default() })
             }
+            Mutation::SetChangeIndex(index) => {
+                let old = std::mem::replace(&mut self.change_index, index);
+                if old == index {
+                    return (Vec::new(), Affected::default());
+                }
+                (vec![Mutation::SetChangeIndex(old)], Affected::default())
+            }
         }
     }
 
@@ -568,6 +604,8 @@ mod tests {
             Mutation::SetMembership { group: "g".into(), username: "u".into(), priority: Some(9) },
             Mutation::SetDefaultAccess(DefaultAccess { subscribe: true, ..Default::default() }),
             Mutation::SetAnonymousGroup(None),
+            Mutation::SetChangeIndex(7),
+            Mutation::PutRole(Role { allow_wildcard_subs: false, ..Role::new("r") }),
             Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 0), at: None },
             Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 7), at: None },
             Mutation::AddAcl { role: "r".into(), acl_type: AclType::PublishClientSend, acl: acl("d", 0), at: Some(1) },

@@ -35,13 +35,15 @@ fn acl_type() -> impl Strategy<Value = AclType> {
 }
 
 fn role(name: &'static str) -> impl Strategy<Value = Role> {
-    prop::collection::vec((acl_type(), filter(), -3i32..3, any::<bool>()), 0..12).prop_map(move |acls| {
-        let mut role = Role::new(name);
-        for (t, topic, priority, allow) in acls {
-            role.insert_acl(t, Acl { topic, priority, allow });
-        }
-        role
-    })
+    // One role in four forbids wildcard subscriptions (mosquitto 2.1's `allowwildcardsubs`).
+    (prop::collection::vec((acl_type(), filter(), -3i32..3, any::<bool>()), 0..12), prop::bool::weighted(0.75))
+        .prop_map(move |(acls, allow_wildcard_subs)| {
+            let mut role = Role { allow_wildcard_subs, ..Role::new(name) };
+            for (t, topic, priority, allow) in acls {
+                role.insert_acl(t, Acl { topic, priority, allow });
+            }
+            role
+        })
 }
 
 const ROLES: [&str; 4] = ["r0", "r1", "r2", "r3"];

@@ -194,3 +194,116 @@ fn hash_policies_beyond_the_limits_are_refused_at_open() {
     assert_eq!(err.to_string(), "password hashing settings: PBKDF2 iterations 3000000 above the limit of 2000000");
     assert!(!dir.path().join("ds.json").exists(), "nothing was created");
 }
+
+/// mosquitto 2.1.2's `getDetails` and `changeIndex`: +1 for every changing command that succeeds
+/// (a no-op such as enabling an enabled client counts; reads and errors do not), visible at once
+/// inside the batch, kept across a reopen, and nothing when a batch only reads.
+#[test]
+fn change_index_counts_successful_changing_commands() {
+    let (dir, e) = engine();
+    let details = r#"{"command":"getDetails"}"#;
+    assert_eq!(
+        run(&e, details),
+        r#"{"responses":[{"command":"getDetails","data":{"clientCount":1,"groupCount":0,"roleCount":1,"changeIndex":0}}]}"#
+    );
+    let out = run(
+        &e,
+        r#"{"command":"createRole","rolename":"a"},{"command":"createRole","rolename":"a"},
+           {"command":"enableClient","username":"admin"},{"command":"getRole","rolename":"a"},{"command":"getDetails"}"#,
+    );
+    assert!(
+        out.ends_with(
+            r#"{"command":"getDetails","data":{"clientCount":1,"groupCount":0,"roleCount":2,"changeIndex":2}}]}"#
+        ),
+        "{out}"
+    );
+    run(&e, r#"{"command":"listRoles"},{"command":"getDefaultACLAccess"}"#);
+    assert!(run(&e, details).contains(r#""changeIndex":2"#));
+    drop(e);
+    let (reopened, _) = Dynsec::open(&dir.path().join("ds.json"), Options::default()).unwrap();
+    assert!(run(&reopened, details).contains(r#""changeIndex":2"#));
+    reopened.flush().unwrap();
+    let file = std::fs::read_to_string(dir.path().join("ds.json")).unwrap();
+    assert!(file.starts_with("{\n\t\"changeIndex\":\t2,\n"), "{file}");
+}
+
+/// 2.1's refusals: empty names at creation, a non-boolean `allowwildcardsubs` at createRole
+/// (modifyRole ignores it), an empty ACL topic.
+#[test]
+fn mosquitto_2_1_refusals() {
+    let (_dir, e) = engine();
+    let out = run(
+        &e,
+        r#"{"command":"createClient","username":""},{"command":"createGroup","groupname":""},
+           {"command":"createRole","rolename":""},{"command":"createRole","rolename":"w","allowwildcardsubs":1},
+           {"command":"createRole","rolename":"ok"},{"command":"modifyRole","rolename":"ok","allowwildcardsubs":"no"},
+           {"command":"addRoleACL","rolename":"ok","acltype":"subscribePattern","topic":""},{"command":"getRole","rolename":"ok"}"#,
+    );
+    assert_eq!(
+        out,
+        r#"{"responses":[{"command":"createClient","error":"Empty username"},{"command":"createGroup","error":"Empty groupname"},{"command":"createRole","error":"Empty rolename"},{"command":"createRole","error":"Invalid allowwildcardsubs"},{"command":"createRole"},{"command":"modifyRole"},{"command":"addRoleACL","error":"Invalid ACL topic"},{"command":"getRole","data":{"role":{"rolename":"ok","allowwildcardsubs":true,"acls":[]}}}]}"#
+    );
+}
+
+/// Priorities are capped at 100000: on both sides for ACLs, addGroupRole, addGroupClient and
+/// modifyGroup's clients; only above for addClientRole and the `roles`/`groups` lists of the
+/// create/modify commands (as mosquitto 2.1.2 does).
+#[test]
+fn priorities_are_capped_as_mosquitto_2_1_caps_them() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r#"{"command":"createRole","rolename":"r","acls":[{"acltype":"publishClientSend","topic":"a","priority":-900000}]},
+           {"command":"addRoleACL","rolename":"r","acltype":"publishClientSend","topic":"b","priority":900000},
+           {"command":"createGroup","groupname":"g"},{"command":"createGroup","groupname":"h","roles":[{"rolename":"r","priority":-900000}]},
+           {"command":"addGroupRole","groupname":"g","rolename":"r","priority":-900000},
+           {"command":"createClient","username":"u","roles":[{"rolename":"r","priority":900000}],"groups":[{"groupname":"h","priority":-900000}]},
+           {"command":"addGroupClient","groupname":"g","username":"u","priority":-900000},
+           {"command":"createClient","username":"v"},{"command":"addClientRole","username":"v","rolename":"r","priority":-900000}"#,
+    );
+    let out = run(
+        &e,
+        r#"{"command":"getRole","rolename":"r"},{"command":"getGroup","groupname":"g"},{"command":"getGroup","groupname":"h"},
+           {"command":"getClient","username":"u"},{"command":"getClient","username":"v"}"#,
+    );
+    for expected in [
+        r#"{"acltype":"publishClientSend","topic":"b","priority":100000,"allow":false},{"acltype":"publishClientSend","topic":"a","priority":-100000,"allow":false}"#,
+        r#""groupname":"g","clients":[{"username":"u"}],"roles":[{"rolename":"r","priority":-100000}]"#,
+        r#""groupname":"h","clients":[{"username":"u"}],"roles":[{"rolename":"r","priority":-900000}]"#,
+        r#""roles":[{"rolename":"r","priority":100000}],"groups":[{"groupname":"g","priority":-100000},{"groupname":"h","priority":-900000}]"#,
+        r#""username":"v","roles":[{"rolename":"r","priority":-900000}]"#,
+    ] {
+        assert!(out.contains(expected), "{expected}\nnot in {out}");
+    }
+}
+
+/// A role with `allowwildcardsubs` false: its holders' wildcard subscriptions are denied from the
+/// next check on; modifyRole kicks the holders when it changes the flag or sets `acls` (2.1), not
+/// for a text change or the same flag.
+#[test]
+fn allow_wildcard_subs_is_enforced_and_modify_role_kicks() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"r","acls":[{"acltype":"subscribePattern","topic":"#","allow":true}]},
+           {"command":"createClient","username":"u","roles":[{"rolename":"r"}]},
+           {"command":"createGroup","groupname":"g","roles":[{"rolename":"r"}]},
+           {"command":"createClient","username":"m"},{"command":"addGroupClient","groupname":"g","username":"m"}"##,
+    );
+    let handle = e.acl_handle(Some("u"));
+    assert_eq!(handle.check(AccessKind::Subscribe, "a/#", Some("c")), Decision::Allow);
+    let modify = |body: &str| {
+        let payload = format!(r#"{{"commands":[{{"command":"modifyRole","rolename":"r"{body}}}]}}"#);
+        e.handle_control(payload.as_bytes(), Admin::default()).kicks
+    };
+    let kicked = modify(r#","allowwildcardsubs":false"#);
+    assert_eq!(kicked.users.iter().map(String::as_str).collect::<Vec<_>>(), ["m", "u"]);
+    assert_eq!(handle.check(AccessKind::Subscribe, "a/#", Some("c")), Decision::Deny);
+    assert_eq!(handle.check(AccessKind::Subscribe, "a/+/b", Some("c")), Decision::Deny);
+    assert_eq!(handle.check(AccessKind::Subscribe, "a/b", Some("c")), Decision::Allow);
+    assert!(modify(r#","allowwildcardsubs":false"#).is_empty());
+    assert!(modify(r#","textname":"t""#).is_empty());
+    assert_eq!(modify(r##","acls":[{"acltype":"subscribePattern","topic":"#","allow":true}]"##).users.len(), 2);
+    assert_eq!(modify(r#","allowwildcardsubs":true"#).users.len(), 2);
+    assert_eq!(handle.check(AccessKind::Subscribe, "a/#", Some("c")), Decision::Allow);
+}

@@ -1,0 +1,243 @@
+//! The broker's counters, counted where the events happen and read by `$SYS` (see
+//! [`crate::sys_topics`]) and, later, by `/metrics` (design.md, "Metrics").
+//!
+//! Every counter is a relaxed atomic in one process-wide [`METRICS`], as mosquitto keeps its
+//! `$SYS` counters in globals: the hot path pays one uncontended `fetch_add` and takes no lock.
+//! The one exception is the retained-message index, locked only by publishes that set or clear a
+//! retained message (the router keeps the messages themselves and cannot be asked how many).
+//! Several brokers started in one process (unit tests) share the counters.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The process-wide counters.
+pub static METRICS: Metrics = Metrics::new();
+
+/// Counters and gauges (see the field names; "packets" are MQTT control packets of any type).
+#[derive(Debug)]
+pub struct Metrics {
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub publish_received: AtomicU64,
+    pub publish_sent: AtomicU64,
+    /// Payload bytes of PUBLISH packets.
+    pub publish_bytes_received: AtomicU64,
+    pub publish_bytes_sent: AtomicU64,
+    /// Deliveries the gate dropped although the receiver was authorised (larger than the
+    /// receiver's maximum packet size).
+    pub publish_dropped: AtomicU64,
+    /// Accepted sockets.
+    pub sockets_accepted: AtomicU64,
+    /// CONNECT packets received.
+    pub connects_received: AtomicU64,
+    /// Persistent sessions ended by their expiry interval.
+    pub clients_expired: AtomicU64,
+    subscriptions: AtomicI64,
+    shared_subscriptions: AtomicI64,
+    retained: Mutex<RetainedIndex>,
+}
+
+/// The topics the router holds a retained message for, and their payload sizes.
+#[derive(Debug)]
+struct RetainedIndex {
+    topics: BTreeMap<Box<[u8]>, usize>,
+    bytes: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub const fn new() -> Metrics {
+        Metrics {
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            packets_sent: AtomicU64::new(0),
+            publish_received: AtomicU64::new(0),
+            publish_sent: AtomicU64::new(0),
+            publish_bytes_received: AtomicU64::new(0),
+            publish_bytes_sent: AtomicU64::new(0),
+            publish_dropped: AtomicU64::new(0),
+            sockets_accepted: AtomicU64::new(0),
+            connects_received: AtomicU64::new(0),
+            clients_expired: AtomicU64::new(0),
+            subscriptions: AtomicI64::new(0),
+            shared_subscriptions: AtomicI64::new(0),
+            retained: Mutex::new(RetainedIndex { topics: BTreeMap::new(), bytes: 0 }),
+        }
+    }
+
+    /// A PUBLISH packet received from a client with `payload` bytes of payload.
+    pub fn publish_in(&self, payload: usize) {
+        self.publish_received.fetch_add(1, Ordering::Relaxed);
+        self.publish_bytes_received.fetch_add(payload as u64, Ordering::Relaxed);
+    }
+
+    /// A PUBLISH packet written to a client (counted as a packet sent too).
+    pub fn publish_out(&self, payload: usize) {
+        self.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.publish_sent.fetch_add(1, Ordering::Relaxed);
+        self.publish_bytes_sent.fetch_add(payload as u64, Ordering::Relaxed);
+    }
+
+    pub fn packet_in(&self) {
+        self.packets_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn packet_out(&self) {
+        self.packets_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message handed to the router: mirrors the router's rule (an empty payload clears the
+    /// topic's retained message, retained or not; a retained one replaces it).
+    pub fn routed(&self, topic: &[u8], payload: usize, retain: bool) {
+        if payload != 0 && !retain {
+            return;
+        }
+        let mut index = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous =
+            if payload == 0 { index.topics.remove(topic) } else { index.topics.insert(topic.into(), payload) };
+        index.bytes = index.bytes - previous.unwrap_or(0) as u64 + payload as u64;
+    }
+
+    /// Retained messages held by the router, and their payload bytes.
+    pub fn retained(&self) -> (u64, u64) {
+        let index = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (index.topics.len() as u64, index.bytes)
+    }
+
+    /// Subscriptions held by sessions (live or saved), and how many of them are shared.
+    pub fn subscriptions(&self) -> (u64, u64) {
+        let all = self.subscriptions.load(Ordering::Relaxed).max(0) as u64;
+        let shared = self.shared_subscriptions.load(Ordering::Relaxed).max(0) as u64;
+        (all, shared)
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one subscription for as long as it exists: created with the subscription a session
+/// keeps, dropped with it, whichever path drops it (unsubscribe, clean start, expiry, exit).
+#[derive(Debug)]
+pub struct SubscriptionCount {
+    shared: bool,
+}
+
+impl SubscriptionCount {
+    pub fn new(shared: bool) -> SubscriptionCount {
+        METRICS.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if shared {
+            METRICS.shared_subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        SubscriptionCount { shared }
+    }
+}
+
+impl Clone for SubscriptionCount {
+    fn clone(&self) -> Self {
+        SubscriptionCount::new(self.shared)
+    }
+}
+
+impl Drop for SubscriptionCount {
+    fn drop(&mut self) {
+        METRICS.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if self.shared {
+            METRICS.shared_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A client's byte stream (after TLS) whose reads and writes are counted.
+pub struct Counted<S> {
+    inner: S,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S) -> Counted<S> {
+        Counted { inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        if read > 0 {
+            METRICS.bytes_received.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &result {
+            METRICS.bytes_sent.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = &result {
+            METRICS.bytes_sent.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retained_index_follows_the_routers_rule() {
+        let metrics = Metrics::new();
+        metrics.routed(b"a", 5, true);
+        metrics.routed(b"b", 3, true);
+        metrics.routed(b"a", 2, true);
+        metrics.routed(b"c", 9, false);
+        assert_eq!(metrics.retained(), (2, 5));
+        metrics.routed(b"b", 0, false); // an empty payload clears, retained or not
+        assert_eq!(metrics.retained(), (1, 2));
+        metrics.routed(b"zzz", 0, true);
+        assert_eq!(metrics.retained(), (1, 2));
+    }
+}

@@ -1,0 +1,164 @@
+//! The budget of topics new to the router (`gate_new_topics_per_second`, `gate_new_topics_burst`).
+//!
+//! rumqttd remembers every topic it ever routed (router/logs.rs `publish_filters`, about 380
+//! bytes each) and has no API to forget one, so a client publishing unique topics grows the
+//! router for good. The gate keeps its own index of the topics it has handed to the router, as
+//! 8-byte hashes ([`RoutedTopics`], shared by all connections), and charges a per-connection
+//! token bucket ([`TopicBudget`]) only for a topic that index has never seen. A backend cycling
+//! through the command topics of 10,000 devices pays once per topic, ever; a client inventing
+//! topics is slowed to the configured rate. The bound this gives is documented in
+//! docs/security.md ("Router safety and resource limits").
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Shards of the index, so that publishers on different topics rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// The topics (by hash) the gate has let into the router. A hash collision lets a new topic pass
+/// as known, which costs one unbudgeted topic, nothing else.
+#[derive(Debug)]
+pub struct RoutedTopics {
+    shards: Vec<Mutex<HashSet<u64>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for RoutedTopics {
+    fn default() -> Self {
+        RoutedTopics { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: Default::default() }
+    }
+}
+
+impl RoutedTopics {
+    fn hash(&self, topic: &[u8]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(topic);
+        hasher.finish()
+    }
+
+    /// Records `topic` if `admit` allows it; `true` if the topic is (now) known to the router.
+    fn enter(&self, topic: &[u8], admit: impl FnOnce() -> bool) -> bool {
+        let hash = self.hash(topic);
+        let mut shard = self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if shard.contains(&hash) {
+            return true;
+        }
+        admit() && shard.insert(hash)
+    }
+
+    /// Topics recorded so far.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()).sum()
+    }
+
+    /// `true` before the first topic.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One connection's budget of new topics. Topics it published recently are remembered in a
+/// small direct-mapped cache so that its usual topics skip the shared index.
+#[derive(Debug)]
+pub struct TopicBudget {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+    recent: [u64; RECENT],
+}
+
+/// Topics remembered per connection (by hash).
+const RECENT: usize = 64;
+
+impl TopicBudget {
+    /// `per_second` 0 switches the budget off.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        TopicBudget {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            refilled: Instant::now(),
+            recent: [0; RECENT],
+        }
+    }
+
+    /// May the client publish to `topic` now? A topic the router already knows is always allowed.
+    pub fn allows(&mut self, routed: &RoutedTopics, topic: &[u8]) -> bool {
+        if self.per_second == 0.0 {
+            return true;
+        }
+        let hash = routed.hash(topic) | 1; // never the empty slot's 0
+        let slot = (hash as usize) % RECENT;
+        if self.recent[slot] == hash {
+            return true;
+        }
+        let allowed = routed.enter(topic, || self.take_token());
+        if allowed {
+            self.recent[slot] = hash;
+        }
+        allowed
+    }
+
+    fn take_token(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_topics_are_free_and_new_ones_cost_a_token() {
+        let routed = RoutedTopics::default();
+        let mut budget = TopicBudget::new(1, 3);
+        for topic in [&b"a"[..], b"b", b"c"] {
+            assert!(budget.allows(&routed, topic));
+        }
+        assert!(!budget.allows(&routed, b"d"), "the burst is spent");
+        for _ in 0..100 {
+            assert!(budget.allows(&routed, b"a") && budget.allows(&routed, b"b") && budget.allows(&routed, b"c"));
+        }
+        assert_eq!(routed.len(), 3);
+    }
+
+    #[test]
+    fn topics_known_to_the_router_cost_nothing_even_beyond_the_recent_cache() {
+        let routed = RoutedTopics::default();
+        let mut first = TopicBudget::new(0, 0);
+        let mut backend = TopicBudget::new(1, 1);
+        // Another connection (budget off) made 1,000 topics known ...
+        for i in 0..1000 {
+            assert!(first.allows(&routed, format!("cmd/{i}").as_bytes()));
+        }
+        assert!(routed.is_empty(), "a connection without a budget does not fill the index");
+        for i in 0..1000 {
+            assert!(backend.allows(&routed, format!("t/{i}").as_bytes()) == (i == 0));
+        }
+        // ... and cycling through more topics than the cache holds costs nothing once known.
+        let mut generous = TopicBudget::new(1, 1000);
+        for round in 0..3 {
+            for i in 0..1000 {
+                assert!(generous.allows(&routed, format!("d/{i}").as_bytes()), "round {round} topic {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_switches_it_off() {
+        let routed = RoutedTopics::default();
+        let mut budget = TopicBudget::new(0, 0);
+        assert!((0..10_000).all(|i| budget.allows(&routed, format!("t/{i}").as_bytes())));
+    }
+}
