@@ -140,8 +140,14 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
     }
     let _ = LOG_FILES.set(files);
     let router_level = if level >= tracing::Level::DEBUG { LevelFilter::WARN } else { LevelFilter::OFF };
-    let filter =
-        Targets::new().with_default(level).with_target("rumqttd", router_level).with_target("rustls", router_level);
+    // Libraries log in their own words (Debug-formatted frames, for tungstenite); our lines say
+    // what matters.
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("rumqttd", router_level)
+        .with_target("rustls", router_level)
+        .with_target("tungstenite", router_level)
+        .with_target("tokio_tungstenite", router_level);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .event_format(MosquittoFormat { timestamp: log.timestamp })

@@ -7,8 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::lexer::Directive;
-use super::listeners::{ListenerConfig, PluginConfig, SecurityOptions, SocketDomain};
+use super::lexer::{Directive, Location};
+use super::listeners::{
+    DEFAULT_WEBSOCKETS_HEADERS_SIZE, ListenerConfig, ListenerProtocol, PluginConfig, SecurityOptions, SocketDomain,
+};
 use super::logging::LogDirectives;
 use super::{Config, ConfigError, DEFAULT_PORT, GateSettings, ServiceConfig, tls};
 
@@ -32,6 +34,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("allow_duplicate_messages", "duplicates are always allowed"),
     ("auth_plugin_deny_special_chars", "only applies to legacy auth plugins"),
     ("maximum_qos", "QoS 2 is always available"),
+    ("websockets_log_level", "websocket events are logged with log_type websockets (debug)"),
 ];
 
 /// Directives that only make sense for a bridge.
@@ -81,9 +84,6 @@ const BRIDGE: &[&str] = &[
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("mount_point", "mount points are not supported"),
     ("bind_interface", "bind_interface is not supported; use listener PORT ADDRESS"),
-    ("http_dir", "websockets are not supported"),
-    ("websockets_log_level", "websockets are not supported"),
-    ("websockets_headers_size", "websockets are not supported"),
     ("try_private", "bridges are not supported"),
 ];
 
@@ -99,11 +99,14 @@ pub(super) struct Builder {
     max_keepalive: u16,
     sys_interval: u32,
     tcp_nodelay: bool,
+    websockets_headers_size: usize,
     log: LogDirectives,
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
     warnings: Vec<String>,
+    /// Websockets-only directives seen: (listener count when seen, 0 = the default listener, …).
+    websockets_only: Vec<(usize, Location, String)>,
 }
 
 impl Builder {
@@ -122,11 +125,13 @@ impl Builder {
             max_keepalive: 65535,
             sys_interval: 10,
             tcp_nodelay: false,
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             log: LogDirectives::default(),
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
             warnings: Vec::new(),
+            websockets_only: Vec::new(),
         }
     }
 
@@ -197,11 +202,35 @@ impl Builder {
                 };
                 self.current_listener().socket_domain = Some(domain);
             }
-            "protocol" => match d.one_word()? {
-                "mqtt" => {}
-                "websockets" => return Err(d.at.error("websockets listeners are not supported")),
-                other => return Err(d.at.error(format!("invalid protocol ({other})"))),
-            },
+            "protocol" => {
+                let protocol = match d.one_word()? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::Websockets,
+                    "http_api" => {
+                        return Err(d.at.error("protocol http_api (mosquitto 2.1's HTTP API) is not supported"));
+                    }
+                    other => return Err(d.at.error(format!("invalid protocol ({other})"))),
+                };
+                self.current_listener().protocol = protocol;
+            }
+            "http_dir" => {
+                let path = Self::path(d)?;
+                self.current_listener().http_dir = Some(path);
+                self.listener_only_for_websockets(d);
+            }
+            "websockets_origin" => {
+                let origin = d.one_word()?.to_owned();
+                self.current_listener().websockets_origins.push(origin);
+                self.listener_only_for_websockets(d);
+            }
+            "websockets_headers_size" => {
+                let value: usize = d.number()?;
+                // libwebsockets kept it in 16 bits; larger heads are not HTTP requests a broker needs.
+                if value > 65_535 {
+                    return Err(d.at.error("websockets_headers_size must be between 0 and 65535 bytes"));
+                }
+                self.websockets_headers_size = if value == 0 { DEFAULT_WEBSOCKETS_HEADERS_SIZE } else { value };
+            }
             "max_connections" => {
                 let value: i64 = d.number()?;
                 self.current_listener().max_connections = if value < 0 { None } else { Some(value as usize) };
@@ -276,6 +305,12 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Notes a websockets-only directive; [`Builder::finish`] warns if its listener stays `mqtt`.
+    fn listener_only_for_websockets(&mut self, d: &Directive) {
+        let listener = self.listeners.len();
+        self.websockets_only.push((listener, d.at.clone(), d.key.clone()));
     }
 
     fn apply_gate(&mut self, key: &str, d: &Directive) -> Result<(), ConfigError> {
@@ -364,6 +399,16 @@ impl Builder {
     }
 
     pub(super) fn finish(mut self) -> Result<Config, ConfigError> {
+        // mosquitto ignores http_dir and websockets_origin on an mqtt listener; say so.
+        for (count, at, key) in &self.websockets_only {
+            let protocol = match count {
+                0 => self.default_listener.protocol,
+                n => self.listeners[n - 1].protocol,
+            };
+            if protocol != ListenerProtocol::Websockets {
+                self.warnings.push(format!("{at}: {key} is ignored: its listener is not protocol websockets"));
+            }
+        }
         let mut listeners = Vec::new();
         if self.default_listener_defined {
             listeners.push(self.default_listener.clone());
@@ -409,6 +454,7 @@ impl Builder {
             max_keepalive: self.max_keepalive,
             sys_interval: self.sys_interval,
             tcp_nodelay: self.tcp_nodelay,
+            websockets_headers_size: self.websockets_headers_size,
             log,
             gate: self.gate,
             service: self.service,

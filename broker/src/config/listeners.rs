@@ -80,6 +80,20 @@ impl PluginConfig {
     }
 }
 
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// MQTT on the socket (or on TLS).
+    #[default]
+    Mqtt,
+    /// MQTT in binary websocket frames, after an HTTP upgrade (served by `crate::gate::websocket`).
+    Websockets,
+}
+
+/// Default of `websockets_headers_size` (mosquitto 2.1's): the largest HTTP request head a
+/// websockets listener reads.
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
+
 /// One listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -96,6 +110,13 @@ pub struct ListenerConfig {
     pub clientid_prefix: Option<String>,
     /// `max_topic_alias` (default 10, mosquitto's): aliases a v5 client may use towards us.
     pub max_topic_alias: u16,
+    /// `protocol mqtt|websockets`.
+    pub protocol: ListenerProtocol,
+    /// `http_dir`: files served to plain HTTP GETs on a websockets listener.
+    pub http_dir: Option<PathBuf>,
+    /// `websockets_origin` lines (mosquitto 2.1): when any is given, an upgrade whose `Origin`
+    /// header matches none of them is refused.
+    pub websockets_origins: Vec<String>,
     pub tls: TlsOptions,
     /// The listener's own security options when `per_listener_settings true`.
     pub security: Option<SecurityOptions>,
@@ -112,6 +133,9 @@ impl ListenerConfig {
             use_username_as_clientid: false,
             clientid_prefix: None,
             max_topic_alias: 10,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
+            websockets_origins: Vec::new(),
             tls: TlsOptions::default(),
             security: None,
             at,

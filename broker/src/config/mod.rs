@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use directives::Builder;
 pub use lexer::{Directive, Location, parse_text, read_directives};
-pub use listeners::{ListenerConfig, ListenerId, PluginConfig, SecurityOptions, SocketDomain};
+pub use listeners::{
+    DEFAULT_WEBSOCKETS_HEADERS_SIZE, ListenerConfig, ListenerId, ListenerProtocol, PluginConfig, SecurityOptions,
+    SocketDomain,
+};
 pub use logging::{LogConfig, LogDest};
 pub use tls::TlsOptions;
 
@@ -156,6 +159,9 @@ pub struct Config {
     pub sys_interval: u32,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
+    /// `websockets_headers_size` (bytes; 0 or unset: 4096): the largest HTTP request head a
+    /// websockets listener reads before it answers 431.
+    pub websockets_headers_size: usize,
     pub log: LogConfig,
     pub gate: GateSettings,
     /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
@@ -354,12 +360,36 @@ mod tests {
             ("listener notaport\n", "invalid listener port"),
             ("listener 1883 not-an-ip\n", "invalid listener address"),
             ("gate_segment_size 10\n", "gate_segment_size"),
-            ("protocol websockets\n", "websockets"),
+            ("protocol http_api\n", "http_api"),
+            ("listener 1\nprotocol ws\n", "invalid protocol (ws)"),
+            ("websockets_headers_size 70000\n", "websockets_headers_size"),
             ("plugin /a.so\nplugin /a.so\n", "loaded twice"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn websockets_listeners_and_their_directives() {
+        let text = "websockets_log_level 255\nwebsockets_headers_size 0\nlistener 1883\nhttp_dir /ignored\n\
+                    listener 9001\nprotocol websockets\nhttp_dir /srv/www\nwebsockets_origin http://a.example\n\
+                    listener 9443\nprotocol websockets\ncertfile /c.pem\nkeyfile /k.pem\n";
+        let config = parse(text).unwrap();
+        let protocols: Vec<ListenerProtocol> = config.listeners.iter().map(|l| l.protocol).collect();
+        assert_eq!(protocols, [ListenerProtocol::Mqtt, ListenerProtocol::Websockets, ListenerProtocol::Websockets]);
+        assert_eq!(config.listeners[1].http_dir.as_deref(), Some(Path::new("/srv/www")));
+        assert_eq!(config.listeners[1].websockets_origins, ["http://a.example"]);
+        assert!(config.listeners[2].tls.is_configured());
+        assert_eq!(config.websockets_headers_size, DEFAULT_WEBSOCKETS_HEADERS_SIZE);
+        assert_eq!(
+            config.warnings,
+            [
+                "test.conf:1: websockets_log_level is ignored: websocket events are logged with log_type websockets (debug)",
+                "test.conf:4: http_dir is ignored: its listener is not protocol websockets",
+            ]
+        );
+        assert_eq!(parse("websockets_headers_size 1024\n").unwrap().websockets_headers_size, 1024);
     }
 
     #[test]

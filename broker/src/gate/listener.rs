@@ -3,7 +3,8 @@
 //! socket counts from accept until its login is decided, TLS handshake included; beyond the cap a
 //! new socket is closed at once, so unauthenticated clients cannot hold unbounded buffers),
 //! `set_tcp_nodelay`, and the TLS handshake on TLS listeners (within the connect timeout; a failed
-//! handshake closes the socket, as OpenSSL's does in mosquitto).
+//! handshake closes the socket, as OpenSSL's does in mosquitto). Sockets of `protocol websockets`
+//! listeners then go to `crate::websocket`, the others straight to the connection code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::Error;
-use crate::gate::connection;
+use crate::config::ListenerProtocol;
 use crate::gate::tls::{self, TlsListener};
+use crate::gate::{connection, websocket};
 use crate::metrics;
 use crate::routing::router_link::RoutingEngine;
+use crate::security::TlsIdentity;
 use crate::shared::{Listener, Shared, Unauthenticated};
 
 /// A bound listener.
@@ -50,6 +53,7 @@ impl Drop for Slot {
 pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound: Bound, listener: Arc<Listener>) {
     let limit = listener.settings.max_connections;
     let nodelay = shared.config.tcp_nodelay;
+    let websockets = listener.settings.protocol == ListenerProtocol::Websockets;
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match bound.listener.accept().await {
@@ -84,12 +88,16 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(shared: Arc<Shared<E>>, bound:
         // Each kind of session boxed on its own: a task is as large as its largest state, and a
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
-            match listener.tls.clone() {
-                None => {
+            match (listener.tls.clone(), websockets) {
+                (None, false) => {
                     let stream = metrics::Counted::new(stream);
                     Box::pin(connection::serve(shared, stream, peer, listener, None, unauthenticated)).await
                 }
-                Some(tls) => Box::pin(serve_tls(shared, stream, peer, listener, &tls, unauthenticated)).await,
+                (None, true) => {
+                    let stream = metrics::Counted::new(stream);
+                    Box::pin(websocket::serve(shared, stream, peer, listener, None, unauthenticated)).await
+                }
+                (Some(tls), _) => Box::pin(serve_tls(shared, stream, peer, listener, &tls, unauthenticated)).await,
             }
             drop(slot);
         });
@@ -121,6 +129,12 @@ async fn serve_tls<E: RoutingEngine>(
             return;
         }
     };
-    let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, metrics::Counted::new(stream), peer, listener, identity, unauthenticated).await;
+    let identity: Option<TlsIdentity> = tls::identity(stream.get_ref().1.peer_certificates());
+    let stream = metrics::Counted::new(stream);
+    match listener.settings.protocol {
+        ListenerProtocol::Mqtt => connection::serve(shared, stream, peer, listener, identity, unauthenticated).await,
+        ListenerProtocol::Websockets => {
+            websocket::serve(shared, stream, peer, listener, identity, unauthenticated).await
+        }
+    }
 }

@@ -14,3 +14,4 @@ pub mod session;
 pub mod subscriptions;
 pub mod tls;
 pub mod tls_errors;
+pub(crate) mod websocket;

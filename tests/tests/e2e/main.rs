@@ -43,3 +43,5 @@ mod sys_topics;
 mod tls_listeners;
 mod tls_recipe;
 mod unsubscribe_and_filter_encoding;
+mod websockets;
+mod websockets_browser;

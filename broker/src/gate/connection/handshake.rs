@@ -234,7 +234,11 @@ where
         Err(ConnectError::UnsupportedLevel(level)) => {
             info!(%peer, level, "refused: unsupported protocol version");
             // CONNACK 1 "unacceptable protocol version", in the 3.x form (as mosquitto does).
-            let _ = stream.write_all(&[0x20, 2, 0, 1]).await;
+            let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
+                stream.write_all(&[0x20, 2, 0, 1]).await?;
+                stream.flush().await
+            })
+            .await;
             return None;
         }
         Err(error) => {

@@ -24,7 +24,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) async fn write_out(&mut self) -> Result<(), Exit> {
         if !self.write_buf.is_empty() {
             let timeout = self.shared.config.gate.write_timeout;
-            match tokio::time::timeout(timeout, self.stream.write_all(&self.write_buf)).await {
+            // Flushed too: a websocket (see `websocket`) sends a message only when flushed; for TCP
+            // and TLS this costs nothing.
+            let written = async {
+                self.stream.write_all(&self.write_buf).await?;
+                self.stream.flush().await
+            };
+            match tokio::time::timeout(timeout, written).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Exit::Lost),
                 Err(_) => {
