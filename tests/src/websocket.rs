@@ -150,7 +150,7 @@ impl WsClient {
     }
 
     fn take_frame(&mut self) -> Option<Frame> {
-        let header = dynsec_broker::codec::peek_frame(&self.buf, usize::MAX).ok()??;
+        let header = dynsec_broker::gate::codec::peek_frame(&self.buf, usize::MAX).ok()??;
         let mut frame = self.buf.split_to(header.frame_len());
         frame.advance(header.header_len);
         Some(Frame { packet_type: header.byte1 >> 4, flags: header.byte1 & 0x0F, body: frame.freeze() })

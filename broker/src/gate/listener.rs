@@ -4,7 +4,7 @@
 //! new socket is closed at once, so unauthenticated clients cannot hold unbounded buffers),
 //! `set_tcp_nodelay`, and the TLS handshake on TLS listeners (within the connect timeout; a failed
 //! handshake closes the socket, as OpenSSL's does in mosquitto). Sockets of `protocol websockets`
-//! listeners then go to `crate::websocket`, the others straight to the connection code.
+//! listeners then go to `crate::gate::websocket`, the others straight to the connection code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
