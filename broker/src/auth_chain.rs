@@ -619,6 +619,12 @@ impl Security for AuthChain {
         dynsec_topic && self.dynsec.is_some() && self.scopes.get(listener).is_some_and(|scope| scope.dynsec)
     }
 
+    fn attach_connections(&self, directory: Arc<dyn dynsec::connections::ConnectionDirectory>) {
+        if let Some(engine) = &self.dynsec {
+            engine.attach_connections(directory);
+        }
+    }
+
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {
         self.kicks_rx.lock().take()
     }

@@ -78,6 +78,8 @@ impl Broker {
             next_conn_id: AtomicU64::new(1),
             routed_topics: Default::default(),
         });
+        let directory = crate::connection_directory::LiveConnections(shared.sessions.clone());
+        shared.security.attach_connections(Arc::new(directory));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
         if shared.config.sys_interval > 0 {

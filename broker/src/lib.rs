@@ -22,6 +22,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 mod connection;
+mod connection_directory;
 pub mod control;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

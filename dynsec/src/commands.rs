@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::connections::{ConnectionDirectory, connections_json};
 use crate::file::{acls_from_json, acls_json, memberships_json};
 use crate::json::{self, Json};
 use crate::model::{
@@ -424,6 +425,8 @@ pub struct Processor<'a> {
     /// Successful changing commands so far, added to the model's `changeIndex` by one mutation at
     /// the end of the batch (one per command would end the holder caches above at every command).
     changes_counted: i64,
+    /// Where getClient / verbose listClients find a client's live connections (the broker's).
+    connections: Option<&'a dyn ConnectionDirectory>,
 }
 
 impl<'a> Processor<'a> {
@@ -439,6 +442,24 @@ impl<'a> Processor<'a> {
             holders_affected: HashSet::new(),
             holders_kicked: HashSet::new(),
             changes_counted: 0,
+            connections: None,
+        }
+    }
+
+    /// Reports live connections from `directory` in getClient and verbose listClients.
+    pub fn with_connections(mut self, directory: Option<&'a dyn ConnectionDirectory>) -> Self {
+        self.connections = directory;
+        self
+    }
+
+    /// getClient / verbose listClients object, with 2.1's `connections` last when known.
+    fn client_json(&self, client: &Client) -> Json {
+        let info = client_info(client);
+        match self.connections {
+            Some(directory) => {
+                info.with("connections", connections_json(directory, &client.username, client.clientid.as_deref()))
+            }
+            None => info,
         }
     }
 
@@ -857,14 +878,14 @@ impl<'a> Processor<'a> {
     fn get_client(&mut self, cmd: &Json) -> CommandResult {
         let username = username(cmd)?;
         let client = self.model.clients.get(username).ok_or("Client not found")?;
-        Ok(Some(Json::object().with("client", client_info(client))))
+        Ok(Some(Json::object().with("client", self.client_json(client))))
     }
 
     fn list_clients(&mut self, cmd: &Json) -> CommandResult {
         let (verbose, count, offset) =
             (bool_or(cmd, "verbose", false), int_or(cmd, "count", -1), int_or(cmd, "offset", 0));
         let clients = paged(self.model.clients.values(), count, offset, |c| {
-            if verbose { client_info(c) } else { Json::str(&c.username) }
+            if verbose { self.client_json(c) } else { Json::str(&c.username) }
         });
         Ok(Some(Json::object().with("totalCount", Json::int(self.model.clients.len() as i64)).with("clients", clients)))
     }
