@@ -31,6 +31,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub control: ControlSubscriptions,
     /// The `$SYS` values and their subscribers.
     pub sys: Arc<SysTree>,
+    /// `$CONTROL/broker/v1` and the reply for endpoints nobody serves.
+    pub broker_api: crate::broker_api::BrokerApi,
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: crate::topic_budget::RoutedTopics,
@@ -71,6 +73,7 @@ impl Broker {
             engine,
             control: ControlSubscriptions::default(),
             sys: Arc::new(SysTree::default()),
+            broker_api: crate::broker_api::BrokerApi::new(&config),
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,
@@ -94,6 +97,7 @@ impl Broker {
             let tls = tls.clone();
             tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, index, tls)));
         }
+        shared.broker_api.set_bound_ports(local_addrs.iter().map(SocketAddr::port).collect());
         if let Some(mut kicks) = shared.security.take_kick_events() {
             let pump = shared.clone();
             tasks.push(tokio::spawn(async move {

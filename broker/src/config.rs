@@ -441,6 +441,8 @@ pub struct Config {
     /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
     /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
     pub sys_interval: u32,
+    /// `enable_control_api` (default false): serve `$CONTROL/broker/v1` ([`crate::broker_api`]).
+    pub enable_control_api: bool,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
     pub log: LogConfig,
@@ -615,6 +617,7 @@ struct Builder {
     max_packet_size: u32,
     max_keepalive: u16,
     sys_interval: u32,
+    enable_control_api: bool,
     tcp_nodelay: bool,
     log_level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
@@ -640,6 +643,7 @@ impl Builder {
             max_packet_size: 4 * 1024 * 1024,
             max_keepalive: 65535,
             sys_interval: 10,
+            enable_control_api: false,
             tcp_nodelay: false,
             log_level: None,
             log_dests: None,
@@ -795,6 +799,7 @@ impl Builder {
             }
             "max_keepalive" => self.max_keepalive = d.number()?,
             "sys_interval" => self.sys_interval = d.number()?,
+            "enable_control_api" => self.enable_control_api = d.boolean()?,
             "set_tcp_nodelay" => self.tcp_nodelay = d.boolean()?,
             "log_type" => {
                 let level = match d.one_word()? {
@@ -1006,6 +1011,7 @@ impl Builder {
             max_packet_size: self.max_packet_size,
             max_keepalive: self.max_keepalive,
             sys_interval: self.sys_interval,
+            enable_control_api: self.enable_control_api,
             tcp_nodelay: self.tcp_nodelay,
             log,
             gate: self.gate,

@@ -18,6 +18,7 @@ pub mod ack_sequencer;
 pub mod auth_chain;
 pub mod backpressure;
 pub mod broker;
+pub mod broker_api;
 pub mod cli;
 pub mod codec;
 pub mod config;
