@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic_file;
+pub mod broker;
 pub mod control;
 pub mod dynsec;
 pub mod exit_code;
@@ -45,10 +46,11 @@ dynsec-ctrl administers Mosquitto-compatible brokers; it accepts mosquitto_ctrl'
 
 Usage: dynsec-ctrl [connection options] <module> <module-command> [command options]
        dynsec-ctrl dynsec help
+       dynsec-ctrl broker listPlugins|listListeners|help
        dynsec-ctrl dynsec init <file> <admin-username> [admin-password]
        dynsec-ctrl passwd [-H sha512|sha512-pbkdf2|argon2id] [-I iterations] [-c | -D] <file> <username>
 
-Modules: dynsec, passwd. Module help: dynsec-ctrl dynsec help, dynsec-ctrl passwd.
+Modules: broker, dynsec, passwd. Module help: dynsec-ctrl dynsec help, dynsec-ctrl passwd.
 
 Connection options: -h host, -p port, -u username, -P password, -i client-id, -q qos,
   -V mqttv5|mqttv311|mqttv31, -L mqtt(s)://[user[:password]@]host[:port]/topic, --unix path,
@@ -113,6 +115,8 @@ pub fn run(args: &[Vec<u8>], env: &Environment) -> i32 {
     let module = &parsed.rest[0];
     if eq_ignore_case(module, "dynsec") {
         dynsec::run(&parsed.rest[1..], &parsed.options)
+    } else if eq_ignore_case(module, "broker") {
+        broker::run(&parsed.rest[1..], &parsed.options)
     } else if eq_ignore_case(module, "passwd") {
         passwd::run(&parsed.rest[1..])
     } else {

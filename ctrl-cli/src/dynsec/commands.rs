@@ -74,9 +74,10 @@ fn command(name: &str) -> Json {
 
 /// The name of a command as canonically spelled, if `word` is one (case-insensitive).
 pub fn canonical_name(word: &[u8]) -> Option<&'static str> {
-    const NAMES: [&str; 31] = [
+    const NAMES: [&str; 32] = [
         "setDefaultACLAccess",
         "getDefaultACLAccess",
+        "getDetails",
         "createClient",
         "deleteClient",
         "getClient",
@@ -120,7 +121,7 @@ pub fn build(words: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result<Js
     };
     match name {
         "setDefaultACLAccess" => set_default_acl_access(args),
-        "getDefaultACLAccess" => Ok(command(name)),
+        "getDefaultACLAccess" | "getDetails" => Ok(command(name)),
         "createClient" => create_client(args, passwords),
         "deleteClient" | "getClient" => one_name(name, "username", args),
         "enableClient" | "disableClient" => one_name_as_typed(name_word, "username", args),
@@ -430,6 +431,10 @@ fn modify_client(args: &[Vec<u8>]) -> Result<Json, BuildError> {
             b"-p" | b"--password" => json.push("password", string(flags.value()?)),
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             b"--role" => roles.get_or_insert_with(Vec::new).push(member("rolename", flags.value()?)),
             b"--no-roles" => drop(roles.get_or_insert_with(Vec::new)),
             b"--group" => groups.get_or_insert_with(Vec::new).push(member("groupname", flags.value()?)),
@@ -458,6 +463,10 @@ fn modify_group(args: &[Vec<u8>]) -> Result<Json, BuildError> {
         match flag {
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             b"--role" => roles.get_or_insert_with(Vec::new).push(member("rolename", flags.value()?)),
             b"--no-roles" => drop(roles.get_or_insert_with(Vec::new)),
             b"--client" => clients.get_or_insert_with(Vec::new).push(member("username", flags.value()?)),
@@ -485,6 +494,10 @@ fn modify_role(args: &[Vec<u8>]) -> Result<Json, BuildError> {
         match flag {
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             // --acl <acltype> <topic> allow|deny [priority]
             b"--acl" => {
                 let acltype = flags.value()?;
@@ -505,6 +518,14 @@ fn modify_role(args: &[Vec<u8>]) -> Result<Json, BuildError> {
                 acls.get_or_insert_with(Vec::new).push(acl);
             }
             b"--no-acls" => drop(acls.get_or_insert_with(Vec::new)),
+            // mosquitto_ctrl 2.1's shell form `allowWildcardSubs true|false`.
+            label if label == b"--allow-wildcard-subs" || eq_ignore_case(label, "allowWildcardSubs") => {
+                let value = flags.value()?;
+                if !eq_ignore_case(value, "true") && !eq_ignore_case(value, "false") {
+                    return Err(BuildError::InvalidArguments);
+                }
+                json.push("allowwildcardsubs", Json::Bool(eq_ignore_case(value, "true")));
+            }
             _ => return Err(BuildError::InvalidArguments),
         }
     }

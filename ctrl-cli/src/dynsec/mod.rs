@@ -5,6 +5,7 @@ pub mod batch;
 pub mod commands;
 pub mod help;
 pub mod init;
+pub mod offline;
 pub mod print;
 
 use std::io::Write;
@@ -37,7 +38,10 @@ pub fn run(args: &[Vec<u8>], options: &ConnectionOptions) -> i32 {
         Ok(command) => {
             let verbose_list = command.get("verbose").and_then(Json::as_bool).unwrap_or(false);
             let style = print::Style { raw_json: options.json_output, verbose_list };
-            send_one(options, command, style)
+            match &options.data_file {
+                Some(file) => offline::run(file, command, style),
+                None => send_one(options, command, style),
+            }
         }
         Err(BuildError::Unknown(word)) => {
             eprint(&format!("Command '{}' not recognised.\n", lossy(&word)));
