@@ -10,6 +10,9 @@ Offline
         write a new dynamic-security.json with one administrator (prompts when no password)
   batch [--batch-size N] <file|->
         send many commands, one per line (command-line words or a JSON command object)
+  migrate [--conf mosquitto.conf] [--password-file file] [--acl-file file] <new-file>
+        convert password_file + acl_file into a dynamic-security.json that decides the same
+  -f <file> <command>   (connection option) run any command below on the file, no broker
 
 Default access and anonymous clients
   getDefaultACLAccess

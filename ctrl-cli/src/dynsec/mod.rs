@@ -5,6 +5,7 @@ pub mod batch;
 pub mod commands;
 pub mod help;
 pub mod init;
+pub mod migrate;
 pub mod offline;
 pub mod print;
 
@@ -30,6 +31,9 @@ pub fn run(args: &[Vec<u8>], options: &ConnectionOptions) -> i32 {
     }
     if eq_ignore_case(subcommand, "init") {
         return init::run(&args[1..]);
+    }
+    if eq_ignore_case(subcommand, "migrate") {
+        return migrate::run(&args[1..]);
     }
     if eq_ignore_case(subcommand, "batch") {
         return batch::run(&args[1..], options);
