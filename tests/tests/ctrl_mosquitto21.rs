@@ -149,3 +149,42 @@ fn offline_edits_load_in_mosquitto_2_1_and_2_0() {
         assert!(rr::request(broker.port(), ADMIN, ADMIN_PASSWORD, get).is_err(), "the old password is gone");
     }
 }
+
+/// dynsec-ctrl's getDetails and mosquitto_ctrl 2.1's shell forms of the modify commands
+/// (`allowWildcardSubs`, `textName`, `textDescription`) print the same against `dynsec-broker`
+/// and against mosquitto 2.1.2, and 2.1.2 took them as meant.
+#[test]
+fn dynsec_ctrl_2_1_forms_print_the_same_against_both_brokers() {
+    if mosquitto_21("dynsec_ctrl_2_1_forms_print_the_same_against_both_brokers").is_none() {
+        return;
+    }
+    let script = r#"
+{conn} dynsec getDetails
+{conn} dynsec createRole r
+{conn} dynsec modifyRole r allowWildcardSubs false
+{conn} dynsec modifyRole r textName Renamed textDescription Described
+{conn} dynsec modifyRole r --allow-wildcard-subs TRUE
+{conn} dynsec modifyRole r allowWildcardSubs maybe
+{conn} dynsec createGroup g
+{conn} dynsec modifyGroup g textName G
+{conn} dynsec modifyClient admin textDescription Admin
+{conn} --json dynsec getRole r
+{conn} --json dynsec getGroup g
+{conn} dynsec getDetails
+"#;
+    let steps = compare_everything(&parse_script(script));
+    let ours_ctrl = Path::new(env!("CARGO_BIN_EXE_dynsec-ctrl-under-test"));
+    let theirs = run_against(ours_ctrl, &start(Flavour::Mosquitto21), &steps);
+    let ours = run_against(ours_ctrl, &start(Flavour::Ours), &steps);
+    let problems = differences(&steps, &theirs, &ours);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let text = |o: &Outcome| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(text(&theirs[0]), "Client count:   1\nGroup count:    0\nRole count:     1\nChange index:   0\n");
+    assert!(
+        text(&theirs[9]).contains(r#""textname":"Renamed","textdescription":"Described","allowwildcardsubs":true"#),
+        "{:?}",
+        theirs[9]
+    );
+    assert_eq!(theirs[5].status, Some(3), "{:?}", theirs[5]);
+    assert!(text(&theirs[11]).contains("Change index:   7"), "{:?}", theirs[11]);
+}
