@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use dynsec::connections::ConnectionDirectory;
+use dynsec::connections::{ConnectionDirectory, KnownConnection};
 
 use crate::router_link::RoutingEngine;
 use crate::session::Sessions;
@@ -13,23 +13,15 @@ use crate::session::Sessions;
 pub struct LiveConnections<E: RoutingEngine>(pub Arc<Sessions<E>>);
 
 impl<E: RoutingEngine> ConnectionDirectory for LiveConnections<E> {
-    fn addresses(&self, username: &str, client_id: Option<&str>) -> Vec<String> {
-        let logged_in_as = |name: &Option<Arc<str>>| name.as_deref() == Some(username);
-        match client_id {
-            // 2.1.2 looks the client id up, then checks the username.
-            Some(id) => self
-                .0
-                .known_client(id)
-                .filter(|(name, _)| logged_in_as(name))
-                .map(|(_, peer)| vec![peer.to_string()])
-                .unwrap_or_default(),
-            None => self
-                .0
-                .known_clients()
-                .into_iter()
-                .filter(|(_, name, _)| logged_in_as(name))
-                .map(|(_, _, peer)| peer.to_string())
-                .collect(),
-        }
+    fn known_connections(&self) -> Vec<KnownConnection> {
+        self.0
+            .known_clients()
+            .into_iter()
+            .map(|(client_id, username, peer)| KnownConnection {
+                client_id: client_id.to_string(),
+                username: username.map(|u| u.to_string()),
+                address: peer.to_string(),
+            })
+            .collect()
     }
 }

@@ -418,13 +418,6 @@ impl<E: RoutingEngine> Sessions<E> {
         known.into_iter().map(|(_, client)| client).collect()
     }
 
-    /// [`Sessions::known_clients`] for one client id, as (username, latest address).
-    pub fn known_client(&self, client_id: &str) -> Option<(Option<Arc<str>>, std::net::IpAddr)> {
-        let entries = self.lock();
-        let entry = entries.get(client_id)?;
-        Some((entry.known_as()?, entry.last_peer?.1))
-    }
-
     /// Number of live connections (for tests and logs).
     pub fn live_count(&self) -> usize {
         self.lock().values().filter(|e| e.live.is_some()).count()

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::connections::{ConnectionDirectory, connections_json};
+use crate::connections::{ConnectionDirectory, ConnectionSnapshot};
 use crate::file::{acls_from_json, acls_json, memberships_json};
 use crate::json::{self, Json};
 use crate::model::{
@@ -425,8 +425,10 @@ pub struct Processor<'a> {
     /// Successful changing commands so far, added to the model's `changeIndex` by one mutation at
     /// the end of the batch (one per command would end the holder caches above at every command).
     changes_counted: i64,
-    /// Where getClient / verbose listClients find a client's live connections (the broker's).
+    /// Where getClient / verbose listClients find a client's live connections (the broker's),
+    /// and what it said, asked at most once per message.
     connections: Option<&'a dyn ConnectionDirectory>,
+    connection_snapshot: std::cell::OnceCell<ConnectionSnapshot>,
 }
 
 impl<'a> Processor<'a> {
@@ -443,6 +445,7 @@ impl<'a> Processor<'a> {
             holders_kicked: HashSet::new(),
             changes_counted: 0,
             connections: None,
+            connection_snapshot: std::cell::OnceCell::new(),
         }
     }
 
@@ -457,7 +460,9 @@ impl<'a> Processor<'a> {
         let info = client_info(client);
         match self.connections {
             Some(directory) => {
-                info.with("connections", connections_json(directory, &client.username, client.clientid.as_deref()))
+                let snapshot =
+                    self.connection_snapshot.get_or_init(|| ConnectionSnapshot::new(directory.known_connections()));
+                info.with("connections", snapshot.json(&client.username, client.clientid.as_deref()))
             }
             None => info,
         }
