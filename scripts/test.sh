@@ -2,6 +2,8 @@
 # Runs every test of the workspace, on a fresh machine too. It installs what the tests need first
 # (Debian/Ubuntu, apt-get; nothing is reinstalled when present):
 #   - mosquitto 2.0 and its tools (Debian's 2.0.11: the first oracle), openssl, python3;
+#   - for the websockets tests: chromium, node and npm (then `npm ci` in tests/browser for
+#     MQTT.js) and python's paho-mqtt;
 #   - mosquitto 2.1.2 built from upstream source (the second oracle) by
 #     ../shared/oracle/build-mosquitto-2.1.sh into $MOSQUITTO_21_PREFIX, default
 #     target/mosquitto-2.1 (kept in the ignored target folder, so later runs reuse it;
@@ -26,7 +28,20 @@ for tool in mosquitto mosquitto_ctrl mosquitto_passwd mosquitto_pub mosquitto_su
 done
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The websockets browser test (tests/tests/websockets_browser.rs): Debian's Chromium, and node/npm
+# for MQTT.js (tests/browser/package-lock.json).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+if [ ! -f tests/browser/node_modules/mqtt/dist/mqtt.min.js ]; then
+  (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+# paho-mqtt's websockets transport (tests/tests/websockets.rs).
+if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then
+  python3 -m pip install --quiet 'paho-mqtt==2.1.0' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'paho-mqtt==2.1.0'
+fi
 
 if [ -z "${MOSQUITTO_21_PREFIX:-}" ]; then
   if [ -x /opt/mosquitto-2.1/sbin/mosquitto ]; then
@@ -46,7 +61,10 @@ cargo test --workspace --all-targets --no-run "$@"
 conformance_log=$(mktemp)
 conformance=""
 if [ "${DYNSEC_SKIP_CONFORMANCE:-0}" != 1 ]; then
-  cargo build -p dynsec-broker
+  # The --no-run build above already linked target/debug/dynsec-broker (the broker's own
+  # integration tests need it). `cargo build -p dynsec-broker` alone would resolve features
+  # differently and recompile much of the dependency tree for nothing.
+  [ -x target/debug/dynsec-broker ] || cargo build -p dynsec-broker
   scripts/conformance.sh > "$conformance_log" 2>&1 &
   conformance=$!
 fi

@@ -172,6 +172,7 @@ fn open_dynsec(plugin: &PluginConfig) -> Result<Option<Arc<Dynsec>>, Error> {
     };
     let path = PathBuf::from(file);
     let options = dynsec_options(plugin)?;
+    crate::store_access::check(&path).map_err(|e| Error::Security(e.to_string()))?;
     let mut generated = None;
     let (engine, report) = Dynsec::open_or_init(&path, options, "admin", || match initial_admin_password(plugin) {
         Ok((password, was_generated)) => {

@@ -23,6 +23,8 @@ struct ListenerInfo {
     port: u16,
     bind_address: Option<String>,
     tls: bool,
+    /// 2.1.2's name of the listener's protocol.
+    protocol: &'static str,
 }
 
 /// What the API reports, fixed at start (the bound ports once the listeners are up).
@@ -43,7 +45,15 @@ impl BrokerApi {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| ListenerInfo { port: l.port, bind_address: l.bind_address.clone(), tls: l.tls.is_configured() })
+            .map(|l| ListenerInfo {
+                port: l.port,
+                bind_address: l.bind_address.clone(),
+                tls: l.tls.is_configured(),
+                protocol: match l.protocol {
+                    crate::config::ListenerProtocol::Mqtt => "mqtt",
+                    crate::config::ListenerProtocol::Websockets => "mqtt+websockets",
+                },
+            })
             .collect();
         BrokerApi { enabled: config.enable_control_api, dynsec, listeners, bound_ports: OnceLock::new() }
     }
@@ -125,7 +135,8 @@ impl BrokerApi {
             .enumerate()
             .map(|(index, listener)| {
                 let port = bound.and_then(|ports| ports.get(index)).copied().unwrap_or(listener.port);
-                let mut item = Json::object().with("port", Json::int(port.into())).with("protocol", Json::str("mqtt"));
+                let mut item =
+                    Json::object().with("port", Json::int(port.into())).with("protocol", Json::str(listener.protocol));
                 if let Some(address) = &listener.bind_address {
                     item.push("bind-address", Json::str(address));
                 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::auth_chain::AuthChain;
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{Config, LogDest};
 use crate::security::Security;
 use crate::service;
 use crate::tls::CertificateReloader;
@@ -182,6 +182,8 @@ pub fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    // A fatal error is printed once: through the log when it goes to stderr, else on stderr too.
+    let log_on_stderr = config.log.level.is_some() && config.log.dests.contains(&LogDest::Stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.gate.worker_threads)
         .thread_name("gate")
@@ -214,7 +216,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
-            eprintln!("Error: {error}");
+            if !log_on_stderr {
+                eprintln!("Error: {error}");
+            }
             ExitCode::FAILURE
         }
     }

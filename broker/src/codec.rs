@@ -475,28 +475,31 @@ pub fn disconnect(buf: &mut BytesMut, reason: u8) {
     buf.put_slice(&[0xE0, 1, reason]);
 }
 
-/// QoS, packet id of an encoded PUBLISH (rumqttd keeps them crate-private).
+/// QoS, packet id, DUP and RETAIN of an encoded PUBLISH (rumqttd keeps them crate-private).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishMeta {
     pub qos: u8,
     pub pkid: u16,
+    pub dup: bool,
+    pub retain: bool,
 }
 
-/// Reads QoS and packet id from an encoded PUBLISH. `None` if the bytes are not one.
+/// Reads QoS, packet id and the DUP and RETAIN flags from an encoded PUBLISH. `None` if the bytes are not one.
 pub fn publish_meta(encoded: &[u8]) -> Option<PublishMeta> {
     let header = peek_frame(encoded, usize::MAX).ok()??;
     if header.packet_type() != PUBLISH {
         return None;
     }
     let qos = (header.byte1 >> 1) & 0x03;
+    let (dup, retain) = (header.byte1 & 0x08 != 0, header.byte1 & 0x01 != 0);
     if qos == 0 {
-        return Some(PublishMeta { qos, pkid: 0 });
+        return Some(PublishMeta { qos, pkid: 0, dup, retain });
     }
     let topic_at = header.header_len;
     let topic_len = u16::from_be_bytes([*encoded.get(topic_at)?, *encoded.get(topic_at + 1)?]) as usize;
     let pkid_at = topic_at + 2 + topic_len;
     let pkid = u16::from_be_bytes([*encoded.get(pkid_at)?, *encoded.get(pkid_at + 1)?]);
-    Some(PublishMeta { qos, pkid })
+    Some(PublishMeta { qos, pkid, dup, retain })
 }
 
 /// Appends an outgoing PUBLISH (from the router) to `buf`; for 3.x the properties are dropped.
@@ -651,7 +654,7 @@ mod tests {
             panic!("not a publish")
         };
         let meta = encode_publish(&mut b, Protocol::V311, publish, props).unwrap();
-        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42 });
+        assert_eq!(meta, PublishMeta { qos: 2, pkid: 42, dup: false, retain: false });
         assert_eq!(&b[..], &frame[..]);
     }
 

@@ -253,6 +253,20 @@ impl TlsOptions {
     }
 }
 
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// MQTT on the socket (or on TLS).
+    #[default]
+    Mqtt,
+    /// MQTT in binary websocket frames, after an HTTP upgrade (served by `crate::websocket`).
+    Websockets,
+}
+
+/// Default of `websockets_headers_size` (mosquitto 2.1's): the largest HTTP request head a
+/// websockets listener reads.
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
+
 /// One listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -269,6 +283,13 @@ pub struct ListenerConfig {
     pub clientid_prefix: Option<String>,
     /// `max_topic_alias` (default 10, mosquitto's): aliases a v5 client may use towards us.
     pub max_topic_alias: u16,
+    /// `protocol mqtt|websockets`.
+    pub protocol: ListenerProtocol,
+    /// `http_dir`: files served to plain HTTP GETs on a websockets listener.
+    pub http_dir: Option<PathBuf>,
+    /// `websockets_origin` lines (mosquitto 2.1): when any is given, an upgrade whose `Origin`
+    /// header matches none of them is refused.
+    pub websockets_origins: Vec<String>,
     pub tls: TlsOptions,
     /// The listener's own security options when `per_listener_settings true`.
     pub security: Option<SecurityOptions>,
@@ -285,6 +306,9 @@ impl ListenerConfig {
             use_username_as_clientid: false,
             clientid_prefix: None,
             max_topic_alias: 10,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
+            websockets_origins: Vec::new(),
             tls: TlsOptions::default(),
             security: None,
             at,
@@ -321,12 +345,22 @@ pub struct LogConfig {
     /// The most verbose level any `log_type` asked for; `None` = logging off (`log_type none`).
     pub level: Option<tracing::Level>,
     pub dests: Vec<LogDest>,
+    /// `log_timestamp`: lines start with the Unix time.
+    pub timestamp: bool,
+    /// `connection_messages`: connects and disconnects are logged.
+    pub connection_messages: bool,
 }
 
 impl Default for LogConfig {
-    /// mosquitto's default: error, warning, notice and information, on stderr.
+    /// mosquitto's default: error, warning, notice and information, on stderr, with timestamps
+    /// and connection messages.
     fn default() -> Self {
-        LogConfig { level: Some(tracing::Level::INFO), dests: vec![LogDest::Stderr] }
+        LogConfig {
+            level: Some(tracing::Level::INFO),
+            dests: vec![LogDest::Stderr],
+            timestamp: true,
+            connection_messages: true,
+        }
     }
 }
 
@@ -445,6 +479,9 @@ pub struct Config {
     pub enable_control_api: bool,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
+    /// `websockets_headers_size` (bytes; 0 or unset: 4096): the largest HTTP request head a
+    /// websockets listener reads before it answers 431.
+    pub websockets_headers_size: usize,
     pub log: LogConfig,
     pub gate: GateSettings,
     /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
@@ -473,10 +510,8 @@ const IGNORED: &[(&str, &str)] = &[
     ("autosave_on_changes", "sessions are kept in memory only"),
     ("persistent_client_expiration", "sessions are kept in memory only and expire per MQTT v5 session expiry"),
     ("check_retain_source", "retained messages are checked against the receiver's ACL only"),
-    ("connection_messages", "connections are logged at debug level"),
     ("log_facility", "syslog is not supported"),
-    ("log_timestamp", "tracing always prints timestamps"),
-    ("log_timestamp_format", "tracing always prints RFC 3339 timestamps"),
+    ("log_timestamp_format", "timestamps are printed as Unix time, as with log_timestamp true"),
     ("max_inflight_bytes", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_inflight_messages", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_queued_bytes", "offline queues are bounded by gate_segment_size × gate_segment_count"),
@@ -489,6 +524,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("allow_duplicate_messages", "duplicates are always allowed"),
     ("auth_plugin_deny_special_chars", "only applies to legacy auth plugins"),
     ("maximum_qos", "QoS 2 is always available"),
+    ("websockets_log_level", "websocket events are logged with log_type websockets (debug)"),
 ];
 
 /// Directives that only make sense for a bridge.
@@ -538,9 +574,6 @@ const BRIDGE: &[&str] = &[
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("mount_point", "mount points are not supported"),
     ("bind_interface", "bind_interface is not supported; use listener PORT ADDRESS"),
-    ("http_dir", "websockets are not supported"),
-    ("websockets_log_level", "websockets are not supported"),
-    ("websockets_headers_size", "websockets are not supported"),
     ("try_private", "bridges are not supported"),
 ];
 
@@ -619,13 +652,18 @@ struct Builder {
     sys_interval: u32,
     enable_control_api: bool,
     tcp_nodelay: bool,
+    websockets_headers_size: usize,
     log_level: Option<Option<tracing::Level>>,
     /// `None`: no `log_dest` line (stderr, mosquitto's default).
     log_dests: Option<Vec<LogDest>>,
+    log_timestamp: bool,
+    connection_messages: bool,
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
     warnings: Vec<String>,
+    /// Websockets-only directives seen: (listener count when seen, 0 = the default listener, …).
+    websockets_only: Vec<(usize, Location, String)>,
 }
 
 impl Builder {
@@ -645,12 +683,16 @@ impl Builder {
             sys_interval: 10,
             enable_control_api: false,
             tcp_nodelay: false,
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             log_level: None,
             log_dests: None,
+            log_timestamp: true,
+            connection_messages: true,
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
             warnings: Vec::new(),
+            websockets_only: Vec::new(),
         }
     }
 
@@ -718,11 +760,35 @@ impl Builder {
                 };
                 self.current_listener().socket_domain = Some(domain);
             }
-            "protocol" => match d.one_word()? {
-                "mqtt" => {}
-                "websockets" => return Err(d.at.error("websockets listeners are not supported")),
-                other => return Err(d.at.error(format!("invalid protocol ({other})"))),
-            },
+            "protocol" => {
+                let protocol = match d.one_word()? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::Websockets,
+                    "http_api" => {
+                        return Err(d.at.error("protocol http_api (mosquitto 2.1's HTTP API) is not supported"));
+                    }
+                    other => return Err(d.at.error(format!("invalid protocol ({other})"))),
+                };
+                self.current_listener().protocol = protocol;
+            }
+            "http_dir" => {
+                let path = Self::path(d)?;
+                self.current_listener().http_dir = Some(path);
+                self.listener_only_for_websockets(d);
+            }
+            "websockets_origin" => {
+                let origin = d.one_word()?.to_owned();
+                self.current_listener().websockets_origins.push(origin);
+                self.listener_only_for_websockets(d);
+            }
+            "websockets_headers_size" => {
+                let value: usize = d.number()?;
+                // libwebsockets kept it in 16 bits; larger heads are not HTTP requests a broker needs.
+                if value > 65_535 {
+                    return Err(d.at.error("websockets_headers_size must be between 0 and 65535 bytes"));
+                }
+                self.websockets_headers_size = if value == 0 { DEFAULT_WEBSOCKETS_HEADERS_SIZE } else { value };
+            }
             "max_connections" => {
                 let value: i64 = d.number()?;
                 self.current_listener().max_connections = if value < 0 { None } else { Some(value as usize) };
@@ -838,6 +904,8 @@ impl Builder {
                     _ => return Err(d.at.error(format!("invalid log_dest ({})", d.rest))),
                 }
             }
+            "log_timestamp" => self.log_timestamp = d.boolean()?,
+            "connection_messages" => self.connection_messages = d.boolean()?,
             "user" => self.service.user = Some(d.one_word()?.to_owned()),
             "pid_file" => {
                 let path = d.text()?;
@@ -868,6 +936,12 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Notes a websockets-only directive; [`Builder::finish`] warns if its listener stays `mqtt`.
+    fn listener_only_for_websockets(&mut self, d: &Directive) {
+        let listener = self.listeners.len();
+        self.websockets_only.push((listener, d.at.clone(), d.key.clone()));
     }
 
     fn tls(&mut self, d: &Directive) -> &mut TlsOptions {
@@ -964,6 +1038,16 @@ impl Builder {
     }
 
     fn finish(mut self) -> Result<Config, ConfigError> {
+        // mosquitto ignores http_dir and websockets_origin on an mqtt listener; say so.
+        for (count, at, key) in &self.websockets_only {
+            let protocol = match count {
+                0 => self.default_listener.protocol,
+                n => self.listeners[n - 1].protocol,
+            };
+            if protocol != ListenerProtocol::Websockets {
+                self.warnings.push(format!("{at}: {key} is ignored: its listener is not protocol websockets"));
+            }
+        }
         let mut listeners = Vec::new();
         if self.default_listener_defined {
             listeners.push(self.default_listener.clone());
@@ -1001,6 +1085,8 @@ impl Builder {
         let log = LogConfig {
             level: self.log_level.unwrap_or(LogConfig::default().level),
             dests: self.log_dests.unwrap_or_else(|| vec![LogDest::Stderr]),
+            timestamp: self.log_timestamp,
+            connection_messages: self.connection_messages,
         };
         Ok(Config {
             source: None,
@@ -1013,6 +1099,7 @@ impl Builder {
             sys_interval: self.sys_interval,
             enable_control_api: self.enable_control_api,
             tcp_nodelay: self.tcp_nodelay,
+            websockets_headers_size: self.websockets_headers_size,
             log,
             gate: self.gate,
             service: self.service,
@@ -1141,12 +1228,36 @@ mod tests {
             ("listener notaport\n", "invalid listener port"),
             ("listener 1883 not-an-ip\n", "invalid listener address"),
             ("gate_segment_size 10\n", "gate_segment_size"),
-            ("protocol websockets\n", "websockets"),
+            ("protocol http_api\n", "http_api"),
+            ("listener 1\nprotocol ws\n", "invalid protocol (ws)"),
+            ("websockets_headers_size 70000\n", "websockets_headers_size"),
             ("plugin /a.so\nplugin /a.so\n", "loaded twice"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn websockets_listeners_and_their_directives() {
+        let text = "websockets_log_level 255\nwebsockets_headers_size 0\nlistener 1883\nhttp_dir /ignored\n\
+                    listener 9001\nprotocol websockets\nhttp_dir /srv/www\nwebsockets_origin http://a.example\n\
+                    listener 9443\nprotocol websockets\ncertfile /c.pem\nkeyfile /k.pem\n";
+        let config = parse(text).unwrap();
+        let protocols: Vec<ListenerProtocol> = config.listeners.iter().map(|l| l.protocol).collect();
+        assert_eq!(protocols, [ListenerProtocol::Mqtt, ListenerProtocol::Websockets, ListenerProtocol::Websockets]);
+        assert_eq!(config.listeners[1].http_dir.as_deref(), Some(Path::new("/srv/www")));
+        assert_eq!(config.listeners[1].websockets_origins, ["http://a.example"]);
+        assert!(config.listeners[2].tls.is_configured());
+        assert_eq!(config.websockets_headers_size, DEFAULT_WEBSOCKETS_HEADERS_SIZE);
+        assert_eq!(
+            config.warnings,
+            [
+                "test.conf:1: websockets_log_level is ignored: websocket events are logged with log_type websockets (debug)",
+                "test.conf:4: http_dir is ignored: its listener is not protocol websockets",
+            ]
+        );
+        assert_eq!(parse("websockets_headers_size 1024\n").unwrap().websockets_headers_size, 1024);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ack_sequencer::AckSequencer;
 use crate::backpressure::{Backlog, Lane, ProbeStep, TopicLanes};
 use crate::broker::Shared;
+use crate::client_log::{self, Departure, Login, PublishLine};
 use crate::codec::{self, ConnAckProps, ConnectError, FrameError, PublishMeta};
 use crate::lazy_link::LazyLink;
 use crate::listener::Unauthenticated;
@@ -123,7 +124,9 @@ enum Exit {
         will: bool,
     },
     Kicked(KickReason),
-    /// Socket closed, read error or write timeout.
+    /// The client closed the socket without DISCONNECT.
+    Closed,
+    /// Read or write error, or write timeout.
     Lost,
     KeepAliveTimeout,
     /// The client broke the protocol; v5 clients get a DISCONNECT with this reason first.
@@ -139,7 +142,12 @@ impl Exit {
         match self {
             Exit::Disconnected { will } => will,
             Exit::Kicked(reason) => reason == KickReason::Takeover,
-            Exit::Lost | Exit::KeepAliveTimeout | Exit::Protocol(_) | Exit::RouterGone | Exit::RouterRefused => true,
+            Exit::Closed
+            | Exit::Lost
+            | Exit::KeepAliveTimeout
+            | Exit::Protocol(_)
+            | Exit::RouterGone
+            | Exit::RouterRefused => true,
         }
     }
 
@@ -152,7 +160,24 @@ impl Exit {
             Exit::KeepAliveTimeout => Some(0x8D),
             Exit::Protocol(reason) => Some(reason),
             Exit::RouterRefused => Some(SERVER_BUSY),
-            Exit::Disconnected { .. } | Exit::Lost | Exit::RouterGone => None,
+            Exit::Disconnected { .. } | Exit::Closed | Exit::Lost | Exit::RouterGone => None,
+        }
+    }
+
+    /// How mosquitto's disconnect line describes this exit.
+    fn departure(self) -> Departure {
+        match self {
+            Exit::Disconnected { .. } => Departure::Disconnected,
+            Exit::Kicked(KickReason::Takeover) => Departure::TakenOver,
+            Exit::Kicked(KickReason::Admin | KickReason::CredentialsRevoked) => Departure::Administrative,
+            Exit::Kicked(KickReason::Shutdown) => Departure::Shutdown,
+            Exit::Closed => Departure::ClosedByClient,
+            Exit::Lost => Departure::SocketError,
+            Exit::KeepAliveTimeout => Departure::KeepAliveTimeout,
+            Exit::Protocol(MALFORMED) => Departure::MalformedPacket,
+            Exit::Protocol(PACKET_TOO_LARGE) => Departure::OversizePacket,
+            Exit::Protocol(_) => Departure::ProtocolError,
+            Exit::RouterGone | Exit::RouterRefused => Departure::RouterGone,
         }
     }
 }
@@ -240,23 +265,30 @@ struct Connection<E: RoutingEngine, S> {
 }
 
 /// Reads the first packet, which must be a complete CONNECT of at most `max_size` bytes (checked
-/// on its fixed header, before its body is buffered), within the connect timeout.
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, max_size: usize) -> Option<BytesMut> {
+/// on its fixed header, before its body is buffered); otherwise says how the connection ended,
+/// for mosquitto's `Client <unknown> ...` line. (The caller bounds it with the connect timeout.)
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<BytesMut, Departure> {
     loop {
         match codec::peek_frame(buf, max_size) {
             Ok(Some(header)) if header.packet_type() == codec::CONNECT => {
-                return Some(buf.split_to(header.frame_len()));
+                return Ok(buf.split_to(header.frame_len()));
             }
             Err(FrameError::TooLarge(size)) => {
                 info!(size, "closing connection: CONNECT larger than gate_connect_max_size or max_packet_size");
-                return None;
+                return Err(Departure::OversizePacket);
             }
-            Ok(Some(_)) | Err(_) => return None,
+            Ok(Some(_)) => return Err(Departure::ProtocolError),
+            Err(_) => return Err(Departure::MalformedPacket),
             Ok(None) => {}
         }
         buf.reserve(READ_CHUNK_MIN);
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) => return Err(Departure::ClosedByClient),
+            Err(_) => return Err(Departure::SocketError),
             Ok(_) => {}
         }
     }
@@ -284,7 +316,22 @@ fn generated_client_id(prefix: &str) -> String {
     )
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, refusal: Refusal) {
+/// The login lines' view of a CONNECT (with the client id the broker settled on).
+fn login_of<'a>(connect: &'a codec::Connect, peer: SocketAddr, client_id: &'a str) -> Login<'a> {
+    Login {
+        peer,
+        client_id,
+        protocol: connect.protocol,
+        clean_start: connect.clean_start,
+        keep_alive: connect.keep_alive,
+        username: connect.username.as_deref(),
+    }
+}
+
+/// Answers a refused CONNECT and logs it, saying why (`why`) and under which username.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, login: &Login<'_>, refusal: Refusal, why: &str) {
+    let protocol = login.protocol;
+    client_log::refused(login, refusal.code(protocol), why);
     let mut buf = BytesMut::with_capacity(8);
     codec::connack(&mut buf, protocol, false, refusal.code(protocol), &ConnAckProps::default());
     let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
@@ -315,9 +362,14 @@ where
         match tokio::time::timeout(config.gate.connect_timeout, read_connect(&mut stream, &mut read_buf, max_connect))
             .await
         {
-            Ok(Some(frame)) => frame,
-            _ => {
-                debug!(%peer, "closed before a valid CONNECT");
+            Ok(Ok(frame)) => frame,
+            Ok(Err(departure)) => {
+                // mosquitto's words for a client that never identified itself
+                client_log::disconnected("<unknown>", departure);
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "no CONNECT within gate_connect_timeout: closing");
                 return None;
             }
         };
@@ -328,7 +380,11 @@ where
         Err(ConnectError::UnsupportedLevel(level)) => {
             info!(%peer, level, "refused: unsupported protocol version");
             // CONNACK 1 "unacceptable protocol version", in the 3.x form (as mosquitto does).
-            let _ = stream.write_all(&[0x20, 2, 0, 1]).await;
+            let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, async {
+                stream.write_all(&[0x20, 2, 0, 1]).await?;
+                stream.flush().await
+            })
+            .await;
             return None;
         }
         Err(error) => {
@@ -341,7 +397,8 @@ where
     let security_options = config.security_for(listener);
 
     if connect.auth_method.is_some() {
-        refuse(&mut stream, protocol, Refusal::BadAuthenticationMethod).await;
+        let login = login_of(&connect, peer, &connect.client_id);
+        refuse(&mut stream, &login, Refusal::BadAuthenticationMethod, "enhanced authentication is not supported").await;
         return None;
     }
     let mut client_id = connect.client_id.clone();
@@ -349,7 +406,8 @@ where
         match &connect.username {
             Some(username) => client_id = username.clone(),
             None => {
-                refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+                let login = login_of(&connect, peer, &client_id);
+                refuse(&mut stream, &login, Refusal::NotAuthorized, "use_username_as_clientid needs a username").await;
                 return None;
             }
         }
@@ -362,7 +420,8 @@ where
             Protocol::V5 => false,
         };
         if refused || !security_options.allow_zero_length_clientid {
-            refuse(&mut stream, protocol, Refusal::IdentifierRejected).await;
+            let login = login_of(&connect, peer, "<unknown>");
+            refuse(&mut stream, &login, Refusal::IdentifierRejected, "empty client id").await;
             return None;
         }
         client_id = generated_client_id(&security_options.auto_id_prefix);
@@ -371,13 +430,14 @@ where
     if let Some(prefix) = &listener_config.clientid_prefix
         && !client_id.starts_with(prefix.as_str())
     {
-        refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+        let login = login_of(&connect, peer, &client_id);
+        refuse(&mut stream, &login, Refusal::NotAuthorized, "the client id lacks the listener's clientid_prefix").await;
         return None;
     }
     if protocol != Protocol::V5 && connect.keep_alive > config.max_keepalive {
         // mosquitto: 3.x clients cannot be told another keepalive, so they are refused.
-        info!(%peer, keep_alive = connect.keep_alive, "refused: keepalive above max_keepalive");
-        refuse(&mut stream, protocol, Refusal::IdentifierRejected).await;
+        let login = login_of(&connect, peer, &client_id);
+        refuse(&mut stream, &login, Refusal::IdentifierRejected, "keepalive above max_keepalive").await;
         return None;
     }
     let client_id: Arc<str> = client_id.into();
@@ -408,21 +468,19 @@ where
     };
     drop(authentication);
     drop(unauthenticated);
+    let login = login_of(&connect, peer, &client_id);
     let (username, authz) = match decision {
         ConnectDecision::Accept { username, authz } => (username, authz),
         ConnectDecision::NotAuthorized => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: not authorised");
-            refuse(&mut stream, protocol, Refusal::NotAuthorized).await;
+            refuse(&mut stream, &login, Refusal::NotAuthorized, "").await;
             return None;
         }
         ConnectDecision::BadUsernameOrPassword => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: bad username or password");
-            refuse(&mut stream, protocol, Refusal::BadUsernameOrPassword).await;
+            refuse(&mut stream, &login, Refusal::BadUsernameOrPassword, "bad username or password").await;
             return None;
         }
         ConnectDecision::ServerUnavailable => {
-            info!(%peer, client_id = %client_text(&client_id), "refused: server unavailable");
-            refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+            refuse(&mut stream, &login, Refusal::ServerUnavailable, "server unavailable").await;
             return None;
         }
     };
@@ -471,7 +529,7 @@ where
             }
             Err(error) => {
                 warn!(client_id = %client_text(&client_id), %error, "router refused the client");
-                refuse(&mut stream, protocol, Refusal::ServerUnavailable).await;
+                refuse(&mut stream, &login, Refusal::ServerUnavailable, "the routing engine refused the client").await;
                 let release = Release { saved: claim.saved, expiry: None, will: None };
                 shared.sessions.release(&client_id, conn_id, release);
                 return None;
@@ -544,18 +602,10 @@ where
         server_keep_alive,
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
-    info!(
-        "New client connected from {peer} as {} (p{}, c{}, k{}{}).",
-        client_text(&client_id),
-        match protocol {
-            Protocol::V31 => 1,
-            Protocol::V311 => 2,
-            Protocol::V5 => 5,
-        },
-        u8::from(connect.clean_start),
-        connect.keep_alive,
-        username.as_deref().map(|u| format!(", u'{}'", client_text(u))).unwrap_or_default()
-    );
+    // The username the login settled on (a certificate's identity may stand in for it).
+    client_log::connected(&Login { username: username.as_deref(), ..login });
+    client_log::will(connect.will.as_ref().map(|w| (w.topic.as_str(), w.payload.len(), w.retain, w.qos)));
+    client_log::sending_connack(&client_id, session_present, 0);
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
         return None;
@@ -592,13 +642,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     &self.mailbox_tx,
                     &self.authz,
                 ),
-                SubscriptionKind::Local => self.shared.sys.subscribe(
-                    self.conn_id,
-                    &subscription.filter.path,
-                    &self.mailbox_tx,
-                    &self.authz,
-                    false,
-                ),
+                SubscriptionKind::Local => {
+                    let _no_retained = self.shared.sys.subscribe(
+                        self.conn_id,
+                        &subscription.filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        false,
+                    );
+                }
             }
         }
         for (id, filters) in by_id {
@@ -642,7 +694,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
-                Event::Read(Ok(0)) | Event::Read(Err(_)) => Err(Exit::Lost),
+                Event::Read(Ok(0)) => Err(Exit::Closed),
+                Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(read)) => {
                     self.last_read = Instant::now();
                     if read >= self.read_chunk / 2 {
@@ -690,7 +743,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     async fn write_out(&mut self) -> Result<(), Exit> {
         if !self.write_buf.is_empty() {
             let timeout = self.shared.config.gate.write_timeout;
-            match tokio::time::timeout(timeout, self.stream.write_all(&self.write_buf)).await {
+            // Flushed too: a websocket (see `websocket`) sends a message only when flushed; for TCP
+            // and TLS this costs nothing.
+            let written = async {
+                self.stream.write_all(&self.write_buf).await?;
+                self.stream.flush().await
+            };
+            match tokio::time::timeout(timeout, written).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Exit::Lost),
                 Err(_) => {
@@ -722,7 +781,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.keep_alive_timer.as_mut().reset(deadline);
             Ok(())
         } else {
-            info!(client_id = %client_text(&self.client_id), "Client has exceeded timeout, disconnecting.");
             Err(Exit::KeepAliveTimeout)
         }
     }
@@ -758,6 +816,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let at = header.header_len;
                 let pkid = u16::from_be_bytes([self.read_buf[at], self.read_buf[at + 1]]);
                 self.read_buf.advance(header.frame_len());
+                client_log::received_ack("PUBACK", &self.client_id, pkid, Some(0));
                 METRICS.packet_in();
                 self.on_client_puback(pkid);
                 continue;
@@ -828,7 +887,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let packet = match codec::decode(self.protocol, frame) {
             Ok(packet) => packet,
             Err(error) => {
-                info!(client_id = %client_text(&self.client_id), ?error, "malformed packet");
+                info!(client_id = %client_text(&self.client_id), %error, "malformed packet");
                 return Err(Exit::Protocol(MALFORMED));
             }
         };
@@ -839,10 +898,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.on_publish(meta, publish, properties)
             }
             Packet::PubAck(ack, _) => {
+                client_log::received_ack("PUBACK", &self.client_id, ack.pkid, Some(puback_code(&ack.reason)));
                 self.on_client_puback(ack.pkid);
                 Ok(None)
             }
             Packet::PubRec(rec, _) => {
+                client_log::received_ack("PUBREC", &self.client_id, rec.pkid, None);
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
@@ -850,23 +911,39 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Ok(None)
             }
             Packet::PubComp(comp, _) => {
+                let code = match comp.reason {
+                    rumqttd::protocol::PubCompReason::Success => 0,
+                    rumqttd::protocol::PubCompReason::PacketIdentifierNotFound => 0x92,
+                };
+                client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
                 let link = &mut self.link;
                 self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
                 Ok(None)
             }
             Packet::PubRel(rel, _) => {
+                client_log::received_ack("PUBREL", &self.client_id, rel.pkid, None);
                 self.inbound_qos2.remove(&rel.pkid);
                 codec::ack(&mut self.write_buf, self.protocol, 7, rel.pkid, 0);
+                client_log::sending_ack("PUBCOMP", &self.client_id, rel.pkid, None);
                 Ok(None)
             }
-            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties).map(|()| None),
-            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe).map(|()| None),
+            Packet::Subscribe(subscribe, properties) => {
+                client_log::received("SUBSCRIBE", &self.client_id);
+                self.on_subscribe(subscribe, properties).map(|()| None)
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                client_log::received("UNSUBSCRIBE", &self.client_id);
+                self.on_unsubscribe(unsubscribe).map(|()| None)
+            }
             Packet::PingReq(_) => {
+                client_log::received("PINGREQ", &self.client_id);
                 codec::pingresp(&mut self.write_buf);
+                client_log::sending("PINGRESP", &self.client_id);
                 Ok(None)
             }
             Packet::Disconnect(disconnect, properties) => {
+                client_log::received("DISCONNECT", &self.client_id);
                 if let Some(expiry) = properties.and_then(|p| p.session_expiry_interval) {
                     self.session_expiry = expiry;
                 }
@@ -879,8 +956,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     fn write_ack(&mut self, qos: u8, pkid: u16, reason: u8) {
         match qos {
-            1 => codec::ack(&mut self.write_buf, self.protocol, 4, pkid, reason),
-            2 => codec::ack(&mut self.write_buf, self.protocol, 5, pkid, reason),
+            1 => {
+                codec::ack(&mut self.write_buf, self.protocol, 4, pkid, reason);
+                client_log::sending_ack("PUBACK", &self.client_id, pkid, Some(reason));
+            }
+            2 => {
+                codec::ack(&mut self.write_buf, self.protocol, 5, pkid, reason);
+                client_log::sending_ack("PUBREC", &self.client_id, pkid, Some(reason));
+            }
             _ => {}
         }
     }
@@ -892,7 +975,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         mut publish: Publish,
         mut properties: Option<PublishProperties>,
     ) -> Result<Option<ControlRequest>, Exit> {
-        let PublishMeta { qos, pkid } = meta;
+        let PublishMeta { qos, pkid, dup, retain } = meta;
         if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.max_topic_alias {
                 return Err(Exit::Protocol(TOPIC_ALIAS_INVALID));
@@ -923,8 +1006,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // compat §3.5: `$SYS` and `$share` are never publishable; then the client's ACL.
         let allowed =
             !topic.starts_with("$SYS") && !topic.starts_with("$share") && self.authz.allows(Access::Publish, topic);
+        let line = PublishLine { dup, qos, retain, pkid, topic: topic.as_bytes(), payload_len: publish.payload.len() };
         if !allowed {
-            debug!(client_id = %client_text(&self.client_id), topic = %client_text(topic), "PUBLISH denied");
+            client_log::denied_publish(&self.client_id, &line);
             // v3: the normal flow, message dropped; v5: reason 0x87 (compat §3.6).
             let reason = if self.protocol == Protocol::V5 { 0x87 } else { 0 };
             if qos == 2 && reason == 0 {
@@ -933,6 +1017,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.write_ack(qos, pkid, reason);
             return Ok(None);
         }
+        client_log::received_publish(&self.client_id, &line);
         if qos == 2 && !self.inbound_qos2.insert(pkid) {
             // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
             self.write_ack(2, pkid, 0);
@@ -1019,6 +1104,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
+        let mut retained = Vec::new();
         for filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
@@ -1033,6 +1119,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return Err(Exit::Protocol(PROTOCOL_ERROR));
             }
             let qos = filter.qos as u8;
+            client_log::subscribe_filter(&self.client_id, &filter.path, qos);
             let limit = self.shared.config.gate.max_subscriptions_per_client;
             if limit > 0 && self.subscriptions.len() >= limit && !self.subscriptions.contains_key(&filter.path) {
                 debug!(client_id = %self.client_id, filter = %filter.path, "subscription over the per-client limit");
@@ -1068,7 +1155,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     codes.push(qos);
                 }
                 SubscriptionKind::Local => {
-                    self.shared.sys.subscribe(self.conn_id, &filter.path, &self.mailbox_tx, &self.authz, true);
+                    retained.extend(self.shared.sys.subscribe(
+                        self.conn_id,
+                        &filter.path,
+                        &self.mailbox_tx,
+                        &self.authz,
+                        true,
+                    ));
                     codes.push(qos)
                 }
             }
@@ -1078,8 +1171,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
-        self.pending_acks.subscribe(subscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.pending_acks.subscribe(subscribe.pkid, codes, retained);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1101,6 +1194,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if !subscriptions::valid_filter(&filter) {
                 return Err(Exit::Protocol(MALFORMED));
             }
+            client_log::unsubscribe_filter(&self.client_id, &filter);
             if !self.authz.allows(Access::Unsubscribe, &filter) {
                 codes.push(0x87); // the subscription is kept
                 continue;
@@ -1122,7 +1216,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(unsubscribe.pkid, &routed);
         }
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
-        self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+        self.write_ready_acks();
         self.track_backlog();
         Ok(())
     }
@@ -1165,12 +1259,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
-                self.pending_acks.write_ready(&mut self.write_buf, self.protocol);
+                self.write_ready_acks();
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
                 if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
                     codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
+                    client_log::sending_ack("PUBREL", &self.client_id, pkid, None);
                 }
             }
             FromRouter::PingResp => self.on_probe_answer(),
@@ -1194,6 +1289,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             publish.payload = Bytes::new();
         }
         let start = self.write_buf.len();
+        // (what the `-v` line needs, kept only when it is shown: this is the delivery hot path)
+        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| (publish.topic.clone(), publish.payload.len()));
         let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
             warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
             return;
@@ -1204,6 +1301,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             METRICS.publish_out(payload_len);
             if meta.qos > 0 {
                 self.acks.sent(meta.pkid, meta.qos);
+            }
+            if let Some((topic, payload_len)) = shown {
+                let PublishMeta { qos, pkid, dup, retain } = meta;
+                let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len };
+                client_log::sending_publish(&self.client_id, &line);
             }
             return;
         }
@@ -1250,6 +1352,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.write_local(publish);
     }
 
+    /// SUBACKs and UNSUBACKs that are complete, then the retained `$SYS` values they bring.
+    fn write_ready_acks(&mut self) {
+        for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id) {
+            self.write_sys(&message);
+        }
+    }
+
     fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {
         let topic = Bytes::copy_from_slice(message.topic.as_bytes());
         self.write_local(Publish::new(topic, message.payload.clone(), message.retain));
@@ -1259,13 +1368,23 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// packet size.
     fn write_local(&mut self, publish: Publish) {
         let payload_len = publish.payload.len();
+        let topic = publish.topic.clone(); // (refcounted) for the `-v` line
         let start = self.write_buf.len();
-        if codec::encode_publish(&mut self.write_buf, self.protocol, publish, None).is_some() {
+        if let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, None) {
             if self.write_buf.len() - start > self.client_max_packet {
                 self.write_buf.truncate(start);
                 Metrics::inc(&METRICS.publish_dropped);
             } else {
                 METRICS.publish_out(payload_len);
+                let line = PublishLine {
+                    dup: meta.dup,
+                    qos: meta.qos,
+                    retain: meta.retain,
+                    pkid: meta.pkid,
+                    topic: &topic,
+                    payload_len,
+                };
+                client_log::sending_publish(&self.client_id, &line);
             }
         }
     }
@@ -1286,8 +1405,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             && let Some(reason) = exit.v5_reason()
         {
             codec::disconnect(&mut self.write_buf, reason);
+            tracing::debug!("Sending DISCONNECT to {} (rc{reason})", client_text(&self.client_id));
         }
-        if exit != Exit::Lost && !self.write_buf.is_empty() {
+        if !matches!(exit, Exit::Lost | Exit::Closed) && !self.write_buf.is_empty() {
             let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.write_all(&self.write_buf)).await;
         }
         self.shared.control.remove_connection(self.conn_id);
@@ -1327,6 +1447,22 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let release = Release { saved, expiry, will };
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
-        info!(client_id = %client_text(&self.client_id), reason = ?exit, "Client disconnected.");
+        client_log::disconnected(&self.client_id, exit.departure());
+    }
+}
+
+/// The reason code of a v5 PUBACK (0 for 3.x, which has none).
+fn puback_code(reason: &rumqttd::protocol::PubAckReason) -> u8 {
+    use rumqttd::protocol::PubAckReason;
+    match reason {
+        PubAckReason::Success => 0,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
     }
 }

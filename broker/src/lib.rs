@@ -20,6 +20,7 @@ pub mod backpressure;
 pub mod broker;
 pub mod broker_api;
 pub mod cli;
+pub mod client_log;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -36,14 +37,17 @@ pub mod router_link;
 pub mod security;
 pub mod service;
 pub mod session;
+pub mod store_access;
 pub mod subscriptions;
 pub mod sys_topics;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod throttle;
 pub mod tls;
+pub mod tls_errors;
 pub mod topic_budget;
 pub mod verifier;
+mod websocket;
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]

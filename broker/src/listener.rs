@@ -3,7 +3,8 @@
 //! socket counts from accept until its login is decided, TLS handshake included; beyond the cap a
 //! new socket is closed at once, so unauthenticated clients cannot hold unbounded buffers),
 //! `set_tcp_nodelay`, and the TLS handshake on TLS listeners (within the connect timeout; a failed
-//! handshake closes the socket, as OpenSSL's does in mosquitto).
+//! handshake closes the socket, as OpenSSL's does in mosquitto). Sockets of `protocol websockets`
+//! listeners then go to `crate::websocket`, the others straight to the connection code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +16,13 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::broker::Shared;
-use crate::config::Config;
+use crate::config::{Config, ListenerProtocol};
 use crate::connection;
 use crate::metrics;
 use crate::router_link::RoutingEngine;
+use crate::security::TlsIdentity;
 use crate::tls::{self, TlsListener};
+use crate::websocket;
 
 /// A bound listener.
 pub(crate) struct Bound {
@@ -75,6 +78,7 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
 ) {
     let limit = shared.config.listeners[index].max_connections;
     let nodelay = shared.config.tcp_nodelay;
+    let websockets = shared.config.listeners[index].protocol == ListenerProtocol::Websockets;
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match bound.listener.accept().await {
@@ -97,6 +101,7 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
             drop(stream);
             continue;
         };
+        crate::client_log::new_connection(peer, bound.local_addr.port());
         active.fetch_add(1, Ordering::AcqRel);
         metrics::Metrics::inc(&metrics::METRICS.sockets_accepted);
         let slot = Slot(active.clone());
@@ -108,12 +113,16 @@ pub(crate) async fn accept_loop<E: RoutingEngine>(
         // Each kind of session boxed on its own: a task is as large as its largest state, and a
         // TLS session's state (rustls buffers) would otherwise be paid by every plain TCP client.
         tokio::spawn(async move {
-            match tls {
-                None => {
+            match (tls, websockets) {
+                (None, false) => {
                     let stream = metrics::Counted::new(stream);
                     Box::pin(connection::serve(shared, stream, peer, index, None, unauthenticated)).await
                 }
-                Some(tls) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
+                (None, true) => {
+                    let stream = metrics::Counted::new(stream);
+                    Box::pin(websocket::serve(shared, stream, peer, index, None, unauthenticated)).await
+                }
+                (Some(tls), _) => Box::pin(serve_tls(shared, stream, peer, index, &tls, unauthenticated)).await,
             }
             drop(slot);
         });
@@ -132,14 +141,23 @@ async fn serve_tls<E: RoutingEngine>(
     let stream = match tokio::time::timeout(shared.config.gate.connect_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
-            info!(%peer, "TLS handshake failed: {error}");
+            info!(
+                "Client connection from {}:{} failed: TLS handshake failed: {}.",
+                peer.ip(),
+                peer.port(),
+                crate::tls_errors::handshake_error_text(&error)
+            );
             return;
         }
         Err(_) => {
-            info!(%peer, "TLS handshake timed out");
+            info!("Client connection from {}:{} failed: TLS handshake timed out.", peer.ip(), peer.port());
             return;
         }
     };
-    let identity = tls::identity(stream.get_ref().1.peer_certificates());
-    connection::serve(shared, metrics::Counted::new(stream), peer, index, identity, unauthenticated).await;
+    let identity: Option<TlsIdentity> = tls::identity(stream.get_ref().1.peer_certificates());
+    let stream = metrics::Counted::new(stream);
+    match shared.config.listeners[index].protocol {
+        ListenerProtocol::Mqtt => connection::serve(shared, stream, peer, index, identity, unauthenticated).await,
+        ListenerProtocol::Websockets => websocket::serve(shared, stream, peer, index, identity, unauthenticated).await,
+    }
 }

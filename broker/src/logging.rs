@@ -6,6 +6,11 @@
 //! with debug logging; handshake failures are logged by the listener. `log_dest file` is
 //! reopened on SIGHUP ([`reopen_files`]), so logrotate can move it away as it does for mosquitto.
 //!
+//! Lines look like mosquitto's: `1796586626: New client connected from ...` (Unix time, left out
+//! with `log_timestamp false`), the message, then any structured fields as `key=value`. Errors
+//! and warnings start with `Error: ` / `Warning: ` as mosquitto's do. `connection_messages false`
+//! silences the connect and disconnect lines ([`connection_messages`]).
+//!
 //! Text a client chose (client ids, usernames, topics, filters) reaches log lines only through
 //! [`client_text`], which escapes control characters (so a client cannot forge log lines or
 //! terminal escapes) and cuts it to [`CLIENT_TEXT_MAX`] characters (so a client cannot make the
@@ -15,14 +20,19 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
 use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Error;
@@ -83,8 +93,43 @@ fn writer_for(dest: &LogDest, files: &mut Vec<Arc<LogFile>>) -> Result<BoxMakeWr
     })
 }
 
+/// `connection_messages` (mosquitto's default: true).
+static CONNECTION_MESSAGES: AtomicBool = AtomicBool::new(true);
+
+/// Whether connects and disconnects are logged (`connection_messages`).
+pub fn connection_messages() -> bool {
+    CONNECTION_MESSAGES.load(Ordering::Relaxed)
+}
+
+/// mosquitto's line layout (see the module documentation).
+struct MosquittoFormat {
+    timestamp: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for MosquittoFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if self.timestamp {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            write!(writer, "{}: ", now.as_secs())?;
+        }
+        let mut text = String::new();
+        ctx.field_format().format_fields(Writer::new(&mut text), event)?;
+        let prefix = match *event.metadata().level() {
+            Level::ERROR if !text.starts_with("Error") => "Error: ",
+            Level::WARN if !text.starts_with("Warning") => "Warning: ",
+            _ => "",
+        };
+        writeln!(writer, "{prefix}{text}")
+    }
+}
+
 /// Installs the global subscriber. Call once, before the broker starts.
 pub fn init(log: &LogConfig) -> Result<(), Error> {
+    CONNECTION_MESSAGES.store(log.connection_messages, Ordering::Relaxed);
     let Some(level) = log.level else { return Ok(()) };
     let mut writers = log.dests.iter();
     let Some(first) = writers.next() else { return Ok(()) };
@@ -95,9 +140,18 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
     }
     let _ = LOG_FILES.set(files);
     let router_level = if level >= tracing::Level::DEBUG { LevelFilter::WARN } else { LevelFilter::OFF };
-    let filter =
-        Targets::new().with_default(level).with_target("rumqttd", router_level).with_target("rustls", router_level);
-    let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).with_writer(writer);
+    // Libraries log in their own words (Debug-formatted frames, for tungstenite); our lines say
+    // what matters.
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("rumqttd", router_level)
+        .with_target("rustls", router_level)
+        .with_target("tungstenite", router_level)
+        .with_target("tokio_tungstenite", router_level);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .event_format(MosquittoFormat { timestamp: log.timestamp })
+        .with_writer(writer);
     tracing_subscriber::registry().with(layer).with(filter).try_init().map_err(|e| Error::Logging(e.to_string()))
 }
 

@@ -217,6 +217,9 @@ fn spelled(packet: Packet) -> Packet {
     }
 }
 
+/// How long a leaving persistent link waits for its anchor's SUBACK (a router round trip).
+const ANCHOR_SUBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 type LinkFactory = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), RouterError> + Send + Sync;
 
 /// rumqttd 0.20's `Router` on its own thread.
@@ -392,7 +395,8 @@ impl RumqttdLink {
     /// not help: a parked shared request survives it, logs.rs `remove_waiters_for_id` looks the
     /// `$share/...` name up among plain filters.) So the link leaves while a clean anchor link is
     /// a member of each of its groups; the anchor leaves right after, the router processing the
-    /// three events in the order they were sent. A message arriving in between may go to the
+    /// three events in the order they were sent (the anchor's membership acknowledged before the
+    /// link's DISCONNECT is queued). A message arriving in between may go to the
     /// anchor (QoS 0, dropped) if the group has no other member.
     fn anchor_shared_groups(&mut self) -> Option<(LinkTx, LinkRx)> {
         let anchoring = self.anchoring.as_ref()?;
@@ -422,6 +426,26 @@ impl RumqttdLink {
             .collect();
         let subscribe = Packet::Subscribe(Subscribe { pkid: 1, filters }, None);
         let _ = tx.send(subscribe).now_or_never();
+        // The anchor must be a member before the leaving link's DISCONNECT is even queued: the
+        // router takes all of a link's queued packets at once, so an anchor whose SUBSCRIBE and
+        // DISCONNECT were both queued by then would leave the group first (fuzz crash 29e5e8cc).
+        // Another short blocking round trip, bounded.
+        let mut rx = rx;
+        let deadline = std::time::Instant::now() + ANCHOR_SUBACK_WAIT;
+        loop {
+            match rx.recv_deadline(deadline) {
+                Ok(Some(notification)) => {
+                    if matches!(Option::<Packet>::from(notification), Some(Packet::SubAck(..))) {
+                        break;
+                    }
+                }
+                Ok(None) => continue,
+                Err(error) => {
+                    error!(%error, "the anchor of a leaving persistent session's shared groups was not acknowledged");
+                    break;
+                }
+            }
+        }
         Some((tx, rx))
     }
 

@@ -8,6 +8,7 @@
 //! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use rumqttd::protocol::SubscribeReasonCode;
@@ -15,6 +16,7 @@ use rumqttd::protocol::SubscribeReasonCode;
 use crate::codec;
 use crate::security::Protocol;
 use crate::session::SubscriptionKind;
+use crate::sys_topics::SysMessage;
 
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
@@ -93,6 +95,8 @@ struct Pending {
     pkid: u16,
     codes: Vec<u8>,
     waiting_for_router: bool,
+    /// Retained `$SYS` values the new subscriptions get, written after this SUBACK.
+    then: Vec<Arc<SysMessage>>,
 }
 
 /// SUBACK/UNSUBACK in client order, merged with the router's answers.
@@ -103,18 +107,31 @@ pub struct PendingAcks {
 
 impl PendingAcks {
     /// A SUBSCRIBE: `codes` has [`PendingAcks::ROUTED`] in the slots the router answers.
-    pub fn subscribe(&mut self, pkid: u16, codes: Vec<u8>) {
+    /// `then`: retained messages to write once the SUBACK is (MQTT clients expect the SUBACK first).
+    pub fn subscribe(&mut self, pkid: u16, codes: Vec<u8>, then: Vec<Arc<SysMessage>>) {
         let waiting_for_router = codes.contains(&FROM_ROUTER);
-        self.queue.push_back(Pending { kind: Kind::SubAck, pkid, codes, waiting_for_router });
+        self.queue.push_back(Pending { kind: Kind::SubAck, pkid, codes, waiting_for_router, then });
     }
 
     /// A re-subscription sent to the router whose SUBACK is swallowed.
     pub fn silent(&mut self) {
-        self.queue.push_back(Pending { kind: Kind::Silent, pkid: 0, codes: Vec::new(), waiting_for_router: true });
+        self.queue.push_back(Pending {
+            kind: Kind::Silent,
+            pkid: 0,
+            codes: Vec::new(),
+            waiting_for_router: true,
+            then: Vec::new(),
+        });
     }
 
     pub fn unsubscribe(&mut self, pkid: u16, codes: Vec<u8>) {
-        self.queue.push_back(Pending { kind: Kind::UnsubAck, pkid, codes, waiting_for_router: false });
+        self.queue.push_back(Pending {
+            kind: Kind::UnsubAck,
+            pkid,
+            codes,
+            waiting_for_router: false,
+            then: Vec::new(),
+        });
     }
 
     /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
@@ -127,16 +144,27 @@ impl PendingAcks {
         pending.waiting_for_router = false;
     }
 
-    /// Writes every acknowledgement that is complete and no longer waits behind another.
-    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol) {
+    /// Writes every acknowledgement that is complete and no longer waits behind another; returns
+    /// the retained messages the caller must write next. (`client_id` is for the log lines.)
+    #[must_use]
+    pub fn write_ready(&mut self, buf: &mut BytesMut, protocol: Protocol, client_id: &str) -> Vec<Arc<SysMessage>> {
+        let mut then = Vec::new();
         while self.queue.front().is_some_and(|p| !p.waiting_for_router) {
             let Some(pending) = self.queue.pop_front() else { break };
             match pending.kind {
-                Kind::SubAck => codec::suback(buf, protocol, pending.pkid, &pending.codes),
-                Kind::UnsubAck => codec::unsuback(buf, protocol, pending.pkid, &pending.codes),
+                Kind::SubAck => {
+                    codec::suback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::client_log::sending("SUBACK", client_id);
+                }
+                Kind::UnsubAck => {
+                    codec::unsuback(buf, protocol, pending.pkid, &pending.codes);
+                    crate::client_log::sending("UNSUBACK", client_id);
+                }
                 Kind::Silent => {}
             }
+            then.extend(pending.then);
         }
+        then
     }
 }
 
@@ -171,12 +199,12 @@ mod tests {
     fn acks_keep_client_order_and_merge_router_codes() {
         let mut pending = PendingAcks::default();
         let mut buf = BytesMut::new();
-        pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED]);
+        pending.subscribe(1, vec![PendingAcks::ROUTED, 0x80, PendingAcks::ROUTED], Vec::new());
         pending.unsubscribe(2, vec![]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311, "c");
         assert!(buf.is_empty(), "the UNSUBACK waits behind the SUBACK");
         pending.router_suback([1, 2]);
-        pending.write_ready(&mut buf, Protocol::V311);
+        let _ = pending.write_ready(&mut buf, Protocol::V311, "c");
         assert_eq!(&buf[..], &[0x90, 5, 0, 1, 1, 0x80, 2, 0xB0, 2, 0, 2]);
     }
 
@@ -185,12 +213,12 @@ mod tests {
         let mut pending = PendingAcks::default();
         let mut buf = BytesMut::new();
         pending.silent();
-        pending.subscribe(7, vec![PendingAcks::ROUTED]);
+        pending.subscribe(7, vec![PendingAcks::ROUTED], Vec::new());
         pending.router_suback([0]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert!(buf.is_empty());
         pending.router_suback([1]);
-        pending.write_ready(&mut buf, Protocol::V5);
+        let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);
     }
 

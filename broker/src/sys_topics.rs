@@ -54,8 +54,8 @@ impl SysTree {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a `$` filter of a connection; `send_retained`: mail the matching values now (a
-    /// SUBSCRIBE, as opposed to a resumed session).
+    /// Registers a `$` filter of a connection; `send_retained`: returns the matching values (a
+    /// SUBSCRIBE, as opposed to a resumed session), for the connection to write after its SUBACK.
     pub fn subscribe(
         &self,
         conn_id: u64,
@@ -63,7 +63,7 @@ impl SysTree {
         mailbox: &mpsc::UnboundedSender<Mail>,
         authz: &Arc<dyn ClientAuthz>,
         send_retained: bool,
-    ) {
+    ) -> Vec<Arc<SysMessage>> {
         let mut state = self.lock();
         if !state.subscribers.iter().any(|s| s.conn_id == conn_id && s.filter == filter) {
             state.subscribers.push(Subscriber {
@@ -74,14 +74,18 @@ impl SysTree {
             });
         }
         if !send_retained {
-            return;
+            return Vec::new();
         }
-        for (topic, payload) in &state.values {
-            if dynsec::topic::topic_matches_filter(filter, topic) && authz.allows(Access::Receive, topic) {
-                let message = SysMessage { topic: topic.clone(), payload: payload.clone(), retain: true };
-                let _ = mailbox.send(Mail::Sys(Arc::new(message)));
-            }
-        }
+        state
+            .values
+            .iter()
+            .filter(|(topic, _)| {
+                dynsec::topic::topic_matches_filter(filter, topic) && authz.allows(Access::Receive, topic)
+            })
+            .map(|(topic, payload)| {
+                Arc::new(SysMessage { topic: topic.clone(), payload: payload.clone(), retain: true })
+            })
+            .collect()
     }
 
     pub fn unsubscribe(&self, conn_id: u64, filter: &str) {
@@ -306,9 +310,11 @@ mod tests {
         tree.publish("$SYS/broker/version", "v".into());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let all: Arc<dyn ClientAuthz> = Arc::new(Only("$SYS/"));
-        tree.subscribe(1, "$SYS/#", &tx, &all, true);
-        assert_eq!(topics(&mut rx), [("$SYS/broker/version".to_string(), true)]);
-        tree.subscribe(1, "$SYS/broker/+", &tx, &all, false);
+        let retained = tree.subscribe(1, "$SYS/#", &tx, &all, true);
+        let retained: Vec<(String, bool)> = retained.iter().map(|m| (m.topic.to_string(), m.retain)).collect();
+        assert_eq!(retained, [("$SYS/broker/version".to_string(), true)]);
+        assert!(topics(&mut rx).is_empty(), "retained values are returned, for after the SUBACK");
+        assert!(tree.subscribe(1, "$SYS/broker/+", &tx, &all, false).is_empty());
         assert_eq!(tree.publish("$SYS/broker/uptime", "1 seconds".into()), 1, "once per connection");
         assert_eq!(topics(&mut rx), [("$SYS/broker/uptime".to_string(), false)]);
         tree.remove_connection(1);
@@ -321,7 +327,7 @@ mod tests {
         tree.publish("$SYS/broker/version", "v".into());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let denied: Arc<dyn ClientAuthz> = Arc::new(Only("other"));
-        tree.subscribe(2, "$SYS/#", &tx, &denied, true);
+        assert!(tree.subscribe(2, "$SYS/#", &tx, &denied, true).is_empty());
         assert_eq!(tree.publish("$SYS/broker/uptime", "1 seconds".into()), 0);
         assert!(topics(&mut rx).is_empty());
     }
@@ -334,7 +340,7 @@ mod tests {
         assert_eq!(count, 1 + 1 + 22 + 27, "version, uptime, values (maximum included), load averages");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let all: Arc<dyn ClientAuthz> = Arc::new(Only("$SYS/"));
-        tree.subscribe(1, "$SYS/broker/clients/#", &tx, &all, false);
+        let _ = tree.subscribe(1, "$SYS/broker/clients/#", &tx, &all, false);
         refresher.refresh(ClientCounts { connected: 2, total: 3 });
         let mut changed: Vec<String> = topics(&mut rx).into_iter().map(|(t, _)| t).collect();
         changed.sort();

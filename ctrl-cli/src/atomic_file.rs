@@ -1,6 +1,7 @@
-//! Crash-safe file writes: the new content goes to a temporary file in the same directory, is
-//! flushed to disk, and only then takes the target's name, so a reader sees the old file or the
-//! new one, never a partial one.
+//! Crash-safe creation of a file that must not exist yet (`dynsec init`): the content goes to a
+//! temporary file in the same directory, is flushed to disk, and only then takes the target's
+//! name, so a reader sees no file or the whole one. Files that are replaced use the store's
+//! writer, `dynsec::store::write_atomically`, which keeps their owner, group and mode.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -58,31 +59,6 @@ pub fn create_new(target: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Replaces `target` (or creates it) atomically. An existing file keeps its permission bits and,
-/// where allowed, its owner, because a broker may read it under another account; a new file gets
-/// mode 0600.
-pub fn replace(target: &Path, contents: &[u8]) -> io::Result<()> {
-    let existing = fs::metadata(target).ok();
-    #[cfg(unix)]
-    let mode = existing.as_ref().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777);
-    #[cfg(not(unix))]
-    let mode: Option<u32> = None;
-    let temporary = write_temporary(target, contents, mode.unwrap_or(NEW_FILE_MODE))?;
-    #[cfg(unix)]
-    if let Some(metadata) = &existing {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let _ = std::os::unix::fs::chown(&temporary, Some(metadata.uid()), Some(metadata.gid()));
-        // chown may clear set-id bits and the umask applied at creation: set the mode explicitly.
-        let _ = fs::set_permissions(&temporary, fs::Permissions::from_mode(metadata.permissions().mode() & 0o7777));
-    }
-    if let Err(e) = fs::rename(&temporary, target) {
-        let _ = fs::remove_file(&temporary);
-        return Err(e);
-    }
-    sync_directory_of(target);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,21 +76,5 @@ mod tests {
         #[cfg(unix)]
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
-    }
-
-    #[test]
-    fn replace_keeps_existing_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        fs::write(&path, b"old").unwrap();
-        #[cfg(unix)]
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        replace(&path, b"new").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        #[cfg(unix)]
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
-        replace(&dir.path().join("g"), b"x").unwrap();
-        #[cfg(unix)]
-        assert_eq!(fs::metadata(dir.path().join("g")).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -428,8 +428,7 @@ impl Dynsec {
             return Ok(None);
         }
         let path = store.path().to_owned();
-        let (mut edited, warnings) =
-            file::load(&bytes).map_err(|source| EngineError::Format { path: path.clone(), source })?;
+        let (mut edited, warnings) = crate::store::load_snapshot(&path, &bytes)?;
         for w in warnings {
             tracing::warn!("{}: {}", path.display(), w.0);
         }

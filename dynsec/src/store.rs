@@ -55,6 +55,31 @@ pub enum StoreError {
     NotAJournal { path: PathBuf },
     #[error("{path}: is a symbolic link; the journal is never opened through one (remove the link)")]
     Symlink { path: PathBuf },
+    /// mosquitto 2.0 and 2.1 start on an empty file with no clients at all, so that nobody, admin
+    /// included, can log in; we refuse to start instead (docs/known-differences.md).
+    #[error(
+        "{path}: the file is empty (0 bytes), so it has no clients and nobody could log in; restore it from a backup, or remove it to have a new one created with an admin client"
+    )]
+    Empty { path: PathBuf },
+}
+
+impl StoreError {
+    /// The operating system's error behind this one, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a snapshot's bytes; an empty file is an error (see [`StoreError::Empty`]) rather than
+/// an empty configuration.
+pub fn load_snapshot(path: &Path, bytes: &[u8]) -> Result<(Model, Vec<LoadWarning>), StoreError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(StoreError::Empty { path: path.to_owned() });
+    }
+    file::load(bytes).map_err(|source| StoreError::Format { path: path.to_owned(), source })
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -379,8 +404,7 @@ impl Store {
     /// Loads the snapshot and replays the journal. The snapshot must exist (see [`Store::create`]).
     pub fn open(path: &Path) -> Result<Loaded, StoreError> {
         let bytes = fs::read(path).map_err(io_err(path))?;
-        let (mut model, warnings) =
-            file::load(&bytes).map_err(|source| StoreError::Format { path: path.to_owned(), source })?;
+        let (mut model, warnings) = load_snapshot(path, &bytes)?;
         let journal_path = Self::journal_path_for(path);
         let mut replayed = 0;
         let mut torn = false;

@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the broker logs for each bound listener.
 const LISTENING: &str = "Opening listen socket on ";
+/// Logged once every listener is open.
+const RUNNING: &str = "dynsec-broker running";
 
 /// A scratch directory under the system temp dir, removed on drop.
 pub struct ScratchDir(PathBuf);
@@ -85,6 +87,38 @@ impl BrokerProcess {
         (output.status.code().unwrap_or(-1), text)
     }
 
+    /// Starts the broker with `config` in `dir` and waits, at most the start timeout, for it to
+    /// stop by itself (a configuration or files it must refuse). Returns its exit code (`None`
+    /// when it was still running and was killed: it started instead of refusing) and its output.
+    pub fn start_failure_in(binary: &Path, dir: &Path, config: &str) -> (Option<i32>, String) {
+        let config_path = dir.join("broker.conf");
+        let log_path = dir.join("broker.log");
+        fs::write(&config_path, config).expect("write config");
+        let log = fs::File::create(&log_path).expect("create log");
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("run dynsec-broker");
+        let deadline = Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, fs::read_to_string(&log_path).unwrap_or_default())
+    }
+
     fn try_start(binary: &Path, config: &str) -> Result<BrokerProcess, String> {
         let dir = ScratchDir::new("run");
         Self::spawn_in(binary, dir.path().to_owned(), Some(dir), config, &[])
@@ -135,10 +169,14 @@ impl BrokerProcess {
                 return Err(format!("exited with {status}: {}", broker.log()));
             }
             let log = broker.log();
+            // Ready once every listener is open: the broker says it is running after binding
+            // them all (the first "Opening listen socket" line alone left tests with several
+            // listeners looking for the second one too early).
             if let Some(addr) = log
                 .lines()
                 .find_map(|line| line.split(LISTENING).nth(1))
                 .and_then(|rest| rest.trim_end_matches('.').parse().ok())
+                .filter(|_| log.contains(RUNNING))
             {
                 broker.addr = addr;
                 return Ok(broker);

@@ -10,3 +10,4 @@ pub mod mosquitto;
 pub mod rr;
 pub mod soak;
 pub mod twin;
+pub mod websocket;

@@ -263,7 +263,11 @@ pub async fn run(options: &Options, dir: &Path, progress: impl Fn(&Sample)) -> R
     let result = drive(options, &broker, progress).await;
     let (_, log) = broker.terminate();
     let mut report = result?;
-    for line in log.lines().filter(|l| l.contains("panicked") || l.contains("ERROR")) {
+    // Error lines start with `Error: `, after the Unix time (the broker's mosquitto layout).
+    let is_error = |line: &str| {
+        line.starts_with("Error: ") || line.split_once(": ").is_some_and(|(_, rest)| rest.starts_with("Error: "))
+    };
+    for line in log.lines().filter(|l| l.contains("panicked") || l.contains("ERROR") || is_error(l)) {
         report.error_count += 1;
         if report.errors.len() < KEPT_ERRORS {
             report.errors.push(format!("broker log: {line}"));

@@ -213,7 +213,7 @@ async fn rumqttc_v5_properties_qos2_and_session_expiry() {
     sub.disconnect().await.unwrap();
     while sub_events.recv().await.is_some() {}
     sub_task.abort();
-    wait_for_log(&broker, "Client disconnected. client_id=v5-sub").await;
+    wait_for_log(&broker, "Client v5-sub disconnected.").await;
     publisher.publish("v5/b", QoS5::AtLeastOnce, false, "queued").await.unwrap();
     loop {
         if let Packet5::PubAck(_) = next_incoming(&mut pub_events).await {

@@ -115,3 +115,57 @@ fn password_acl_example() {
         assert_eq!(user(port, "operator", "wrong").publish("t", "m"), Connect::Connack(5), "{kind:?}");
     }
 }
+
+/// config/websockets.conf: ws (with http_dir) and wss listeners, in dynsec-broker and in
+/// mosquitto 2.0.11 (built with libwebsockets) alike, reached by the websocket test client.
+#[test]
+fn websockets_example() {
+    use dynsec_broker::testkit::{CONNACK, Next};
+    use dynsec_tests::websocket::{Transport, WsClient, http_exchange, status_of};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = certs::generate(&dir.path().join("certs"));
+    let www = dir.path().join("www");
+    fs::create_dir_all(&www).expect("http_dir");
+    fs::write(www.join("index.html"), "<title>dashboard</title>").expect("index.html");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for kind in BOTH {
+        let file = dir.path().join(format!("dynsec-ws-{kind:?}.json"));
+        mosquitto_ctrl_init(&file, "admin", "admin-pw");
+        let mut config = adapt(
+            "websockets.conf",
+            &[
+                ("/var/lib/dynsec-broker/dynamic-security.json", p(&file)),
+                ("/etc/dynsec-broker/certs", p(&pki.dir)),
+                ("/var/www/mqtt-dashboard", p(&www)),
+            ],
+        );
+        config = config.replace("listener 9001\n", "listener {PORT1} 127.0.0.1\n");
+        config = config.replace("listener 9443\n", "listener {PORT2} 127.0.0.1\n");
+        let broker = Twin::start(kind, binary(), dir.path(), &config, 3);
+        let at = |index: usize| std::net::SocketAddr::from(([127, 0, 0, 1], broker.port(index)));
+        let ca = pki.ca();
+        runtime.block_on(async {
+            for (name, transport) in [("ws", Transport::Plain), ("wss", Transport::Tls { ca: &ca })] {
+                let addr = at(if name == "ws" { 1 } else { 2 });
+                for (password, code) in [("admin-pw", 0), ("wrong", 5)] {
+                    let mut connect = dynsec_broker::testkit::Connect::new(4, &format!("example-{name}-{code}"));
+                    connect.username = Some("admin".into());
+                    connect.password = Some(password.as_bytes().to_vec());
+                    let (_, reply) = WsClient::connect(addr, transport, &connect).await;
+                    match reply {
+                        Next::Frame(frame) if frame.packet_type == CONNACK => {
+                            assert_eq!(frame.reason(), code, "{kind:?} {name} {password}\n{}", broker.log())
+                        }
+                        other => panic!("{kind:?} {name}: CONNACK expected, got {other:?}\n{}", broker.log()),
+                    }
+                }
+            }
+            let page =
+                http_exchange(at(1), Transport::Plain, b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+            assert_eq!(status_of(&page), 200, "{kind:?}: {page}");
+            assert!(page.ends_with("<title>dashboard</title>"), "{kind:?}: {page}");
+        });
+        assert_eq!(user(broker.port(0), "admin", "admin-pw").publish("t", "m"), Connect::Connack(0), "{kind:?}");
+    }
+}

@@ -219,3 +219,46 @@ fn iterations_beyond_the_broker_limit() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with("slow:$7$4294967295$AAAAAAAAAAAAAAAA$AAAA\nplain:$7$1000$"), "{text}");
 }
+
+/// Issue 23: a password file prepared for the broker's account (another owner and group, mode
+/// 0640) keeps owner, group and mode when `passwd` rewrites it (-b, -D and -U), and no temporary
+/// file is left beside it. Run as root, so that the file can be given to ids nobody uses.
+#[test]
+fn rewrites_keep_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const OWNER: u32 = 4242;
+    const GROUP: u32 = 4343;
+    assert_eq!(
+        std::fs::metadata("/proc/self").expect("/proc/self").uid(),
+        0,
+        "this test chowns a file to another uid: run it as root (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("passwords");
+    let f = file.to_str().unwrap();
+    assert_eq!(theirs(&["-c", "-b", f, "alice", "alice-pw"], None, dir.path()).status, Some(0));
+    std::fs::write(dir.path().join("plain"), "carol:carol-pw\n").unwrap();
+    let plain = dir.path().join("plain");
+    for path in [&file, &plain] {
+        std::os::unix::fs::chown(path, Some(OWNER), Some(GROUP)).expect("chown");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    }
+    let steps: [&[&str]; 3] = [&["-b", f, "bob", "bob-pw"], &["-D", f, "alice"], &["-U", plain.to_str().unwrap()]];
+    for args in steps {
+        let outcome = ours(args, None, dir.path());
+        assert_eq!(outcome.status, Some(0), "{args:?}: {}", show(&outcome));
+    }
+    for path in [&file, &plain] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (OWNER, GROUP, 0o640),
+            "{} lost its owner, group or mode",
+            path.display()
+        );
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "a temporary file was left behind: {names:?}");
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("bob:$7$"));
+}

@@ -5,7 +5,8 @@
 //! passwd [-H ...] [-I iterations] [-c] -b <file> <username> <password>
 //! passwd -U <file>
 //! ```
-//! Files are rewritten atomically (temporary file, fsync, rename; new files mode 0600); see
+//! Files are rewritten atomically by the store's writer (temporary file, fsync, rename; owner,
+//! group and mode kept; new files mode 0600); see
 //! [`file`] for the mosquitto_passwd quirks that are fixed rather than copied.
 
 pub mod file;
@@ -15,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use dynsec::password::{DEFAULT_PBKDF2_ITERATIONS, HashPolicy, MAX_PBKDF2_ITERATIONS, PasswordHash};
 
-use crate::atomic_file;
 use crate::mqtt::transport::os_error_text;
 use crate::prompt::{PromptError, get_password};
 use crate::text::{atoi, lossy};
@@ -256,7 +256,7 @@ fn create(file: &[u8], username: &[u8], password: Option<Vec<u8>>, policy: HashP
     };
     let mut pwfile = PasswordFile::empty();
     pwfile.set(username, &encode(&password, policy)?);
-    atomic_file::replace(&path, &pwfile.to_bytes()).map_err(|e| {
+    save(&path, &pwfile).map_err(|e| {
         fail(&format!("Error: Unable to open file {} for writing. {}.\n", path.display(), os_error_text(&e)))
     })
 }
@@ -269,7 +269,19 @@ fn edit(file: &[u8], change: impl FnOnce(&mut PasswordFile) -> Result<(), i32>) 
     let mut pwfile = PasswordFile::parse(&content)
         .map_err(|line| fail(&format!("Error: Corrupt password file at line {}.\n", line.0)))?;
     change(&mut pwfile)?;
-    atomic_file::replace(&path, &pwfile.to_bytes()).map_err(|e| open_error(&path, &e))
+    save(&path, &pwfile).map_err(|e| open_error(&path, &e))
+}
+
+/// Rewrites the password file with the store's atomic writer, which keeps the owner, group and
+/// mode of the file it replaces (a broker may read it under another account; a new file is
+/// 0600).
+fn save(path: &Path, pwfile: &PasswordFile) -> std::io::Result<()> {
+    dynsec::store::write_atomically(path, &pwfile.to_bytes()).map_err(|e| match e.io_error() {
+        Some(source) => source
+            .raw_os_error()
+            .map_or_else(|| std::io::Error::new(source.kind(), source.to_string()), std::io::Error::from_raw_os_error),
+        None => std::io::Error::other(e.to_string()),
+    })
 }
 
 fn open_error(path: &Path, error: &std::io::Error) -> i32 {
