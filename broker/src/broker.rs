@@ -37,6 +37,8 @@ impl Broker {
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
         let shared = Arc::new(Shared::new(config, security, engine, sessions));
+        let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
+        shared.security.attach_connections(Arc::new(directory));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
         if shared.config.sys_interval > 0 {
@@ -50,6 +52,7 @@ impl Broker {
             local_addrs.push(bound.local_addr);
             tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, listener.clone())));
         }
+        shared.broker_api.set_bound_ports(local_addrs.iter().map(SocketAddr::port).collect());
         if let Some(mut kicks) = shared.security.take_kick_events() {
             let pump = shared.clone();
             tasks.push(tokio::spawn(async move {

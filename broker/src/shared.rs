@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::Error;
 use crate::config::{Config, ListenerConfig, ListenerId, SecurityOptions};
+use crate::gate::broker_api::BrokerApi;
 use crate::gate::control::ControlSubscriptions;
 use crate::gate::session::Sessions;
 use crate::gate::tls::TlsListener;
@@ -26,6 +27,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub control: ControlSubscriptions,
     /// The `$SYS` values and their subscribers.
     pub sys: Arc<SysTree>,
+    /// `$CONTROL/broker/v1` and the reply for endpoints nobody serves.
+    pub broker_api: BrokerApi,
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: RoutedTopics,
@@ -41,6 +44,7 @@ impl<E: RoutingEngine> Shared<E> {
             engine,
             control: ControlSubscriptions::default(),
             sys: Arc::new(SysTree::default()),
+            broker_api: BrokerApi::new(&config),
             pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
             security,
             config,

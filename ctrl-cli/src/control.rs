@@ -18,6 +18,16 @@ use crate::text::lossy;
 pub const REQUEST_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 
+/// A control endpoint: where requests go and where their replies come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub request: &'static str,
+    pub response: &'static str,
+}
+
+/// The dynamic-security plugin's endpoint.
+pub const DYNSEC: Endpoint = Endpoint { request: REQUEST_TOPIC, response: RESPONSE_TOPIC };
+
 /// Why a request did not produce a reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -79,6 +89,7 @@ pub struct ControlClient {
     timeout: Duration,
     correlation_prefix: String,
     messages_sent: u64,
+    endpoint: Endpoint,
 }
 
 /// A reply to one message: the parsed payload and its raw bytes.
@@ -88,11 +99,21 @@ pub struct Reply {
 }
 
 impl ControlClient {
-    /// Connects and subscribes, within the configured timeout.
+    /// Connects and subscribes to the dynamic-security replies, within the configured timeout.
     pub async fn open(
         options: &ConnectionOptions,
         credentials: &Credentials,
         tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<ControlClient, ControlError> {
+        Self::open_endpoint(options, credentials, tls_config, DYNSEC).await
+    }
+
+    /// Connects and subscribes to `endpoint`'s replies, within the configured timeout.
+    pub async fn open_endpoint(
+        options: &ConnectionOptions,
+        credentials: &Credentials,
+        tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+        endpoint: Endpoint,
     ) -> Result<ControlClient, ControlError> {
         let opening = async {
             let stream = transport::open(options, tls_config).await.map_err(SessionError::from)?;
@@ -103,7 +124,7 @@ impl ControlClient {
                 password: credentials.password.as_deref(),
             };
             let mut session = Session::connect(stream, options.protocol, &identity).await?;
-            session.subscribe(RESPONSE_TOPIC, options.qos).await?;
+            session.subscribe(endpoint.response, options.qos).await?;
             Ok::<Session, SessionError>(session)
         };
         let session = tokio::time::timeout(options.timeout, opening)
@@ -115,6 +136,7 @@ impl ControlClient {
             timeout: options.timeout,
             correlation_prefix: correlation_prefix(),
             messages_sent: 0,
+            endpoint,
         })
     }
 
@@ -127,16 +149,18 @@ impl ControlClient {
             commands.into_iter().enumerate().map(|(i, c)| with_correlation(c, format!("{tag}{i}"))).collect();
         let payload = Json::object().with("commands", Json::Array(commands)).to_compact();
         let exchange = async {
-            self.session.publish(REQUEST_TOPIC, Bytes::from(payload), self.qos).await?;
+            self.session.publish(self.endpoint.request, Bytes::from(payload), self.qos).await?;
             loop {
                 let message = self.session.next_message().await?;
-                if message.topic != RESPONSE_TOPIC.as_bytes() {
+                if message.topic != self.endpoint.response.as_bytes() {
                     continue;
                 }
                 let Ok(tree) = dynsec::json::parse(&message.payload) else {
                     continue;
                 };
-                if reply_matches(&tree, tag.as_bytes()) {
+                // A reply without `responses` is the broker's "endpoint not available", sent to
+                // the requester alone.
+                if reply_matches(&tree, tag.as_bytes()) || tree.get("responses").is_none() {
                     return Ok::<Reply, SessionError>(Reply { payload: message.payload, tree });
                 }
             }

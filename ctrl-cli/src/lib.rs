@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic_file;
+pub mod broker;
 pub mod control;
 pub mod dynsec;
 pub mod exit_code;
@@ -14,6 +15,7 @@ pub mod options;
 pub mod passwd;
 pub mod progress;
 pub mod prompt;
+pub mod signal;
 pub mod text;
 
 use std::io::Write;
@@ -45,10 +47,12 @@ dynsec-ctrl administers Mosquitto-compatible brokers; it accepts mosquitto_ctrl'
 
 Usage: dynsec-ctrl [connection options] <module> <module-command> [command options]
        dynsec-ctrl dynsec help
+       dynsec-ctrl broker listPlugins|listListeners|help
+       dynsec-ctrl signal {-p <pid> | --pid-file <file>} config-reload|log-rotate|shutdown
        dynsec-ctrl dynsec init <file> <admin-username> [admin-password]
        dynsec-ctrl passwd [-H sha512|sha512-pbkdf2|argon2id] [-I iterations] [-c | -D] <file> <username>
 
-Modules: dynsec, passwd. Module help: dynsec-ctrl dynsec help, dynsec-ctrl passwd.
+Modules: broker, dynsec, passwd, signal. Module help: dynsec-ctrl dynsec help, dynsec-ctrl passwd.
 
 Connection options: -h host, -p port, -u username, -P password, -i client-id, -q qos,
   -V mqttv5|mqttv311|mqttv31, -L mqtt(s)://[user[:password]@]host[:port]/topic, --unix path,
@@ -80,6 +84,10 @@ pub fn run(args: &[Vec<u8>], env: &Environment) -> i32 {
     // `passwd` takes mosquitto_passwd's options, not connection options.
     if eq_ignore_case(&args[0], "passwd") {
         return passwd::run(&args[1..]);
+    }
+    // `signal` takes mosquitto_signal's options, not connection options.
+    if eq_ignore_case(&args[0], "signal") {
+        return signal::run(&args[1..]);
     }
     let parsed = match options::parse_command_line(args, env) {
         Ok(parsed) => parsed,
@@ -113,6 +121,8 @@ pub fn run(args: &[Vec<u8>], env: &Environment) -> i32 {
     let module = &parsed.rest[0];
     if eq_ignore_case(module, "dynsec") {
         dynsec::run(&parsed.rest[1..], &parsed.options)
+    } else if eq_ignore_case(module, "broker") {
+        broker::run(&parsed.rest[1..], &parsed.options)
     } else if eq_ignore_case(module, "passwd") {
         passwd::run(&parsed.rest[1..])
     } else {

@@ -76,6 +76,8 @@ pub struct ConnectionOptions {
     pub timeout: Duration,
     /// dynsec-ctrl addition `--json`: print the raw response object instead of formatted text.
     pub json_output: bool,
+    /// `-f FILE` (mosquitto_ctrl 2.1): dynsec commands edit this dynamic-security.json offline.
+    pub data_file: Option<PathBuf>,
 }
 
 impl Default for ConnectionOptions {
@@ -97,6 +99,7 @@ impl Default for ConnectionOptions {
             tls: TlsOptions::default(),
             timeout: DEFAULT_TIMEOUT,
             json_output: false,
+            data_file: None,
         }
     }
 }
@@ -243,6 +246,7 @@ fn missing_value_message(word: &[u8]) -> Option<&'static str> {
         b"--keyform" => "Error: --keyform argument given but no keyform specified.\n\n",
         b"-L" | b"--url" => "Error: -L argument given but no URL specified.\n\n",
         b"-o" => "Error: -o argument given but no options file specified.\n\n",
+        b"-f" => "Error: -f argument given but no data file specified.\n\n",
         b"-p" | b"--port" => "Error: -p argument given but no port specified.\n\n",
         b"-P" | b"--pw" => "Error: -P argument given but no password specified.\n\n",
         b"--proxy" => "Error: --proxy argument given but no proxy url specified.\n\n",
@@ -311,6 +315,7 @@ fn apply_value(options: &mut ConnectionOptions, word: &[u8], value: &[u8]) -> Re
         b"--keyform" => options.tls.keyform = text(),
         b"-L" | b"--url" => apply_url(options, value)?,
         b"-o" => options.options_file = path(value),
+        b"-f" => options.data_file = path(value),
         b"-p" | b"--port" => {
             let port = atoi(value);
             if !(0..=65535).contains(&port) {

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, role_walk};
 use crate::commands::{Admin, Envelope, Kicks, Limits, Processor, envelope_error, parse_envelope, prepare_passwords};
+use crate::connections::ConnectionDirectory;
 use crate::file::{self, LoadWarning};
 use crate::init::init_model;
 use crate::model::{Affected, Model};
@@ -119,6 +120,8 @@ pub struct Dynsec {
     /// Random per-process key so cached digests reveal nothing useful.
     auth_key: [u8; 32],
     last_change: Mutex<Option<Instant>>,
+    /// The broker's live connections, shown by getClient / verbose listClients once attached.
+    connections: RwLock<Option<Arc<dyn ConnectionDirectory>>>,
 }
 
 impl Dynsec {
@@ -169,7 +172,14 @@ impl Dynsec {
             auth_generation: AtomicU64::new(0),
             auth_key,
             last_change: Mutex::new(None),
+            connections: RwLock::new(None),
         })
+    }
+
+    /// Lets getClient and verbose listClients report the live connections `directory` knows of
+    /// (mosquitto 2.1.2's `connections`); a broker attaches its own at start.
+    pub fn attach_connections(&self, directory: Arc<dyn ConnectionDirectory>) {
+        *self.connections.write() = Some(directory);
     }
 
     pub fn path(&self) -> PathBuf {
@@ -198,8 +208,10 @@ impl Dynsec {
         if let Err(e) = store.prepare_for_write(&model) {
             return self.refuse_changes(&mut model, &commands, prepared, admin, &e);
         }
+        let connections = self.connections.read().clone();
         let mut outcome = Processor::new(&mut model, self.options.hash_policy, prepared.clone(), admin.clone())
             .with_limits(self.options.limits)
+            .with_connections(connections.as_deref())
             .run(&commands);
         if !outcome.mutations.is_empty() {
             match store.commit(&outcome.mutations, &model) {
@@ -228,8 +240,10 @@ impl Dynsec {
     ) -> ControlResult {
         tracing::error!("dynsec: could not save configuration, changes refused: {error}");
         let message = format!("Internal error: configuration could not be saved ({error})");
+        let connections = self.connections.read().clone();
         let outcome = Processor::new(model, self.options.hash_policy, prepared, admin)
             .with_limits(self.options.limits)
+            .with_connections(connections.as_deref())
             .refuse_changes(message)
             .run(commands);
         ControlResult { response: outcome.response, kicks: outcome.kicks }

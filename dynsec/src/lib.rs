@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod commands;
+pub mod connections;
 pub mod engine;
 pub mod file;
 #[cfg(feature = "testing")]

@@ -124,10 +124,11 @@ impl FileAccess {
     }
 }
 
+/// One `topic` or `pattern` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rule {
-    filter: String,
-    access: FileAccess,
+pub struct Rule {
+    pub filter: String,
+    pub access: FileAccess,
 }
 
 /// Appends keeping mosquitto's order: deny rules go to the front.
@@ -233,6 +234,21 @@ impl AclFile {
             }
         }
         Ok(file)
+    }
+
+    /// The `topic` rules of clients without a username, in evaluation order (denies first).
+    pub fn anonymous_rules(&self) -> &[Rule] {
+        self.anonymous.as_deref().unwrap_or_default()
+    }
+
+    /// Each `user` section's `topic` rules, in evaluation order (denies first).
+    pub fn user_rules(&self) -> impl Iterator<Item = (&str, &[Rule])> {
+        self.users.iter().map(|(user, rules)| (user.as_str(), rules.as_slice()))
+    }
+
+    /// The `pattern` rules, in evaluation order (denies first).
+    pub fn pattern_rules(&self) -> &[Rule] {
+        &self.patterns
     }
 
     /// Publish (`write`) or delivery (`!write`) check. Subscribe and unsubscribe are always

@@ -395,6 +395,12 @@ impl Store {
         PathBuf::from(p)
     }
 
+    /// Whether the journal next to the snapshot `path` holds records not yet folded into it
+    /// (a dynsec-broker is running on the file, or stopped before compacting).
+    pub fn journal_has_records(path: &Path) -> Result<bool, StoreError> {
+        Ok(read_journal(&Self::journal_path_for(path))?.len() > JOURNAL_HEADER.len())
+    }
+
     /// Loads the snapshot and replays the journal. The snapshot must exist (see [`Store::create`]).
     pub fn open(path: &Path) -> Result<Loaded, StoreError> {
         let bytes = fs::read(path).map_err(io_err(path))?;

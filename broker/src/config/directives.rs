@@ -98,6 +98,7 @@ pub(super) struct Builder {
     max_packet_size: u32,
     max_keepalive: u16,
     sys_interval: u32,
+    enable_control_api: bool,
     tcp_nodelay: bool,
     websockets_headers_size: usize,
     log: LogDirectives,
@@ -124,6 +125,7 @@ impl Builder {
             max_packet_size: 4 * 1024 * 1024,
             max_keepalive: 65535,
             sys_interval: 10,
+            enable_control_api: false,
             tcp_nodelay: false,
             websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             log: LogDirectives::default(),
@@ -274,6 +276,7 @@ impl Builder {
             }
             "max_keepalive" => self.max_keepalive = d.number()?,
             "sys_interval" => self.sys_interval = d.number()?,
+            "enable_control_api" => self.enable_control_api = d.boolean()?,
             "set_tcp_nodelay" => self.tcp_nodelay = d.boolean()?,
             "user" => self.service.user = Some(d.one_word()?.to_owned()),
             "pid_file" => {
@@ -453,6 +456,7 @@ impl Builder {
             max_packet_size: self.max_packet_size,
             max_keepalive: self.max_keepalive,
             sys_interval: self.sys_interval,
+            enable_control_api: self.enable_control_api,
             tcp_nodelay: self.tcp_nodelay,
             websockets_headers_size: self.websockets_headers_size,
             log,

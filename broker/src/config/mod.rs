@@ -157,6 +157,8 @@ pub struct Config {
     /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
     /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
     pub sys_interval: u32,
+    /// `enable_control_api` (default false): serve `$CONTROL/broker/v1` ([`crate::gate::broker_api`]).
+    pub enable_control_api: bool,
     /// `set_tcp_nodelay`.
     pub tcp_nodelay: bool,
     /// `websockets_headers_size` (bytes; 0 or unset: 4096): the largest HTTP request head a

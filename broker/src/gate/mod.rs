@@ -4,9 +4,11 @@
 //! the subscription bookkeeping (`subscriptions`) and the `$CONTROL` reply subscribers
 //! (`control`).
 
+pub mod broker_api;
 pub mod client_log;
 pub mod codec;
 pub(crate) mod connection;
+pub(crate) mod connection_directory;
 pub mod control;
 pub(crate) mod listener;
 pub mod mailbox;

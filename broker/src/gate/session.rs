@@ -99,9 +99,22 @@ struct Entry {
     /// The router is forgetting an expired session: a new claim waits for it (a purge builds a
     /// link with the same client id, which would take over a link attached meanwhile).
     purging: Option<watch::Receiver<()>>,
+    /// The latest connection's id and address, kept with a saved session: dynsec's `connections`
+    /// lists persistent sessions whose client is offline too, as mosquitto 2.1.2 does.
+    last_peer: Option<(u64, std::net::IpAddr)>,
 }
 
 impl Entry {
+    /// The username of the connected client, or of the saved session's owner; `None` when the
+    /// entry holds neither (a will or a purge still pending).
+    fn known_as(&self) -> Option<Option<Arc<str>>> {
+        match (&self.live, &self.saved) {
+            (Some(live), _) => Some(live.username.clone()),
+            (None, Some(saved)) => Some(saved.owner.clone()),
+            (None, None) => None,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.live.is_none()
             && self.saved.is_none()
@@ -210,11 +223,13 @@ impl<E: RoutingEngine> Sessions<E> {
     /// stops. Returns the saved session unless `clean_start`, or unless it was saved under another
     /// username than `username`: then the session ends as for a clean start, because its
     /// subscriptions were granted to someone else (mosquitto 2.0 hands them over).
+    #[allow(clippy::too_many_arguments)] // the parts of one connection's identity
     pub async fn claim(
         self: &Arc<Self>,
         client_id: &Arc<str>,
         conn_id: u64,
         username: Option<Arc<str>>,
+        peer: std::net::IpAddr,
         mailbox: mpsc::UnboundedSender<Mail>,
         closed: watch::Receiver<()>,
         clean_start: bool,
@@ -254,6 +269,9 @@ impl<E: RoutingEngine> Sessions<E> {
                 fresh.then_some(will)
             });
             registry.set_live(client_id, Some(Live { conn_id, username, mailbox, closed }));
+            if let Some(entry) = registry.entries.get_mut(client_id) {
+                entry.last_peer = Some((conn_id, peer));
+            }
             (will, saved, fresh, foreign)
         };
         let (will, saved, fresh, foreign) = will_to_publish;
@@ -439,6 +457,19 @@ impl<E: RoutingEngine> Sessions<E> {
                 timer.abort();
             }
         }
+    }
+
+    /// The clients the broker knows (connected, or offline with a saved session), oldest
+    /// connection first, as (client id, username, latest address).
+    pub fn known_clients(&self) -> Vec<(Arc<str>, Option<Arc<str>>, std::net::IpAddr)> {
+        let registry = self.lock();
+        let mut known: Vec<_> = registry
+            .entries
+            .iter()
+            .filter_map(|(id, e)| Some((e.last_peer?.0, (id.clone(), e.known_as()?, e.last_peer?.1))))
+            .collect();
+        known.sort_by_key(|(conn_id, _)| *conn_id);
+        known.into_iter().map(|(_, client)| client).collect()
     }
 
     /// Number of live connections (for tests and logs).

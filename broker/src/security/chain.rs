@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 
 use super::admin::open_dynsec;
 use super::authz::build_authz;
-use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
+pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
 use super::reload::{Reloadable, load_acl_file, load_password_file};
 use super::throttle::LoginThrottle;
 use super::verifier::VerifierPool;
@@ -222,6 +222,12 @@ impl Security for AuthChain {
     fn serves_control(&self, listener: ListenerId, topic: &str) -> bool {
         let dynsec_topic = topic == DYNSEC_REQUEST_TOPIC || topic == DYNSEC_RESPONSE_TOPIC;
         dynsec_topic && self.dynsec.is_some() && self.scopes.get(listener.0).is_some_and(|scope| scope.dynsec)
+    }
+
+    fn attach_connections(&self, directory: Arc<dyn dynsec::connections::ConnectionDirectory>) {
+        if let Some(engine) = &self.dynsec {
+            engine.attach_connections(directory);
+        }
     }
 
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {

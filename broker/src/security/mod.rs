@@ -151,6 +151,11 @@ pub trait Security: Send + Sync + 'static {
     /// this once at start and applies every kick it receives.
     fn take_kick_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KickTarget>>;
 
+    /// The broker's live connections, handed over once at start (dynsec's getClient shows them).
+    fn attach_connections(&self, directory: Arc<dyn dynsec::connections::ConnectionDirectory>) {
+        let _ = directory;
+    }
+
     /// Re-read reloadable security files (SIGHUP). Kicks go through [`Security::take_kick_events`].
     fn reload(&self) -> BoxFuture<()> {
         Box::pin(async {})

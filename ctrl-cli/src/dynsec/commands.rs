@@ -64,10 +64,9 @@ fn command(name: &str) -> Json {
     Json::object().with("command", Json::str(name))
 }
 
-/// The command `word` names (case-insensitive), if mosquitto_ctrl 2.0 knows it: every command of
-/// the engine's table but `getDetails`, which came with mosquitto 2.1.
+/// The command `word` names (case-insensitive), from the engine's table.
 pub fn known_command(word: &[u8]) -> Option<Command> {
-    Command::from_name(word).filter(|command| *command != Command::GetDetails)
+    Command::from_name(word)
 }
 
 /// Builds the command for `words` (`words[0]` is the command name).
@@ -81,7 +80,7 @@ pub fn build(words: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result<Js
     let name = known.name();
     match known {
         Command::SetDefaultAclAccess => set_default_acl_access(args),
-        Command::GetDefaultAclAccess => Ok(command(name)),
+        Command::GetDefaultAclAccess | Command::GetDetails => Ok(command(name)),
         Command::CreateClient => create_client(args, passwords),
         Command::DeleteClient | Command::GetClient => one_name(name, "username", args),
         Command::EnableClient | Command::DisableClient => one_name_as_typed(name_word, "username", args),
@@ -108,7 +107,6 @@ pub fn build(words: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result<Js
         Command::ModifyClient => modify_client(args),
         Command::ModifyGroup => modify_group(args),
         Command::ModifyRole => modify_role(args),
-        Command::GetDetails => Err(BuildError::Unknown(name_word.clone())),
     }
 }
 
@@ -393,6 +391,10 @@ fn modify_client(args: &[Vec<u8>]) -> Result<Json, BuildError> {
             b"-p" | b"--password" => json.push("password", string(flags.value()?)),
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             b"--role" => roles.get_or_insert_with(Vec::new).push(member("rolename", flags.value()?)),
             b"--no-roles" => drop(roles.get_or_insert_with(Vec::new)),
             b"--group" => groups.get_or_insert_with(Vec::new).push(member("groupname", flags.value()?)),
@@ -421,6 +423,10 @@ fn modify_group(args: &[Vec<u8>]) -> Result<Json, BuildError> {
         match flag {
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             b"--role" => roles.get_or_insert_with(Vec::new).push(member("rolename", flags.value()?)),
             b"--no-roles" => drop(roles.get_or_insert_with(Vec::new)),
             b"--client" => clients.get_or_insert_with(Vec::new).push(member("username", flags.value()?)),
@@ -448,6 +454,10 @@ fn modify_role(args: &[Vec<u8>]) -> Result<Json, BuildError> {
         match flag {
             b"-t" | b"--textname" => json.push("textname", string(flags.value()?)),
             b"-d" | b"--textdescription" => json.push("textdescription", string(flags.value()?)),
+            label if eq_ignore_case(label, "textName") => json.push("textname", string(flags.value()?)),
+            label if eq_ignore_case(label, "textDescription") => {
+                json.push("textdescription", string(flags.value()?));
+            }
             // --acl <acltype> <topic> allow|deny [priority]
             b"--acl" => {
                 let acltype = flags.value()?;
@@ -468,6 +478,14 @@ fn modify_role(args: &[Vec<u8>]) -> Result<Json, BuildError> {
                 acls.get_or_insert_with(Vec::new).push(acl);
             }
             b"--no-acls" => drop(acls.get_or_insert_with(Vec::new)),
+            // mosquitto_ctrl 2.1's shell form `allowWildcardSubs true|false`.
+            label if label == b"--allow-wildcard-subs" || eq_ignore_case(label, "allowWildcardSubs") => {
+                let value = flags.value()?;
+                if !eq_ignore_case(value, "true") && !eq_ignore_case(value, "false") {
+                    return Err(BuildError::InvalidArguments);
+                }
+                json.push("allowwildcardsubs", Json::Bool(eq_ignore_case(value, "true")));
+            }
             _ => return Err(BuildError::InvalidArguments),
         }
     }

@@ -10,6 +10,9 @@ Offline
         write a new dynamic-security.json with one administrator (prompts when no password)
   batch [--batch-size N] <file|->
         send many commands, one per line (command-line words or a JSON command object)
+  migrate [--conf mosquitto.conf] [--password-file file] [--acl-file file] <new-file>
+        convert password_file + acl_file into a dynamic-security.json that decides the same
+  -f <file> <command>   (connection option) run any command below on the file, no broker
 
 Default access and anonymous clients
   getDefaultACLAccess
@@ -17,6 +20,7 @@ Default access and anonymous clients
                                                         |subscribe|unsubscribe
   getAnonymousGroup
   setAnonymousGroup <groupname>
+  getDetails                                 (mosquitto 2.1: counts and change index)
 
 Clients
   createClient <username> [-c clientid] [-p password]   (prompts when no -p; empty = no password)
@@ -51,10 +55,13 @@ Roles
   listRoles [--verbose] [count [offset]]
   addRoleACL <rolename> <acltype> <topic> allow|deny [priority]
   removeRoleACL <rolename> <acltype> <topic>
-  modifyRole <rolename> [-t textname] [-d textdescription]
+  modifyRole <rolename> [-t textname] [-d textdescription] [--allow-wildcard-subs true|false]
              [--acl <acltype> <topic> allow|deny [priority]]... [--no-acls]
         acltype: publishClientSend|publishClientReceive|subscribeLiteral|subscribePattern
                  |unsubscribeLiteral|unsubscribePattern
+
+mosquitto_ctrl 2.1's forms work too: modifyClient|modifyGroup|modifyRole <name> textName <text>,
+  ... textDescription <text>, modifyRole <rolename> allowWildcardSubs true|false.
 
 Priorities: larger numbers are evaluated first. Command names are case-insensitive.
 Global option --json prints the broker's response object instead of formatted text.

@@ -5,6 +5,8 @@ pub mod batch;
 pub mod commands;
 pub mod help;
 pub mod init;
+pub mod migrate;
+pub mod offline;
 pub mod print;
 
 use std::io::Write;
@@ -30,6 +32,9 @@ pub fn run(args: &[Vec<u8>], options: &ConnectionOptions) -> i32 {
     if eq_ignore_case(subcommand, "init") {
         return init::run(&args[1..]);
     }
+    if eq_ignore_case(subcommand, "migrate") {
+        return migrate::run(&args[1..]);
+    }
     if eq_ignore_case(subcommand, "batch") {
         return batch::run(&args[1..], options);
     }
@@ -37,7 +42,10 @@ pub fn run(args: &[Vec<u8>], options: &ConnectionOptions) -> i32 {
         Ok(command) => {
             let verbose_list = command.get("verbose").and_then(Json::as_bool).unwrap_or(false);
             let style = print::Style { raw_json: options.json_output, verbose_list };
-            send_one(options, command, style)
+            match &options.data_file {
+                Some(file) => offline::run(file, command, style),
+                None => send_one(options, command, style),
+            }
         }
         Err(BuildError::Unknown(word)) => {
             eprint(&format!("Command '{}' not recognised.\n", lossy(&word)));

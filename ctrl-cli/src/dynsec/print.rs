@@ -96,8 +96,33 @@ pub fn print_reply(payload: &[u8], style: Style) -> Output {
         print_default_acl_access(&mut output, response);
     } else if eq_ignore_case(name, "getAnonymousGroup") {
         print_data_object(&mut output, response, "group", print_anonymous_group);
+    } else if eq_ignore_case(name, "getDetails") {
+        print_details(&mut output, response);
     }
     output
+}
+
+/// getDetails (mosquitto 2.1), laid out as mosquitto_ctrl 2.1's shell shows it.
+fn print_details(output: &mut Output, response: &Json) {
+    let Some(data) = response.get("data").filter(|d| d.is_object()) else {
+        output.invalid_response();
+        return;
+    };
+    for (label, key) in [
+        ("Client count:", "clientCount"),
+        ("Group count:", "groupCount"),
+        ("Role count:", "roleCount"),
+        ("Change index:", "changeIndex"),
+    ] {
+        let value = match data.get(key) {
+            Some(Json::Number(n)) => *n as i64,
+            _ => 0,
+        };
+        let mut line = Vec::new();
+        pad(&mut line, label.as_bytes(), 16);
+        line.extend_from_slice(format!("{value}\n").as_bytes());
+        output.out(&line);
+    }
 }
 
 /// `<command>: Error: <error>`; a non-string shows as `(null)`, as glibc's printf does.

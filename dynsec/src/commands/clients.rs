@@ -172,14 +172,14 @@ impl Processor<'_> {
     pub(super) fn get_client(&mut self, cmd: &Json) -> CommandResult {
         let username = username(cmd)?;
         let client = self.model.clients.get(username).ok_or("Client not found")?;
-        Ok(Some(Json::object().with("client", client_info(client))))
+        Ok(Some(Json::object().with("client", self.client_json(client))))
     }
 
     pub(super) fn list_clients(&mut self, cmd: &Json) -> CommandResult {
         let (verbose, count, offset) =
             (bool_or(cmd, "verbose", false), int_or(cmd, "count", -1), int_or(cmd, "offset", 0));
         let clients = paged(self.model.clients.values(), count, offset, |c| {
-            if verbose { client_info(c) } else { Json::str(&c.username) }
+            if verbose { self.client_json(c) } else { Json::str(&c.username) }
         });
         Ok(Some(Json::object().with("totalCount", Json::int(self.model.clients.len() as i64)).with("clients", clients)))
     }

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::connections::{ConnectionDirectory, ConnectionSnapshot};
 use crate::file::{acls_from_json, acls_json, memberships_json};
 use crate::json::{self, Json};
 use crate::model::{
@@ -377,6 +378,10 @@ pub struct Processor<'a> {
     /// Successful changing commands so far, added to the model's `changeIndex` by one mutation at
     /// the end of the batch (one per command would end the holder caches above at every command).
     changes_counted: i64,
+    /// Where getClient / verbose listClients find a client's live connections (the broker's),
+    /// and what it said, asked at most once per message.
+    connections: Option<&'a dyn ConnectionDirectory>,
+    connection_snapshot: std::cell::OnceCell<ConnectionSnapshot>,
 }
 
 impl<'a> Processor<'a> {
@@ -392,6 +397,27 @@ impl<'a> Processor<'a> {
             holders_affected: HashSet::new(),
             holders_kicked: HashSet::new(),
             changes_counted: 0,
+            connections: None,
+            connection_snapshot: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Reports live connections from `directory` in getClient and verbose listClients.
+    pub fn with_connections(mut self, directory: Option<&'a dyn ConnectionDirectory>) -> Self {
+        self.connections = directory;
+        self
+    }
+
+    /// getClient / verbose listClients object, with 2.1's `connections` last when known.
+    fn client_json(&self, client: &Client) -> Json {
+        let info = client_info(client);
+        match self.connections {
+            Some(directory) => {
+                let snapshot =
+                    self.connection_snapshot.get_or_init(|| ConnectionSnapshot::new(directory.known_connections()));
+                info.with("connections", snapshot.json(&client.username, client.clientid.as_deref()))
+            }
+            None => info,
         }
     }
 

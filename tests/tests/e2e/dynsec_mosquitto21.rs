@@ -2,7 +2,8 @@
 //! plugin, started by `dynsec_tests::dynsec_target`): the same `$CONTROL/dynamic-security/v1`
 //! requests go to `dynsec-broker` and to 2.1.2 and the JSON replies must be identical —
 //! `getDetails` and `changeIndex`, `allowwildcardsubs` on createRole/modifyRole/getRole, the
-//! "Empty …" refusals, the priority caps — and so must what a role's holder may subscribe to and
+//! "Empty …" refusals, the priority caps, the `connections` of getClient and listClients — and so
+//! must what a role's holder may subscribe to and
 //! whether modifyRole disconnects the holders. The files go both ways too: a file 2.1.2 wrote
 //! loads here with the same replies and passwords, and a file written here loads in 2.1.2 (same
 //! replies) and in 2.0.11.
@@ -85,11 +86,12 @@ const MODIFICATIONS: [&str; 6] = [
 ];
 
 fn compact(replies: &[Json]) -> String {
-    without_connections(&String::from_utf8_lossy(&Json::Array(replies.to_vec()).to_compact()))
+    String::from_utf8_lossy(&Json::Array(replies.to_vec()).to_compact()).into_owned()
 }
 
-/// A reply without 2.1's `connections` of getClient/listClients (the live connections of a
-/// client, which this engine does not report: not part of this comparison).
+/// A reply without 2.1's `connections` of getClient/listClients: the engine opened without a
+/// broker knows no connections and leaves the key out (compared with a running 2.1.2 by
+/// [`connections_match_mosquitto_2_1`]).
 fn without_connections(reply: &str) -> String {
     let mut out = String::with_capacity(reply.len());
     let mut rest = reply;
@@ -315,4 +317,59 @@ fn mosquitto_accepts(port: u16, user: &str, password: &str) -> bool {
         .expect("run mosquitto_pub")
         .status
         .success()
+}
+
+/// getClient and verbose listClients on one broker while these clients are connected: `u` twice
+/// (no client id in its record), `u` once more as a persistent session that has gone offline,
+/// `u` again under the client id that `w`'s record names (not one of `w`'s), and `v` under a
+/// client id other than its record's (not one of `v`'s either).
+async fn connections_seen(broker: &DynsecBroker) -> Vec<String> {
+    let mut admin = Admin::connect(broker.addr(), "admin-connections").await;
+    admin
+        .ok(r#"{"command":"createClient","username":"u","password":"u-pw"},
+               {"command":"createClient","username":"v","password":"v-pw"},
+               {"command":"createClient","username":"w","password":"w-pw","clientid":"w-id"}"#)
+        .await;
+    let _u1 = user(broker.addr(), 5, "u-1", "u", "u-pw").await;
+    let _u2 = user(broker.addr(), 4, "u-2", "u", "u-pw").await;
+    let mut persistent = dynsec_tests::dynsec_target::credentials(4, "u-kept", Some("u"), Some(b"u-pw"));
+    persistent.clean = false;
+    let mut kept = RawClient::connected(broker.addr(), &persistent).await;
+    kept.send(&testkit::disconnect()).await;
+    kept.expect_closed().await;
+    let _not_w = user(broker.addr(), 5, "w-id", "u", "u-pw").await;
+    let _v = user(broker.addr(), 5, "not-v-id", "v", "v-pw").await;
+    let mut seen = Vec::new();
+    for request in [
+        r#"{"command":"getClient","username":"u"},{"command":"getClient","username":"v"},
+           {"command":"getClient","username":"w"},{"command":"listClients","verbose":true}"#,
+        r#"{"command":"setClientId","username":"v","clientid":"not-v-id"},{"command":"getClient","username":"v"},
+           {"command":"listClients","verbose":true,"count":1,"offset":3}"#,
+    ] {
+        seen.push(String::from_utf8_lossy(&Json::Array(admin.request(request).await).to_compact()).into_owned());
+    }
+    seen
+}
+
+/// 2.1.2's `connections` of getClient and verbose listClients: the same JSON, key order and
+/// members from both brokers, including a persistent session whose client left.
+#[tokio::test]
+async fn connections_match_mosquitto_2_1() {
+    if oracle("connections_match_mosquitto_2_1").is_none() {
+        return;
+    }
+    let theirs = connections_seen(&start(Flavour::Mosquitto21)).await;
+    let ours = connections_seen(&start(Flavour::Ours)).await;
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a, b, "reply {i} differs (left: dynsec-broker, right: mosquitto 2.1.2)");
+    }
+    // Not vacuous: 2.1.2 listed u's four connections (the offline session and the one under w's
+    // client id included) and none for w.
+    let four = [r#"{"address":"127.0.0.1"}"#; 4].join(",");
+    assert!(
+        theirs[0].contains(&format!(r#""username":"u","roles":[],"groups":[],"connections":[{four}]"#)),
+        "{}",
+        theirs[0]
+    );
+    assert!(theirs[0].contains(r#""clientid":"w-id","roles":[],"groups":[],"connections":[]"#), "{}", theirs[0]);
 }

@@ -6,6 +6,7 @@
 //! hook that aborts the process (as a fuzzer needs), which would take every other test with it.
 
 mod admin_surface;
+mod broker_api_mosquitto21;
 mod broker_auth_matrix;
 mod broker_defects;
 mod broker_dynsec_acl;
@@ -19,10 +20,13 @@ mod ctrl_against_broker;
 mod ctrl_batch;
 mod ctrl_compare;
 mod ctrl_init;
+mod ctrl_mosquitto21;
 mod ctrl_passwd;
+mod ctrl_signal;
 mod ctrl_tls;
 mod dynsec_dollar_placeholders;
 mod dynsec_file_interop;
+mod dynsec_migrate;
 mod dynsec_mosquitto21;
 mod golden_oracle;
 mod hash_cost_limits;

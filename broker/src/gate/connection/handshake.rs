@@ -305,7 +305,7 @@ where
     let (closed_tx, closed_rx) = watch::channel(());
     let claim = match shared
         .sessions
-        .claim(&client_id, conn_id, username.clone(), mailbox_tx.clone(), closed_rx, connect.clean_start)
+        .claim(&client_id, conn_id, username.clone(), peer.ip(), mailbox_tx.clone(), closed_rx, connect.clean_start)
         .await
     {
         Ok(claim) => claim,

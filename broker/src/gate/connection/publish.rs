@@ -16,7 +16,7 @@ use crate::metrics::METRICS;
 use crate::routing::backpressure::TopicLanes;
 use crate::routing::router_guard::{self, ToRouter};
 use crate::routing::router_link::{RouterLink, RoutingEngine};
-use crate::security::{Access, ControlSender, Protocol};
+use crate::security::{Access, ControlOutcome, ControlSender, Protocol};
 
 /// A `$CONTROL/...` PUBLISH that passed the ACL, to be executed by `Security::control`.
 pub(super) struct ControlRequest {
@@ -134,19 +134,26 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             username: self.username.clone(),
             listener: self.listener.id,
         };
-        let outcome = match self.shared.security.control(sender, &topic, payload.to_vec()) {
-            Some(pending) => Some(pending.await),
-            None => {
-                debug!(client_id = %client_text(&self.client_id), topic = %client_text(&topic), "no control endpoint");
-                None
-            }
+        let who = (&*self.client_id, self.username.as_deref());
+        let outcome = match self.shared.broker_api.handle(&topic, &payload, who) {
+            Some(reply) => Some(ControlOutcome { replies: vec![reply], kicks: Vec::new() }),
+            None => match self.shared.security.control(sender, &topic, payload.to_vec()) {
+                Some(pending) => Some(pending.await),
+                None => None,
+            },
         };
         self.write_ack(qos, pkid, 0);
+        if outcome.is_none() {
+            // mosquitto 2.1.2 answers the requester alone, subscribed or not.
+            debug!(client_id = %client_text(&self.client_id), topic = %client_text(&topic), "no control endpoint");
+            self.write_control_reply(&crate::gate::broker_api::endpoint_not_available(&topic));
+        }
         if let Some(outcome) = outcome {
             let security = &self.shared.security;
             for reply in outcome.replies {
                 let topic = reply.topic.clone();
-                self.shared.control.deliver(reply, |listener| security.serves_control(listener, &topic));
+                let everywhere = topic == crate::gate::broker_api::RESPONSE_TOPIC;
+                self.shared.control.deliver(reply, |listener| everywhere || security.serves_control(listener, &topic));
             }
             for target in &outcome.kicks {
                 self.shared.sessions.kick(target);
