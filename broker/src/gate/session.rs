@@ -590,7 +590,8 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let (_closed, closed_rx) = watch::channel(());
         let taken = crowd.members[2].client_id.clone();
-        let claim = crowd.sessions.claim(&taken, 99, Some("bob".into()), tx, closed_rx, true).await;
+        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let claim = crowd.sessions.claim(&taken, 99, Some("bob".into()), peer, tx, closed_rx, true).await;
         assert!(claim.is_ok());
         assert_eq!(crowd.sessions.kick(&KickTarget::Username("alice".into())), 0);
         assert_eq!(crowd.sessions.kick(&KickTarget::CredentialsRevoked("bob".into())), 1);

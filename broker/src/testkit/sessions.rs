@@ -36,7 +36,8 @@ impl Crowd {
             let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
             let (closed, closed_rx) = watch::channel(());
             let conn_id = index as u64 + 1;
-            if sessions.claim(&client_id, conn_id, username.clone(), mailbox_tx, closed_rx, true).await.is_ok() {
+            let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+            if sessions.claim(&client_id, conn_id, username.clone(), peer, mailbox_tx, closed_rx, true).await.is_ok() {
                 members.push(Member { client_id, username, mailbox, _closed: closed });
             }
         }
