@@ -36,18 +36,22 @@ if [ "${1:-}" = "--quick" ]; then
     status=0
     for target in control_commands config_text password_file acl_file packet_codec gate_session router_session; do
         scratch="$(mktemp -d)"
+        # The log stays out of the corpus directory: libFuzzer rereads that directory and would
+        # take its own log for an input.
+        log="$(mktemp)"
         echo "== $target: ${seconds}s (quick)" >&2
         if ! "$CARGO_TARGET_DIR/$triple/debug/$target" "$scratch" "fuzz/seeds/$target" \
-            -max_total_time="$seconds" -timeout=20 -artifact_prefix="$scratch/" 2>"$scratch/log"; then
-            tail -n 30 "$scratch/log" >&2
+            -max_total_time="$seconds" -timeout=20 -artifact_prefix="$scratch/" 2>"$log"; then
+            grep -m1 -A3 "panicked at" "$log" >&2 || true
+            tail -n 30 "$log" >&2
             mkdir -p "fuzz/regressions/$target"
             cp "$scratch"/crash-* "$scratch"/timeout-* "$scratch"/oom-* "fuzz/regressions/$target/" 2>/dev/null || true
             echo "crash in $target: see fuzz/regressions/$target/" >&2
             status=1
         else
-            grep -E '^Done [0-9]+ runs' "$scratch/log" >&2 || true
+            grep -E '^Done [0-9]+ runs' "$log" >&2 || true
         fi
-        rm -rf "$scratch"
+        rm -rf "$scratch" "$log"
     done
     exit $status
 fi

@@ -287,6 +287,10 @@ const CLIENTS: usize = 4;
 #[derive(Default)]
 struct Client {
     link: Option<crate::routing::router_link::RumqttdLink>,
+    /// Acknowledgements held back by a settle without acknowledging, sent first by the next
+    /// settle that acknowledges: rumqttd disconnects a link that acknowledges out of order, which
+    /// the gate never does (its ack sequencer), so the harness must not either.
+    unacked: Vec<Packet>,
 }
 
 /// Delivers what the router sent `link` up to the answer of a PINGREQ, acknowledging (in the
@@ -296,9 +300,15 @@ async fn settle(
     link: &mut crate::routing::router_link::RumqttdLink,
     ack: bool,
     published: &std::collections::HashSet<Vec<u8>>,
+    unacked: &mut Vec<Packet>,
 ) {
     use crate::routing::router_link::{FromRouter, RouterLink};
     use rumqttd::protocol::{PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason};
+    if ack {
+        for packet in unacked.drain(..) {
+            link.push(packet);
+        }
+    }
     link.push(Packet::PingReq(rumqttd::protocol::PingReq));
     link.flush().expect("the router link is closed: the router died");
     loop {
@@ -313,13 +323,17 @@ async fn settle(
                 );
                 let mut scratch = BytesMut::new();
                 let meta = codec::encode_publish(&mut scratch, Protocol::V5, publish, properties);
-                if let Some(meta) = meta.filter(|m| ack && m.qos > 0) {
+                if let Some(meta) = meta.filter(|m| m.qos > 0) {
                     let packet = if meta.qos == 1 {
                         Packet::PubAck(PubAck { pkid: meta.pkid, reason: PubAckReason::Success }, None)
                     } else {
                         Packet::PubRec(PubRec { pkid: meta.pkid, reason: PubRecReason::Success }, None)
                     };
-                    link.push(packet);
+                    if ack {
+                        link.push(packet);
+                    } else {
+                        unacked.push(packet);
+                    }
                 }
             }
             FromRouter::PubRel(pkid) => {
@@ -354,6 +368,7 @@ pub fn router_session(data: &[u8]) {
                 if let Some(mut link) = clients[slot].link.take() {
                     link.detach();
                 }
+                clients[slot].unacked.clear();
                 clients[slot].link = engine.attach(&id(slot), kind == 1).await.ok().map(|attached| attached.link);
                 continue;
             }
@@ -361,6 +376,7 @@ pub fn router_session(data: &[u8]) {
                 if let Some(mut link) = clients[slot].link.take() {
                     link.detach();
                 }
+                clients[slot].unacked.clear();
                 continue;
             }
             if kind == 6 {
@@ -379,7 +395,8 @@ pub fn router_session(data: &[u8]) {
             if clients[slot].link.is_none() {
                 clients[slot].link = engine.attach(&id(slot), false).await.ok().map(|attached| attached.link);
             }
-            let Some(link) = clients[slot].link.as_mut() else { continue };
+            let client = &mut clients[slot];
+            let Some(link) = client.link.as_mut() else { continue };
             match kind {
                 3 | 4 => {
                     let topic = ops.path();
@@ -422,7 +439,7 @@ pub fn router_session(data: &[u8]) {
                         link.unsubscribe(2, &[filter]);
                     }
                 }
-                9 | 10 => settle(link, kind == 9, &published).await,
+                9 | 10 => settle(link, kind == 9, &published, &mut client.unacked).await,
                 _ => {}
             }
             link.flush().expect("the router link is closed: the router died");
@@ -439,7 +456,7 @@ pub fn router_session(data: &[u8]) {
         }
         // The router still routes.
         let mut probe = engine.attach("fuzz-probe", false).await.expect("the router refused a link").link;
-        settle(&mut probe, true, &published).await;
+        settle(&mut probe, true, &published, &mut Vec::new()).await;
         probe.detach();
     });
 }
