@@ -315,19 +315,17 @@ async fn settle(
         let note = tokio::time::timeout(Duration::from_secs(20), link.recv()).await;
         match note.expect("the router does not answer").expect("the router link is closed: the router died") {
             FromRouter::PingResp => return,
-            FromRouter::Publish(publish, properties) => {
+            FromRouter::Publish(routed) => {
                 assert!(
-                    published.contains(&publish.topic[..]),
+                    published.contains(&routed.topic[..]),
                     "delivered a topic nobody published: {:?}",
-                    String::from_utf8_lossy(&publish.topic)
+                    String::from_utf8_lossy(&routed.topic)
                 );
-                let mut scratch = BytesMut::new();
-                let meta = codec::encode_publish(&mut scratch, Protocol::V5, publish, properties);
-                if let Some(meta) = meta.filter(|m| m.qos > 0) {
-                    let packet = if meta.qos == 1 {
-                        Packet::PubAck(PubAck { pkid: meta.pkid, reason: PubAckReason::Success }, None)
+                if routed.qos > 0 {
+                    let packet = if routed.qos == 1 {
+                        Packet::PubAck(PubAck { pkid: routed.pkid, reason: PubAckReason::Success }, None)
                     } else {
-                        Packet::PubRec(PubRec { pkid: meta.pkid, reason: PubRecReason::Success }, None)
+                        Packet::PubRec(PubRec { pkid: routed.pkid, reason: PubRecReason::Success }, None)
                     };
                     if ack {
                         link.push(packet);

@@ -131,6 +131,10 @@ pub struct Connect {
     pub will_delay: Option<u32>,
     pub session_expiry: Option<u32>,
     pub max_packet_size: Option<u32>,
+    /// v5 Receive Maximum.
+    pub receive_maximum: Option<u16>,
+    /// v5 Topic Alias Maximum (aliases the broker may use towards this client).
+    pub topic_alias_max: Option<u16>,
 }
 
 impl Connect {
@@ -146,6 +150,8 @@ impl Connect {
             will_delay: None,
             session_expiry: None,
             max_packet_size: None,
+            receive_maximum: None,
+            topic_alias_max: None,
         }
     }
 
@@ -178,6 +184,14 @@ impl Connect {
             if let Some(size) = self.max_packet_size {
                 props.put_u8(39);
                 props.put_u32(size);
+            }
+            if let Some(maximum) = self.receive_maximum {
+                props.put_u8(33);
+                props.put_u16(maximum);
+            }
+            if let Some(maximum) = self.topic_alias_max {
+                props.put_u8(34);
+                props.put_u16(maximum);
             }
             put_varint(&mut body, props.len());
             body.put_slice(&props);

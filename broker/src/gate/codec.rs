@@ -162,6 +162,8 @@ pub struct Connect {
     pub receive_maximum: u16,
     /// v5 Authentication Method (enhanced authentication, unsupported).
     pub auth_method: Option<String>,
+    /// v5 Topic Alias Maximum: how many topic aliases the client accepts from the broker.
+    pub topic_alias_max: u16,
 }
 
 /// The will of a CONNECT.
@@ -302,6 +304,7 @@ pub fn decode_connect(frame: &[u8]) -> Result<Connect, ConnectError> {
         max_packet_size: None,
         receive_maximum: u16::MAX,
         auth_method: None,
+        topic_alias_max: 0,
     };
     if v5 {
         let len = r.varint()?;
@@ -322,9 +325,7 @@ pub fn decode_connect(frame: &[u8]) -> Result<Connect, ConnectError> {
                     }
                     connect.max_packet_size = Some(size);
                 }
-                34 => {
-                    props.u16()?; // topic alias maximum: we never send aliases
-                }
+                34 => connect.topic_alias_max = props.u16()?,
                 23 | 25 => {
                     if props.u8()? > 1 {
                         return Err(ConnectError::Malformed("request information flag not 0 or 1"));
@@ -531,6 +532,91 @@ pub fn publish_meta(encoded: &[u8]) -> Option<PublishMeta> {
     Some(PublishMeta { qos, pkid, dup, retain })
 }
 
+/// A PUBLISH the gate writes to a client, with the QoS, packet id and retain flag the gate
+/// decided (rumqttd's `Publish` keeps QoS and packet id crate-private).
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub topic: &'a [u8],
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub pkid: u16,
+    pub retain: bool,
+}
+
+/// Appends `message` to `buf` (for 3.x the properties are dropped) and returns what it was
+/// written with. (Not counted in `metrics` here: the caller may still take it back.)
+pub fn encode_delivery(
+    buf: &mut BytesMut,
+    protocol: Protocol,
+    message: Outgoing<'_>,
+    properties: Option<&PublishProperties>,
+) -> PublishMeta {
+    let mut props = BytesMut::new();
+    if protocol == Protocol::V5
+        && let Some(p) = properties
+    {
+        put_publish_properties(&mut props, p);
+    }
+    let mut props_len = BytesMut::new();
+    if protocol == Protocol::V5 {
+        put_remaining_length(&mut props_len, props.len());
+    }
+    let pkid_len = if message.qos > 0 { 2 } else { 0 };
+    let remaining = 2 + message.topic.len() + pkid_len + props_len.len() + props.len() + message.payload.len();
+    buf.reserve(5 + remaining);
+    buf.put_u8((PUBLISH << 4) | (message.qos << 1) | u8::from(message.retain));
+    put_remaining_length(buf, remaining);
+    buf.put_u16(message.topic.len() as u16);
+    buf.put_slice(message.topic);
+    if message.qos > 0 {
+        buf.put_u16(message.pkid);
+    }
+    buf.put_slice(&props_len);
+    buf.put_slice(&props);
+    buf.put_slice(message.payload);
+    let pkid = if message.qos > 0 { message.pkid } else { 0 };
+    PublishMeta { qos: message.qos, pkid, dup: false, retain: message.retain }
+}
+
+/// MQTT 5 §3.3.2.3: the PUBLISH properties, in the order the specification lists them (user
+/// properties in the order they came).
+fn put_publish_properties(out: &mut BytesMut, p: &PublishProperties) {
+    fn put_str(out: &mut BytesMut, id: u8, text: &[u8]) {
+        out.put_u8(id);
+        out.put_u16(text.len() as u16);
+        out.put_slice(text);
+    }
+    if let Some(format) = p.payload_format_indicator {
+        out.put_slice(&[1, format]);
+    }
+    if let Some(expiry) = p.message_expiry_interval {
+        out.put_u8(2);
+        out.put_u32(expiry);
+    }
+    if let Some(alias) = p.topic_alias {
+        out.put_u8(35);
+        out.put_u16(alias);
+    }
+    if let Some(topic) = &p.response_topic {
+        put_str(out, 8, topic.as_bytes());
+    }
+    if let Some(data) = &p.correlation_data {
+        put_str(out, 9, data);
+    }
+    for (key, value) in &p.user_properties {
+        put_str(out, 38, key.as_bytes());
+        out.put_u16(value.len() as u16);
+        out.put_slice(value.as_bytes());
+    }
+    for &id in &p.subscription_identifiers {
+        out.put_u8(11);
+        put_remaining_length(out, id);
+    }
+    if let Some(content_type) = &p.content_type {
+        put_str(out, 3, content_type.as_bytes());
+    }
+}
+
 /// Appends an outgoing PUBLISH (from the router) to `buf`; for 3.x the properties are dropped.
 /// (Not counted in `metrics` here: the caller may still take it back.) Returns the QoS and packet id it was encoded with, or `None` (buffer untouched) if it could not
 /// be encoded.
@@ -585,6 +671,35 @@ mod tests {
         body.extend_from_slice(&60u16.to_be_bytes());
         body.extend_from_slice(rest);
         body
+    }
+
+    #[test]
+    fn deliveries_decode_as_written() {
+        use rumqttd::protocol::Protocol as _;
+        let props = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(30),
+            topic_alias: Some(2),
+            response_topic: Some("r/t".into()),
+            correlation_data: Some(Bytes::from_static(b"cd")),
+            user_properties: vec![("k2".into(), "v2".into()), ("k1".into(), "v1".into())],
+            subscription_identifiers: vec![1, 300],
+            content_type: Some("text/plain".into()),
+        };
+        for (protocol, qos) in [(Protocol::V5, 2), (Protocol::V5, 0), (Protocol::V311, 1), (Protocol::V311, 0)] {
+            let mut buf = BytesMut::new();
+            let message = Outgoing { topic: b"a/b", payload: b"hello", qos, pkid: 7, retain: true };
+            let meta = encode_delivery(&mut buf, protocol, message, Some(&props));
+            assert_eq!(publish_meta(&buf), Some(meta));
+            let len = buf.len();
+            let packet = match protocol {
+                Protocol::V5 => protocol::v5::V5.read_mut(&mut buf, len),
+                _ => protocol::v4::V4.read_mut(&mut buf, len),
+            };
+            let Ok(Packet::Publish(publish, decoded)) = packet else { panic!("{packet:?}") };
+            assert_eq!((&publish.topic[..], &publish.payload[..], publish.retain), (&b"a/b"[..], &b"hello"[..], true));
+            assert_eq!(decoded.as_ref(), (protocol == Protocol::V5).then_some(&props));
+        }
     }
 
     #[test]

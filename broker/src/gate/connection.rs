@@ -30,10 +30,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::gate::codec;
+use crate::gate::delivery::RecentCopies;
 use crate::gate::session::{Mail, Subscription};
 use crate::gate::subscriptions::PendingAcks;
 use crate::routing::ack_sequencer::AckSequencer;
 use crate::routing::backpressure::{Backlog, TopicLanes};
+use crate::routing::envelope::Publisher;
 use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
 use crate::routing::topic_budget::TopicBudget;
@@ -110,6 +112,16 @@ struct Connection<E: RoutingEngine, S> {
     topic_budget: TopicBudget,
     inbound_qos2: HashSet<u16>,
     acks: AckSequencer,
+    /// No Local compares message publishers with this.
+    publisher: Publisher,
+    /// The sequence of this connection's last routed message (see `routing::envelope`).
+    sequence: u64,
+    /// Messages that matched several subscriptions, to deliver once (see `gate::delivery`).
+    recent_copies: RecentCopies,
+    /// The client's v5 Topic Alias Maximum (aliases the broker may use towards it).
+    client_topic_alias_max: u16,
+    /// Outgoing topic aliases given so far.
+    outgoing_aliases: HashMap<Bytes, u16>,
     pending_acks: PendingAcks,
     backlog: Backlog,
     /// The lanes of the message this connection last published while one of them was at a hold

@@ -1,8 +1,8 @@
 //! The gate: everything between a client's socket and the router. A listener accepts a socket
 //! (`listener`, `tls`), a connection task decodes its packets (`codec`), runs the handshake and
 //! then the inbound and outbound paths (`connection`), keeps the session registry (`session`),
-//! the subscription bookkeeping (`subscriptions`) and the `$CONTROL` reply subscribers
-//! (`control`).
+//! the subscription bookkeeping (`subscriptions`), what a client receives of a routed message
+//! (`delivery`) and the `$CONTROL` reply subscribers (`control`).
 
 pub mod broker_api;
 pub mod client_log;
@@ -10,6 +10,7 @@ pub mod codec;
 pub(crate) mod connection;
 pub(crate) mod connection_directory;
 pub mod control;
+pub mod delivery;
 pub(crate) mod listener;
 pub mod mailbox;
 pub mod session;

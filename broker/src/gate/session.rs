@@ -64,7 +64,12 @@ pub struct SavedSession {
 pub struct PendingWill {
     pub topic: String,
     pub payload: Bytes,
+    pub qos: u8,
     pub retain: bool,
+    /// Who published it, for the envelope (No Local; see `routing::envelope`).
+    pub publisher: crate::routing::envelope::Publisher,
+    /// The connection that set it.
+    pub origin: u64,
     pub properties: Option<PublishProperties>,
     pub authz: Arc<dyn ClientAuthz>,
 }
@@ -501,12 +506,23 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         return;
     }
     crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
-    engine.inject(
-        Bytes::copy_from_slice(will.topic.as_bytes()),
-        will.payload.clone(),
-        will.retain,
-        will.properties.clone(),
-    );
+    let mut properties = will.properties.clone();
+    let expiry = properties.as_mut().and_then(|p| p.message_expiry_interval.take());
+    let stamp = crate::routing::envelope::Stamp {
+        qos: will.qos,
+        retain: will.retain,
+        publisher: will.publisher,
+        origin: will.origin,
+        // A connection's will is its last message.
+        sequence: u64::MAX,
+        expires_at_ms: expiry.map(|secs| crate::routing::envelope::now_ms() + u64::from(secs) * 1000),
+    };
+    let topic = Bytes::copy_from_slice(will.topic.as_bytes());
+    crate::routing::envelope::router_packets(topic, &will.payload, stamp, properties, |packet| {
+        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+            engine.inject(publish.topic, publish.payload, publish.retain, properties);
+        }
+    });
 }
 
 #[cfg(all(test, feature = "testkit"))]

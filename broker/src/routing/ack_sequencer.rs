@@ -7,6 +7,11 @@
 //! the router when the client (or the gate, for a dropped message) has acknowledged it *and*
 //! every earlier slot has been released. Clients may therefore acknowledge in any order.
 //!
+//! A delivery may reach the client at a lower QoS than the router sent it with (MQTT delivers at
+//! `min(publish QoS, granted QoS)`, the router at the granted one, see `gate::delivery`): the
+//! slot keeps both, waits for the client's acknowledgement of its own QoS (none for QoS 0), and
+//! completes the router's exchange itself.
+//!
 //! QoS 2 has a second queue for the PUBREL → PUBCOMP phase. The router answers each PUBREC with a
 //! PUBREL; for a PUBREC the gate faked, that PUBREL is swallowed and answered with a fake PUBCOMP.
 
@@ -17,7 +22,10 @@ use rumqttd::protocol::{Packet, PubAck, PubAckReason, PubComp, PubCompReason, Pu
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     pkid: u16,
+    /// The router's QoS for the delivery.
     qos: u8,
+    /// The QoS the client received it with.
+    client_qos: u8,
     acked: bool,
     /// The client will never see the PUBREL of this QoS 2 message (dropped, or refused by the
     /// client with a PUBREC error).
@@ -40,23 +48,34 @@ pub struct AckSequencer {
 }
 
 impl AckSequencer {
-    /// A QoS>0 delivery was written to the client.
+    /// A QoS>0 delivery was written to the client at the router's QoS.
     pub fn sent(&mut self, pkid: u16, qos: u8) {
-        self.inflight.push_back(Slot { pkid, qos, acked: false, silent_release: false });
+        self.inflight.push_back(Slot { pkid, qos, client_qos: qos, acked: false, silent_release: false });
+    }
+
+    /// A QoS>0 router delivery was written to the client at `client_qos` (lower than the
+    /// router's `qos`; 0 completes it at once).
+    pub fn sent_as(&mut self, pkid: u16, qos: u8, client_qos: u8, to_router: &mut impl FnMut(Packet)) {
+        if client_qos == 0 {
+            return self.dropped(pkid, qos, to_router);
+        }
+        // The client will not see the PUBREL of a QoS 2 exchange it received as QoS 1.
+        let silent_release = client_qos < qos;
+        self.inflight.push_back(Slot { pkid, qos, client_qos, acked: false, silent_release });
     }
 
     /// A QoS>0 delivery was dropped by the gate: it is acknowledged to the router in its turn.
     pub fn dropped(&mut self, pkid: u16, qos: u8, to_router: &mut impl FnMut(Packet)) {
-        self.inflight.push_back(Slot { pkid, qos, acked: true, silent_release: true });
+        self.inflight.push_back(Slot { pkid, qos, client_qos: 0, acked: true, silent_release: true });
         self.release_inflight(to_router);
     }
 
     /// The client's PUBACK (QoS 1) or PUBREC (QoS 2). `refused`: a v5 PUBREC with an error
     /// reason, which ends the exchange on the client's side. Unknown packet ids are ignored.
     pub fn client_ack(&mut self, pkid: u16, qos: u8, refused: bool, to_router: &mut impl FnMut(Packet)) {
-        if let Some(slot) = self.inflight.iter_mut().find(|s| s.pkid == pkid && s.qos == qos && !s.acked) {
+        if let Some(slot) = self.inflight.iter_mut().find(|s| s.pkid == pkid && s.client_qos == qos && !s.acked) {
             slot.acked = true;
-            slot.silent_release = refused;
+            slot.silent_release |= refused;
             self.release_inflight(to_router);
         }
     }
@@ -181,6 +200,21 @@ mod tests {
         assert_eq!(names(&out), ["pubrec1", "pubrec2"]);
         seq.client_pubcomp(1, &mut |p| out.push(p));
         assert_eq!(names(&out), ["pubrec1", "pubrec2", "pubcomp1", "pubcomp2"]);
+    }
+
+    #[test]
+    fn a_qos2_delivery_received_as_qos1_completes_the_routers_exchange() {
+        let mut seq = AckSequencer::default();
+        let mut out = Vec::new();
+        seq.sent_as(1, 2, 1, &mut |p| out.push(p));
+        seq.sent_as(2, 1, 0, &mut |p| out.push(p));
+        assert!(out.is_empty(), "pkid 2 waits for pkid 1");
+        seq.client_ack(1, 2, false, &mut |p| out.push(p));
+        assert!(out.is_empty(), "the client acknowledges QoS 1, not QoS 2");
+        seq.client_ack(1, 1, false, &mut |p| out.push(p));
+        assert_eq!(names(&out), ["pubrec1", "puback2"]);
+        assert!(!seq.router_pubrel(1, &mut |p| out.push(p)), "the client never sees this PUBREL");
+        assert_eq!(names(&out), ["pubrec1", "puback2", "pubcomp1"]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Routing: the link to rumqttd's router and the guards around it. `router_link` drives the
+//! Routing: the link to rumqttd's router and the guards around it; `envelope` carries what the
+//! router does not keep about a message. `router_link` drives the
 //! router; `lazy_link` attaches a connection's link on first use; `router_guard` refuses what
 //! the router cannot take; `topic_budget` bounds the topics new to it; `backpressure` and
 //! `ack_sequencer` keep publishers and acknowledgements in step with slow subscribers.
 
 pub mod ack_sequencer;
 pub mod backpressure;
+pub mod envelope;
 pub(crate) mod lazy_link;
 #[cfg(any(test, feature = "testkit"))]
 pub mod null_engine;

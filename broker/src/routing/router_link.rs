@@ -70,8 +70,8 @@ impl From<LinkError> for RouterError {
 /// What a link receives from the router.
 #[derive(Debug)]
 pub enum FromRouter {
-    /// A message to deliver (QoS and packet id are set inside, see `codec::publish_meta`).
-    Publish(Publish, Option<PublishProperties>),
+    /// A message to deliver.
+    Publish(Routed),
     /// The router's SUBACK.
     SubAck(SubAck),
     /// The router's PUBREL (QoS 2 delivery, second phase).
@@ -83,6 +83,34 @@ pub enum FromRouter {
     Paused,
     /// A wake-up that found nothing.
     Nothing,
+}
+
+/// A message the router delivers to a link, in the client's spelling.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    /// The QoS of the filter it came through (rumqttd delivers at the subscription's QoS).
+    pub qos: u8,
+    /// The router's packet id (1..=100) when `qos` > 0.
+    pub pkid: u16,
+    /// Set on a retained message the router sends because a filter was subscribed.
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+}
+
+impl Routed {
+    /// Takes a router `Publish` apart. Its QoS and packet id are crate-private in rumqttd: they
+    /// are read from its own serialization, made once topic and payload are moved out (five
+    /// bytes then).
+    fn from_router(mut publish: Publish, properties: Option<PublishProperties>) -> Self {
+        let topic = router_guard::client_topic(std::mem::take(&mut publish.topic));
+        let payload = std::mem::take(&mut publish.payload);
+        let header = publish.serialize();
+        let qos = (header[0] >> 1) & 0b11;
+        let pkid = if qos > 0 { u16::from_be_bytes([header[1], header[2]]) } else { 0 };
+        Routed { topic, payload, qos, pkid, retain: publish.retain, properties }
+    }
 }
 
 /// A client's session in the routing engine.
@@ -473,10 +501,7 @@ impl Drop for RumqttdLink {
 
 fn convert(notification: Notification) -> FromRouter {
     match notification {
-        Notification::Forward(mut forward) => {
-            forward.publish.topic = router_guard::client_topic(forward.publish.topic);
-            FromRouter::Publish(forward.publish, forward.properties)
-        }
+        Notification::Forward(forward) => FromRouter::Publish(Routed::from_router(forward.publish, forward.properties)),
         Notification::Unschedule => FromRouter::Paused,
         // UNSUBACKs are answered by the gate and PUBACK, PUBREC and PUBCOMP never come to a
         // client link; the router's DISCONNECT is followed by the link closing.
@@ -562,6 +587,21 @@ impl RouterLink for RumqttdLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    #[test]
+    fn routed_messages_keep_the_routers_qos_and_packet_id() {
+        // rumqttd's own serialization layout is the only way to build a `Publish` with a QoS.
+        let mut raw = BytesMut::new();
+        raw.put_u8(0b0011_0101); // PUBLISH, QoS 2, retain
+        raw.put_u16(77);
+        raw.put_u16(3);
+        raw.put_slice(b"a/b");
+        raw.put_slice(b"data");
+        let routed = Routed::from_router(Publish::deserialize(raw.freeze()), None);
+        assert_eq!((routed.qos, routed.pkid, routed.retain), (2, 77, true));
+        assert_eq!((&routed.topic[..], &routed.payload[..]), (&b"a/b"[..], &b"data"[..]));
+    }
 
     #[test]
     fn client_ids_are_escaped_injectively() {

@@ -31,6 +31,7 @@ mod dynsec_mosquitto21;
 mod golden_oracle;
 mod hash_cost_limits;
 mod log_lines;
+mod mqtt_semantics;
 mod reliability_crash;
 mod reliability_soak;
 mod reliability_storage;

@@ -123,7 +123,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let pending = PendingWill {
                 topic: will.topic,
                 payload: will.payload,
+                qos: will.qos,
                 retain: will.retain,
+                publisher: self.publisher,
+                origin: self.conn_id,
                 properties: will.properties,
                 authz: self.authz.clone(),
             };

@@ -18,12 +18,14 @@ use super::exit::{Exit, session_outlives};
 use super::{CLOSING_WRITE_TIMEOUT, Connection, PIPELINED_BEFORE_CONNACK, READ_CHUNK_MIN};
 use crate::gate::client_log::{self, Departure, Login};
 use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
+use crate::gate::delivery::RecentCopies;
 use crate::gate::session::{Release, Subscription, SubscriptionKind};
 use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
 use crate::metrics::{METRICS, Metrics};
 use crate::routing::ack_sequencer::AckSequencer;
 use crate::routing::backpressure::{Backlog, Lane};
+use crate::routing::envelope::Publisher;
 use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{RouterLink, RoutingEngine};
 use crate::routing::topic_budget::TopicBudget;
@@ -386,6 +388,11 @@ where
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
         acks: AckSequencer::default(),
+        publisher: Publisher::of(&client_id),
+        sequence: 0,
+        recent_copies: RecentCopies::default(),
+        client_topic_alias_max: connect.topic_alias_max,
+        outgoing_aliases: HashMap::new(),
         pending_acks: PendingAcks::default(),
         router_paused: false,
         client_acked: false,

@@ -5,19 +5,21 @@
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{Packet, PingReq, Publish, PublishProperties};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::exit::Exit;
 use super::{Connection, WRITE_BUFFER_KEEP, WRITE_HIGH_WATER};
 use crate::gate::client_log::{self, PublishLine};
-use crate::gate::codec::{self, PublishMeta};
+use crate::gate::codec::{self, Outgoing, PublishMeta};
+use crate::gate::delivery::{self, RouterCopy};
 use crate::gate::session::Mail;
 use crate::gate::subscriptions;
 use crate::logging::client_text;
 use crate::metrics::{METRICS, Metrics};
 use crate::routing::backpressure::ProbeStep;
-use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
-use crate::security::{Access, ControlReply};
+use crate::routing::envelope;
+use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink, RoutingEngine};
+use crate::security::{Access, ControlReply, Protocol};
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
     /// Writes what the wake-up produced (one write), then lets a paused router continue.
@@ -62,7 +64,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     pub(super) fn on_router(&mut self, note: Result<FromRouter, RouterError>) -> Result<(), Exit> {
         match note.map_err(|_| Exit::RouterGone)? {
-            FromRouter::Publish(publish, properties) => self.deliver(publish, properties),
+            FromRouter::Publish(routed) => self.deliver(routed),
             FromRouter::SubAck(suback) => {
                 self.pending_acks.router_suback(suback.return_codes.into_iter().map(subscriptions::router_code));
                 self.write_ready_acks();
@@ -84,44 +86,87 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         Ok(())
     }
 
-    /// A message from the router for this client: checked against the client's ACL and maximum
-    /// packet size; a dropped QoS>0 message is still acknowledged to the router, in order.
-    pub(super) fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
-        let size = 4 + publish.topic.len() + publish.payload.len();
-        let payload_len = publish.payload.len();
-        let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| self.authz.allows(Access::Receive, topic));
-        if !allowed {
-            // Encode without the payload just to learn QoS and packet id.
-            publish.payload = Bytes::new();
-        }
-        let start = self.write_buf.len();
-        // (what the `-v` line needs, kept only when it is shown: this is the delivery hot path)
-        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| (publish.topic.clone(), publish.payload.len()));
-        let Some(meta) = codec::encode_publish(&mut self.write_buf, self.protocol, publish, properties) else {
-            warn!(client_id = %client_text(&self.client_id), "could not encode a delivery");
-            return;
+    /// A message from the router for this client: taken out of its envelope, decided by MQTT's
+    /// rules (`gate::delivery`), checked against the client's ACL and maximum packet size. A
+    /// QoS>0 router copy the client does not get, or gets at a lower QoS, is still acknowledged
+    /// to the router, in order.
+    pub(super) fn deliver(&mut self, routed: Routed) {
+        let Routed { topic, payload, qos: router_qos, pkid, retain: retained_replay, properties } = routed;
+        self.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
+        let decided = match envelope::open(payload) {
+            // (The empty payload of a retained-message clear: its sealed twin carries it.)
+            None => None,
+            Some((stamp, payload)) => std::str::from_utf8(&topic)
+                .ok()
+                .filter(|topic| self.authz.allows(Access::Receive, topic))
+                .and_then(|topic_str| {
+                    let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay };
+                    let now = envelope::now_ms();
+                    delivery::decide(copy, &self.subscriptions, self.publisher, &mut self.recent_copies, now).ok()
+                })
+                .map(|decision| (decision, payload)),
         };
-        self.backlog.forwarded(meta.qos, size);
-        let too_large = self.write_buf.len() - start > self.client_max_packet;
-        if allowed && !too_large {
-            METRICS.publish_out(payload_len);
-            if meta.qos > 0 {
-                self.acks.sent(meta.pkid, meta.qos);
-            }
-            if let Some((topic, payload_len)) = shown {
-                let PublishMeta { qos, pkid, dup, retain } = meta;
-                let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len };
-                client_log::sending_publish(&self.client_id, &line);
-            }
-            return;
-        }
-        if allowed {
+        let Some((decision, payload)) = decided else {
+            return self.drop_router_copy(pkid, router_qos);
+        };
+        let start = self.write_buf.len();
+        let mut properties = properties.unwrap_or_default();
+        properties.subscription_identifiers = decision.subscription_ids;
+        properties.message_expiry_interval = decision.expiry_left;
+        properties.topic_alias = None;
+        let (alias, new_alias) = self.outgoing_alias(&topic);
+        properties.topic_alias = alias;
+        let message = Outgoing {
+            topic: if alias.is_some() && new_alias.is_none() { b"" } else { &topic },
+            payload: &payload,
+            qos: decision.qos,
+            pkid,
+            retain: decision.retain,
+        };
+        let properties = (properties != PublishProperties::default()).then_some(&properties);
+        let meta = codec::encode_delivery(&mut self.write_buf, self.protocol, message, properties);
+        if self.write_buf.len() - start > self.client_max_packet {
             Metrics::inc(&METRICS.publish_dropped);
+            self.write_buf.truncate(start);
+            return self.drop_router_copy(pkid, router_qos);
         }
-        self.write_buf.truncate(start);
-        if meta.qos > 0 {
+        if let Some(alias) = new_alias {
+            self.outgoing_aliases.insert(topic.clone(), alias);
+        }
+        METRICS.publish_out(payload.len());
+        if router_qos > 0 {
             let link = &mut self.link;
-            self.acks.dropped(meta.pkid, meta.qos, &mut |p| link.push(p));
+            self.acks.sent_as(pkid, router_qos, meta.qos, &mut |p| link.push(p));
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let PublishMeta { qos, pkid, dup, retain } = meta;
+            let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len: payload.len() };
+            client_log::sending_publish(&self.client_id, &line);
+        }
+    }
+
+    /// A router copy the client does not get: a QoS>0 one is acknowledged to the router in turn.
+    fn drop_router_copy(&mut self, pkid: u16, router_qos: u8) {
+        if router_qos > 0 {
+            let link = &mut self.link;
+            self.acks.dropped(pkid, router_qos, &mut |p| link.push(p));
+        }
+    }
+
+    /// v5 outgoing topic aliases, per topic (never per filter: see docs/rumqttd.md defect 8),
+    /// while the client's Topic Alias Maximum leaves room; then topics go out in full. Returns
+    /// the alias to send and, for a new one, the alias to remember once the message is written
+    /// (a new alias goes out with its topic, a known one with an empty topic).
+    fn outgoing_alias(&self, topic: &Bytes) -> (Option<u16>, Option<u16>) {
+        if self.protocol != Protocol::V5 || self.client_topic_alias_max == 0 {
+            return (None, None);
+        }
+        if let Some(&alias) = self.outgoing_aliases.get(topic) {
+            return (Some(alias), None);
+        }
+        match u16::try_from(self.outgoing_aliases.len() + 1) {
+            Ok(next) if next <= self.client_topic_alias_max => (Some(next), Some(next)),
+            _ => (None, None),
         }
     }
 

@@ -3,7 +3,7 @@
 //! back-pressure), or nothing (`$`-topics the router must not see).
 
 use bytes::Bytes;
-use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use rumqttd::protocol::{Publish, PublishProperties};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
@@ -14,6 +14,7 @@ use crate::gate::codec::{PublishMeta, reason};
 use crate::logging::client_text;
 use crate::metrics::METRICS;
 use crate::routing::backpressure::TopicLanes;
+use crate::routing::envelope::{self, Stamp};
 use crate::routing::router_guard::{self, ToRouter};
 use crate::routing::router_link::{RouterLink, RoutingEngine};
 use crate::security::{Access, ControlOutcome, ControlSender, Protocol};
@@ -110,19 +111,28 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 // This message still goes (the window leaves room for it); the next waits.
                 self.held_lanes = Some(lanes);
             }
-            let routed = if publish.retain {
-                // A retained message may live forever: give it its own memory instead of keeping
-                // the whole read buffer it arrived in alive.
-                let topic = Bytes::copy_from_slice(&publish.topic);
-                Publish::new(topic, Bytes::copy_from_slice(&publish.payload), true)
-            } else {
-                Publish::new(publish.topic, publish.payload, false)
-            };
-            METRICS.routed(&routed.topic, routed.payload.len(), routed.retain);
-            self.link.push(Packet::Publish(routed, properties));
+            METRICS.routed(&publish.topic, publish.payload.len(), retain);
+            let stamp = self.stamp(qos, retain, properties.as_mut());
+            let link = &mut self.link;
+            envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));
         }
         self.write_ack(qos, pkid, 0);
         Ok(None)
+    }
+
+    /// The envelope of this client's next message; a v5 Message Expiry Interval moves from the
+    /// properties into it (the gate ages it, see `envelope`).
+    fn stamp(&mut self, qos: u8, retain: bool, properties: Option<&mut PublishProperties>) -> Stamp {
+        self.sequence += 1;
+        let expiry = properties.and_then(|p| p.message_expiry_interval.take());
+        Stamp {
+            qos,
+            retain,
+            publisher: self.publisher,
+            origin: self.conn_id,
+            sequence: self.sequence,
+            expires_at_ms: expiry.map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
+        }
     }
 
     /// A `$CONTROL/...` request: executed, acknowledged, then its replies and kicks go out (in

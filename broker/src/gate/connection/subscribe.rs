@@ -2,7 +2,7 @@
 //! router can take) and sent where its kind belongs: the router, the `$CONTROL` registry or the
 //! `$SYS` tree. Back-pressure then tracks the connection in the lane of its filters.
 
-use rumqttd::protocol::{Subscribe, SubscribeProperties, Unsubscribe};
+use rumqttd::protocol::{RetainForwardRule, Subscribe, SubscribeProperties, Unsubscribe};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
@@ -31,7 +31,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut routed = Vec::new();
         let mut retained = Vec::new();
-        for filter in subscribe.filters {
+        let mut renewed = Vec::new();
+        for mut filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
                 info!(client_id = %client_text(&self.client_id), "subscription filter is not valid MQTT UTF-8");
@@ -73,6 +74,21 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     }
                     codes.push(PendingAcks::ROUTED);
                     routed.push(filter.clone());
+                    if let Some(previous) = self.subscriptions.get(&filter.path) {
+                        // A repeated SUBSCRIBE replaces the subscription. rumqttd keeps its first
+                        // QoS and sends retained messages only for a new filter (docs/rumqttd.md
+                        // defect 15): make it new again when the QoS changes or retained messages
+                        // are due (Retain Handling 0, and always in MQTT 3.1.1).
+                        let resend = filter.retain_forward_rule == RetainForwardRule::OnEverySubscribe;
+                        if !subscriptions::is_shared(&filter.path) && (resend || previous.filter.qos != filter.qos) {
+                            renewed.push(filter.path.clone());
+                        }
+                        if filter.retain_forward_rule == RetainForwardRule::OnNewSubscribe {
+                            // Retain Handling 1 on an existing subscription: no retained messages,
+                            // now or when the router renews it.
+                            filter.retain_forward_rule = RetainForwardRule::Never;
+                        }
+                    }
                 }
                 SubscriptionKind::Control => {
                     self.shared.control.subscribe(
@@ -97,6 +113,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let count = crate::metrics::SubscriptionCount::new(subscriptions::is_shared(&filter.path));
             self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id, count });
+        }
+        if !renewed.is_empty() {
+            // (The router's UNSUBACK is not passed on: the gate answers UNSUBSCRIBEs itself.)
+            self.link.unsubscribe(subscribe.pkid, &renewed);
         }
         if !routed.is_empty() {
             self.link.subscribe(subscribe.pkid, routed, properties);

@@ -1,0 +1,194 @@
+//! The envelope: what MQTT says about a message that rumqttd's router does not keep, carried
+//! through the router in front of the payload and taken off on delivery.
+//!
+//! The router delivers every message at the subscription's QoS, with retain 0 on live
+//! deliveries, to every subscriber including the publisher, and ages message expiry wrongly
+//! (docs/rumqttd.md defects 13 and 14, docs/known-differences.md). The gate writes every PUBLISH
+//! the router sees and reads every delivery it makes, so it stamps each message with what
+//! delivery needs: the QoS and retain flag it was published with, who published it (No Local),
+//! a per-publisher sequence (one copy per client when several of its subscriptions match), and
+//! when it expires. Because a stamped payload is never empty, the router's rule "an empty
+//! payload deletes the retained message" only applies to the clears the gate sends on purpose
+//! ([`clear_retained`]), never to an ordinary empty message.
+//!
+//! Layout (big-endian): `MAGIC`, flags (bits 0-1 QoS, bit 2 retain, bit 3 expiry present),
+//! publisher (8), origin connection (8), sequence (8), [expires at, ms on the gate's clock (8)],
+//! then the payload. The router's size accounting sees [`HEADER_MAX`] bytes more per message at
+//! most.
+
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
+
+const MAGIC: u8 = 0xD5;
+const QOS_MASK: u8 = 0b0000_0011;
+const RETAIN: u8 = 0b0000_0100;
+const EXPIRES: u8 = 0b0000_1000;
+const HEADER_MIN: usize = 2 + 3 * 8;
+/// The most an envelope adds to a payload.
+pub const HEADER_MAX: usize = HEADER_MIN + 8;
+
+/// Who published a message, as No Local compares it: a keyed hash of the client id (the key is
+/// random per process, so no client can choose an id that collides with another's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Publisher(u64);
+
+impl Publisher {
+    pub fn of(client_id: &str) -> Self {
+        static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        Publisher(KEY.get_or_init(Default::default).hash_one(client_id))
+    }
+}
+
+/// Milliseconds on the gate's clock (monotonic, from the first use in this process).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// What the envelope says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The QoS it was published with.
+    pub qos: u8,
+    /// Its retain flag as published.
+    pub retain: bool,
+    pub publisher: Publisher,
+    /// The connection that published it and its sequence there: together, the message's
+    /// identity (all router copies of one message carry the same pair).
+    pub origin: u64,
+    pub sequence: u64,
+    /// When it expires on [`now_ms`]'s clock (v5 Message Expiry Interval).
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Stamp {
+    /// Seconds left before it expires, rounded up; `Some(0)` once it has expired.
+    pub fn expiry_left(&self, now_ms: u64) -> Option<u32> {
+        self.expires_at_ms.map(|at| at.saturating_sub(now_ms).div_ceil(1000).min(u64::from(u32::MAX)) as u32)
+    }
+
+    /// The identity shared by all router copies of this message.
+    pub fn message_id(&self) -> (u64, u64) {
+        (self.origin, self.sequence)
+    }
+}
+
+/// The payload to hand the router: `stamp` in front of `payload`.
+pub fn seal(stamp: &Stamp, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(HEADER_MAX + payload.len());
+    let mut flags = stamp.qos & QOS_MASK;
+    if stamp.retain {
+        flags |= RETAIN;
+    }
+    if stamp.expires_at_ms.is_some() {
+        flags |= EXPIRES;
+    }
+    out.put_u8(MAGIC);
+    out.put_u8(flags);
+    out.put_u64(stamp.publisher.0);
+    out.put_u64(stamp.origin);
+    out.put_u64(stamp.sequence);
+    if let Some(at) = stamp.expires_at_ms {
+        out.put_u64(at);
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// Takes the envelope off a payload the router delivers. `None` for a payload the gate did not
+/// seal: the empty payload of a retained-message clear (see [`clear_retained`]).
+pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
+    if sealed.len() < HEADER_MIN || sealed[0] != MAGIC {
+        return None;
+    }
+    let flags = sealed[1];
+    if flags & EXPIRES != 0 && sealed.len() < HEADER_MAX {
+        return None;
+    }
+    sealed.advance(2);
+    let publisher = Publisher(sealed.get_u64());
+    let origin = sealed.get_u64();
+    let sequence = sealed.get_u64();
+    let expires_at_ms = (flags & EXPIRES != 0).then(|| sealed.get_u64());
+    let stamp =
+        Stamp { qos: flags & QOS_MASK, retain: flags & RETAIN != 0, publisher, origin, sequence, expires_at_ms };
+    Some((stamp, sealed))
+}
+
+/// The payload of a retained-message clear: the only payload the gate hands the router empty,
+/// because an empty payload is what makes rumqttd delete a retained message. Its live copies
+/// are not deliveries (`open` returns `None`); the gate routes the sealed empty message beside it.
+pub fn clear_retained() -> Bytes {
+    Bytes::new()
+}
+
+/// The packets that route one message: sealed, and for a retained message with an empty
+/// payload (which clears the topic's retained message) a clear before it. The sealed copy of a
+/// retained message is stored by the router with its own memory, not a slice of the read
+/// buffer it arrived in (which it would keep alive for as long as it stays retained).
+pub fn router_packets(
+    topic: Bytes,
+    payload: &[u8],
+    stamp: Stamp,
+    properties: Option<PublishProperties>,
+    mut push: impl FnMut(Packet),
+) {
+    let properties = properties.filter(|p| *p != PublishProperties::default());
+    let sealed = seal(&stamp, payload);
+    if !stamp.retain {
+        push(Packet::Publish(Publish::new(topic, sealed, false), properties));
+    } else if payload.is_empty() {
+        push(Packet::Publish(Publish::new(topic.clone(), clear_retained(), true), None));
+        push(Packet::Publish(Publish::new(topic, sealed, false), properties));
+    } else {
+        push(Packet::Publish(Publish::new(Bytes::copy_from_slice(&topic), sealed, true), properties));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(expires_at_ms: Option<u64>) -> Stamp {
+        Stamp { qos: 2, retain: true, publisher: Publisher::of("dev1"), origin: 7, sequence: 9, expires_at_ms }
+    }
+
+    #[test]
+    fn a_sealed_payload_opens_to_the_same_stamp_and_payload() {
+        for expiry in [None, Some(123_456)] {
+            for payload in [&b""[..], b"x", &[MAGIC; 300]] {
+                let (got, body) = open(seal(&stamp(expiry), payload)).unwrap();
+                assert_eq!(got, stamp(expiry));
+                assert_eq!(&body[..], payload);
+            }
+        }
+    }
+
+    #[test]
+    fn unsealed_and_truncated_payloads_do_not_open() {
+        assert!(open(clear_retained()).is_none());
+        assert!(open(Bytes::from_static(b"plain text from nowhere, long enough")).is_none());
+        let sealed = seal(&stamp(Some(5)), b"");
+        assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
+    }
+
+    #[test]
+    fn expiry_left_rounds_up_and_stops_at_zero() {
+        let s = stamp(Some(10_000));
+        assert_eq!(s.expiry_left(0), Some(10));
+        assert_eq!(s.expiry_left(9_001), Some(1));
+        assert_eq!(s.expiry_left(10_000), Some(0));
+        assert_eq!(s.expiry_left(20_000), Some(0));
+        assert_eq!(stamp(None).expiry_left(5), None);
+    }
+
+    #[test]
+    fn publishers_are_told_apart_by_client_id() {
+        assert_eq!(Publisher::of("a"), Publisher::of("a"));
+        assert_ne!(Publisher::of("a"), Publisher::of("b"));
+    }
+}
