@@ -184,12 +184,19 @@ pub fn main() -> ExitCode {
     }
     // A fatal error is printed once: through the log when it goes to stderr, else on stderr too.
     let log_on_stderr = config.log.level.is_some() && config.log.dests.contains(&LogDest::Stderr);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.gate.worker_threads)
-        .thread_name("gate")
-        .enable_all()
-        .build()
-    {
+    // One gate thread: tokio's current-thread scheduler. It runs woken tasks in the order their
+    // sockets became ready, as mosquitto's one loop reads them; the multi-thread scheduler runs
+    // the last woken task first (its LIFO slot), so a PUBLISH read just after another client's
+    // SUBSCRIBE would overtake it (see routing/attach_fence.rs for the rest of that story).
+    let mut builder = match config.gate.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads).thread_name("gate");
+            builder
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("Error: cannot start the runtime: {error}");

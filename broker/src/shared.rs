@@ -12,6 +12,7 @@ use crate::gate::broker_api::BrokerApi;
 use crate::gate::control::ControlSubscriptions;
 use crate::gate::session::Sessions;
 use crate::gate::tls::TlsListener;
+use crate::routing::attach_fence::AttachFence;
 use crate::routing::backpressure::Pressure;
 use crate::routing::router_link::RoutingEngine;
 use crate::routing::topic_budget::RoutedTopics;
@@ -32,6 +33,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: RoutedTopics,
+    /// Keeps subscriptions ahead of later publishes while their links attach.
+    pub attach_fence: AttachFence,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
     pub unauthenticated: Arc<AtomicUsize>,
     next_conn_id: AtomicU64,
@@ -51,6 +54,7 @@ impl<E: RoutingEngine> Shared<E> {
             unauthenticated: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
+            attach_fence: AttachFence::default(),
         }
     }
 

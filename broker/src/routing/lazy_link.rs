@@ -40,6 +40,11 @@ impl<L: RouterLink> LazyLink<L> {
         self.link.is_none() && !self.queued.is_empty()
     }
 
+    /// A SUBSCRIBE waits for the link (see `attach_fence`).
+    pub fn queued_subscribe(&self) -> bool {
+        self.queued.iter().any(|packet| matches!(packet, Packet::Subscribe(..)))
+    }
+
     /// Installs the link and hands it what was queued (in order; the caller flushes).
     pub fn install(&mut self, mut link: L) {
         for packet in self.queued.drain(..) {

@@ -2,9 +2,11 @@
 //! router does not keep about a message. `router_link` drives the
 //! router; `lazy_link` attaches a connection's link on first use; `router_guard` refuses what
 //! the router cannot take; `topic_budget` bounds the topics new to it; `backpressure` and
-//! `ack_sequencer` keep publishers and acknowledgements in step with slow subscribers.
+//! `ack_sequencer` keep publishers and acknowledgements in step with slow subscribers;
+//! `attach_fence` keeps a subscription ahead of publishes read after it.
 
 pub mod ack_sequencer;
+pub mod attach_fence;
 pub mod backpressure;
 pub mod envelope;
 pub(crate) mod lazy_link;

@@ -20,6 +20,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) async fn handle_reads(&mut self) -> Result<(), Exit> {
         let max_packet = self.shared.config.max_packet_size as usize;
         self.reads_pending = false;
+        // Publishes read now wait for subscriptions whose links began attaching before.
+        let horizon = self.shared.attach_fence.horizon();
         loop {
             if self.held_lanes.is_some() {
                 if self.held() {
@@ -69,6 +71,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
         }
+        self.shared.attach_fence.wait_for(horizon).await;
         self.flush_router()
     }
 
@@ -85,10 +88,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             // Nothing the router may still keep for this id belongs to this session.
             self.shared.engine.purge(&self.client_id).await;
         }
+        let shared = self.shared.clone();
+        let ticket = self.link.queued_subscribe().then(|| shared.attach_fence.enter());
         match self.shared.engine.attach(&self.client_id, self.persistent_link).await {
             Ok(attached) => {
                 self.link.install(attached.link);
                 self.backlog.probe_sent(&self.shared.pressure, 0); // the link's start-up PINGREQ
+                if ticket.is_some() {
+                    // The SUBSCRIBE reaches the router before the ticket lets publishers go.
+                    self.flush_router()?;
+                }
+                drop(ticket);
                 Ok(())
             }
             Err(error) => {
