@@ -782,14 +782,22 @@ async fn a_stalled_device_subscriber_holds_only_its_own_lane() {
         async move {
             let mut held = RawClient::connected(addr, &Connect::new(4, "held")).await;
             let mut flood = Vec::new();
-            for i in 0..1000u32 {
-                flood.extend(testkit::publish(false, "fleet/dev1/cmd", format!("{i:0100}").as_bytes(), 0, false, 0));
+            // QoS 1: a QoS 0 message reaches a QoS 1 subscription at QoS 0, with no
+            // acknowledgement to withhold.
+            for i in 0..1000u16 {
+                let payload = format!("{i:0100}");
+                flood.extend(testkit::publish(false, "fleet/dev1/cmd", payload.as_bytes(), 1, false, i + 1));
             }
             flood.extend(testkit::pingreq());
             held.send(&flood).await;
-            match held.next(Duration::from_secs(60)).await {
-                Next::Frame(frame) if frame.packet_type == testkit::PINGRESP => pingresp.store(true, Ordering::SeqCst),
-                other => panic!("expected PINGRESP, got {other:?}"),
+            loop {
+                match held.next(Duration::from_secs(60)).await {
+                    Next::Frame(frame) if frame.packet_type == testkit::PUBACK => continue,
+                    Next::Frame(frame) if frame.packet_type == testkit::PINGRESP => {
+                        break pingresp.store(true, Ordering::SeqCst);
+                    }
+                    other => panic!("expected PUBACK or PINGRESP, got {other:?}"),
+                }
             }
         }
     });
