@@ -30,6 +30,7 @@ mod dynsec_migrate;
 mod dynsec_mosquitto21;
 mod golden_oracle;
 mod hash_cost_limits;
+mod keepalive_and_client_ids;
 mod log_lines;
 mod reliability_crash;
 mod reliability_soak;
