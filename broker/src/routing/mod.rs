@@ -1,7 +1,9 @@
 //! Routing: the link to rumqttd's router and the guards around it. `router_link` drives the
 //! router; `lazy_link` attaches a connection's link on first use; `router_guard` refuses what
-//! the router cannot take; `topic_budget` bounds the topics new to it; `backpressure` and
-//! `ack_sequencer` keep publishers and acknowledgements in step with slow subscribers.
+//! the router cannot take; `topic_form` spells topics and filters so that it can take them;
+//! `unsubscribe_repair` completes what its UNSUBSCRIBE leaves undone;
+//! `topic_budget` bounds the topics new to it; `backpressure` and `ack_sequencer` keep
+//! publishers and acknowledgements in step with slow subscribers.
 
 pub mod ack_sequencer;
 pub mod backpressure;
@@ -11,3 +13,5 @@ pub mod null_engine;
 pub mod router_guard;
 pub mod router_link;
 pub mod topic_budget;
+pub mod topic_form;
+pub mod unsubscribe_repair;
