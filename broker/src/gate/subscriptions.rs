@@ -144,6 +144,12 @@ impl PendingAcks {
         });
     }
 
+    /// A resumed session's subscriptions are still on their way to the router (a silent SUBACK is
+    /// due).
+    pub fn resubscribing(&self) -> bool {
+        self.queue.iter().any(|pending| matches!(pending.kind, Kind::Silent))
+    }
+
     /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
     pub fn router_suback(&mut self, codes: impl IntoIterator<Item = u8>) {
         let Some(pending) = self.queue.iter_mut().find(|p| p.waiting_for_router) else { return };
@@ -267,9 +273,11 @@ mod tests {
         let mut buf = BytesMut::new();
         pending.silent();
         pending.subscribe(7, vec![PendingAcks::ROUTED], Vec::new());
+        assert!(pending.resubscribing());
         pending.router_suback([0]);
         let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert!(buf.is_empty());
+        assert!(!pending.resubscribing());
         pending.router_suback([1]);
         let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);

@@ -32,6 +32,7 @@ mod dynsec_mosquitto21;
 mod golden_oracle;
 mod hash_cost_limits;
 mod keepalive_and_client_ids;
+mod kicked_sessions;
 mod log_lines;
 mod reliability_crash;
 mod reliability_soak;

@@ -390,6 +390,7 @@ where
         max_topic_alias: listener_config.max_topic_alias,
         topic_aliases: HashMap::new(),
         subscriptions: HashMap::new(),
+        revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
         acks: AckSequencer::default(),
@@ -431,7 +432,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Re-registers the subscriptions of a resumed session: the router restores its data cursors
     /// but not its subscription map, so without this UNSUBSCRIBE would be ignored (docs/rumqttd.md
     /// defect 3);
-    /// subscription identifiers are lost by the router too.
+    /// subscription identifiers are lost by the router too. Then those the client may no longer
+    /// make are removed (CVE-2021-34434, see `drop_revoked_subscriptions`).
     pub(super) fn restore_subscriptions(&mut self, subscriptions: HashMap<String, Subscription>) {
         let mut by_id: HashMap<Option<usize>, Vec<Filter>> = HashMap::new();
         for subscription in subscriptions.values() {
@@ -461,6 +463,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.pending_acks.silent();
         }
         self.subscriptions = subscriptions;
+        self.revoked_on_resume = self.drop_revoked_subscriptions();
         self.track_backlog();
     }
 }

@@ -90,7 +90,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let size = 4 + publish.topic.len() + publish.payload.len();
         let payload_len = publish.payload.len();
         let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| {
-            subscriptions::wants_dollar_topic(&self.subscriptions, topic) && self.authz.allows(Access::Receive, topic)
+            self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic)
         });
         if !allowed {
             // Encode without the payload just to learn QoS and packet id.
