@@ -163,7 +163,10 @@ async fn max_keepalive_and_assigned_ids() {
     assert_eq!(keepalive_table(capped.addr()).await, expected_keepalives(Some(60)), "max_keepalive 60");
     let tight = start_ours("max_keepalive 1\n");
     let before_close = held_to_server_keep_alive(tight.addr()).await;
-    assert_eq!(before_close.iter().map(|f| (f.packet_type, f.reason())).collect::<Vec<_>>(), [(testkit::DISCONNECT, 0x8D)]);
+    assert_eq!(
+        before_close.iter().map(|f| (f.packet_type, f.reason())).collect::<Vec<_>>(),
+        [(testkit::DISCONNECT, 0x8D)]
+    );
 }
 
 #[tokio::test]

@@ -82,7 +82,8 @@ async fn revoked(broker: &DynsecBroker, version: u8, kick: bool) -> Vec<String> 
         seen.push(format!("kicked: {:?}", kicked(&mut client).await));
     }
     let publisher_name = format!("kp{version}");
-    let publisher_login = credentials(4, &format!("kp-client-{version}"), Some(publisher_name.as_str()), Some(b"kp-pw"));
+    let publisher_login =
+        credentials(4, &format!("kp-client-{version}"), Some(publisher_name.as_str()), Some(b"kp-pw"));
     let mut publisher = RawClient::connected(broker.addr(), &publisher_login).await;
     let mut pkid = 0;
     for (topic, payload) in [(&kick_topic, "while away"), (&keep_topic, "kept while away")] {

@@ -89,9 +89,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
         let size = 4 + publish.topic.len() + publish.payload.len();
         let payload_len = publish.payload.len();
-        let allowed = std::str::from_utf8(&publish.topic).is_ok_and(|topic| {
-            self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic)
-        });
+        let allowed = std::str::from_utf8(&publish.topic)
+            .is_ok_and(|topic| self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic));
         if !allowed {
             // Encode without the payload just to learn QoS and packet id.
             publish.payload = Bytes::new();
