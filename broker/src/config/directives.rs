@@ -123,7 +123,7 @@ impl Builder {
             listeners: Vec::new(),
             security: SecurityOptions::default(),
             max_packet_size: 4 * 1024 * 1024,
-            max_keepalive: 65535,
+            max_keepalive: 0,
             sys_interval: 10,
             enable_control_api: false,
             tcp_nodelay: false,

@@ -152,7 +152,9 @@ pub struct Config {
     /// `max_packet_size` (bytes; default 4 MiB, mosquitto's is 256 MiB): larger incoming packets
     /// close the connection (v5: DISCONNECT 0x95); advertised to v5 clients.
     pub max_packet_size: u32,
-    /// `max_keepalive` (seconds, default 65535): v5 clients asking for more are told this value.
+    /// `max_keepalive` (seconds; default 0, no limit), as in mosquitto 2.1: when set, a client
+    /// asking for more, or for no keepalive (0), is told this value (v5, Server Keep Alive) or
+    /// refused (3.x, which cannot be told). See `gate::connection::handshake`.
     pub max_keepalive: u16,
     /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
     /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).

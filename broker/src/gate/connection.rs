@@ -108,6 +108,9 @@ struct Connection<E: RoutingEngine, S> {
     max_topic_alias: u16,
     topic_aliases: HashMap<u16, Bytes>,
     subscriptions: HashMap<String, Subscription>,
+    /// Routed filters of the resumed session the client may no longer make (see
+    /// `subscribe::wants_delivery`); empty almost always.
+    revoked_on_resume: Vec<String>,
     /// New topics this client may still publish to (`topic_budget`).
     topic_budget: TopicBudget,
     inbound_qos2: HashSet<u16>,

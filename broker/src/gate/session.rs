@@ -32,7 +32,7 @@ pub enum SubscriptionKind {
     Routed,
     /// `$CONTROL/...`: answered from the gate's control registry.
     Control,
-    /// Any other `$` filter (`$SYS/#`): served by the gate's `$SYS` tree (`sys_topics`).
+    /// `$SYS` and `$SYS/...` filters: served by the gate's `$SYS` tree (`sys_topics`).
     Local,
 }
 
@@ -492,10 +492,11 @@ impl<E: RoutingEngine> Sessions<E> {
     }
 }
 
-/// Publishes a will through the engine, if the client may still publish to its topic. `$` topics
-/// are never routed (`$CONTROL/` wills are refused at CONNECT; `$SYS` is denied).
+/// Publishes a will through the engine, if the client may still publish to its topic. Wills on
+/// `$SYS` and `$share` are never published, as PUBLISHes to them are refused (`$CONTROL/` wills
+/// are refused at CONNECT); other `$` topics are routed like any other.
 pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
-    if will.topic.starts_with('$') || !will.authz.allows(Access::Publish, &will.topic) {
+    if !crate::routing::topic_form::routed(&will.topic) || !will.authz.allows(Access::Publish, &will.topic) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
     }

@@ -1,14 +1,16 @@
 //! SUBSCRIBE and UNSUBSCRIBE rules of the gate, and the ordering of their acknowledgements.
 //!
 //! Each filter of a SUBSCRIBE is validated, authorised with its full text (`$share/<g>/…`
-//! included), then either routed, kept locally (`$CONTROL/…` and other `$` filters — the router
-//! disconnects clients that subscribe to those, docs/rumqttd.md defect 9) or denied. Only the routed
-//! part goes to the router; its SUBACK fills the routed slots. UNSUBSCRIBE is answered by the gate
+//! included), then either routed (other `$` filters too, spelled for the router by
+//! `routing::topic_form`), kept locally (`$CONTROL/…` and `$SYS`, which the gate serves) or
+//! denied. Only the routed part goes to the router; its SUBACK fills the routed slots. A `$` topic
+//! delivered by the router is checked against the client's filters by MQTT's rules
+//! ([`wants_dollar_topic`]), which the router's matcher does not follow for spelled topics. UNSUBSCRIBE is answered by the gate
 //! (the router sends none for unknown filters and one per filter otherwise: docs/rumqttd.md,
 //! defect 4).
 //! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,7 +18,7 @@ use rumqttd::protocol::SubscribeReasonCode;
 
 use crate::gate::codec;
 use crate::gate::mailbox::SysMessage;
-use crate::gate::session::SubscriptionKind;
+use crate::gate::session::{Subscription, SubscriptionKind};
 use crate::security::Protocol;
 
 /// Marks a SUBACK slot that the router's answer fills.
@@ -31,13 +33,32 @@ pub fn is_shared(filter: &str) -> bool {
 
 /// How a (valid, allowed) filter is served.
 pub fn kind_of(filter: &str) -> SubscriptionKind {
-    if is_shared(filter) || !filter.starts_with('$') {
-        SubscriptionKind::Routed
-    } else if filter.starts_with("$CONTROL/") {
+    if filter.starts_with("$CONTROL/") {
         SubscriptionKind::Control
-    } else {
+    } else if filter == "$SYS" || filter.starts_with("$SYS/") {
         SubscriptionKind::Local
+    } else {
+        SubscriptionKind::Routed
     }
+}
+
+/// Does `filter`, as the client subscribed it (`$share/<group>/<filter>` included), match `topic`
+/// by MQTT's rules? (Unlike the router's matcher: a filter starting with a wildcard never matches
+/// a topic starting with `$`, MQTT-4.7.2-1.)
+pub fn matches_mqtt(filter: &str, topic: &str) -> bool {
+    let path = filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(filter, |(_, path)| path);
+    dynsec::topic::topic_matches_filter(path, topic)
+}
+
+/// Whether a delivery on `topic` belongs to a client holding `subscriptions`, as far as the
+/// router cannot tell: any topic but a `$` one does; a `$` topic reaches every `#` and `+/...`
+/// subscriber in the router (`routing::topic_form`) and belongs to the client only when one of
+/// its routed subscriptions matches it by MQTT's rules.
+pub fn wants_dollar_topic(subscriptions: &HashMap<String, Subscription>, topic: &str) -> bool {
+    !topic.starts_with('$')
+        || subscriptions
+            .iter()
+            .any(|(filter, subscription)| subscription.kind == SubscriptionKind::Routed && matches_mqtt(filter, topic))
 }
 
 /// The SUBACK code of a denied filter: v5 0x87, 3.1.1 0x80, and 3.1 echoes the requested QoS
@@ -123,6 +144,12 @@ impl PendingAcks {
         });
     }
 
+    /// A resumed session's subscriptions are still on their way to the router (a silent SUBACK is
+    /// due).
+    pub fn resubscribing(&self) -> bool {
+        self.queue.iter().any(|pending| matches!(pending.kind, Kind::Silent))
+    }
+
     /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
     pub fn router_suback(&mut self, codes: impl IntoIterator<Item = u8>) {
         let Some(pending) = self.queue.iter_mut().find(|p| p.waiting_for_router) else { return };
@@ -178,10 +205,53 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(kind_of("a/b"), SubscriptionKind::Routed);
-        assert_eq!(kind_of("$share/g/a"), SubscriptionKind::Routed);
+        for routed in ["a/b", "$share/g/a", "$x/#", "$CONTROL", "$SYSTEM/x", "$share/g/$SYS/#", "#"] {
+            assert_eq!(kind_of(routed), SubscriptionKind::Routed, "{routed}");
+        }
         assert_eq!(kind_of("$CONTROL/x/#"), SubscriptionKind::Control);
         assert_eq!(kind_of("$SYS/#"), SubscriptionKind::Local);
+        assert_eq!(kind_of("$SYS"), SubscriptionKind::Local);
+    }
+
+    #[test]
+    fn mqtt_matching_keeps_dollar_topics_from_wildcards() {
+        for (filter, topic, expected) in [
+            ("$x/#", "$x/y", true),
+            ("$x/+", "$x/y", true),
+            ("$share/g/$x/#", "$x/y", true),
+            ("#", "$x/y", false),
+            ("+/y", "$x/y", false),
+            ("$share/g/#", "$x/y", false),
+            ("$share/g/+/y", "$x/y", false),
+            ("#", "a/y", true),
+            ("$share/g/a/+", "a/y", true),
+            ("a/+", "a/$y", true),
+        ] {
+            assert_eq!(matches_mqtt(filter, topic), expected, "{filter} {topic}");
+        }
+    }
+
+    #[test]
+    fn dollar_deliveries_need_a_matching_routed_subscription() {
+        let subscription = |path: &str, kind| {
+            let filter = rumqttd::protocol::Filter {
+                path: path.to_owned(),
+                qos: rumqttd::protocol::QoS::AtLeastOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: rumqttd::protocol::RetainForwardRule::OnEverySubscribe,
+            };
+            let count = crate::metrics::SubscriptionCount::new(false);
+            (path.to_owned(), Subscription { filter, kind, id: None, count })
+        };
+        let mut subscriptions: HashMap<String, Subscription> =
+            [subscription("#", SubscriptionKind::Routed), subscription("$SYS/#", SubscriptionKind::Local)].into();
+        assert!(wants_dollar_topic(&subscriptions, "a/b"));
+        assert!(!wants_dollar_topic(&subscriptions, "$x/y"));
+        assert!(!wants_dollar_topic(&subscriptions, "$SYS/x"), "not through the router");
+        subscriptions.extend([subscription("$share/g/$x/+", SubscriptionKind::Routed)]);
+        assert!(wants_dollar_topic(&subscriptions, "$x/y"));
+        assert!(!wants_dollar_topic(&subscriptions, "$x/y/z"));
     }
 
     #[test]
@@ -203,9 +273,11 @@ mod tests {
         let mut buf = BytesMut::new();
         pending.silent();
         pending.subscribe(7, vec![PendingAcks::ROUTED], Vec::new());
+        assert!(pending.resubscribing());
         pending.router_suback([0]);
         let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert!(buf.is_empty());
+        assert!(!pending.resubscribing());
         pending.router_suback([1]);
         let _ = pending.write_ready(&mut buf, Protocol::V5, "c");
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0, 1]);

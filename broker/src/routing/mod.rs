@@ -1,8 +1,10 @@
 //! Routing: the link to rumqttd's router and the guards around it; `envelope` carries what the
 //! router does not keep about a message. `router_link` drives the
 //! router; `lazy_link` attaches a connection's link on first use; `router_guard` refuses what
-//! the router cannot take; `topic_budget` bounds the topics new to it; `backpressure` and
-//! `ack_sequencer` keep publishers and acknowledgements in step with slow subscribers;
+//! the router cannot take; `topic_form` spells topics and filters so that it can take them;
+//! `unsubscribe_repair` completes what its UNSUBSCRIBE leaves undone;
+//! `topic_budget` bounds the topics new to it; `backpressure` and `ack_sequencer` keep
+//! publishers and acknowledgements in step with slow subscribers;
 //! `attach_fence` keeps a subscription ahead of publishes read after it.
 
 pub mod ack_sequencer;
@@ -15,3 +17,5 @@ pub mod null_engine;
 pub mod router_guard;
 pub mod router_link;
 pub mod topic_budget;
+pub mod topic_form;
+pub mod unsubscribe_repair;

@@ -4,23 +4,22 @@
 //! rumqttd 0.20.0 trusts its links: it was read for every panic and disconnect reachable from
 //! packet contents, and each hazard has one arm in [`admit`], the single check the gate runs on
 //! what it hands the router (PUBLISH, will, SUBSCRIBE and UNSUBSCRIBE filters). Locations are in
-//! the rumqttd-0.20.0 crate source. Two hazards are not refusals but spellings, because the
-//! topics behind them are valid MQTT and must keep working:
+//! the rumqttd-0.20.0 crate source. Three hazards are not refusals but spellings or repairs,
+//! because the topics and packets behind them are valid MQTT and must keep working:
 //!
 //! - `protocol/mod.rs:658`, `matches()`: `topic[..1]` slices one *byte*, and panics on the
 //!   router thread when a topic starts with a multi-byte character (`é/x`, `€`, `日本/語`). All
-//!   routing stops. [`router_topic`] prefixes such a topic's first level with [`ESCAPE`] (U+0001,
-//!   which no client topic or filter can contain: both go through `valid_mqtt_utf8`), filters'
-//!   literal first levels get the same prefix ([`router_filter_path`]), and [`client_topic`]
-//!   removes it on delivery. A level that starts with `ESCAPE` is prefixed too, so the spelling
-//!   stays injective for any input, and matching is unchanged: levels compare equal after the
-//!   spelling exactly when they did before, `+`/`#` match any level, and a spelled level never
-//!   starts with `$`.
+//!   routing stops. The same function never matches a `$` topic, and `router/routing.rs:1736`
+//!   disconnects a client subscribing to a `$` filter. Both first levels are spelled for the router
+//!   by `topic_form`, which `router_link` applies to everything it pushes and receives.
 //! - `router/routing.rs:512`, `handle_disconnection`: `.expect("group must exists")` panics when a
 //!   persistent link that was the only member of a shared group leaves with a delivery of that
 //!   filter unacknowledged (the group is dropped a few lines before it is looked up). The router
 //!   link keeps such groups alive with a short-lived anchor member while a persistent link
 //!   detaches (see `RumqttdLink::anchor_shared_groups`).
+//! - `router/routing.rs:710-760`, UNSUBSCRIBE of a shared filter: its request keeps delivering and
+//!   the client leaves every shared group it is in (docs/rumqttd.md, defect 18); the router link
+//!   repairs both in the same batch (`RumqttdLink::push`).
 //!
 //! Hazards handled elsewhere in the gate, listed so that this file is the whole inventory:
 //! - `protocol/v4/mod.rs:364` `unreachable!()` when writing a PUBLISH with properties to a v3
@@ -37,13 +36,7 @@
 //!   every topic ever routed, `router/logs.rs` `DataLog::matches`/`next_native_offset`): the
 //!   per-client limits of `config::GateSettings` bound what one client can add.
 
-use std::borrow::Cow;
-
-use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::PublishProperties;
-
-/// The byte that marks a first level spelled for the router (U+0001).
-pub const ESCAPE: u8 = 0x01;
 
 /// What the gate is about to hand the router.
 #[derive(Debug, Clone, Copy)]
@@ -69,8 +62,6 @@ pub enum Hazard {
     EmptyTopic,
     #[error("topic contains a wildcard")]
     WildcardTopic,
-    #[error("$ topics are not routed")]
-    DollarTopic,
     #[error("unresolved topic alias")]
     TopicAlias,
     #[error("subscription identifier in a PUBLISH")]
@@ -79,8 +70,6 @@ pub enum Hazard {
     SubscriptionIdentifierZero,
     #[error("invalid topic filter")]
     InvalidFilter,
-    #[error("$ filters are not routed")]
-    DollarFilter,
 }
 
 impl Hazard {
@@ -88,15 +77,15 @@ impl Hazard {
     pub fn reason_code(self) -> u8 {
         match self {
             Hazard::EmptyTopic | Hazard::SubscriptionIdentifierInPublish | Hazard::SubscriptionIdentifierZero => 0x82,
-            Hazard::WildcardTopic | Hazard::DollarTopic => 0x90,
+            Hazard::WildcardTopic => 0x90,
             Hazard::TopicAlias => 0x94,
-            Hazard::InvalidFilter | Hazard::DollarFilter => 0x8F,
+            Hazard::InvalidFilter => 0x8F,
         }
     }
 }
 
 /// The one check on client data bound for the router. `Ok` means the router can take it once
-/// spelled by [`router_topic`] / [`router_filter_path`].
+/// spelled by `topic_form`.
 pub fn admit(item: ToRouter<'_>) -> Result<(), Hazard> {
     match item {
         ToRouter::Publish { topic, properties } => {
@@ -105,11 +94,8 @@ pub fn admit(item: ToRouter<'_>) -> Result<(), Hazard> {
             if topic.is_empty() {
                 return Err(Hazard::EmptyTopic);
             }
-            // protocol/mod.rs:658: a `$` topic is never matched, and a retained one is kept in
-            // the retained map forever (router/routing.rs:1233). The gate serves `$` itself.
-            if topic.starts_with('$') {
-                return Err(Hazard::DollarTopic);
-            }
+            // protocol/mod.rs:658: a `$` topic is never matched, and a retained one would be kept
+            // in the retained map forever (router/routing.rs:1233): spelled, see `topic_form`.
             // The router never validates topics (`valid_topic` is not called on the publish
             // path): `a/#` would be cached in logs.rs `publish_filters` and matched as a level.
             if topic.contains(['+', '#']) {
@@ -128,7 +114,7 @@ pub fn admit(item: ToRouter<'_>) -> Result<(), Hazard> {
                 }
             }
             // protocol/mod.rs:658 `topic[..1]` on a multi-byte first character: spelled, see
-            // `router_topic`.
+            // `topic_form`.
             Ok(())
         }
         ToRouter::Subscribe { filter, subscription_id } => {
@@ -150,124 +136,23 @@ fn routable_filter(filter: &str) -> Result<(), Hazard> {
     if !dynsec::topic::valid_subscription_filter(filter) {
         return Err(Hazard::InvalidFilter);
     }
-    match filter.strip_prefix("$share/") {
-        // router/routing.rs:1753 `extract_group`: `$share/<group>/<path>` splits at the first `/`
-        // after the group, so `valid_filter` (non-empty group and path) is all it needs; the
-        // group is renamed per filter by `router_link::router_filter`. A path starting with `$`
-        // is harmless: nothing is ever routed to it.
-        Some(_) => Ok(()),
-        // router/routing.rs:1719 `validate_subscription`: any other `$` filter (and `$share`
-        // itself) disconnects the link without a SUBACK.
-        None if filter.starts_with('$') => Err(Hazard::DollarFilter),
-        None => Ok(()),
-    }
-}
-
-/// Does a first level need the router spelling?
-fn needs_escape(level_start: Option<&u8>) -> bool {
-    level_start.is_some_and(|&b| b >= 0x80 || b == ESCAPE) && !unguarded()
-}
-
-/// The router's spelling of a topic (see the module doc).
-pub fn router_topic(topic: Bytes) -> Bytes {
-    if !needs_escape(topic.first()) {
-        return topic;
-    }
-    let mut spelled = BytesMut::with_capacity(topic.len() + 1);
-    spelled.put_u8(ESCAPE);
-    spelled.put_slice(&topic);
-    spelled.freeze()
-}
-
-/// The client's topic for one the router delivers.
-pub fn client_topic(topic: Bytes) -> Bytes {
-    if topic.first() == Some(&ESCAPE) && !unguarded() { topic.slice(1..) } else { topic }
-}
-
-/// The router's spelling of a filter's path (for `$share/<group>/<path>`, of `<path>`).
-pub fn router_filter_path(filter: &str) -> Cow<'_, str> {
-    let path_start = match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
-        Some((group, _)) => "$share/".len() + group.len() + 1,
-        None => 0,
-    };
-    if !needs_escape(filter.as_bytes().get(path_start)) {
-        return Cow::Borrowed(filter);
-    }
-    let mut spelled = String::with_capacity(filter.len() + 1);
-    spelled.push_str(&filter[..path_start]);
-    spelled.push(char::from(ESCAPE));
-    spelled.push_str(&filter[path_start..]);
-    Cow::Owned(spelled)
-}
-
-/// Test hook (feature `testkit` only): with `DYNSEC_TESTKIT_UNGUARDED_ROUTER=1` in the environment
-/// the spelling is off, so a test can make the real router thread die the way it did before the
-/// guard and check that the broker then exits.
-#[cfg(feature = "testkit")]
-fn unguarded() -> bool {
-    static UNGUARDED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UNGUARDED.get_or_init(|| std::env::var_os("DYNSEC_TESTKIT_UNGUARDED_ROUTER").is_some_and(|v| v == "1"))
-}
-
-#[cfg(not(feature = "testkit"))]
-fn unguarded() -> bool {
-    false
+    // router/routing.rs:1753 `extract_group`: `$share/<group>/<path>` splits at the first `/`
+    // after the group, so `valid_filter` (non-empty group and path) is all it needs; the group is
+    // renamed per filter by `router_link::router_filter`. router/routing.rs:1719
+    // `validate_subscription` disconnects on any other filter starting with `$` (and `$share`
+    // itself, which is not a valid filter): `topic_form` spells their first level.
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn matches(topic: &str, filter: &str) -> bool {
-        let topic = router_topic(Bytes::copy_from_slice(topic.as_bytes()));
-        let topic = std::str::from_utf8(&topic).unwrap();
-        // The router's own matcher: it must not panic, and must agree with mosquitto's.
-        rumqttd::protocol::matches(topic, &router_filter_path(filter))
-    }
-
-    #[test]
-    fn spelled_topics_are_routable_and_match_as_before() {
-        for (topic, filter, expected) in [
-            ("é/x", "é/x", true),
-            ("é/x", "é/+", true),
-            ("é/x", "+/x", true),
-            ("é/x", "#", true),
-            ("€", "€", true),
-            ("€", "+", true),
-            ("日本/語", "日本/#", true),
-            ("日本/語", "日/#", false),
-            ("\u{1}a", "\u{1}a", true),
-            ("\u{1}a", "a", false),
-            ("a/é", "a/é", true),
-            ("é", "e", false),
-            ("x/y", "x/#", true),
-        ] {
-            assert_eq!(matches(topic, filter), expected, "{topic} against {filter}");
-            assert_eq!(dynsec::topic::topic_matches_filter(filter, topic), expected, "mosquitto: {topic} {filter}");
-        }
-    }
-
-    #[test]
-    fn the_spelling_is_undone_on_delivery_and_is_injective() {
-        for topic in ["é/x", "€", "\u{1}", "\u{1}\u{1}é", "plain", "a/é"] {
-            let spelled = router_topic(Bytes::copy_from_slice(topic.as_bytes()));
-            assert!(spelled[0] < 0x80 && spelled[0] != b'$', "{topic}");
-            assert_eq!(&client_topic(spelled)[..], topic.as_bytes());
-        }
-        assert_ne!(
-            router_topic(Bytes::from_static("\u{1}é".as_bytes())),
-            router_topic(Bytes::from_static("é".as_bytes()))
-        );
-        assert_eq!(router_filter_path("$share/g/é/#"), "$share/g/\u{1}é/#");
-        assert_eq!(router_filter_path("$share/g/a"), "$share/g/a");
-        assert_eq!(router_filter_path("+/é"), "+/é");
-    }
-
     #[test]
     fn hazards_are_refused() {
         let publish = |topic| admit(ToRouter::Publish { topic, properties: None });
         assert_eq!(publish(""), Err(Hazard::EmptyTopic));
-        assert_eq!(publish("$SYS/x"), Err(Hazard::DollarTopic));
+        assert_eq!(publish("$x/y"), Ok(()));
         assert_eq!(publish("a/#"), Err(Hazard::WildcardTopic));
         assert_eq!(publish("é/x"), Ok(()));
         let aliased = PublishProperties { topic_alias: Some(1), ..Default::default() };
@@ -278,7 +163,7 @@ mod tests {
             Err(Hazard::SubscriptionIdentifierInPublish)
         );
         let subscribe = |filter| admit(ToRouter::Subscribe { filter, subscription_id: None });
-        assert_eq!(subscribe("$SYS/#"), Err(Hazard::DollarFilter));
+        assert_eq!(subscribe("$x/#"), Ok(()));
         assert_eq!(subscribe("$share"), Err(Hazard::InvalidFilter));
         assert_eq!(subscribe("$share/g"), Err(Hazard::InvalidFilter));
         assert_eq!(subscribe("a/#/b"), Err(Hazard::InvalidFilter));
@@ -290,6 +175,6 @@ mod tests {
             admit(ToRouter::Subscribe { filter: "a", subscription_id: Some(0) }),
             Err(Hazard::SubscriptionIdentifierZero)
         );
-        assert_eq!(admit(ToRouter::Unsubscribe { filter: "$SYS/x" }), Err(Hazard::DollarFilter));
+        assert_eq!(admit(ToRouter::Unsubscribe { filter: "$x/y" }), Ok(()));
     }
 }

@@ -10,10 +10,13 @@
 //!   containing `+ $ # /` (docs/rumqttd.md defect 10);
 //! - a shared subscription's group is keyed by group name alone in the router, so `$share/g/a`
 //!   and `$share/g/b` would share one cursor; the group is renamed per filter on the way in;
-//! - topics and filters are spelled for the router (`router_guard`: a first character the
-//!   router's matcher would panic on is escaped) on the way in and unspelled on delivery;
+//! - topics and filters are spelled for the router (`topic_form`: `$` first levels, which it
+//!   would not route, and first characters its matcher would panic on) on the way in and
+//!   unspelled on delivery;
 //! - a persistent link with shared subscriptions detaches while an "anchor" link is a member of
 //!   its shared groups (`router_guard`, the `handle_disconnection` panic);
+//! - an UNSUBSCRIBE is followed, in the same batch, by what repairs the router's shared
+//!   subscriptions after it (`unsubscribe_repair`, defect 18), whose SUBACKs the gate never sees;
 //! - the router thread is watched: when it is gone, [`Rumqttd::stopped`] resolves;
 //! - the system link (wills) has its notifications drained forever by a thread;
 //! - a freshly built link gets a PINGREQ pushed, because `build` consumes the wake-up that came
@@ -36,7 +39,8 @@ use rumqttd::{Notification, Router, RouterConfig};
 use tracing::error;
 
 use crate::config::GateSettings;
-use crate::routing::router_guard;
+use crate::routing::topic_form;
+use crate::routing::unsubscribe_repair::UnsubscribeRepair;
 
 /// Outgoing QoS>0 messages the router keeps in flight per client (rumqttd's `MAX_INFLIGHT`); it
 /// numbers them 1..=100 in send order.
@@ -104,7 +108,7 @@ impl Routed {
     /// are read from its own serialization, made once topic and payload are moved out (five
     /// bytes then).
     fn from_router(mut publish: Publish, properties: Option<PublishProperties>) -> Self {
-        let topic = router_guard::client_topic(std::mem::take(&mut publish.topic));
+        let topic = topic_form::from_router(std::mem::take(&mut publish.topic));
         let payload = std::mem::take(&mut publish.payload);
         let header = publish.serialize();
         let qos = (header[0] >> 1) & 0b11;
@@ -188,11 +192,11 @@ pub fn router_client_id(client_id: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
-/// The router's spelling of a subscription filter: its path spelled by `router_guard`, and
+/// The router's spelling of a subscription filter: its path spelled by `topic_form`, and
 /// `$share/<group>/<filter>` gets a group name unique per filter, because the router keeps one
 /// cursor per group *name*.
 pub fn router_filter(filter: &str) -> Cow<'_, str> {
-    let spelled = router_guard::router_filter_path(filter);
+    let spelled = topic_form::filter_to_router(filter);
     match share_renamed(&spelled) {
         Some(renamed) => Cow::Owned(renamed),
         None => spelled,
@@ -222,7 +226,7 @@ fn share_renamed(filter: &str) -> Option<String> {
 fn spelled(packet: Packet) -> Packet {
     match packet {
         Packet::Publish(mut publish, properties) => {
-            publish.topic = router_guard::router_topic(publish.topic);
+            publish.topic = topic_form::to_router(publish.topic);
             Packet::Publish(publish, properties)
         }
         Packet::Subscribe(mut subscribe, properties) => {
@@ -392,7 +396,7 @@ impl RoutingEngine for Rumqttd {
     }
 
     fn inject(&self, topic: Bytes, payload: Bytes, retain: bool, properties: Option<PublishProperties>) {
-        let publish = Publish::new(router_guard::router_topic(topic), payload, retain);
+        let publish = Publish::new(topic_form::to_router(topic), payload, retain);
         let mut system = self.system.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // `send` is async in name only: it pushes and notifies synchronously.
         let _ = system.send(Packet::Publish(publish, properties)).now_or_never();
@@ -410,11 +414,37 @@ pub struct RumqttdLink {
     past: Instant,
     /// For a persistent link (the router keeps its session when it detaches).
     anchoring: Option<Anchoring>,
+    repair: UnsubscribeRepair,
+}
+
+/// An UNSUBSCRIBE without filters: the router does nothing with it (no UNSUBACK either). Pushed
+/// after every UNSUBSCRIBE, so that neither it nor its repair is the last packet of a batch,
+/// which `flush` hands over separately from the rest: the router takes the others all at once.
+/// (The gate relies on it: `unsubscribe_repair`, and a resumed session's re-sent subscriptions
+/// followed by the UNSUBSCRIBE of those revoked, answered before any later delivery.)
+fn nothing() -> Packet {
+    Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: Vec::new() }, None)
 }
 
 impl RumqttdLink {
     fn new(tx: LinkTx, rx: LinkRx, anchoring: Option<Anchoring>) -> Self {
-        RumqttdLink { tx, rx, pending: VecDeque::with_capacity(64), detached: false, past: Instant::now(), anchoring }
+        RumqttdLink {
+            tx,
+            rx,
+            pending: VecDeque::with_capacity(64),
+            detached: false,
+            past: Instant::now(),
+            anchoring,
+            repair: UnsubscribeRepair::default(),
+        }
+    }
+
+    /// A notification for the gate (the repair's SUBACKs are not).
+    fn converted(&mut self, notification: Notification) -> FromRouter {
+        match convert(notification) {
+            FromRouter::SubAck(_) if !self.repair.suback_is_clients() => FromRouter::Nothing,
+            other => other,
+        }
     }
 
     /// `router_guard`: `handle_disconnection` (routing.rs:512) panics when a persistent link
@@ -517,8 +547,22 @@ fn convert(notification: Notification) -> FromRouter {
 impl RouterLink for RumqttdLink {
     fn push(&mut self, packet: Packet) {
         let packet = spelled(packet);
-        self.track_shared(&packet);
-        self.pending.push_back(packet);
+        match &packet {
+            Packet::Subscribe(subscribe, _) => {
+                self.track_shared(&packet);
+                self.repair.subscribing(subscribe);
+                self.pending.push_back(packet);
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                let repair = self.repair.unsubscribing(unsubscribe);
+                self.pending.push_back(packet);
+                self.pending.extend(repair);
+                // The router takes the UNSUBSCRIBE, its repair and what came before it in the
+                // batch at once, with no delivery in between (`flush`, `nothing`).
+                self.pending.push_back(nothing());
+            }
+            _ => self.pending.push_back(packet),
+        }
     }
 
     fn flush(&mut self) -> Result<(), RouterError> {
@@ -542,7 +586,7 @@ impl RouterLink for RumqttdLink {
 
     async fn recv(&mut self) -> Result<FromRouter, RouterError> {
         match self.rx.next().await {
-            Ok(Some(notification)) => Ok(convert(notification)),
+            Ok(Some(notification)) => Ok(self.converted(notification)),
             Ok(None) => Ok(FromRouter::Nothing),
             Err(_) => {
                 self.detached = true; // the router dropped us; its connection id may be reused
@@ -557,7 +601,7 @@ impl RouterLink for RumqttdLink {
         // (a third of the gate's time in a QoS 1 fan-out, docs/benchmarks.md). A closed link
         // also times out here; the next `recv` reports it.
         match self.rx.recv_deadline(self.past) {
-            Ok(Some(notification)) => Some(Ok(convert(notification))),
+            Ok(Some(notification)) => Some(Ok(self.converted(notification))),
             Ok(None) | Err(LinkError::RecvTimeout(_)) => None,
             Err(_) => {
                 self.detached = true;

@@ -193,8 +193,9 @@ async fn a_persistent_shared_subscriber_leaving_with_an_unacknowledged_message()
     }
 }
 
-/// A shared subscription whose path starts with `$` can never receive anything (no `$` topic is
-/// routed); subscribing to it and unsubscribing from it must leave the client served.
+/// Shared subscriptions on `$SYS` and `$share` paths can never receive anything (`$SYS` is served
+/// by the gate, `$share` topics cannot be published); subscribing to them and unsubscribing from
+/// them must leave the client served.
 #[tokio::test]
 async fn shared_subscriptions_to_dollar_paths() {
     let broker = anonymous();

@@ -94,6 +94,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // once and find its session saved. The router also goes before the last writes, which
         // may take CLOSING_WRITE_TIMEOUT: a takeover waits for this connection only so long, and
         // its new link must not find this one still in the router.
+        let outlives = session_outlives(self.protocol, self.clean_start, self.session_expiry);
+        if outlives && matches!(exit, Exit::Kicked(KickReason::Admin | KickReason::CredentialsRevoked)) {
+            // mosquitto 2.0.12+ (CVE-2021-34434): a kicked persistent session keeps only the
+            // subscriptions its client may still make. (Before anything queues for the others.)
+            let _ = self.drop_revoked_subscriptions();
+        }
         // What the client sent before it left (a publish followed by DISCONNECT in one read)
         // still reaches the router: attach for it, and detaching flushes it.
         if self.attach_if_wanted().await.is_err() {
@@ -113,7 +119,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.shared.sys.remove_connection(self.conn_id);
         self.backlog.close(&self.shared.pressure);
 
-        let outlives = session_outlives(self.protocol, self.clean_start, self.session_expiry);
         let expiry = match self.protocol {
             Protocol::V5 if self.session_expiry != u32::MAX => Some(self.session_expiry),
             _ => None,

@@ -98,7 +98,8 @@ struct Refused {
 /// The client id a CONNECT gets on `listener` (and, when the broker assigned it, that id again for
 /// the CONNACK), or the refusal the listener's rules call for: no extended authentication,
 /// `use_username_as_clientid`, zero-length ids (docs/compatibility.md §6), `clientid_prefixes`, and
-/// a 3.x keepalive above `max_keepalive` (those clients cannot be told another one).
+/// a 3.x keepalive above `max_keepalive` (those clients cannot be told another one,
+/// [`keepalive_above`]).
 fn admitted_client_id(
     connect: &codec::Connect,
     listener: &Listener,
@@ -143,11 +144,17 @@ fn admitted_client_id(
         let why = "the client id lacks the listener's clientid_prefix";
         return Err(refused(Refusal::NotAuthorized, why, &client_id));
     }
-    if protocol != Protocol::V5 && connect.keep_alive > max_keepalive {
+    if protocol != Protocol::V5 && keepalive_above(connect.keep_alive, max_keepalive) {
         // mosquitto: 3.x clients cannot be told another keepalive, so they are refused.
         return Err(refused(Refusal::IdentifierRejected, "keepalive above max_keepalive", &client_id));
     }
     Ok((client_id.into(), assigned))
+}
+
+/// Whether a client's keepalive exceeds `max_keepalive` (0: no limit). As in mosquitto 2.1, no
+/// keepalive at all (0) exceeds any limit: such a client could stay silent forever.
+fn keepalive_above(keep_alive: u16, max_keepalive: u16) -> bool {
+    max_keepalive > 0 && (keep_alive == 0 || keep_alive > max_keepalive)
 }
 
 /// A client id for clients that sent none: mosquitto's `auto-` + UUID form.
@@ -351,7 +358,7 @@ where
 
     let mut keep_alive_secs = connect.keep_alive;
     let mut server_keep_alive = None;
-    if protocol == Protocol::V5 && keep_alive_secs > config.max_keepalive {
+    if protocol == Protocol::V5 && keepalive_above(keep_alive_secs, config.max_keepalive) {
         keep_alive_secs = config.max_keepalive;
         server_keep_alive = Some(keep_alive_secs);
     }
@@ -385,6 +392,7 @@ where
         max_topic_alias: listener_config.max_topic_alias,
         topic_aliases: HashMap::new(),
         subscriptions: HashMap::new(),
+        revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
         acks: AckSequencer::default(),
@@ -431,7 +439,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Re-registers the subscriptions of a resumed session: the router restores its data cursors
     /// but not its subscription map, so without this UNSUBSCRIBE would be ignored (docs/rumqttd.md
     /// defect 3);
-    /// subscription identifiers are lost by the router too.
+    /// subscription identifiers are lost by the router too. Then those the client may no longer
+    /// make are removed (CVE-2021-34434, see `drop_revoked_subscriptions`).
     pub(super) fn restore_subscriptions(&mut self, subscriptions: HashMap<String, Subscription>) {
         let mut by_id: HashMap<Option<usize>, Vec<Filter>> = HashMap::new();
         for subscription in subscriptions.values() {
@@ -461,6 +470,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.pending_acks.silent();
         }
         self.subscriptions = subscriptions;
+        self.revoked_on_resume = self.drop_revoked_subscriptions();
         self.track_backlog();
     }
 }

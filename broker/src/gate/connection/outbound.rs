@@ -98,7 +98,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             None => None,
             Some((stamp, payload)) => std::str::from_utf8(&topic)
                 .ok()
-                .filter(|topic| self.authz.allows(Access::Receive, topic))
+                .filter(|topic| self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic))
                 .and_then(|topic_str| {
                     let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay };
                     let now = envelope::now_ms();

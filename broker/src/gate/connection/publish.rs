@@ -91,7 +91,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if topic.starts_with("$CONTROL/") {
             return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
-        if !topic.starts_with('$') {
+        if crate::routing::topic_form::routed(topic) {
             if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
                 info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
                 return Err(Exit::Protocol(hazard.reason_code()));

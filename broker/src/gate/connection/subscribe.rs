@@ -1,6 +1,9 @@
 //! SUBSCRIBE and UNSUBSCRIBE: each filter is checked (syntax, per-client limit, ACL, what the
 //! router can take) and sent where its kind belongs: the router, the `$CONTROL` registry or the
-//! `$SYS` tree. Back-pressure then tracks the connection in the lane of its filters.
+//! `$SYS` tree. Back-pressure then tracks the connection in the lane of its filters. Also the
+//! subscriptions' side of deliveries: which ones belong to the client as far as the router cannot
+//! tell, and the re-check of a persistent session's subscriptions when the client's rights
+//! changed (mosquitto's fix for CVE-2021-34434).
 
 use rumqttd::protocol::{RetainForwardRule, Subscribe, SubscribeProperties, Unsubscribe};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -169,6 +172,48 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.write_ready_acks();
         self.track_backlog();
         Ok(())
+    }
+
+    /// Removes the subscriptions the client may no longer make (its rights changed since it made
+    /// them), everywhere they are served; returns the routed ones. mosquitto 2.0.12+ does this
+    /// when it kicks a client with a persistent session (CVE-2021-34434); the gate also does it
+    /// when a session resumes, for changes made while its client was away.
+    pub(super) fn drop_revoked_subscriptions(&mut self) -> Vec<String> {
+        let authz = &self.authz;
+        let revoked: Vec<String> =
+            self.subscriptions.keys().filter(|filter| !authz.allows(Access::Subscribe, filter)).cloned().collect();
+        let mut routed = Vec::new();
+        for filter in revoked {
+            let Some(subscription) = self.subscriptions.remove(&filter) else { continue };
+            info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter), "subscription removed: no longer allowed");
+            match subscription.kind {
+                SubscriptionKind::Routed => routed.push(filter),
+                SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
+                SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
+            }
+        }
+        if !routed.is_empty() {
+            self.link.unsubscribe(0, &routed); // (the router's UNSUBACK is never written)
+            self.track_backlog();
+        }
+        routed
+    }
+
+    /// Whether a message the router delivers belongs to this client, as far as the router cannot
+    /// tell: a `$` topic only when one of the client's filters matches it by MQTT's rules
+    /// (`subscriptions::wants_dollar_topic`); and while the subscriptions of a resumed session
+    /// are being re-sent, nothing for a filter dropped by [`Self::drop_revoked_subscriptions`]:
+    /// the router may have queued it before it took the UNSUBSCRIBE, and what it queued comes
+    /// before its answer to the re-sent subscriptions.
+    pub(super) fn wants_delivery(&self, topic: &str) -> bool {
+        if !subscriptions::wants_dollar_topic(&self.subscriptions, topic) {
+            return false;
+        }
+        if self.revoked_on_resume.is_empty() || !self.pending_acks.resubscribing() {
+            return true;
+        }
+        let matches = |filter: &String| subscriptions::matches_mqtt(filter, topic);
+        !self.revoked_on_resume.iter().any(matches) || self.subscriptions.keys().any(matches)
     }
 
     /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions, in the lane
