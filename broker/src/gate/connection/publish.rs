@@ -1,6 +1,7 @@
 //! A PUBLISH from the client: topic alias, topic checks, the client's ACL, then one of three ways:
 //! a `$CONTROL` request for the security chain, a message for the router (through its guards and
-//! back-pressure), or nothing (`$`-topics the router must not see).
+//! back-pressure, sealed in its envelope: `routing::envelope`), or nothing (`$SYS`, which the gate
+//! serves itself).
 
 use bytes::Bytes;
 use rumqttd::protocol::{Publish, PublishProperties};
