@@ -154,6 +154,10 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, default 65535): v5 clients asking for more are told this value.
     pub max_keepalive: u16,
+    /// `max_inflight_messages` (default 20, mosquitto's; 0 = no limit): the most QoS 1/2
+    /// deliveries a client may have unacknowledged (a v5 client's Receive Maximum may lower it),
+    /// and the Receive Maximum announced to v5 clients (see [`crate::gate::flow_control`]).
+    pub max_inflight_messages: u16,
     /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
     /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
     pub sys_interval: u32,

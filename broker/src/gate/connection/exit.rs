@@ -136,6 +136,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
+            outbound_qos2: self.acks.unfinished(),
             routed: self.link.is_attached(),
         });
         if self.persistent_link && !outlives && self.link.is_attached() {
