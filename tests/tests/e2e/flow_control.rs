@@ -352,6 +352,39 @@ async fn exceeding_the_brokers_receive_maximum_disconnects_a_v5_client() {
     assert_eq!(payloads.concat(), "gggppppvvvv", "3 of the greedy client's, 4 of each other's");
 }
 
+/// A client that keeps answering while it is disconnected for exceeding the Receive Maximum
+/// (as Paho's test_flow_control2 does: a PUBREL for each PUBREC) still reads every PUBREC and the
+/// DISCONNECT: the broker reads until the client closes instead of resetting the connection
+/// (after a reset the client's next send fails before it has read the DISCONNECT).
+#[tokio::test]
+async fn a_disconnected_client_still_reads_the_disconnect_while_it_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = ours("max_inflight_messages 2\n");
+    let mut stream = tokio::net::TcpStream::connect(broker.addr()).await.unwrap();
+    stream.write_all(&Connect::new(5, "fc-linger").encode()).await.unwrap();
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 0x20, "CONNACK");
+    let mut connack = vec![0u8; usize::from(header[1])];
+    stream.read_exact(&mut connack).await.unwrap();
+    for pkid in 1..=3 {
+        stream.write_all(&testkit::publish(true, "fc/linger", b"x", 2, false, pkid)).await.unwrap();
+    }
+    // One packet at a time, each PUBREC answered, giving the broker time to have closed first.
+    for pkid in 1..=2u8 {
+        let mut pubrec = [0u8; 4];
+        stream.read_exact(&mut pubrec).await.unwrap();
+        assert_eq!(pubrec, [0x50, 2, 0, pkid]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let answered = stream.write_all(&testkit::ack(PUBREL, u16::from(pkid))).await;
+        assert!(answered.is_ok(), "PUBREL {pkid}: the connection was reset: {answered:?}");
+    }
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(testkit::WAIT, stream.read_to_end(&mut rest)).await.expect("the broker closes");
+    assert!(end.is_ok(), "the connection was reset: {end:?}, after {rest:?}");
+    assert_eq!(rest, [0xE0, 1, 0x93], "DISCONNECT 0x93");
+}
+
 trait PkidOrReason {
     fn pkid_or_reason(&self) -> u16;
 }

@@ -155,10 +155,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     /// Reads and discards what a client that broke the protocol still sends, until it closes
-    /// (bounded by CLOSING_WRITE_TIMEOUT). Closing a socket with unread data resets it, and a
-    /// reset makes the client's system discard what it had not read yet: the DISCONNECT and its
-    /// reason code, and the acknowledgements before it (a client publishing past the Receive
-    /// Maximum is still answering them).
+    /// (bounded by CLOSING_WRITE_TIMEOUT). Data arriving at a closed socket resets the
+    /// connection, and a client still answering what came before the DISCONNECT (a client
+    /// publishing past the Receive Maximum answers its PUBRECs) then fails to send and gives up
+    /// before it reads the DISCONNECT and its reason code.
     async fn drain_until_closed(&mut self) {
         let mut scratch = [0u8; 4096];
         let drained = async {
