@@ -405,6 +405,19 @@ mod tests {
     }
 
     #[test]
+    fn max_inflight_messages_is_read_as_mosquitto_reads_it() {
+        let read = |text: &str| parse(&format!("listener 1\n{text}")).map(|c| c.max_inflight_messages);
+        assert_eq!(read("").unwrap(), 20);
+        assert_eq!(read("max_inflight_messages 1\n").unwrap(), 1);
+        assert_eq!(read("max_inflight_messages 65534\n").unwrap(), 65534);
+        for no_limit in ["0", "-5", "65535"] {
+            assert_eq!(read(&format!("max_inflight_messages {no_limit}\n")).unwrap(), 0, "{no_limit}");
+        }
+        let err = read("max_inflight_messages 65536\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2: max_inflight_messages must be <= 65535");
+    }
+
+    #[test]
     fn sys_interval_is_read() {
         assert_eq!(parse("listener 1\n").unwrap().sys_interval, 10);
         assert_eq!(parse("listener 1\nsys_interval 0\n").unwrap().sys_interval, 0);
