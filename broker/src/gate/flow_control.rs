@@ -19,7 +19,7 @@ use rumqttd::protocol::PublishProperties;
 
 use crate::routing::envelope::Stamp;
 
-/// A QoS 1/2 delivery decided for the client, written when there is room.
+/// A delivery decided for the client: written at once, or (QoS 1/2) kept here until there is room.
 #[derive(Debug)]
 pub struct Waiting {
     pub topic: Bytes,
