@@ -436,6 +436,10 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
             properties.put_u16(id.len() as u16);
             properties.put_slice(id.as_bytes());
         }
+        if let Some(maximum) = props.receive_maximum {
+            properties.put_u8(33);
+            properties.put_u16(maximum);
+        }
         if props.topic_alias_max > 0 {
             properties.put_u8(34);
             properties.put_u16(props.topic_alias_max);
@@ -447,10 +451,6 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
         if let Some(keep_alive) = props.server_keep_alive {
             properties.put_u8(19);
             properties.put_u16(keep_alive);
-        }
-        if let Some(maximum) = props.receive_maximum {
-            properties.put_u8(33);
-            properties.put_u16(maximum);
         }
     }
     let mut props_len = BytesMut::with_capacity(4);
