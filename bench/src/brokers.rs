@@ -172,7 +172,8 @@ impl Broker {
                 let mut config = format!(
                     "listener {port} 127.0.0.1\nallow_anonymous false\nlog_type error\nlog_type warning\n\
                      plugin mosquitto_dynamic_security.so\nplugin_opt_config_file {}\n\
-                     gate_segment_size {segment_size}\ngate_segment_count {segment_count}\n",
+                     gate_segment_size {segment_size}\ngate_segment_count {segment_count}\n\
+                     max_inflight_messages 100\n",
                     security_file.display()
                 );
                 for line in &exes.ours_extra_config {

@@ -23,7 +23,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("log_facility", "syslog is not supported"),
     ("log_timestamp_format", "timestamps are printed as Unix time, as with log_timestamp true"),
     ("max_inflight_bytes", "the router allows 100 QoS>0 messages in flight per client"),
-    ("max_inflight_messages", "the router allows 100 QoS>0 messages in flight per client"),
     ("max_queued_bytes", "offline queues are bounded by gate_segment_size × gate_segment_count"),
     ("max_queued_messages", "offline queues are bounded by gate_segment_size × gate_segment_count"),
     ("memory_limit", "memory is bounded by the gate_* settings"),
@@ -97,6 +96,7 @@ pub(super) struct Builder {
     security: SecurityOptions,
     max_packet_size: u32,
     max_keepalive: u16,
+    max_inflight_messages: u16,
     sys_interval: u32,
     enable_control_api: bool,
     tcp_nodelay: bool,
@@ -124,6 +124,7 @@ impl Builder {
             security: SecurityOptions::default(),
             max_packet_size: 4 * 1024 * 1024,
             max_keepalive: 0,
+            max_inflight_messages: 20,
             sys_interval: 10,
             enable_control_api: false,
             tcp_nodelay: false,
@@ -275,6 +276,15 @@ impl Builder {
                 }
             }
             "max_keepalive" => self.max_keepalive = d.number()?,
+            "max_inflight_messages" => {
+                // As mosquitto reads it: negative or 65535 mean no limit.
+                let value: i64 = d.number()?;
+                self.max_inflight_messages = match value {
+                    ..0 | 65535 => 0,
+                    0..65535 => value as u16,
+                    _ => return Err(d.at.error("max_inflight_messages must be <= 65535")),
+                };
+            }
             "sys_interval" => self.sys_interval = d.number()?,
             "enable_control_api" => self.enable_control_api = d.boolean()?,
             "set_tcp_nodelay" => self.tcp_nodelay = d.boolean()?,
@@ -455,6 +465,7 @@ impl Builder {
             security: self.security,
             max_packet_size: self.max_packet_size,
             max_keepalive: self.max_keepalive,
+            max_inflight_messages: self.max_inflight_messages,
             sys_interval: self.sys_interval,
             enable_control_api: self.enable_control_api,
             tcp_nodelay: self.tcp_nodelay,

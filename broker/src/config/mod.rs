@@ -156,6 +156,10 @@ pub struct Config {
     /// asking for more, or for no keepalive (0), is told this value (v5, Server Keep Alive) or
     /// refused (3.x, which cannot be told). See `gate::connection::handshake`.
     pub max_keepalive: u16,
+    /// `max_inflight_messages` (default 20, mosquitto's; 0 = no limit): the most QoS 1/2
+    /// deliveries a client may have unacknowledged (a v5 client's Receive Maximum may lower it),
+    /// and the Receive Maximum announced to v5 clients (see [`crate::gate::flow_control`]).
+    pub max_inflight_messages: u16,
     /// `sys_interval` (seconds, default 10): how often the `$SYS/broker/...` topics are
     /// refreshed; 0 publishes no `$SYS` topics at all (see [`crate::sys_topics`]).
     pub sys_interval: u32,
@@ -400,6 +404,19 @@ mod tests {
     fn ignored_directives_warn() {
         let config = parse("listener 1\nmax_queued_messages 100\nlog_facility 5\npersistence true\n").unwrap();
         assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn max_inflight_messages_is_read_as_mosquitto_reads_it() {
+        let read = |text: &str| parse(&format!("listener 1\n{text}")).map(|c| c.max_inflight_messages);
+        assert_eq!(read("").unwrap(), 20);
+        assert_eq!(read("max_inflight_messages 1\n").unwrap(), 1);
+        assert_eq!(read("max_inflight_messages 65534\n").unwrap(), 65534);
+        for no_limit in ["0", "-5", "65535"] {
+            assert_eq!(read(&format!("max_inflight_messages {no_limit}\n")).unwrap(), 0, "{no_limit}");
+        }
+        let err = read("max_inflight_messages 65536\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2: max_inflight_messages must be <= 65535");
     }
 
     #[test]

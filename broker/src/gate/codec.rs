@@ -51,6 +51,7 @@ pub mod reason {
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const PACKET_IDENTIFIER_IN_USE: u8 = 0x91;
     pub const PACKET_IDENTIFIER_NOT_FOUND: u8 = 0x92;
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
@@ -416,6 +417,8 @@ pub struct ConnAckProps<'a> {
     pub topic_alias_max: u16,
     pub max_packet_size: Option<u32>,
     pub server_keep_alive: Option<u16>,
+    /// The broker's Receive Maximum (omitted: 65535).
+    pub receive_maximum: Option<u16>,
 }
 
 /// CONNACK. `code` is the MQTT 3.x return code or the v5 reason code, per `protocol`.
@@ -432,6 +435,10 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
             properties.put_u8(18);
             properties.put_u16(id.len() as u16);
             properties.put_slice(id.as_bytes());
+        }
+        if let Some(maximum) = props.receive_maximum {
+            properties.put_u8(33);
+            properties.put_u16(maximum);
         }
         if props.topic_alias_max > 0 {
             properties.put_u8(34);
@@ -783,6 +790,9 @@ mod tests {
         let mut b = BytesMut::new();
         connack(&mut b, Protocol::V5, false, 0, &ConnAckProps { topic_alias_max: 10, ..Default::default() });
         assert_eq!(&b[..], &[0x20, 6, 0, 0, 3, 34, 0, 10]);
+        let mut b = BytesMut::new();
+        connack(&mut b, Protocol::V5, false, 0, &ConnAckProps { receive_maximum: Some(20), ..Default::default() });
+        assert_eq!(&b[..], &[0x20, 6, 0, 0, 3, 33, 0, 20]);
         let mut b = BytesMut::new();
         connack(&mut b, Protocol::V311, true, 5, &ConnAckProps::default());
         unsuback(&mut b, Protocol::V5, 3, &[0x11]);

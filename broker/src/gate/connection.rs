@@ -31,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::gate::codec;
 use crate::gate::delivery::RecentCopies;
+use crate::gate::flow_control::OutboundWindow;
 use crate::gate::session::{Mail, Subscription};
 use crate::gate::subscriptions::PendingAcks;
 use crate::routing::ack_sequencer::AckSequencer;
@@ -114,7 +115,11 @@ struct Connection<E: RoutingEngine, S> {
     /// New topics this client may still publish to (`topic_budget`).
     topic_budget: TopicBudget,
     inbound_qos2: HashSet<u16>,
+    /// The broker's Receive Maximum for this client's QoS 2 messages (v5; `usize::MAX`: none).
+    inbound_maximum: usize,
     acks: AckSequencer,
+    /// What the client may have unacknowledged, and what waits for room (`flow_control`).
+    window: OutboundWindow,
     /// No Local compares message publishers with this.
     publisher: Publisher,
     /// The sequence of this connection's last routed message (see `routing::envelope`).

@@ -2,7 +2,8 @@
 //! (`listener`, `tls`), a connection task decodes its packets (`codec`), runs the handshake and
 //! then the inbound and outbound paths (`connection`), keeps the session registry (`session`),
 //! the subscription bookkeeping (`subscriptions`), what a client receives of a routed message
-//! (`delivery`) and the `$CONTROL` reply subscribers (`control`).
+//! (`delivery`), how many deliveries a client may have unacknowledged (`flow_control`) and the
+//! `$CONTROL` reply subscribers (`control`).
 
 pub mod broker_api;
 pub mod client_log;
@@ -11,6 +12,7 @@ pub(crate) mod connection;
 pub(crate) mod connection_directory;
 pub mod control;
 pub mod delivery;
+pub mod flow_control;
 pub(crate) mod listener;
 pub mod mailbox;
 pub mod session;

@@ -8,7 +8,7 @@
 //! a hundred thousand sessions, and every CONNECT waits for the lock meanwhile). A connection *claims* its client id (kicking a live
 //! owner with "session taken over" and waiting, bounded, for it to leave) and *releases* it on
 //! exit, handing back what a persistent session must remember (its subscriptions and the packet
-//! ids of unfinished inbound QoS 2 messages) together with its will.
+//! ids of unfinished inbound and outbound QoS 2 messages) together with its will.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +56,8 @@ pub struct SavedSession {
     pub subscriptions: HashMap<String, Subscription>,
     /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
     pub inbound_qos2: HashSet<u16>,
+    /// Outbound QoS 2 exchanges still unfinished (PUBRELs due both ways).
+    pub outbound_qos2: crate::routing::ack_sequencer::Unfinished,
     /// The router holds state for this session (its connections attached a router link).
     pub routed: bool,
 }

@@ -1,7 +1,8 @@
 //! How a connection ends, and the one exit path: last writes, router link, registries, the saved
-//! session and the will.
+//! session and the will, then the socket (drained first after a v5 protocol error, so that the
+//! client reads the DISCONNECT).
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
 use super::{CLOSING_WRITE_TIMEOUT, Connection};
@@ -141,6 +142,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
+            outbound_qos2: self.acks.unfinished(),
             routed: self.link.is_attached(),
         });
         if self.persistent_link && !outlives && self.link.is_attached() {
@@ -152,5 +154,26 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.shared.sessions.release(&self.client_id, self.conn_id, release);
         let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, self.stream.shutdown()).await;
         client_log::disconnected(&self.client_id, exit.departure());
+        if matches!(exit, Exit::Protocol(_)) && self.protocol == Protocol::V5 {
+            self.drain_until_closed().await;
+        }
+    }
+
+    /// Reads and discards what a client that broke the protocol still sends, until it closes
+    /// (bounded by CLOSING_WRITE_TIMEOUT). Data arriving at a closed socket resets the
+    /// connection, and a client still answering what came before the DISCONNECT (a client
+    /// publishing past the Receive Maximum answers its PUBRECs) then fails to send and gives up
+    /// before it reads the DISCONNECT and its reason code.
+    async fn drain_until_closed(&mut self) {
+        let mut scratch = [0u8; 4096];
+        let drained = async {
+            loop {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSING_WRITE_TIMEOUT, drained).await;
     }
 }

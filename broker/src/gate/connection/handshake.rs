@@ -1,6 +1,7 @@
 //! The handshake: the first packet must be a CONNECT; its client id, keepalive and listener
 //! rules are checked, the security chain decides the login, the session registry hands over the
-//! client id, a resumed session's router state is reattached, and CONNACK is written.
+//! client id, a resumed session's router state is reattached, and CONNACK is written (with the
+//! PUBRELs a resumed session still owes the client).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use super::{CLOSING_WRITE_TIMEOUT, Connection, PIPELINED_BEFORE_CONNACK, READ_CH
 use crate::gate::client_log::{self, Departure, Login};
 use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
 use crate::gate::delivery::RecentCopies;
+use crate::gate::flow_control::OutboundWindow;
 use crate::gate::session::{Release, Subscription, SubscriptionKind};
 use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
@@ -335,12 +337,14 @@ where
         .as_ref()
         .is_some_and(|saved| saved.routed || saved.subscriptions.values().any(|s| s.kind == SubscriptionKind::Routed));
     let session_present = claim.saved.is_some();
+    let mut router_session_present = false;
     let link = if resumes_routed {
         match shared.engine.attach(&client_id, persistent_link).await {
             Ok(attached) => {
                 if !attached.session_present {
                     debug!(client_id = %client_text(&client_id), "the router had no saved session");
                 }
+                router_session_present = attached.session_present;
                 LazyLink::attached(attached.link)
             }
             Err(error) => {
@@ -354,7 +358,16 @@ where
     } else {
         LazyLink::unattached()
     };
-    let saved = claim.saved.unwrap_or_default();
+    let mut saved = claim.saved.unwrap_or_default();
+    // The client holds these packet ids until it has answered their PUBRELs (sent after CONNACK).
+    let mut window = OutboundWindow::new(connect.receive_maximum, config.max_inflight_messages);
+    let owed_pubrels = saved.outbound_qos2.client_pubrels().to_vec();
+    for &pkid in &owed_pubrels {
+        window.hold(pkid);
+    }
+    let acks = AckSequencer::resumed(std::mem::take(&mut saved.outbound_qos2), router_session_present);
+    // The broker's Receive Maximum, as mosquitto announces it: `max_inflight_messages`.
+    let receive_maximum = (config.max_inflight_messages > 0).then_some(config.max_inflight_messages);
 
     let mut keep_alive_secs = connect.keep_alive;
     let mut server_keep_alive = None;
@@ -395,7 +408,12 @@ where
         revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         inbound_qos2: saved.inbound_qos2,
-        acks: AckSequencer::default(),
+        inbound_maximum: match receive_maximum {
+            Some(maximum) if protocol == Protocol::V5 => usize::from(maximum),
+            _ => usize::MAX,
+        },
+        acks,
+        window,
         publisher: Publisher::of(&client_id),
         sequence: 0,
         recent_copies: RecentCopies::default(),
@@ -422,8 +440,13 @@ where
         topic_alias_max: listener_config.max_topic_alias,
         max_packet_size: Some(config.max_packet_size),
         server_keep_alive,
+        receive_maximum,
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
+    for pkid in owed_pubrels {
+        codec::ack(&mut connection.write_buf, protocol, codec::PUBREL, pkid, 0);
+        client_log::sending_ack("PUBREL", &client_id, pkid, None);
+    }
     // The username the login settled on (a certificate's identity may stand in for it).
     client_log::connected(&Login { username: username.as_deref(), ..login });
     client_log::will(connect.will.as_ref().map(|w| (w.topic.as_str(), w.payload.len(), w.retain, w.qos)));

@@ -115,7 +115,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn on_client_puback(&mut self, pkid: u16) {
         self.client_acked = true;
         let link = &mut self.link;
-        self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p));
+        if self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p)) {
+            self.client_finished(pkid);
+        }
+    }
+
+    /// The client is done with a delivery's packet id: room for what waits.
+    fn client_finished(&mut self, pkid: u16) {
+        self.window.release(pkid);
+        self.write_waiting();
     }
 
     pub(super) fn handle_frame(&mut self, frame: BytesMut) -> Result<Option<ControlRequest>, Exit> {
@@ -148,7 +156,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
-                self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p));
+                if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) && refused {
+                    self.client_finished(rec.pkid);
+                }
                 Ok(None)
             }
             Packet::PubComp(comp, _) => {
@@ -159,7 +169,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
                 let link = &mut self.link;
-                self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p));
+                if self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p)) {
+                    self.client_finished(comp.pkid);
+                }
                 Ok(None)
             }
             Packet::PubRel(rel, _) => {

@@ -1,6 +1,6 @@
 //! The outbound path: router notifications (deliveries checked against the client's ACL and
-//! maximum packet size, acknowledgements, back-pressure probes), the mailbox (control replies,
-//! `$SYS` messages, kicks), and the one write per wake-up.
+//! maximum packet size, paced by its Receive Maximum, acknowledgements, back-pressure probes),
+//! the mailbox (control replies, `$SYS` messages, kicks), and the one write per wake-up.
 
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{Packet, PingReq, Publish, PublishProperties};
@@ -12,6 +12,7 @@ use super::{Connection, WRITE_BUFFER_KEEP, WRITE_HIGH_WATER};
 use crate::gate::client_log::{self, PublishLine};
 use crate::gate::codec::{self, Outgoing, PublishMeta};
 use crate::gate::delivery::{self, RouterCopy};
+use crate::gate::flow_control::Waiting;
 use crate::gate::session::Mail;
 use crate::gate::subscriptions;
 use crate::logging::client_text;
@@ -71,9 +72,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
-                if self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
-                    codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, pkid, 0);
-                    client_log::sending_ack("PUBREL", &self.client_id, pkid, None);
+                if let Some(client_pkid) = self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
+                    codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, client_pkid, 0);
+                    client_log::sending_ack("PUBREL", &self.client_id, client_pkid, None);
                 }
             }
             FromRouter::PingResp => self.on_probe_answer(),
@@ -87,9 +88,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     /// A message from the router for this client: taken out of its envelope, decided by MQTT's
-    /// rules (`gate::delivery`), checked against the client's ACL and maximum packet size. A
-    /// QoS>0 router copy the client does not get, or gets at a lower QoS, is still acknowledged
-    /// to the router, in order.
+    /// rules (`gate::delivery`), checked against the client's ACL, written at once (QoS 0, or
+    /// while the client's window has room) or kept until there is room (`gate::flow_control`).
+    /// A QoS>0 router copy the client does not get, or gets at a lower QoS, is still
+    /// acknowledged to the router, in order.
     pub(super) fn deliver(&mut self, routed: Routed) {
         let Routed { topic, payload, qos: router_qos, pkid, retain: retained_replay, properties } = routed;
         self.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
@@ -104,45 +106,89 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     let now = envelope::now_ms();
                     delivery::decide(copy, &self.subscriptions, self.publisher, &mut self.recent_copies, now).ok()
                 })
-                .map(|decision| (decision, payload)),
+                .map(|decision| (decision, stamp, payload)),
         };
-        let Some((decision, payload)) = decided else {
+        let Some((decision, stamp, payload)) = decided else {
             return self.drop_router_copy(pkid, router_qos);
         };
-        let start = self.write_buf.len();
         let mut properties = properties.unwrap_or_default();
         properties.subscription_identifiers = decision.subscription_ids;
-        properties.message_expiry_interval = decision.expiry_left;
-        properties.topic_alias = None;
+        let qos = decision.qos;
+        let delivery = Waiting { topic, payload, properties, stamp, qos, retain: decision.retain, router_pkid: pkid };
+        if qos == 0 {
+            self.write_delivery(delivery, 0);
+            self.drop_router_copy(pkid, router_qos); // (the client has nothing to acknowledge)
+        } else if self.window.must_wait() {
+            // Its slot is taken now, so that what the router sent after it is acknowledged after it.
+            let link = &mut self.link;
+            self.acks.sent_as(pkid, router_qos, qos, None, &mut |p| link.push(p));
+            self.window.wait(delivery);
+        } else {
+            let client_pkid = self.window.take_pkid();
+            if self.write_delivery(delivery, client_pkid) {
+                let link = &mut self.link;
+                self.acks.sent_as(pkid, router_qos, qos, Some(client_pkid), &mut |p| link.push(p));
+            } else {
+                self.window.release(client_pkid);
+                self.drop_router_copy(pkid, router_qos);
+            }
+        }
+    }
+
+    /// Writes the deliveries that waited, in order, while the client's window has room.
+    pub(super) fn write_waiting(&mut self) {
+        while let Some(delivery) = self.window.next_ready() {
+            let router_pkid = delivery.router_pkid;
+            let client_pkid = self.window.take_pkid();
+            if self.write_delivery(delivery, client_pkid) {
+                self.acks.written(router_pkid, client_pkid);
+            } else {
+                self.window.release(client_pkid);
+                let link = &mut self.link;
+                self.acks.abandoned(router_pkid, &mut |p| link.push(p));
+            }
+        }
+    }
+
+    /// Writes one delivery with the client's packet id `pkid` (none at QoS 0). False when it is not
+    /// written: its Message Expiry Interval ran out (while it waited), or it is larger than the
+    /// client's maximum packet size.
+    fn write_delivery(&mut self, delivery: Waiting, pkid: u16) -> bool {
+        let Waiting { topic, payload, mut properties, stamp, qos, retain, .. } = delivery;
+        properties.message_expiry_interval = match stamp.expires_at_ms {
+            Some(_) => match stamp.expiry_left(envelope::now_ms()) {
+                Some(0) => return false,
+                left => left,
+            },
+            None => None,
+        };
+        let start = self.write_buf.len();
         let (alias, new_alias) = self.outgoing_alias(&topic);
         properties.topic_alias = alias;
         let message = Outgoing {
             topic: if alias.is_some() && new_alias.is_none() { b"" } else { &topic },
             payload: &payload,
-            qos: decision.qos,
+            qos,
             pkid,
-            retain: decision.retain,
+            retain,
         };
         let properties = (properties != PublishProperties::default()).then_some(&properties);
         let meta = codec::encode_delivery(&mut self.write_buf, self.protocol, message, properties);
         if self.write_buf.len() - start > self.client_max_packet {
             Metrics::inc(&METRICS.publish_dropped);
             self.write_buf.truncate(start);
-            return self.drop_router_copy(pkid, router_qos);
+            return false;
         }
         if let Some(alias) = new_alias {
             self.outgoing_aliases.insert(topic.clone(), alias);
         }
         METRICS.publish_out(payload.len());
-        if router_qos > 0 {
-            let link = &mut self.link;
-            self.acks.sent_as(pkid, router_qos, meta.qos, &mut |p| link.push(p));
-        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let PublishMeta { qos, pkid, dup, retain } = meta;
             let line = PublishLine { dup, qos, retain, pkid, topic: &topic, payload_len: payload.len() };
             client_log::sending_publish(&self.client_id, &line);
         }
+        true
     }
 
     /// A router copy the client does not get: a QoS>0 one is acknowledged to the router in turn.

@@ -37,6 +37,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         mut properties: Option<PublishProperties>,
     ) -> Result<Option<ControlRequest>, Exit> {
         let PublishMeta { qos, pkid, dup, retain } = meta;
+        if qos == 2 && self.inbound_qos2.len() >= self.inbound_maximum && !self.inbound_qos2.contains(&pkid) {
+            // MQTT 5 §4.9: more unfinished QoS 2 messages than the Receive Maximum announced.
+            info!(client_id = %client_text(&self.client_id), maximum = self.inbound_maximum, "client exceeded the broker's Receive Maximum");
+            return Err(Exit::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED));
+        }
         if let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.max_topic_alias {
                 return Err(Exit::Protocol(reason::TOPIC_ALIAS_INVALID));
