@@ -88,7 +88,7 @@ fn save_generated_password(config_file: &Path, password: &str) -> Result<PathBuf
     let mut path = config_file.as_os_str().to_owned();
     path.push(".pw");
     let path = PathBuf::from(path);
-    dynsec::store::write_atomically(&path, format!("admin {password}\n").as_bytes())
+    dynsec::atomic_file::replace(&path, format!("admin {password}\n").as_bytes())
         .map_err(|e| Error::Security(format!("cannot save the generated admin password: {e}")))?;
     Ok(path)
 }
