@@ -394,17 +394,7 @@ impl Store {
                 }
             }
         }
-        let mut store = Store {
-            path: path.to_owned(),
-            journal_path,
-            journal: None,
-            journal_len: 0,
-            journal_id: None,
-            snapshot_id: path_id(path),
-            snapshot_len: bytes.len() as u64,
-            needs_rewrite: false,
-            last_snapshot_digest: crc32fast::hash(&bytes),
-        };
+        let mut store = Store::on_snapshot(path, journal_path, &bytes);
         // Fold the journal into the snapshot so the JSON file is current from the start. If the
         // directory is read-only right now, the journal still holds everything: carry on.
         if (replayed > 0 || torn)
@@ -422,7 +412,12 @@ impl Store {
         atomic_file::create_new(path, &bytes)?;
         let journal_path = Self::journal_path_for(path);
         let _ = fs::remove_file(&journal_path);
-        Ok(Store {
+        Ok(Store::on_snapshot(path, journal_path, &bytes))
+    }
+
+    /// A store whose snapshot at `path` holds `bytes`, with no journal open yet.
+    fn on_snapshot(path: &Path, journal_path: PathBuf, bytes: &[u8]) -> Store {
+        Store {
             path: path.to_owned(),
             journal_path,
             journal: None,
@@ -431,8 +426,8 @@ impl Store {
             snapshot_id: path_id(path),
             snapshot_len: bytes.len() as u64,
             needs_rewrite: false,
-            last_snapshot_digest: crc32fast::hash(&bytes),
-        })
+            last_snapshot_digest: crc32fast::hash(bytes),
+        }
     }
 
     pub fn path(&self) -> &Path {

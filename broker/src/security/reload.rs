@@ -20,22 +20,12 @@ pub(super) struct StaticFiles {
 impl StaticFiles {
     /// The password file at `path`: read now, or shared with the listener that named it first.
     pub fn password_file(&mut self, path: &Path) -> Result<Arc<Reloadable<PasswordFile>>, String> {
-        if let Some((_, shared)) = self.password_files.iter().find(|(p, _)| p == path) {
-            return Ok(Arc::clone(shared));
-        }
-        let shared = Reloadable::new(load_password_file(path)?);
-        self.password_files.push((path.to_owned(), Arc::clone(&shared)));
-        Ok(shared)
+        read_once(&mut self.password_files, path, load_password_file)
     }
 
     /// The ACL file at `path`: read now, or shared with the listener that named it first.
     pub fn acl_file(&mut self, path: &Path) -> Result<Arc<Reloadable<AclFile>>, String> {
-        if let Some((_, shared)) = self.acl_files.iter().find(|(p, _)| p == path) {
-            return Ok(Arc::clone(shared));
-        }
-        let shared = Reloadable::new(load_acl_file(path)?);
-        self.acl_files.push((path.to_owned(), Arc::clone(&shared)));
-        Ok(shared)
+        read_once(&mut self.acl_files, path, load_acl_file)
     }
 
     /// Re-reads every file (SIGHUP). An invalid file keeps the old one. Returns the usernames
@@ -63,6 +53,19 @@ impl StaticFiles {
         }
         revoked
     }
+}
+
+fn read_once<T>(
+    files: &mut Vec<(PathBuf, Arc<Reloadable<T>>)>,
+    path: &Path,
+    load: fn(&Path) -> Result<T, String>,
+) -> Result<Arc<Reloadable<T>>, String> {
+    if let Some((_, shared)) = files.iter().find(|(p, _)| p == path) {
+        return Ok(Arc::clone(shared));
+    }
+    let shared = Reloadable::new(load(path)?);
+    files.push((path.to_owned(), Arc::clone(&shared)));
+    Ok(shared)
 }
 
 fn load_password_file(path: &Path) -> Result<PasswordFile, String> {
