@@ -3,6 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      # e.g. scripts/fuzz.sh 600   (the pre-release run)
 #   scripts/fuzz.sh --quick [SECONDS]          # the brief CI run (default 5 s per target)
+#   scripts/fuzz.sh --quick-build              # only the build of --quick (CI starts it early)
 #
 # The full run uses cargo-fuzz (installed if missing) with AddressSanitizer and optimisations.
 # --quick needs no cargo-fuzz: it builds the same targets with the same coverage instrumentation
@@ -23,7 +24,7 @@ if ! command -v c++ >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++ >/dev/null
 fi
 
-if [ "${1:-}" = "--quick" ]; then
+if [ "${1:-}" = "--quick" ] || [ "${1:-}" = "--quick-build" ]; then
     seconds="${2:-5}"
     export RUSTC_BOOTSTRAP=1
     export CARGO_TARGET_DIR="$PWD/fuzz/target/quick"
@@ -33,6 +34,7 @@ if [ "${1:-}" = "--quick" ]; then
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
     cargo build --quiet --manifest-path fuzz/Cargo.toml --target "$triple" --bins
+    [ "$1" = "--quick-build" ] && exit 0
     status=0
     for target in control_commands config_text password_file acl_file packet_codec gate_session router_session; do
         scratch="$(mktemp -d)"

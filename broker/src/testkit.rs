@@ -2,9 +2,13 @@
 //! back without interpreting them, so tests can check reason codes, packet order and what a
 //! misbehaving client gets; and (`sessions`) a session registry full of clients without sockets.
 //! Not used by the broker itself.
+//!
+//! The client runs on a [`Wire`]: TCP here, websocket messages in the end-to-end tests' websocket
+//! client, so that reading, cutting and expecting packets is written once for both.
 
 pub mod sessions;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -310,9 +314,29 @@ pub fn disconnect() -> Vec<u8> {
     vec![0xE0, 0]
 }
 
+/// What a [`RawClient`] talks over: it writes bytes and reads what arrives next.
+pub trait Wire: Send {
+    /// Writes `bytes`. A failure is ignored: the broker may already have closed the connection,
+    /// and tests look at what comes back.
+    fn send(&mut self, bytes: &[u8]) -> impl Future<Output = ()> + Send;
+    /// Appends what arrives next to `buf`; `false` once the connection has ended.
+    fn receive(&mut self, buf: &mut BytesMut) -> impl Future<Output = bool> + Send;
+}
+
+impl Wire for TcpStream {
+    async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.write_all(bytes).await;
+    }
+
+    async fn receive(&mut self, buf: &mut BytesMut) -> bool {
+        buf.reserve(8192);
+        matches!(self.read_buf(buf).await, Ok(read) if read > 0)
+    }
+}
+
 /// A raw connection to a broker.
-pub struct RawClient {
-    stream: TcpStream,
+pub struct RawClient<W: Wire = TcpStream> {
+    wire: W,
     buf: BytesMut,
     pub v5: bool,
 }
@@ -325,31 +349,52 @@ impl RawClient {
 
     /// Opens a TCP connection, reporting failure (for load programs that count errors).
     pub async fn try_open(addr: SocketAddr) -> std::io::Result<RawClient> {
-        let stream = TcpStream::connect(addr).await?;
-        Ok(RawClient { stream, buf: BytesMut::new(), v5: false })
+        Ok(RawClient::on(TcpStream::connect(addr).await?))
     }
 
     /// Connects and returns the client and the CONNACK (or what came instead).
     pub async fn connect(addr: SocketAddr, connect: &Connect) -> (RawClient, Next) {
         let mut client = RawClient::open(addr).await;
-        client.v5 = connect.version == 5;
-        client.send(&connect.encode()).await;
-        let reply = client.next(WAIT).await;
+        let reply = client.send_connect(connect).await;
         (client, reply)
     }
 
     /// Connects and asserts a successful CONNACK.
     pub async fn connected(addr: SocketAddr, connect: &Connect) -> RawClient {
-        let (client, reply) = RawClient::connect(addr, connect).await;
-        match reply {
-            Next::Frame(frame) if frame.packet_type == CONNACK && frame.reason() == 0 => client,
+        let mut client = RawClient::open(addr).await;
+        client.send_connect_ok(connect).await;
+        client
+    }
+}
+
+impl<W: Wire> RawClient<W> {
+    /// A client on an open connection, nothing sent yet.
+    pub fn on(wire: W) -> RawClient<W> {
+        RawClient { wire, buf: BytesMut::new(), v5: false }
+    }
+
+    /// The connection under the client (for what only it can send).
+    pub fn wire(&mut self) -> &mut W {
+        &mut self.wire
+    }
+
+    /// Sends CONNECT and returns what came back (the CONNACK or what came instead).
+    pub async fn send_connect(&mut self, connect: &Connect) -> Next {
+        self.v5 = connect.version == 5;
+        self.send(&connect.encode()).await;
+        self.next(WAIT).await
+    }
+
+    /// Sends CONNECT and asserts a successful CONNACK.
+    pub async fn send_connect_ok(&mut self, connect: &Connect) {
+        match self.send_connect(connect).await {
+            Next::Frame(frame) if frame.packet_type == CONNACK && frame.reason() == 0 => {}
             other => panic!("CONNACK expected for {}, got {other:?}", connect.client_id),
         }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
-        // The broker may already have closed the socket; tests look at what comes back.
-        let _ = self.stream.write_all(bytes).await;
+        self.wire.send(bytes).await;
     }
 
     /// The next packet, `Closed` at end of stream, `Timeout` after `wait`.
@@ -359,11 +404,10 @@ impl RawClient {
             if let Some(frame) = self.take_frame() {
                 return Next::Frame(frame);
             }
-            self.buf.reserve(8192);
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout_at(deadline, self.wire.receive(&mut self.buf)).await {
                 Err(_) => return Next::Timeout,
-                Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
-                Ok(Ok(_)) => {}
+                Ok(false) => return Next::Closed,
+                Ok(true) => {}
             }
         }
     }

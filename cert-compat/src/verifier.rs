@@ -35,16 +35,48 @@ fn roots(anchors: &[CertificateDer<'static>]) -> Arc<RootCertStore> {
     Arc::new(roots)
 }
 
-/// The handshake signature of a peer, made with the key of its end-entity certificate.
-fn verify_peer_signature(
+/// A peer's handshake signature: with the key of a version 1 end-entity certificate here, any
+/// other certificate as rustls's webpki verifiers check it (with the same algorithms).
+fn verify_signature(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
     algorithms: &WebPkiSupportedAlgorithms,
     tls13: bool,
-) -> Option<Result<HandshakeSignatureValid, Error>> {
-    let cert = parse_v1(cert.as_ref())?;
-    Some(verify_handshake(message, cert.public_key().raw, dss, algorithms, tls13))
+) -> Result<HandshakeSignatureValid, Error> {
+    match parse_v1(cert.as_ref()) {
+        Some(v1) => verify_handshake(message, v1.public_key().raw, dss, algorithms, tls13),
+        None if tls13 => rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms),
+        None => rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms),
+    }
+}
+
+/// The handshake-signature methods, the same in the client and the server verifier traits (a
+/// verifier with an `algorithms` field).
+macro_rules! handshake_signature_methods {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_signature(message, cert, dss, &self.algorithms, false)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_signature(message, cert, dss, &self.algorithms, true)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
 }
 
 /// Verifies client certificates (a broker listener with `require_certificate true`).
@@ -106,29 +138,7 @@ impl ClientCertVerifier for ClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_peer_signature(message, cert, dss, &self.algorithms, false)
-            .unwrap_or_else(|| self.webpki.verify_tls12_signature(message, cert, dss))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_peer_signature(message, cert, dss, &self.algorithms, true)
-            .unwrap_or_else(|| self.webpki.verify_tls13_signature(message, cert, dss))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
+    handshake_signature_methods!();
 }
 
 /// Whether a client checks that the server certificate names the host it connected to.
@@ -207,27 +217,5 @@ impl ServerCertVerifier for ServerVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_peer_signature(message, cert, dss, &self.algorithms, false)
-            .unwrap_or_else(|| self.webpki.verify_tls12_signature(message, cert, dss))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_peer_signature(message, cert, dss, &self.algorithms, true)
-            .unwrap_or_else(|| self.webpki.verify_tls13_signature(message, cert, dss))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
+    handshake_signature_methods!();
 }

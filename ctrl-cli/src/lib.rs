@@ -5,7 +5,6 @@
 //! The binary's `main` calls [`main`]; everything else is reachable for tests.
 #![forbid(unsafe_code)]
 
-pub mod atomic_file;
 pub mod broker;
 pub mod control;
 pub mod dynsec;

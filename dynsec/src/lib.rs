@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod atomic_file;
 pub mod commands;
 pub mod connections;
 pub mod engine;

@@ -24,15 +24,17 @@
 //! Symbolic links: the journal is opened with `O_NOFOLLOW`, for appending and for reading, so a
 //! link put in its place (pointing at a file the broker's user may write, such as another
 //! program's configuration) is refused with [`StoreError::Symlink`] instead of written through.
-//! The files written whole (`*.new`, then renamed) are created with `O_EXCL`, which never follows
-//! a link, and a rename replaces a link rather than its target.
+//! The files written whole (the snapshot, a new journal's header) are written by
+//! [`crate::atomic_file`]: a temporary file created with `O_EXCL`, which never follows a link, then
+//! renamed, which replaces a link rather than its target.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::{self, WriteError};
 use crate::file::{self, FileError, LoadWarning};
 use crate::json::{self, Json};
 use crate::model::{Group, Model, Mutation, Role};
@@ -61,6 +63,12 @@ pub enum StoreError {
         "{path}: the file is empty (0 bytes), so it has no clients and nobody could log in; restore it from a backup, or remove it to have a new one created with an admin client"
     )]
     Empty { path: PathBuf },
+}
+
+impl From<WriteError> for StoreError {
+    fn from(error: WriteError) -> StoreError {
+        StoreError::Io { path: error.path, source: error.source }
+    }
 }
 
 impl StoreError {
@@ -141,50 +149,6 @@ fn read_journal(path: &Path) -> Result<Vec<u8>, StoreError> {
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-/// Writes `bytes` to `path` atomically and durably. The file keeps the owner, group and mode of
-/// the one it replaces (a new one is 0600), so that a store prepared for another user (mosquitto
-/// running as `mosquitto`, the file 0640 for its group) stays readable by it after a change.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    write_atomically_like(path, bytes, None)
-}
-
-/// [`write_atomically`]; a new file takes the owner, group and mode of `sibling` when it exists
-/// (the journal takes the snapshot's).
-pub fn write_atomically_like(path: &Path, bytes: &[u8], sibling: Option<&Path>) -> Result<(), StoreError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
-    let model = fs::symlink_metadata(path)
-        .ok()
-        .filter(|meta| meta.is_file())
-        .or_else(|| sibling.and_then(|s| fs::metadata(s).ok()).filter(|meta| meta.is_file()));
-    if let Some(model) = model {
-        copy_ownership(&f, &model).map_err(io_err(&tmp))?;
-    }
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path)
-}
-
-/// Gives `file` the owner, group and permission bits of `model`. Only root may give a file away;
-/// anyone else keeps its own uid (the file it replaces was then its own or not writable anyway).
-fn copy_ownership(file: &File, model: &fs::Metadata) -> io::Result<()> {
-    use rustix::fs::{Gid, Mode, Uid};
-    if file.metadata()?.uid() != model.uid() || file.metadata()?.gid() != model.gid() {
-        let owner = Some(Uid::from_raw(model.uid()));
-        let group = Some(Gid::from_raw(model.gid()));
-        match rustix::fs::fchown(file, owner, group) {
-            Ok(()) | Err(rustix::io::Errno::PERM) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    rustix::fs::fchmod(file, Mode::from_raw_mode(model.mode() & 0o7777))?;
-    Ok(())
 }
 
 // --- mutation records ------------------------------------------------------------------------
@@ -430,17 +394,7 @@ impl Store {
                 }
             }
         }
-        let mut store = Store {
-            path: path.to_owned(),
-            journal_path,
-            journal: None,
-            journal_len: 0,
-            journal_id: None,
-            snapshot_id: path_id(path),
-            snapshot_len: bytes.len() as u64,
-            needs_rewrite: false,
-            last_snapshot_digest: crc32fast::hash(&bytes),
-        };
+        let mut store = Store::on_snapshot(path, journal_path, &bytes);
         // Fold the journal into the snapshot so the JSON file is current from the start. If the
         // directory is read-only right now, the journal still holds everything: carry on.
         if (replayed > 0 || torn)
@@ -455,12 +409,15 @@ impl Store {
     /// Writes a new snapshot for `model` at `path` (which must not exist) and opens it.
     pub fn create(path: &Path, model: &Model) -> Result<Store, StoreError> {
         let bytes = file::save(model);
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
-        f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io_err(path))?;
-        sync_dir(path)?;
+        atomic_file::create_new(path, &bytes)?;
         let journal_path = Self::journal_path_for(path);
         let _ = fs::remove_file(&journal_path);
-        Ok(Store {
+        Ok(Store::on_snapshot(path, journal_path, &bytes))
+    }
+
+    /// A store whose snapshot at `path` holds `bytes`, with no journal open yet.
+    fn on_snapshot(path: &Path, journal_path: PathBuf, bytes: &[u8]) -> Store {
+        Store {
             path: path.to_owned(),
             journal_path,
             journal: None,
@@ -469,8 +426,8 @@ impl Store {
             snapshot_id: path_id(path),
             snapshot_len: bytes.len() as u64,
             needs_rewrite: false,
-            last_snapshot_digest: crc32fast::hash(&bytes),
-        })
+            last_snapshot_digest: crc32fast::hash(bytes),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -566,14 +523,14 @@ impl Store {
     /// Rewrites the snapshot from `model` and empties the journal.
     pub fn compact(&mut self, model: &Model) -> Result<(), StoreError> {
         let bytes = file::save(model);
-        write_atomically(&self.path, &bytes)?;
+        atomic_file::replace(&self.path, &bytes)?;
         self.snapshot_id = path_id(&self.path);
         self.snapshot_len = bytes.len() as u64;
         self.last_snapshot_digest = crc32fast::hash(&bytes);
         // The journal's content is now in the snapshot. Start a fresh one (replacing the file
         // rather than truncating keeps this step atomic too).
         self.journal = None;
-        write_atomically_like(&self.journal_path, JOURNAL_HEADER, Some(&self.path))?;
+        atomic_file::replace_like(&self.journal_path, JOURNAL_HEADER, Some(&self.path))?;
         self.needs_rewrite = false;
         self.open_journal()
     }

@@ -3,14 +3,16 @@
 //! exactly the websocket messages a test asks for — one packet, a packet split over several
 //! messages, several packets in one message — and reads MQTT packets back from the binary
 //! messages; and a raw HTTP exchange for what a listener answers to plain or broken requests.
+//! The MQTT side is the testkit's `RawClient`, run on a websocket ([`WebSocket`]).
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use dynsec_broker::testkit::{self, CONNACK, Connect, Frame, Next, PINGRESP, PUBLISH, QUIET, Received, SUBACK, WAIT};
+use bytes::{Bytes, BytesMut};
+use dynsec_broker::testkit::{Connect, Next, RawClient, WAIT, Wire};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,14 +60,54 @@ pub async fn open_socket(addr: SocketAddr, transport: Transport<'_>) -> Result<B
     }
 }
 
-/// An MQTT client over a websocket.
-pub struct WsClient {
+/// A websocket as the [`Wire`] of a [`RawClient`]: each write is one binary message, and MQTT
+/// packets are read from the binary messages that arrive (a packet may span messages).
+pub struct WebSocket {
     websocket: WebSocketStream<Box<dyn Io>>,
-    buf: BytesMut,
-    pub v5: bool,
+    closed: bool,
+}
+
+impl Wire for WebSocket {
+    async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.websocket.send(Message::Binary(Bytes::copy_from_slice(bytes))).await;
+    }
+
+    async fn receive(&mut self, buf: &mut BytesMut) -> bool {
+        while !self.closed {
+            match self.websocket.next().await {
+                Some(Ok(Message::Binary(payload))) => {
+                    buf.extend_from_slice(&payload);
+                    return true;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Text(text))) => panic!("the broker sent a text message: {text}"),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => self.closed = true,
+            }
+        }
+        false
+    }
+}
+
+/// An MQTT client over a websocket: the testkit's [`RawClient`] (every packet helper and
+/// expectation) on a [`WebSocket`], plus what only a websocket can send.
+pub struct WsClient {
+    client: RawClient<WebSocket>,
     /// The subprotocol the server chose.
     pub subprotocol: Option<String>,
-    closed: bool,
+}
+
+impl Deref for WsClient {
+    type Target = RawClient<WebSocket>;
+
+    fn deref(&self) -> &RawClient<WebSocket> {
+        &self.client
+    }
+}
+
+impl DerefMut for WsClient {
+    fn deref_mut(&mut self) -> &mut RawClient<WebSocket> {
+        &mut self.client
+    }
 }
 
 impl WsClient {
@@ -88,131 +130,41 @@ impl WsClient {
             .map_err(|e| format!("websocket handshake: {e}"))?;
         let subprotocol =
             response.headers().get("sec-websocket-protocol").and_then(|value| value.to_str().ok()).map(str::to_owned);
-        Ok(WsClient { websocket, buf: BytesMut::new(), v5: false, subprotocol, closed: false })
+        Ok(WsClient { client: RawClient::on(WebSocket { websocket, closed: false }), subprotocol })
     }
 
-    /// Opens the websocket (subprotocol `mqttv3.1` for MQTT 3.1, else `mqtt`), sends CONNECT in
-    /// one message and returns the client and what came back.
-    pub async fn connect(addr: SocketAddr, transport: Transport<'_>, connect: &Connect) -> (WsClient, Next) {
+    /// Opens the websocket with the subprotocol `connect` calls for: `mqttv3.1` for MQTT 3.1,
+    /// else `mqtt`.
+    async fn open_for(addr: SocketAddr, transport: Transport<'_>, connect: &Connect) -> WsClient {
         let subprotocol = if connect.version == 3 { "mqttv3.1" } else { "mqtt" };
-        let mut client = WsClient::open(addr, transport, &[subprotocol]).await.expect("websocket opens");
-        client.v5 = connect.version == 5;
-        client.send(&connect.encode()).await;
-        let reply = client.next(WAIT).await;
+        WsClient::open(addr, transport, &[subprotocol]).await.expect("websocket opens")
+    }
+
+    /// Opens the websocket, sends CONNECT in one message and returns the client and what came
+    /// back.
+    pub async fn connect(addr: SocketAddr, transport: Transport<'_>, connect: &Connect) -> (WsClient, Next) {
+        let mut client = WsClient::open_for(addr, transport, connect).await;
+        let reply = client.send_connect(connect).await;
         (client, reply)
     }
 
     /// Connects and asserts a successful CONNACK.
     pub async fn connected(addr: SocketAddr, transport: Transport<'_>, connect: &Connect) -> WsClient {
-        let (client, reply) = WsClient::connect(addr, transport, connect).await;
-        match reply {
-            Next::Frame(frame) if frame.packet_type == CONNACK && frame.reason() == 0 => client,
-            other => panic!("CONNACK expected for {} over a websocket, got {other:?}", connect.client_id),
-        }
-    }
-
-    /// Sends `bytes` as one binary message.
-    pub async fn send(&mut self, bytes: &[u8]) {
-        self.send_messages(&[bytes]).await;
+        let mut client = WsClient::open_for(addr, transport, connect).await;
+        client.send_connect_ok(connect).await;
+        client
     }
 
     /// Sends each slice as its own binary message.
     pub async fn send_messages(&mut self, messages: &[&[u8]]) {
         for message in messages {
-            // The broker may already have closed the connection; tests look at what comes back.
-            let _ = self.websocket.send(Message::Binary(Bytes::copy_from_slice(message))).await;
+            self.client.send(message).await;
         }
     }
 
     /// Sends a websocket message of any kind (text, ping, close).
     pub async fn send_raw(&mut self, message: Message) {
-        let _ = self.websocket.send(message).await;
-    }
-
-    /// The next MQTT packet, `Closed` when the websocket or the socket ends, `Timeout` after `wait`.
-    pub async fn next(&mut self, wait: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(frame) = self.take_frame() {
-                return Next::Frame(frame);
-            }
-            if self.closed {
-                return Next::Closed;
-            }
-            match tokio::time::timeout_at(deadline, self.websocket.next()).await {
-                Err(_) => return Next::Timeout,
-                Ok(Some(Ok(Message::Binary(payload)))) => self.buf.extend_from_slice(&payload),
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
-                Ok(Some(Ok(Message::Text(text)))) => panic!("the broker sent a text message: {text}"),
-                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => self.closed = true,
-            }
-        }
-    }
-
-    fn take_frame(&mut self) -> Option<Frame> {
-        let header = dynsec_broker::gate::codec::peek_frame(&self.buf, usize::MAX).ok()??;
-        let mut frame = self.buf.split_to(header.frame_len());
-        frame.advance(header.header_len);
-        Some(Frame { packet_type: header.byte1 >> 4, flags: header.byte1 & 0x0F, body: frame.freeze() })
-    }
-
-    /// The next packet, which must be of `packet_type`.
-    pub async fn expect(&mut self, packet_type: u8) -> Frame {
-        match self.next(WAIT).await {
-            Next::Frame(frame) if frame.packet_type == packet_type => frame,
-            other => panic!("expected packet type {packet_type} over the websocket, got {other:?}"),
-        }
-    }
-
-    pub async fn expect_publish(&mut self) -> Received {
-        let v5 = self.v5;
-        self.expect(PUBLISH).await.publish(v5)
-    }
-
-    /// Asserts that nothing arrives for a short while.
-    pub async fn expect_quiet(&mut self) {
-        match self.next(QUIET).await {
-            Next::Timeout => {}
-            other => panic!("expected nothing over the websocket, got {other:?}"),
-        }
-    }
-
-    /// Reads until the broker closes the connection; returns what came before.
-    pub async fn expect_closed(&mut self) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        loop {
-            match self.next(WAIT).await {
-                Next::Frame(frame) => frames.push(frame),
-                Next::Closed => return frames,
-                Next::Timeout => panic!("websocket still open; received {frames:?}"),
-            }
-        }
-    }
-
-    pub async fn subscribe(&mut self, pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
-        let bytes = testkit::subscribe(self.v5, pkid, filters);
-        self.send(&bytes).await;
-        let suback = self.expect(SUBACK).await;
-        assert_eq!(suback.pkid(), pkid);
-        suback.codes(self.v5)
-    }
-
-    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: u8, retain: bool, pkid: u16) {
-        let bytes = testkit::publish(self.v5, topic, payload, qos, retain, pkid);
-        self.send(&bytes).await;
-    }
-
-    /// A PINGREQ/PINGRESP round trip; returns what arrived before the PINGRESP.
-    pub async fn ping(&mut self) -> Vec<Frame> {
-        self.send(&testkit::pingreq()).await;
-        let mut before = Vec::new();
-        loop {
-            match self.next(WAIT).await {
-                Next::Frame(frame) if frame.packet_type == PINGRESP => return before,
-                Next::Frame(frame) => before.push(frame),
-                other => panic!("expected PINGRESP over the websocket, got {other:?} after {before:?}"),
-            }
-        }
+        let _ = self.client.wire().websocket.send(message).await;
     }
 }
 

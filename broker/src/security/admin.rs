@@ -10,7 +10,6 @@ use std::time::Duration;
 use dynsec::password::HashPolicy;
 use dynsec::{Dynsec, Options};
 
-use super::chain::security_error;
 use crate::Error;
 use crate::config::PluginConfig;
 
@@ -23,7 +22,7 @@ fn dynsec_options(plugin: &PluginConfig) -> Result<Options, Error> {
     let at = &plugin.at;
     let parse_u32 = |key: &str, value: &str| {
         value.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
-            security_error(format!("{at}: plugin_opt_{key}: expected a positive integer, got '{value}'"))
+            Error::Security(format!("{at}: plugin_opt_{key}: expected a positive integer, got '{value}'"))
         })
     };
     let mut iterations = None;
@@ -35,7 +34,7 @@ fn dynsec_options(plugin: &PluginConfig) -> Result<Options, Error> {
                 "pbkdf2" | "sha512-pbkdf2" => algorithm = "pbkdf2",
                 "argon2id" => algorithm = "argon2id",
                 other => {
-                    return Err(security_error(format!(
+                    return Err(Error::Security(format!(
                         "{at}: plugin_opt_password_hash: unknown '{other}' (pbkdf2 or argon2id)"
                     )));
                 }
@@ -44,7 +43,7 @@ fn dynsec_options(plugin: &PluginConfig) -> Result<Options, Error> {
             "snapshot_idle_ms" => options.snapshot_idle = Duration::from_millis(parse_u32(key, value)?.into()),
             "auth_cache_ms" => {
                 options.auth_cache_ttl = Duration::from_millis(value.parse().map_err(|_| {
-                    security_error(format!("{at}: plugin_opt_auth_cache_ms: expected milliseconds, got '{value}'"))
+                    Error::Security(format!("{at}: plugin_opt_auth_cache_ms: expected milliseconds, got '{value}'"))
                 })?)
             }
             other => tracing::warn!("{at}: unknown dynamic security option plugin_opt_{other} ignored"),
@@ -69,17 +68,17 @@ fn initial_admin_password(plugin: &PluginConfig) -> Result<(String, bool), Error
     }
     if let Some(file) = plugin.option("password_init_file") {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| security_error(format!("plugin_opt_password_init_file {file}: {e}")))?;
+            .map_err(|e| Error::Security(format!("plugin_opt_password_init_file {file}: {e}")))?;
         let first = text.lines().next().unwrap_or("").trim_end();
         if first.is_empty() {
-            return Err(security_error(format!("plugin_opt_password_init_file {file}: the first line is empty")));
+            return Err(Error::Security(format!("plugin_opt_password_init_file {file}: the first line is empty")));
         }
         return Ok((first.to_owned(), false));
     }
     // 20 characters from a 62-symbol alphabet: about 119 bits.
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 20];
-    getrandom::fill(&mut bytes).map_err(|e| security_error(format!("no random bytes for the admin password: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| Error::Security(format!("no random bytes for the admin password: {e}")))?;
     // 256 % 62 leaves a bias of under 2 %, irrelevant for a 119-bit password.
     Ok((bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect(), true))
 }
@@ -89,8 +88,8 @@ fn save_generated_password(config_file: &Path, password: &str) -> Result<PathBuf
     let mut path = config_file.as_os_str().to_owned();
     path.push(".pw");
     let path = PathBuf::from(path);
-    dynsec::store::write_atomically(&path, format!("admin {password}\n").as_bytes())
-        .map_err(|e| security_error(format!("cannot save the generated admin password: {e}")))?;
+    dynsec::atomic_file::replace(&path, format!("admin {password}\n").as_bytes())
+        .map_err(|e| Error::Security(format!("cannot save the generated admin password: {e}")))?;
     Ok(path)
 }
 
@@ -119,7 +118,7 @@ pub(super) fn open_dynsec(plugin: &PluginConfig) -> Result<Option<Arc<Dynsec>>, 
             format!("{:x}", rand_u128())
         }
     })
-    .map_err(|e| security_error(format!("dynamic security configuration {}: {e}", path.display())))?;
+    .map_err(|e| Error::Security(format!("dynamic security configuration {}: {e}", path.display())))?;
     if report.created_admin.is_some() {
         tracing::info!("created {} with an admin client 'admin'", path.display());
         if let Some(password) = generated {
@@ -139,7 +138,7 @@ pub(super) fn open_dynsec(plugin: &PluginConfig) -> Result<Option<Arc<Dynsec>>, 
     }
     engine
         .spawn_maintenance()
-        .map_err(|e| security_error(format!("cannot start the dynsec maintenance thread: {e}")))?;
+        .map_err(|e| Error::Security(format!("cannot start the dynsec maintenance thread: {e}")))?;
     Ok(Some(engine))
 }
 

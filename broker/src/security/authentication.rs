@@ -56,8 +56,8 @@ impl AuthChain {
             return Box::pin(async move { decision });
         }
         let engine = if scope.dynsec { self.dynsec.clone() } else { None };
-        let password_file = scope.password_file.as_ref().map(|(_, f)| f.current());
-        let acl_file = scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f));
+        let password_file = scope.password_file.as_ref().map(|f| f.current());
+        let acl_file = scope.acl_file.clone();
         let allow_anonymous = scope.allow_anonymous;
         let verifiers = Arc::clone(&self.verifiers);
         let queue_timeout = self.queue_timeout;

@@ -8,7 +8,7 @@ use dynsec::acl::{AccessKind, Decision};
 use dynsec::static_files::AclFile;
 use dynsec::{AclHandle, Dynsec};
 
-use super::reload::{Reloadable, ReloadableCopy};
+use super::reloadable::{Reloadable, ReloadableCopy};
 use crate::security::{Access, ClientAuthz};
 
 pub(super) fn build_authz(

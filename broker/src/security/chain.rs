@@ -22,7 +22,7 @@
 //!
 //! This file holds the chain's per-listener scopes and its [`Security`] implementation; each job
 //! lives beside it: `admin` (the engine and its first admin), `watcher` (external edits),
-//! `reload` (SIGHUP), `authentication`, `control` and `authz`.
+//! `reload` (the static files, read again on SIGHUP), `authentication`, `control` and `authz`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,8 +35,10 @@ use tokio::sync::mpsc;
 
 use super::admin::open_dynsec;
 use super::authz::build_authz;
+use super::control::control_request;
 pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
-use super::reload::{Reloadable, load_acl_file, load_password_file};
+use super::reload::StaticFiles;
+use super::reloadable::Reloadable;
 use super::throttle::LoginThrottle;
 use super::verifier::VerifierPool;
 use super::watcher::watch_dynsec_file;
@@ -61,28 +63,26 @@ pub(super) enum CertificateIdentity {
 pub(super) struct Scope {
     pub(super) allow_anonymous: bool,
     pub(super) dynsec: bool,
-    pub(super) password_file: Option<(PathBuf, Arc<Reloadable<PasswordFile>>)>,
-    pub(super) acl_file: Option<(PathBuf, Arc<Reloadable<AclFile>>)>,
+    pub(super) password_file: Option<Arc<Reloadable<PasswordFile>>>,
+    pub(super) acl_file: Option<Arc<Reloadable<AclFile>>>,
     pub(super) identity: CertificateIdentity,
 }
 
 pub struct AuthChain {
     pub(super) scopes: Vec<Scope>,
     pub(super) dynsec: Option<Arc<Dynsec>>,
+    /// The `password_file`s and `acl_file`s the scopes share, re-read on SIGHUP.
+    static_files: StaticFiles,
     /// The password-verification threads and their queue (each verification costs a full hash).
     pub(super) verifiers: Arc<VerifierPool>,
     /// `gate_login_queue_timeout`.
     pub(super) queue_timeout: Duration,
     /// Failed-login throttling per address and username.
     pub(super) throttle: Arc<LoginThrottle>,
-    pub(super) kicks_tx: mpsc::UnboundedSender<KickTarget>,
-    pub(super) kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<KickTarget>>>,
+    kicks_tx: mpsc::UnboundedSender<KickTarget>,
+    kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<KickTarget>>>,
     /// Keeps the file watcher alive for as long as the chain lives.
     _watcher: Option<notify::RecommendedWatcher>,
-}
-
-pub(super) fn security_error(message: impl Into<String>) -> Error {
-    Error::Security(message.into())
 }
 
 impl AuthChain {
@@ -94,8 +94,7 @@ impl AuthChain {
 
     pub fn build(config: &Config) -> Result<Arc<AuthChain>, Error> {
         let mut engine: Option<(PathBuf, Arc<Dynsec>)> = None;
-        let mut password_files: Vec<(PathBuf, Arc<Reloadable<PasswordFile>>)> = Vec::new();
-        let mut acl_files: Vec<(PathBuf, Arc<Reloadable<AclFile>>)> = Vec::new();
+        let mut static_files = StaticFiles::default();
         let mut scopes = Vec::new();
         let listener_count = config.listeners.len().max(1);
         for index in 0..listener_count {
@@ -112,7 +111,7 @@ impl AuthChain {
                 let file = plugin.option("config_file").map(PathBuf::from);
                 match (&engine, file) {
                     (Some((loaded, _)), Some(file)) if *loaded != file => {
-                        return Err(security_error(format!(
+                        return Err(Error::Security(format!(
                             "{}: the dynamic security plugin can currently only be loaded once ({} and {})",
                             plugin.at,
                             loaded.display(),
@@ -131,27 +130,11 @@ impl AuthChain {
             }
             let password_file = match &options.password_file {
                 None => None,
-                Some(path) => Some(match password_files.iter().find(|(p, _)| p == path) {
-                    Some(shared) => shared.clone(),
-                    None => {
-                        let file = load_password_file(path).map_err(security_error)?;
-                        let shared = (path.clone(), Reloadable::new(file));
-                        password_files.push(shared.clone());
-                        shared
-                    }
-                }),
+                Some(path) => Some(static_files.password_file(path).map_err(Error::Security)?),
             };
             let acl_file = match &options.acl_file {
                 None => None,
-                Some(path) => Some(match acl_files.iter().find(|(p, _)| p == path) {
-                    Some(shared) => shared.clone(),
-                    None => {
-                        let file = load_acl_file(path).map_err(security_error)?;
-                        let shared = (path.clone(), Reloadable::new(file));
-                        acl_files.push(shared.clone());
-                        shared
-                    }
-                }),
+                Some(path) => Some(static_files.acl_file(path).map_err(Error::Security)?),
             };
             let tls = config.listeners.get(index).map(|l| &l.tls);
             let identity = match tls {
@@ -184,6 +167,7 @@ impl AuthChain {
         Ok(Arc::new(AuthChain {
             scopes,
             dynsec,
+            static_files,
             queue_timeout: login.queue_timeout,
             verifiers: Arc::new(
                 VerifierPool::new(login.concurrent_verifications)
@@ -203,7 +187,7 @@ impl AuthChain {
 
     pub(super) fn authz(&self, scope: &Scope, username: Option<Arc<str>>, client_id: Arc<str>) -> Arc<dyn ClientAuthz> {
         let dynsec = if scope.dynsec { self.dynsec.clone() } else { None };
-        build_authz(dynsec.as_ref(), scope.acl_file.as_ref().map(|(_, f)| Arc::clone(f)), username, client_id)
+        build_authz(dynsec.as_ref(), scope.acl_file.clone(), username, client_id)
     }
 }
 
@@ -213,7 +197,11 @@ impl Security for AuthChain {
     }
 
     fn control(&self, sender: ControlSender, topic: &str, payload: Vec<u8>) -> Option<BoxFuture<ControlOutcome>> {
-        self.control_request(sender, topic, payload)
+        if topic != DYNSEC_REQUEST_TOPIC || !self.serves_control(sender.listener, topic) {
+            return None;
+        }
+        let engine = Arc::clone(self.dynsec.as_ref()?);
+        Some(control_request(engine, sender, payload))
     }
 
     /// The dynamic-security endpoint (its request and reply topics) belongs to the listeners whose
@@ -234,8 +222,12 @@ impl Security for AuthChain {
         self.kicks_rx.lock().take()
     }
 
+    /// SIGHUP: `password_file` and `acl_file` are read again; the usernames whose password entry
+    /// changed or disappeared are kicked.
     fn reload(&self) -> BoxFuture<()> {
-        self.reload_files();
+        for username in self.static_files.reload() {
+            let _ = self.kicks_tx.send(KickTarget::CredentialsRevoked(username.into()));
+        }
         Box::pin(async {})
     }
 

@@ -16,6 +16,7 @@ mod authz;
 pub mod chain;
 mod control;
 mod reload;
+mod reloadable;
 pub mod store_access;
 pub mod throttle;
 pub mod verifier;
@@ -103,6 +104,18 @@ pub enum KickTarget {
     /// Every connection of a username whose credentials stopped authenticating on a reload
     /// (SIGHUP): mosquitto closes the socket without a DISCONNECT, even for MQTT 5.
     CredentialsRevoked(Arc<str>),
+}
+
+impl KickTarget {
+    /// The targets of the kicks a dynsec change caused (a control command or an external edit).
+    pub(crate) fn all_of(kicks: &dynsec::commands::Kicks) -> Vec<KickTarget> {
+        let mut targets: Vec<KickTarget> =
+            kicks.users.iter().map(|u| KickTarget::Username(u.as_str().into())).collect();
+        if kicks.anonymous {
+            targets.push(KickTarget::Anonymous);
+        }
+        targets
+    }
 }
 
 /// A published reply produced by a control endpoint (broker-originated, QoS 0, no retain).

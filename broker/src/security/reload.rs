@@ -1,71 +1,74 @@
-//! SIGHUP: `password_file` and `acl_file` are read again; an invalid file keeps the previous one,
-//! and the usernames whose password entry changed or disappeared are kicked.
-//!
-//! A reloadable file is read on every ACL check of every connection, so readers do not take its
-//! lock each time: each keeps its own copy and compares a version number (one atomic load),
-//! taking the lock only after a reload.
+//! `password_file` and `acl_file`: each file is read once at start, however many listeners name
+//! it, and read again on SIGHUP. An invalid file keeps the previous one; the usernames whose
+//! password entry changed or disappeared are handed back to be kicked.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dynsec::static_files::{AclFile, PasswordFile};
-use parking_lot::{Mutex, RwLock};
 
-use super::chain::AuthChain;
-use crate::security::KickTarget;
+use super::reloadable::Reloadable;
 
-/// A file reloaded on SIGHUP.
-pub(super) struct Reloadable<T> {
-    /// Bumped after every replacement.
-    version: AtomicU64,
-    current: RwLock<Arc<T>>,
+/// Every `password_file` and `acl_file` of the configuration, each once.
+#[derive(Default)]
+pub(super) struct StaticFiles {
+    password_files: Vec<(PathBuf, Arc<Reloadable<PasswordFile>>)>,
+    acl_files: Vec<(PathBuf, Arc<Reloadable<AclFile>>)>,
 }
 
-impl<T> Reloadable<T> {
-    pub fn new(value: T) -> Arc<Reloadable<T>> {
-        Arc::new(Reloadable { version: AtomicU64::new(0), current: RwLock::new(Arc::new(value)) })
+impl StaticFiles {
+    /// The password file at `path`: read now, or shared with the listener that named it first.
+    pub fn password_file(&mut self, path: &Path) -> Result<Arc<Reloadable<PasswordFile>>, String> {
+        read_once(&mut self.password_files, path, load_password_file)
     }
 
-    /// The current version of the file (takes the lock briefly: for occasional readers).
-    pub fn current(&self) -> Arc<T> {
-        self.current.read().clone()
+    /// The ACL file at `path`: read now, or shared with the listener that named it first.
+    pub fn acl_file(&mut self, path: &Path) -> Result<Arc<Reloadable<AclFile>>, String> {
+        read_once(&mut self.acl_files, path, load_acl_file)
     }
 
-    /// Installs `value` and returns the version it replaced.
-    fn replace(&self, value: T) -> Arc<T> {
-        let old = std::mem::replace(&mut *self.current.write(), Arc::new(value));
-        self.version.fetch_add(1, Ordering::Release);
-        old
-    }
-}
-
-/// One reader's copy of a [`Reloadable`], refreshed when the file was reloaded. The mutex is the
-/// reader's own (one connection), so it is never contended.
-pub(super) struct ReloadableCopy<T> {
-    source: Arc<Reloadable<T>>,
-    copy: Mutex<(u64, Arc<T>)>,
-}
-
-impl<T> ReloadableCopy<T> {
-    pub fn new(source: Arc<Reloadable<T>>) -> ReloadableCopy<T> {
-        let version = source.version.load(Ordering::Acquire);
-        let copy = Mutex::new((version, source.current()));
-        ReloadableCopy { source, copy }
-    }
-
-    /// The current version of the file: an atomic load, and the shared lock only after a reload.
-    pub fn get(&self) -> Arc<T> {
-        let version = self.source.version.load(Ordering::Acquire);
-        let mut copy = self.copy.lock();
-        if copy.0 != version {
-            *copy = (version, self.source.current());
+    /// Re-reads every file (SIGHUP). An invalid file keeps the old one. Returns the usernames
+    /// whose password entry changed or disappeared.
+    pub fn reload(&self) -> BTreeSet<String> {
+        let mut revoked = BTreeSet::new();
+        for (path, shared) in &self.password_files {
+            match load_password_file(path) {
+                Ok(new) => {
+                    let old = shared.replace(new);
+                    revoked.extend(changed_password_users(&old, &shared.current()));
+                    tracing::info!("reloaded password file {}", path.display());
+                }
+                Err(e) => tracing::error!("{e}; keeping the previous password file"),
+            }
         }
-        copy.1.clone()
+        for (path, shared) in &self.acl_files {
+            match load_acl_file(path) {
+                Ok(new) => {
+                    shared.replace(new);
+                    tracing::info!("reloaded acl file {}", path.display());
+                }
+                Err(e) => tracing::error!("{e}; keeping the previous acl file"),
+            }
+        }
+        revoked
     }
 }
 
-pub(super) fn load_password_file(path: &Path) -> Result<PasswordFile, String> {
+fn read_once<T>(
+    files: &mut Vec<(PathBuf, Arc<Reloadable<T>>)>,
+    path: &Path,
+    load: fn(&Path) -> Result<T, String>,
+) -> Result<Arc<Reloadable<T>>, String> {
+    if let Some((_, shared)) = files.iter().find(|(p, _)| p == path) {
+        return Ok(Arc::clone(shared));
+    }
+    let shared = Reloadable::new(load(path)?);
+    files.push((path.to_owned(), Arc::clone(&shared)));
+    Ok(shared)
+}
+
+fn load_password_file(path: &Path) -> Result<PasswordFile, String> {
     let (file, warnings) =
         PasswordFile::load(path).map_err(|e| format!("Error: Unable to open pwfile \"{}\": {e}", path.display()))?;
     for w in warnings {
@@ -74,55 +77,12 @@ pub(super) fn load_password_file(path: &Path) -> Result<PasswordFile, String> {
     Ok(file)
 }
 
-pub(super) fn load_acl_file(path: &Path) -> Result<AclFile, String> {
+fn load_acl_file(path: &Path) -> Result<AclFile, String> {
     let file = AclFile::load(path).map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
     for w in &file.warnings {
         tracing::warn!("{}:{}: {}", path.display(), w.line, w.message);
     }
     Ok(file)
-}
-
-impl AuthChain {
-    /// Re-reads every password_file and acl_file (SIGHUP). An invalid file keeps the old one.
-    /// Usernames whose password entry changed or disappeared are kicked.
-    pub fn reload_files(&self) {
-        let mut kicked = std::collections::BTreeSet::new();
-        let mut seen_pw: Vec<&Path> = Vec::new();
-        let mut seen_acl: Vec<&Path> = Vec::new();
-        for scope in &self.scopes {
-            if let Some((path, shared)) = &scope.password_file
-                && !seen_pw.contains(&path.as_path())
-            {
-                seen_pw.push(path);
-                match load_password_file(path) {
-                    Ok(new) => {
-                        let old = shared.replace(new);
-                        let now = shared.current();
-                        for user in changed_password_users(&old, &now) {
-                            kicked.insert(user);
-                        }
-                        tracing::info!("reloaded password file {}", path.display());
-                    }
-                    Err(e) => tracing::error!("{e}; keeping the previous password file"),
-                }
-            }
-            if let Some((path, shared)) = &scope.acl_file
-                && !seen_acl.contains(&path.as_path())
-            {
-                seen_acl.push(path);
-                match load_acl_file(path) {
-                    Ok(new) => {
-                        shared.replace(new);
-                        tracing::info!("reloaded acl file {}", path.display());
-                    }
-                    Err(e) => tracing::error!("{e}; keeping the previous acl file"),
-                }
-            }
-        }
-        for user in kicked {
-            let _ = self.kicks_tx.send(KickTarget::CredentialsRevoked(user.into()));
-        }
-    }
 }
 
 fn changed_password_users(old: &PasswordFile, new: &PasswordFile) -> Vec<String> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use dynsec::Dynsec;
 use tokio::sync::mpsc;
 
-use super::control::send_kicks;
 use crate::security::KickTarget;
 
 /// Watches `dynamic-security.json` for edits by other programs.
@@ -54,7 +53,9 @@ pub(super) fn watch_dynsec_file(
                 Ok(None) => {}
                 Ok(Some(k)) => {
                     tracing::info!("{} changed on disk: reloaded", engine.path().display());
-                    send_kicks(&kicks, &k);
+                    for target in KickTarget::all_of(&k) {
+                        let _ = kicks.send(target);
+                    }
                 }
                 Err(e) => tracing::error!("{} changed on disk but was not loaded: {e}", engine.path().display()),
             }

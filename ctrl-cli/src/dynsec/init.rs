@@ -14,7 +14,6 @@ use std::path::Path;
 use dynsec::json::Json;
 use dynsec::password::{DEFAULT_PBKDF2_ITERATIONS, HashPolicy, PasswordHash};
 
-use crate::atomic_file;
 use crate::dynsec::eprint;
 use crate::exit_code;
 use crate::prompt::get_password;
@@ -76,13 +75,13 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
             return exit_code::USAGE;
         }
     };
-    match atomic_file::create_new(Path::new(&file), &document.to_pretty()) {
+    match dynsec::atomic_file::create_new(Path::new(&file), &document.to_pretty()) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return already_exists(),
+        Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists => return already_exists(),
         Err(e) => {
             eprint(&format!(
                 "dynsec init: Unable to open '{file}' for writing ({}).\n",
-                crate::mqtt::transport::os_error_text(&e)
+                crate::mqtt::transport::os_error_text(&e.source)
             ));
             return exit_code::USAGE;
         }

@@ -103,7 +103,7 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
     if output.exists() {
         return fail(&format!("{} exists; migrate writes a new file only", output.display()));
     }
-    if let Err(e) = dynsec::store::write_atomically(&output, &dynsec::file::save(&migration.model)) {
+    if let Err(e) = dynsec::atomic_file::replace(&output, &dynsec::file::save(&migration.model)) {
         return fail(&e.to_string());
     }
     let model = &migration.model;

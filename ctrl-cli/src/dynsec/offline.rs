@@ -15,7 +15,7 @@ use std::path::Path;
 
 use dynsec::commands::{Admin, Processor, prepare_passwords};
 use dynsec::password::HashPolicy;
-use dynsec::store::{Store, write_atomically};
+use dynsec::store::Store;
 
 use super::print::{self, Style};
 use crate::exit_code;
@@ -54,7 +54,7 @@ fn edit(file: &Path, command: dynsec::json::Json) -> Result<Vec<u8>, String> {
     let admin = Admin { client_id: "dynsec-ctrl -f".into(), username: None };
     let outcome = Processor::new(&mut model, policy, prepared, admin).run(&commands);
     if !outcome.mutations.is_empty() {
-        write_atomically(file, &dynsec::file::save(&model)).map_err(|e| e.to_string())?;
+        dynsec::atomic_file::replace(file, &dynsec::file::save(&model)).map_err(|e| e.to_string())?;
     }
     Ok(outcome.response)
 }

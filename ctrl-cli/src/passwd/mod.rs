@@ -272,16 +272,10 @@ fn edit(file: &[u8], change: impl FnOnce(&mut PasswordFile) -> Result<(), i32>) 
     save(&path, &pwfile).map_err(|e| open_error(&path, &e))
 }
 
-/// Rewrites the password file with the store's atomic writer, which keeps the owner, group and
-/// mode of the file it replaces (a broker may read it under another account; a new file is
-/// 0600).
+/// Rewrites the password file atomically, keeping the owner, group and mode of the file it
+/// replaces (a broker may read it under another account; a new file is 0600).
 fn save(path: &Path, pwfile: &PasswordFile) -> std::io::Result<()> {
-    dynsec::store::write_atomically(path, &pwfile.to_bytes()).map_err(|e| match e.io_error() {
-        Some(source) => source
-            .raw_os_error()
-            .map_or_else(|| std::io::Error::new(source.kind(), source.to_string()), std::io::Error::from_raw_os_error),
-        None => std::io::Error::other(e.to_string()),
-    })
+    dynsec::atomic_file::replace(path, &pwfile.to_bytes()).map_err(|e| e.source)
 }
 
 fn open_error(path: &Path, error: &std::io::Error) -> i32 {

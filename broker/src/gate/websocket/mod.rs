@@ -5,25 +5,25 @@
 //! `gate_unauthenticated_connections` covers it) and within `gate_connect_timeout`:
 //! 1. [`upgrade`] reads the HTTP request head (at most `websockets_headers_size` bytes) and either
 //!    accepts the upgrade (subprotocol `mqtt`, or `mqttv3.1` for old clients), serves a file of
-//!    `http_dir` ([`static_files`]), or answers with an HTTP error and closes.
+//!    `http_dir` ([`static_files`]), or answers with an HTTP error and closes ([`answer`]).
 //! 2. The websocket framing is tokio-tungstenite's (the tokio binding of tungstenite, a well-kept
 //!    websocket implementation); [`byte_stream`] turns the message stream into the byte stream
 //!    MQTT expects, so a packet may span frames and a frame may hold several packets.
 //! 3. `connection::serve` runs the client exactly as on a TCP listener: the same gate, ACLs,
 //!    kicks, limits and timeouts.
 
+mod answer;
 mod byte_stream;
 mod static_files;
 mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::gate::connection;
 use crate::routing::router_link::RoutingEngine;
@@ -70,12 +70,4 @@ pub(crate) async fn serve<E, S>(
     let budget = PreLoginBudget::new(stream, 2 * config.gate.connect_max_size + MESSAGE_SLACK);
     let websocket = WebSocketStream::from_partially_read(budget, early_frames, Role::Server, Some(ws_config)).await;
     connection::serve(shared, ByteStream::new(websocket), peer, listener, tls, unauthenticated).await;
-}
-
-/// Upper bound for writing an HTTP answer to a client that is being turned away.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Logs why an HTTP request was turned away (once per socket).
-fn log_refusal(peer: SocketAddr, status: u16, why: &str) {
-    info!(%peer, status, "websocket listener: HTTP request answered with an error: {why}");
 }

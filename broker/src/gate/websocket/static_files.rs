@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::ANSWER_TIMEOUT;
-use super::upgrade::Answer;
+use super::answer::{ANSWER_TIMEOUT, Answer};
 
 /// A file ready to be sent.
 pub(super) struct File {
