@@ -564,10 +564,9 @@ pub fn encode_delivery(
     {
         put_publish_properties(&mut props, p);
     }
-    let mut props_len = BytesMut::new();
-    if protocol == Protocol::V5 {
-        put_remaining_length(&mut props_len, props.len());
-    }
+    // (On the stack: this runs for every delivery.)
+    let mut props_len = [0u8; 4];
+    let props_len = if protocol == Protocol::V5 { varint(props.len(), &mut props_len) } else { &[][..] };
     let pkid_len = if message.qos > 0 { 2 } else { 0 };
     let remaining = 2 + message.topic.len() + pkid_len + props_len.len() + props.len() + message.payload.len();
     buf.reserve(5 + remaining);
@@ -578,11 +577,28 @@ pub fn encode_delivery(
     if message.qos > 0 {
         buf.put_u16(message.pkid);
     }
-    buf.put_slice(&props_len);
+    buf.put_slice(props_len);
     buf.put_slice(&props);
     buf.put_slice(message.payload);
     let pkid = if message.qos > 0 { message.pkid } else { 0 };
     PublishMeta { qos: message.qos, pkid, dup: false, retain: message.retain }
+}
+
+/// `value` as an MQTT variable byte integer, in `out`.
+fn varint(mut value: usize, out: &mut [u8; 4]) -> &[u8] {
+    let mut len = 0;
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out[len] = byte;
+        len += 1;
+        if value == 0 || len == out.len() {
+            return &out[..len];
+        }
+    }
 }
 
 /// MQTT 5 §3.3.2.3: the PUBLISH properties, in the order the specification lists them (user

@@ -90,19 +90,45 @@ fn matching_path(path: &str) -> &str {
     }
 }
 
+/// MQTT topic matching for filters the gate has already validated (at SUBSCRIBE), on bytes: the
+/// per-delivery hot path (`dynsec::topic::topic_matches_filter` validates the filter on each
+/// call). A filter starting with a wildcard never matches a `$` topic.
+fn filter_matches(filter: &[u8], topic: &[u8]) -> bool {
+    if topic.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
+        return false;
+    }
+    let mut levels = topic.split(|&b| b == b'/');
+    for level in filter.split(|&b| b == b'/') {
+        match level {
+            b"#" => return true,
+            b"+" => {
+                if levels.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if levels.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    levels.next().is_none()
+}
+
 /// Decides one router copy for a client with `subscriptions`, who is `receiver`.
 pub fn decide(
     copy: RouterCopy<'_>,
     subscriptions: &HashMap<String, Subscription>,
     receiver: Publisher,
     recent: &mut RecentCopies,
-    now_ms: u64,
+    now_ms: impl FnOnce() -> u64,
 ) -> Result<Delivery, Skip> {
     let own = copy.stamp.publisher == receiver;
     let mut matching = subscriptions.values().filter(|s| {
         s.kind == SubscriptionKind::Routed
             && !(own && s.filter.nolocal)
-            && dynsec::topic::topic_matches_filter(matching_path(&s.filter.path), copy.topic)
+            && filter_matches(matching_path(&s.filter.path).as_bytes(), copy.topic.as_bytes())
     });
     let Some(first) = matching.next() else { return Err(Skip::NoSubscription) };
     let mut granted = first.filter.qos as u8;
@@ -118,7 +144,8 @@ pub fn decide(
         subscription_ids.extend(s.id);
     }
     subscription_ids.sort_unstable();
-    let expiry_left = copy.stamp.expiry_left(now_ms);
+    // (The clock is read only for messages that expire: this is the delivery hot path.)
+    let expiry_left = copy.stamp.expires_at_ms.and_then(|_| copy.stamp.expiry_left(now_ms()));
     if expiry_left == Some(0) {
         return Err(Skip::Expired);
     }
@@ -180,7 +207,7 @@ mod tests {
         let s = subs(vec![plain("a/b", QoS::ExactlyOnce)]);
         for (published, expected) in [(0, 0), (1, 1), (2, 2)] {
             let st = stamp(published, false, "p");
-            let d = decide(live("a/b", &st, 2), &s, Publisher::of("me"), &mut RecentCopies::default(), 0).unwrap();
+            let d = decide(live("a/b", &st, 2), &s, Publisher::of("me"), &mut RecentCopies::default(), || 0).unwrap();
             assert_eq!(d.qos, expected);
         }
     }
@@ -191,8 +218,8 @@ mod tests {
         let own = stamp(1, false, "me");
         let other = stamp(1, false, "you");
         let me = Publisher::of("me");
-        assert_eq!(decide(live("a/b", &own, 1), &s, me, &mut RecentCopies::default(), 0), Err(Skip::NoSubscription));
-        assert!(decide(live("a/b", &other, 1), &s, me, &mut RecentCopies::default(), 0).is_ok());
+        assert_eq!(decide(live("a/b", &own, 1), &s, me, &mut RecentCopies::default(), || 0), Err(Skip::NoSubscription));
+        assert!(decide(live("a/b", &other, 1), &s, me, &mut RecentCopies::default(), || 0).is_ok());
     }
 
     #[test]
@@ -200,7 +227,7 @@ mod tests {
         let s = subs(vec![plain("#", QoS::AtMostOnce), plain("+/x", QoS::AtMostOnce)]);
         let st = stamp(0, false, "p");
         assert_eq!(
-            decide(live("$app/x", &st, 0), &s, Publisher::of("me"), &mut RecentCopies::default(), 0),
+            decide(live("$app/x", &st, 0), &s, Publisher::of("me"), &mut RecentCopies::default(), || 0),
             Err(Skip::NoSubscription)
         );
     }
@@ -214,10 +241,10 @@ mod tests {
         let st = stamp(2, false, "p");
         let mut recent = RecentCopies::default();
         let me = Publisher::of("me");
-        assert_eq!(decide(live("a/b", &st, 1), &s, me, &mut recent, 0), Err(Skip::Duplicate));
-        let d = decide(live("a/b", &st, 2), &s, me, &mut recent, 0).unwrap();
+        assert_eq!(decide(live("a/b", &st, 1), &s, me, &mut recent, || 0), Err(Skip::Duplicate));
+        let d = decide(live("a/b", &st, 2), &s, me, &mut recent, || 0).unwrap();
         assert_eq!((d.qos, d.subscription_ids), (2, vec![1, 3]));
-        assert_eq!(decide(live("a/b", &st, 2), &s, me, &mut recent, 0), Err(Skip::Duplicate));
+        assert_eq!(decide(live("a/b", &st, 2), &s, me, &mut recent, || 0), Err(Skip::Duplicate));
     }
 
     #[test]
@@ -227,10 +254,10 @@ mod tests {
         let st = stamp(0, true, "p");
         let me = Publisher::of("me");
         let mut recent = RecentCopies::default();
-        assert!(decide(live("t", &st, 0), &rap, me, &mut recent, 0).unwrap().retain);
-        assert!(!decide(live("t", &st, 0), &plain_subs, me, &mut recent, 0).unwrap().retain);
+        assert!(decide(live("t", &st, 0), &rap, me, &mut recent, || 0).unwrap().retain);
+        assert!(!decide(live("t", &st, 0), &plain_subs, me, &mut recent, || 0).unwrap().retain);
         let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true };
-        assert!(decide(replay, &plain_subs, me, &mut recent, 0).unwrap().retain);
+        assert!(decide(replay, &plain_subs, me, &mut recent, || 0).unwrap().retain);
     }
 
     #[test]
@@ -239,7 +266,7 @@ mod tests {
         let st = stamp(0, true, "p");
         let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true };
         assert_eq!(
-            decide(replay, &never, Publisher::of("me"), &mut RecentCopies::default(), 0),
+            decide(replay, &never, Publisher::of("me"), &mut RecentCopies::default(), || 0),
             Err(Skip::RetainedNotWanted)
         );
     }
@@ -250,15 +277,33 @@ mod tests {
         let mut st = stamp(0, false, "p");
         st.expires_at_ms = Some(5_000);
         let me = Publisher::of("me");
-        let d = decide(live("t", &st, 0), &s, me, &mut RecentCopies::default(), 1_500).unwrap();
+        let d = decide(live("t", &st, 0), &s, me, &mut RecentCopies::default(), || 1_500).unwrap();
         assert_eq!(d.expiry_left, Some(4));
-        assert_eq!(decide(live("t", &st, 0), &s, me, &mut RecentCopies::default(), 5_000), Err(Skip::Expired));
+        assert_eq!(decide(live("t", &st, 0), &s, me, &mut RecentCopies::default(), || 5_000), Err(Skip::Expired));
+    }
+
+    #[test]
+    fn the_byte_matcher_agrees_with_the_reference_matcher() {
+        let filters = [
+            "#", "+", "a", "a/#", "a/+", "+/b", "a/+/c", "+/+", "/#", "/+", "a/b/#", "$SYS/#", "$x/+", "a//b",
+            "a/+/+/#", "+/#",
+        ];
+        let topics = ["a", "a/b", "a/b/c", "/a", "a/", "/", "b", "$SYS/x", "$x/y", "a//b", "a/b/c/d", "ab", "a/bc"];
+        for filter in filters {
+            for topic in topics {
+                assert_eq!(
+                    filter_matches(filter.as_bytes(), topic.as_bytes()),
+                    dynsec::topic::topic_matches_filter(filter, topic),
+                    "{filter} ~ {topic}"
+                );
+            }
+        }
     }
 
     #[test]
     fn shared_subscriptions_match_by_their_filter() {
         let s = subs(vec![plain("$share/g/a/+", QoS::AtLeastOnce)]);
         let st = stamp(1, false, "p");
-        assert!(decide(live("a/b", &st, 1), &s, Publisher::of("me"), &mut RecentCopies::default(), 0).is_ok());
+        assert!(decide(live("a/b", &st, 1), &s, Publisher::of("me"), &mut RecentCopies::default(), || 0).is_ok());
     }
 }

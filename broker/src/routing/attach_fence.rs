@@ -53,7 +53,9 @@ impl AttachFence {
         self.next_ticket.load(Ordering::SeqCst)
     }
 
-    fn waits_for(&self, horizon: u64) -> bool {
+    /// Whether a publisher that read at `horizon` must wait (cheap: one atomic load when no
+    /// attach is open).
+    pub fn waits_for(&self, horizon: u64) -> bool {
         if self.open_count.load(Ordering::SeqCst) == 0 {
             return false;
         }

@@ -110,6 +110,11 @@ impl Routed {
     fn from_router(mut publish: Publish, properties: Option<PublishProperties>) -> Self {
         let topic = topic_form::from_router(std::mem::take(&mut publish.topic));
         let payload = std::mem::take(&mut publish.payload);
+        // `len()` counts 2 bytes more for a packet id: QoS 0 needs no serialization (the
+        // delivery hot path of QoS 0 fan-out).
+        if publish.len() == 2 {
+            return Routed { topic, payload, qos: 0, pkid: 0, retain: publish.retain, properties };
+        }
         let header = publish.serialize();
         let qos = (header[0] >> 1) & 0b11;
         let pkid = if qos > 0 { u16::from_be_bytes([header[1], header[2]]) } else { 0 };
@@ -644,6 +649,8 @@ mod tests {
         raw.put_slice(b"data");
         let routed = Routed::from_router(Publish::deserialize(raw.freeze()), None);
         assert_eq!((routed.qos, routed.pkid, routed.retain), (2, 77, true));
+        let routed = Routed::from_router(Publish::new("a/b", "data", false), None);
+        assert_eq!((routed.qos, routed.pkid, routed.retain, &routed.payload[..]), (0, 0, false, &b"data"[..]));
         assert_eq!((&routed.topic[..], &routed.payload[..]), (&b"a/b"[..], &b"data"[..]));
     }
 

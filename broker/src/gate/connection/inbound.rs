@@ -71,7 +71,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
             self.link.push(Packet::PingReq(PingReq));
         }
-        self.shared.attach_fence.wait_for(horizon).await;
+        if self.shared.attach_fence.waits_for(horizon) {
+            // Boxed: the wait's timer and notification stay out of every connection's state.
+            Box::pin(self.shared.attach_fence.wait_for(horizon)).await;
+        }
         self.flush_router()
     }
 

@@ -103,8 +103,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 .filter(|topic| self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic))
                 .and_then(|topic_str| {
                     let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay };
-                    let now = envelope::now_ms();
-                    delivery::decide(copy, &self.subscriptions, self.publisher, &mut self.recent_copies, now).ok()
+                    delivery::decide(
+                        copy,
+                        &self.subscriptions,
+                        self.publisher,
+                        &mut self.recent_copies,
+                        envelope::now_ms,
+                    )
+                    .ok()
                 })
                 .map(|decision| (decision, stamp, payload)),
         };
