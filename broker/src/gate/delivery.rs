@@ -81,41 +81,6 @@ impl RecentCopies {
     }
 }
 
-/// The filter a subscription matches topics with (`$share/<group>/<filter>` matches as `<filter>`).
-fn matching_path(path: &str) -> &str {
-    if subscriptions::is_shared(path) {
-        path.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(path, |(_, filter)| filter)
-    } else {
-        path
-    }
-}
-
-/// MQTT topic matching for filters the gate has already validated (at SUBSCRIBE), on bytes: the
-/// per-delivery hot path (`dynsec::topic::topic_matches_filter` validates the filter on each
-/// call). A filter starting with a wildcard never matches a `$` topic.
-fn filter_matches(filter: &[u8], topic: &[u8]) -> bool {
-    if topic.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
-        return false;
-    }
-    let mut levels = topic.split(|&b| b == b'/');
-    for level in filter.split(|&b| b == b'/') {
-        match level {
-            b"#" => return true,
-            b"+" => {
-                if levels.next().is_none() {
-                    return false;
-                }
-            }
-            literal => {
-                if levels.next() != Some(literal) {
-                    return false;
-                }
-            }
-        }
-    }
-    levels.next().is_none()
-}
-
 /// Decides one router copy for a client with `subscriptions`, who is `receiver`.
 pub fn decide(
     copy: RouterCopy<'_>,
@@ -128,7 +93,7 @@ pub fn decide(
     let mut matching = subscriptions.values().filter(|s| {
         s.kind == SubscriptionKind::Routed
             && !(own && s.filter.nolocal)
-            && filter_matches(matching_path(&s.filter.path).as_bytes(), copy.topic.as_bytes())
+            && subscriptions::matches_mqtt(&s.filter.path, copy.topic.as_bytes())
     });
     let Some(first) = matching.next() else { return Err(Skip::NoSubscription) };
     let mut granted = first.filter.qos as u8;
@@ -292,12 +257,28 @@ mod tests {
         for filter in filters {
             for topic in topics {
                 assert_eq!(
-                    filter_matches(filter.as_bytes(), topic.as_bytes()),
+                    subscriptions::matches_mqtt(filter, topic.as_bytes()),
                     dynsec::topic::topic_matches_filter(filter, topic),
                     "{filter} ~ {topic}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn dollar_deliveries_need_a_matching_routed_subscription() {
+        let mut local = plain("$SYS/#", QoS::AtMostOnce);
+        local.kind = SubscriptionKind::Local;
+        let mut s = subs(vec![plain("#", QoS::AtMostOnce), local]);
+        let st = stamp(0, false, "p");
+        let me = Publisher::of("me");
+        let mut recent = RecentCopies::default();
+        assert!(decide(live("a/b", &st, 0), &s, me, &mut recent, || 0).is_ok());
+        assert_eq!(decide(live("$x/y", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
+        assert_eq!(decide(live("$SYS/x", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
+        s.extend(subs(vec![plain("$share/g/$x/+", QoS::AtMostOnce)]));
+        assert!(decide(live("$x/y", &st, 0), &s, me, &mut recent, || 0).is_ok());
+        assert_eq!(decide(live("$x/y/z", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
     }
 
     #[test]

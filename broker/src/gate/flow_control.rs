@@ -24,8 +24,9 @@ use crate::routing::envelope::Stamp;
 pub struct Waiting {
     pub topic: Bytes,
     pub payload: Bytes,
-    /// Its properties, but for Message Expiry Interval (taken from `stamp` when written).
-    pub properties: PublishProperties,
+    /// Its properties, but for Message Expiry Interval (taken from `stamp` when written); boxed
+    /// and only when there are some (see `routing::router_link::Routed`).
+    pub properties: Option<Box<PublishProperties>>,
     pub stamp: Stamp,
     pub qos: u8,
     pub retain: bool,
@@ -111,7 +112,7 @@ mod tests {
         Waiting {
             topic: Bytes::from_static(b"t"),
             payload: Bytes::new(),
-            properties: PublishProperties::default(),
+            properties: None,
             stamp,
             qos: 1,
             retain: false,

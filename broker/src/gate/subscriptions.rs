@@ -5,12 +5,13 @@
 //! `routing::topic_form`), kept locally (`$CONTROL/…` and `$SYS`, which the gate serves) or
 //! denied. Only the routed part goes to the router; its SUBACK fills the routed slots. A `$` topic
 //! delivered by the router is checked against the client's filters by MQTT's rules
-//! ([`wants_dollar_topic`]), which the router's matcher does not follow for spelled topics. UNSUBSCRIBE is answered by the gate
+//! ([`matches_mqtt`], in `gate::delivery`), which the router's matcher does not follow for
+//! spelled topics. UNSUBSCRIBE is answered by the gate
 //! (the router sends none for unknown filters and one per filter otherwise: docs/rumqttd.md,
 //! defect 4).
 //! [`PendingAcks`] keeps SUBACKs and UNSUBACKs in the order the client's packets came.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -18,7 +19,7 @@ use rumqttd::protocol::SubscribeReasonCode;
 
 use crate::gate::codec;
 use crate::gate::mailbox::SysMessage;
-use crate::gate::session::{Subscription, SubscriptionKind};
+use crate::gate::session::SubscriptionKind;
 use crate::security::Protocol;
 
 /// Marks a SUBACK slot that the router's answer fills.
@@ -44,21 +45,48 @@ pub fn kind_of(filter: &str) -> SubscriptionKind {
 
 /// Does `filter`, as the client subscribed it (`$share/<group>/<filter>` included), match `topic`
 /// by MQTT's rules? (Unlike the router's matcher: a filter starting with a wildcard never matches
-/// a topic starting with `$`, MQTT-4.7.2-1.)
-pub fn matches_mqtt(filter: &str, topic: &str) -> bool {
-    let path = filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(filter, |(_, path)| path);
-    dynsec::topic::topic_matches_filter(path, topic)
+/// a topic starting with `$`, MQTT-4.7.2-1.) The filter was validated at SUBSCRIBE, so this is
+/// the one matcher of the delivery hot path: on bytes, without re-validating the filter on each
+/// call as `dynsec::topic::topic_matches_filter` does.
+pub fn matches_mqtt(filter: &str, topic: &[u8]) -> bool {
+    filter_matches(matching_path(filter).as_bytes(), topic)
 }
 
-/// Whether a delivery on `topic` belongs to a client holding `subscriptions`, as far as the
-/// router cannot tell: any topic but a `$` one does; a `$` topic reaches every `#` and `+/...`
-/// subscriber in the router (`routing::topic_form`) and belongs to the client only when one of
-/// its routed subscriptions matches it by MQTT's rules.
-pub fn wants_dollar_topic(subscriptions: &HashMap<String, Subscription>, topic: &str) -> bool {
-    !topic.starts_with('$')
-        || subscriptions
-            .iter()
-            .any(|(filter, subscription)| subscription.kind == SubscriptionKind::Routed && matches_mqtt(filter, topic))
+/// The filter a subscription matches topics with (`$share/<group>/<filter>` matches as `<filter>`).
+fn matching_path(filter: &str) -> &str {
+    if is_shared(filter) {
+        filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(filter, |(_, path)| path)
+    } else {
+        filter
+    }
+}
+
+/// Topic matching for a validated filter. A topic never holds a wildcard, so a filter equal to
+/// it matches (one comparison: the common case of a device's own topic).
+fn filter_matches(filter: &[u8], topic: &[u8]) -> bool {
+    if filter == topic {
+        return true;
+    }
+    if topic.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
+        return false;
+    }
+    let mut levels = topic.split(|&b| b == b'/');
+    for level in filter.split(|&b| b == b'/') {
+        match level {
+            b"#" => return true,
+            b"+" => {
+                if levels.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if levels.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    levels.next().is_none()
 }
 
 /// The SUBACK code of a denied filter: v5 0x87, 3.1.1 0x80, and 3.1 echoes the requested QoS
@@ -227,31 +255,8 @@ mod tests {
             ("$share/g/a/+", "a/y", true),
             ("a/+", "a/$y", true),
         ] {
-            assert_eq!(matches_mqtt(filter, topic), expected, "{filter} {topic}");
+            assert_eq!(matches_mqtt(filter, topic.as_bytes()), expected, "{filter} {topic}");
         }
-    }
-
-    #[test]
-    fn dollar_deliveries_need_a_matching_routed_subscription() {
-        let subscription = |path: &str, kind| {
-            let filter = rumqttd::protocol::Filter {
-                path: path.to_owned(),
-                qos: rumqttd::protocol::QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: rumqttd::protocol::RetainForwardRule::OnEverySubscribe,
-            };
-            let count = crate::metrics::SubscriptionCount::new(false);
-            (path.to_owned(), Subscription { filter, kind, id: None, count })
-        };
-        let mut subscriptions: HashMap<String, Subscription> =
-            [subscription("#", SubscriptionKind::Routed), subscription("$SYS/#", SubscriptionKind::Local)].into();
-        assert!(wants_dollar_topic(&subscriptions, "a/b"));
-        assert!(!wants_dollar_topic(&subscriptions, "$x/y"));
-        assert!(!wants_dollar_topic(&subscriptions, "$SYS/x"), "not through the router");
-        subscriptions.extend([subscription("$share/g/$x/+", SubscriptionKind::Routed)]);
-        assert!(wants_dollar_topic(&subscriptions, "$x/y"));
-        assert!(!wants_dollar_topic(&subscriptions, "$x/y/z"));
     }
 
     #[test]

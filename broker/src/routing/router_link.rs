@@ -100,7 +100,9 @@ pub struct Routed {
     pub pkid: u16,
     /// Set on a retained message the router sends because a filter was subscribed.
     pub retain: bool,
-    pub properties: Option<PublishProperties>,
+    /// Boxed, and only when there is one to write: a delivery moves several times on its way to
+    /// the client's buffer, and the properties are most of its size (docs/benchmarks.md).
+    pub properties: Option<Box<PublishProperties>>,
 }
 
 impl Routed {
@@ -108,6 +110,7 @@ impl Routed {
     /// are read from its own serialization, made once topic and payload are moved out (five
     /// bytes then).
     fn from_router(mut publish: Publish, properties: Option<PublishProperties>) -> Self {
+        let properties = properties.filter(carries_any).map(Box::new);
         let topic = topic_form::from_router(std::mem::take(&mut publish.topic));
         let payload = std::mem::take(&mut publish.payload);
         // `len()` counts 2 bytes more for a packet id: QoS 0 needs no serialization (the
@@ -120,6 +123,29 @@ impl Routed {
         let pkid = if qos > 0 { u16::from_be_bytes([header[1], header[2]]) } else { 0 };
         Routed { topic, payload, qos, pkid, retain: publish.retain, properties }
     }
+}
+
+/// Whether `properties` holds anything to write (field by field: comparing with a default value
+/// builds and drops one per delivery).
+pub fn carries_any(properties: &PublishProperties) -> bool {
+    let PublishProperties {
+        payload_format_indicator,
+        message_expiry_interval,
+        topic_alias,
+        response_topic,
+        correlation_data,
+        user_properties,
+        subscription_identifiers,
+        content_type,
+    } = properties;
+    payload_format_indicator.is_some()
+        || message_expiry_interval.is_some()
+        || topic_alias.is_some()
+        || response_topic.is_some()
+        || correlation_data.is_some()
+        || !user_properties.is_empty()
+        || !subscription_identifiers.is_empty()
+        || content_type.is_some()
 }
 
 /// A client's session in the routing engine.
@@ -606,6 +632,10 @@ impl RouterLink for RumqttdLink {
         // (a third of the gate's time in a QoS 1 fan-out, docs/benchmarks.md). A closed link
         // also times out here; the next `recv` reports it.
         match self.rx.recv_deadline(self.past) {
+            // Taken apart here, not passed on whole: a notification is 816 bytes to copy.
+            Ok(Some(Notification::Forward(forward))) => {
+                Some(Ok(FromRouter::Publish(Routed::from_router(forward.publish, forward.properties))))
+            }
             Ok(Some(notification)) => Some(Ok(self.converted(notification))),
             Ok(None) | Err(LinkError::RecvTimeout(_)) => None,
             Err(_) => {

@@ -19,7 +19,7 @@
 //! and restored on delivery: a filter starting with a wildcard must not match a `$` topic
 //! (MQTT-4.7.2-1), but in the router `#` and `+/...` do match the spelled `\u{1}$x/...`. The gate
 //! drops such deliveries unless the receiving client has a subscription that matches by MQTT
-//! rules (`gate::subscriptions::wants_dollar_topic`).
+//! rules (`gate::delivery::decide`, with `gate::subscriptions::matches_mqtt`).
 
 use std::borrow::Cow;
 

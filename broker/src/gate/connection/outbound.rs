@@ -3,7 +3,7 @@
 //! the mailbox (control replies, `$SYS` messages, kicks), and the one write per wake-up.
 
 use bytes::{Bytes, BytesMut};
-use rumqttd::protocol::{Packet, PingReq, Publish, PublishProperties};
+use rumqttd::protocol::{Packet, PingReq, Publish};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
@@ -19,7 +19,7 @@ use crate::logging::client_text;
 use crate::metrics::{METRICS, Metrics};
 use crate::routing::backpressure::ProbeStep;
 use crate::routing::envelope;
-use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink, RoutingEngine};
+use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink, RoutingEngine, carries_any};
 use crate::security::{Access, ControlReply, Protocol};
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
@@ -117,8 +117,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let Some((decision, stamp, payload)) = decided else {
             return self.drop_router_copy(pkid, router_qos);
         };
-        let mut properties = properties.unwrap_or_default();
-        properties.subscription_identifiers = decision.subscription_ids;
+        let mut properties = properties;
+        if !decision.subscription_ids.is_empty() {
+            properties.get_or_insert_default().subscription_identifiers = decision.subscription_ids;
+        } else if let Some(carried) = properties.as_mut() {
+            carried.subscription_identifiers.clear(); // (the router's own: not the client's)
+        }
         let qos = decision.qos;
         let delivery = Waiting { topic, payload, properties, stamp, qos, retain: decision.retain, router_pkid: pkid };
         if qos == 0 {
@@ -161,16 +165,21 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// client's maximum packet size.
     fn write_delivery(&mut self, delivery: Waiting, pkid: u16) -> bool {
         let Waiting { topic, payload, mut properties, stamp, qos, retain, .. } = delivery;
-        properties.message_expiry_interval = match stamp.expires_at_ms {
-            Some(_) => match stamp.expiry_left(envelope::now_ms()) {
+        if stamp.expires_at_ms.is_some() {
+            match stamp.expiry_left(envelope::now_ms()) {
                 Some(0) => return false,
-                left => left,
-            },
-            None => None,
-        };
+                left => properties.get_or_insert_default().message_expiry_interval = left,
+            }
+        } else if let Some(carried) = properties.as_mut() {
+            carried.message_expiry_interval = None;
+        }
         let start = self.write_buf.len();
         let (alias, new_alias) = self.outgoing_alias(&topic);
-        properties.topic_alias = alias;
+        if alias.is_some() {
+            properties.get_or_insert_default().topic_alias = alias;
+        } else if let Some(carried) = properties.as_mut() {
+            carried.topic_alias = None;
+        }
         let message = Outgoing {
             topic: if alias.is_some() && new_alias.is_none() { b"" } else { &topic },
             payload: &payload,
@@ -178,7 +187,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             pkid,
             retain,
         };
-        let properties = (properties != PublishProperties::default()).then_some(&properties);
+        let properties = properties.as_deref().filter(|p| carries_any(p));
         let meta = codec::encode_delivery(&mut self.write_buf, self.protocol, message, properties);
         if self.write_buf.len() - start > self.client_max_packet {
             Metrics::inc(&METRICS.publish_dropped);

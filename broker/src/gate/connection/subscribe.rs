@@ -199,20 +199,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         routed
     }
 
-    /// Whether a message the router delivers belongs to this client, as far as the router cannot
-    /// tell: a `$` topic only when one of the client's filters matches it by MQTT's rules
-    /// (`subscriptions::wants_dollar_topic`); and while the subscriptions of a resumed session
-    /// are being re-sent, nothing for a filter dropped by [`Self::drop_revoked_subscriptions`]:
+    /// Whether a message the router delivers may still belong to this client (which of its
+    /// subscriptions match, by MQTT's rules, is `gate::delivery`'s decision): while the
+    /// subscriptions of a resumed session are being re-sent, nothing for a filter dropped by
+    /// [`Self::drop_revoked_subscriptions`]:
     /// the router may have queued it before it took the UNSUBSCRIBE, and what it queued comes
     /// before its answer to the re-sent subscriptions.
     pub(super) fn wants_delivery(&self, topic: &str) -> bool {
-        if !subscriptions::wants_dollar_topic(&self.subscriptions, topic) {
-            return false;
-        }
         if self.revoked_on_resume.is_empty() || !self.pending_acks.resubscribing() {
             return true;
         }
-        let matches = |filter: &String| subscriptions::matches_mqtt(filter, topic);
+        let matches = |filter: &String| subscriptions::matches_mqtt(filter, topic.as_bytes());
         !self.revoked_on_resume.iter().any(matches) || self.subscriptions.keys().any(matches)
     }
 
