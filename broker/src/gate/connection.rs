@@ -142,7 +142,8 @@ struct Connection<E: RoutingEngine, S> {
     read_chunk: usize,
     /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
     reads_pending: bool,
-    will: Option<codec::Will>,
+    /// Boxed: a will is rare, and inline it would be 200 bytes of every connection.
+    will: Option<Box<codec::Will>>,
     clean_start: bool,
     session_expiry: u32,
     /// The router keeps this client's session when the link closes.

@@ -15,7 +15,9 @@ use rumqttd::protocol::Packet;
 use crate::routing::router_link::{FromRouter, RouterError, RouterLink};
 
 pub struct LazyLink<L> {
-    link: Option<L>,
+    /// Boxed: most of a fleet's connections never attach (an idle connection's state, P6 in
+    /// docs/benchmarks.md), and an attached link is a few hundred bytes.
+    link: Option<Box<L>>,
     /// Pushed before the link was attached.
     queued: Vec<Packet>,
 }
@@ -28,7 +30,7 @@ impl<L: RouterLink> LazyLink<L> {
 
     /// An attached link (a resumed session whose state lives in the router).
     pub fn attached(link: L) -> Self {
-        LazyLink { link: Some(link), queued: Vec::new() }
+        LazyLink { link: Some(Box::new(link)), queued: Vec::new() }
     }
 
     pub fn is_attached(&self) -> bool {
@@ -51,7 +53,7 @@ impl<L: RouterLink> LazyLink<L> {
             link.push(packet);
         }
         self.queued = Vec::new();
-        self.link = Some(link);
+        self.link = Some(Box::new(link));
     }
 }
 

@@ -424,7 +424,7 @@ where
         client_acked: false,
         read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
-        will: connect.will.clone(),
+        will: connect.will.clone().map(Box::new),
         clean_start: connect.clean_start,
         session_expiry,
         persistent_link,
