@@ -199,9 +199,11 @@ fn create_client(args: &[Vec<u8>], passwords: &mut dyn PasswordSource) -> Result
     // Unknown words are skipped, as mosquitto_ctrl does.
     while i < rest.len() {
         match rest[i].as_slice() {
-            b"-c" => {
+            // `-i` is mosquitto_ctrl 2.1's spelling, `-c` 2.0's; both take the client id.
+            flag @ (b"-c" | b"-i") => {
                 let Some(value) = rest.get(i + 1) else {
-                    eprint("Error: -c argument given, but no clientid provided.\n");
+                    let flag = if flag == b"-c" { "-c" } else { "-i" };
+                    eprint(&format!("Error: {flag} argument given, but no clientid provided.\n"));
                     return Err(BuildError::InvalidArguments);
                 };
                 client_id = Some(value.clone());

@@ -23,7 +23,7 @@ Default access and anonymous clients
   getDetails                                 (mosquitto 2.1: counts and change index)
 
 Clients
-  createClient <username> [-c clientid] [-p password]   (prompts when no -p; empty = no password)
+  createClient <username> [-c|-i clientid] [-p password]   (prompts when no -p; empty = no password)
   deleteClient <username>
   enableClient <username>
   disableClient <username>
@@ -31,6 +31,7 @@ Clients
   listClients [--verbose] [count [offset]]
   setClientId <username> [clientid]          (no clientid removes the binding)
   setClientPassword <username> [password]    (prompts when omitted)
+      with -f FILE: setClientPassword <username> <password> [-i iterations]   (PBKDF2-SHA512 iterations)
   addClientRole <username> <rolename> [priority]
   removeClientRole <username> <rolename>
   modifyClient <username> [-c clientid] [-p password] [-t textname] [-d textdescription]

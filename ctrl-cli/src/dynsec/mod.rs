@@ -38,12 +38,20 @@ pub fn run(args: &[Vec<u8>], options: &ConnectionOptions) -> i32 {
     if eq_ignore_case(subcommand, "batch") {
         return batch::run(&args[1..], options);
     }
+    // `-f FILE setClientPassword <username> <password> -i <iterations>` (mosquitto_ctrl 2.1).
+    let (args, policy) = match &options.data_file {
+        Some(_) => match offline::hash_policy(args) {
+            Ok(split) => split,
+            Err(status) => return status,
+        },
+        None => (args, dynsec::password::HashPolicy::default()),
+    };
     match commands::build(args, &mut Terminal) {
         Ok(command) => {
             let verbose_list = command.get("verbose").and_then(Json::as_bool).unwrap_or(false);
             let style = print::Style { raw_json: options.json_output, verbose_list };
             match &options.data_file {
-                Some(file) => offline::run(file, command, style),
+                Some(file) => offline::run(file, command, style, policy),
                 None => send_one(options, command, style),
             }
         }

@@ -20,9 +20,48 @@ use dynsec::store::Store;
 use super::print::{self, Style};
 use crate::exit_code;
 
-/// Runs `command` on `file`; returns the exit status.
-pub fn run(file: &Path, command: dynsec::json::Json, style: Style) -> i32 {
-    match edit(file, command) {
+/// Splits mosquitto_ctrl 2.1's `setClientPassword <username> <password> [-i <iterations>]` into
+/// the command and the PBKDF2-SHA512 policy it asks for (the default policy otherwise), taking
+/// the words after the password as 2.1.2 does. `Err` carries the exit status of a bad word, its
+/// error printed as 2.1.2 prints it.
+pub fn hash_policy(args: &[Vec<u8>]) -> Result<(&[Vec<u8>], HashPolicy), i32> {
+    let is_set_password = args.first().is_some_and(|word| crate::text::eq_ignore_case(word, "setClientPassword"));
+    if !is_set_password || args.len() <= 3 {
+        return Ok((args, HashPolicy::default()));
+    }
+    let refuse = |message: String| {
+        let _ = write!(std::io::stderr(), "Error: {message}\nError: Invalid input.\n");
+        Err(exit_code::INVALID_ARGUMENTS)
+    };
+    let mut policy = HashPolicy::default();
+    let mut rest = args[3..].iter();
+    while let Some(word) = rest.next() {
+        if word != b"-i" {
+            return refuse(format!("Unknown argument: {}", crate::text::lossy(word)));
+        }
+        let Some(value) = rest.next() else {
+            return refuse("-i argument given, but no iterations provided.".into());
+        };
+        // (mosquitto_ctrl takes `atoi` of anything; a number the hash can use is asked for here.)
+        policy = match std::str::from_utf8(value).ok().and_then(|text| text.parse::<u32>().ok()) {
+            Some(iterations) if iterations > 0 && HashPolicy::Pbkdf2Sha512 { iterations }.check().is_ok() => {
+                HashPolicy::Pbkdf2Sha512 { iterations }
+            }
+            _ => {
+                return refuse(format!(
+                    "-i needs a number of iterations from 1 to {}, not {}.",
+                    dynsec::password::MAX_PBKDF2_ITERATIONS,
+                    crate::text::lossy(value)
+                ));
+            }
+        };
+    }
+    Ok((&args[..3], policy))
+}
+
+/// Runs `command` on `file`, hashing a new password with `policy`; returns the exit status.
+pub fn run(file: &Path, command: dynsec::json::Json, style: Style, policy: HashPolicy) -> i32 {
+    match edit(file, command, policy) {
         Ok(reply) => {
             let output = print::print_reply(&reply, style);
             let _ = std::io::stdout().write_all(&output.stdout);
@@ -37,7 +76,7 @@ pub fn run(file: &Path, command: dynsec::json::Json, style: Style) -> i32 {
 }
 
 /// Applies `command`, saves the file if anything changed, and returns the reply payload.
-fn edit(file: &Path, command: dynsec::json::Json) -> Result<Vec<u8>, String> {
+fn edit(file: &Path, command: dynsec::json::Json, policy: HashPolicy) -> Result<Vec<u8>, String> {
     let running = Store::journal_has_records(file).map_err(|e| e.to_string())?;
     if running {
         return Err(format!(
@@ -49,7 +88,6 @@ fn edit(file: &Path, command: dynsec::json::Json) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
     let (mut model, _warnings) = dynsec::file::load(&bytes).map_err(|e| e.to_string())?;
     let commands = [command];
-    let policy = HashPolicy::default();
     let prepared = prepare_passwords(&commands, policy);
     let admin = Admin { client_id: "dynsec-ctrl -f".into(), username: None };
     let outcome = Processor::new(&mut model, policy, prepared, admin).run(&commands);
@@ -73,16 +111,18 @@ mod tests {
         std::fs::write(&file, dynsec::file::save(&model)).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         let create = dynsec::json::parse(br#"{"command":"createClient","username":"u","password":"p"}"#).unwrap();
-        let reply = edit(&file, create).unwrap();
+        let reply = edit(&file, create, HashPolicy::default()).unwrap();
         assert_eq!(reply, br#"{"responses":[{"command":"createClient"}]}"#);
         let get = dynsec::json::parse(br#"{"command":"getClient","username":"u"}"#).unwrap();
-        assert!(String::from_utf8(edit(&file, get).unwrap()).unwrap().contains(r#""username":"u""#));
+        assert!(
+            String::from_utf8(edit(&file, get, HashPolicy::default()).unwrap()).unwrap().contains(r#""username":"u""#)
+        );
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
 
         let mut journal = b"dynsec-journal v1\n".to_vec();
         journal.extend_from_slice(b"pending");
         std::fs::write(Store::journal_path_for(&file), journal).unwrap();
         let delete = dynsec::json::parse(br#"{"command":"deleteClient","username":"u"}"#).unwrap();
-        assert!(edit(&file, delete).unwrap_err().contains("dynsec-broker is running"));
+        assert!(edit(&file, delete, HashPolicy::default()).unwrap_err().contains("dynsec-broker is running"));
     }
 }

@@ -121,6 +121,19 @@ fn offline_edits_load_in_mosquitto_2_1_and_2_0() {
     let ours_outcome = run(ours, &ours_file, &["setClientPassword", ADMIN, "changed-pw"]);
     assert_eq!(ours_outcome, theirs, "dynsec-ctrl -f against mosquitto_ctrl 2.1.2 -f");
     assert_eq!(theirs.status, Some(0), "{theirs:?}");
+    // 2.1.2's `-i <iterations>`, and the words it refuses after the password.
+    for words in [
+        &["setClientPassword", ADMIN, "changed-pw", "-i", "5000"][..],
+        &["setClientPassword", ADMIN, "changed-pw", "-i"],
+        &["setClientPassword", ADMIN, "changed-pw", "-x", "5"],
+        &["setClientPassword", ADMIN, "changed-pw", "-i", "5000", "extra"],
+    ] {
+        let theirs = run(&ctrl_21, &theirs_file, words);
+        assert_eq!(run(ours, &ours_file, words), theirs, "{words:?}");
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&ours_file).unwrap()).unwrap();
+    let admin = saved["clients"].as_array().unwrap().iter().find(|c| c["username"] == ADMIN).unwrap();
+    assert_eq!(admin["iterations"], 5000, "-i sets the PBKDF2 iterations: {admin}");
     for words in
         [&["createClient", "offline", "-p", "offline-pw"][..], &["createRole", "r"], &["addClientRole", "offline", "r"]]
     {
@@ -171,6 +184,8 @@ fn dynsec_ctrl_2_1_forms_print_the_same_against_both_brokers() {
 {conn} --json dynsec getRole r
 {conn} --json dynsec getGroup g
 {conn} dynsec getDetails
+{conn} dynsec createClient ivan -i ivan-id -p ivan-pw
+{conn} dynsec getClient ivan
 "#;
     let steps = compare_everything(&parse_script(script));
     let ours_ctrl = Path::new(env!("CARGO_BIN_EXE_dynsec-ctrl-under-test"));
@@ -187,4 +202,5 @@ fn dynsec_ctrl_2_1_forms_print_the_same_against_both_brokers() {
     );
     assert_eq!(theirs[5].status, Some(3), "{:?}", theirs[5]);
     assert!(text(&theirs[11]).contains("Change index:   7"), "{:?}", theirs[11]);
+    assert!(text(&theirs[13]).contains("ivan-id"), "2.1's createClient -i sets the client id: {:?}", theirs[13]);
 }
