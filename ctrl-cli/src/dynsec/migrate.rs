@@ -34,9 +34,16 @@ use crate::exit_code;
 use crate::text::lossy;
 
 const USAGE: &str = "\
-Usage: dynsec-ctrl dynsec migrate [--conf mosquitto.conf] [--password-file file] [--acl-file file] <new-dynamic-security.json>
+Usage: dynsec-ctrl dynsec migrate [--conf mosquitto.conf [--write-conf new.conf [--dynsec-lib plugin.so]]]
+                                  [--password-file file] [--acl-file file] <new-dynamic-security.json>
   Reads password_file and acl_file from mosquitto.conf unless given; writes a new file (never replaces one).
+  --write-conf: also writes mosquitto.conf changed as mosquitto 2.1's migrate_to_dynsec.py changes it
+  (acl_file lines dropped, each password_file line replaced by the plugin lines), as a new file.
 ";
+
+/// The plugin path written by `--write-conf` unless `--dynsec-lib` names one (Debian's and
+/// Ubuntu's on x86-64; the broker recognises the plugin by its file name).
+const DEFAULT_DYNSEC_LIB: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 
 const USER_ROLE_PRIORITY: i32 = 2;
 const PATTERN_ROLE_PRIORITY: i32 = 1;
@@ -57,6 +64,8 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
     let mut conf = None;
     let mut password_file = None;
     let mut acl_file = None;
+    let mut write_conf = None;
+    let mut dynsec_lib = None;
     let mut output = None;
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -64,6 +73,8 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
             b"--conf" | b"-c" => &mut conf,
             b"--password-file" => &mut password_file,
             b"--acl-file" => &mut acl_file,
+            b"--write-conf" => &mut write_conf,
+            b"--dynsec-lib" => &mut dynsec_lib,
             _ if output.is_none() && !word.starts_with(b"-") => {
                 output = Some(PathBuf::from(lossy(word)));
                 continue;
@@ -76,6 +87,9 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
         }
     }
     let Some(output) = output else { return usage() };
+    if (write_conf.is_some() && conf.is_none()) || (dynsec_lib.is_some() && write_conf.is_none()) {
+        return fail("--write-conf needs --conf, and --dynsec-lib needs --write-conf");
+    }
     if let Some(conf) = &conf {
         match security_files(conf) {
             Ok((from_conf_password, from_conf_acl)) => {
@@ -100,11 +114,30 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
         },
     };
     let migration = migrate(&passwords, acls.as_ref());
-    if output.exists() {
-        return fail(&format!("{} exists; migrate writes a new file only", output.display()));
+    for new_file in [Some(&output), write_conf.as_ref()].into_iter().flatten() {
+        if new_file.exists() {
+            return fail(&format!("{} exists; migrate writes new files only", new_file.display()));
+        }
     }
+    let new_conf = match (&conf, &write_conf) {
+        (Some(conf), Some(_)) => {
+            let lib = dynsec_lib.unwrap_or_else(|| PathBuf::from(DEFAULT_DYNSEC_LIB));
+            // The plugin reads the file from wherever the broker runs: an absolute path.
+            let config_file = std::path::absolute(&output).unwrap_or_else(|_| output.clone());
+            match std::fs::read_to_string(conf) {
+                Ok(text) => Some(migrated_conf(&text, &lib, &config_file)),
+                Err(e) => return fail(&format!("{}: {e}", conf.display())),
+            }
+        }
+        _ => None,
+    };
     if let Err(e) = dynsec::atomic_file::replace(&output, &dynsec::file::save(&migration.model)) {
         return fail(&e.to_string());
+    }
+    if let (Some(path), Some(text)) = (&write_conf, &new_conf)
+        && let Err(e) = dynsec::atomic_file::replace(path, text.as_bytes())
+    {
+        return fail(&format!("{}: {e}", path.display()));
     }
     let model = &migration.model;
     let mut report = format!(
@@ -122,6 +155,12 @@ pub fn run(args: &[Vec<u8>]) -> i32 {
             report.push_str(&format!("  {item}\n"));
         }
     }
+    if let Some(path) = &write_conf {
+        report.push_str(&format!(
+            "Wrote {}: acl_file removed, password_file replaced by the dynamic-security plugin.\n",
+            path.display()
+        ));
+    }
     report.push_str(
         "No client may administer it yet: add one offline, e.g. dynsec-ctrl -f FILE dynsec createRole admin …\n",
     );
@@ -137,6 +176,27 @@ fn usage() -> i32 {
 fn fail(message: &str) -> i32 {
     let _ = writeln!(std::io::stderr(), "Error: {message}");
     exit_code::USAGE
+}
+
+/// `conf` as mosquitto 2.1's migrate_to_dynsec.py rewrites it: `acl_file` lines dropped, each
+/// `password_file` line replaced by the plugin and its configuration file; the rest kept as is.
+fn migrated_conf(conf: &str, dynsec_lib: &Path, config_file: &Path) -> String {
+    let mut out = String::with_capacity(conf.len() + 128);
+    for line in conf.lines() {
+        let key = line.trim_start().split([' ', '\t']).next().unwrap_or("");
+        match key {
+            "acl_file" => {}
+            "password_file" => {
+                out.push_str(&format!("plugin {}\n", dynsec_lib.display()));
+                out.push_str(&format!("plugin_opt_config_file {}\n", config_file.display()));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The `password_file` and `acl_file` a mosquitto.conf names (its own lines; `include_dir` is
@@ -298,6 +358,16 @@ fn role(name: &str, text: &str, rules: &[Rule], patterns: bool, skipped: &mut Ve
 mod tests {
     use super::*;
     use dynsec::password::{HashPolicy, PasswordHash};
+
+    #[test]
+    fn the_conf_loses_acl_file_and_gets_the_plugin_for_password_file() {
+        let conf = "listener 1883\n# acl_file kept in a comment\npassword_file /etc/mosquitto/pw\n  acl_file /etc/mosquitto/acl\nallow_anonymous false\n";
+        let migrated = migrated_conf(conf, Path::new("/lib/dynsec.so"), Path::new("/etc/mosquitto/dynsec.json"));
+        assert_eq!(
+            migrated,
+            "listener 1883\n# acl_file kept in a comment\nplugin /lib/dynsec.so\nplugin_opt_config_file /etc/mosquitto/dynsec.json\nallow_anonymous false\n"
+        );
+    }
 
     #[test]
     fn rules_become_ordered_roles_and_the_rest_is_reported() {

@@ -194,15 +194,23 @@ async fn migrated_deployment_decides_as_mosquitto_did(installed: &dynsec_tests::
     let dir = tempfile::tempdir().unwrap();
     let conf = write_deployment(dir.path(), seed);
     let converted = dir.path().join("dynamic-security.json");
+    let new_conf = dir.path().join("mosquitto-dynsec.conf");
     let run = Command::new(env!("CARGO_BIN_EXE_dynsec-ctrl-under-test"))
         .args(["dynsec", "migrate", "--conf"])
         .arg(&conf)
+        .arg("--write-conf")
+        .arg(&new_conf)
+        .arg("--dynsec-lib")
+        .arg(dynsec_plugin())
         .arg(&converted)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "{report}{}", String::from_utf8_lossy(&run.stderr));
     assert!(report.contains("Everything was converted."), "{report}");
+    let new_conf = std::fs::read_to_string(&new_conf).unwrap();
+    assert!(!new_conf.contains("acl_file") && !new_conf.contains("password_file"), "{new_conf}");
+    assert!(new_conf.contains(&format!("plugin_opt_config_file {}\n", converted.display())), "{new_conf}");
 
     // mosquitto 2.0.11 on the original files.
     let lines = [
@@ -215,17 +223,15 @@ async fn migrated_deployment_decides_as_mosquitto_did(installed: &dynsec_tests::
         let mosquitto = Mosquitto::start(run.path(), &lines);
         decisions(SocketAddr::from(([127, 0, 0, 1], mosquitto.port()))).await
     };
-    // dynsec-broker on the converted file (a copy: the broker may rewrite it).
+    // dynsec-broker on the rewritten mosquitto.conf (its listener on an ephemeral port) and a
+    // copy of the converted file (the broker may rewrite it).
     let ours = {
         let run = tempfile::tempdir().unwrap();
         let copy = run.path().join("dynamic-security.json");
         std::fs::copy(&converted, &copy).unwrap();
-        let config = format!(
-            "listener 0 127.0.0.1\nlog_type all\nallow_anonymous true\ngate_login_throttle false\n\
-             plugin {}\nplugin_opt_config_file {}\n",
-            dynsec_plugin().display(),
-            copy.display()
-        );
+        let config = new_conf
+            .replace("listener 1883\n", "listener 0 127.0.0.1\nlog_type all\ngate_login_throttle false\n")
+            .replace(&converted.display().to_string(), &copy.display().to_string());
         let broker = BrokerProcess::start_in(
             Path::new(env!("CARGO_BIN_EXE_dynsec-broker-under-test")),
             run.path(),
