@@ -52,6 +52,7 @@ impl BrokerApi {
                 protocol: match l.protocol {
                     crate::config::ListenerProtocol::Mqtt => "mqtt",
                     crate::config::ListenerProtocol::Websockets => "mqtt+websockets",
+                    crate::config::ListenerProtocol::HttpApi => "http_api",
                 },
             })
             .collect();

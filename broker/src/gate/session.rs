@@ -434,7 +434,26 @@ impl<E: RoutingEngine> Sessions<E> {
                 count += 1;
             }
         }
+        let counted_as = if reason == KickReason::CredentialsRevoked { 1 } else { 0 };
+        crate::metrics::SECURITY.kicked(counted_as, count);
         count
+    }
+
+    /// Kicks the live connection of one client id, as an admin change does (the console's kick);
+    /// false when no such client is connected.
+    pub fn kick_client(&self, client_id: &str) -> bool {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref());
+        let sent = live.is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Admin)).is_ok());
+        if sent {
+            crate::metrics::SECURITY.kicked(2, 1);
+        }
+        sent
+    }
+
+    /// Whether `client_id` has a live connection.
+    pub fn is_live(&self, client_id: &str) -> bool {
+        self.lock().entries.get(client_id).is_some_and(|entry| entry.live.is_some())
     }
 
     /// Asks every live connection to leave and waits (bounded) until they have.
