@@ -64,6 +64,11 @@ impl BrokerApi {
         let _ = self.bound_ports.set(ports);
     }
 
+    /// The ports the listeners were bound to, once they are (the console's `/api/v1/listeners`).
+    pub fn bound_ports(&self) -> Option<&[u16]> {
+        self.bound_ports.get().map(Vec::as_slice)
+    }
+
     /// The reply to a request on `topic`, or `None` when `topic` is not this API's (or the API is
     /// off). `who` is the requester's client id and username, for the log.
     pub fn handle(&self, topic: &str, payload: &[u8], who: (&str, Option<&str>)) -> Option<ControlReply> {

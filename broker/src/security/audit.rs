@@ -17,7 +17,7 @@ use crate::metrics::{CommandLabels, SECURITY};
 /// The largest size of the current audit file before it is rotated.
 pub const MAX_BYTES: u64 = 2 * 1024 * 1024;
 /// Request fields that name what a command acted on (never a password or a value).
-const NAME_FIELDS: [&str; 5] = ["username", "clientid", "groupname", "rolename", "topic"];
+const NAME_FIELDS: [&str; 7] = ["username", "clientid", "groupname", "rolename", "acltype", "topic", "name"];
 
 /// Which way a control request came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

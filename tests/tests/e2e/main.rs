@@ -15,6 +15,7 @@ mod broker_malformed;
 mod broker_mqtt;
 mod client_limits;
 mod config_examples;
+mod console_http_api;
 mod ctrl_additions;
 mod ctrl_against_broker;
 mod ctrl_batch;
