@@ -61,12 +61,10 @@ pub(super) async fn explain(
     let key = PrincipalKey::for_username(username.as_deref());
     let mut body =
         engine.with_model(|model| walk(model, &key, kind, &types, &topic, client_id.as_deref(), username.as_deref()));
-    let verdict = match decision {
-        Decision::Allow => "allow",
-        Decision::Deny => "deny",
-        Decision::Defer => "deny (no dynsec rule: the chain denies unless acl_file allows)",
-    };
+    let verdict = if decision == Decision::Allow { "allow" } else { "deny" };
     body.push("decision", Json::str(verdict));
+    // Deferred: no dynsec rule decided; the chain then denies unless an acl_file allows.
+    body.push("deferred", Json::Bool(decision == Decision::Defer));
     body.push("username", username.as_deref().map_or(Json::Null, Json::str));
     body.push("topic", Json::str(&topic));
     json_bytes(StatusCode::OK, body.to_compact())

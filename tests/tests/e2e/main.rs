@@ -16,6 +16,7 @@ mod broker_mqtt;
 mod client_limits;
 mod config_examples;
 mod console_http_api;
+mod console_rest;
 mod ctrl_additions;
 mod ctrl_against_broker;
 mod ctrl_batch;
