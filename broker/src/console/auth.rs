@@ -92,7 +92,7 @@ pub(super) fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)
     Some((username, decoded[colon + 1..].to_vec()))
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -214,7 +214,9 @@ pub(super) async fn authenticate(
         let level = rights(console, &session.username).ok_or_else(forbidden)?;
         return Ok(Principal { username: session.username, level, via: Via::Session });
     }
-    Err(unauthorised(true))
+    // The UI's own requests say so: a Basic challenge would make the browser prompt.
+    let from_ui = headers.get("x-requested-with").is_some_and(|v| v.as_bytes() == b"dynsec-console");
+    Err(unauthorised(!from_ui))
 }
 
 /// 401; `challenge`: with a `WWW-Authenticate` header (not for a failed session or token, where a

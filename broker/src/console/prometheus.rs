@@ -3,7 +3,8 @@
 //! costs nothing between scrapes and the hot path keeps its plain atomics. Names follow
 //! mosquitto-exporter's `broker_*` and EMQX's authentication/authorization vocabulary; the
 //! list is in docs/console.md. Access: as mosquitto 2.1's API (the listener's authentication,
-//! then a `publishClientReceive` check on `/metrics`), so Prometheus' `basic_auth` works.
+//! then a `publishClientReceive` check on `/metrics`), so Prometheus' `basic_auth` works; or a
+//! console session or token (the UI's live chart).
 
 use std::sync::Arc;
 
@@ -35,10 +36,21 @@ async fn scrape(
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let allowed = match super::auth::listener_login(&console, peer.0, &headers, "http-api").await {
-        Some(authz) => authz.allows(Access::Receive, "/metrics"),
-        None => false,
+    // The UI's session or a token (the live chart), else mosquitto 2.1's rule.
+    let console_caller = super::auth::cookie(&headers, super::auth::SESSION_COOKIE).is_some()
+        || super::auth::bearer_token(&headers).is_some();
+    let allowed = if console_caller {
+        super::auth::authenticate(&console, peer.0.ip(), &axum::http::Method::GET, &headers).await.is_ok()
+    } else {
+        match super::auth::listener_login(&console, peer.0, &headers, "http-api").await {
+            Some(authz) => authz.allows(Access::Receive, "/metrics"),
+            None => false,
+        }
     };
+    if !allowed && console_caller {
+        // The UI's chart: no Basic challenge, which would make the browser prompt.
+        return super::plain(StatusCode::UNAUTHORIZED, "Not authorised\n");
+    }
     if !allowed {
         return (
             StatusCode::UNAUTHORIZED,

@@ -15,6 +15,7 @@ mod broker_malformed;
 mod broker_mqtt;
 mod client_limits;
 mod config_examples;
+mod console_browser;
 mod console_http_api;
 mod console_rest;
 mod ctrl_additions;

@@ -32,7 +32,8 @@ function say(text, kind) {
 }
 
 async function api(method, path, body) {
-  const headers = {};
+  // Tells the server not to answer 401 with a Basic challenge (a browser would prompt for it).
+  const headers = { "X-Requested-With": "dynsec-console" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
   const response = await fetch(API + path, {
@@ -266,7 +267,7 @@ async function metricsPage() {
   page("Live metrics", el("p", { class: "muted" }, "Messages per second (received: blue, sent: green), every 2 seconds. Raw: /metrics."),
     canvas, numbers);
   async function tick() {
-    const response = await fetch("/metrics", { credentials: "same-origin" });
+    const response = await fetch("/metrics", { credentials: "same-origin", headers: { "X-Requested-With": "dynsec-console" } });
     if (!response.ok) { numbers.textContent = "/metrics refused this browser (it needs Basic credentials on this listener)."; return; }
     const m = parseMetrics(await response.text());
     const now = Date.now();
@@ -369,7 +370,7 @@ window.addEventListener("hashchange", () => { say(""); route(); });
 
 (async function start() {
   try {
-    const me = await fetch(API + "/me", { credentials: "same-origin" });
+    const me = await fetch(API + "/me", { credentials: "same-origin", headers: { "X-Requested-With": "dynsec-console" } });
     if (me.ok) { const body = await me.json(); if (body.csrf) { loggedIn(body); await route(); return; } }
   } catch (e) { /* fall through to the login form */ }
   showLogin("");
