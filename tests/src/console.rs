@@ -161,3 +161,27 @@ pub mod serde_json_like {
         value.get(key).and_then(Value::as_bytes).map(|b| String::from_utf8_lossy(b).into_owned())
     }
 }
+
+/// One request over an already open stream (a TLS one, from [`crate::websocket::open_socket`]).
+pub async fn request_over(
+    mut io: Box<dyn crate::websocket::Io>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    io.write_all(head.as_bytes()).await.expect("write request");
+    io.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), io.read_to_end(&mut raw)).await;
+    parse_response(&raw)
+}

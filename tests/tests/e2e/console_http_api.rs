@@ -135,3 +135,35 @@ async fn metrics_count_what_real_clients_did() {
     assert!(after.contains(r#"broker_kicks_total{reason="admin"}"#), "{after}");
     assert!(after.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_listener_with_certfile_and_keyfile() {
+    use dynsec_tests::console::request_over;
+    use dynsec_tests::websocket::{Transport, open_socket};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = dynsec_tests::certs::generate(pki_dir.path());
+    let tls = format!("certfile {}\nkeyfile {}\n", pki.server_cert().display(), pki.server_key().display());
+    let console = ConsoleBroker::start(ours(), &tls);
+    let ca = pki.ca();
+    let open = || open_socket(console.http, Transport::Tls { ca: &ca });
+    let health = request_over(open().await.expect("TLS"), "GET", "/healthz", &[], b"").await;
+    assert_eq!(health.status, 200, "{health:?}");
+    let auth = basic(ADMIN, ADMIN_PASSWORD);
+    let listeners =
+        request_over(open().await.unwrap(), "GET", "/api/v1/listeners", &[("Authorization", &auth)], b"").await;
+    assert!(listeners.body.contains("\"protocol\":\t\"httpapi\",\n\t\t\t\"tls\":\ttrue"), "{}", listeners.body);
+    // Over HTTPS the session cookie is Secure.
+    let body = format!(r#"{{"username":"{ADMIN}","password":"{ADMIN_PASSWORD}"}}"#);
+    let login = request_over(open().await.unwrap(), "POST", "/api/dynsec/v1/login", &[], body.as_bytes()).await;
+    assert!(login.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{login:?}");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = std::net::TcpStream::connect(console.http).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        Ok(answer)
+    });
+    assert!(!plain.unwrap_or_default().starts_with(b"HTTP/1.1 200"));
+}

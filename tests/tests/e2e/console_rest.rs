@@ -108,6 +108,11 @@ async fn every_command_family_through_rest_with_mqtt_answers() {
         .await;
     let reply = admin.expect_publish().await;
     assert_eq!(reply.payload, batch.body.as_bytes());
+    // The MQTT request is in the same audit trail.
+    let audit = ok(&c.admin("GET", &format!("{P}/audit?limit=1"), ""));
+    let newest = String::from_utf8(audit.to_compact()).unwrap();
+    assert!(newest.contains(r#""via":"mqtt","clientid":"mqtt-admin","username":"admin""#), "{newest}");
+    assert!(newest.contains(r#""error":"Role not found""#), "{newest}");
     // Bad input: 4xx with a clear message, never a crash.
     assert!(error(&c.admin("POST", &format!("{P}/roles"), "{not json"), 400).contains("not valid JSON"));
     assert!(error(&c.admin("POST", &format!("{P}/roles"), "[1,2]"), 400).contains("JSON object"));
