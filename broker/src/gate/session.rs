@@ -466,6 +466,19 @@ impl<E: RoutingEngine> Sessions<E> {
         sent
     }
 
+    /// Asks the live connection of `client_id` for its details (answered between two of its
+    /// events); `None` when it is not connected.
+    pub fn describe(
+        &self,
+        client_id: &str,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::gate::mailbox::ConnectionDetails>> {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        live.mailbox.send(Mail::Describe(tx)).ok()?;
+        Some(rx)
+    }
+
     /// Whether `client_id` has a live connection.
     pub fn is_live(&self, client_id: &str) -> bool {
         self.lock().entries.get(client_id).is_some_and(|entry| entry.live.is_some())

@@ -304,16 +304,22 @@ async fn failed_console_logins_are_throttled_with_mqtt_ones() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connected_clients_kick_and_explain() {
     let c = ConsoleBroker::start(ours(), "");
-    client_with_acls(&c, "device", &[("publishClientSend", "devices/%c/#")]);
+    client_with_acls(&c, "device", &[("publishClientSend", "devices/%c/#"), ("subscribePattern", "devices/%c/#")]);
     let (accepted, client) = login(c.mqtt, &credentials(5, "dev-7", Some("device"), Some(b"device-pw"))).await;
     assert_eq!(accepted, Login::Connack(0));
     let mut client = client.expect("connected");
+    client.subscribe(1, &[("devices/dev-7/cmd", 1)]).await;
     let listed = ok(&c.admin("GET", &format!("{P}/connected?username=dev"), ""));
     let clients = listed.get("clients").and_then(Value::as_array).unwrap().to_vec();
     assert_eq!(clients.len(), 1, "{listed:?}");
     assert_eq!(text(&clients[0], "clientid").as_deref(), Some("dev-7"));
     assert_eq!(text(&clients[0], "address").as_deref(), Some("127.0.0.1"));
     assert_eq!(clients[0].get("connected").and_then(Value::as_bool), Some(true));
+    assert_eq!(text(&clients[0], "protocol").as_deref(), Some("5"));
+    assert_eq!(clients[0].get("inflight").and_then(Value::as_int), Some(0));
+    assert_eq!(clients[0].get("queued").and_then(Value::as_int), Some(0));
+    let subscriptions = String::from_utf8(clients[0].get("subscriptions").unwrap().to_compact()).unwrap();
+    assert_eq!(subscriptions, r#"["devices/dev-7/cmd"]"#);
     let none = ok(&c.admin("GET", &format!("{P}/connected?clientid=zzz"), ""));
     assert_eq!(none.get("clients").and_then(Value::as_array).map(<[Value]>::len), Some(0));
 

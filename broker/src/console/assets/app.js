@@ -238,10 +238,12 @@ async function connectedPage() {
     const q = filter.value.trim();
     const all = await api("GET", "/connected");
     const clients = (all.clients || []).filter((c) => !q || [c.username || "", c.clientid, c.address].some((v) => v.includes(q)));
-    list.replaceChildren(table(["Client id", "Username", "Address", "State", "Since", ""], clients.map((c) => el("tr", {},
+    list.replaceChildren(table(["Client id", "Username", "Address", "State", "Since", "Protocol", "Subscriptions", "In flight / queued", ""], clients.map((c) => el("tr", {},
       el("td", {}, c.clientid), el("td", {}, c.username || "(anonymous)"), el("td", {}, c.address),
       el("td", {}, c.connected ? "connected" : "offline (session kept)"),
       el("td", {}, c.since ? new Date(c.since).toLocaleString() : ""),
+      el("td", {}, c.protocol ? `MQTT ${c.protocol}` : ""), el("td", {}, (c.subscriptions || []).join(", ")),
+      el("td", {}, c.connected && c.inflight !== undefined ? `${c.inflight} / ${c.queued}` : ""),
       el("td", {}, c.connected ? el("button", { type: "button", class: "danger", onclick: () => act(`Kick ${c.clientid}`,
         () => api("POST", `/connected/${encodeURIComponent(c.clientid)}/kick`)) }, "Kick") : "")))));
   }
