@@ -82,7 +82,12 @@ impl Incoming {
         let active = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match socket.accept().await {
+                // Ends with the server (its receiving end dropped, e.g. at shutdown), closing the socket.
+                let accepted = tokio::select! {
+                    accepted = socket.accept() => accepted,
+                    _ = tx.closed() => return,
+                };
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         tracing::warn!(%error, "console: accept failed");

@@ -1,11 +1,12 @@
 //! The audit trail of `$CONTROL/dynamic-security/v1` commands, whichever way they came (MQTT, the
 //! console's REST API, its web UI): one JSON line per request with who, when, from where, and per
 //! command its name, the names it acted on and its result. Passwords and other values are never
-//! written. The file lives beside the dynsec configuration (`<config_file>.audit.jsonl`) and is
+//! written. The file lives beside the dynsec configuration (`<config_file>.audit.jsonl`, mode 0600) and is
 //! bounded: past [`MAX_BYTES`] it is renamed to `.1` (replacing the older one) and a new one starts.
 //! The same lines feed the `control_commands` counters of `/metrics`.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -96,7 +97,12 @@ impl AuditLog {
         if size + line.len() as u64 > MAX_BYTES && size > 0 {
             std::fs::rename(&self.path, self.rotated())?;
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        // Owner-only, as every file beside the dynsec store (it names clients and roles).
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(dynsec::atomic_file::NEW_FILE_MODE)
+            .open(&self.path)?;
         file.write_all(line)
     }
 
