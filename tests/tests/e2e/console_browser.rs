@@ -190,6 +190,12 @@ async fn an_admin_takes_a_device_from_login_to_publishing_then_kicks_it() {
     page.wait_for("the explanation", "document.querySelector('main pre').textContent.includes('Decision: allow')")
         .await;
     page.screenshot("explain").await;
+    // The remaining pages render from the API (groups, anonymous group and defaults, tokens).
+    page.go("#/groups", r#"!!document.querySelector('form[aria-label="Create a group"]')"#).await;
+    page.go("#/anonymous", "document.querySelector('main').textContent.includes('publishClientSend')").await;
+    page.go("#/tokens", r#"!!document.querySelector('form[aria-label="Create a token"]')"#).await;
+    page.submit("Create a token", &[("name", "from-the-ui"), ("scope", "read"), ("days", "30")]).await;
+    page.wait_for("the new token", "document.querySelector('main pre').textContent.includes('dct_')").await;
     c.broker.assert_no_panic();
     browser.close(page.devtools).await;
 }
