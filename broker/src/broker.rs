@@ -4,13 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::Error;
-use crate::config::Config;
+use crate::config::{Config, ListenerProtocol};
 use crate::gate::listener;
 use crate::gate::session::Sessions;
 use crate::gate::tls::CertificateReloader;
@@ -47,12 +48,24 @@ impl Broker {
             let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
             tasks.push(tokio::spawn(refresh));
         }
+        let listeners_bound = Arc::new(AtomicBool::new(false));
         for listener in &listeners {
             let bound = listener::bind(listener).await?;
             local_addrs.push(bound.local_addr);
-            tasks.push(tokio::spawn(listener::accept_loop(shared.clone(), bound, listener.clone())));
+            // `protocol http_api`: the console (its own HTTP server) instead of MQTT.
+            let task = match listener.settings.protocol {
+                ListenerProtocol::HttpApi => tokio::spawn(crate::console::serve(
+                    shared.clone(),
+                    listener.clone(),
+                    bound.listener,
+                    listeners_bound.clone(),
+                )),
+                _ => tokio::spawn(listener::accept_loop(shared.clone(), bound, listener.clone())),
+            };
+            tasks.push(task);
         }
         shared.broker_api.set_bound_ports(local_addrs.iter().map(SocketAddr::port).collect());
+        listeners_bound.store(true, Ordering::Release);
         if let Some(mut kicks) = shared.security.take_kick_events() {
             let pump = shared.clone();
             tasks.push(tokio::spawn(async move {

@@ -21,6 +21,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+mod console;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gate;

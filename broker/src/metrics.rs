@@ -1,6 +1,7 @@
 //! The broker's counters, counted where the events happen and read by `$SYS` (see
-//! [`crate::sys_topics`]) and, later, by a `/metrics` endpoint
-//! (docs/architecture.md).
+//! [`crate::sys_topics`]) and by the console's `/metrics` (`crate::console::prometheus`).
+//! [`SECURITY`] holds the security counters only `/metrics` shows (logins, ACL decisions, kicks,
+//! control commands, password-verification time).
 //!
 //! Every counter is a relaxed atomic in one process-wide [`METRICS`], as mosquitto keeps its
 //! `$SYS` counters in globals: the hot path pays one uncontended `fetch_add` and takes no lock.
@@ -11,10 +12,13 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::task::{Context, Poll};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The process-wide counters.
@@ -164,6 +168,86 @@ impl Drop for SubscriptionCount {
         if self.shared {
             METRICS.shared_subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The security counters (docs/console.md, "Metrics").
+pub static SECURITY: LazyLock<SecurityCounters> = LazyLock::new(SecurityCounters::default);
+
+/// Labels of a control command counter: the command's name and `success` or `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+    pub result: String,
+}
+
+/// Logins, ACL decisions, kicks, control commands and password-verification time.
+#[derive(Debug)]
+pub struct SecurityCounters {
+    pub auth_success: AtomicU64,
+    pub auth_failure: AtomicU64,
+    /// By [`crate::security::Access`] (publish, receive, subscribe, unsubscribe), then deny/allow:
+    /// plain atomics, as this is counted on every check of the hot path.
+    acl: [[AtomicU64; 2]; 4],
+    /// By [`KICK_REASONS`].
+    kicks: [AtomicU64; 3],
+    /// `$CONTROL/dynamic-security/v1` commands (MQTT and console alike) by name and result.
+    pub control_commands: Family<CommandLabels, Counter>,
+    /// Seconds one password verification took on a verifier thread.
+    pub password_verification: Histogram,
+}
+
+/// Why clients were kicked: a dynsec change, a revoked `password_file` entry, a console kick.
+pub const KICK_REASONS: [&str; 3] = ["admin", "credentials_revoked", "console"];
+/// The dynsec ACL types of [`crate::security::Access`], in its order.
+pub const ACL_TYPES: [&str; 4] = ["publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"];
+
+impl Default for SecurityCounters {
+    fn default() -> Self {
+        SecurityCounters {
+            auth_success: AtomicU64::new(0),
+            auth_failure: AtomicU64::new(0),
+            acl: Default::default(),
+            kicks: Default::default(),
+            control_commands: Family::default(),
+            // 1 ms .. ~4 s: a cached verification is microseconds, a PBKDF2/argon2 hash tens of ms.
+            password_verification: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+        }
+    }
+}
+
+impl SecurityCounters {
+    pub fn acl_decision(&self, access: crate::security::Access, allowed: bool) {
+        use crate::security::Access;
+        let index = match access {
+            Access::Publish => 0,
+            Access::Receive => 1,
+            Access::Subscribe => 2,
+            Access::Unsubscribe => 3,
+        };
+        self.acl[index][usize::from(allowed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (deny, allow) per entry of [`ACL_TYPES`].
+    pub fn acl_decisions(&self) -> [(u64, u64); 4] {
+        let read = |pair: &[AtomicU64; 2]| (pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed));
+        [read(&self.acl[0]), read(&self.acl[1]), read(&self.acl[2]), read(&self.acl[3])]
+    }
+
+    /// `count` clients kicked for the reason of [`KICK_REASONS`] at `reason`.
+    pub fn kicked(&self, reason: usize, count: usize) {
+        if let Some(counter) = self.kicks.get(reason) {
+            counter.fetch_add(count as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn kicks(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.kicks[i].load(Ordering::Relaxed))
+    }
+
+    pub fn login(&self, accepted: bool) {
+        let counter = if accepted { &self.auth_success } else { &self.auth_failure };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

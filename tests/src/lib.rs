@@ -1,6 +1,8 @@
 //! End-to-end tests that start real binaries on 127.0.0.1 ephemeral ports.
 pub mod broker;
 pub mod certs;
+pub mod chromium;
+pub mod console;
 pub mod control_client;
 pub mod crash;
 pub mod ctrl_harness;

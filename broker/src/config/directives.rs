@@ -209,9 +209,8 @@ impl Builder {
                 let protocol = match d.one_word()? {
                     "mqtt" => ListenerProtocol::Mqtt,
                     "websockets" => ListenerProtocol::Websockets,
-                    "http_api" => {
-                        return Err(d.at.error("protocol http_api (mosquitto 2.1's HTTP API) is not supported"));
-                    }
+                    // mosquitto 2.1's HTTP API, and this broker's console beside it (crate::console).
+                    "http_api" => ListenerProtocol::HttpApi,
                     other => return Err(d.at.error(format!("invalid protocol ({other})"))),
                 };
                 self.current_listener().protocol = protocol;

@@ -88,6 +88,9 @@ pub enum ListenerProtocol {
     Mqtt,
     /// MQTT in binary websocket frames, after an HTTP upgrade (served by `crate::gate::websocket`).
     Websockets,
+    /// HTTP(S): mosquitto 2.1's `/api/v1/*`, the admin console, `/metrics` and health (served by
+    /// `crate::console`).
+    HttpApi,
 }
 
 /// Default of `websockets_headers_size` (mosquitto 2.1's): the largest HTTP request head a
@@ -110,7 +113,7 @@ pub struct ListenerConfig {
     pub clientid_prefix: Option<String>,
     /// `max_topic_alias` (default 10, mosquitto's): aliases a v5 client may use towards us.
     pub max_topic_alias: u16,
-    /// `protocol mqtt|websockets`.
+    /// `protocol mqtt|websockets|http_api`.
     pub protocol: ListenerProtocol,
     /// `http_dir`: files served to plain HTTP GETs on a websockets listener.
     pub http_dir: Option<PathBuf>,

@@ -368,7 +368,7 @@ mod tests {
             ("listener notaport\n", "invalid listener port"),
             ("listener 1883 not-an-ip\n", "invalid listener address"),
             ("gate_segment_size 10\n", "gate_segment_size"),
-            ("protocol http_api\n", "http_api"),
+            ("protocol http_dav\n", "invalid protocol (http_dav)"),
             ("listener 1\nprotocol ws\n", "invalid protocol (ws)"),
             ("websockets_headers_size 70000\n", "websockets_headers_size"),
             ("plugin /a.so\nplugin /a.so\n", "loaded twice"),

@@ -23,8 +23,8 @@ struct ListenerInfo {
     port: u16,
     bind_address: Option<String>,
     tls: bool,
-    /// 2.1.2's name of the listener's protocol.
-    protocol: &'static str,
+    /// 2.1.2's name of the listener's protocol (2.1.2 names none for `http_api`).
+    protocol: Option<&'static str>,
 }
 
 /// What the API reports, fixed at start (the bound ports once the listeners are up).
@@ -50,8 +50,9 @@ impl BrokerApi {
                 bind_address: l.bind_address.clone(),
                 tls: l.tls.is_configured(),
                 protocol: match l.protocol {
-                    crate::config::ListenerProtocol::Mqtt => "mqtt",
-                    crate::config::ListenerProtocol::Websockets => "mqtt+websockets",
+                    crate::config::ListenerProtocol::Mqtt => Some("mqtt"),
+                    crate::config::ListenerProtocol::Websockets => Some("mqtt+websockets"),
+                    crate::config::ListenerProtocol::HttpApi => None,
                 },
             })
             .collect();
@@ -61,6 +62,11 @@ impl BrokerApi {
     /// Records the ports the listeners were bound to, in configuration order.
     pub fn set_bound_ports(&self, ports: Vec<u16>) {
         let _ = self.bound_ports.set(ports);
+    }
+
+    /// The ports the listeners were bound to, once they are (the console's `/api/v1/listeners`).
+    pub fn bound_ports(&self) -> Option<&[u16]> {
+        self.bound_ports.get().map(Vec::as_slice)
     }
 
     /// The reply to a request on `topic`, or `None` when `topic` is not this API's (or the API is
@@ -135,8 +141,10 @@ impl BrokerApi {
             .enumerate()
             .map(|(index, listener)| {
                 let port = bound.and_then(|ports| ports.get(index)).copied().unwrap_or(listener.port);
-                let mut item =
-                    Json::object().with("port", Json::int(port.into())).with("protocol", Json::str(listener.protocol));
+                let mut item = Json::object().with("port", Json::int(port.into()));
+                if let Some(protocol) = listener.protocol {
+                    item.push("protocol", Json::str(protocol));
+                }
                 if let Some(address) = &listener.bind_address {
                     item.push("bind-address", Json::str(address));
                 }
@@ -198,6 +206,15 @@ mod tests {
         assert_eq!(
             reply(&on, r#"{"commands":[{"command":"LISTPLUGINS","correlationData":"c"}]}"#),
             r#"{"responses":[{"command":"listPlugins","data":{"plugins":[]},"correlationData":"c"}]}"#
+        );
+    }
+
+    #[test]
+    fn an_http_api_listener_is_listed_without_a_protocol_as_in_212() {
+        let on = api("listener 1883\nlistener 8080 127.0.0.1\nprotocol http_api\nenable_control_api true\n");
+        assert_eq!(
+            reply(&on, r#"{"commands":[{"command":"listListeners"}]}"#),
+            r#"{"responses":[{"command":"listListeners","data":{"listeners":[{"port":1883,"protocol":"mqtt","tls":false},{"port":8080,"bind-address":"127.0.0.1","tls":false}]}}]}"#
         );
     }
 }

@@ -121,6 +121,16 @@ impl OutboundWindow {
         self.in_use.insert(pkid);
     }
 
+    /// Packet ids the client holds (deliveries in flight).
+    pub fn in_flight(&self) -> usize {
+        self.in_use.len()
+    }
+
+    /// Deliveries waiting for room.
+    pub fn queued(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// The client finished with `pkid`.
     pub fn release(&mut self, pkid: u16) {
         self.in_use.remove(&pkid);

@@ -136,5 +136,7 @@ async fn serve_tls<E: RoutingEngine>(
         ListenerProtocol::Websockets => {
             websocket::serve(shared, stream, peer, listener, identity, unauthenticated).await
         }
+        // Served by `crate::console`, which has its own accept loop: never accepted here.
+        ListenerProtocol::HttpApi => {}
     }
 }

@@ -1,4 +1,5 @@
-//! What can be sent to a connection task: control replies, `$SYS` messages and kicks. Its own file
+//! What can be sent to a connection task: control replies, `$SYS` messages, kicks, and the
+//! console's request for the connection's details. Its own file
 //! so that the registries that send (sessions, `$CONTROL` and `$SYS` subscribers) depend on it and
 //! not on each other.
 
@@ -38,4 +39,19 @@ pub enum Mail {
     /// A `$SYS/...` message to write (QoS 0).
     Sys(Arc<SysMessage>),
     Kick(KickReason),
+    /// The console asks what the connection holds (its connected-clients view).
+    Describe(tokio::sync::oneshot::Sender<ConnectionDetails>),
+}
+
+/// A live connection's state as the console shows it.
+#[derive(Debug, Clone)]
+pub struct ConnectionDetails {
+    /// `3.1`, `3.1.1` or `5`.
+    pub protocol: &'static str,
+    /// The filters it is subscribed to.
+    pub subscriptions: Vec<String>,
+    /// QoS>0 deliveries the client has not acknowledged yet.
+    pub in_flight: usize,
+    /// Deliveries waiting for room in the client's window.
+    pub queued: usize,
 }

@@ -93,6 +93,8 @@ struct Live {
     username: Option<Arc<str>>,
     mailbox: mpsc::UnboundedSender<Mail>,
     closed: watch::Receiver<()>,
+    /// When this connection took the client id (the console's connected-clients view).
+    since: std::time::SystemTime,
 }
 
 #[derive(Default)]
@@ -195,6 +197,16 @@ impl Registry {
     }
 }
 
+/// One known client as [`Sessions::client_overview`] shows it.
+#[derive(Debug, Clone)]
+pub struct ClientOverview {
+    pub client_id: Arc<str>,
+    pub username: Option<Arc<str>>,
+    pub address: std::net::IpAddr,
+    /// When its live connection started; `None`: offline, with a saved session.
+    pub since: Option<std::time::SystemTime>,
+}
+
 /// A successful claim.
 pub struct Claim {
     /// The saved session, unless the new connection asked for a clean start.
@@ -275,7 +287,10 @@ impl<E: RoutingEngine> Sessions<E> {
                 timer.abort();
                 fresh.then_some(will)
             });
-            registry.set_live(client_id, Some(Live { conn_id, username, mailbox, closed }));
+            registry.set_live(
+                client_id,
+                Some(Live { conn_id, username, mailbox, closed, since: std::time::SystemTime::now() }),
+            );
             if let Some(entry) = registry.entries.get_mut(client_id) {
                 entry.last_peer = Some((conn_id, peer));
             }
@@ -434,7 +449,39 @@ impl<E: RoutingEngine> Sessions<E> {
                 count += 1;
             }
         }
+        let counted_as = if reason == KickReason::CredentialsRevoked { 1 } else { 0 };
+        crate::metrics::SECURITY.kicked(counted_as, count);
         count
+    }
+
+    /// Kicks the live connection of one client id, as an admin change does (the console's kick);
+    /// false when no such client is connected.
+    pub fn kick_client(&self, client_id: &str) -> bool {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref());
+        let sent = live.is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Admin)).is_ok());
+        if sent {
+            crate::metrics::SECURITY.kicked(2, 1);
+        }
+        sent
+    }
+
+    /// Asks the live connection of `client_id` for its details (answered between two of its
+    /// events); `None` when it is not connected.
+    pub fn describe(
+        &self,
+        client_id: &str,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::gate::mailbox::ConnectionDetails>> {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        live.mailbox.send(Mail::Describe(tx)).ok()?;
+        Some(rx)
+    }
+
+    /// Whether `client_id` has a live connection.
+    pub fn is_live(&self, client_id: &str) -> bool {
+        self.lock().entries.get(client_id).is_some_and(|entry| entry.live.is_some())
     }
 
     /// Asks every live connection to leave and waits (bounded) until they have.
@@ -474,6 +521,24 @@ impl<E: RoutingEngine> Sessions<E> {
             .entries
             .iter()
             .filter_map(|(id, e)| Some((e.last_peer?.0, (id.clone(), e.known_as()?, e.last_peer?.1))))
+            .collect();
+        known.sort_by_key(|(conn_id, _)| *conn_id);
+        known.into_iter().map(|(_, client)| client).collect()
+    }
+
+    /// The clients the broker knows, as the console lists them: (client id, username, latest
+    /// address, connected since — `None` when offline with a saved session), oldest first.
+    pub fn client_overview(&self) -> Vec<ClientOverview> {
+        let registry = self.lock();
+        let mut known: Vec<(u64, ClientOverview)> = registry
+            .entries
+            .iter()
+            .filter_map(|(id, e)| {
+                let (conn_id, address) = e.last_peer?;
+                let username = e.known_as()?;
+                let since = e.live.as_ref().map(|live| live.since);
+                Some((conn_id, ClientOverview { client_id: id.clone(), username, address, since }))
+            })
             .collect();
         known.sort_by_key(|(conn_id, _)| *conn_id);
         known.into_iter().map(|(_, client)| client).collect()

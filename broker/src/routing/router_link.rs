@@ -364,6 +364,11 @@ impl Rumqttd {
         self.shared_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(router_id);
     }
 
+    /// Whether the router thread still runs (the console's `/readyz`).
+    pub fn is_running(&self) -> bool {
+        !*self.stopped.borrow()
+    }
+
     /// Resolves when routing has stopped for good (the router thread died): the broker cannot
     /// serve clients any more and should exit, so that a service manager restarts it.
     pub fn stopped(&self) -> impl Future<Output = ()> + Send + use<> {

@@ -65,6 +65,7 @@ impl AuthChain {
             Admission::Verify { delay, ticket } => (delay, ticket),
             Admission::Refuse => {
                 tracing::info!(peer = %request.peer, "login refused: too many failed logins from this address");
+                crate::metrics::SECURITY.login(false);
                 return Box::pin(async { ConnectDecision::NotAuthorized });
             }
         };
@@ -85,6 +86,7 @@ impl AuthChain {
                         return verdict;
                     }
                     let user = user.as_deref();
+                    let started = std::time::Instant::now();
                     let mut result = AuthResult::Defer;
                     if let (Some(engine), Some(u)) = (&engine_for_check, user) {
                         result = engine.authenticate(u, password.as_deref(), &cid);
@@ -94,12 +96,14 @@ impl AuthChain {
                     {
                         result = file.authenticate(user, password.as_deref());
                     }
+                    crate::metrics::SECURITY.password_verification.observe(started.elapsed().as_secs_f64());
                     result
                 })
                 .await
                 .unwrap_or(AuthResult::Deny);
             let accepted = chain_decision(verdict, false, allow_anonymous);
             ticket.finish(accepted);
+            crate::metrics::SECURITY.login(accepted);
             if accepted {
                 let authz = build_authz(engine.as_ref(), acl_file, username.clone(), client_id);
                 ConnectDecision::Accept { username, authz }

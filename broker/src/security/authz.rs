@@ -49,6 +49,14 @@ struct ChainAuthz {
 
 impl ClientAuthz for ChainAuthz {
     fn allows(&self, access: Access, topic: &str) -> bool {
+        let allowed = self.decide(access, topic);
+        crate::metrics::SECURITY.acl_decision(access, allowed);
+        allowed
+    }
+}
+
+impl ChainAuthz {
+    fn decide(&self, access: Access, topic: &str) -> bool {
         if let Some(handle) = &self.dynsec {
             let kind = match access {
                 Access::Publish => AccessKind::Publish,

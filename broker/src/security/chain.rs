@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::admin::open_dynsec;
+use super::audit::AuditLog;
 use super::authz::build_authz;
 use super::control::control_request;
 pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
@@ -71,6 +72,8 @@ pub(super) struct Scope {
 pub struct AuthChain {
     pub(super) scopes: Vec<Scope>,
     pub(super) dynsec: Option<Arc<Dynsec>>,
+    /// The audit trail of control commands, beside the dynsec configuration.
+    audit: Option<Arc<AuditLog>>,
     /// The `password_file`s and `acl_file`s the scopes share, re-read on SIGHUP.
     static_files: StaticFiles,
     /// The password-verification threads and their queue (each verification costs a full hash).
@@ -166,6 +169,7 @@ impl AuthChain {
         let login = &config.gate.login;
         Ok(Arc::new(AuthChain {
             scopes,
+            audit: dynsec.as_ref().map(|engine| Arc::new(AuditLog::beside(&engine.path()))),
             dynsec,
             static_files,
             queue_timeout: login.queue_timeout,
@@ -201,7 +205,7 @@ impl Security for AuthChain {
             return None;
         }
         let engine = Arc::clone(self.dynsec.as_ref()?);
-        Some(control_request(engine, sender, payload))
+        Some(control_request(engine, self.audit.clone(), sender, payload))
     }
 
     /// The dynamic-security endpoint (its request and reply topics) belongs to the listeners whose
@@ -216,6 +220,14 @@ impl Security for AuthChain {
         if let Some(engine) = &self.dynsec {
             engine.attach_connections(directory);
         }
+    }
+
+    fn dynsec_engine(&self) -> Option<Arc<Dynsec>> {
+        self.dynsec.clone()
+    }
+
+    fn audit_log(&self) -> Option<Arc<AuditLog>> {
+        self.audit.clone()
     }
 
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {

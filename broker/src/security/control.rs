@@ -1,12 +1,14 @@
 //! `$CONTROL/dynamic-security/v1`: a request is executed by the engine on the blocking pool, its
 //! reply is published on the response topic, and the kicks it caused are handed to the gate.
-//! Which listeners serve the endpoint is the chain's decision ([`super::chain`]).
+//! Which listeners serve the endpoint is the chain's decision ([`super::chain`]). Every request is
+//! written to the audit trail ([`super::audit`]) once answered.
 
 use std::sync::Arc;
 
 use dynsec::Dynsec;
 use dynsec::commands::Admin;
 
+use super::audit::AuditLog;
 use crate::logging::client_text;
 use crate::security::{BoxFuture, ControlOutcome, ControlReply, ControlSender, KickTarget};
 
@@ -18,6 +20,7 @@ const MAX_PAYLOAD: usize = 268_435_455;
 /// Runs one request on the blocking pool; resolves once its effect is durable.
 pub(super) fn control_request(
     engine: Arc<Dynsec>,
+    audit: Option<Arc<AuditLog>>,
     sender: ControlSender,
     payload: Vec<u8>,
 ) -> BoxFuture<ControlOutcome> {
@@ -27,7 +30,15 @@ pub(super) fn control_request(
             client_id: client_text(&sender.client_id).to_string(),
             username: sender.username.map(|u| client_text(&u).to_string()),
         };
-        let result = tokio::task::spawn_blocking(move || engine.handle_control(&payload, admin)).await;
+        let origin = sender.origin;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = engine.handle_control(&payload, admin.clone());
+            if let Some(audit) = audit {
+                audit.record(origin, &admin.client_id, admin.username.as_deref(), &payload, &result.response);
+            }
+            result
+        })
+        .await;
         match result {
             Ok(result) => {
                 let replies = if result.response.len() <= MAX_PAYLOAD {

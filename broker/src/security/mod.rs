@@ -11,6 +11,7 @@
 //! - `control` executes admin commands and resolves only once their effect is durable.
 
 mod admin;
+pub mod audit;
 mod authentication;
 mod authz;
 pub mod chain;
@@ -140,6 +141,8 @@ pub struct ControlSender {
     pub username: Option<Arc<str>>,
     /// The listener the request arrived on.
     pub listener: ListenerId,
+    /// MQTT, or the console's REST API or web UI (for the audit trail).
+    pub origin: audit::ControlOrigin,
 }
 
 pub trait Security: Send + Sync + 'static {
@@ -167,6 +170,17 @@ pub trait Security: Send + Sync + 'static {
     /// The broker's live connections, handed over once at start (dynsec's getClient shows them).
     fn attach_connections(&self, directory: Arc<dyn dynsec::connections::ConnectionDirectory>) {
         let _ = directory;
+    }
+
+    /// The dynamic-security engine, when configured (the console's explain tool and store
+    /// metrics read it; commands still go through [`Security::control`]).
+    fn dynsec_engine(&self) -> Option<Arc<dynsec::Dynsec>> {
+        None
+    }
+
+    /// The audit trail of control commands, when there is a dynsec store to keep it beside.
+    fn audit_log(&self) -> Option<Arc<audit::AuditLog>> {
+        None
     }
 
     /// Re-read reloadable security files (SIGHUP). Kicks go through [`Security::take_kick_events`].

@@ -12,24 +12,17 @@
 //! both, and the npm packages of tests/browser).
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use dynsec_tests::certs;
+use dynsec_tests::chromium::{Browser, CHROMIUM, DevTools, POLLS};
 use dynsec_tests::dynsec_target::{Admin, DynsecBroker, Flavour, Setup};
 use dynsec_tests::mosquitto::unused_port;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "browser-secret";
-/// How many times the page's result is polled, 200 ms apart.
-const POLLS: usize = 300;
 
 fn ours() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dynsec-broker-under-test"))
@@ -63,123 +56,6 @@ fn spki_hash(certificate: &Path) -> String {
     let output = Command::new("sh").args(["-c", &script]).output().expect("run openssl");
     assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// The Chromium process started by the test; killed by its PID when dropped.
-struct Browser {
-    child: Child,
-    profile: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Browser {
-    fn launch(url: &str, spki: &str) -> Browser {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let log = profile.path().join("chromium.log");
-        let stderr = fs::File::create(&log).expect("chromium log");
-        let child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("start chromium");
-        Browser { child, profile, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The DevTools endpoint of the browser, from the DevToolsActivePort file Chromium writes.
-    async fn devtools_url(&mut self) -> String {
-        let file = self.profile.path().join("DevToolsActivePort");
-        for _ in 0..POLLS {
-            if let Ok(text) = fs::read_to_string(&file) {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    return format!("ws://127.0.0.1:{port}{path}");
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("chromium exited with {status}: {}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("chromium wrote no DevToolsActivePort: {}", self.log());
-    }
-}
-
-impl Browser {
-    /// Asks Chromium to quit (its helper processes go with it) and waits a bounded time; the
-    /// drop kills it if it is still running.
-    async fn close(mut self, mut devtools: DevTools) {
-        let command = json!({"id": u32::MAX, "method": "Browser.close"});
-        let _ = devtools.socket.send(Message::text(command.to_string())).await;
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A DevTools protocol connection (JSON commands over a websocket).
-struct DevTools {
-    socket: WebSocketStream<TcpStream>,
-    next_id: u64,
-}
-
-impl DevTools {
-    async fn connect(url: &str) -> DevTools {
-        let address: SocketAddr =
-            url.trim_start_matches("ws://").split('/').next().and_then(|a| a.parse().ok()).expect("DevTools address");
-        let tcp = TcpStream::connect(address).await.expect("connect to DevTools");
-        let (socket, _) = tokio_tungstenite::client_async(url, tcp).await.expect("DevTools websocket");
-        DevTools { socket, next_id: 0 }
-    }
-
-    /// Sends a command (to a page when `session` is given) and returns its `result`.
-    async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
-        self.next_id += 1;
-        let mut command = json!({"id": self.next_id, "method": method, "params": params});
-        if let Some(session) = session {
-            command["sessionId"] = json!(session);
-        }
-        self.socket.send(Message::text(command.to_string())).await.expect("send a DevTools command");
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
-                .await
-                .unwrap_or_else(|_| panic!("no DevTools answer to {method}"));
-            let Some(Ok(Message::Text(text))) = message else { continue };
-            let reply: Value = serde_json::from_str(&text).expect("DevTools JSON");
-            if reply["id"] == json!(self.next_id) {
-                assert!(reply.get("error").is_none(), "DevTools {method}: {reply}");
-                return reply["result"].clone();
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +97,8 @@ async fn mqtt_js_in_chromium_over_ws_and_wss_with_acls() {
         .await;
 
     let url = format!("http://127.0.0.1:{ws}/index.html?ws={ws}&wss={wss}&user=browser&password={PASSWORD}");
-    let mut browser = Browser::launch(&url, &spki_hash(&pki.server_cert()));
+    let spki = format!("--ignore-certificate-errors-spki-list={}", spki_hash(&pki.server_cert()));
+    let mut browser = Browser::launch(&url, &[spki]);
     let mut devtools = DevTools::connect(&browser.devtools_url().await).await;
     let mut page_session = None;
     for _ in 0..POLLS {

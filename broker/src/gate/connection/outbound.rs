@@ -252,10 +252,30 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Mail::Kick(reason) => return Err(Exit::Kicked(reason)),
                 Mail::Control(reply) => self.write_control_reply(&reply),
                 Mail::Sys(message) => self.write_sys(&message),
+                Mail::Describe(reply) => {
+                    let _ = reply.send(self.details());
+                }
             }
             next = self.mailbox.try_recv().ok();
         }
         Ok(())
+    }
+
+    /// What the console's connected-clients view shows of this connection.
+    fn details(&self) -> crate::gate::mailbox::ConnectionDetails {
+        let protocol = match self.protocol {
+            crate::security::Protocol::V31 => "3.1",
+            crate::security::Protocol::V311 => "3.1.1",
+            crate::security::Protocol::V5 => "5",
+        };
+        let mut subscriptions: Vec<String> = self.subscriptions.keys().cloned().collect();
+        subscriptions.sort();
+        crate::gate::mailbox::ConnectionDetails {
+            protocol,
+            subscriptions,
+            in_flight: self.window.in_flight(),
+            queued: self.window.queued(),
+        }
     }
 
     pub(super) fn write_control_reply(&mut self, reply: &ControlReply) {

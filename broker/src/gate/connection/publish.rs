@@ -149,6 +149,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             client_id: self.client_id.clone(),
             username: self.username.clone(),
             listener: self.listener.id,
+            origin: crate::security::audit::ControlOrigin::Mqtt,
         };
         let who = (&*self.client_id, self.username.as_deref());
         let outcome = match self.shared.broker_api.handle(&topic, &payload, who) {
