@@ -90,7 +90,9 @@ impl PersistenceSettings {
             "persistence_file" => {
                 let name = d.text()?;
                 if name.contains('/') {
-                    return Err(d.at.error("persistence_file is a file name: put its directory in persistence_location"));
+                    return Err(d
+                        .at
+                        .error("persistence_file is a file name: put its directory in persistence_location"));
                 }
                 self.file = name.to_owned();
             }
@@ -99,9 +101,9 @@ impl PersistenceSettings {
                     "durable" => PersistenceMode::Durable,
                     "autosave" => PersistenceMode::Autosave,
                     other => {
-                        return Err(d.at.error(format!(
-                            "invalid gate_persistence_mode ({other}): expected durable or autosave"
-                        )));
+                        return Err(d
+                            .at
+                            .error(format!("invalid gate_persistence_mode ({other}): expected durable or autosave")));
                     }
                 }
             }

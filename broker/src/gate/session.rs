@@ -207,6 +207,9 @@ pub struct Claim {
 #[error("another connection claimed the client id meanwhile")]
 pub struct Superseded;
 
+/// What is told when a saved session expires.
+type ExpiryHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The registry. See the module documentation.
 pub struct Sessions<E: RoutingEngine> {
     registry: Mutex<Registry>,
@@ -214,11 +217,41 @@ pub struct Sessions<E: RoutingEngine> {
     claims: AtomicU64,
     /// How long a takeover waits for the previous connection to leave.
     takeover_wait: Duration,
+    /// Told when a saved session expires (persistence forgets it too).
+    on_expiry: std::sync::OnceLock<ExpiryHook>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
     pub fn new(engine: Arc<E>, takeover_wait: Duration) -> Arc<Self> {
-        Arc::new(Sessions { registry: Mutex::default(), engine, claims: AtomicU64::new(1), takeover_wait })
+        Arc::new(Sessions {
+            registry: Mutex::default(),
+            engine,
+            claims: AtomicU64::new(1),
+            takeover_wait,
+            on_expiry: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets what is told when a saved session expires (once, at start).
+    pub fn on_expiry(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_expiry.set(Box::new(hook));
+    }
+
+    /// At start, before clients connect: a persistent session restored from the persistence
+    /// store, offline, expiring after `expires_in` (`None`: when its client comes back).
+    pub fn restore(self: &Arc<Self>, client_id: &str, saved: SavedSession, expires_in: Option<Duration>) {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let mut registry = self.lock();
+        let entry = registry.entries.entry(client_id.clone()).or_default();
+        entry.saved = Some(saved);
+        if let Some(wait) = expires_in {
+            let this = self.clone();
+            let claim = entry.claim;
+            entry.expiry_timer = Some(tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                this.expire(&client_id, claim).await;
+            }));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -396,6 +429,9 @@ impl<E: RoutingEngine> Sessions<E> {
             entry.expiry_timer = None;
             if entry.saved.take().is_some() {
                 crate::metrics::Metrics::inc(&crate::metrics::METRICS.clients_expired);
+                if let Some(hook) = self.on_expiry.get() {
+                    hook(client_id);
+                }
             }
             entry.purging = Some(purging);
             entry.will_timer.take().map(|(timer, will)| {
@@ -519,6 +555,8 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         // A connection's will is its last message.
         sequence: u64::MAX,
         expires_at_ms: expiry.map(|secs| crate::routing::envelope::now_ms() + u64::from(secs) * 1000),
+        queued: None,
+        addressee: None,
     };
     let topic = Bytes::copy_from_slice(will.topic.as_bytes());
     crate::routing::envelope::router_packets(topic, &will.payload, stamp, properties, |packet| {
