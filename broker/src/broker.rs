@@ -49,6 +49,19 @@ impl Broker {
                 sessions.restore(&session.client_id, saved, session.expires_in);
             }
             let store = persistence.clone();
+            sessions.on_will(Box::new(move |client_id, will| {
+                let mut ops = Vec::new();
+                let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
+                let properties = will.properties.as_ref();
+                if will.retain {
+                    store.retained(&mut ops, &will.topic, &will.payload, will.qos, client_id, expiry, properties);
+                }
+                let queued =
+                    store.sessions.offer(&mut ops, &will.topic, &will.payload, will.qos, client_id, expiry, properties);
+                store.submit(ops);
+                queued
+            }));
+            let store = persistence.clone();
             sessions.on_expiry(move |client_id| {
                 let mut ops = Vec::new();
                 store.sessions.ended(&mut ops, client_id);

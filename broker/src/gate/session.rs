@@ -209,6 +209,8 @@ pub struct Superseded;
 
 /// What is told when a saved session expires.
 type ExpiryHook = Box<dyn Fn(&str) + Send + Sync>;
+/// What is told of a will about to be routed: (client id, will) → the envelope's store sequence.
+pub type WillHook = Box<dyn Fn(&str, &PendingWill) -> Option<u64> + Send + Sync>;
 
 /// The registry. See the module documentation.
 pub struct Sessions<E: RoutingEngine> {
@@ -219,6 +221,9 @@ pub struct Sessions<E: RoutingEngine> {
     takeover_wait: Duration,
     /// Told when a saved session expires (persistence forgets it too).
     on_expiry: std::sync::OnceLock<ExpiryHook>,
+    /// Told of every will about to be routed (persistence records it); returns the envelope's
+    /// store sequence.
+    on_will: std::sync::OnceLock<WillHook>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
@@ -229,7 +234,18 @@ impl<E: RoutingEngine> Sessions<E> {
             claims: AtomicU64::new(1),
             takeover_wait,
             on_expiry: std::sync::OnceLock::new(),
+            on_will: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what is told of every will about to be routed (once, at start).
+    pub fn on_will(&self, hook: WillHook) {
+        let _ = self.on_will.set(hook);
+    }
+
+    fn publish_will(&self, client_id: &str, will: &PendingWill) {
+        let record = self.on_will.get().map(|hook| move |will: &PendingWill| hook(client_id, will));
+        publish_will(&*self.engine, will, record);
     }
 
     /// Sets what is told when a saved session expires (once, at start).
@@ -326,7 +342,7 @@ impl<E: RoutingEngine> Sessions<E> {
             saved => (saved, false),
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
         Ok(Claim { saved, discarded_routed })
     }
@@ -346,7 +362,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 }
                 drop(registry);
                 if let Some(will) = will_now {
-                    publish_will(&*self.engine, &will);
+                    self.publish_will(client_id, &will);
                 }
                 return;
             }
@@ -397,7 +413,7 @@ impl<E: RoutingEngine> Sessions<E> {
             }
         }
         if let Some(will) = will_now {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
     }
 
@@ -414,7 +430,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 entries.remove(client_id);
             }
         }
-        publish_will(&*self.engine, will);
+        self.publish_will(client_id, will);
     }
 
     /// Session expiry: forget the session (gate and router) and publish a will still waiting.
@@ -440,7 +456,7 @@ impl<E: RoutingEngine> Sessions<E> {
             })
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
         self.engine.purge(client_id).await;
         let mut registry = self.lock();
@@ -533,7 +549,12 @@ impl<E: RoutingEngine> Sessions<E> {
 /// Publishes a will through the engine, if the client may still publish to its topic. Wills on
 /// `$SYS` and `$share` are never published, as PUBLISHes to them are refused (`$CONTROL/` wills
 /// are refused at CONNECT); other `$` topics are routed like any other.
-pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
+/// `record` is told of the will once it passes (persistence), and returns its store sequence.
+pub fn publish_will<E: RoutingEngine>(
+    engine: &E,
+    will: &PendingWill,
+    record: Option<impl FnOnce(&PendingWill) -> Option<u64>>,
+) {
     if !crate::routing::topic_form::routed(&will.topic) || !will.authz.allows(Access::Publish, &will.topic) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
@@ -545,6 +566,7 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         return;
     }
     crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
+    let queued = record.and_then(|record| record(will));
     let mut properties = will.properties.clone();
     let expiry = properties.as_mut().and_then(|p| p.message_expiry_interval.take());
     let stamp = crate::routing::envelope::Stamp {
@@ -555,7 +577,7 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         // A connection's will is its last message.
         sequence: u64::MAX,
         expires_at_ms: expiry.map(|secs| crate::routing::envelope::now_ms() + u64::from(secs) * 1000),
-        queued: None,
+        queued,
         addressee: None,
     };
     let topic = Bytes::copy_from_slice(will.topic.as_bytes());

@@ -223,3 +223,27 @@ async fn retain_available_false_refuses_retained_messages() {
     assert!(v4.expect_closed().await.iter().all(|f| f.packet_type != PUBACK));
     let _ = WAIT;
 }
+
+#[tokio::test]
+async fn a_retained_will_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "");
+    let mut watcher = client(&broker, 4, "watcher", true).await;
+    watcher.subscribe(1, &[("status/#", 1)]).await;
+    let mut connect = Connect::new(4, "device");
+    connect.will = Some(("status/device".into(), b"offline".to_vec(), 1, true));
+    let device = RawClient::connected(broker.addr(), &connect).await;
+    drop(device); // closed without DISCONNECT: the will goes out
+    let will = watcher.expect_publish().await;
+    assert_eq!(&will.payload[..], b"offline");
+    drop(watcher);
+    let (code, log) = broker.terminate();
+    assert_eq!(code, Some(0), "{log}");
+
+    let broker = start(dir.path(), "");
+    let mut reader = client(&broker, 4, "reader", true).await;
+    reader.subscribe(1, &[("status/#", 1)]).await;
+    let got = drain(&mut reader).await;
+    assert_eq!(payloads(&got), BTreeSet::from(["offline".to_owned()]));
+    assert!(got[0].retain);
+}
