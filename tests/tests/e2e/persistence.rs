@@ -247,3 +247,31 @@ async fn a_retained_will_survives_a_restart() {
     assert_eq!(payloads(&got), BTreeSet::from(["offline".to_owned()]));
     assert!(got[0].retain);
 }
+
+#[tokio::test]
+async fn a_session_that_expired_while_the_broker_was_down_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "");
+    for (id, expiry) in [("short", 1u32), ("long", 3600)] {
+        let mut connect = Connect::new(5, id);
+        connect.clean = false;
+        connect.session_expiry = Some(expiry);
+        let mut client = RawClient::connected(broker.addr(), &connect).await;
+        client.subscribe(1, &[("x/#", 1)]).await;
+        client.send(&testkit::disconnect()).await;
+        client.expect_closed().await;
+    }
+    broker.kill();
+    // Longer than the short session's expiry (whole seconds, as MQTT counts them).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let broker = start(dir.path(), "");
+    for (id, present) in [("short", false), ("long", true)] {
+        let mut connect = Connect::new(5, id);
+        connect.clean = false;
+        connect.session_expiry = Some(3600);
+        match RawClient::connect(broker.addr(), &connect).await.1 {
+            Next::Frame(frame) => assert_eq!(frame.session_present(), present, "{id}"),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+}
