@@ -275,3 +275,21 @@ async fn a_session_that_expired_while_the_broker_was_down_is_gone() {
         }
     }
 }
+
+/// A short run of the persistence crash harness (the full 50-kill run is
+/// `cargo run --release -p dynsec-tests --bin persistence-crash-harness`; figures in
+/// docs/persistence.md).
+#[test]
+fn acknowledged_retained_and_queued_messages_survive_repeated_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = dynsec_tests::persistence_crash::Options {
+        binary: ours().into(),
+        iterations: 5,
+        seed: 0x18,
+        max_kill_delay: std::time::Duration::from_millis(300),
+    };
+    let report =
+        dynsec_tests::persistence_crash::run(&options, dir.path(), |_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.iterations, 5);
+    assert!(report.queued_acknowledged > 0 && report.retained_acknowledged > 0, "{}", report.summary());
+}
