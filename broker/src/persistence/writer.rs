@@ -4,6 +4,11 @@
 //! own task, and the cost of a sync is shared by everything that arrived while the previous one
 //! ran. In autosave mode the commits are not synced; a sync runs every `autosave_interval`
 //! seconds (or changes) and when the writer stops.
+//!
+//! Changes nobody waits for (removals of acknowledged copies, a session's record when its client
+//! leaves, wills) are committed without a sync even in durable mode: the next waited-for commit
+//! syncs them too, and so does the writer after a second without one. Losing them in a crash
+//! costs at most a duplicate delivery or a session record a moment old.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -18,6 +23,8 @@ use crate::config::{PersistenceMode, PersistenceSettings};
 
 /// The most changes one transaction takes (a bound on the memory and time of one commit).
 const MAX_GROUP: usize = 16_384;
+/// How long changes nobody waited for stay unsynced in durable mode.
+const BACKGROUND_SYNC: Duration = Duration::from_secs(1);
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
@@ -69,9 +76,11 @@ impl Writer {
             last: Instant::now(),
         };
         let thread = std::thread::Builder::new().name("persistence".into()).spawn(move || {
+            // Durable mode: changes committed without a sync since the last sync.
+            let mut unsynced = false;
             loop {
                 let first = if durable {
-                    queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    queue.recv_timeout(if unsynced { BACKGROUND_SYNC } else { Duration::from_secs(3600) })
                 } else {
                     queue.recv_timeout(autosave.wait())
                 };
@@ -87,7 +96,8 @@ impl Writer {
                     group.push(job);
                 }
                 autosave.changes += count as u64;
-                let sync = durable || autosave.due();
+                let waited = group.iter().any(|job| job.reply.is_some());
+                let sync = if durable { waited || (group.is_empty() && unsynced) } else { autosave.due() };
                 let ops: Vec<Op> = group.iter_mut().flat_map(|job| std::mem::take(&mut job.ops)).collect();
                 let result = if ops.is_empty() && sync {
                     store.sync()
@@ -101,6 +111,9 @@ impl Writer {
                 } else if sync {
                     autosave.changes = 0;
                     autosave.last = Instant::now();
+                    unsynced = false;
+                } else if !ops.is_empty() {
+                    unsynced = true;
                 }
                 for job in group {
                     if let Some(reply) = job.reply {
