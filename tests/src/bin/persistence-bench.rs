@@ -86,7 +86,9 @@ fn main() {
         ("durable", "persistence true\n"),
         ("autosave", "persistence true\ngate_persistence_mode autosave\n"),
     ];
-    println!("QoS 1, 1 publisher → 1 subscriber, {messages} messages of 100 bytes, window {WINDOW}; median of {rounds}");
+    println!(
+        "QoS 1, 1 publisher → 1 subscriber, {messages} messages of 100 bytes, window {WINDOW}; median of {rounds}"
+    );
     for persistent in [false, true] {
         for (name, lines) in cases {
             let mut rates = Vec::new();
@@ -99,7 +101,10 @@ fn main() {
             }
             rates.sort_by(f64::total_cmp);
             let subscriber = if persistent { "persistent subscriber" } else { "clean subscriber" };
-            println!("  dynsec-broker, persistence {name:8} {subscriber:22}: {:>9.0} msg/s  (rounds: {rates:.0?})", rates[rates.len() / 2]);
+            println!(
+                "  dynsec-broker, persistence {name:8} {subscriber:22}: {:>9.0} msg/s  (rounds: {rates:.0?})",
+                rates[rates.len() / 2]
+            );
         }
         let mut rates = Vec::new();
         for round in 0..rounds {
@@ -117,7 +122,10 @@ fn main() {
         }
         rates.sort_by(f64::total_cmp);
         let subscriber = if persistent { "persistent subscriber" } else { "clean subscriber" };
-        println!("  mosquitto 2.0.11, persistence true  {subscriber:22}: {:>9.0} msg/s  (rounds: {rates:.0?})", rates[rates.len() / 2]);
+        println!(
+            "  mosquitto 2.0.11, persistence true  {subscriber:22}: {:>9.0} msg/s  (rounds: {rates:.0?})",
+            rates[rates.len() / 2]
+        );
     }
 
     println!("restart with {retained} retained messages and {sessions} persistent sessions (durable mode)");
@@ -129,7 +137,9 @@ fn main() {
         let (mut sent, mut acked) = (0, 0);
         while acked < retained {
             while sent < retained && sent - acked < WINDOW {
-                publisher.publish(&format!("fleet/{sent}/state"), &[b'r'; 100], 1, true, (sent % 60_000 + 1) as u16).await;
+                publisher
+                    .publish(&format!("fleet/{sent}/state"), &[b'r'; 100], 1, true, (sent % 60_000 + 1) as u16)
+                    .await;
                 sent += 1;
             }
             match publisher.next(testkit::WAIT).await {
@@ -164,6 +174,9 @@ fn main() {
         times.push((listening, first.duration_since(started)));
         let _ = broker.terminate();
     }
-    println!("  file {:.1} MB; start to listening / to the first retained message delivered: {times:.2?}", size as f64 / 1e6);
+    println!(
+        "  file {:.1} MB; start to listening / to the first retained message delivered: {times:.2?}",
+        size as f64 / 1e6
+    );
     let _ = Duration::ZERO;
 }
