@@ -293,3 +293,25 @@ fn acknowledged_retained_and_queued_messages_survive_repeated_sigkills() {
     assert_eq!(report.iterations, 5);
     assert!(report.queued_acknowledged > 0 && report.retained_acknowledged > 0, "{}", report.summary());
 }
+
+#[tokio::test]
+async fn max_queued_messages_bounds_what_is_kept_for_an_offline_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "max_queued_messages 5\n";
+    let broker = start(dir.path(), extra);
+    let mut subscriber = client(&broker, 4, "bounded", false).await;
+    subscriber.subscribe(1, &[("b/#", 1)]).await;
+    subscriber.send(&testkit::disconnect()).await;
+    subscriber.expect_closed().await;
+    let mut publisher = client(&broker, 4, "p", true).await;
+    for i in 0..10u16 {
+        publish_acked(&mut publisher, "b/x", format!("m{i}").as_bytes(), false, i + 1).await;
+    }
+    broker.kill();
+
+    let broker = start(dir.path(), extra);
+    let mut subscriber = client(&broker, 4, "bounded", false).await;
+    let got = drain(&mut subscriber).await;
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads(&got), expected, "the first 5 are kept, the rest dropped as mosquitto does");
+}
