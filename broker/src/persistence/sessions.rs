@@ -12,8 +12,11 @@
 //! message here and hands it to the router, addressed to that client alone, when the client
 //! comes back ([`SessionIndex::connected`]). Either way the store's copy is removed when the
 //! client acknowledges the delivery, or when the gate drops it ([`SessionIndex::delivered`]).
+//!
+//! A publish finds the sessions it may concern through an index of their filters (`FilterIndex`),
+//! not by looking at every session. Shared subscriptions are not queued in the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,7 +44,80 @@ struct Tracked {
 #[derive(Debug, Default)]
 struct Index {
     sessions: HashMap<String, Tracked>,
+    filters: FilterIndex,
     next_sequence: u64,
+}
+
+/// Which persistent sessions hold which filters, so that a publish looks at the sessions whose
+/// filters may match it rather than at every session: a filter without wildcards by its topic
+/// (a device's own command topic: one lookup), wildcard filters by filter (each distinct one
+/// matched once per publish). Shared subscriptions are not queued (a group's message goes to one
+/// member, which the store cannot know in advance).
+#[derive(Debug, Default)]
+struct FilterIndex {
+    exact: HashMap<String, HashSet<String>>,
+    patterns: HashMap<String, HashSet<String>>,
+}
+
+impl FilterIndex {
+    fn queueable(filter: &StoredSubscription) -> bool {
+        !crate::gate::subscriptions::is_shared(&filter.filter)
+            && crate::gate::subscriptions::kind_of(&filter.filter) == SubscriptionKind::Routed
+    }
+
+    fn map(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
+        if filter.contains(['+', '#']) { &mut self.patterns } else { &mut self.exact }
+    }
+
+    fn add(&mut self, client_id: &str, session: &StoredSession) {
+        for s in session.subscriptions.iter().filter(|s| Self::queueable(s)) {
+            self.map(&s.filter).entry(s.filter.clone()).or_default().insert(client_id.to_owned());
+        }
+    }
+
+    fn remove(&mut self, client_id: &str, session: &StoredSession) {
+        for s in session.subscriptions.iter().filter(|s| Self::queueable(s)) {
+            let map = self.map(&s.filter);
+            if let Some(clients) = map.get_mut(&s.filter) {
+                clients.remove(client_id);
+                if clients.is_empty() {
+                    map.remove(&s.filter);
+                }
+            }
+        }
+    }
+
+    /// The sessions with a filter that matches `topic`.
+    fn candidates(&self, topic: &str) -> Vec<String> {
+        let mut found: HashSet<&String> = self.exact.get(topic).map(|c| c.iter().collect()).unwrap_or_default();
+        for (filter, clients) in &self.patterns {
+            if crate::gate::subscriptions::matches_mqtt(filter, topic) {
+                found.extend(clients);
+            }
+        }
+        found.into_iter().cloned().collect()
+    }
+}
+
+impl Index {
+    /// Sets a session's record, keeping the filter index in step.
+    fn set_session(&mut self, client_id: &str, session: StoredSession) -> &mut Tracked {
+        let tracked = self.sessions.entry(client_id.to_owned()).or_default();
+        if let Some(old) = tracked.session.take() {
+            self.filters.remove(client_id, &old);
+        }
+        self.filters.add(client_id, &session);
+        tracked.session = Some(session);
+        tracked
+    }
+
+    fn remove_session(&mut self, client_id: &str) -> bool {
+        let Some(tracked) = self.sessions.remove(client_id) else { return false };
+        if let Some(session) = &tracked.session {
+            self.filters.remove(client_id, session);
+        }
+        true
+    }
 }
 
 /// A session loaded from the file, for the gate's registry.
@@ -110,7 +186,7 @@ impl SessionIndex {
                     }
                 }
             };
-            index.sessions.insert(client_id.clone(), Tracked { session: Some(session.clone()), ..Tracked::default() });
+            index.set_session(&client_id, session.clone());
             restored.sessions.push(RestoredSession { client_id, session, expires_in });
         }
         for (client_id, sequence, message) in queued {
@@ -139,15 +215,14 @@ impl SessionIndex {
     ) -> Vec<(u64, StoredMessage)> {
         let mut index = self.lock();
         if !persistent {
-            if index.sessions.remove(client_id).is_some() {
+            if index.remove_session(client_id) {
                 ops.push(Op::EndSession { client_id: client_id.to_owned() });
             }
             return Vec::new();
         }
-        let tracked = index.sessions.entry(client_id.to_owned()).or_default();
         let session = session();
         ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
-        tracked.session = Some(session);
+        let tracked = index.set_session(client_id, session);
         tracked.live = true;
         tracked.router_holds = true;
         std::mem::take(&mut tracked.replay).into_iter().collect()
@@ -157,16 +232,15 @@ impl SessionIndex {
     /// record.
     pub fn update(&self, ops: &mut Vec<Op>, client_id: &str, session: StoredSession) {
         let mut index = self.lock();
-        let tracked = index.sessions.entry(client_id.to_owned()).or_default();
-        tracked.live = session.offline_since_unix_ms.is_none();
+        let live = session.offline_since_unix_ms.is_none();
         ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
-        tracked.session = Some(session);
+        index.set_session(client_id, session).live = live;
     }
 
     /// The session ended (clean disconnect of a session that does not outlive its connection,
     /// expiry): forgotten with its queue.
     pub fn ended(&self, ops: &mut Vec<Op>, client_id: &str) {
-        if self.lock().sessions.remove(client_id).is_some() {
+        if self.lock().remove_session(client_id) {
             ops.push(Op::EndSession { client_id: client_id.to_owned() });
         }
     }
@@ -189,11 +263,16 @@ impl SessionIndex {
         if index.sessions.is_empty() {
             return None;
         }
+        let candidates = index.filters.candidates(topic);
+        if candidates.is_empty() {
+            return None;
+        }
         let sequence = index.next_sequence + 1;
         let mut encoded: Option<(Vec<u8>, StoredMessage)> = None;
-        for (client_id, tracked) in index.sessions.iter_mut() {
+        for client_id in candidates {
+            let Some(tracked) = index.sessions.get_mut(&client_id) else { continue };
             let Some(session) = tracked.session.as_ref() else { continue };
-            let Some(granted) = best_match(session, topic, client_id, publisher) else { continue };
+            let Some(granted) = best_match(session, topic, &client_id, publisher) else { continue };
             if qos.min(granted) == 0 && !self.queue_qos0 {
                 continue;
             }
@@ -212,7 +291,7 @@ impl SessionIndex {
             if !tracked.router_holds {
                 tracked.replay.insert(sequence, message.clone());
             }
-            ops.push(Op::Queue { client_id: client_id.clone(), sequence, message: bytes.clone() });
+            ops.push(Op::Queue { client_id, sequence, message: bytes.clone() });
         }
         encoded.is_some().then(|| {
             index.next_sequence = sequence;
@@ -248,7 +327,7 @@ fn best_match(session: &StoredSession, topic: &str, client_id: &str, publisher: 
         .subscriptions
         .iter()
         .filter(|s| !(s.no_local && client_id == publisher))
-        .filter(|s| crate::gate::subscriptions::kind_of(&s.filter) == SubscriptionKind::Routed)
+        .filter(|s| FilterIndex::queueable(s))
         .filter(|s| crate::gate::subscriptions::matches_mqtt(&s.filter, topic))
         .map(|s| s.qos)
         .max()
@@ -363,6 +442,35 @@ mod tests {
         sessions.delivered(&mut ops, "off", 1);
         sessions.delivered(&mut ops, "off", 1);
         assert_eq!(ops.len(), 1, "one dequeue");
+    }
+
+    #[test]
+    fn publishes_find_sessions_through_their_filters_and_changes_are_followed() {
+        let sessions = index(0);
+        let mut ops = Vec::new();
+        sessions.update(&mut ops, "exact", session(&[("dev/1/cmd", 1)]));
+        sessions.update(&mut ops, "wild", session(&[("dev/+/cmd", 1)]));
+        sessions.update(&mut ops, "shared", session(&[("$share/g/dev/#", 1)]));
+        let queued_for = |topic: &str| {
+            let mut ops = Vec::new();
+            sessions.offer(&mut ops, topic, b"m", 1, "p", None, None);
+            let mut ids: Vec<String> = ops
+                .into_iter()
+                .filter_map(|op| match op {
+                    Op::Queue { client_id, .. } => Some(client_id),
+                    _ => None,
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(queued_for("dev/1/cmd"), ["exact", "wild"], "shared subscriptions are not queued");
+        assert_eq!(queued_for("dev/2/cmd"), ["wild"]);
+        sessions.update(&mut ops, "exact", session(&[("dev/2/cmd", 1)]));
+        assert_eq!(queued_for("dev/1/cmd"), ["wild"], "the old filter is gone");
+        assert_eq!(queued_for("dev/2/cmd"), ["exact", "wild"]);
+        sessions.ended(&mut ops, "wild");
+        assert_eq!(queued_for("dev/2/cmd"), ["exact"]);
     }
 
     #[test]
