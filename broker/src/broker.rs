@@ -16,6 +16,7 @@ use crate::gate::listener;
 use crate::gate::session::Sessions;
 use crate::gate::tls::CertificateReloader;
 use crate::logging::client_text;
+use crate::persistence::Persistence;
 use crate::routing::router_link::Rumqttd;
 use crate::security::{KickTarget, Security};
 use crate::shared::{Listener, Shared};
@@ -34,10 +35,43 @@ impl Broker {
     pub async fn start(config: Config, security: Arc<dyn Security>) -> Result<Broker, Error> {
         // Certificates are loaded before anything starts, so a bad file stops the broker.
         let listeners = Listener::all(&config)?;
+        // A bad persistence file stops the broker here too, before anything is routed.
+        let persistence = Persistence::open(&config.persistence)?;
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
-        let shared = Arc::new(Shared::new(config, security, engine, sessions));
+        if let Some(persistence) = &persistence {
+            // Retained messages into the router and saved sessions into the registry, before
+            // any listener accepts a client.
+            let restored = persistence.restore(&*engine);
+            info!(sessions = restored.sessions.len(), "persistence: sessions restored");
+            for session in restored.sessions {
+                let saved = crate::persistence::sessions::saved_session(session.session);
+                sessions.restore(&session.client_id, saved, session.expires_in);
+            }
+            let store = persistence.clone();
+            sessions.on_will(Box::new(move |client_id, will| {
+                let mut ops = Vec::new();
+                let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
+                let properties = will.properties.as_ref();
+                if will.retain {
+                    store.retained(&mut ops, &will.topic, &will.payload, will.qos, client_id, expiry, properties);
+                }
+                let queued =
+                    store.sessions.offer(&mut ops, &will.topic, &will.payload, will.qos, client_id, expiry, properties);
+                store.submit(ops);
+                queued
+            }));
+            let store = persistence.clone();
+            sessions.on_expiry(move |client_id| {
+                let mut ops = Vec::new();
+                store.sessions.ended(&mut ops, client_id);
+                store.submit(ops);
+            });
+        }
+        let mut shared = Shared::new(config, security, engine, sessions);
+        shared.persistence = persistence;
+        let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
         let mut local_addrs = Vec::new();
@@ -131,6 +165,10 @@ impl Broker {
             warn!(remaining, "clients still connected after the shutdown wait");
         }
         self.shared.security.shutdown().await;
+        if let Some(persistence) = self.shared.persistence.clone() {
+            // Joins the writer thread after its last sync.
+            let _ = tokio::task::spawn_blocking(move || persistence.close()).await;
+        }
         info!("shutdown complete");
     }
 }

@@ -27,6 +27,7 @@ pub mod fuzzing;
 pub mod gate;
 pub mod logging;
 pub mod metrics;
+pub mod persistence;
 pub mod routing;
 pub mod security;
 pub mod service;
@@ -52,6 +53,8 @@ pub enum Error {
     Security(String),
     #[error("logging: {0}")]
     Logging(String),
+    #[error("persistence: {0}")]
+    Persistence(#[from] persistence::StoreError),
     /// The routing engine died while the broker ran (its log line says why): exit non-zero, so
     /// that a service manager restarts the broker rather than leave it serving without routing.
     #[error("routing stopped; the broker exits so that it can be restarted")]

@@ -37,6 +37,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub attach_fence: AttachFence,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
     pub unauthenticated: Arc<AtomicUsize>,
+    /// The persistence store (`persistence true`).
+    pub persistence: Option<Arc<crate::persistence::Persistence>>,
     next_conn_id: AtomicU64,
 }
 
@@ -52,6 +54,7 @@ impl<E: RoutingEngine> Shared<E> {
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),
+            persistence: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             attach_fence: AttachFence::default(),

@@ -12,23 +12,17 @@ use super::listeners::{
     DEFAULT_WEBSOCKETS_HEADERS_SIZE, ListenerConfig, ListenerProtocol, PluginConfig, SecurityOptions, SocketDomain,
 };
 use super::logging::LogDirectives;
+use super::persistence::PersistenceSettings;
 use super::{Config, ConfigError, DEFAULT_PORT, GateSettings, ServiceConfig, tls};
 
 /// Directives accepted and ignored, with the reason logged as a warning.
 const IGNORED: &[(&str, &str)] = &[
-    ("autosave_interval", "sessions are kept in memory only"),
-    ("autosave_on_changes", "sessions are kept in memory only"),
-    ("persistent_client_expiration", "sessions are kept in memory only and expire per MQTT v5 session expiry"),
     ("check_retain_source", "retained messages are checked against the receiver's ACL only"),
     ("log_facility", "syslog is not supported"),
     ("log_timestamp_format", "timestamps are printed as Unix time, as with log_timestamp true"),
     ("max_inflight_bytes", "the router allows 100 QoS>0 messages in flight per client"),
-    ("max_queued_bytes", "offline queues are bounded by gate_segment_size × gate_segment_count"),
-    ("max_queued_messages", "offline queues are bounded by gate_segment_size × gate_segment_count"),
     ("memory_limit", "memory is bounded by the gate_* settings"),
     ("message_size_limit", "use max_packet_size"),
-    ("queue_qos0_messages", "the router queues QoS 0 messages for persistent sessions"),
-    ("retain_available", "retained messages are always available"),
     ("upgrade_outgoing_qos", "delivery QoS is the subscription QoS (see known differences)"),
     ("allow_duplicate_messages", "duplicates are always allowed"),
     ("auth_plugin_deny_special_chars", "only applies to legacy auth plugins"),
@@ -105,6 +99,7 @@ pub(super) struct Builder {
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
+    persistence: PersistenceSettings,
     warnings: Vec<String>,
     /// Websockets-only directives seen: (listener count when seen, 0 = the default listener, …).
     websockets_only: Vec<(usize, Location, String)>,
@@ -133,6 +128,7 @@ impl Builder {
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
+            persistence: PersistenceSettings::default(),
             warnings: Vec::new(),
             websockets_only: Vec::new(),
         }
@@ -168,6 +164,9 @@ impl Builder {
                 return Err(d.at.error(format!("{key} given without a preceding plugin line")));
             };
             plugin.options.push((option.to_owned(), value));
+            return Ok(());
+        }
+        if self.persistence.apply(d)? {
             return Ok(());
         }
         if let Some(gate_key) = key.strip_prefix("gate_") {
@@ -291,18 +290,6 @@ impl Builder {
             "pid_file" => {
                 let path = d.text()?;
                 self.service.pid_file = Some(PathBuf::from(path));
-            }
-            "persistence" => {
-                if d.boolean()? {
-                    self.warnings.push(format!(
-                        "{}: persistence is not supported: sessions, queued and retained messages are kept in memory only",
-                        d.at
-                    ));
-                }
-            }
-            "persistence_file" | "persistence_location" => {
-                d.text()?;
-                self.warnings.push(format!("{}: {key} is ignored: sessions are kept in memory only", d.at));
             }
             k => {
                 if let Some((_, why)) = IGNORED.iter().find(|(name, _)| *name == k) {
@@ -472,6 +459,7 @@ impl Builder {
             log,
             gate: self.gate,
             service: self.service,
+            persistence: self.persistence,
             warnings: self.warnings,
         })
     }

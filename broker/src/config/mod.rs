@@ -14,6 +14,7 @@ mod directives;
 mod lexer;
 mod listeners;
 mod logging;
+mod persistence;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use listeners::{
     SocketDomain,
 };
 pub use logging::{LogConfig, LogDest};
+pub use persistence::{DEFAULT_PERSISTENCE_FILE, PersistenceMode, PersistenceSettings};
 pub use tls::TlsOptions;
 
 /// Port of the default listener (mosquitto's).
@@ -174,6 +176,8 @@ pub struct Config {
     pub gate: GateSettings,
     /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
     pub service: ServiceConfig,
+    /// The persistence directives (`crate::persistence`, docs/persistence.md).
+    pub persistence: PersistenceSettings,
     /// Accepted-but-ignored directives and other notes, logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -403,7 +407,8 @@ mod tests {
     #[test]
     fn ignored_directives_warn() {
         let config = parse("listener 1\nmax_queued_messages 100\nlog_facility 5\npersistence true\n").unwrap();
-        assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.persistence.enabled && config.persistence.max_queued_messages == 100);
     }
 
     #[test]

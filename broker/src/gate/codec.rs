@@ -44,6 +44,7 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const SERVER_UNAVAILABLE: u8 = 0x88;
     pub const SERVER_BUSY: u8 = 0x89;
+    pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
@@ -419,6 +420,8 @@ pub struct ConnAckProps<'a> {
     pub server_keep_alive: Option<u16>,
     /// The broker's Receive Maximum (omitted: 65535).
     pub receive_maximum: Option<u16>,
+    /// `retain_available false`: Retain Available 0 (omitted: retained messages are available).
+    pub retain_unavailable: bool,
 }
 
 /// CONNACK. `code` is the MQTT 3.x return code or the v5 reason code, per `protocol`.
@@ -451,6 +454,10 @@ pub fn connack(buf: &mut BytesMut, protocol: Protocol, session_present: bool, co
         if let Some(keep_alive) = props.server_keep_alive {
             properties.put_u8(19);
             properties.put_u16(keep_alive);
+        }
+        if props.retain_unavailable {
+            properties.put_u8(37);
+            properties.put_u8(0);
         }
     }
     let mut props_len = BytesMut::with_capacity(4);

@@ -15,6 +15,7 @@ mod exit;
 mod handshake;
 mod inbound;
 mod outbound;
+mod persisted;
 mod publish;
 mod subscribe;
 
@@ -148,6 +149,8 @@ struct Connection<E: RoutingEngine, S> {
     session_expiry: u32,
     /// The router keeps this client's session when the link closes.
     persistent_link: bool,
+    /// With persistence: this connection's changes and stored copies in flight.
+    persist: Option<Box<crate::persistence::connection::ConnectionState>>,
 }
 
 /// What woke the connection up. (Not boxed: it lives for one iteration, and boxing the router

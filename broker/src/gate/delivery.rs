@@ -160,7 +160,16 @@ mod tests {
     }
 
     fn stamp(qos: u8, retain: bool, from: &str) -> Stamp {
-        Stamp { qos, retain, publisher: Publisher::of(from), origin: 1, sequence: 1, expires_at_ms: None }
+        Stamp {
+            qos,
+            retain,
+            publisher: Publisher::of(from),
+            origin: 1,
+            sequence: 1,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+        }
     }
 
     fn live<'a>(topic: &'a str, stamp: &'a Stamp, router_qos: u8) -> RouterCopy<'a> {

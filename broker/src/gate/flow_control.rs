@@ -143,8 +143,16 @@ mod tests {
     use crate::routing::envelope::Publisher;
 
     fn waiting(router_pkid: u16) -> Waiting {
-        let stamp =
-            Stamp { qos: 1, retain: false, publisher: Publisher::of("p"), origin: 1, sequence: 1, expires_at_ms: None };
+        let stamp = Stamp {
+            qos: 1,
+            retain: false,
+            publisher: Publisher::of("p"),
+            origin: 1,
+            sequence: 1,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+        };
         Waiting {
             topic: Bytes::from_static(b"t"),
             payload: Bytes::new(),

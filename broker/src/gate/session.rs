@@ -219,6 +219,11 @@ pub struct Claim {
 #[error("another connection claimed the client id meanwhile")]
 pub struct Superseded;
 
+/// What is told when a saved session expires.
+type ExpiryHook = Box<dyn Fn(&str) + Send + Sync>;
+/// What is told of a will about to be routed: (client id, will) → the envelope's store sequence.
+pub type WillHook = Box<dyn Fn(&str, &PendingWill) -> Option<u64> + Send + Sync>;
+
 /// The registry. See the module documentation.
 pub struct Sessions<E: RoutingEngine> {
     registry: Mutex<Registry>,
@@ -226,11 +231,55 @@ pub struct Sessions<E: RoutingEngine> {
     claims: AtomicU64,
     /// How long a takeover waits for the previous connection to leave.
     takeover_wait: Duration,
+    /// Told when a saved session expires (persistence forgets it too).
+    on_expiry: std::sync::OnceLock<ExpiryHook>,
+    /// Told of every will about to be routed (persistence records it); returns the envelope's
+    /// store sequence.
+    on_will: std::sync::OnceLock<WillHook>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
     pub fn new(engine: Arc<E>, takeover_wait: Duration) -> Arc<Self> {
-        Arc::new(Sessions { registry: Mutex::default(), engine, claims: AtomicU64::new(1), takeover_wait })
+        Arc::new(Sessions {
+            registry: Mutex::default(),
+            engine,
+            claims: AtomicU64::new(1),
+            takeover_wait,
+            on_expiry: std::sync::OnceLock::new(),
+            on_will: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets what is told of every will about to be routed (once, at start).
+    pub fn on_will(&self, hook: WillHook) {
+        let _ = self.on_will.set(hook);
+    }
+
+    fn publish_will(&self, client_id: &str, will: &PendingWill) {
+        let record = self.on_will.get().map(|hook| move |will: &PendingWill| hook(client_id, will));
+        publish_will(&*self.engine, will, record);
+    }
+
+    /// Sets what is told when a saved session expires (once, at start).
+    pub fn on_expiry(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_expiry.set(Box::new(hook));
+    }
+
+    /// At start, before clients connect: a persistent session restored from the persistence
+    /// store, offline, expiring after `expires_in` (`None`: when its client comes back).
+    pub fn restore(self: &Arc<Self>, client_id: &str, saved: SavedSession, expires_in: Option<Duration>) {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let mut registry = self.lock();
+        let entry = registry.entries.entry(client_id.clone()).or_default();
+        entry.saved = Some(saved);
+        if let Some(wait) = expires_in {
+            let this = self.clone();
+            let claim = entry.claim;
+            entry.expiry_timer = Some(tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                this.expire(&client_id, claim).await;
+            }));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -308,7 +357,7 @@ impl<E: RoutingEngine> Sessions<E> {
             saved => (saved, false),
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
         Ok(Claim { saved, discarded_routed })
     }
@@ -328,7 +377,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 }
                 drop(registry);
                 if let Some(will) = will_now {
-                    publish_will(&*self.engine, &will);
+                    self.publish_will(client_id, &will);
                 }
                 return;
             }
@@ -379,7 +428,7 @@ impl<E: RoutingEngine> Sessions<E> {
             }
         }
         if let Some(will) = will_now {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
     }
 
@@ -396,7 +445,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 entries.remove(client_id);
             }
         }
-        publish_will(&*self.engine, will);
+        self.publish_will(client_id, will);
     }
 
     /// Session expiry: forget the session (gate and router) and publish a will still waiting.
@@ -411,6 +460,9 @@ impl<E: RoutingEngine> Sessions<E> {
             entry.expiry_timer = None;
             if entry.saved.take().is_some() {
                 crate::metrics::Metrics::inc(&crate::metrics::METRICS.clients_expired);
+                if let Some(hook) = self.on_expiry.get() {
+                    hook(client_id);
+                }
             }
             entry.purging = Some(purging);
             entry.will_timer.take().map(|(timer, will)| {
@@ -419,7 +471,7 @@ impl<E: RoutingEngine> Sessions<E> {
             })
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.publish_will(client_id, &will);
         }
         self.engine.purge(client_id).await;
         let mut registry = self.lock();
@@ -562,7 +614,12 @@ impl<E: RoutingEngine> Sessions<E> {
 /// Publishes a will through the engine, if the client may still publish to its topic. Wills on
 /// `$SYS` and `$share` are never published, as PUBLISHes to them are refused (`$CONTROL/` wills
 /// are refused at CONNECT); other `$` topics are routed like any other.
-pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
+/// `record` is told of the will once it passes (persistence), and returns its store sequence.
+pub fn publish_will<E: RoutingEngine>(
+    engine: &E,
+    will: &PendingWill,
+    record: Option<impl FnOnce(&PendingWill) -> Option<u64>>,
+) {
     if !crate::routing::topic_form::routed(&will.topic) || !will.authz.allows(Access::Publish, &will.topic) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
         return;
@@ -574,6 +631,7 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         return;
     }
     crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
+    let queued = record.and_then(|record| record(will));
     let mut properties = will.properties.clone();
     let expiry = properties.as_mut().and_then(|p| p.message_expiry_interval.take());
     let stamp = crate::routing::envelope::Stamp {
@@ -584,6 +642,8 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
         // A connection's will is its last message.
         sequence: u64::MAX,
         expires_at_ms: expiry.map(|secs| crate::routing::envelope::now_ms() + u64::from(secs) * 1000),
+        queued,
+        addressee: None,
     };
     let topic = Bytes::copy_from_slice(will.topic.as_bytes());
     crate::routing::envelope::router_packets(topic, &will.payload, stamp, properties, |packet| {

@@ -11,9 +11,14 @@
 //! payload deletes the retained message" only applies to the clears the gate sends on purpose
 //! ([`clear_retained`]), never to an ordinary empty message.
 //!
-//! Layout (big-endian): `MAGIC`, flags (bits 0-1 QoS, bit 2 retain, bit 3 expiry present),
-//! publisher (8), origin connection (8), sequence (8), [expires at, ms on the gate's clock (8)],
-//! then the payload. The router's size accounting sees [`HEADER_MAX`] bytes more per message at
+//! With persistence (`crate::persistence`), a message queued in the store for offline persistent
+//! sessions carries its store sequence number, so that a session's acknowledgement removes the
+//! stored copy; a stored message handed back to the router for one returning client is
+//! addressed to it, and every other client drops it.
+//!
+//! Layout (big-endian): `MAGIC`, flags (bits 0-1 QoS, bit 2 retain, bit 3 expiry present, bit 4
+//! queued, bit 5 addressed), publisher (8), origin connection (8), sequence (8), [expires at, ms
+//! on the gate's clock (8)], [store sequence (8)], [addressee (8)], then the payload. The router's size accounting sees [`HEADER_MAX`] bytes more per message at
 //! most.
 
 use std::hash::BuildHasher;
@@ -27,9 +32,11 @@ const MAGIC: u8 = 0xD5;
 const QOS_MASK: u8 = 0b0000_0011;
 const RETAIN: u8 = 0b0000_0100;
 const EXPIRES: u8 = 0b0000_1000;
+const QUEUED: u8 = 0b0001_0000;
+const ADDRESSED: u8 = 0b0010_0000;
 const HEADER_MIN: usize = 2 + 3 * 8;
 /// The most an envelope adds to a payload.
-pub const HEADER_MAX: usize = HEADER_MIN + 8;
+pub const HEADER_MAX: usize = HEADER_MIN + 3 * 8;
 
 /// Who published a message, as No Local compares it: a keyed hash of the client id (the key is
 /// random per process, so no client can choose an id that collides with another's).
@@ -63,6 +70,11 @@ pub struct Stamp {
     pub sequence: u64,
     /// When it expires on [`now_ms`]'s clock (v5 Message Expiry Interval).
     pub expires_at_ms: Option<u64>,
+    /// Its sequence number in the persistence store, when it is queued there for offline
+    /// persistent sessions.
+    pub queued: Option<u64>,
+    /// The one client that may receive it (a stored message handed back to the router).
+    pub addressee: Option<Publisher>,
 }
 
 impl Stamp {
@@ -87,13 +99,19 @@ pub fn seal(stamp: &Stamp, payload: &[u8]) -> Bytes {
     if stamp.expires_at_ms.is_some() {
         flags |= EXPIRES;
     }
+    if stamp.queued.is_some() {
+        flags |= QUEUED;
+    }
+    if stamp.addressee.is_some() {
+        flags |= ADDRESSED;
+    }
     out.put_u8(MAGIC);
     out.put_u8(flags);
     out.put_u64(stamp.publisher.0);
     out.put_u64(stamp.origin);
     out.put_u64(stamp.sequence);
-    if let Some(at) = stamp.expires_at_ms {
-        out.put_u64(at);
+    for word in [stamp.expires_at_ms, stamp.queued, stamp.addressee.map(|p| p.0)].into_iter().flatten() {
+        out.put_u64(word);
     }
     out.put_slice(payload);
     out.freeze()
@@ -106,7 +124,8 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
         return None;
     }
     let flags = sealed[1];
-    if flags & EXPIRES != 0 && sealed.len() < HEADER_MAX {
+    let words = [EXPIRES, QUEUED, ADDRESSED].iter().filter(|&&bit| flags & bit != 0).count();
+    if sealed.len() < HEADER_MIN + 8 * words {
         return None;
     }
     sealed.advance(2);
@@ -114,8 +133,18 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
     let origin = sealed.get_u64();
     let sequence = sealed.get_u64();
     let expires_at_ms = (flags & EXPIRES != 0).then(|| sealed.get_u64());
-    let stamp =
-        Stamp { qos: flags & QOS_MASK, retain: flags & RETAIN != 0, publisher, origin, sequence, expires_at_ms };
+    let queued = (flags & QUEUED != 0).then(|| sealed.get_u64());
+    let addressee = (flags & ADDRESSED != 0).then(|| Publisher(sealed.get_u64()));
+    let stamp = Stamp {
+        qos: flags & QOS_MASK,
+        retain: flags & RETAIN != 0,
+        publisher,
+        origin,
+        sequence,
+        expires_at_ms,
+        queued,
+        addressee,
+    };
     Some((stamp, sealed))
 }
 
@@ -154,16 +183,30 @@ mod tests {
     use super::*;
 
     fn stamp(expires_at_ms: Option<u64>) -> Stamp {
-        Stamp { qos: 2, retain: true, publisher: Publisher::of("dev1"), origin: 7, sequence: 9, expires_at_ms }
+        Stamp {
+            qos: 2,
+            retain: true,
+            publisher: Publisher::of("dev1"),
+            origin: 7,
+            sequence: 9,
+            expires_at_ms,
+            queued: None,
+            addressee: None,
+        }
     }
 
     #[test]
     fn a_sealed_payload_opens_to_the_same_stamp_and_payload() {
         for expiry in [None, Some(123_456)] {
-            for payload in [&b""[..], b"x", &[MAGIC; 300]] {
-                let (got, body) = open(seal(&stamp(expiry), payload)).unwrap();
-                assert_eq!(got, stamp(expiry));
-                assert_eq!(&body[..], payload);
+            for queued in [None, Some(77)] {
+                for addressee in [None, Some(Publisher::of("sub"))] {
+                    for payload in [&b""[..], b"x", &[MAGIC; 300]] {
+                        let stamp = Stamp { queued, addressee, ..stamp(expiry) };
+                        let (got, body) = open(seal(&stamp, payload)).unwrap();
+                        assert_eq!(got, stamp);
+                        assert_eq!(&body[..], payload);
+                    }
+                }
             }
         }
     }
@@ -173,6 +216,8 @@ mod tests {
         assert!(open(clear_retained()).is_none());
         assert!(open(Bytes::from_static(b"plain text from nowhere, long enough")).is_none());
         let sealed = seal(&stamp(Some(5)), b"");
+        assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
+        let sealed = seal(&Stamp { queued: Some(1), addressee: Some(Publisher::of("a")), ..stamp(None) }, b"");
         assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
     }
 

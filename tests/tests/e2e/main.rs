@@ -39,6 +39,7 @@ mod keepalive_and_client_ids;
 mod kicked_sessions;
 mod log_lines;
 mod mqtt_semantics;
+mod persistence;
 mod reliability_crash;
 mod reliability_soak;
 mod reliability_storage;

@@ -41,6 +41,8 @@ pub(super) enum Exit {
     RouterGone,
     /// The router refused to attach the link (its connection table is full).
     RouterRefused,
+    /// What the client sent could not be saved (persistence): it was not acknowledged.
+    NotSaved,
 }
 
 impl Exit {
@@ -53,7 +55,8 @@ impl Exit {
             | Exit::KeepAliveTimeout
             | Exit::Protocol(_)
             | Exit::RouterGone
-            | Exit::RouterRefused => true,
+            | Exit::RouterRefused
+            | Exit::NotSaved => true,
         }
     }
 
@@ -66,6 +69,7 @@ impl Exit {
             Exit::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             Exit::Protocol(code) => Some(code),
             Exit::RouterRefused => Some(reason::SERVER_BUSY),
+            Exit::NotSaved => Some(reason::UNSPECIFIED_ERROR),
             Exit::Disconnected { .. } | Exit::Closed | Exit::Lost | Exit::RouterGone => None,
         }
     }
@@ -84,6 +88,7 @@ impl Exit {
             Exit::Protocol(reason::PACKET_TOO_LARGE) => Departure::OversizePacket,
             Exit::Protocol(_) => Departure::ProtocolError,
             Exit::RouterGone | Exit::RouterRefused => Departure::RouterGone,
+            Exit::NotSaved => Departure::SocketError,
         }
     }
 }
@@ -122,7 +127,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
         let expiry = match self.protocol {
             Protocol::V5 if self.session_expiry != u32::MAX => Some(self.session_expiry),
-            _ => None,
+            // `persistent_client_expiration` bounds the sessions that would live forever.
+            _ => self
+                .shared
+                .config
+                .persistence
+                .persistent_client_expiration
+                .map(|d| d.as_secs().min(u32::MAX as u64 - 1) as u32),
         };
         let will = self.will.take().filter(|_| exit.publishes_will()).map(|will| {
             let delay = will.delay;
@@ -138,6 +149,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             };
             (pending, delay)
         });
+        self.session_left(outlives.then_some(expiry));
         let saved = outlives.then(|| SavedSession {
             owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),

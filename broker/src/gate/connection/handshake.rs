@@ -428,6 +428,7 @@ where
         clean_start: connect.clean_start,
         session_expiry,
         persistent_link,
+        persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
     };
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
@@ -441,6 +442,7 @@ where
         max_packet_size: Some(config.max_packet_size),
         server_keep_alive,
         receive_maximum,
+        retain_unavailable: !config.persistence.retain_available,
     };
     codec::connack(&mut connection.write_buf, protocol, session_present, 0, &props);
     for pkid in owed_pubrels {
@@ -451,9 +453,17 @@ where
     client_log::connected(&Login { username: username.as_deref(), ..login });
     client_log::will(connect.will.as_ref().map(|w| (w.topic.as_str(), w.payload.len(), w.retain, w.qos)));
     client_log::sending_connack(&client_id, session_present, 0);
+    // The session in the store: ended by a clean start, recorded as connected otherwise; the
+    // messages it queued that the router does not hold follow the subscriptions just re-sent.
+    let replay = connection.session_connected();
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
         return None;
+    }
+    if let Some(persistence) = &shared.persistence
+        && !replay.is_empty()
+    {
+        persistence.replay(&*shared.engine, &client_id, replay);
     }
     Some(connection)
 }
@@ -468,7 +478,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut by_id: HashMap<Option<usize>, Vec<Filter>> = HashMap::new();
         for subscription in subscriptions.values() {
             match subscription.kind {
-                SubscriptionKind::Routed => by_id.entry(subscription.id).or_default().push(subscription.filter.clone()),
+                SubscriptionKind::Routed => {
+                    // A resumed session gets no retained messages, also when the router no longer
+                    // holds it (restored from the persistence store after a restart).
+                    let mut filter = subscription.filter.clone();
+                    filter.retain_forward_rule = rumqttd::protocol::RetainForwardRule::Never;
+                    by_id.entry(subscription.id).or_default().push(filter)
+                }
                 SubscriptionKind::Control => self.shared.control.subscribe(
                     self.conn_id,
                     self.listener.id,

@@ -20,6 +20,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) async fn handle_reads(&mut self) -> Result<(), Exit> {
         let max_packet = self.shared.config.max_packet_size as usize;
         self.reads_pending = false;
+        // This read's acknowledgements start here: they go out only once its changes are saved.
+        let acks_from = self.write_buf.len();
         // Publishes read now wait for subscriptions whose links began attaching before.
         let horizon = self.shared.attach_fence.horizon();
         loop {
@@ -75,7 +77,23 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             // Boxed: the wait's timer and notification stay out of every connection's state.
             Box::pin(self.shared.attach_fence.wait_for(horizon)).await;
         }
-        self.flush_router()
+        self.flush_router()?;
+        self.save_changes(acks_from).await
+    }
+
+    /// With persistence: saves what this read changed before its acknowledgements are written
+    /// (durable mode: synced, together with other connections' changes). If it cannot be saved,
+    /// the acknowledgements are withdrawn and the client disconnected, so that it sends again.
+    async fn save_changes(&mut self, acks_from: usize) -> Result<(), Exit> {
+        let Some(saving) = self.persist.as_deref_mut().and_then(|persist| persist.save()) else { return Ok(()) };
+        match saving.await {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                crate::persistence::log_failure(&self.client_id, &reason);
+                self.write_buf.truncate(acks_from.min(self.write_buf.len()));
+                Err(Exit::NotSaved)
+            }
+        }
     }
 
     /// Attaches the router link once something was pushed for it (see `lazy_link`).
@@ -125,6 +143,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// The client is done with a delivery's packet id: room for what waits.
     fn client_finished(&mut self, pkid: u16) {
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.acknowledged(&self.client_id, pkid);
+        }
         self.window.release(pkid);
         self.write_waiting();
     }

@@ -60,6 +60,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let Some(note) = self.link.try_recv() else { break };
             self.on_router(note)?;
         }
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.submit_dequeued();
+        }
         self.flush_router()
     }
 
@@ -95,26 +98,45 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn deliver(&mut self, routed: Routed) {
         let Routed { topic, payload, qos: router_qos, pkid, retain: retained_replay, properties } = routed;
         self.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
+        // Set when the client will never get this message (its ACL, its expiry): a stored copy
+        // queued for it goes.
+        let mut settled = None;
         let decided = match envelope::open(payload) {
             // (The empty payload of a retained-message clear: its sealed twin carries it.)
             None => None,
-            Some((stamp, payload)) => std::str::from_utf8(&topic)
-                .ok()
-                .filter(|topic| self.wants_delivery(topic) && self.authz.allows(Access::Receive, topic))
-                .and_then(|topic_str| {
+            // (A stored message handed back for another client is not this client's.)
+            Some((stamp, _)) if stamp.addressee.is_some_and(|to| to != self.publisher) => None,
+            Some((stamp, payload)) => match std::str::from_utf8(&topic).ok().filter(|t| self.wants_delivery(t)) {
+                None => None,
+                Some(topic_str) if !self.authz.allows(Access::Receive, topic_str) => {
+                    settled = stamp.queued;
+                    None
+                }
+                Some(topic_str) => {
                     let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay };
-                    delivery::decide(
+                    let decision = delivery::decide(
                         copy,
                         &self.subscriptions,
                         self.publisher,
                         &mut self.recent_copies,
                         envelope::now_ms,
-                    )
-                    .ok()
-                })
-                .map(|decision| (decision, stamp, payload)),
+                    );
+                    match decision {
+                        Ok(decision) => Some((decision, stamp, payload)),
+                        Err(skip) => {
+                            if skip == delivery::Skip::Expired {
+                                settled = stamp.queued;
+                            }
+                            None
+                        }
+                    }
+                }
+            },
         };
         let Some((decision, stamp, payload)) = decided else {
+            if settled.is_some() {
+                self.stored_copy_written(0, settled);
+            }
             return self.drop_router_copy(pkid, router_qos);
         };
         let mut properties = properties;
@@ -125,8 +147,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let qos = decision.qos;
         let delivery = Waiting { topic, payload, properties, stamp, qos, retain: decision.retain, router_pkid: pkid };
+        let queued = stamp.queued;
         if qos == 0 {
             self.write_delivery(delivery, 0);
+            self.stored_copy_written(0, queued);
             self.drop_router_copy(pkid, router_qos); // (the client has nothing to acknowledge)
         } else if self.window.must_wait() {
             // Its slot is taken now, so that what the router sent after it is acknowledged after it.
@@ -136,10 +160,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         } else {
             let client_pkid = self.window.take_pkid();
             if self.write_delivery(delivery, client_pkid) {
+                self.stored_copy_written(client_pkid, queued);
                 let link = &mut self.link;
                 self.acks.sent_as(pkid, router_qos, qos, Some(client_pkid), &mut |p| link.push(p));
             } else {
                 self.window.release(client_pkid);
+                self.stored_copy_written(0, queued); // (dropped: the client will never get it)
                 self.drop_router_copy(pkid, router_qos);
             }
         }
@@ -149,11 +175,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn write_waiting(&mut self) {
         while let Some(delivery) = self.window.next_ready() {
             let router_pkid = delivery.router_pkid;
+            let queued = delivery.stamp.queued;
             let client_pkid = self.window.take_pkid();
             if self.write_delivery(delivery, client_pkid) {
+                self.stored_copy_written(client_pkid, queued);
                 self.acks.written(router_pkid, client_pkid);
             } else {
                 self.window.release(client_pkid);
+                self.stored_copy_written(0, queued);
                 let link = &mut self.link;
                 self.acks.abandoned(router_pkid, &mut |p| link.push(p));
             }
@@ -204,6 +233,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             client_log::sending_publish(&self.client_id, &line);
         }
         true
+    }
+
+    /// With persistence: a delivery of a stored copy was written with the client's packet id
+    /// (0: at QoS 0, or dropped), so the copy goes now or with the client's acknowledgement.
+    fn stored_copy_written(&mut self, client_pkid: u16, queued: Option<u64>) {
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.written(&self.client_id, client_pkid, queued);
+        }
     }
 
     /// A router copy the client does not get: a QoS>0 one is acknowledged to the router in turn.

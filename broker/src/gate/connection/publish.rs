@@ -94,6 +94,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.write_ack(2, pkid, 0);
             return Ok(None);
         }
+        if retain && !self.shared.config.persistence.retain_available {
+            info!(client_id = %client_text(&self.client_id), "retained PUBLISH while retain_available is false");
+            return Err(Exit::Protocol(reason::RETAIN_NOT_SUPPORTED));
+        }
         if topic.starts_with("$CONTROL/") {
             return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
@@ -118,12 +122,33 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.held_lanes = Some(lanes);
             }
             METRICS.routed(&publish.topic, publish.payload.len(), retain);
-            let stamp = self.stamp(qos, retain, properties.as_mut());
+            let queued = self.persist_publish(topic, &publish.payload, qos, retain, properties.as_ref());
+            let mut stamp = self.stamp(qos, retain, properties.as_mut());
+            stamp.queued = queued;
             let link = &mut self.link;
             envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));
         }
         self.write_ack(qos, pkid, 0);
         Ok(None)
+    }
+
+    /// With persistence: a retained message is recorded, and a message for offline persistent
+    /// sessions queued; returns its store sequence if it was queued.
+    fn persist_publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+        properties: Option<&PublishProperties>,
+    ) -> Option<u64> {
+        let persist = self.persist.as_deref_mut()?;
+        let expiry = properties.and_then(|p| p.message_expiry_interval);
+        let persistence = &persist.persistence;
+        if retain {
+            persistence.retained(&mut persist.ops, topic, payload, qos, &self.client_id, expiry, properties);
+        }
+        persistence.sessions.offer(&mut persist.ops, topic, payload, qos, &self.client_id, expiry, properties)
     }
 
     /// The envelope of this client's next message; a v5 Message Expiry Interval moves from the
@@ -138,6 +163,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             origin: self.conn_id,
             sequence: self.sequence,
             expires_at_ms: expiry.map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
+            queued: None,
+            addressee: None,
         }
     }
 

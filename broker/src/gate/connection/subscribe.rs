@@ -127,6 +127,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.pending_acks.subscribe(subscribe.pkid, codes, retained);
         self.write_ready_acks();
         self.track_backlog();
+        if self.persist.is_some() {
+            self.session_subscriptions_changed();
+        }
         Ok(())
     }
 
@@ -171,6 +174,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.pending_acks.unsubscribe(unsubscribe.pkid, codes);
         self.write_ready_acks();
         self.track_backlog();
+        if self.persist.is_some() {
+            self.session_subscriptions_changed();
+        }
         Ok(())
     }
 

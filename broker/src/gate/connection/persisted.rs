@@ -1,0 +1,67 @@
+//! The connection's side of persistence (`crate::persistence`): its session's record in the
+//! store when it connects, when its subscriptions change and when it leaves.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Connection;
+use super::exit::session_outlives;
+use crate::persistence::records::{StoredMessage, StoredSession, unix_ms};
+use crate::persistence::sessions::stored_subscriptions;
+use crate::routing::router_link::RoutingEngine;
+
+impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
+    /// The session's record as it stands (`offline_since`: `None` while connected).
+    fn stored_session(&self, expiry: Option<u32>, offline_since: Option<u64>) -> StoredSession {
+        StoredSession {
+            owner: self.username.as_deref().map(str::to_owned),
+            subscriptions: stored_subscriptions(self.subscriptions.values()),
+            expiry,
+            offline_since_unix_ms: offline_since,
+        }
+    }
+
+    fn session_expiry_setting(&self) -> Option<u32> {
+        match self.protocol {
+            crate::security::Protocol::V5 if self.session_expiry != u32::MAX => Some(self.session_expiry),
+            _ => None,
+        }
+    }
+
+    /// After CONNACK is prepared: a clean start ends the stored session; a persistent session is
+    /// recorded as connected. Returns the stored messages to hand the router for this client.
+    pub(super) fn session_connected(&mut self) -> Vec<(u64, StoredMessage)> {
+        let outlives = session_outlives(self.protocol, self.clean_start, self.session_expiry);
+        let session = self.stored_session(self.session_expiry_setting(), None);
+        let Some(persist) = self.persist.as_deref_mut() else { return Vec::new() };
+        let mut ops = Vec::new();
+        let persistent = outlives || self.persistent_link;
+        let replay = persist.persistence.sessions.connected(&mut ops, &self.client_id, persistent, || session);
+        persist.persistence.submit(ops);
+        replay
+    }
+
+    /// A SUBSCRIBE or UNSUBSCRIBE changed a persistent session's subscriptions: saved with this
+    /// read, before its SUBACK/UNSUBACK.
+    pub(super) fn session_subscriptions_changed(&mut self) {
+        if !session_outlives(self.protocol, self.clean_start, self.session_expiry) {
+            return;
+        }
+        let session = self.stored_session(self.session_expiry_setting(), None);
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.persistence.sessions.update(&mut persist.ops, &self.client_id, session);
+        }
+    }
+
+    /// The client left: its session is saved as offline since now (`Some(expiry)`), or ends.
+    pub(super) fn session_left(&mut self, outlives: Option<Option<u32>>) {
+        let session = outlives.map(|expiry| self.stored_session(expiry, Some(unix_ms())));
+        let Some(persist) = self.persist.as_deref_mut() else { return };
+        let mut ops = std::mem::take(&mut persist.ops);
+        match session {
+            Some(session) => persist.persistence.sessions.update(&mut ops, &self.client_id, session),
+            None => persist.persistence.sessions.ended(&mut ops, &self.client_id),
+        }
+        persist.submit_dequeued();
+        persist.persistence.submit(ops);
+    }
+}

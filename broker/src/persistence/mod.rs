@@ -1,0 +1,234 @@
+//! Persistence (`persistence true`): retained messages, persistent sessions and the messages
+//! queued for their offline clients, kept in a redb file so that they survive a restart and a
+//! crash. rumqttd stays the router and keeps its own state in memory; this module keeps the
+//! durable copy beside it and gives it back to the router at start. docs/persistence.md says
+//! what is kept, when it is durable, and the bounds.
+//!
+//! - `store`: the file (tables, format check, one transaction per group of changes);
+//! - `writer`: the writer thread (group commit: one sync for the changes of many connections);
+//! - `records`: what a record holds;
+//! - `sessions`: which persistent sessions exist, their subscriptions, and the queue of each
+//!   (what a publish must queue, what an acknowledgement removes).
+//!
+//! The gate calls in at four places: a PUBLISH (a retained message, or a message for a
+//! persistent session), a SUBSCRIBE/UNSUBSCRIBE and a connect or disconnect of a persistent
+//! session, a delivery acknowledged by a persistent session's client, and the start (restore).
+//! The changes of one read of a connection are committed together before its acknowledgements
+//! are written (durable mode).
+
+pub mod connection;
+pub mod records;
+pub mod sessions;
+pub mod store;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rumqttd::protocol::PublishProperties;
+use tracing::{info, warn};
+
+use crate::config::PersistenceSettings;
+use crate::routing::envelope::{self, Publisher, Stamp};
+use crate::routing::router_link::RoutingEngine;
+use records::{StoredMessage, StoredProperties, unix_ms};
+pub use sessions::SessionIndex;
+pub use store::{Op, StoreError};
+
+/// The envelope origins of restored retained messages and of replayed queued messages
+/// (connection ids count up from 1 and never get here).
+const RESTORED_ORIGIN: u64 = u64::MAX - 1;
+const REPLAY_ORIGIN: u64 = u64::MAX - 2;
+
+/// The open store and what it loaded. See the module documentation.
+pub struct Persistence {
+    settings: PersistenceSettings,
+    writer: writer::Writer,
+    /// What the file held at start, until the restore takes it.
+    loaded: Mutex<Option<store::Loaded>>,
+    /// The persistent sessions and their queues.
+    pub sessions: SessionIndex,
+}
+
+impl Persistence {
+    /// Opens the store when `persistence` is on (`None` when it is off).
+    pub fn open(settings: &PersistenceSettings) -> Result<Option<Arc<Persistence>>, StoreError> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let path = settings.path();
+        let store = store::Store::open(&path)?;
+        let loaded = store.load()?;
+        info!(
+            file = %path.display(),
+            retained = loaded.retained.len(),
+            sessions = loaded.sessions.len(),
+            queued = loaded.queued.len(),
+            mode = ?settings.mode,
+            "persistence: store opened"
+        );
+        let writer = writer::Writer::start(store, settings)
+            .map_err(|e| StoreError::Io { path: path.clone(), reason: e.to_string() })?;
+        Ok(Some(Arc::new(Persistence {
+            sessions: SessionIndex::new(settings),
+            settings: settings.clone(),
+            writer,
+            loaded: Mutex::new(Some(loaded)),
+        })))
+    }
+
+    pub fn settings(&self) -> &PersistenceSettings {
+        &self.settings
+    }
+
+    fn take_loaded(&self) -> store::Loaded {
+        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().unwrap_or_default()
+    }
+
+    /// Hands the loaded retained messages to the router (through its system link, before any
+    /// client can connect), with the expiry they have left; those that expired while the broker
+    /// was down are deleted. Returns the persistent sessions and their queues for the gate's
+    /// registry.
+    pub fn restore<E: RoutingEngine>(&self, engine: &E) -> sessions::Restored {
+        let loaded = self.take_loaded();
+        let now = unix_ms();
+        let mut expired = Vec::new();
+        let mut restored = 0usize;
+        for (index, message) in loaded.retained.into_iter().enumerate() {
+            let Some(expires_at_ms) = expires_at(message.expires_at_unix_ms, now) else {
+                expired.push(Op::Unretain { topic: message.topic });
+                continue;
+            };
+            let stamp = Stamp {
+                qos: message.qos,
+                retain: true,
+                publisher: Publisher::of(&message.publisher),
+                origin: RESTORED_ORIGIN,
+                sequence: index as u64 + 1,
+                expires_at_ms,
+                queued: None,
+                addressee: None,
+            };
+            crate::metrics::METRICS.routed(message.topic.as_bytes(), message.payload.len(), true);
+            let topic = Bytes::from(message.topic.into_bytes());
+            let properties = message.properties.to_properties();
+            envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
+                if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+                    engine.inject(publish.topic, publish.payload, publish.retain, properties);
+                }
+            });
+            restored += 1;
+        }
+        if !expired.is_empty() {
+            info!(count = expired.len(), "persistence: retained messages expired while the broker was down");
+        }
+        info!(count = restored, "persistence: retained messages restored");
+        let (restored_sessions, ops) = self.sessions.restore(loaded.sessions, loaded.queued, now);
+        expired.extend(ops);
+        self.writer.submit(expired);
+        restored_sessions
+    }
+
+    /// Records a retained PUBLISH (an empty payload clears the topic) into `ops`.
+    #[allow(clippy::too_many_arguments)] // the parts of one message
+    pub fn retained(
+        &self,
+        ops: &mut Vec<Op>,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        publisher: &str,
+        expiry_secs: Option<u32>,
+        properties: Option<&PublishProperties>,
+    ) {
+        if payload.is_empty() {
+            ops.push(Op::Unretain { topic: topic.to_owned() });
+            return;
+        }
+        let message = stored_message(topic, payload, qos, publisher, expiry_secs, properties);
+        ops.push(Op::Retain { topic: topic.to_owned(), message: records::encode(&message) });
+    }
+
+    /// Hands the router the stored messages queued for `client_id` that the router does not
+    /// hold (its session was restored from the file), addressed to that client alone: every
+    /// other subscriber drops them (`envelope::Stamp::addressee`). The caller has already
+    /// handed the router the client's subscriptions. Expired ones are removed instead.
+    pub fn replay<E: RoutingEngine>(&self, engine: &E, client_id: &str, messages: Vec<(u64, StoredMessage)>) {
+        let now = unix_ms();
+        let mut ops = Vec::new();
+        let addressee = Publisher::of(client_id);
+        for (sequence, message) in messages {
+            let Some(expires_at_ms) = expires_at(message.expires_at_unix_ms, now) else {
+                self.sessions.delivered(&mut ops, client_id, sequence);
+                continue;
+            };
+            let stamp = Stamp {
+                qos: message.qos,
+                retain: false,
+                publisher: Publisher::of(&message.publisher),
+                origin: REPLAY_ORIGIN,
+                sequence,
+                expires_at_ms,
+                queued: Some(sequence),
+                addressee: Some(addressee),
+            };
+            let topic = Bytes::from(message.topic.into_bytes());
+            let properties = message.properties.to_properties();
+            envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
+                if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+                    engine.inject(publish.topic, publish.payload, publish.retain, properties);
+                }
+            });
+        }
+        self.writer.submit(ops);
+    }
+
+    /// Commits `ops`; resolves once they are durable (durable mode) or written (autosave mode).
+    pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
+        self.writer.commit(ops)
+    }
+
+    /// Hands `ops` to the writer without waiting.
+    pub fn submit(&self, ops: Vec<Op>) {
+        self.writer.submit(ops);
+    }
+
+    /// Saves and syncs what is pending, then stops the writer (shutdown).
+    pub fn close(&self) {
+        self.writer.stop();
+        info!("persistence: store closed");
+    }
+}
+
+/// A message as the store keeps it.
+pub fn stored_message(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    publisher: &str,
+    expiry_secs: Option<u32>,
+    properties: Option<&PublishProperties>,
+) -> StoredMessage {
+    StoredMessage {
+        topic: topic.to_owned(),
+        qos,
+        payload: payload.to_vec(),
+        publisher: publisher.to_owned(),
+        expires_at_unix_ms: expiry_secs.map(|secs| unix_ms() + u64::from(secs) * 1000),
+        properties: StoredProperties::of(properties),
+    }
+}
+
+/// The gate-clock expiry of a stored message: `Some(None)` never expires, `None` has expired.
+fn expires_at(expires_at_unix_ms: Option<u64>, now_unix_ms: u64) -> Option<Option<u64>> {
+    match expires_at_unix_ms {
+        None => Some(None),
+        Some(at) if at <= now_unix_ms => None,
+        Some(at) => Some(Some(envelope::now_ms() + (at - now_unix_ms))),
+    }
+}
+
+/// Logs that a change could not be saved, once per failure.
+pub fn log_failure(client_id: &str, reason: &str) {
+    warn!(client_id = %crate::logging::client_text(client_id), %reason, "persistence: not saved; the client is disconnected without acknowledgement");
+}

@@ -1,0 +1,505 @@
+//! The persistent sessions the store knows, in memory: each one's subscriptions (to decide what
+//! a publish queues for it while its client is offline), whether its client is connected, the
+//! sequence numbers of its queued messages (with their sizes, for `max_queued_messages` and
+//! `max_queued_bytes`), and whether the router holds its queue too.
+//!
+//! Every message a persistent session's subscriptions match is queued in the store (QoS 0 only
+//! with `queue_qos0_messages`), whether its client is connected or not — so that a message still
+//! unacknowledged by a connected client when the broker is killed is delivered after the restart
+//! too — under one sequence number per publish that the message's envelope carries (`routing::envelope::Stamp::queued`). The router queues the same
+//! message for the session when it holds the session (the client attached since the broker
+//! started); when it does not (the session was restored from the file), the gate keeps the
+//! message here and hands it to the router, addressed to that client alone, when the client
+//! comes back ([`SessionIndex::connected`]). Either way the store's copy is removed when the
+//! client acknowledges the delivery, or when the gate drops it ([`SessionIndex::delivered`]).
+//!
+//! A publish finds the sessions it may concern through an index of their filters (`FilterIndex`),
+//! not by looking at every session. Shared subscriptions are not queued in the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
+
+use super::records::{self, StoredMessage, StoredSession, StoredSubscription};
+use super::store::Op;
+use crate::config::PersistenceSettings;
+use crate::gate::session::{Subscription, SubscriptionKind};
+
+/// One persistent session.
+#[derive(Debug, Default)]
+struct Tracked {
+    session: Option<StoredSession>,
+    live: bool,
+    /// The router queues for this session too (its client attached since the start).
+    router_holds: bool,
+    /// Queued messages in the store: sequence → payload bytes.
+    queued: BTreeMap<u64, u64>,
+    bytes: u64,
+    /// Messages the router does not hold, to hand it when the client comes back.
+    replay: BTreeMap<u64, StoredMessage>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    sessions: HashMap<String, Tracked>,
+    filters: FilterIndex,
+    next_sequence: u64,
+}
+
+/// Which persistent sessions hold which filters, so that a publish looks at the sessions whose
+/// filters may match it rather than at every session: a filter without wildcards by its topic
+/// (a device's own command topic: one lookup), wildcard filters by filter (each distinct one
+/// matched once per publish). Shared subscriptions are not queued (a group's message goes to one
+/// member, which the store cannot know in advance).
+#[derive(Debug, Default)]
+struct FilterIndex {
+    exact: HashMap<String, HashSet<String>>,
+    patterns: HashMap<String, HashSet<String>>,
+}
+
+impl FilterIndex {
+    fn queueable(filter: &StoredSubscription) -> bool {
+        !crate::gate::subscriptions::is_shared(&filter.filter)
+            && crate::gate::subscriptions::kind_of(&filter.filter) == SubscriptionKind::Routed
+    }
+
+    fn map(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
+        if filter.contains(['+', '#']) { &mut self.patterns } else { &mut self.exact }
+    }
+
+    fn add(&mut self, client_id: &str, session: &StoredSession) {
+        for s in session.subscriptions.iter().filter(|s| Self::queueable(s)) {
+            self.map(&s.filter).entry(s.filter.clone()).or_default().insert(client_id.to_owned());
+        }
+    }
+
+    fn remove(&mut self, client_id: &str, session: &StoredSession) {
+        for s in session.subscriptions.iter().filter(|s| Self::queueable(s)) {
+            let map = self.map(&s.filter);
+            if let Some(clients) = map.get_mut(&s.filter) {
+                clients.remove(client_id);
+                if clients.is_empty() {
+                    map.remove(&s.filter);
+                }
+            }
+        }
+    }
+
+    /// The sessions with a filter that matches `topic`.
+    fn candidates(&self, topic: &str) -> Vec<String> {
+        let mut found: HashSet<&String> = self.exact.get(topic).map(|c| c.iter().collect()).unwrap_or_default();
+        for (filter, clients) in &self.patterns {
+            if crate::gate::subscriptions::matches_mqtt(filter, topic.as_bytes()) {
+                found.extend(clients);
+            }
+        }
+        found.into_iter().cloned().collect()
+    }
+}
+
+impl Index {
+    /// Sets a session's record, keeping the filter index in step.
+    fn set_session(&mut self, client_id: &str, session: StoredSession) -> &mut Tracked {
+        let tracked = self.sessions.entry(client_id.to_owned()).or_default();
+        if let Some(old) = tracked.session.take() {
+            self.filters.remove(client_id, &old);
+        }
+        self.filters.add(client_id, &session);
+        tracked.session = Some(session);
+        tracked
+    }
+
+    fn remove_session(&mut self, client_id: &str) -> bool {
+        let Some(tracked) = self.sessions.remove(client_id) else { return false };
+        if let Some(session) = &tracked.session {
+            self.filters.remove(client_id, session);
+        }
+        true
+    }
+}
+
+/// A session loaded from the file, for the gate's registry.
+pub struct RestoredSession {
+    pub client_id: String,
+    pub session: StoredSession,
+    /// How long it still lives (`None`: until its client comes back).
+    pub expires_in: Option<Duration>,
+}
+
+/// What [`SessionIndex::restore`] gives the gate.
+#[derive(Default)]
+pub struct Restored {
+    pub sessions: Vec<RestoredSession>,
+}
+
+/// See the module documentation.
+pub struct SessionIndex {
+    index: Mutex<Index>,
+    max_messages: usize,
+    max_bytes: u64,
+    queue_qos0: bool,
+    default_expiry: Option<Duration>,
+}
+
+impl SessionIndex {
+    pub fn new(settings: &PersistenceSettings) -> Self {
+        SessionIndex {
+            index: Mutex::default(),
+            max_messages: settings.max_queued_messages,
+            max_bytes: settings.max_queued_bytes,
+            queue_qos0: settings.queue_qos0_messages,
+            default_expiry: settings.persistent_client_expiration,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the loaded sessions and queues; sessions that expired while the broker was down are
+    /// ended (their ops are returned). A session whose client was connected when the broker
+    /// stopped counts as offline from now.
+    pub fn restore(
+        &self,
+        sessions: Vec<(String, StoredSession)>,
+        queued: Vec<(String, u64, StoredMessage)>,
+        now_unix_ms: u64,
+    ) -> (Restored, Vec<Op>) {
+        let mut index = self.lock();
+        let mut ops = Vec::new();
+        let mut restored = Restored::default();
+        for (client_id, mut session) in sessions {
+            let offline_since = *session.offline_since_unix_ms.get_or_insert(now_unix_ms);
+            let lifetime = session.expiry.map(|secs| Duration::from_secs(secs.into())).or(self.default_expiry);
+            let expires_in = match lifetime {
+                None => None,
+                Some(lifetime) => {
+                    let gone = Duration::from_millis(now_unix_ms.saturating_sub(offline_since));
+                    match lifetime.checked_sub(gone) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => {
+                            ops.push(Op::EndSession { client_id });
+                            continue;
+                        }
+                    }
+                }
+            };
+            index.set_session(&client_id, session.clone());
+            restored.sessions.push(RestoredSession { client_id, session, expires_in });
+        }
+        for (client_id, sequence, message) in queued {
+            index.next_sequence = index.next_sequence.max(sequence);
+            match index.sessions.get_mut(&client_id) {
+                Some(tracked) => {
+                    tracked.bytes += message.payload.len() as u64;
+                    tracked.queued.insert(sequence, message.payload.len() as u64);
+                    tracked.replay.insert(sequence, message);
+                }
+                // (A queue whose session ended, or expired just now.)
+                None => ops.push(Op::Dequeue { client_id, sequence }),
+            }
+        }
+        (restored, ops)
+    }
+
+    /// A client connected. A clean start ends a stored session; a persistent one is recorded as
+    /// connected. Returns the queued messages the router does not hold (to hand it now).
+    pub fn connected(
+        &self,
+        ops: &mut Vec<Op>,
+        client_id: &str,
+        persistent: bool,
+        session: impl FnOnce() -> StoredSession,
+    ) -> Vec<(u64, StoredMessage)> {
+        let mut index = self.lock();
+        if !persistent {
+            if index.remove_session(client_id) {
+                ops.push(Op::EndSession { client_id: client_id.to_owned() });
+            }
+            return Vec::new();
+        }
+        let session = session();
+        ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
+        let tracked = index.set_session(client_id, session);
+        tracked.live = true;
+        tracked.router_holds = true;
+        std::mem::take(&mut tracked.replay).into_iter().collect()
+    }
+
+    /// A persistent session's subscriptions changed, or its client left (`offline`): the new
+    /// record.
+    pub fn update(&self, ops: &mut Vec<Op>, client_id: &str, session: StoredSession) {
+        let mut index = self.lock();
+        let live = session.offline_since_unix_ms.is_none();
+        ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
+        index.set_session(client_id, session).live = live;
+    }
+
+    /// The session ended (clean disconnect of a session that does not outlive its connection,
+    /// expiry): forgotten with its queue.
+    pub fn ended(&self, ops: &mut Vec<Op>, client_id: &str) {
+        if self.lock().remove_session(client_id) {
+            ops.push(Op::EndSession { client_id: client_id.to_owned() });
+        }
+    }
+
+    /// A routed PUBLISH: queued for every persistent session whose subscriptions match it
+    /// (within the queue bounds). Returns the sequence number the message's envelope carries,
+    /// if it was queued for anyone.
+    #[allow(clippy::too_many_arguments)] // the parts of one message
+    pub fn offer(
+        &self,
+        ops: &mut Vec<Op>,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        publisher: &str,
+        expiry_secs: Option<u32>,
+        properties: Option<&rumqttd::protocol::PublishProperties>,
+    ) -> Option<u64> {
+        let mut index = self.lock();
+        if index.sessions.is_empty() {
+            return None;
+        }
+        let candidates = index.filters.candidates(topic);
+        if candidates.is_empty() {
+            return None;
+        }
+        let sequence = index.next_sequence + 1;
+        let mut encoded: Option<(Vec<u8>, StoredMessage)> = None;
+        for client_id in candidates {
+            let Some(tracked) = index.sessions.get_mut(&client_id) else { continue };
+            let Some(session) = tracked.session.as_ref() else { continue };
+            let Some(granted) = best_match(session, topic, &client_id, publisher) else { continue };
+            if qos.min(granted) == 0 && !self.queue_qos0 {
+                continue;
+            }
+            let size = payload.len() as u64;
+            if (self.max_messages > 0 && tracked.queued.len() >= self.max_messages)
+                || (self.max_bytes > 0 && tracked.bytes + size > self.max_bytes)
+            {
+                continue; // mosquitto drops what exceeds an offline client's queue, too
+            }
+            let (bytes, message) = encoded.get_or_insert_with(|| {
+                let message = super::stored_message(topic, payload, qos, publisher, expiry_secs, properties);
+                (records::encode(&message), message)
+            });
+            tracked.queued.insert(sequence, size);
+            tracked.bytes += size;
+            if !tracked.router_holds {
+                tracked.replay.insert(sequence, message.clone());
+            }
+            ops.push(Op::Queue { client_id, sequence, message: bytes.clone() });
+        }
+        encoded.is_some().then(|| {
+            index.next_sequence = sequence;
+            sequence
+        })
+    }
+
+    /// A message queued under `sequence` reached `client_id` (acknowledged, delivered at QoS 0,
+    /// or dropped by the gate): its stored copy goes.
+    pub fn delivered(&self, ops: &mut Vec<Op>, client_id: &str, sequence: u64) {
+        let mut index = self.lock();
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return };
+        if let Some(size) = tracked.queued.remove(&sequence) {
+            tracked.bytes -= size;
+            ops.push(Op::Dequeue { client_id: client_id.to_owned(), sequence });
+        }
+    }
+
+    /// Persistent sessions known (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The highest QoS among the session's routed subscriptions that match `topic` (No Local ones
+/// skip the session's own messages), or `None`.
+fn best_match(session: &StoredSession, topic: &str, client_id: &str, publisher: &str) -> Option<u8> {
+    session
+        .subscriptions
+        .iter()
+        .filter(|s| !(s.no_local && client_id == publisher))
+        .filter(|s| FilterIndex::queueable(s))
+        .filter(|s| crate::gate::subscriptions::matches_mqtt(&s.filter, topic.as_bytes()))
+        .map(|s| s.qos)
+        .max()
+}
+
+/// The stored form of a session's subscriptions.
+pub fn stored_subscriptions<'a>(subscriptions: impl Iterator<Item = &'a Subscription>) -> Vec<StoredSubscription> {
+    subscriptions
+        .map(|s| StoredSubscription {
+            filter: s.filter.path.clone(),
+            qos: s.filter.qos as u8,
+            no_local: s.filter.nolocal,
+            retain_as_published: s.filter.preserve_retain,
+            retain_handling: match s.filter.retain_forward_rule {
+                RetainForwardRule::OnEverySubscribe => 0,
+                RetainForwardRule::OnNewSubscribe => 1,
+                RetainForwardRule::Never => 2,
+            },
+            id: s.id,
+        })
+        .collect()
+}
+
+/// A stored session as the gate's registry keeps it (the router does not hold it yet).
+pub fn saved_session(stored: StoredSession) -> crate::gate::session::SavedSession {
+    crate::gate::session::SavedSession {
+        owner: stored.owner.map(std::sync::Arc::from),
+        subscriptions: stored.subscriptions.iter().map(|s| (s.filter.clone(), subscription(s))).collect(),
+        inbound_qos2: Default::default(),
+        outbound_qos2: Default::default(),
+        routed: false,
+    }
+}
+
+/// A stored subscription as the gate keeps it.
+pub fn subscription(stored: &StoredSubscription) -> Subscription {
+    let filter = Filter {
+        path: stored.filter.clone(),
+        qos: match stored.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        },
+        nolocal: stored.no_local,
+        preserve_retain: stored.retain_as_published,
+        retain_forward_rule: match stored.retain_handling {
+            0 => RetainForwardRule::OnEverySubscribe,
+            1 => RetainForwardRule::OnNewSubscribe,
+            _ => RetainForwardRule::Never,
+        },
+    };
+    let shared = crate::gate::subscriptions::is_shared(&stored.filter);
+    Subscription {
+        kind: crate::gate::subscriptions::kind_of(&stored.filter),
+        filter,
+        id: stored.id,
+        count: crate::metrics::SubscriptionCount::new(shared),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(filters: &[(&str, u8)]) -> StoredSession {
+        StoredSession {
+            owner: None,
+            subscriptions: filters
+                .iter()
+                .map(|(filter, qos)| StoredSubscription {
+                    filter: (*filter).into(),
+                    qos: *qos,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                    id: None,
+                })
+                .collect(),
+            expiry: None,
+            offline_since_unix_ms: Some(1),
+        }
+    }
+
+    fn index(max_messages: usize) -> SessionIndex {
+        let settings = PersistenceSettings { max_queued_messages: max_messages, ..PersistenceSettings::default() };
+        SessionIndex::new(&settings)
+    }
+
+    #[test]
+    fn only_sessions_with_a_matching_subscription_queue() {
+        let sessions = index(0);
+        let mut ops = Vec::new();
+        sessions.update(&mut ops, "off", session(&[("a/#", 1)]));
+        sessions.update(&mut ops, "other", session(&[("b/#", 1)]));
+        let mut live = session(&[("a/#", 1)]);
+        live.offline_since_unix_ms = None;
+        sessions.update(&mut ops, "on", live);
+        ops.clear();
+        let sequence = sessions.offer(&mut ops, "a/x", b"m", 1, "pub", None, None);
+        assert_eq!(sequence, Some(1));
+        let mut queued: Vec<&str> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Queue { client_id, sequence: 1, .. } => client_id.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        queued.sort();
+        assert_eq!(queued, ["off", "on"]);
+        assert_eq!(sessions.offer(&mut Vec::new(), "a/x", b"m", 0, "pub", None, None), None, "QoS 0 not queued");
+        ops.clear();
+        sessions.delivered(&mut ops, "off", 1);
+        sessions.delivered(&mut ops, "off", 1);
+        assert_eq!(ops.len(), 1, "one dequeue");
+    }
+
+    #[test]
+    fn publishes_find_sessions_through_their_filters_and_changes_are_followed() {
+        let sessions = index(0);
+        let mut ops = Vec::new();
+        sessions.update(&mut ops, "exact", session(&[("dev/1/cmd", 1)]));
+        sessions.update(&mut ops, "wild", session(&[("dev/+/cmd", 1)]));
+        sessions.update(&mut ops, "shared", session(&[("$share/g/dev/#", 1)]));
+        let queued_for = |topic: &str| {
+            let mut ops = Vec::new();
+            sessions.offer(&mut ops, topic, b"m", 1, "p", None, None);
+            let mut ids: Vec<String> = ops
+                .into_iter()
+                .filter_map(|op| match op {
+                    Op::Queue { client_id, .. } => Some(client_id),
+                    _ => None,
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(queued_for("dev/1/cmd"), ["exact", "wild"], "shared subscriptions are not queued");
+        assert_eq!(queued_for("dev/2/cmd"), ["wild"]);
+        sessions.update(&mut ops, "exact", session(&[("dev/2/cmd", 1)]));
+        assert_eq!(queued_for("dev/1/cmd"), ["wild"], "the old filter is gone");
+        assert_eq!(queued_for("dev/2/cmd"), ["exact", "wild"]);
+        sessions.ended(&mut ops, "wild");
+        assert_eq!(queued_for("dev/2/cmd"), ["exact"]);
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let sessions = index(2);
+        let mut ops = Vec::new();
+        sessions.update(&mut ops, "off", session(&[("a", 2)]));
+        let queued: Vec<_> = (0..3).map(|_| sessions.offer(&mut ops, "a", b"m", 2, "p", None, None)).collect();
+        assert_eq!(queued, [Some(1), Some(2), None]);
+    }
+
+    #[test]
+    fn expired_sessions_are_ended_at_restore_and_their_queues_dropped() {
+        let sessions = index(0);
+        let mut expiring = session(&[("a", 1)]);
+        expiring.expiry = Some(10);
+        let kept = session(&[("a", 1)]);
+        let message = super::super::stored_message("a", b"m", 1, "p", None, None);
+        let (restored, ops) = sessions.restore(
+            vec![("old".into(), expiring), ("kept".into(), kept)],
+            vec![("old".into(), 4, message.clone()), ("kept".into(), 5, message)],
+            20_000,
+        );
+        assert_eq!(restored.sessions.len(), 1);
+        assert!(matches!(&ops[0], Op::EndSession { client_id } if client_id == "old"));
+        assert!(matches!(&ops[1], Op::Dequeue { client_id, sequence: 4 } if client_id == "old"));
+        let replay = sessions.connected(&mut Vec::new(), "kept", true, || session(&[("a", 1)]));
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].0, 5);
+        assert_eq!(sessions.offer(&mut Vec::new(), "b", b"m", 1, "p", None, None), None, "no subscription");
+    }
+}
