@@ -47,14 +47,40 @@ impl Rng {
     }
 }
 
+/// How a crash run goes (this harness's and `persistence_crash`'s).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The broker binary (dynsec-broker or the tests' shim of it).
     pub binary: PathBuf,
     pub iterations: usize,
     pub seed: u64,
-    /// Kills happen between 0 and this long after provisioning starts.
+    /// Kills happen between 0 and this long after the load starts.
     pub max_kill_delay: Duration,
+}
+
+impl Options {
+    /// The options of a full run's binary: `[--iterations N] [--seed S] [--max-kill-delay-ms M]`
+    /// (50 kills, a seed from the clock, kills within 400 ms), with the broker shim built beside
+    /// it. `Err` is the usage line.
+    pub fn from_args(program: &str, args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+        let mut options = Options {
+            binary: std::env::current_exe().map(|p| p.with_file_name("dynsec-broker-under-test")).unwrap_or_default(),
+            iterations: 50,
+            seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+            max_kill_delay: Duration::from_millis(400),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let value = args.next().and_then(|v| v.parse::<u64>().ok());
+            match (arg.as_str(), value) {
+                ("--iterations", Some(v)) => options.iterations = v as usize,
+                ("--seed", Some(v)) => options.seed = v,
+                ("--max-kill-delay-ms", Some(v)) => options.max_kill_delay = Duration::from_millis(v),
+                _ => return Err(format!("usage: {program} [--iterations N] [--seed S] [--max-kill-delay-ms M]")),
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// What a run did.

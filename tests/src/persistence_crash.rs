@@ -12,29 +12,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dynsec_broker::testkit::{self, Connect, Next, RawClient};
 
 use crate::broker::BrokerProcess;
+pub use crate::crash::Options;
 use crate::crash::Rng;
 
 const CONFIG: &str = "listener 0 127.0.0.1\nallow_anonymous true\nlog_type error\nlog_type warning\nlog_type notice\n\
                       persistence true\n\
                       max_queued_messages 0\n";
 const SUBSCRIBER: &str = "crash-persistent-subscriber";
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The broker binary (dynsec-broker or the tests' shim of it).
-    pub binary: PathBuf,
-    pub iterations: usize,
-    pub seed: u64,
-    /// Kills happen between 0 and this long after publishing starts.
-    pub max_kill_delay: Duration,
-}
 
 /// What a run did.
 #[derive(Debug, Default)]

@@ -2,30 +2,18 @@
 //! Uses the broker shim built beside this binary (`cargo build -p dynsec-tests` builds both).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dynsec_tests::crash::{Options, run};
 
 fn main() -> ExitCode {
-    let mut options = Options {
-        binary: std::env::current_exe().map(|p| p.with_file_name("dynsec-broker-under-test")).unwrap_or_default(),
-        iterations: 50,
-        seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
-        max_kill_delay: Duration::from_millis(400),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse::<u64>().ok());
-        match (arg.as_str(), value) {
-            ("--iterations", Some(v)) => options.iterations = v as usize,
-            ("--seed", Some(v)) => options.seed = v,
-            ("--max-kill-delay-ms", Some(v)) => options.max_kill_delay = Duration::from_millis(v),
-            _ => {
-                eprintln!("usage: crash-harness [--iterations N] [--seed S] [--max-kill-delay-ms M]");
-                return ExitCode::FAILURE;
-            }
+    let options = match Options::from_args("crash-harness", std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
     let dir = std::env::temp_dir().join(format!("dynsec-crash-harness-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("cannot create {}: {e}", dir.display());
