@@ -47,6 +47,7 @@ impl Broker {
             let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
             tasks.push(tokio::spawn(refresh));
         }
+        tasks.push(tokio::spawn(crate::routing::router_drops::report_periodically()));
         for listener in &listeners {
             let bound = listener::bind(listener).await?;
             local_addrs.push(bound.local_addr);

@@ -36,6 +36,7 @@ mod keepalive_and_client_ids;
 mod kicked_sessions;
 mod log_lines;
 mod mqtt_semantics;
+mod qos0_backpressure;
 mod reliability_crash;
 mod reliability_soak;
 mod reliability_storage;
