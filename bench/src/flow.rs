@@ -9,7 +9,8 @@
 //!   bitmap of the sequence numbers it received (duplicates and losses are counted exactly) and
 //!   acknowledges QoS 1 deliveries once per read.
 //! - Rate = unique deliveries (all subscribers) ÷ (first publish → last delivery); subscribers
-//!   stop at most `DRAIN_LIMIT` after the publisher, and what has not arrived by then counts as
+//!   stop at most `drain_limit` (usually [`DRAIN_LIMIT`]) after the publisher, and what has not
+//!   arrived by then counts as
 //!   not delivered.
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ const DRAIN_IDLE: Duration = Duration::from_millis(1000);
 /// Once the publisher is done, the longest subscribers keep receiving at all: a broker that
 /// queued far more than it can deliver (mosquitto with 10,000 ACLs delivers ~2,000 msg/s) would
 /// otherwise keep a run going for minutes. What is still queued then counts as not delivered.
-const DRAIN_LIMIT: Duration = Duration::from_millis(1500);
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(1500);
 /// Longest wait for a connection, a SUBACK or any sign of progress.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -52,6 +53,8 @@ pub struct FlowSpec {
     pub credentials: Option<(String, String)>,
     /// Prefix of the client ids (unique per run).
     pub client_prefix: String,
+    /// How long subscribers keep receiving once the publisher is done.
+    pub drain_limit: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -273,7 +276,9 @@ async fn subscribers(
             let _ = ready.send(Ok(()));
             let tasks: Vec<_> = clients
                 .into_iter()
-                .map(|client| tokio::task::spawn_local(receive(client, spec.messages, progress.clone())))
+                .map(|client| {
+                    tokio::task::spawn_local(receive(client, spec.messages, spec.drain_limit, progress.clone()))
+                })
                 .collect();
             let (mut received, mut duplicates, mut last) = (0, 0, None::<Instant>);
             for task in tasks {
@@ -299,7 +304,7 @@ struct Received {
     error: Option<String>,
 }
 
-async fn receive(mut client: Client, capacity: u64, progress: Arc<Progress>) -> Received {
+async fn receive(mut client: Client, capacity: u64, drain_limit: Duration, progress: Arc<Progress>) -> Received {
     let mut seen = vec![0u64; (capacity as usize).div_ceil(64) + 1];
     let mut out = Received { received: 0, duplicates: 0, last: None, error: None };
     let mut acks = BytesMut::with_capacity(4096);
@@ -310,7 +315,7 @@ async fn receive(mut client: Client, capacity: u64, progress: Arc<Progress>) -> 
         if done && out.received >= progress.sent.load(Ordering::Acquire) {
             break;
         }
-        if done && done_seen.get_or_insert_with(Instant::now).elapsed() > DRAIN_LIMIT {
+        if done && done_seen.get_or_insert_with(Instant::now).elapsed() > drain_limit {
             break;
         }
         let idle_limit = if done { DRAIN_IDLE } else { WAIT };

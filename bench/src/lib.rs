@@ -6,6 +6,7 @@
 
 pub mod brokers;
 pub mod chart;
+pub mod fleet;
 pub mod flow;
 pub mod machine;
 pub mod mqtt;

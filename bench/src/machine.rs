@@ -33,17 +33,18 @@ pub fn description() -> String {
     format!("{cpu}, {} cores{memory}, Linux {kernel}", cores())
 }
 
-/// Raises the open-file limit to the hard limit (brokers started afterwards inherit it);
-/// returns the new soft limit.
-pub fn raise_open_files() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+/// Raises the open-file limit to at least `wanted` when the process may (root may raise the hard
+/// limit too), otherwise to the hard limit (brokers started afterwards inherit it); returns the
+/// new soft limit.
+pub fn raise_open_files(wanted: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
-    let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-    if setrlimit(Resource::Nofile, raised).is_ok() {
-        limit.maximum.unwrap_or(u64::MAX)
-    } else {
-        limit.current.unwrap_or(u64::MAX)
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < wanted && setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: Some(wanted) }).is_ok() {
+        return wanted;
     }
+    let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+    if setrlimit(Resource::Nofile, raised).is_ok() { hard } else { limit.current.unwrap_or(u64::MAX) }
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.

@@ -21,7 +21,7 @@ use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
-use dynsec_bench::{chart, machine, provisioning, revocation, storm};
+use dynsec_bench::{chart, fleet, machine, provisioning, revocation, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
 /// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
@@ -50,6 +50,14 @@ struct Plan {
     memory_budget: Duration,
     /// mosquitto's share: it passes ~30,000 QoS 1 msg/s, so 4 M messages would take minutes.
     mosquitto_memory_budget: Duration,
+    /// Rounds of P7, and its bursts 1 → 1 and 1 → `fanout`.
+    burst_rounds: usize,
+    burst_single: u64,
+    burst_fanout: u64,
+    /// P8: devices, how long commands are sent, and their period.
+    fleet_devices: usize,
+    fleet_duration: Duration,
+    fleet_period: Duration,
 }
 
 impl Plan {
@@ -76,6 +84,12 @@ impl Plan {
             memory_messages: 4_000_000,
             memory_budget: Duration::from_secs(90),
             mosquitto_memory_budget: Duration::from_secs(10),
+            burst_rounds: 3,
+            burst_single: 100_000,
+            burst_fanout: 10_000,
+            fleet_devices: 50_000,
+            fleet_duration: Duration::from_secs(60),
+            fleet_period: Duration::from_secs(10),
         }
     }
 
@@ -97,6 +111,12 @@ impl Plan {
             memory_messages: 200_000,
             memory_budget: Duration::from_secs(5),
             mosquitto_memory_budget: Duration::from_secs(3),
+            burst_rounds: 1,
+            burst_single: 100_000,
+            burst_fanout: 2_000,
+            fleet_devices: 2_000,
+            fleet_duration: Duration::from_secs(20),
+            fleet_period: Duration::from_secs(10),
         }
     }
 }
@@ -212,6 +232,7 @@ impl Run {
                             topic: format!("bench/load/r{}", self.run_id),
                             credentials: setup::credentials(broker.kind.has_dynsec(), user),
                             client_prefix: format!("r{}", self.run_id),
+                            drain_limit: flow::DRAIN_LIMIT,
                         };
                         match flow::run(&spec) {
                             Ok(r) => {
@@ -498,6 +519,7 @@ impl Run {
                 topic: "bench/memory".into(),
                 credentials: setup::credentials(kind.has_dynsec(), USER_100),
                 client_prefix: format!("m{}", self.run_id),
+                drain_limit: flow::DRAIN_LIMIT,
             };
             let case = format!("{} messages 1→1 QoS 1", number(plan.memory_messages as f64));
             match flow::run(&spec) {
@@ -522,6 +544,119 @@ impl Run {
             self.progress.finish_step();
         }
     }
+
+    /// P7: QoS 0 bursts (1 → 1 and 1 → fan-out), everything the publisher can write at once;
+    /// lost messages and the delivered rate, each broker in turn per round.
+    fn qos0_bursts(&mut self, brokers: &mut [Broker]) {
+        let plan = self.plan.clone();
+        for round in 0..plan.burst_rounds {
+            for (subscribers, messages) in [(1, plan.burst_single), (plan.fanout, plan.burst_fanout)] {
+                let case = format!("QoS 0 burst 1→{subscribers}, {} × 100 B", number(messages as f64));
+                for offset in 0..brokers.len() {
+                    let index = (offset + round) % brokers.len();
+                    self.settle_all(brokers);
+                    let broker = &mut brokers[index];
+                    let kind = broker.kind;
+                    self.progress.start(format!("{P7}: {case} on {kind} (round {})", round + 1));
+                    self.run_id += 1;
+                    let spec = FlowSpec {
+                        addr: broker.addr(Version::V311),
+                        version: Version::V311,
+                        qos: 0,
+                        subscribers,
+                        messages,
+                        max_duration: Duration::from_secs(60),
+                        payload: 100,
+                        topic: format!("bench/burst/r{}", self.run_id),
+                        credentials: setup::credentials(kind.has_dynsec(), USER_100),
+                        client_prefix: format!("b{}", self.run_id),
+                        // A broker that queued the burst gets the time to deliver it.
+                        drain_limit: Duration::from_secs(30),
+                    };
+                    match flow::run(&spec) {
+                        Ok(r) => {
+                            let wanted = (r.sent * subscribers as u64).max(1) as f64;
+                            self.results.add(P7, &case, kind, RATE, "deliveries/s", round, r.rate());
+                            self.results.add(P7, &case, kind, LOST_PERCENT, "%", round, r.lost as f64 / wanted * 100.0);
+                        }
+                        Err(e) => self.note(format!("{P7} {case} on {kind} failed: {e}")),
+                    }
+                    if !broker.alive() {
+                        self.note(format!("{kind} died: {}", broker.log_tail()));
+                    }
+                    self.progress.finish_step();
+                }
+            }
+        }
+    }
+
+    /// P8: a device fleet on a fresh broker per variant (QoS 0, QoS 1): resident memory and
+    /// commands delivered within their period.
+    fn fleet(&mut self) {
+        let plan = self.plan.clone();
+        for qos in [0u8, 1] {
+            for kind in self.kinds.clone() {
+                let case = format!(
+                    "{} devices, QoS {qos}, a command and a telemetry message per device every {} s, {} s",
+                    number(plan.fleet_devices as f64),
+                    plan.fleet_period.as_secs(),
+                    plan.fleet_duration.as_secs()
+                );
+                self.progress.start(format!("{P8}: {case} on {kind}"));
+                let broker = match self.start(kind, "fleet", false) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.note(format!("{P8} {kind}: {e}"));
+                        self.progress.finish_step();
+                        continue;
+                    }
+                };
+                self.run_id += 1;
+                let spec = fleet::FleetSpec {
+                    addr: broker.addr(Version::V311),
+                    devices: plan.fleet_devices,
+                    qos,
+                    period: plan.fleet_period,
+                    duration: plan.fleet_duration,
+                    credentials: setup::credentials(kind.has_dynsec(), USER_100),
+                    prefix: format!("f{}", self.run_id),
+                };
+                let baseline = broker.rss().unwrap_or(0);
+                let progress = &mut self.progress;
+                let mut on_progress = |line: &str| progress.detail(line);
+                let r = fleet::run(&spec, || broker.rss(), &mut on_progress);
+                let mb = |bytes: u64| bytes as f64 / 1048576.0;
+                let devices = r.connected.max(1) as f64;
+                self.results.add(P8, &case, kind, RSS_END, "MB", 0, mb(r.rss_end()));
+                self.results.add(
+                    P8,
+                    &case,
+                    kind,
+                    "RSS per device at the end",
+                    "KB",
+                    0,
+                    r.rss_end().saturating_sub(baseline) as f64 / devices / 1024.0,
+                );
+                self.results.add(P8, &case, kind, "RSS connected, before traffic", "MB", 0, mb(r.rss_connected));
+                if let Some(growth) = r.growth_percent(plan.fleet_period) {
+                    self.results.add(P8, &case, kind, RSS_GROWTH, "%", 0, growth);
+                }
+                let sent = r.commands_sent.max(1) as f64;
+                self.results.add(P8, &case, kind, ON_TIME, "%", 0, r.on_time as f64 / sent * 100.0);
+                self.results.add(P8, &case, kind, "commands late", "commands", 0, r.late as f64);
+                self.results.add(P8, &case, kind, "commands sent", "commands", 0, r.commands_sent as f64);
+                self.results.add(P8, &case, kind, "connect + subscribe", "s", 0, r.connect_time.as_secs_f64());
+                if r.refused > 0 {
+                    self.note(format!("{P8} {case} on {kind}: {} devices could not connect", r.refused));
+                }
+                let samples: Vec<String> =
+                    r.rss_samples.iter().map(|(t, bytes)| format!("{t:.0} s {:.1}", mb(*bytes))).collect();
+                self.results.notes.push(format!("{P8} {case} on {kind}: RSS (MB) {}", samples.join(", ")));
+                drop(broker);
+                self.progress.finish_step();
+            }
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -529,7 +664,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: dynsec-bench [--quick] [--out DIR] [--only P1..P6]... [--ours-config LINE]...");
+    eprintln!(
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P8]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+    );
     std::process::exit(2);
 }
 
@@ -544,6 +681,7 @@ fn main() {
     let mut out = PathBuf::from("bench-results");
     let mut only: Vec<String> = Vec::new();
     let mut ours_extra_config = Vec::new();
+    let (mut devices, mut duration) = (None::<usize>, None::<u64>);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -551,9 +689,13 @@ fn main() {
             "--out" => out = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--only" => only.push(args.next().unwrap_or_else(|| usage())),
             "--ours-config" => ours_extra_config.push(args.next().unwrap_or_else(|| usage())),
+            "--devices" => devices = Some(args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage())),
+            "--duration" => duration = Some(args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
+    plan.fleet_devices = devices.unwrap_or(plan.fleet_devices);
+    plan.fleet_duration = duration.map_or(plan.fleet_duration, Duration::from_secs);
     let wanted = |scenario: &str| only.is_empty() || only.iter().any(|o| o == scenario);
     let exes = match Executables::locate() {
         Ok(exes) => Executables { ours_extra_config, ..exes },
@@ -562,10 +704,22 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let open_files = machine::raise_open_files();
-    if (open_files as usize) < plan.idle_clients + 1000 {
+    let connections = if wanted("P8") { plan.idle_clients.max(plan.fleet_devices) } else { plan.idle_clients };
+    let open_files = machine::raise_open_files(connections as u64 + 1000) as usize;
+    if open_files < plan.idle_clients + 1000 {
         eprintln!("dynsec-bench: the open-file limit ({open_files}) is too low for {} connections", plan.idle_clients);
         std::process::exit(1);
+    }
+    // The fleet as large as the limit allows (the bench and each broker need a descriptor per
+    // device); said in the report.
+    let mut fleet_note = None;
+    if wanted("P8") && open_files < plan.fleet_devices + 1000 {
+        let devices = open_files - 1000;
+        fleet_note = Some(format!(
+            "P8: {} devices asked, {devices} run: the open-file limit is {open_files} and cannot be raised here",
+            plan.fleet_devices
+        ));
+        plan.fleet_devices = devices;
     }
     let started = Instant::now();
     let load_at_start = machine::load_text();
@@ -573,7 +727,7 @@ fn main() {
     eprintln!("load average at start: {load_at_start}");
 
     let mut kinds = vec![Kind::Ours, Kind::Rumqttd];
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = fleet_note.into_iter().collect();
     if exes.mosquitto.is_some() {
         kinds.push(Kind::Mosquitto);
     } else {
@@ -592,6 +746,8 @@ fn main() {
         + plan.rounds * kinds.len()
         + 2
         + usize::from(kinds.contains(&Kind::Mosquitto))
+        + 2 * kinds.len()
+        + plan.burst_rounds * 2 * kinds.len()
         + 2 * kinds.len();
     let mut run = Run {
         plan: plan.clone(),
@@ -619,6 +775,9 @@ fn main() {
     if wanted("P4") {
         run.connect_storm(&mut brokers);
     }
+    if wanted("P7") {
+        run.qos0_bursts(&mut brokers);
+    }
     drop(brokers);
     if wanted("P3") {
         run.provisioning();
@@ -628,6 +787,9 @@ fn main() {
     }
     if wanted("P6") {
         run.memory_after_messages();
+    }
+    if wanted("P8") {
+        run.fleet();
     }
     let restarts: Vec<String> = run.restarts.iter().map(|(kind, n)| format!("{kind} {n} time(s)")).collect();
     if !restarts.is_empty() {

@@ -12,6 +12,8 @@ pub const P3: &str = "P3 provisioning";
 pub const P4: &str = "P4 connect storm";
 pub const P5: &str = "P5 revocation";
 pub const P6: &str = "P6 memory";
+pub const P7: &str = "P7 QoS 0 burst";
+pub const P8: &str = "P8 device fleet";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -25,6 +27,10 @@ pub const REFUSED: &str = "reply → refused or disconnected";
 pub const DISCONNECTED: &str = "reply → disconnected";
 pub const RSS_AFTER: &str = "RSS after flow";
 pub const PER_CONNECTION: &str = "RSS per idle connection";
+pub const LOST_PERCENT: &str = "lost";
+pub const RSS_END: &str = "RSS at the end";
+pub const RSS_GROWTH: &str = "RSS growth after the first period";
+pub const ON_TIME: &str = "commands delivered within their period";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -88,6 +94,11 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         }
         (P6, RSS_AFTER) => ("≤ 64 MB".into(), row.ours.map(|v| v <= 64.0)),
         (P6, PER_CONNECTION) => ("≤ 10 KB".into(), row.ours.map(|v| v <= 10.0)),
+        (P7, RATE) => ("≥ 3× mosquitto".into(), row.vs_mosquitto.map(|r| r >= 3.0)),
+        (P7, LOST_PERCENT) => ("≤ 1 %".into(), row.ours.map(|v| v <= 1.0)),
+        (P8, RSS_END) => ("≤ 1.5× mosquitto".into(), row.vs_mosquitto.map(|r| r <= 1.5)),
+        (P8, ON_TIME) => ("100 %".into(), row.ours.map(|v| v >= 100.0)),
+        (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
         _ => (String::new(), None),
     }
 }
@@ -101,7 +112,7 @@ pub fn rows(results: &Results) -> Vec<Row> {
             let rumqttd = figure(results, scenario, &case, Kind::Rumqttd, metric);
             let mosquitto = figure(results, scenario, &case, Kind::Mosquitto, metric);
             let ratio = |other: Option<f64>| match (ours, other) {
-                (Some(o), Some(x)) if x != 0.0 && metric != LOST => Some(o / x),
+                (Some(o), Some(x)) if x != 0.0 && metric != LOST && metric != LOST_PERCENT => Some(o / x),
                 _ => None,
             };
             let mut row = Row {

@@ -82,6 +82,7 @@ impl Broker {
             let refresh = sys_topics::run(shared.sys.clone(), interval, move || sessions.client_counts());
             tasks.push(tokio::spawn(refresh));
         }
+        tasks.push(tokio::spawn(crate::routing::router_drops::report_periodically()));
         let listeners_bound = Arc::new(AtomicBool::new(false));
         for listener in &listeners {
             let bound = listener::bind(listener).await?;

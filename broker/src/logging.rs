@@ -27,6 +27,7 @@ use parking_lot::RwLock;
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
@@ -127,15 +128,19 @@ where
     }
 }
 
-/// Installs the global subscriber. Call once, before the broker starts.
+/// Installs the global subscriber. Call once, before the broker starts. The router's drops are
+/// counted whatever the log settings (`routing::router_drops`).
 pub fn init(log: &LogConfig) -> Result<(), Error> {
     CONNECTION_MESSAGES.store(log.connection_messages, Ordering::Relaxed);
-    let Some(level) = log.level else { return Ok(()) };
-    let mut writers = log.dests.iter();
-    let Some(first) = writers.next() else { return Ok(()) };
+    let drops = crate::routing::router_drops::layer();
+    let (Some(level), Some(first)) = (log.level, log.dests.first()) else {
+        // Nothing logged: only the drop counter listens.
+        let _ = tracing_subscriber::registry().with(drops).try_init();
+        return Ok(());
+    };
     let mut files = Vec::new();
     let mut writer = writer_for(first, &mut files)?;
-    for dest in writers {
+    for dest in &log.dests[1..] {
         writer = BoxMakeWriter::new(writer.and(writer_for(dest, &mut files)?));
     }
     let _ = LOG_FILES.set(files);
@@ -151,8 +156,9 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .event_format(MosquittoFormat { timestamp: log.timestamp })
-        .with_writer(writer);
-    tracing_subscriber::registry().with(layer).with(filter).try_init().map_err(|e| Error::Logging(e.to_string()))
+        .with_writer(writer)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(drops).with(layer).try_init().map_err(|e| Error::Logging(e.to_string()))
 }
 
 /// The most characters of client-chosen text a log line shows.

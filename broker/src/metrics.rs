@@ -36,8 +36,9 @@ pub struct Metrics {
     /// Payload bytes of PUBLISH packets.
     pub publish_bytes_received: AtomicU64,
     pub publish_bytes_sent: AtomicU64,
-    /// Deliveries the gate dropped although the receiver was authorised (larger than the
-    /// receiver's maximum packet size).
+    /// Deliveries dropped although the receiver was authorised: larger than the receiver's
+    /// maximum packet size, or skipped by the router for a subscriber that could not keep up
+    /// (`routing::router_drops`).
     pub publish_dropped: AtomicU64,
     /// Accepted sockets.
     pub sockets_accepted: AtomicU64,
@@ -107,6 +108,10 @@ impl Metrics {
 
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
     }
 
     /// A message handed to the router: mirrors the router's rule (an empty payload clears the

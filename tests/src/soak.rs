@@ -235,7 +235,7 @@ pub async fn run(options: &Options, dir: &Path, progress: impl Fn(&Sample)) -> R
         return Err("need at least two connections per publisher".into());
     }
     // Raised to the hard limit (the broker started below inherits it), by the bench's safe wrapper.
-    let fd_limit = dynsec_bench::machine::raise_open_files();
+    let fd_limit = dynsec_bench::machine::raise_open_files(0);
     if (fd_limit as usize) < options.connections + 1000 {
         return Err(format!("open-file limit {fd_limit} too low for {} connections", options.connections));
     }

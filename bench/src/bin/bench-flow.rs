@@ -84,6 +84,7 @@ fn main() {
             topic: format!("bench/load/r{round}"),
             credentials: setup::credentials(kind.has_dynsec(), USER_100),
             client_prefix: format!("f{round}"),
+            drain_limit: flow::DRAIN_LIMIT,
         };
         match flow::run(&spec) {
             Ok(r) => {

@@ -79,8 +79,8 @@ pub struct GateSettings {
     /// disconnected (so it cannot stall a takeover or the broker's memory).
     pub write_timeout: Duration,
     /// `gate_backpressure_window` (bytes; default half of the segment capacity; 0 disables):
-    /// when a QoS>0 subscriber has its 100 messages in flight and this many bytes were published
-    /// since it was last caught up, publishers stop being read until it catches up.
+    /// when this many bytes were published for a subscriber (QoS 0 included) since it was last
+    /// caught up, publishers stop being read until it catches up.
     pub backpressure_window: u64,
     /// `gate_backpressure_max_hold` (seconds, default 10): a subscriber that stays behind longer
     /// than this no longer holds publishers (a client that never acknowledges cannot stop the

@@ -1,6 +1,8 @@
-//! Back-pressure: holding publishers while a QoS>0 subscriber may be far behind, so that the
-//! router's per-filter log does not roll over under it (rumqttd drops the oldest segment and
-//! silently moves the subscriber's cursor, QoS 1 included — docs/rumqttd.md §8).
+//! Back-pressure: holding publishers while a subscriber may be far behind, so that the router's
+//! per-filter log does not roll over under it (rumqttd drops the oldest segment and silently
+//! moves the subscriber's cursor, QoS 0 and 1 alike — docs/rumqttd.md §8). QoS 0 subscribers are
+//! held for too: a burst that a subscriber keeps up with on average must not lose a third of its
+//! messages because it arrived faster than one wake-up of the subscriber.
 //!
 //! The gate cannot see a subscriber's lag inside the router, so it bounds it from outside:
 //! - [`Pressure`] counts every byte published into the router (as the router sizes messages),
@@ -17,7 +19,7 @@
 //!   after the answer), and the second after that pass. If the router had room in its in-flight
 //!   window at the first answer and the messages between the two answers did not fill that room,
 //!   they were everything pending: the lag at the first probe was their size.
-//! - Every connection with a QoS>0 subscription registers a *hold point* in its lane: the lane's
+//! - Every connection with a routed subscription registers a *hold point* in its lane: the lane's
 //!   count at which its lag could reach `gate_backpressure_window` (caught-up count + window).
 //!   After routing a PUBLISH, a publisher compares the counts of the message's lanes with their
 //!   lowest hold points and, once one is reached, stops reading until that lane may continue
@@ -26,17 +28,19 @@
 //! - Subscribers are asked to probe before their hold point is reached (half a window earlier),
 //!   so an idle subscriber moves its hold point forward without ever holding anybody; only the
 //!   subscribers of the lane concerned are asked.
-//! - A subscriber at its hold point whose client acknowledges nothing for
-//!   `gate_backpressure_max_hold` is dropped from the registry (a client that never
-//!   acknowledges cannot stop the broker) until it catches up; it may then lose messages as
-//!   rumqttd does.
+//! - Overload policy: a subscriber at its hold point that makes no progress for
+//!   `gate_backpressure_max_hold` — no acknowledgement from its client and no catch-up (a QoS 0
+//!   subscriber has only catch-ups) — is dropped from the registry (a client that cannot keep up
+//!   cannot stop the broker) until it catches up; it then loses messages as rumqttd does, and
+//!   `router_drops` counts and logs them. A client that stops reading altogether is disconnected
+//!   by `gate_write_timeout` first.
 //!
 //! A lane's registry is a mutex-guarded ordered set touched when a subscriber registers, catches
 //! up or leaves — at most once per quarter window of its lane's traffic per subscriber, never per
 //! message. Limits: a publisher finishes the packet it is handling when the hold begins (the
 //! window defaults to half of a filter's log capacity to leave room for that), and only
-//! non-shared QoS>0 subscriptions are tracked (QoS 0 may be dropped anyway; a shared group's log
-//! is read one message per member in turn, which a probe cannot tell from an empty one).
+//! non-shared subscriptions are tracked (a shared group's log is read one message per member in
+//! turn, which a probe cannot tell from an empty one).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -299,8 +303,8 @@ pub enum ProbeStep {
 #[derive(Debug)]
 pub struct Backlog {
     conn_id: u64,
-    /// The lane whose count bounds this subscriber's lag; `None`: not tracked (no QoS>0
-    /// subscription).
+    /// The lane whose count bounds this subscriber's lag; `None`: not tracked (no routed
+    /// non-shared subscription).
     lane: Option<Lane>,
     /// The lane's count when this subscriber's lag was last known to be zero (below zero when it
     /// moved into a lane with less traffic than its lag).
@@ -356,7 +360,7 @@ impl Backlog {
         self.lane
     }
 
-    /// Starts, moves or (with `None`) stops tracking: the lane of the connection's QoS>0
+    /// Starts, moves or (with `None`) stops tracking: the lane of the connection's routed
     /// subscriptions, if it has any.
     pub fn track(&mut self, pressure: &Pressure, lane: Option<Lane>) {
         if !pressure.enabled() || lane == self.lane {

@@ -4,7 +4,8 @@
 //! the router cannot take; `topic_form` spells topics and filters so that it can take them;
 //! `unsubscribe_repair` completes what its UNSUBSCRIBE leaves undone;
 //! `topic_budget` bounds the topics new to it; `backpressure` and `ack_sequencer` keep
-//! publishers and acknowledgements in step with slow subscribers;
+//! publishers and acknowledgements in step with slow subscribers; `router_drops` counts what the
+//! router drops for a subscriber that cannot keep up;
 //! `attach_fence` keeps a subscription ahead of publishes read after it.
 
 pub mod ack_sequencer;
@@ -14,6 +15,7 @@ pub mod envelope;
 pub(crate) mod lazy_link;
 #[cfg(any(test, feature = "testkit"))]
 pub mod null_engine;
+pub mod router_drops;
 pub mod router_guard;
 pub mod router_link;
 pub mod topic_budget;

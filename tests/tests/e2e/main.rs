@@ -40,6 +40,7 @@ mod kicked_sessions;
 mod log_lines;
 mod mqtt_semantics;
 mod persistence;
+mod qos0_backpressure;
 mod reliability_crash;
 mod reliability_soak;
 mod reliability_storage;

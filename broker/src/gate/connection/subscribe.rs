@@ -219,17 +219,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         !self.revoked_on_resume.iter().any(matches) || self.subscriptions.keys().any(matches)
     }
 
-    /// Back-pressure tracks connections with non-shared QoS>0 routed subscriptions, in the lane
-    /// of their filters.
+    /// Back-pressure tracks connections with non-shared routed subscriptions (QoS 0 included: a
+    /// burst must not roll the router's log over under a subscriber that keeps up on average),
+    /// in the lane of their filters.
     pub(super) fn track_backlog(&mut self) {
         let mut tracked = self
             .subscriptions
             .values()
-            .filter(|s| {
-                s.kind == SubscriptionKind::Routed
-                    && s.filter.qos != rumqttd::protocol::QoS::AtMostOnce
-                    && !subscriptions::is_shared(&s.filter.path)
-            })
+            .filter(|s| s.kind == SubscriptionKind::Routed && !subscriptions::is_shared(&s.filter.path))
             .map(|s| s.filter.path.as_str())
             .peekable();
         let lane = tracked.peek().is_some().then(|| Lane::of_filters(tracked));
