@@ -15,6 +15,7 @@ use crate::gate::tls::TlsListener;
 use crate::routing::attach_fence::AttachFence;
 use crate::routing::backpressure::Pressure;
 use crate::routing::router_link::RoutingEngine;
+use crate::routing::subscribed_filters::SubscribedFilters;
 use crate::routing::topic_budget::RoutedTopics;
 use crate::security::Security;
 use crate::sys_topics::SysTree;
@@ -33,6 +34,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub pressure: Pressure,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: RoutedTopics,
+    /// Filters handed to the router so far: a PUBLISH none matches is not routed.
+    pub subscribed_filters: SubscribedFilters,
     /// Keeps subscriptions ahead of later publishes while their links attach.
     pub attach_fence: AttachFence,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
@@ -57,6 +60,7 @@ impl<E: RoutingEngine> Shared<E> {
             persistence: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
+            subscribed_filters: SubscribedFilters::default(),
             attach_fence: AttachFence::default(),
         }
     }

@@ -40,6 +40,7 @@ use crate::routing::backpressure::{Backlog, TopicLanes};
 use crate::routing::envelope::Publisher;
 use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
+use crate::routing::subscribed_filters::LastAnswer;
 use crate::routing::topic_budget::TopicBudget;
 use crate::security::{ClientAuthz, Protocol, TlsIdentity};
 use crate::shared::{Listener, Shared, Unauthenticated};
@@ -127,6 +128,8 @@ struct Connection<E: RoutingEngine, S> {
     sequence: u64,
     /// Messages that matched several subscriptions, to deliver once (see `gate::delivery`).
     recent_copies: RecentCopies,
+    /// Whether any filter matched this client's last PUBLISH topic (`subscribed_filters`).
+    last_routing_answer: LastAnswer,
     /// The client's v5 Topic Alias Maximum (aliases the broker may use towards it).
     client_topic_alias_max: u16,
     /// Outgoing topic aliases given so far.

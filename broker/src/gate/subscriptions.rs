@@ -53,7 +53,7 @@ pub fn matches_mqtt(filter: &str, topic: &[u8]) -> bool {
 }
 
 /// The filter a subscription matches topics with (`$share/<group>/<filter>` matches as `<filter>`).
-fn matching_path(filter: &str) -> &str {
+pub(crate) fn matching_path(filter: &str) -> &str {
     if is_shared(filter) {
         filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(filter, |(_, path)| path)
     } else {

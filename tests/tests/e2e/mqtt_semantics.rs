@@ -345,3 +345,33 @@ async fn outgoing_topic_aliases_are_per_topic_and_within_the_clients_maximum() {
     let got = plain.expect_publish().await;
     assert_eq!((got.topic.as_str(), properties(&got).topic_alias), ("sem/alias/a", None));
 }
+
+/// A PUBLISH no filter matches is not handed to the router (`routing::subscribed_filters`, a
+/// fleet's telemetry): the first filter that matches the topic, on another connection, counts
+/// from its SUBSCRIBE on, for a publisher that had published there already; retained messages
+/// are kept whatever matches.
+#[tokio::test]
+async fn topics_no_filter_matches_are_routed_from_the_first_subscribe_that_matches() {
+    let broker = ours();
+    let port = broker.port();
+    let mut publisher = client(port, 4, "unmatched-pub").await;
+    publish_acked(&mut publisher, "fleet/1/telemetry", b"before", false, 1).await;
+    publish_acked(&mut publisher, "fleet/1/state", b"retained before", true, 2).await;
+    let mut subscriber = client(port, 4, "unmatched-sub").await;
+    assert_eq!(subscriber.subscribe(1, &[("fleet/+/telemetry", 1), ("fleet/1/state", 0)]).await, [1, 0]);
+    let retained = subscriber.expect_publish().await;
+    assert_eq!((&retained.payload[..], retained.retain), (&b"retained before"[..], true));
+    publish_acked(&mut publisher, "fleet/1/telemetry", b"after", false, 3).await;
+    let received = subscriber.expect_publish().await;
+    assert_eq!(&received.payload[..], b"after", "only what was published after the SUBSCRIBE");
+    acknowledge(&mut subscriber, &received).await;
+    // Another topic still matches nothing, a `$` topic no wildcard-first filter takes either.
+    publish_acked(&mut publisher, "fleet/1/other", b"unmatched", false, 4).await;
+    let mut everything = client(port, 4, "unmatched-all").await;
+    assert_eq!(everything.subscribe(1, &[("#", 0)]).await, [0]);
+    assert_eq!(&everything.expect_publish().await.payload[..], b"retained before");
+    publish_acked(&mut publisher, "$fleet/1", b"dollar", false, 5).await;
+    publish_acked(&mut publisher, "fleet/2/other", b"now matched", false, 6).await;
+    assert_eq!(&everything.expect_publish().await.payload[..], b"now matched");
+    subscriber.expect_quiet().await;
+}

@@ -417,6 +417,7 @@ where
         publisher: Publisher::of(&client_id),
         sequence: 0,
         recent_copies: RecentCopies::default(),
+        last_routing_answer: Default::default(),
         client_topic_alias_max: connect.topic_alias_max,
         outgoing_aliases: HashMap::new(),
         pending_acks: PendingAcks::default(),
@@ -505,6 +506,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         for (id, filters) in by_id {
             let properties = id.map(|id| SubscribeProperties { id: Some(id), user_properties: Vec::new() });
+            for filter in &filters {
+                self.shared.subscribed_filters.insert(&filter.path);
+            }
             self.link.subscribe(0, filters, properties);
             self.pending_acks.silent();
         }

@@ -101,7 +101,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if topic.starts_with("$CONTROL/") {
             return Ok(Some(ControlRequest { topic: topic.to_owned(), payload: publish.payload, qos, pkid }));
         }
-        if crate::routing::topic_form::routed(topic) {
+        // A message no filter matches reaches nobody: the router is spared matching it against
+        // every filter it holds (`routing::subscribed_filters`). A retained one is kept for
+        // later subscribers, and with persistence the store decides what it keeps.
+        let wanted = retain
+            || self.persist.is_some()
+            || self.shared.subscribed_filters.any_match(&publish.topic, &mut self.last_routing_answer);
+        if wanted && crate::routing::topic_form::routed(topic) {
             if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
                 info!(client_id = %client_text(&self.client_id), topic = %client_text(topic), %hazard, "PUBLISH the router cannot take");
                 return Err(Exit::Protocol(hazard.reason_code()));

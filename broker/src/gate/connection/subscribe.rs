@@ -122,6 +122,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.link.unsubscribe(subscribe.pkid, &renewed);
         }
         if !routed.is_empty() {
+            // Before the router has it: a PUBLISH read after this SUBSCRIBE must be routed.
+            for filter in &routed {
+                self.shared.subscribed_filters.insert(&filter.path);
+            }
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
         self.pending_acks.subscribe(subscribe.pkid, codes, retained);
