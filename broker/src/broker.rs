@@ -36,7 +36,13 @@ impl Broker {
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
-        let shared = Arc::new(Shared::new(config, security, engine, sessions));
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(join_cluster(cluster, &security, &engine).await?),
+            None => None,
+        };
+        let mut shared = Shared::new(config, security, engine, sessions);
+        shared.cluster = cluster;
+        let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
         let mut local_addrs = Vec::new();
@@ -73,6 +79,26 @@ impl Broker {
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
 
+}
+
+/// Connects to NATS, brings the security state to the end of the shared log and starts
+/// cross-node routing (docs/cluster.md).
+async fn join_cluster(
+    config: &crate::cluster::ClusterConfig,
+    security: &Arc<dyn Security>,
+    engine: &Arc<Rumqttd>,
+) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
+    let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
+    let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
+    security.join_cluster(&membership).await.map_err(Error::Cluster)?;
+    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine))
+        .await
+        .map_err(Error::Cluster)?;
+    info!(node = %config.node_name, nats = %config.nats_url, "joined the cluster");
+    Ok(bus)
+}
+
+impl Broker {
     /// Reloads the certificates of the TLS listeners (SIGHUP); usable after `run_until` took the
     /// broker.
     pub fn certificate_reloader(&self) -> CertificateReloader {

@@ -20,6 +20,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -49,6 +50,9 @@ pub enum Error {
     Tls(String),
     #[error("security: {0}")]
     Security(String),
+    /// Joining the cluster failed (NATS unreachable, JetStream refused the log, …).
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("logging: {0}")]
     Logging(String),
     /// The routing engine died while the broker ran (its log line says why): exit non-zero, so

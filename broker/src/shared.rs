@@ -37,6 +37,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub attach_fence: AttachFence,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
     pub unauthenticated: Arc<AtomicUsize>,
+    /// Cluster mode: where messages for the other nodes go (docs/cluster.md).
+    pub cluster: Option<Arc<crate::cluster::messages::MessageBus>>,
     next_conn_id: AtomicU64,
 }
 
@@ -52,6 +54,7 @@ impl<E: RoutingEngine> Shared<E> {
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),
+            cluster: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             attach_fence: AttachFence::default(),

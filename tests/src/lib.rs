@@ -6,6 +6,7 @@ pub mod crash;
 pub mod ctrl_harness;
 pub mod dynsec_target;
 pub mod mosquitto;
+pub mod nats;
 pub mod rr;
 pub mod soak;
 pub mod twin;

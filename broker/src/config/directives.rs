@@ -105,6 +105,7 @@ pub(super) struct Builder {
     gate: GateSettings,
     backpressure_window_set: bool,
     service: ServiceConfig,
+    cluster: crate::cluster::ClusterDirectives,
     warnings: Vec<String>,
     /// Websockets-only directives seen: (listener count when seen, 0 = the default listener, …).
     websockets_only: Vec<(usize, Location, String)>,
@@ -133,6 +134,7 @@ impl Builder {
             gate: GateSettings::default(),
             backpressure_window_set: false,
             service: ServiceConfig::default(),
+            cluster: Default::default(),
             warnings: Vec::new(),
             websockets_only: Vec::new(),
         }
@@ -168,6 +170,9 @@ impl Builder {
                 return Err(d.at.error(format!("{key} given without a preceding plugin line")));
             };
             plugin.options.push((option.to_owned(), value));
+            return Ok(());
+        }
+        if self.cluster.apply(d)? {
             return Ok(());
         }
         if let Some(gate_key) = key.strip_prefix("gate_") {
@@ -473,6 +478,7 @@ impl Builder {
             log,
             gate: self.gate,
             service: self.service,
+            cluster: self.cluster.finish()?,
             warnings: self.warnings,
         })
     }

@@ -174,6 +174,8 @@ pub struct Config {
     pub gate: GateSettings,
     /// `user` and `pid_file`: how the broker runs as a service (see [`crate::service`]).
     pub service: ServiceConfig,
+    /// `cluster_*`: this node's cluster settings (`None`: a single node, docs/cluster.md).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Accepted-but-ignored directives and other notes, logged once logging is set up.
     pub warnings: Vec<String>,
 }

@@ -28,6 +28,27 @@ pub(super) fn control_request(
             username: sender.username.map(|u| client_text(&u).to_string()),
         };
         let result = tokio::task::spawn_blocking(move || engine.handle_control(&payload, admin)).await;
+        outcome(result)
+    })
+}
+
+/// The same, through the cluster's replicated log: resolves once the change is in JetStream.
+pub(super) fn cluster_control_request(
+    log: Arc<crate::cluster::security_log::SecurityLog>,
+    sender: ControlSender,
+    payload: Vec<u8>,
+) -> BoxFuture<ControlOutcome> {
+    Box::pin(async move {
+        let admin = Admin {
+            client_id: client_text(&sender.client_id).to_string(),
+            username: sender.username.map(|u| client_text(&u).to_string()),
+        };
+        outcome(Ok(log.control(payload, admin).await))
+    })
+}
+
+/// The reply and kicks of an engine's answer.
+fn outcome(result: Result<dynsec::ControlResult, tokio::task::JoinError>) -> ControlOutcome {
         match result {
             Ok(result) => {
                 let replies = if result.response.len() <= MAX_PAYLOAD {
@@ -46,5 +67,4 @@ pub(super) fn control_request(
                 ControlOutcome::default()
             }
         }
-    })
 }

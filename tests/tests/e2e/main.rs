@@ -14,6 +14,7 @@ mod broker_kicks;
 mod broker_malformed;
 mod broker_mqtt;
 mod client_limits;
+mod cluster;
 mod config_examples;
 mod ctrl_additions;
 mod ctrl_against_broker;
