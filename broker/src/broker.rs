@@ -40,6 +40,9 @@ impl Broker {
             Some(cluster) => Some(join_cluster(cluster, &security, &engine).await?),
             None => None,
         };
+        if let Some(bus) = &cluster {
+            sessions.relay_wills_to(Arc::clone(bus));
+        }
         let mut shared = Shared::new(config, security, engine, sessions);
         shared.cluster = cluster;
         let shared = Arc::new(shared);

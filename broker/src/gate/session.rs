@@ -214,11 +214,34 @@ pub struct Sessions<E: RoutingEngine> {
     claims: AtomicU64,
     /// How long a takeover waits for the previous connection to leave.
     takeover_wait: Duration,
+    /// Cluster mode: wills go to the other nodes too (docs/cluster.md).
+    will_relay: std::sync::OnceLock<Arc<crate::cluster::messages::MessageBus>>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
     pub fn new(engine: Arc<E>, takeover_wait: Duration) -> Arc<Self> {
-        Arc::new(Sessions { registry: Mutex::default(), engine, claims: AtomicU64::new(1), takeover_wait })
+        Arc::new(Sessions {
+            registry: Mutex::default(),
+            engine,
+            claims: AtomicU64::new(1),
+            takeover_wait,
+            will_relay: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Cluster mode: every will published from now on is also sent to the other nodes.
+    pub fn relay_wills_to(&self, bus: Arc<crate::cluster::messages::MessageBus>) {
+        let _ = self.will_relay.set(bus);
+    }
+
+    fn fire_will(&self, will: &PendingWill) {
+        if publish_will(&*self.engine, will)
+            && let Some(bus) = self.will_relay.get()
+        {
+            let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
+            let topic = Bytes::copy_from_slice(will.topic.as_bytes());
+            bus.forward(&topic, &will.payload, will.qos, will.retain, expiry);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -293,7 +316,7 @@ impl<E: RoutingEngine> Sessions<E> {
             saved => (saved, false),
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.fire_will(&will);
         }
         Ok(Claim { saved, discarded_routed })
     }
@@ -313,7 +336,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 }
                 drop(registry);
                 if let Some(will) = will_now {
-                    publish_will(&*self.engine, &will);
+                    self.fire_will(&will);
                 }
                 return;
             }
@@ -364,7 +387,7 @@ impl<E: RoutingEngine> Sessions<E> {
             }
         }
         if let Some(will) = will_now {
-            publish_will(&*self.engine, &will);
+            self.fire_will(&will);
         }
     }
 
@@ -381,7 +404,7 @@ impl<E: RoutingEngine> Sessions<E> {
                 entries.remove(client_id);
             }
         }
-        publish_will(&*self.engine, will);
+        self.fire_will(will);
     }
 
     /// Session expiry: forget the session (gate and router) and publish a will still waiting.
@@ -404,7 +427,7 @@ impl<E: RoutingEngine> Sessions<E> {
             })
         };
         if let Some(will) = will {
-            publish_will(&*self.engine, &will);
+            self.fire_will(&will);
         }
         self.engine.purge(client_id).await;
         let mut registry = self.lock();
@@ -496,17 +519,18 @@ impl<E: RoutingEngine> Sessions<E> {
 
 /// Publishes a will through the engine, if the client may still publish to its topic. Wills on
 /// `$SYS` and `$share` are never published, as PUBLISHes to them are refused (`$CONTROL/` wills
-/// are refused at CONNECT); other `$` topics are routed like any other.
-pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
+/// are refused at CONNECT); other `$` topics are routed like any other. Returns whether it was
+/// published.
+pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) -> bool {
     if !crate::routing::topic_form::routed(&will.topic) || !will.authz.allows(Access::Publish, &will.topic) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
-        return;
+        return false;
     }
     let item =
         crate::routing::router_guard::ToRouter::Publish { topic: &will.topic, properties: will.properties.as_ref() };
     if let Err(hazard) = crate::routing::router_guard::admit(item) {
         tracing::info!(topic = %will.topic, %hazard, "will not published: the router cannot take it");
-        return;
+        return false;
     }
     crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
     let mut properties = will.properties.clone();
@@ -526,4 +550,5 @@ pub fn publish_will<E: RoutingEngine>(engine: &E, will: &PendingWill) {
             engine.inject(publish.topic, publish.payload, publish.retain, properties);
         }
     });
+    true
 }

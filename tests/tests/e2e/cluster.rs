@@ -220,3 +220,19 @@ async fn while_nats_is_down_admin_writes_fail_and_logins_go_on_then_writes_recov
         assert!(!known.contains(&"during".to_owned()), "node {node} has a refused change: {known:?}");
     }
 }
+
+#[tokio::test]
+async fn a_will_of_a_client_on_a_reaches_a_subscriber_on_b() {
+    let cluster = cluster(2);
+    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
+    admin.ok(&format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
+    watcher.subscribe(1, &[("status/+", 1)]).await;
+    let mut connect = dynsec_tests::dynsec_target::credentials(5, "dying-a", Some("dev"), Some(b"pw-dev"));
+    connect.will = Some(("status/dying-a".into(), b"gone".to_vec(), 1, false));
+    let dying = RawClient::connected(cluster.nodes[0].addr(), &connect).await;
+    drop(dying); // the socket closes without DISCONNECT: the will fires on a
+    let will = watcher.expect_publish().await;
+    assert_eq!((will.topic.as_str(), &will.payload[..], will.qos), ("status/dying-a", &b"gone"[..], 1));
+}
