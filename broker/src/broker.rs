@@ -37,11 +37,11 @@ impl Broker {
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
         let cluster = match &config.cluster {
-            Some(cluster) => Some(join_cluster(cluster, &security, &engine).await?),
+            Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions).await?),
             None => None,
         };
         if let Some(bus) = &cluster {
-            sessions.relay_wills_to(Arc::clone(bus));
+            sessions.join_cluster(Arc::clone(bus));
         }
         let mut shared = Shared::new(config, security, engine, sessions);
         shared.cluster = cluster;
@@ -81,7 +81,6 @@ impl Broker {
             CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
-
 }
 
 /// Connects to NATS, brings the security state to the end of the shared log and starts
@@ -90,11 +89,20 @@ async fn join_cluster(
     config: &crate::cluster::ClusterConfig,
     security: &Arc<dyn Security>,
     engine: &Arc<Rumqttd>,
+    sessions: &Arc<Sessions<Rumqttd>>,
 ) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
     security.join_cluster(&membership).await.map_err(Error::Cluster)?;
-    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine))
+    let sessions = Arc::downgrade(sessions);
+    let take_over = move |client_id: &str| {
+        if let Some(sessions) = sessions.upgrade()
+            && sessions.taken_over_elsewhere(client_id)
+        {
+            info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
+        }
+    };
+    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over)
         .await
         .map_err(Error::Cluster)?;
     info!(node = %config.node_name, nats = %config.nats_url, "joined the cluster");

@@ -26,7 +26,9 @@ pub fn nats_server_binary() -> PathBuf {
     {
         return PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     }
-    panic!("nats-server is not installed: the cluster tests need it (apt-get install nats-server; scripts/test.sh does)");
+    panic!(
+        "nats-server is not installed: the cluster tests need it (apt-get install nats-server; scripts/test.sh does)"
+    );
 }
 
 /// A running nats-server with JetStream.

@@ -61,11 +61,12 @@ impl ClusterDirectives {
         if value.is_empty() {
             return Err(error(&d.at, format!("missing value for {}", d.key)));
         }
-        let number = |what: &str| -> Result<u64, ConfigError> {
-            value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                error(&d.at, format!("invalid {} value ({value}): expected a positive {what}", d.key))
-            })
-        };
+        let number =
+            |what: &str| -> Result<u64, ConfigError> {
+                value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    error(&d.at, format!("invalid {} value ({value}): expected a positive {what}", d.key))
+                })
+            };
         match key {
             "nats_url" => self.nats_url = Some(value.to_owned()),
             "node_name" | "name" => {

@@ -7,6 +7,10 @@
 //! Headers carry what the envelope says (`routing::envelope`): QoS, retain flag, the seconds left
 //! before the message expires, and the node it came from (a node skips its own messages).
 //!
+//! Client ids: each claim of a client id on a node is announced on `<cluster>.claim`; a node with
+//! a live connection of that id takes it over, as it would for a second connection of its own.
+//! Sessions do not move between nodes.
+//!
 //! Core NATS delivers at most once: a message in flight when a node or NATS fails is lost across
 //! nodes, whatever its QoS (docs/cluster.md).
 
@@ -45,25 +49,49 @@ struct Outgoing {
 pub struct MessageBus {
     outbox: mpsc::Sender<Outgoing>,
     dropped: AtomicU64,
+    client: async_nats::Client,
+    claim_subject: String,
+    node: String,
 }
 
 impl MessageBus {
     /// Subscribes to the other nodes' messages (injected into `engine`) and starts the sender.
+    /// `take_over` is called with each client id another node claims.
     pub async fn start<E: RoutingEngine>(
         client: &async_nats::Client,
         config: &ClusterConfig,
         engine: Arc<E>,
+        take_over: impl Fn(&str) + Send + 'static,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
         let node = config.node_name.clone();
+        let claim_subject = format!("{}.claim", config.name);
+        let claims = client
+            .subscribe(claim_subject.clone())
+            .await
+            .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
+        tokio::spawn(receive_claims(claims, node.clone(), take_over));
         let inbound = client
             .subscribe(format!("{prefix}.>"))
             .await
             .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
         tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
         let (outbox, queued) = mpsc::channel(OUTBOX);
-        tokio::spawn(send(client.clone(), prefix, node, queued));
-        Ok(Arc::new(MessageBus { outbox, dropped: AtomicU64::new(0) }))
+        tokio::spawn(send(client.clone(), prefix, node.clone(), queued));
+        Ok(Arc::new(MessageBus { outbox, dropped: AtomicU64::new(0), client: client.clone(), claim_subject, node }))
+    }
+
+    /// Announces that a client connecting here claimed `client_id` (never blocks).
+    pub fn claimed(&self, client_id: &str) {
+        let (client, subject) = (self.client.clone(), self.claim_subject.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE, self.node.as_str());
+        let id = Bytes::copy_from_slice(client_id.as_bytes());
+        tokio::spawn(async move {
+            if let Err(e) = client.publish_with_headers(subject, headers, id).await {
+                tracing::debug!("cluster: client id claim not announced: {e}");
+            }
+        });
     }
 
     /// Sends a message a local client published to the other nodes (never blocks).
@@ -72,7 +100,10 @@ impl MessageBus {
         if self.outbox.try_send(message).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
-                tracing::warn!(dropped = dropped + 1, "cluster: NATS is not keeping up; messages for other nodes dropped");
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "cluster: NATS is not keeping up; messages for other nodes dropped"
+                );
             }
         }
     }
@@ -92,6 +123,18 @@ async fn send(client: async_nats::Client, prefix: String, node: String, mut queu
         }
         if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
             tracing::debug!("cluster: message not sent to NATS: {e}");
+        }
+    }
+}
+
+async fn receive_claims(mut claims: async_nats::Subscriber, node: String, take_over: impl Fn(&str)) {
+    while let Some(message) = claims.next().await {
+        let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str().to_owned());
+        if from.as_deref() == Some(node.as_str()) {
+            continue;
+        }
+        if let Ok(client_id) = std::str::from_utf8(&message.payload) {
+            take_over(client_id);
         }
     }
 }

@@ -27,10 +27,10 @@ use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
 use bytes::Bytes;
+use dynsec::Dynsec;
 use dynsec::commands::{Admin, Kicks};
 use dynsec::engine::{ControlResult, Prepared};
 use dynsec::json::{self, Json};
-use dynsec::Dynsec;
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, mpsc};
 
@@ -185,7 +185,13 @@ impl SecurityLog {
     }
 
     /// Applies the entry at `sequence`, which must follow `position`; returns whom it kicks.
-    async fn apply(&self, position: &mut Position, sequence: u64, subject: &str, payload: Bytes) -> Result<Kicks, String> {
+    async fn apply(
+        &self,
+        position: &mut Position,
+        sequence: u64,
+        subject: &str,
+        payload: Bytes,
+    ) -> Result<Kicks, String> {
         let engine = Arc::clone(&self.engine);
         let (kicks, entries) = if subject == self.snapshot_subject {
             // Taken by a node at `sequence - 1`: the state this node has too.
@@ -220,7 +226,9 @@ impl SecurityLog {
         for _ in 0..CONFLICT_ATTEMPTS {
             let mut position = self.position.lock().await;
             if let Err(e) = self.catch_up(&mut position).await {
-                return self.refuse(prepared, admin, format!("Cluster error: the security log cannot be read ({e})")).await;
+                return self
+                    .refuse(prepared, admin, format!("Cluster error: the security log cannot be read ({e})"))
+                    .await;
             }
             let engine = Arc::clone(&self.engine);
             let (trial, who) = (Arc::clone(&prepared), admin.clone());

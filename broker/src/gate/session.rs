@@ -214,8 +214,9 @@ pub struct Sessions<E: RoutingEngine> {
     claims: AtomicU64,
     /// How long a takeover waits for the previous connection to leave.
     takeover_wait: Duration,
-    /// Cluster mode: wills go to the other nodes too (docs/cluster.md).
-    will_relay: std::sync::OnceLock<Arc<crate::cluster::messages::MessageBus>>,
+    /// Cluster mode: wills go to the other nodes too, and so does each claim of a client id
+    /// (docs/cluster.md).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::messages::MessageBus>>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
@@ -225,18 +226,27 @@ impl<E: RoutingEngine> Sessions<E> {
             engine,
             claims: AtomicU64::new(1),
             takeover_wait,
-            will_relay: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
-    /// Cluster mode: every will published from now on is also sent to the other nodes.
-    pub fn relay_wills_to(&self, bus: Arc<crate::cluster::messages::MessageBus>) {
-        let _ = self.will_relay.set(bus);
+    /// Cluster mode: from now on every will is also sent to the other nodes, and every claim of
+    /// a client id is announced to them (a connection with that id there is taken over).
+    pub fn join_cluster(&self, bus: Arc<crate::cluster::messages::MessageBus>) {
+        let _ = self.cluster.set(bus);
+    }
+
+    /// Another node claimed `client_id`: a live connection with it here is taken over (v5
+    /// DISCONNECT 0x8E, its will published), as a second connection on this node would.
+    pub fn taken_over_elsewhere(&self, client_id: &str) -> bool {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref());
+        live.is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Takeover)).is_ok())
     }
 
     fn fire_will(&self, will: &PendingWill) {
         if publish_will(&*self.engine, will)
-            && let Some(bus) = self.will_relay.get()
+            && let Some(bus) = self.cluster.get()
         {
             let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
             let topic = Bytes::copy_from_slice(will.topic.as_bytes());
@@ -265,6 +275,9 @@ impl<E: RoutingEngine> Sessions<E> {
         clean_start: bool,
     ) -> Result<Claim, Superseded> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
+        if let Some(bus) = self.cluster.get() {
+            bus.claimed(client_id);
+        }
         let (previous, purging) = {
             let mut registry = self.lock();
             let entry = registry.entries.entry(client_id.clone()).or_default();

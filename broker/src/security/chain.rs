@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 
 use super::admin::open_dynsec;
 use super::authz::build_authz;
-use super::control::{cluster_control_request, control_request};
 pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
+use super::control::{cluster_control_request, control_request};
 use super::reload::StaticFiles;
 use super::reloadable::Reloadable;
 use super::throttle::LoginThrottle;

@@ -49,22 +49,22 @@ pub(super) fn cluster_control_request(
 
 /// The reply and kicks of an engine's answer.
 fn outcome(result: Result<dynsec::ControlResult, tokio::task::JoinError>) -> ControlOutcome {
-        match result {
-            Ok(result) => {
-                let replies = if result.response.len() <= MAX_PAYLOAD {
-                    vec![ControlReply { topic: DYNSEC_RESPONSE_TOPIC.to_owned(), payload: result.response }]
-                } else {
-                    tracing::warn!(
-                        "dynsec reply of {} bytes exceeds the MQTT payload limit; dropped",
-                        result.response.len()
-                    );
-                    Vec::new()
-                };
-                ControlOutcome { replies, kicks: KickTarget::all_of(&result.kicks) }
-            }
-            Err(e) => {
-                tracing::error!("dynsec control request failed: {e}");
-                ControlOutcome::default()
-            }
+    match result {
+        Ok(result) => {
+            let replies = if result.response.len() <= MAX_PAYLOAD {
+                vec![ControlReply { topic: DYNSEC_RESPONSE_TOPIC.to_owned(), payload: result.response }]
+            } else {
+                tracing::warn!(
+                    "dynsec reply of {} bytes exceeds the MQTT payload limit; dropped",
+                    result.response.len()
+                );
+                Vec::new()
+            };
+            ControlOutcome { replies, kicks: KickTarget::all_of(&result.kicks) }
         }
+        Err(e) => {
+            tracing::error!("dynsec control request failed: {e}");
+            ControlOutcome::default()
+        }
+    }
 }

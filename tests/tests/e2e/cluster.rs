@@ -28,10 +28,17 @@ fn create_user(name: &str, role: bool) -> String {
     format!(r#"{{"command":"createClient","username":"{name}","password":"pw-{name}"{roles}}}"#)
 }
 
-const ROLE_ALL: &str = r#"{"command":"createRole","rolename":"all","acls":[{"acltype":"publishClientSend","topic":"#","allow":true},{"acltype":"subscribePattern","topic":"#","allow":true}]}"#;
+const ROLE_ALL: &str = r##"{"command":"createRole","rolename":"all","acls":[{"acltype":"publishClientSend","topic":"#","allow":true},{"acltype":"subscribePattern","topic":"#","allow":true}]}"##;
 
 async fn device(cluster: &TestCluster, node: usize, client_id: &str, name: &str) -> RawClient {
     user(cluster.nodes[node].addr(), 5, client_id, name, &format!("pw-{name}")).await
+}
+
+/// Runs `commands` (which must succeed) through a new admin connection to `node`. Every admin
+/// subscribed to the reply topic gets every reply on its node, so an admin kept across other
+/// admins' requests could take their replies for its own.
+async fn provision(cluster: &TestCluster, node: usize, commands: &str) -> Vec<dynsec::json::Json> {
+    Admin::connect(cluster.nodes[node].addr(), &format!("provisioner-{node}")).await.ok(commands).await
 }
 
 /// The usernames `listClients` reports on `node`.
@@ -57,8 +64,7 @@ async fn until_everywhere(cluster: &TestCluster, name: &str) {
 #[tokio::test]
 async fn a_message_published_on_one_node_reaches_subscribers_on_the_others() {
     let cluster = cluster(3);
-    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
-    admin.ok(&format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
     until_everywhere(&cluster, "sub").await;
     let mut on_b = device(&cluster, 1, "sub-b", "sub").await;
     let mut on_c = device(&cluster, 2, "sub-c", "sub").await;
@@ -79,13 +85,12 @@ async fn a_message_published_on_one_node_reaches_subscribers_on_the_others() {
 #[tokio::test]
 async fn a_role_change_sent_to_c_kicks_a_client_on_a_and_a_refuses_the_next_denied_publish() {
     let cluster = cluster(3);
-    let mut admin_c = Admin::connect(cluster.nodes[2].addr(), "admin-c").await;
-    admin_c.ok(&format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    provision(&cluster, 2, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
     until_everywhere(&cluster, "dev").await;
     let mut dev = device(&cluster, 0, "dev-a", "dev").await;
     dev.publish("t/x", b"allowed", 1, false, 1).await;
     assert_eq!(dev.expect(testkit::PUBACK).await.reason(), 0, "allowed before the change");
-    admin_c.ok(r#"{"command":"removeClientRole","username":"dev","rolename":"all"}"#).await;
+    provision(&cluster, 2, r#"{"command":"removeClientRole","username":"dev","rolename":"all"}"#).await;
     assert_eq!(kicked(&mut dev).await, Some(0x98), "kicked on node a by a change sent to node c");
     let mut dev = device(&cluster, 0, "dev-a", "dev").await;
     dev.publish("t/x", b"denied", 1, false, 2).await;
@@ -95,8 +100,7 @@ async fn a_role_change_sent_to_c_kicks_a_client_on_a_and_a_refuses_the_next_deni
 #[tokio::test]
 async fn a_client_created_on_b_logs_in_on_a() {
     let cluster = cluster(3);
-    let mut admin_b = Admin::connect(cluster.nodes[1].addr(), "admin-b").await;
-    let replies = admin_b.ok(&create_user("fresh", false)).await;
+    let replies = provision(&cluster, 1, &create_user("fresh", false)).await;
     assert_eq!(replies.len(), 1);
     // The answer on b came after JetStream stored the change; a applies it as soon as it reads it.
     let mut attempts = 0;
@@ -123,8 +127,7 @@ async fn a_client_created_on_b_logs_in_on_a() {
 #[tokio::test]
 async fn a_retained_message_published_on_a_is_retained_on_b() {
     let cluster = cluster(3);
-    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
-    admin.ok(&format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
     until_everywhere(&cluster, "dev").await;
     // A live subscriber on b tells when b has the message.
     let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
@@ -188,9 +191,9 @@ async fn killing_a_node_during_provisioning_loses_no_acknowledged_change() {
 #[tokio::test]
 async fn while_nats_is_down_admin_writes_fail_and_logins_go_on_then_writes_recover() {
     let mut cluster = cluster(3);
-    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
-    admin.ok(&format!("{ROLE_ALL},{}", create_user("before", true))).await;
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("before", true))).await;
     until_everywhere(&cluster, "before").await;
+    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
     cluster.nats.stop();
     let replies = admin.request(&create_user("during", false)).await;
     let error = error_of(&replies[0]).expect("a write without NATS fails");
@@ -224,8 +227,7 @@ async fn while_nats_is_down_admin_writes_fail_and_logins_go_on_then_writes_recov
 #[tokio::test]
 async fn a_will_of_a_client_on_a_reaches_a_subscriber_on_b() {
     let cluster = cluster(2);
-    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
-    admin.ok(&format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
     until_everywhere(&cluster, "dev").await;
     let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
     watcher.subscribe(1, &[("status/+", 1)]).await;
@@ -235,4 +237,14 @@ async fn a_will_of_a_client_on_a_reaches_a_subscriber_on_b() {
     drop(dying); // the socket closes without DISCONNECT: the will fires on a
     let will = watcher.expect_publish().await;
     assert_eq!((will.topic.as_str(), &will.payload[..], will.qos), ("status/dying-a", &b"gone"[..], 1));
+}
+
+#[tokio::test]
+async fn a_client_id_connecting_on_b_takes_over_its_connection_on_a() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    let mut first = device(&cluster, 0, "roaming", "dev").await;
+    let _second = device(&cluster, 1, "roaming", "dev").await;
+    assert_eq!(kicked(&mut first).await, Some(0x8E), "taken over from node a by the connection on node b");
 }
