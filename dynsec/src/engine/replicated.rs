@@ -141,3 +141,54 @@ impl Dynsec {
         self.model.read().change_index
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+    use crate::password::HashPolicy;
+
+    fn engine(dir: &std::path::Path, name: &str) -> std::sync::Arc<Dynsec> {
+        let options = Options { hash_policy: HashPolicy::Pbkdf2Sha512 { iterations: 1 }, ..Options::default() };
+        Dynsec::open_or_init(&dir.join(name), options, "admin", || "pw".into()).unwrap().0
+    }
+
+    #[test]
+    fn a_proposal_changes_nothing_and_its_entries_give_every_node_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (engine(dir.path(), "a.json"), engine(dir.path(), "b.json"));
+        // Both start from the same state, as nodes do after loading the log's snapshot.
+        let seed = first.export();
+        first.install_snapshot(&seed, 1).unwrap();
+        second.install_snapshot(&seed, 1).unwrap();
+        let before = first.with_model(Clone::clone);
+        let request = br#"{"commands":[
+            {"command":"createRole","rolename":"r"},
+            {"command":"addRoleACL","rolename":"r","acltype":"publishClientSend","topic":"a/#","allow":true},
+            {"command":"createClient","username":"u","password":"secret","roles":[{"rolename":"r"}]},
+            {"command":"getDetails"}]}"#;
+        let prepared = first.prepare(request).unwrap();
+        let proposal = first.propose(&prepared, Admin::default());
+        assert_eq!(first.with_model(Clone::clone), before, "proposing changes nothing");
+        let entries = proposal.entries.expect("the request changes something");
+        first.apply_entries(&entries, 2).unwrap();
+        second.apply_entries(&entries, 2).unwrap();
+        let (a, b) = (first.with_model(Clone::clone), second.with_model(Clone::clone));
+        assert_eq!(a, b, "applying is deterministic (the password was hashed once, before)");
+        assert_eq!(a.change_index, 2, "the log position is the changeIndex");
+        assert!(a.clients["u"].password.as_ref().is_some_and(|p| p.verify(b"secret")));
+        assert_eq!(second.authenticate("u", Some(b"secret"), "c"), crate::AuthResult::Allow);
+        // A read-only request proposes nothing; a refused one answers with the reason.
+        let read = first.prepare(br#"{"commands":[{"command":"listClients"}]}"#).unwrap();
+        assert!(first.propose(&read, Admin::default()).entries.is_none());
+        let another = first.prepare(br#"{"commands":[{"command":"createClient","username":"v"}]}"#).unwrap();
+        let refused = first.refuse(&another, Admin::default(), "Cluster error: test".into());
+        assert!(first.with_model(|m| !m.clients.contains_key("v")));
+        assert!(String::from_utf8_lossy(&refused.response).contains("Cluster error: test"));
+        assert!(apply_garbage(&second).is_err());
+    }
+
+    fn apply_garbage(engine: &Dynsec) -> Result<(), NotABatch> {
+        engine.apply_entries(b"not json", 3)
+    }
+}
