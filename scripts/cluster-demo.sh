@@ -3,7 +3,7 @@
 # dynsec-broker nodes on 127.0.0.1:1883, 1884 and 1885 sharing one dynamic-security seed file,
 # all in a scratch folder under target/cluster-demo. Ctrl-C stops everything it started.
 #
-#   ./scripts/cluster-demo.sh            # builds the broker (debug) if needed
+#   ./scripts/cluster-demo.sh            # builds the broker and dynsec-ctrl (debug) first
 #   DEMO_PASSWORD=… ./scripts/cluster-demo.sh
 #
 # Then, for example (mosquitto-clients):
@@ -20,7 +20,7 @@ if [ ! -x "$nats" ]; then
 fi
 password=${DEMO_PASSWORD:-demo-admin}
 broker=target/debug/dynsec-broker
-[ -x "$broker" ] && [ -x target/debug/dynsec-ctrl ] || cargo build -p dynsec-broker -p dynsec-ctrl
+cargo build -q -p dynsec-broker -p dynsec-ctrl
 dir=$PWD/target/cluster-demo
 rm -rf "$dir" && mkdir -p "$dir"
 
