@@ -305,8 +305,9 @@ impl SecurityLog {
                 if let Err(e) = self.apply(position, sequence, &self.snapshot_subject.clone(), Bytes::new()).await {
                     tracing::warn!("cluster: {e}");
                 }
-                if let Err(e) = self.stream.purge().sequence(sequence).await {
-                    tracing::warn!("cluster: the security log was not shortened: {e}");
+                match self.stream.purge().sequence(sequence).await {
+                    Ok(_) => tracing::info!("cluster: security snapshot at {sequence}; the log before it purged"),
+                    Err(e) => tracing::warn!("cluster: the security log was not shortened: {e}"),
                 }
             }
             Err(AppendError::Conflict) => {}

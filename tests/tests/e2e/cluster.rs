@@ -248,3 +248,22 @@ async fn a_client_id_connecting_on_b_takes_over_its_connection_on_a() {
     let _second = device(&cluster, 1, "roaming", "dev").await;
     assert_eq!(kicked(&mut first).await, Some(0x8E), "taken over from node a by the connection on node b");
 }
+
+#[tokio::test]
+async fn nodes_started_after_snapshots_load_the_latest_one_and_what_follows() {
+    // A snapshot every 3 entries: the log is purged behind each one.
+    let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "cluster_snapshot_every 3\n");
+    let names: Vec<String> = (0..10).map(|n| format!("dev{n}")).collect();
+    for name in &names {
+        provision(&cluster, 0, &create_user(name, false)).await;
+    }
+    let late = cluster.start_node(2); // joins after several snapshots and purges
+    cluster.nodes.push(late);
+    cluster.restart_node(1); // kill -9, then catches up from its position or the latest snapshot
+    for node in 0..3 {
+        let known = usernames(&cluster, node).await;
+        let missing: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
+        assert!(missing.is_empty(), "node {node} misses {missing:?}");
+    }
+    assert!(cluster.nodes[0].log().contains("security snapshot at "), "snapshots were taken and the log purged");
+}
