@@ -2,7 +2,8 @@
 //! under its topic's subject ([`super::subject`]), and every node injects what the others publish
 //! into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
 //! against each receiving client's ACL on the delivery path. Retained messages are stored by
-//! every node that is running when they are published.
+//! every node that is running when they are published, and in a JetStream stream (the last value
+//! per topic, `<cluster>_retained`) that a starting node loads first.
 //!
 //! Headers carry what the envelope says (`routing::envelope`): QoS, retain flag, the seconds left
 //! before the message expires, and the node it came from (a node skips its own messages).
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::{self, Stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -75,9 +77,13 @@ impl MessageBus {
             .subscribe(format!("{prefix}.>"))
             .await
             .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
+        // Subscribed first, loaded next: a retained message published meanwhile arrives after the
+        // bucket's older value, not before it.
+        let retained = open_retained(client, config).await?;
+        load_retained(&retained, &*engine).await?;
         tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
         let (outbox, queued) = mpsc::channel(OUTBOX);
-        tokio::spawn(send(client.clone(), prefix, node.clone(), queued));
+        tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
         Ok(Arc::new(MessageBus { outbox, dropped: AtomicU64::new(0), client: client.clone(), claim_subject, node }))
     }
 
@@ -109,9 +115,95 @@ impl MessageBus {
     }
 }
 
-async fn send(client: async_nats::Client, prefix: String, node: String, mut queued: mpsc::Receiver<Outgoing>) {
+/// Retained messages for nodes that start later: a stream keeping the last message of each
+/// subject (`<cluster>.retained.<topic>`; its QoS byte, then the payload; an empty message clears).
+struct RetainedStore {
+    js: async_nats::jetstream::Context,
+    stream: Stream,
+    prefix: String,
+}
+
+async fn open_retained(client: &async_nats::Client, config: &ClusterConfig) -> Result<RetainedStore, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let prefix = format!("{}.retained", config.name);
+    let name = format!("{}_retained", config.name);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the retained-message stream {name}: {e}"))?;
+    Ok(RetainedStore { js, stream, prefix })
+}
+
+/// Hands every retained message of the stream to the local router, as retained.
+async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> Result<(), String> {
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{}.>", store.prefix))
+        .await
+        .map_err(|e| format!("reading the retained messages: {e}"))?;
+    let mut loaded = 0u64;
+    while let Some(item) = subjects.next().await {
+        let Ok((subject, _)) = item else { continue };
+        let Some(topic) = subject_to_topic(&store.prefix, &subject) else { continue };
+        let Ok(message) = store.stream.get_last_raw_message_by_subject(&subject).await else { continue };
+        let Some((&qos, payload)) = message.payload.split_first() else { continue };
+        loaded += 1;
+        let stamp = Stamp {
+            qos: qos.min(2),
+            retain: true,
+            publisher: Publisher::of("%cluster/retained"),
+            origin: REMOTE_ORIGIN,
+            sequence: u64::MAX - loaded,
+            expires_at_ms: None,
+        };
+        inject(engine, Bytes::from(topic), payload, stamp);
+    }
+    if loaded > 0 {
+        tracing::info!(loaded, "cluster: retained messages loaded");
+    }
+    Ok(())
+}
+
+fn inject<E: RoutingEngine>(engine: &E, topic: Bytes, payload: &[u8], stamp: Stamp) {
+    envelope::router_packets(topic, payload, stamp, None, |packet| {
+        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+            engine.inject(publish.topic, publish.payload, publish.retain, properties);
+        }
+    });
+}
+
+async fn send(
+    client: async_nats::Client,
+    prefix: String,
+    node: String,
+    mut queued: mpsc::Receiver<Outgoing>,
+    retained: RetainedStore,
+) {
     while let Some(message) = queued.recv().await {
         let Ok(topic) = std::str::from_utf8(&message.topic) else { continue };
+        if message.retain {
+            // The last value per topic, for nodes that start later; an empty payload clears it.
+            let mut value = Vec::with_capacity(1 + message.payload.len());
+            if !message.payload.is_empty() {
+                value.push(message.qos);
+                value.extend_from_slice(&message.payload);
+            }
+            let subject = topic_to_subject(&retained.prefix, topic);
+            let stored = match retained.js.publish(subject, Bytes::from(value)).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                tracing::warn!("cluster: retained message not stored for other nodes: {e}");
+            }
+        }
         let mut headers = HeaderMap::new();
         headers.insert(NODE, node.as_str());
         headers.insert(QOS, message.qos.to_string().as_str());
@@ -164,10 +256,6 @@ async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: 
             expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
         };
         crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
-        envelope::router_packets(Bytes::from(topic), &message.payload, stamp, None, |packet| {
-            if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-                engine.inject(publish.topic, publish.payload, publish.retain, properties);
-            }
-        });
+        inject(&*engine, Bytes::from(topic), &message.payload, stamp);
     }
 }

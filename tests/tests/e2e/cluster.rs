@@ -267,3 +267,38 @@ async fn nodes_started_after_snapshots_load_the_latest_one_and_what_follows() {
     }
     assert!(cluster.nodes[0].log().contains("security snapshot at "), "snapshots were taken and the log purged");
 }
+
+#[tokio::test]
+async fn a_node_started_later_has_the_messages_retained_before() {
+    let mut cluster = cluster(1);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    let mut publisher = device(&cluster, 0, "pub-a", "dev").await;
+    publisher.publish("state/door", b"open", 1, true, 1).await;
+    publisher.publish("state/gone", b"x", 1, true, 2).await;
+    publisher.publish("state/gone", b"", 1, true, 3).await; // clears it
+    publisher.publish("sync/done", b"", 1, false, 4).await;
+    for _ in 0..4 {
+        publisher.expect(testkit::PUBACK).await;
+    }
+    // The bucket is written in order after the acknowledgements: wait (bounded) until a node
+    // started now sees the last change.
+    let mut attempts = 0;
+    loop {
+        let late = cluster.start_node(1);
+        cluster.nodes.push(late);
+        until_everywhere(&cluster, "dev").await;
+        let mut subscriber = device(&cluster, 1, "late-b", "dev").await;
+        subscriber.subscribe(1, &[("state/#", 0)]).await;
+        let first = subscriber.expect_publish().await;
+        assert_eq!((first.topic.as_str(), &first.payload[..], first.retain), ("state/door", &b"open"[..], true));
+        match subscriber.next(testkit::QUIET).await {
+            testkit::Next::Timeout => break,
+            other => {
+                attempts += 1;
+                assert!(attempts < 20, "the cleared retained message is still there: {other:?}");
+                drop(subscriber);
+                cluster.nodes.pop().expect("the late node").kill();
+            }
+        }
+    }
+}
