@@ -105,7 +105,7 @@ async fn join_cluster(
     let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over)
         .await
         .map_err(Error::Cluster)?;
-    info!(node = %config.node_name, nats = %config.nats_url, "joined the cluster");
+    info!(node = %config.node_name, nats = %crate::cluster::redacted(&config.nats_url), "joined the cluster");
     Ok(bus)
 }
 

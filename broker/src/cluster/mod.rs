@@ -42,14 +42,28 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
     }
     let mut addresses = Vec::new();
     for url in config.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        addresses.push(url.parse::<async_nats::ServerAddr>().map_err(|e| format!("cluster_nats_url {url}: {e}"))?);
+        let address = url.parse::<async_nats::ServerAddr>();
+        addresses.push(address.map_err(|e| format!("cluster_nats_url {}: {e}", redacted(url)))?);
     }
     let connecting = options.connect(addresses);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(format!("cannot connect to NATS at {}: {e}", config.nats_url)),
-        Err(_) => Err(format!("cannot connect to NATS at {}: no answer in {CONNECT_TIMEOUT:?}", config.nats_url)),
+        Ok(Err(e)) => Err(format!("cannot connect to NATS at {}: {e}", redacted(&config.nats_url))),
+        Err(_) => {
+            Err(format!("cannot connect to NATS at {}: no answer in {CONNECT_TIMEOUT:?}", redacted(&config.nats_url)))
+        }
     }
+}
+
+/// `urls` for a log line: a password written into a URL (`nats://user:secret@host`) is hidden.
+pub fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// This node's own copy of the dynamic-security file `seed` (`dynamic-security.json` →
@@ -65,4 +79,13 @@ pub fn node_copy(seed: &Path, node_name: &str) -> Result<PathBuf, String> {
         dynsec::atomic_file::create_new(&copy, &bytes).map_err(|e| format!("{}: {e}", copy.display()))?;
     }
     Ok(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_in_urls_are_not_logged() {
+        assert_eq!(super::redacted("nats://u:pw@h:4222,tls://h2:4222"), "nats://***@h:4222,tls://h2:4222");
+        assert_eq!(super::redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
 }
