@@ -41,9 +41,19 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
     let mut addresses = Vec::new();
+    let mut url_credentials = None;
     for url in config.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        // Credentials written into a URL are taken out of it, so that the client library never
+        // holds (or prints) them as part of an address.
+        let (url, credentials) = split_credentials(url);
+        url_credentials = url_credentials.or(credentials);
         let address = url.parse::<async_nats::ServerAddr>();
-        addresses.push(address.map_err(|e| format!("cluster_nats_url {}: {e}", redacted(url)))?);
+        addresses.push(address.map_err(|e| format!("cluster_nats_url {}: {e}", redacted(&url)))?);
+    }
+    if config.user_password.is_none()
+        && let Some((user, password)) = url_credentials
+    {
+        options = options.user_and_password(user, password);
     }
     let connecting = options.connect(addresses);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
@@ -52,6 +62,17 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
         Err(_) => {
             Err(format!("cannot connect to NATS at {}: no answer in {CONNECT_TIMEOUT:?}", redacted(&config.nats_url)))
         }
+    }
+}
+
+/// `scheme://user:password@host` → (`scheme://host`, the user and password).
+fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let (user, password) = url[scheme + 3..at].split_once(':').unwrap_or((&url[scheme + 3..at], ""));
+            (format!("{}{}", &url[..scheme + 3], &url[at + 1..]), Some((user.to_owned(), password.to_owned())))
+        }
+        _ => (url.to_owned(), None),
     }
 }
 
@@ -87,5 +108,7 @@ mod tests {
     fn passwords_in_urls_are_not_logged() {
         assert_eq!(super::redacted("nats://u:pw@h:4222,tls://h2:4222"), "nats://***@h:4222,tls://h2:4222");
         assert_eq!(super::redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        let (url, credentials) = super::split_credentials("nats://u:p:w@h:4222");
+        assert_eq!((url.as_str(), credentials), ("nats://h:4222", Some(("u".into(), "p:w".into()))));
     }
 }

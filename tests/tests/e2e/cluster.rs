@@ -302,3 +302,17 @@ async fn a_node_started_later_has_the_messages_retained_before() {
         }
     }
 }
+
+#[test]
+fn a_node_that_cannot_reach_nats_refuses_to_start_and_says_where_it_looked() {
+    let dir = dynsec_tests::broker::ScratchDir::new("cluster-no-nats");
+    let seed = dir.path().join("dynamic-security.json");
+    dynsec_tests::mosquitto::mosquitto_ctrl_init(&seed, ADMIN, PASSWORD);
+    let port = dynsec_tests::mosquitto::unused_port();
+    let url = format!("nats://user:hidden@127.0.0.1:{port}");
+    let config = dynsec_tests::nats::node_config(&seed, &url, "a", "");
+    let (status, log) = dynsec_tests::broker::BrokerProcess::start_failure_in(ours(), dir.path(), &config);
+    assert_eq!(status, Some(1), "{log}");
+    assert!(log.contains(&format!("cannot connect to NATS at nats://***@127.0.0.1:{port}")), "{log}");
+    assert!(!log.contains("hidden"), "the password in the URL is not logged: {log}");
+}
