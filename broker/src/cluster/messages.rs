@@ -6,7 +6,8 @@
 //! per topic, `<cluster>_retained`) that a starting node loads first.
 //!
 //! Headers carry what the envelope says (`routing::envelope`): QoS, retain flag, the seconds left
-//! before the message expires, and the node it came from (a node skips its own messages).
+//! before the message expires, and the node it came from (a node skips its own messages); and
+//! the MQTT 5 properties that travel ([`super::properties`]).
 //!
 //! Client ids: each claim of a client id on a node is announced on `<cluster>.claim`; a node with
 //! a live connection of that id takes it over, as it would for a second connection of its own.
@@ -22,6 +23,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::stream::{self, Stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rumqttd::protocol::PublishProperties;
 use tokio::sync::mpsc;
 
 use super::config::ClusterConfig;
@@ -45,6 +47,8 @@ struct Outgoing {
     qos: u8,
     retain: bool,
     expiry_secs: Option<u32>,
+    /// `properties::HEADER`'s value.
+    properties: Option<String>,
 }
 
 /// This node's side of cross-node routing.
@@ -101,8 +105,17 @@ impl MessageBus {
     }
 
     /// Sends a message a local client published to the other nodes (never blocks).
-    pub fn forward(&self, topic: &Bytes, payload: &Bytes, qos: u8, retain: bool, expiry_secs: Option<u32>) {
-        let message = Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs };
+    pub fn forward(
+        &self,
+        topic: &Bytes,
+        payload: &Bytes,
+        qos: u8,
+        retain: bool,
+        expiry_secs: Option<u32>,
+        properties: Option<&PublishProperties>,
+    ) {
+        let properties = properties.and_then(super::properties::encode);
+        let message = Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties };
         if self.outbox.try_send(message).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
@@ -163,7 +176,7 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
             sequence: u64::MAX - loaded,
             expires_at_ms: None,
         };
-        inject(engine, Bytes::from(topic), payload, stamp);
+        inject(engine, Bytes::from(topic), payload, stamp, None);
     }
     if loaded > 0 {
         tracing::info!(loaded, "cluster: retained messages loaded");
@@ -171,8 +184,14 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
     Ok(())
 }
 
-fn inject<E: RoutingEngine>(engine: &E, topic: Bytes, payload: &[u8], stamp: Stamp) {
-    envelope::router_packets(topic, payload, stamp, None, |packet| {
+fn inject<E: RoutingEngine>(
+    engine: &E,
+    topic: Bytes,
+    payload: &[u8],
+    stamp: Stamp,
+    properties: Option<PublishProperties>,
+) {
+    envelope::router_packets(topic, payload, stamp, properties, |packet| {
         if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
             engine.inject(publish.topic, publish.payload, publish.retain, properties);
         }
@@ -212,6 +231,9 @@ async fn send(
         }
         if let Some(secs) = message.expiry_secs {
             headers.insert(EXPIRY, secs.to_string().as_str());
+        }
+        if let Some(properties) = &message.properties {
+            headers.insert(super::properties::HEADER, properties.as_str());
         }
         if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
             tracing::debug!("cluster: message not sent to NATS: {e}");
@@ -256,6 +278,7 @@ async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: 
             expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
         };
         crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
-        inject(&*engine, Bytes::from(topic), &message.payload, stamp);
+        let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
+        inject(&*engine, Bytes::from(topic), &message.payload, stamp, properties);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod messages;
+pub mod properties;
 pub mod security_log;
 pub mod subject;
 

@@ -250,7 +250,7 @@ impl<E: RoutingEngine> Sessions<E> {
         {
             let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
             let topic = Bytes::copy_from_slice(will.topic.as_bytes());
-            bus.forward(&topic, &will.payload, will.qos, will.retain, expiry);
+            bus.forward(&topic, &will.payload, will.qos, will.retain, expiry, will.properties.as_ref());
         }
     }
 

@@ -80,6 +80,14 @@ async fn a_message_published_on_one_node_reaches_subscribers_on_the_others() {
     // One copy each, and none back on the publisher's node for a client without a subscription.
     on_b.expect_quiet().await;
     on_c.expect_quiet().await;
+    // MQTT 5 properties travel: a user property and correlation data.
+    let user_property: &[u8] = &[0x26, 0, 1, b'k', 0, 2, b'v', b'\n'];
+    let correlation: &[u8] = &[0x09, 0, 3, 0, 0xFF, b'\r'];
+    let properties = [user_property, correlation].concat();
+    publisher.send(&testkit::publish_with(true, "plant/1/temp", b"22", 0, false, false, 0, &properties)).await;
+    let got = on_b.expect_publish().await;
+    let has = |part: &[u8]| got.properties.windows(part.len()).any(|w| w == part);
+    assert!(has(user_property) && has(correlation), "properties: {:?}", got.properties);
 }
 
 #[tokio::test]

@@ -121,7 +121,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let stamp = self.stamp(qos, retain, properties.as_mut());
             if let Some(bus) = &self.shared.cluster {
                 let expiry = stamp.expires_at_ms.map(|_| stamp.expiry_left(envelope::now_ms()).unwrap_or(0));
-                bus.forward(&publish.topic, &publish.payload, qos, retain, expiry);
+                bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref());
             }
             let link = &mut self.link;
             envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));
