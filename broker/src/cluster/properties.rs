@@ -50,7 +50,7 @@ pub fn encode(properties: &PublishProperties) -> Option<String> {
 /// The properties of a header value [`encode`] wrote; `None` for anything else.
 pub fn decode(header: &str) -> Option<PublishProperties> {
     let hex = header.as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
