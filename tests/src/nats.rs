@@ -131,17 +131,31 @@ pub struct TestCluster {
     pub seed: PathBuf,
     binary: PathBuf,
     extra: String,
+    /// One cluster at a time in a test binary: each is four processes, and a dozen of them at
+    /// once, each binding ephemeral ports, crowd out the tests that pick their ports beforehand.
+    /// Last, so that it is released after the processes are gone.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
 impl TestCluster {
     /// Starts nats-server and `count` nodes named `a`, `b`, `c`, … one after the other.
     pub fn start(binary: &Path, count: usize, admin: &str, password: &str, extra: &str) -> TestCluster {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // A test that failed while holding it does not stop the others.
+        let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let nats = NatsServer::start();
         let dir = ScratchDir::new("cluster");
         let seed = dir.path().join("dynamic-security.json");
         mosquitto_ctrl_init(&seed, admin, password);
-        let mut cluster =
-            TestCluster { nats, nodes: Vec::new(), dir, seed, binary: binary.to_owned(), extra: extra.to_owned() };
+        let mut cluster = TestCluster {
+            nats,
+            nodes: Vec::new(),
+            dir,
+            seed,
+            binary: binary.to_owned(),
+            extra: extra.to_owned(),
+            _one_at_a_time: one_at_a_time,
+        };
         for index in 0..count {
             let node = cluster.start_node(index);
             cluster.nodes.push(node);
