@@ -2,6 +2,7 @@
 # Runs every test of the workspace, on a fresh machine too. It installs what the tests need first
 # (Debian/Ubuntu, apt-get; nothing is reinstalled when present):
 #   - mosquitto 2.0 and its tools (Debian's 2.0.11: the first oracle), openssl, python3;
+#   - nats-server (Debian's 2.9.x, with JetStream) for the cluster tests;
 #   - for the websockets tests: chromium, node and npm (then `npm ci` in tests/browser for
 #     MQTT.js) and python's paho-mqtt;
 #   - mosquitto 2.1.2 built from upstream source (the second oracle) by
@@ -32,6 +33,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # for MQTT.js (tests/browser/package-lock.json).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# The cluster tests (tests/tests/e2e/cluster.rs): nats-server with JetStream (Debian's 2.9.x).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 if [ ! -f tests/browser/node_modules/mqtt/dist/mqtt.min.js ]; then

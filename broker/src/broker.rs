@@ -69,8 +69,16 @@ impl Broker {
                 store.submit(ops);
             });
         }
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions).await?),
+            None => None,
+        };
+        if let Some(bus) = &cluster {
+            sessions.join_cluster(Arc::clone(bus));
+        }
         let mut shared = Shared::new(config, security, engine, sessions);
         shared.persistence = persistence;
+        shared.cluster = cluster;
         let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
@@ -120,7 +128,35 @@ impl Broker {
             CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
+}
 
+/// Connects to NATS, brings the security state to the end of the shared log and starts
+/// cross-node routing (docs/cluster.md).
+async fn join_cluster(
+    config: &crate::cluster::ClusterConfig,
+    security: &Arc<dyn Security>,
+    engine: &Arc<Rumqttd>,
+    sessions: &Arc<Sessions<Rumqttd>>,
+) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
+    let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
+    let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
+    security.join_cluster(&membership).await.map_err(Error::Cluster)?;
+    let sessions = Arc::downgrade(sessions);
+    let take_over = move |client_id: &str| {
+        if let Some(sessions) = sessions.upgrade()
+            && sessions.taken_over_elsewhere(client_id)
+        {
+            info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
+        }
+    };
+    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over)
+        .await
+        .map_err(Error::Cluster)?;
+    info!(node = %config.node_name, nats = %crate::cluster::redacted(&config.nats_url), "joined the cluster");
+    Ok(bus)
+}
+
+impl Broker {
     /// Reloads the certificates of the TLS listeners (SIGHUP); usable after `run_until` took the
     /// broker.
     pub fn certificate_reloader(&self) -> CertificateReloader {

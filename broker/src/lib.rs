@@ -20,6 +20,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod console;
 #[cfg(feature = "fuzzing")]
@@ -51,6 +52,9 @@ pub enum Error {
     Tls(String),
     #[error("security: {0}")]
     Security(String),
+    /// Joining the cluster failed (NATS unreachable, JetStream refused the log, …).
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("logging: {0}")]
     Logging(String),
     #[error("persistence: {0}")]

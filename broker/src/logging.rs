@@ -152,7 +152,8 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
         .with_target("rumqttd", router_level)
         .with_target("rustls", router_level)
         .with_target("tungstenite", router_level)
-        .with_target("tokio_tungstenite", router_level);
+        .with_target("tokio_tungstenite", router_level)
+        .with_target("async_nats", router_level);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .event_format(MosquittoFormat { timestamp: log.timestamp })

@@ -42,6 +42,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub unauthenticated: Arc<AtomicUsize>,
     /// The persistence store (`persistence true`).
     pub persistence: Option<Arc<crate::persistence::Persistence>>,
+    /// Cluster mode: where messages for the other nodes go (docs/cluster.md).
+    pub cluster: Option<Arc<crate::cluster::messages::MessageBus>>,
     next_conn_id: AtomicU64,
 }
 
@@ -58,6 +60,7 @@ impl<E: RoutingEngine> Shared<E> {
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),
             persistence: None,
+            cluster: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             subscribed_filters: SubscribedFilters::default(),

@@ -27,6 +27,9 @@ use crate::model::{Affected, Model};
 use crate::password::{HashPolicy, PasswordHash};
 use crate::store::{Store, StoreError};
 
+mod replicated;
+pub use replicated::{Prepared, Proposal};
+
 /// Tunables of a dynsec engine.
 #[derive(Debug, Clone)]
 pub struct Options {

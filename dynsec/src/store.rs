@@ -278,6 +278,17 @@ fn record_entries(mutations: &[Mutation], model_after: &Model) -> Vec<Json> {
         .collect()
 }
 
+/// A batch as one compact JSON array of journal entries (the payload of a journal record), for
+/// a replicated log (`crate::engine::replicated`).
+pub fn batch_json(mutations: &[Mutation], model_after: &Model) -> Vec<u8> {
+    Json::Array(record_entries(mutations, model_after)).to_compact()
+}
+
+/// The mutations of a [`batch_json`] array; `None` if it is not one.
+pub fn batch_from_json(bytes: &[u8]) -> Option<Vec<Mutation>> {
+    json::parse(bytes).ok()?.as_array()?.iter().map(mutation_from_json).collect()
+}
+
 fn encode_record(mutations: &[Mutation], model_after: &Model) -> Vec<u8> {
     let payload = Json::Array(record_entries(mutations, model_after)).to_compact();
     let mut record = format!("#{} {:08x}\n", payload.len(), crc32fast::hash(&payload)).into_bytes();

@@ -8,6 +8,7 @@ pub mod crash;
 pub mod ctrl_harness;
 pub mod dynsec_target;
 pub mod mosquitto;
+pub mod nats;
 pub mod persistence_crash;
 pub mod rr;
 pub mod soak;

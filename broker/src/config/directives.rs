@@ -100,6 +100,7 @@ pub(super) struct Builder {
     backpressure_window_set: bool,
     service: ServiceConfig,
     persistence: PersistenceSettings,
+    cluster: crate::cluster::ClusterDirectives,
     warnings: Vec<String>,
     /// Websockets-only directives seen: (listener count when seen, 0 = the default listener, …).
     websockets_only: Vec<(usize, Location, String)>,
@@ -129,6 +130,7 @@ impl Builder {
             backpressure_window_set: false,
             service: ServiceConfig::default(),
             persistence: PersistenceSettings::default(),
+            cluster: Default::default(),
             warnings: Vec::new(),
             websockets_only: Vec::new(),
         }
@@ -166,7 +168,7 @@ impl Builder {
             plugin.options.push((option.to_owned(), value));
             return Ok(());
         }
-        if self.persistence.apply(d)? {
+        if self.persistence.apply(d)? || self.cluster.apply(d)? {
             return Ok(());
         }
         if let Some(gate_key) = key.strip_prefix("gate_") {
@@ -460,6 +462,7 @@ impl Builder {
             gate: self.gate,
             service: self.service,
             persistence: self.persistence,
+            cluster: self.cluster.finish()?,
             warnings: self.warnings,
         })
     }

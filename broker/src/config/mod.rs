@@ -178,6 +178,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// The persistence directives (`crate::persistence`, docs/persistence.md).
     pub persistence: PersistenceSettings,
+    /// `cluster_*`: this node's cluster settings (`None`: a single node, docs/cluster.md).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Accepted-but-ignored directives and other notes, logged once logging is set up.
     pub warnings: Vec<String>,
 }

@@ -236,6 +236,9 @@ pub struct Sessions<E: RoutingEngine> {
     /// Told of every will about to be routed (persistence records it); returns the envelope's
     /// store sequence.
     on_will: std::sync::OnceLock<WillHook>,
+    /// Cluster mode: wills go to the other nodes too, and so does each claim of a client id
+    /// (docs/cluster.md).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::messages::MessageBus>>,
 }
 
 impl<E: RoutingEngine> Sessions<E> {
@@ -247,6 +250,7 @@ impl<E: RoutingEngine> Sessions<E> {
             takeover_wait,
             on_expiry: std::sync::OnceLock::new(),
             on_will: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -255,9 +259,16 @@ impl<E: RoutingEngine> Sessions<E> {
         let _ = self.on_will.set(hook);
     }
 
+    /// Publishes `will` here (recorded by persistence), and in a cluster on the other nodes.
     fn publish_will(&self, client_id: &str, will: &PendingWill) {
         let record = self.on_will.get().map(|hook| move |will: &PendingWill| hook(client_id, will));
-        publish_will(&*self.engine, will, record);
+        if publish_will(&*self.engine, will, record)
+            && let Some(bus) = self.cluster.get()
+        {
+            let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
+            let topic = Bytes::copy_from_slice(will.topic.as_bytes());
+            bus.forward(&topic, &will.payload, will.qos, will.retain, expiry, will.properties.as_ref());
+        }
     }
 
     /// Sets what is told when a saved session expires (once, at start).
@@ -282,6 +293,20 @@ impl<E: RoutingEngine> Sessions<E> {
         }
     }
 
+    /// Cluster mode: from now on every will is also sent to the other nodes, and every claim of
+    /// a client id is announced to them (a connection with that id there is taken over).
+    pub fn join_cluster(&self, bus: Arc<crate::cluster::messages::MessageBus>) {
+        let _ = self.cluster.set(bus);
+    }
+
+    /// Another node claimed `client_id`: a live connection with it here is taken over (v5
+    /// DISCONNECT 0x8E, its will published), as a second connection on this node would.
+    pub fn taken_over_elsewhere(&self, client_id: &str) -> bool {
+        let registry = self.lock();
+        let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref());
+        live.is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Takeover)).is_ok())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -303,6 +328,9 @@ impl<E: RoutingEngine> Sessions<E> {
         clean_start: bool,
     ) -> Result<Claim, Superseded> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
+        if let Some(bus) = self.cluster.get() {
+            bus.claimed(client_id);
+        }
         let (previous, purging) = {
             let mut registry = self.lock();
             let entry = registry.entries.entry(client_id.clone()).or_default();
@@ -613,22 +641,23 @@ impl<E: RoutingEngine> Sessions<E> {
 
 /// Publishes a will through the engine, if the client may still publish to its topic. Wills on
 /// `$SYS` and `$share` are never published, as PUBLISHes to them are refused (`$CONTROL/` wills
-/// are refused at CONNECT); other `$` topics are routed like any other.
-/// `record` is told of the will once it passes (persistence), and returns its store sequence.
+/// are refused at CONNECT); other `$` topics are routed like any other. `record` is told of the
+/// will once it passes (persistence), and returns its store sequence. Returns whether it was
+/// published.
 pub fn publish_will<E: RoutingEngine>(
     engine: &E,
     will: &PendingWill,
     record: Option<impl FnOnce(&PendingWill) -> Option<u64>>,
-) {
+) -> bool {
     if !crate::routing::topic_form::routed(&will.topic) || !will.authz.allows(Access::Publish, &will.topic) {
         tracing::debug!(topic = %crate::logging::client_text(&will.topic), "will not published: denied");
-        return;
+        return false;
     }
     let item =
         crate::routing::router_guard::ToRouter::Publish { topic: &will.topic, properties: will.properties.as_ref() };
     if let Err(hazard) = crate::routing::router_guard::admit(item) {
         tracing::info!(topic = %will.topic, %hazard, "will not published: the router cannot take it");
-        return;
+        return false;
     }
     crate::metrics::METRICS.routed(will.topic.as_bytes(), will.payload.len(), will.retain);
     let queued = record.and_then(|record| record(will));
@@ -651,4 +680,5 @@ pub fn publish_will<E: RoutingEngine>(
             engine.inject(publish.topic, publish.payload, publish.retain, properties);
         }
     });
+    true
 }

@@ -94,12 +94,20 @@ fn save_generated_password(config_file: &Path, password: &str) -> Result<PathBuf
 }
 
 /// The engine of the plugin line `plugin`, or `None` when it names no configuration file.
-pub(super) fn open_dynsec(plugin: &PluginConfig) -> Result<Option<Arc<Dynsec>>, Error> {
+/// In a cluster (`cluster`), the node opens its own copy of the file (`crate::cluster::node_copy`).
+pub(super) fn open_dynsec(
+    plugin: &PluginConfig,
+    cluster: Option<&crate::cluster::ClusterConfig>,
+) -> Result<Option<Arc<Dynsec>>, Error> {
     let Some(file) = plugin.option("config_file") else {
         tracing::warn!("{}: dynamic security plugin has no plugin_opt_config_file; it stays inactive", plugin.at);
         return Ok(None);
     };
     let path = PathBuf::from(file);
+    let path = match cluster {
+        Some(cluster) => crate::cluster::node_copy(&path, &cluster.node_name).map_err(Error::Security)?,
+        None => path,
+    };
     let options = dynsec_options(plugin)?;
     crate::security::store_access::check(&path).map_err(|e| Error::Security(e.to_string()))?;
     let mut generated = None;

@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use super::admin::open_dynsec;
 use super::audit::AuditLog;
 use super::authz::build_authz;
-use super::control::control_request;
 pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
+use super::control::{cluster_control_request, control_request};
 use super::reload::StaticFiles;
 use super::reloadable::Reloadable;
 use super::throttle::LoginThrottle;
@@ -84,6 +84,8 @@ pub struct AuthChain {
     pub(super) throttle: Arc<LoginThrottle>,
     kicks_tx: mpsc::UnboundedSender<KickTarget>,
     kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<KickTarget>>>,
+    /// Cluster mode: the replicated log every control request goes through (docs/cluster.md).
+    cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::security_log::SecurityLog>>>,
     /// Keeps the file watcher alive for as long as the chain lives.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -123,7 +125,7 @@ impl AuthChain {
                     }
                     (Some(_), Some(_)) => dynsec_here = true,
                     (None, _) => {
-                        if let Some(e) = open_dynsec(plugin)? {
+                        if let Some(e) = open_dynsec(plugin, config.cluster.as_ref())? {
                             engine = Some((e.path(), e));
                             dynsec_here = true;
                         }
@@ -162,9 +164,10 @@ impl AuthChain {
         }
         let (kicks_tx, kicks_rx) = mpsc::unbounded_channel();
         let dynsec = engine.map(|(_, e)| e);
+        // In a cluster the node's file is a copy of the log: edits go through $CONTROL.
         let watcher = match &dynsec {
-            Some(engine) => watch_dynsec_file(Arc::clone(engine), kicks_tx.clone()),
-            None => None,
+            Some(engine) if config.cluster.is_none() => watch_dynsec_file(Arc::clone(engine), kicks_tx.clone()),
+            _ => None,
         };
         let login = &config.gate.login;
         Ok(Arc::new(AuthChain {
@@ -180,6 +183,7 @@ impl AuthChain {
             throttle: LoginThrottle::new(login.clone()),
             kicks_tx,
             kicks_rx: Mutex::new(Some(kicks_rx)),
+            cluster: Arc::default(),
             _watcher: watcher,
         }))
     }
@@ -203,6 +207,9 @@ impl Security for AuthChain {
     fn control(&self, sender: ControlSender, topic: &str, payload: Vec<u8>) -> Option<BoxFuture<ControlOutcome>> {
         if topic != DYNSEC_REQUEST_TOPIC || !self.serves_control(sender.listener, topic) {
             return None;
+        }
+        if let Some(log) = self.cluster.get() {
+            return Some(cluster_control_request(Arc::clone(log), self.audit.clone(), sender, payload));
         }
         let engine = Arc::clone(self.dynsec.as_ref()?);
         Some(control_request(engine, self.audit.clone(), sender, payload))
@@ -228,6 +235,18 @@ impl Security for AuthChain {
 
     fn audit_log(&self) -> Option<Arc<AuditLog>> {
         self.audit.clone()
+    }
+
+    fn join_cluster(&self, membership: &crate::cluster::Membership) -> BoxFuture<Result<(), String>> {
+        let Some(engine) = self.dynsec.clone() else {
+            return Box::pin(async { Ok(()) });
+        };
+        let (client, config, kicks) = (membership.client.clone(), membership.config.clone(), self.kicks_tx.clone());
+        let slot = Arc::clone(&self.cluster);
+        Box::pin(async move {
+            let log = crate::cluster::security_log::SecurityLog::open(&client, &config, engine, kicks).await?;
+            slot.set(log).map_err(|_| "the security chain is already in a cluster".to_owned())
+        })
     }
 
     fn take_kick_events(&self) -> Option<mpsc::UnboundedReceiver<KickTarget>> {

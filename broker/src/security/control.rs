@@ -39,23 +39,49 @@ pub(super) fn control_request(
             result
         })
         .await;
-        match result {
-            Ok(result) => {
-                let replies = if result.response.len() <= MAX_PAYLOAD {
-                    vec![ControlReply { topic: DYNSEC_RESPONSE_TOPIC.to_owned(), payload: result.response }]
-                } else {
-                    tracing::warn!(
-                        "dynsec reply of {} bytes exceeds the MQTT payload limit; dropped",
-                        result.response.len()
-                    );
-                    Vec::new()
-                };
-                ControlOutcome { replies, kicks: KickTarget::all_of(&result.kicks) }
-            }
-            Err(e) => {
-                tracing::error!("dynsec control request failed: {e}");
-                ControlOutcome::default()
-            }
-        }
+        outcome(result)
     })
+}
+
+/// The same, through the cluster's replicated log: resolves once the change is in JetStream.
+pub(super) fn cluster_control_request(
+    log: Arc<crate::cluster::security_log::SecurityLog>,
+    audit: Option<Arc<AuditLog>>,
+    sender: ControlSender,
+    payload: Vec<u8>,
+) -> BoxFuture<ControlOutcome> {
+    Box::pin(async move {
+        let admin = Admin {
+            client_id: client_text(&sender.client_id).to_string(),
+            username: sender.username.map(|u| client_text(&u).to_string()),
+        };
+        let origin = sender.origin;
+        let result = log.control(payload.clone(), admin.clone()).await;
+        if let Some(audit) = audit {
+            audit.record(origin, &admin.client_id, admin.username.as_deref(), &payload, &result.response);
+        }
+        outcome(Ok(result))
+    })
+}
+
+/// The reply and kicks of an engine's answer.
+fn outcome(result: Result<dynsec::ControlResult, tokio::task::JoinError>) -> ControlOutcome {
+    match result {
+        Ok(result) => {
+            let replies = if result.response.len() <= MAX_PAYLOAD {
+                vec![ControlReply { topic: DYNSEC_RESPONSE_TOPIC.to_owned(), payload: result.response }]
+            } else {
+                tracing::warn!(
+                    "dynsec reply of {} bytes exceeds the MQTT payload limit; dropped",
+                    result.response.len()
+                );
+                Vec::new()
+            };
+            ControlOutcome { replies, kicks: KickTarget::all_of(&result.kicks) }
+        }
+        Err(e) => {
+            tracing::error!("dynsec control request failed: {e}");
+            ControlOutcome::default()
+        }
+    }
 }

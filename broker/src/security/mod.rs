@@ -183,6 +183,13 @@ pub trait Security: Send + Sync + 'static {
         None
     }
 
+    /// Cluster mode (docs/cluster.md): share the security state through the cluster's log from
+    /// now on. Called once at start, before any listener opens.
+    fn join_cluster(&self, membership: &crate::cluster::Membership) -> BoxFuture<Result<(), String>> {
+        let _ = membership;
+        Box::pin(async { Ok(()) })
+    }
+
     /// Re-read reloadable security files (SIGHUP). Kicks go through [`Security::take_kick_events`].
     fn reload(&self) -> BoxFuture<()> {
         Box::pin(async {})

@@ -14,6 +14,7 @@ mod broker_kicks;
 mod broker_malformed;
 mod broker_mqtt;
 mod client_limits;
+mod cluster;
 mod config_examples;
 mod console_browser;
 mod console_http_api;

@@ -104,8 +104,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // A message no filter matches reaches nobody: the router is spared matching it against
         // every filter it holds (`routing::subscribed_filters`). A retained one is kept for
         // later subscribers, and with persistence the store decides what it keeps.
+        // In a cluster, other nodes' subscribers count too.
         let wanted = retain
             || self.persist.is_some()
+            || self.shared.cluster.is_some()
             || self.shared.subscribed_filters.any_match(&publish.topic, &mut self.last_routing_answer);
         if wanted && crate::routing::topic_form::routed(topic) {
             if let Err(hazard) = router_guard::admit(ToRouter::Publish { topic, properties: properties.as_ref() }) {
@@ -131,6 +133,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let queued = self.persist_publish(topic, &publish.payload, qos, retain, properties.as_ref());
             let mut stamp = self.stamp(qos, retain, properties.as_mut());
             stamp.queued = queued;
+            if let Some(bus) = &self.shared.cluster {
+                let expiry = stamp.expires_at_ms.map(|_| stamp.expiry_left(envelope::now_ms()).unwrap_or(0));
+                bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref());
+            }
             let link = &mut self.link;
             envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));
         }

@@ -1,0 +1,289 @@
+//! Routing across nodes: every message a client publishes on one node is published on core NATS
+//! under its topic's subject ([`super::subject`]), and every node injects what the others publish
+//! into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
+//! against each receiving client's ACL on the delivery path. Retained messages are stored by
+//! every node that is running when they are published, and in a JetStream stream (the last value
+//! per topic, `<cluster>_retained`) that a starting node loads first.
+//!
+//! Headers carry what the envelope says (`routing::envelope`): QoS, retain flag, the seconds left
+//! before the message expires, and the node it came from (a node skips its own messages); and
+//! the MQTT 5 properties that travel ([`super::properties`]).
+//!
+//! Client ids: each claim of a client id on a node is announced on `<cluster>.claim`; a node with
+//! a live connection of that id takes it over, as it would for a second connection of its own.
+//! Sessions do not move between nodes.
+//!
+//! Core NATS delivers at most once: a message in flight when a node or NATS fails is lost across
+//! nodes, whatever its QoS (docs/cluster.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::stream::{self, Stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rumqttd::protocol::PublishProperties;
+use tokio::sync::mpsc;
+
+use super::config::ClusterConfig;
+use super::subject::{subject_to_topic, topic_to_subject};
+use crate::routing::envelope::{self, Publisher, Stamp};
+use crate::routing::router_link::RoutingEngine;
+
+const NODE: &str = "Dynsec-Node";
+const QOS: &str = "Dynsec-Qos";
+const RETAIN: &str = "Dynsec-Retain";
+const EXPIRY: &str = "Dynsec-Expiry";
+/// Messages waiting for NATS before new ones are dropped (with a warning).
+const OUTBOX: usize = 65_536;
+/// The envelope origin of messages from other nodes: above every local connection id.
+const REMOTE_ORIGIN: u64 = 1 << 63;
+
+/// One message on its way to the other nodes.
+struct Outgoing {
+    topic: Bytes,
+    payload: Bytes,
+    qos: u8,
+    retain: bool,
+    expiry_secs: Option<u32>,
+    /// `properties::HEADER`'s value.
+    properties: Option<String>,
+}
+
+/// This node's side of cross-node routing.
+pub struct MessageBus {
+    outbox: mpsc::Sender<Outgoing>,
+    dropped: AtomicU64,
+    client: async_nats::Client,
+    claim_subject: String,
+    node: String,
+}
+
+impl MessageBus {
+    /// Subscribes to the other nodes' messages (injected into `engine`) and starts the sender.
+    /// `take_over` is called with each client id another node claims.
+    pub async fn start<E: RoutingEngine>(
+        client: &async_nats::Client,
+        config: &ClusterConfig,
+        engine: Arc<E>,
+        take_over: impl Fn(&str) + Send + 'static,
+    ) -> Result<Arc<MessageBus>, String> {
+        let prefix = format!("{}.msg", config.name);
+        let node = config.node_name.clone();
+        let claim_subject = format!("{}.claim", config.name);
+        let claims = client
+            .subscribe(claim_subject.clone())
+            .await
+            .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
+        tokio::spawn(receive_claims(claims, node.clone(), take_over));
+        let inbound = client
+            .subscribe(format!("{prefix}.>"))
+            .await
+            .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
+        // Subscribed first, loaded next: a retained message published meanwhile arrives after the
+        // bucket's older value, not before it.
+        let retained = open_retained(client, config).await?;
+        load_retained(&retained, &*engine).await?;
+        tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
+        let (outbox, queued) = mpsc::channel(OUTBOX);
+        tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
+        Ok(Arc::new(MessageBus { outbox, dropped: AtomicU64::new(0), client: client.clone(), claim_subject, node }))
+    }
+
+    /// Announces that a client connecting here claimed `client_id` (never blocks).
+    pub fn claimed(&self, client_id: &str) {
+        let (client, subject) = (self.client.clone(), self.claim_subject.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE, self.node.as_str());
+        let id = Bytes::copy_from_slice(client_id.as_bytes());
+        tokio::spawn(async move {
+            if let Err(e) = client.publish_with_headers(subject, headers, id).await {
+                tracing::debug!("cluster: client id claim not announced: {e}");
+            }
+        });
+    }
+
+    /// Sends a message a local client published to the other nodes (never blocks).
+    pub fn forward(
+        &self,
+        topic: &Bytes,
+        payload: &Bytes,
+        qos: u8,
+        retain: bool,
+        expiry_secs: Option<u32>,
+        properties: Option<&PublishProperties>,
+    ) {
+        let properties = properties.and_then(super::properties::encode);
+        let message = Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties };
+        if self.outbox.try_send(message).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "cluster: NATS is not keeping up; messages for other nodes dropped"
+                );
+            }
+        }
+    }
+}
+
+/// Retained messages for nodes that start later: a stream keeping the last message of each
+/// subject (`<cluster>.retained.<topic>`; its QoS byte, then the payload; an empty message clears).
+struct RetainedStore {
+    js: async_nats::jetstream::Context,
+    stream: Stream,
+    prefix: String,
+}
+
+async fn open_retained(client: &async_nats::Client, config: &ClusterConfig) -> Result<RetainedStore, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let prefix = format!("{}.retained", config.name);
+    let name = format!("{}_retained", config.name);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the retained-message stream {name}: {e}"))?;
+    Ok(RetainedStore { js, stream, prefix })
+}
+
+/// Hands every retained message of the stream to the local router, as retained.
+async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> Result<(), String> {
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{}.>", store.prefix))
+        .await
+        .map_err(|e| format!("reading the retained messages: {e}"))?;
+    let mut loaded = 0u64;
+    while let Some(item) = subjects.next().await {
+        let Ok((subject, _)) = item else { continue };
+        let Some(topic) = subject_to_topic(&store.prefix, &subject) else { continue };
+        let Ok(message) = store.stream.get_last_raw_message_by_subject(&subject).await else { continue };
+        let Some((&qos, payload)) = message.payload.split_first() else { continue };
+        loaded += 1;
+        let stamp = Stamp {
+            qos: qos.min(2),
+            retain: true,
+            publisher: Publisher::of("%cluster/retained"),
+            origin: REMOTE_ORIGIN,
+            sequence: u64::MAX - loaded,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+        };
+        inject(engine, Bytes::from(topic), payload, stamp, None);
+    }
+    if loaded > 0 {
+        tracing::info!(loaded, "cluster: retained messages loaded");
+    }
+    Ok(())
+}
+
+fn inject<E: RoutingEngine>(
+    engine: &E,
+    topic: Bytes,
+    payload: &[u8],
+    stamp: Stamp,
+    properties: Option<PublishProperties>,
+) {
+    envelope::router_packets(topic, payload, stamp, properties, |packet| {
+        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+            engine.inject(publish.topic, publish.payload, publish.retain, properties);
+        }
+    });
+}
+
+async fn send(
+    client: async_nats::Client,
+    prefix: String,
+    node: String,
+    mut queued: mpsc::Receiver<Outgoing>,
+    retained: RetainedStore,
+) {
+    while let Some(message) = queued.recv().await {
+        let Ok(topic) = std::str::from_utf8(&message.topic) else { continue };
+        if message.retain {
+            // The last value per topic, for nodes that start later; an empty payload clears it.
+            let mut value = Vec::with_capacity(1 + message.payload.len());
+            if !message.payload.is_empty() {
+                value.push(message.qos);
+                value.extend_from_slice(&message.payload);
+            }
+            let subject = topic_to_subject(&retained.prefix, topic);
+            let stored = match retained.js.publish(subject, Bytes::from(value)).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                tracing::warn!("cluster: retained message not stored for other nodes: {e}");
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE, node.as_str());
+        headers.insert(QOS, message.qos.to_string().as_str());
+        if message.retain {
+            headers.insert(RETAIN, "1");
+        }
+        if let Some(secs) = message.expiry_secs {
+            headers.insert(EXPIRY, secs.to_string().as_str());
+        }
+        if let Some(properties) = &message.properties {
+            headers.insert(super::properties::HEADER, properties.as_str());
+        }
+        if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
+            tracing::debug!("cluster: message not sent to NATS: {e}");
+        }
+    }
+}
+
+async fn receive_claims(mut claims: async_nats::Subscriber, node: String, take_over: impl Fn(&str)) {
+    while let Some(message) = claims.next().await {
+        let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str().to_owned());
+        if from.as_deref() == Some(node.as_str()) {
+            continue;
+        }
+        if let Ok(client_id) = std::str::from_utf8(&message.payload) {
+            take_over(client_id);
+        }
+    }
+}
+
+async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: String, node: String, engine: Arc<E>) {
+    let mut sequence = 0u64;
+    while let Some(message) = inbound.next().await {
+        let Some(headers) = message.headers.as_ref() else { continue };
+        let from = headers.get(NODE).map(|v| v.as_str()).unwrap_or_default();
+        if from == node {
+            continue;
+        }
+        let Some(topic) = subject_to_topic(&prefix, message.subject.as_str()) else { continue };
+        if !crate::routing::topic_form::routed(&topic) {
+            continue;
+        }
+        let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u32>().ok());
+        let qos = number(QOS).unwrap_or(0).min(2) as u8;
+        let retain = headers.get(RETAIN).is_some();
+        sequence += 1;
+        let stamp = Stamp {
+            qos,
+            retain,
+            publisher: Publisher::of(&format!("%cluster/{from}")),
+            origin: REMOTE_ORIGIN,
+            sequence,
+            expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
+            // (Persistence stores what this node's clients publish; see docs/cluster.md.)
+            queued: None,
+            addressee: None,
+        };
+        crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
+        let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
+        inject(&*engine, Bytes::from(topic), &message.payload, stamp, properties);
+    }
+}

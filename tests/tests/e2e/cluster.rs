@@ -1,0 +1,326 @@
+//! Clusters (docs/cluster.md): a nats-server with JetStream and three `dynsec-broker` nodes on
+//! 127.0.0.1 sharing one dynamic-security seed file. Each test starts its own nats-server (an
+//! ephemeral port, its own JetStream store) and its own nodes. Without nats-server installed
+//! the tests fail saying so (`dynsec_tests::nats`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynsec_broker::testkit::{self, RawClient};
+use dynsec_tests::dynsec_target::{Admin, error_of, kicked, user};
+use dynsec_tests::nats::TestCluster;
+
+const ADMIN: &str = "admin";
+const PASSWORD: &str = "admin-secret";
+
+fn ours() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dynsec-broker-under-test"))
+}
+
+fn cluster(nodes: usize) -> TestCluster {
+    TestCluster::start(ours(), nodes, ADMIN, PASSWORD, "")
+}
+
+/// A role `all` that may publish and subscribe everywhere, and a client `name` holding it.
+fn create_user(name: &str, role: bool) -> String {
+    let roles = if role { r#","roles":[{"rolename":"all"}]"# } else { "" };
+    format!(r#"{{"command":"createClient","username":"{name}","password":"pw-{name}"{roles}}}"#)
+}
+
+const ROLE_ALL: &str = r##"{"command":"createRole","rolename":"all","acls":[{"acltype":"publishClientSend","topic":"#","allow":true},{"acltype":"subscribePattern","topic":"#","allow":true}]}"##;
+
+async fn device(cluster: &TestCluster, node: usize, client_id: &str, name: &str) -> RawClient {
+    user(cluster.nodes[node].addr(), 5, client_id, name, &format!("pw-{name}")).await
+}
+
+/// Runs `commands` (which must succeed) through a new admin connection to `node`. Every admin
+/// subscribed to the reply topic gets every reply on its node, so an admin kept across other
+/// admins' requests could take their replies for its own.
+async fn provision(cluster: &TestCluster, node: usize, commands: &str) -> Vec<dynsec::json::Json> {
+    Admin::connect(cluster.nodes[node].addr(), &format!("provisioner-{node}")).await.ok(commands).await
+}
+
+/// The usernames `listClients` reports on `node`.
+async fn usernames(cluster: &TestCluster, node: usize) -> Vec<String> {
+    let mut admin = Admin::connect_as(cluster.nodes[node].addr(), "lister", ADMIN, PASSWORD).await;
+    let replies = admin.ok(r#"{"command":"listClients"}"#).await;
+    let list = replies[0].get("data").and_then(|d| d.get("clients")).and_then(|c| c.as_array()).expect("clients");
+    list.iter().filter_map(|c| c.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+}
+
+/// Waits (bounded) until every node lists `name`.
+async fn until_everywhere(cluster: &TestCluster, name: &str) {
+    for node in 0..cluster.nodes.len() {
+        let mut attempts = 0;
+        while !usernames(cluster, node).await.iter().any(|u| u == name) {
+            attempts += 1;
+            assert!(attempts < 100, "{name} never reached node {node}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_published_on_one_node_reaches_subscribers_on_the_others() {
+    let cluster = cluster(3);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut on_b = device(&cluster, 1, "sub-b", "sub").await;
+    let mut on_c = device(&cluster, 2, "sub-c", "sub").await;
+    assert_eq!(on_b.subscribe(1, &[("plant/+/temp", 1)]).await, [1]);
+    assert_eq!(on_c.subscribe(1, &[("plant/#", 0)]).await, [0]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    publisher.publish("plant/7.1 é/temp", b"21.5", 1, false, 9).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got_b = on_b.expect_publish().await;
+    assert_eq!((got_b.topic.as_str(), &got_b.payload[..], got_b.qos), ("plant/7.1 é/temp", &b"21.5"[..], 1));
+    let got_c = on_c.expect_publish().await;
+    assert_eq!((got_c.topic.as_str(), &got_c.payload[..], got_c.qos), ("plant/7.1 é/temp", &b"21.5"[..], 0));
+    // One copy each, and none back on the publisher's node for a client without a subscription.
+    on_b.expect_quiet().await;
+    on_c.expect_quiet().await;
+    // MQTT 5 properties travel: a user property and correlation data.
+    let user_property: &[u8] = &[0x26, 0, 1, b'k', 0, 2, b'v', b'\n'];
+    let correlation: &[u8] = &[0x09, 0, 3, 0, 0xFF, b'\r'];
+    let properties = [user_property, correlation].concat();
+    publisher.send(&testkit::publish_with(true, "plant/1/temp", b"22", 0, false, false, 0, &properties)).await;
+    let got = on_b.expect_publish().await;
+    let has = |part: &[u8]| got.properties.windows(part.len()).any(|w| w == part);
+    assert!(has(user_property) && has(correlation), "properties: {:?}", got.properties);
+}
+
+#[tokio::test]
+async fn a_role_change_sent_to_c_kicks_a_client_on_a_and_a_refuses_the_next_denied_publish() {
+    let cluster = cluster(3);
+    provision(&cluster, 2, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    let mut dev = device(&cluster, 0, "dev-a", "dev").await;
+    dev.publish("t/x", b"allowed", 1, false, 1).await;
+    assert_eq!(dev.expect(testkit::PUBACK).await.reason(), 0, "allowed before the change");
+    provision(&cluster, 2, r#"{"command":"removeClientRole","username":"dev","rolename":"all"}"#).await;
+    assert_eq!(kicked(&mut dev).await, Some(0x98), "kicked on node a by a change sent to node c");
+    let mut dev = device(&cluster, 0, "dev-a", "dev").await;
+    dev.publish("t/x", b"denied", 1, false, 2).await;
+    assert_eq!(dev.expect(testkit::PUBACK).await.reason(), 0x87, "node a applies the change");
+}
+
+#[tokio::test]
+async fn a_client_created_on_b_logs_in_on_a() {
+    let cluster = cluster(3);
+    let replies = provision(&cluster, 1, &create_user("fresh", false)).await;
+    assert_eq!(replies.len(), 1);
+    // The answer on b came after JetStream stored the change; a applies it as soon as it reads it.
+    let mut attempts = 0;
+    loop {
+        let connect = dynsec_tests::dynsec_target::credentials(5, "fresh-a", Some("fresh"), Some(b"pw-fresh"));
+        let (login, _client) = dynsec_tests::dynsec_target::login(cluster.nodes[0].addr(), &connect).await;
+        if login == dynsec_tests::dynsec_target::Login::Connack(0) {
+            break;
+        }
+        attempts += 1;
+        assert!(attempts < 100, "the client created on b never logged in on a: {login:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // changeIndex is the log position: the same on every node.
+    let mut details = Vec::new();
+    for node in 0..3 {
+        let mut admin = Admin::connect(cluster.nodes[node].addr(), &format!("details-{node}")).await;
+        let reply = admin.ok(r#"{"command":"getDetails"}"#).await;
+        details.push(reply[0].get("data").and_then(|d| d.get("changeIndex")).and_then(|c| c.as_int()));
+    }
+    assert!(details[0].is_some() && details.iter().all(|d| *d == details[0]), "{details:?}");
+}
+
+#[tokio::test]
+async fn a_retained_message_published_on_a_is_retained_on_b() {
+    let cluster = cluster(3);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    // A live subscriber on b tells when b has the message.
+    let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
+    watcher.subscribe(1, &[("state/door", 0)]).await;
+    let mut publisher = device(&cluster, 0, "pub-a", "dev").await;
+    publisher.publish("state/door", b"open", 1, true, 1).await;
+    publisher.expect(testkit::PUBACK).await;
+    assert_eq!(&watcher.expect_publish().await.payload[..], b"open");
+    let mut late = device(&cluster, 1, "late-b", "dev").await;
+    late.subscribe(1, &[("state/#", 0)]).await;
+    let retained = late.expect_publish().await;
+    assert_eq!((retained.topic.as_str(), &retained.payload[..], retained.retain), ("state/door", &b"open"[..], true));
+}
+
+#[tokio::test]
+async fn killing_a_node_during_provisioning_loses_no_acknowledged_change() {
+    let mut cluster = cluster(3);
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let addr_b = cluster.nodes[1].addr();
+    let record = Arc::clone(&acknowledged);
+    let provisioning = tokio::spawn(async move {
+        let Ok(mut client) = dynsec_tests::control_client::admin(addr_b, "provisioner", ADMIN, PASSWORD).await else {
+            return;
+        };
+        for n in 0..200u16 {
+            let name = format!("dev{n}");
+            let payload = format!(r#"{{"commands":[{}]}}"#, create_user(&name, false));
+            match dynsec_tests::control_client::request(&mut client, &payload, n + 1).await {
+                Some(replies) if replies.iter().all(|r| dynsec_tests::control_client::error_of(r).is_none()) => {
+                    record.lock().unwrap().push(name);
+                }
+                _ => return,
+            }
+        }
+    });
+    let mut waited = 0;
+    while acknowledged.lock().unwrap().len() < 10 {
+        waited += 1;
+        assert!(waited < 600, "provisioning did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart_node(1); // kill -9 in the middle of the stream of requests
+    provisioning.await.unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 10 && acknowledged.len() < 200, "{}", acknowledged.len());
+    for node in [0, 1, 2] {
+        let mut attempts = 0;
+        loop {
+            let known = usernames(&cluster, node).await;
+            let missing: Vec<&String> = acknowledged.iter().filter(|u| !known.contains(u)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            attempts += 1;
+            assert!(attempts < 100, "node {node} lost acknowledged clients: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_nats_is_down_admin_writes_fail_and_logins_go_on_then_writes_recover() {
+    let mut cluster = cluster(3);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("before", true))).await;
+    until_everywhere(&cluster, "before").await;
+    let mut admin = Admin::connect(cluster.nodes[0].addr(), "admin-a").await;
+    cluster.nats.stop();
+    let replies = admin.request(&create_user("during", false)).await;
+    let error = error_of(&replies[0]).expect("a write without NATS fails");
+    assert!(error.starts_with("Cluster error"), "{error}");
+    // Logins and ACL checks go on from each node's state.
+    let mut dev = device(&cluster, 1, "dev-b", "before").await;
+    dev.publish("t/x", b"still allowed", 1, false, 1).await;
+    assert_eq!(dev.expect(testkit::PUBACK).await.reason(), 0);
+    drop(dev);
+    cluster.nats.restart();
+    let mut attempts = 0;
+    loop {
+        let replies = admin.request(&create_user("after", false)).await;
+        match error_of(&replies[0]) {
+            None => break,
+            Some(error) => {
+                attempts += 1;
+                assert!(attempts < 60, "writes never recovered: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    until_everywhere(&cluster, "after").await;
+    for node in 0..3 {
+        let known = usernames(&cluster, node).await;
+        assert!(known.contains(&"before".to_owned()), "node {node} lost an acknowledged client: {known:?}");
+        assert!(!known.contains(&"during".to_owned()), "node {node} has a refused change: {known:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_will_of_a_client_on_a_reaches_a_subscriber_on_b() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
+    watcher.subscribe(1, &[("status/+", 1)]).await;
+    let mut connect = dynsec_tests::dynsec_target::credentials(5, "dying-a", Some("dev"), Some(b"pw-dev"));
+    connect.will = Some(("status/dying-a".into(), b"gone".to_vec(), 1, false));
+    let dying = RawClient::connected(cluster.nodes[0].addr(), &connect).await;
+    drop(dying); // the socket closes without DISCONNECT: the will fires on a
+    let will = watcher.expect_publish().await;
+    assert_eq!((will.topic.as_str(), &will.payload[..], will.qos), ("status/dying-a", &b"gone"[..], 1));
+}
+
+#[tokio::test]
+async fn a_client_id_connecting_on_b_takes_over_its_connection_on_a() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    let mut first = device(&cluster, 0, "roaming", "dev").await;
+    let _second = device(&cluster, 1, "roaming", "dev").await;
+    assert_eq!(kicked(&mut first).await, Some(0x8E), "taken over from node a by the connection on node b");
+}
+
+#[tokio::test]
+async fn nodes_started_after_snapshots_load_the_latest_one_and_what_follows() {
+    // A snapshot every 3 entries: the log is purged behind each one.
+    let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "cluster_snapshot_every 3\n");
+    let names: Vec<String> = (0..10).map(|n| format!("dev{n}")).collect();
+    for name in &names {
+        provision(&cluster, 0, &create_user(name, false)).await;
+    }
+    let late = cluster.start_node(2); // joins after several snapshots and purges
+    cluster.nodes.push(late);
+    cluster.restart_node(1); // kill -9, then catches up from its position or the latest snapshot
+    for node in 0..3 {
+        let known = usernames(&cluster, node).await;
+        let missing: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
+        assert!(missing.is_empty(), "node {node} misses {missing:?}");
+    }
+    assert!(cluster.nodes[0].log().contains("security snapshot at "), "snapshots were taken and the log purged");
+}
+
+#[tokio::test]
+async fn a_node_started_later_has_the_messages_retained_before() {
+    let mut cluster = cluster(1);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    let mut publisher = device(&cluster, 0, "pub-a", "dev").await;
+    publisher.publish("state/door", b"open", 1, true, 1).await;
+    publisher.publish("state/gone", b"x", 1, true, 2).await;
+    publisher.publish("state/gone", b"", 1, true, 3).await; // clears it
+    publisher.publish("sync/done", b"", 1, false, 4).await;
+    for _ in 0..4 {
+        publisher.expect(testkit::PUBACK).await;
+    }
+    // The bucket is written in order after the acknowledgements: wait (bounded) until a node
+    // started now sees the last change.
+    let mut attempts = 0;
+    loop {
+        let late = cluster.start_node(1);
+        cluster.nodes.push(late);
+        until_everywhere(&cluster, "dev").await;
+        let mut subscriber = device(&cluster, 1, "late-b", "dev").await;
+        subscriber.subscribe(1, &[("state/#", 0)]).await;
+        let first = subscriber.expect_publish().await;
+        assert_eq!((first.topic.as_str(), &first.payload[..], first.retain), ("state/door", &b"open"[..], true));
+        match subscriber.next(testkit::QUIET).await {
+            testkit::Next::Timeout => break,
+            other => {
+                attempts += 1;
+                assert!(attempts < 20, "the cleared retained message is still there: {other:?}");
+                drop(subscriber);
+                cluster.nodes.pop().expect("the late node").kill();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_that_cannot_reach_nats_refuses_to_start_and_says_where_it_looked() {
+    let dir = dynsec_tests::broker::ScratchDir::new("cluster-no-nats");
+    let seed = dir.path().join("dynamic-security.json");
+    dynsec_tests::mosquitto::mosquitto_ctrl_init(&seed, ADMIN, PASSWORD);
+    let port = dynsec_tests::mosquitto::unused_port();
+    let url = format!("nats://user:hidden@127.0.0.1:{port}");
+    let config = dynsec_tests::nats::node_config(&seed, &url, "a", "");
+    let (status, log) = dynsec_tests::broker::BrokerProcess::start_failure_in(ours(), dir.path(), &config);
+    assert_eq!(status, Some(1), "{log}");
+    assert!(log.contains(&format!("cannot connect to NATS at nats://***@127.0.0.1:{port}")), "{log}");
+    assert!(!log.contains("hidden"), "the password in the URL is not logged: {log}");
+}
