@@ -160,7 +160,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(error) = crate::logging::init(&config.log) {
+    if let Err(error) = crate::logging::init(&config.log, crate::routing::router_drops::layer()) {
         eprintln!("Error: {error}");
         return ExitCode::FAILURE;
     }

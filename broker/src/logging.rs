@@ -128,13 +128,17 @@ where
     }
 }
 
-/// Installs the global subscriber. Call once, before the broker starts. The router's drops are
-/// counted whatever the log settings (`routing::router_drops`).
-pub fn init(log: &LogConfig) -> Result<(), Error> {
+/// Installs the global subscriber. Call once, before the broker starts. `counters` listens
+/// whatever the log settings (the router's drops, `routing::router_drops`, given by the caller:
+/// logging sits below routing).
+pub fn init<L>(log: &LogConfig, counters: L) -> Result<(), Error>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
     CONNECTION_MESSAGES.store(log.connection_messages, Ordering::Relaxed);
-    let drops = crate::routing::router_drops::layer();
+    let drops = counters;
     let (Some(level), Some(first)) = (log.level, log.dests.first()) else {
-        // Nothing logged: only the drop counter listens.
+        // Nothing logged: only the counters listen.
         let _ = tracing_subscriber::registry().with(drops).try_init();
         return Ok(());
     };

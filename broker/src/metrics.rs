@@ -191,7 +191,7 @@ pub struct CommandLabels {
 pub struct SecurityCounters {
     pub auth_success: AtomicU64,
     pub auth_failure: AtomicU64,
-    /// By [`crate::security::Access`] (publish, receive, subscribe, unsubscribe), then deny/allow:
+    /// By [`ACL_TYPES`] (publish, receive, subscribe, unsubscribe), then deny/allow:
     /// plain atomics, as this is counted on every check of the hot path.
     acl: [[AtomicU64; 2]; 4],
     /// By [`KICK_REASONS`].
@@ -204,7 +204,7 @@ pub struct SecurityCounters {
 
 /// Why clients were kicked: a dynsec change, a revoked `password_file` entry, a console kick.
 pub const KICK_REASONS: [&str; 3] = ["admin", "credentials_revoked", "console"];
-/// The dynsec ACL types of [`crate::security::Access`], in its order.
+/// The dynsec ACL types counted, as `/metrics` labels them.
 pub const ACL_TYPES: [&str; 4] = ["publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"];
 
 impl Default for SecurityCounters {
@@ -222,15 +222,12 @@ impl Default for SecurityCounters {
 }
 
 impl SecurityCounters {
-    pub fn acl_decision(&self, access: crate::security::Access, allowed: bool) {
-        use crate::security::Access;
-        let index = match access {
-            Access::Publish => 0,
-            Access::Receive => 1,
-            Access::Subscribe => 2,
-            Access::Unsubscribe => 3,
-        };
-        self.acl[index][usize::from(allowed)].fetch_add(1, Ordering::Relaxed);
+    /// One ACL check of the type at `acl_type` in [`ACL_TYPES`] (the security chain maps its
+    /// accesses onto them: metrics sit below it and know none of its types).
+    pub fn acl_decision(&self, acl_type: usize, allowed: bool) {
+        if let Some(counters) = self.acl.get(acl_type) {
+            counters[usize::from(allowed)].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// (deny, allow) per entry of [`ACL_TYPES`].

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use dynsec::json::Json;
 
 use super::incoming::Peer;
-use super::rest::{audit_console_action, principal, query_value};
+use super::request::{audit_console_action, principal, query_value};
 use super::{Console, json_bytes, json_error};
 
 /// The most clients one answer lists.

@@ -17,7 +17,7 @@ use dynsec::model::AclType;
 use dynsec::topic::{acl_covers_filter, topic_matches_filter};
 
 use super::incoming::Peer;
-use super::rest::{principal, query_value};
+use super::request::{principal, query_value};
 use super::{Console, json_bytes, json_error};
 
 pub(super) async fn explain(

@@ -1,5 +1,5 @@
 //! `GET /api/dynsec/v1/openapi.json`: an OpenAPI 3.1 description of the REST API, generated from
-//! the same route table the router is built from ([`super::rest::dynsec_routes`]), so the two
+//! the same route table the router is built from ([`super::route_table::dynsec_routes`]), so the two
 //! cannot drift apart. Served without credentials: it describes, it reveals nothing.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use dynsec::json::Json;
 
-use super::rest::{PREFIX, dynsec_routes};
+use super::route_table::{PREFIX, dynsec_routes};
 use super::{Console, json_bytes};
 
 /// The console's own routes: (method, path, summary, needs admin).

@@ -10,7 +10,6 @@
 //! The console's own resources sit beside them: login/logout/me, connected clients and kicks
 //! ([`super::connected`]), the audit trail, explain ([`super::explain`]), tokens, OpenAPI.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,79 +22,10 @@ use dynsec::json::{self, Json};
 
 use super::auth::{self, Level, Principal, Via};
 use super::incoming::Peer;
+use super::request::{audit_console_action, origin, principal, query_value};
+use super::route_table::{PREFIX, Spec, dynsec_routes};
 use super::{Console, json_bytes, json_error};
 use crate::security::ControlSender;
-use crate::security::audit::ControlOrigin;
-
-pub(super) const PREFIX: &str = "/api/dynsec/v1";
-
-/// How one REST route becomes one dynsec command.
-pub(super) struct Spec {
-    pub command: &'static str,
-    /// Path parameters, each copied into the command field of the same name.
-    pub path: &'static [&'static str],
-    /// Whether a JSON object body supplies further fields.
-    pub body: bool,
-    /// Query parameters copied into fields: (name, is a number or boolean).
-    pub query: &'static [(&'static str, bool)],
-}
-
-const fn spec(command: &'static str, path: &'static [&'static str], body: bool) -> Spec {
-    Spec { command, path, body, query: &[] }
-}
-
-const LIST_QUERY: &[(&str, bool)] = &[("verbose", true), ("count", true), ("offset", true)];
-
-/// Every dynsec route: (method, path, spec). The OpenAPI description is generated from it.
-pub(super) fn dynsec_routes() -> Vec<(Method, &'static str, Spec)> {
-    use Method as M;
-    vec![
-        (M::GET, "/clients", Spec { command: "listClients", path: &[], body: false, query: LIST_QUERY }),
-        (M::POST, "/clients", spec("createClient", &[], true)),
-        (M::GET, "/clients/{username}", spec("getClient", &["username"], false)),
-        (M::PATCH, "/clients/{username}", spec("modifyClient", &["username"], true)),
-        (M::DELETE, "/clients/{username}", spec("deleteClient", &["username"], false)),
-        (M::POST, "/clients/{username}/enable", spec("enableClient", &["username"], false)),
-        (M::POST, "/clients/{username}/disable", spec("disableClient", &["username"], false)),
-        (M::PUT, "/clients/{username}/password", spec("setClientPassword", &["username"], true)),
-        (M::PUT, "/clients/{username}/clientid", spec("setClientId", &["username"], true)),
-        (M::POST, "/clients/{username}/roles", spec("addClientRole", &["username"], true)),
-        (M::DELETE, "/clients/{username}/roles/{rolename}", spec("removeClientRole", &["username", "rolename"], false)),
-        (M::GET, "/groups", Spec { command: "listGroups", path: &[], body: false, query: LIST_QUERY }),
-        (M::POST, "/groups", spec("createGroup", &[], true)),
-        (M::GET, "/groups/{groupname}", spec("getGroup", &["groupname"], false)),
-        (M::PATCH, "/groups/{groupname}", spec("modifyGroup", &["groupname"], true)),
-        (M::DELETE, "/groups/{groupname}", spec("deleteGroup", &["groupname"], false)),
-        (M::POST, "/groups/{groupname}/clients", spec("addGroupClient", &["groupname"], true)),
-        (
-            M::DELETE,
-            "/groups/{groupname}/clients/{username}",
-            spec("removeGroupClient", &["groupname", "username"], false),
-        ),
-        (M::POST, "/groups/{groupname}/roles", spec("addGroupRole", &["groupname"], true)),
-        (M::DELETE, "/groups/{groupname}/roles/{rolename}", spec("removeGroupRole", &["groupname", "rolename"], false)),
-        (M::GET, "/anonymous-group", spec("getAnonymousGroup", &[], false)),
-        (M::PUT, "/anonymous-group", spec("setAnonymousGroup", &[], true)),
-        (M::GET, "/roles", Spec { command: "listRoles", path: &[], body: false, query: LIST_QUERY }),
-        (M::POST, "/roles", spec("createRole", &[], true)),
-        (M::GET, "/roles/{rolename}", spec("getRole", &["rolename"], false)),
-        (M::PATCH, "/roles/{rolename}", spec("modifyRole", &["rolename"], true)),
-        (M::DELETE, "/roles/{rolename}", spec("deleteRole", &["rolename"], false)),
-        (M::POST, "/roles/{rolename}/acls", spec("addRoleACL", &["rolename"], true)),
-        (
-            M::DELETE,
-            "/roles/{rolename}/acls",
-            Spec {
-                command: "removeRoleACL",
-                path: &["rolename"],
-                body: false,
-                query: &[("acltype", false), ("topic", false)],
-            },
-        ),
-        (M::GET, "/default-acl-access", spec("getDefaultACLAccess", &[], false)),
-        (M::PUT, "/default-acl-access", spec("setDefaultACLAccess", &[], true)),
-    ]
-}
 
 pub(super) fn routes() -> Router<Arc<Console>> {
     let mut router = Router::new();
@@ -142,10 +72,6 @@ fn is_read_command(name: &str) -> bool {
     lower.starts_with("list") || lower.starts_with("get")
 }
 
-fn origin(principal: &Principal) -> ControlOrigin {
-    if principal.via == Via::Session { ControlOrigin::Ui } else { ControlOrigin::Rest }
-}
-
 /// Runs a `$CONTROL` payload as `principal`, through the same function as MQTT; applies its kicks.
 /// Returns the MQTT response payload.
 pub(super) async fn control(console: &Console, principal: &Principal, payload: Vec<u8>) -> Result<Vec<u8>, Response> {
@@ -184,16 +110,6 @@ fn error_status(error: &str) -> StatusCode {
     } else {
         StatusCode::BAD_REQUEST
     }
-}
-
-/// Authenticates, with a 401/403 answer on failure.
-pub(super) async fn principal(
-    console: &Console,
-    peer: SocketAddr,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Result<Principal, Response> {
-    auth::authenticate(console, peer.ip(), method, headers).await
 }
 
 async fn run_spec(
@@ -428,12 +344,6 @@ async fn audit(
     json_bytes(StatusCode::OK, Json::object().with("entries", Json::Array(entries)).to_compact())
 }
 
-/// One query parameter, decoded.
-pub(super) fn query_value(uri: &axum::http::Uri, name: &str) -> Option<String> {
-    let Query(pairs): Query<Vec<(String, String)>> = Query::try_from_uri(uri).ok()?;
-    pairs.into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
-}
-
 async fn list_tokens(
     State(console): State<Arc<Console>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -521,26 +431,4 @@ async fn revoke_token(
         Ok(false) => json_error(StatusCode::NOT_FOUND, "Token not found"),
         Err(error) => json_error(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
-}
-
-/// Writes a console-only action (a kick, a token) to the audit trail as a command of its own.
-pub(super) fn audit_console_action(
-    console: &Console,
-    principal: &Principal,
-    command: &str,
-    fields: &[(&str, &str)],
-    error: Option<&str>,
-) {
-    let Some(log) = console.shared.security.audit_log() else { return };
-    let mut item = Json::object().with("command", Json::str(command));
-    for (key, value) in fields {
-        item.push(key, Json::str(value));
-    }
-    let request = Json::object().with("commands", Json::Array(vec![item])).to_compact();
-    let mut answer = Json::object().with("command", Json::str(command));
-    if let Some(error) = error {
-        answer.push("error", Json::str(error));
-    }
-    let response = Json::object().with("responses", Json::Array(vec![answer])).to_compact();
-    log.record(origin(principal), auth::CONSOLE_CLIENT_ID, Some(&principal.username), &request, &response);
 }

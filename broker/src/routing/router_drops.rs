@@ -34,7 +34,7 @@ const FILTERS_SHOWN: usize = 5;
 /// Messages dropped per filter (router spelling) since the last report.
 static PENDING: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
 
-/// The layer counting the router's drops (installed by `logging::init`).
+/// The layer counting the router's drops (handed to `logging::init` at start, `cli`).
 pub fn layer<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,

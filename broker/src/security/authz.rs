@@ -50,7 +50,14 @@ struct ChainAuthz {
 impl ClientAuthz for ChainAuthz {
     fn allows(&self, access: Access, topic: &str) -> bool {
         let allowed = self.decide(access, topic);
-        crate::metrics::SECURITY.acl_decision(access, allowed);
+        // (Indexes of `metrics::ACL_TYPES`.)
+        let acl_type = match access {
+            Access::Publish => 0,
+            Access::Receive => 1,
+            Access::Subscribe => 2,
+            Access::Unsubscribe => 3,
+        };
+        crate::metrics::SECURITY.acl_decision(acl_type, allowed);
         allowed
     }
 }
