@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dynsec::Dynsec;
 use dynsec::commands::Admin;
 
-use super::audit::AuditLog;
+use super::audit::{AuditLog, ControlOrigin};
 use crate::logging::client_text;
 use crate::security::{BoxFuture, ControlOutcome, ControlReply, ControlSender, KickTarget};
 
@@ -25,12 +25,7 @@ pub(super) fn control_request(
     payload: Vec<u8>,
 ) -> BoxFuture<ControlOutcome> {
     Box::pin(async move {
-        // Used only for the audit log line: made safe for it here.
-        let admin = Admin {
-            client_id: client_text(&sender.client_id).to_string(),
-            username: sender.username.map(|u| client_text(&u).to_string()),
-        };
-        let origin = sender.origin;
+        let (admin, origin) = admin_of(sender);
         let result = tokio::task::spawn_blocking(move || {
             let result = engine.handle_control(&payload, admin.clone());
             if let Some(audit) = audit {
@@ -51,17 +46,23 @@ pub(super) fn cluster_control_request(
     payload: Vec<u8>,
 ) -> BoxFuture<ControlOutcome> {
     Box::pin(async move {
-        let admin = Admin {
-            client_id: client_text(&sender.client_id).to_string(),
-            username: sender.username.map(|u| client_text(&u).to_string()),
-        };
-        let origin = sender.origin;
+        let (admin, origin) = admin_of(sender);
         let result = log.control(payload.clone(), admin.clone()).await;
         if let Some(audit) = audit {
             audit.record(origin, &admin.client_id, admin.username.as_deref(), &payload, &result.response);
         }
         outcome(Ok(result))
     })
+}
+
+/// Who sent a request, as the engine's log lines and the audit trail name them (made safe for a
+/// log line here), and where it came from.
+fn admin_of(sender: ControlSender) -> (Admin, ControlOrigin) {
+    let admin = Admin {
+        client_id: client_text(&sender.client_id).to_string(),
+        username: sender.username.map(|u| client_text(&u).to_string()),
+    };
+    (admin, sender.origin)
 }
 
 /// The reply and kicks of an engine's answer.
