@@ -9,6 +9,9 @@
 //! before the message expires, and the node it came from (a node skips its own messages); and
 //! the MQTT 5 properties that travel ([`super::properties`]).
 //!
+//! `$share` groups: see [`super::shared_groups`]; the copies every node gets here reach no
+//! shared subscription.
+//!
 //! Client ids: each claim of a client id on a node is announced on `<cluster>.claim`; a node with
 //! a live connection of that id takes it over, as it would for a second connection of its own.
 //! Sessions do not move between nodes.
@@ -85,6 +88,10 @@ impl MessageBus {
         // bucket's older value, not before it.
         let retained = open_retained(client, config).await?;
         load_retained(&retained, &*engine).await?;
+        let router = Arc::clone(&engine);
+        let inject_shared: super::shared_groups::Inject =
+            Arc::new(move |topic, payload, stamp, properties| inject(&*router, topic, payload, stamp, properties));
+        super::shared_groups::SharedGroups::install(client.clone(), &config.name, inject_shared);
         tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
@@ -177,6 +184,7 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
             expires_at_ms: None,
             queued: None,
             addressee: None,
+            share_group: None,
         };
         inject(engine, Bytes::from(topic), payload, stamp, None);
     }
@@ -186,7 +194,7 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
     Ok(())
 }
 
-fn inject<E: RoutingEngine>(
+pub(super) fn inject<E: RoutingEngine>(
     engine: &E,
     topic: Bytes,
     payload: &[u8],
@@ -256,34 +264,54 @@ async fn receive_claims(mut claims: async_nats::Subscriber, node: String, take_o
 }
 
 async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: String, node: String, engine: Arc<E>) {
-    let mut sequence = 0u64;
     while let Some(message) = inbound.next().await {
-        let Some(headers) = message.headers.as_ref() else { continue };
-        let from = headers.get(NODE).map(|v| v.as_str()).unwrap_or_default();
+        let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
         if from == node {
             continue;
         }
-        let Some(topic) = subject_to_topic(&prefix, message.subject.as_str()) else { continue };
-        if !crate::routing::topic_form::routed(&topic) {
-            continue;
+        if let Some((topic, stamp, properties)) = remote_message(&message, &prefix, None) {
+            inject(&*engine, topic, &message.payload, stamp, properties);
         }
-        let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u32>().ok());
-        let qos = number(QOS).unwrap_or(0).min(2) as u8;
-        let retain = headers.get(RETAIN).is_some();
-        sequence += 1;
-        let stamp = Stamp {
-            qos,
-            retain,
-            publisher: Publisher::of(&format!("%cluster/{from}")),
-            origin: REMOTE_ORIGIN,
-            sequence,
-            expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
-            // (Persistence stores what this node's clients publish; see docs/cluster.md.)
-            queued: None,
-            addressee: None,
-        };
-        crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
-        let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
-        inject(&*engine, Bytes::from(topic), &message.payload, stamp, properties);
     }
+}
+
+/// Identities of messages from other nodes (with [`REMOTE_ORIGIN`]): one counter for the plain
+/// and the `$share` group copies, so that no two copies a client sees share one.
+static REMOTE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A message from NATS as the local router takes it: its topic, its stamp (from the headers),
+/// its MQTT 5 properties. `share_group`: the `$share` group NATS gave this copy to
+/// ([`super::shared_groups`]). `None` for a subject or topic that is not a message's.
+pub(super) fn remote_message(
+    message: &async_nats::Message,
+    prefix: &str,
+    share_group: Option<Publisher>,
+) -> Option<(Bytes, Stamp, Option<PublishProperties>)> {
+    let headers = message.headers.as_ref()?;
+    let from = headers.get(NODE).map(|v| v.as_str()).unwrap_or_default();
+    let topic = subject_to_topic(prefix, message.subject.as_str())?;
+    if !crate::routing::topic_form::routed(&topic) {
+        return None;
+    }
+    let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u32>().ok());
+    let qos = number(QOS).unwrap_or(0).min(2) as u8;
+    let retain = headers.get(RETAIN).is_some();
+    let stamp = Stamp {
+        qos,
+        retain,
+        publisher: Publisher::of(&format!("%cluster/{from}")),
+        origin: REMOTE_ORIGIN,
+        sequence: REMOTE_SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
+        // (Persistence stores what this node's clients publish; see docs/cluster.md.)
+        queued: None,
+        addressee: None,
+        share_group,
+    };
+    if share_group.is_none() {
+        // (Counted once per message: the plain copy, which every node gets.)
+        crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
+    }
+    let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
+    Some((Bytes::from(topic), stamp, properties))
 }

@@ -1,12 +1,14 @@
 //! Several broker nodes as one (docs/cluster.md), on NATS with JetStream: the dynamic-security
 //! configuration is shared through a replicated log ([`security_log`]), and messages published on
-//! one node reach subscribers on every node ([`messages`]). Within a node, rumqttd still routes.
+//! one node reach subscribers on every node ([`messages`]), `$share` groups spanning the nodes
+//! ([`shared_groups`]). Within a node, rumqttd still routes.
 //! Without `cluster_nats_url` none of this runs and NATS is not needed.
 
 pub mod config;
 pub mod messages;
 pub mod properties;
 pub mod security_log;
+pub mod shared_groups;
 pub mod subject;
 
 use std::path::{Path, PathBuf};

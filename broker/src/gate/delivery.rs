@@ -31,6 +31,9 @@ pub struct RouterCopy<'a> {
     pub router_qos: u8,
     /// The router sends a retained message when a filter is subscribed: with the retain flag.
     pub retained_replay: bool,
+    /// This node is part of a cluster: shared subscriptions take only the copies NATS gave
+    /// their group (`cluster::shared_groups`), and only those.
+    pub clustered: bool,
 }
 
 /// What to write to the client.
@@ -93,6 +96,7 @@ pub fn decide(
     let mut matching = subscriptions.values().filter(|s| {
         s.kind == SubscriptionKind::Routed
             && !(own && s.filter.nolocal)
+            && (!copy.clustered || takes_in_cluster(copy.stamp, &s.filter.path))
             && subscriptions::matches_mqtt(&s.filter.path, copy.topic.as_bytes())
     });
     let Some(first) = matching.next() else { return Err(Skip::NoSubscription) };
@@ -136,6 +140,17 @@ pub fn decide(
     Ok(Delivery { qos, retain, subscription_ids, expiry_left })
 }
 
+/// In a cluster, which copies a subscription takes: a plain one takes the copies every node gets;
+/// a shared one only the copies NATS gave its group (one node's for the whole cluster), so that
+/// the group gets each message once however many nodes hold its members.
+fn takes_in_cluster(stamp: &Stamp, filter: &str) -> bool {
+    match (stamp.share_group, subscriptions::share_group(filter)) {
+        (None, None) => true,
+        (Some(group), Some(name)) => group == Publisher::of(name),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +163,7 @@ mod tests {
             kind: SubscriptionKind::Routed,
             id,
             count: crate::metrics::SubscriptionCount::new(subscriptions::is_shared(path)),
+            share: None,
         }
     }
 
@@ -169,11 +185,12 @@ mod tests {
             expires_at_ms: None,
             queued: None,
             addressee: None,
+            share_group: None,
         }
     }
 
     fn live<'a>(topic: &'a str, stamp: &'a Stamp, router_qos: u8) -> RouterCopy<'a> {
-        RouterCopy { topic, stamp, router_qos, retained_replay: false }
+        RouterCopy { topic, stamp, router_qos, retained_replay: false, clustered: false }
     }
 
     #[test]
@@ -230,7 +247,7 @@ mod tests {
         let mut recent = RecentCopies::default();
         assert!(decide(live("t", &st, 0), &rap, me, &mut recent, || 0).unwrap().retain);
         assert!(!decide(live("t", &st, 0), &plain_subs, me, &mut recent, || 0).unwrap().retain);
-        let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true };
+        let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true, clustered: false };
         assert!(decide(replay, &plain_subs, me, &mut recent, || 0).unwrap().retain);
     }
 
@@ -238,7 +255,7 @@ mod tests {
     fn retain_handling_2_drops_replays() {
         let never = subs(vec![sub("t", QoS::AtMostOnce, false, false, RetainForwardRule::Never, None)]);
         let st = stamp(0, true, "p");
-        let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true };
+        let replay = RouterCopy { topic: "t", stamp: &st, router_qos: 0, retained_replay: true, clustered: false };
         assert_eq!(
             decide(replay, &never, Publisher::of("me"), &mut RecentCopies::default(), || 0),
             Err(Skip::RetainedNotWanted)
@@ -295,5 +312,22 @@ mod tests {
         let s = subs(vec![plain("$share/g/a/+", QoS::AtLeastOnce)]);
         let st = stamp(1, false, "p");
         assert!(decide(live("a/b", &st, 1), &s, Publisher::of("me"), &mut RecentCopies::default(), || 0).is_ok());
+    }
+
+    #[test]
+    fn in_a_cluster_shared_subscriptions_take_only_their_groups_copies() {
+        let s = subs(vec![plain("$share/g/a/+", QoS::AtLeastOnce), plain("$share/h/a/#", QoS::AtLeastOnce)]);
+        let me = Publisher::of("me");
+        let plain_copy = stamp(1, false, "p");
+        let for_g = Stamp { share_group: Some(Publisher::of("g")), ..plain_copy };
+        let for_other = Stamp { share_group: Some(Publisher::of("x")), ..plain_copy };
+        let copy = |stamp| RouterCopy { topic: "a/b", stamp, router_qos: 1, retained_replay: false, clustered: true };
+        let decided = |stamp| decide(copy(stamp), &s, me, &mut RecentCopies::default(), || 0);
+        assert_eq!(decided(&plain_copy), Err(Skip::NoSubscription), "every node gets the plain copy");
+        assert_eq!(decided(&for_other), Err(Skip::NoSubscription));
+        assert!(decided(&for_g).is_ok());
+        let both = subs(vec![plain("a/#", QoS::AtLeastOnce), plain("$share/g/a/+", QoS::AtLeastOnce)]);
+        let d = decide(copy(&for_g), &both, me, &mut RecentCopies::default(), || 0).unwrap();
+        assert_eq!(d.qos, 1, "a group copy goes through the group's subscription only");
     }
 }

@@ -152,6 +152,7 @@ mod tests {
             expires_at_ms: None,
             queued: None,
             addressee: None,
+            share_group: None,
         };
         Waiting {
             topic: Bytes::from_static(b"t"),

@@ -45,6 +45,8 @@ pub struct Subscription {
     pub id: Option<usize>,
     /// Counts it in `$SYS/broker/subscriptions/count` for as long as it is kept.
     pub count: crate::metrics::SubscriptionCount,
+    /// In a cluster, a shared subscription's membership of its cluster-wide group.
+    pub share: Option<crate::cluster::shared_groups::ShareMembership>,
 }
 
 /// What a persistent session keeps while its client is offline.
@@ -673,6 +675,7 @@ pub fn publish_will<E: RoutingEngine>(
         expires_at_ms: expiry.map(|secs| crate::routing::envelope::now_ms() + u64::from(secs) * 1000),
         queued,
         addressee: None,
+        share_group: None,
     };
     let topic = Bytes::copy_from_slice(will.topic.as_bytes());
     crate::routing::envelope::router_packets(topic, &will.payload, stamp, properties, |packet| {

@@ -32,6 +32,11 @@ pub fn is_shared(filter: &str) -> bool {
     filter.starts_with("$share/")
 }
 
+/// The group of a shared subscription (`$share/<group>/<filter>` → `<group>`).
+pub fn share_group(filter: &str) -> Option<&str> {
+    filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map(|(group, _)| group)
+}
+
 /// How a (valid, allowed) filter is served.
 pub fn kind_of(filter: &str) -> SubscriptionKind {
     if filter.starts_with("$CONTROL/") {

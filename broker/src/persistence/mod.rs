@@ -108,6 +108,7 @@ impl Persistence {
                 expires_at_ms,
                 queued: None,
                 addressee: None,
+                share_group: None,
             };
             crate::metrics::METRICS.routed(message.topic.as_bytes(), message.payload.len(), true);
             let topic = Bytes::from(message.topic.into_bytes());
@@ -171,6 +172,7 @@ impl Persistence {
                 expires_at_ms,
                 queued: Some(sequence),
                 addressee: Some(addressee),
+                share_group: None,
             };
             let topic = Bytes::from(message.topic.into_bytes());
             let properties = message.properties.to_properties();

@@ -385,6 +385,7 @@ pub fn subscription(stored: &StoredSubscription) -> Subscription {
         filter,
         id: stored.id,
         count: crate::metrics::SubscriptionCount::new(shared),
+        share: crate::cluster::shared_groups::ShareMembership::join(&stored.filter),
     }
 }
 

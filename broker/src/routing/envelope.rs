@@ -17,9 +17,10 @@
 //! addressed to it, and every other client drops it.
 //!
 //! Layout (big-endian): `MAGIC`, flags (bits 0-1 QoS, bit 2 retain, bit 3 expiry present, bit 4
-//! queued, bit 5 addressed), publisher (8), origin connection (8), sequence (8), [expires at, ms
-//! on the gate's clock (8)], [store sequence (8)], [addressee (8)], then the payload. The router's size accounting sees [`HEADER_MAX`] bytes more per message at
-//! most.
+//! queued, bit 5 addressed, bit 6 share group), publisher (8), origin connection (8), sequence
+//! (8), [expires at, ms on the gate's clock (8)], [store sequence (8)], [addressee (8)], [share
+//! group (8)], then the payload. The router's size accounting sees [`HEADER_MAX`] bytes more per
+//! message at most.
 
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
@@ -34,9 +35,10 @@ const RETAIN: u8 = 0b0000_0100;
 const EXPIRES: u8 = 0b0000_1000;
 const QUEUED: u8 = 0b0001_0000;
 const ADDRESSED: u8 = 0b0010_0000;
+const SHARE_GROUP: u8 = 0b0100_0000;
 const HEADER_MIN: usize = 2 + 3 * 8;
 /// The most an envelope adds to a payload.
-pub const HEADER_MAX: usize = HEADER_MIN + 3 * 8;
+pub const HEADER_MAX: usize = HEADER_MIN + 4 * 8;
 
 /// Who published a message, as No Local compares it: a keyed hash of the client id (the key is
 /// random per process, so no client can choose an id that collides with another's).
@@ -75,6 +77,10 @@ pub struct Stamp {
     pub queued: Option<u64>,
     /// The one client that may receive it (a stored message handed back to the router).
     pub addressee: Option<Publisher>,
+    /// In a cluster, the `$share` group (its name's [`Publisher::of`]) that NATS gave this copy
+    /// to (`cluster::shared_groups`): only that group's members take it, and only such copies
+    /// reach shared subscriptions there.
+    pub share_group: Option<Publisher>,
 }
 
 impl Stamp {
@@ -105,12 +111,16 @@ pub fn seal(stamp: &Stamp, payload: &[u8]) -> Bytes {
     if stamp.addressee.is_some() {
         flags |= ADDRESSED;
     }
+    if stamp.share_group.is_some() {
+        flags |= SHARE_GROUP;
+    }
     out.put_u8(MAGIC);
     out.put_u8(flags);
     out.put_u64(stamp.publisher.0);
     out.put_u64(stamp.origin);
     out.put_u64(stamp.sequence);
-    for word in [stamp.expires_at_ms, stamp.queued, stamp.addressee.map(|p| p.0)].into_iter().flatten() {
+    let words = [stamp.expires_at_ms, stamp.queued, stamp.addressee.map(|p| p.0), stamp.share_group.map(|p| p.0)];
+    for word in words.into_iter().flatten() {
         out.put_u64(word);
     }
     out.put_slice(payload);
@@ -124,7 +134,7 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
         return None;
     }
     let flags = sealed[1];
-    let words = [EXPIRES, QUEUED, ADDRESSED].iter().filter(|&&bit| flags & bit != 0).count();
+    let words = [EXPIRES, QUEUED, ADDRESSED, SHARE_GROUP].iter().filter(|&&bit| flags & bit != 0).count();
     if sealed.len() < HEADER_MIN + 8 * words {
         return None;
     }
@@ -135,6 +145,7 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
     let expires_at_ms = (flags & EXPIRES != 0).then(|| sealed.get_u64());
     let queued = (flags & QUEUED != 0).then(|| sealed.get_u64());
     let addressee = (flags & ADDRESSED != 0).then(|| Publisher(sealed.get_u64()));
+    let share_group = (flags & SHARE_GROUP != 0).then(|| Publisher(sealed.get_u64()));
     let stamp = Stamp {
         qos: flags & QOS_MASK,
         retain: flags & RETAIN != 0,
@@ -144,6 +155,7 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
         expires_at_ms,
         queued,
         addressee,
+        share_group,
     };
     Some((stamp, sealed))
 }
@@ -192,6 +204,7 @@ mod tests {
             expires_at_ms,
             queued: None,
             addressee: None,
+            share_group: None,
         }
     }
 
@@ -199,9 +212,9 @@ mod tests {
     fn a_sealed_payload_opens_to_the_same_stamp_and_payload() {
         for expiry in [None, Some(123_456)] {
             for queued in [None, Some(77)] {
-                for addressee in [None, Some(Publisher::of("sub"))] {
+                for (addressee, share_group) in [(None, None), (Some(Publisher::of("sub")), Some(Publisher::of("g")))] {
                     for payload in [&b""[..], b"x", &[MAGIC; 300]] {
-                        let stamp = Stamp { queued, addressee, ..stamp(expiry) };
+                        let stamp = Stamp { queued, addressee, share_group, ..stamp(expiry) };
                         let (got, body) = open(seal(&stamp, payload)).unwrap();
                         assert_eq!(got, stamp);
                         assert_eq!(&body[..], payload);
@@ -217,7 +230,13 @@ mod tests {
         assert!(open(Bytes::from_static(b"plain text from nowhere, long enough")).is_none());
         let sealed = seal(&stamp(Some(5)), b"");
         assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
-        let sealed = seal(&Stamp { queued: Some(1), addressee: Some(Publisher::of("a")), ..stamp(None) }, b"");
+        let stamp = Stamp {
+            queued: Some(1),
+            addressee: Some(Publisher::of("a")),
+            share_group: Some(Publisher::of("g")),
+            ..stamp(None)
+        };
+        let sealed = seal(&stamp, b"");
         assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
     }
 

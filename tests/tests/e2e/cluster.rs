@@ -90,6 +90,55 @@ async fn a_message_published_on_one_node_reaches_subscribers_on_the_others() {
     assert!(has(user_property) && has(correlation), "properties: {:?}", got.properties);
 }
 
+/// Reads the PUBLISHes that arrive at `client` until it is quiet, acknowledging QoS 1 ones;
+/// returns their payloads.
+async fn drain(client: &mut RawClient) -> Vec<String> {
+    let mut payloads = Vec::new();
+    while let testkit::Next::Frame(frame) = client.next(testkit::QUIET).await {
+        assert_eq!(frame.packet_type, testkit::PUBLISH, "{frame:?}");
+        let got = frame.publish(client.v5);
+        assert_eq!(got.qos, 1);
+        client.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+        payloads.push(String::from_utf8_lossy(&got.payload).into_owned());
+        assert!(payloads.len() <= 10_000, "far more deliveries than published");
+    }
+    payloads
+}
+
+#[tokio::test]
+async fn a_share_group_with_members_on_two_nodes_gets_each_message_once() {
+    let cluster = cluster(3);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("worker", true))).await;
+    until_everywhere(&cluster, "worker").await;
+    let mut on_b = device(&cluster, 1, "worker-b", "worker").await;
+    let mut on_c = device(&cluster, 2, "worker-c", "worker").await;
+    assert_eq!(on_b.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
+    assert_eq!(on_c.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    // Each node joins the group's NATS queue group right after its SUBACK: rounds until both
+    // nodes took some (bounded); every round, each message reaches the group exactly once.
+    let (mut took_b, mut took_c) = (0, 0);
+    for round in 0..10u16 {
+        let published: Vec<String> = (0..20).map(|n| format!("job {round}-{n}")).collect();
+        for (n, payload) in published.iter().enumerate() {
+            publisher.publish("jobs/print", payload.as_bytes(), 1, false, round * 20 + n as u16 + 1).await;
+            assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+        }
+        let (got_b, got_c) = (drain(&mut on_b).await, drain(&mut on_c).await);
+        let mut delivered: Vec<String> = got_b.iter().chain(&got_c).cloned().collect();
+        delivered.sort();
+        let mut expected = published.clone();
+        expected.sort();
+        assert_eq!(delivered, expected, "round {round}: b got {got_b:?}, c got {got_c:?}");
+        took_b += got_b.len();
+        took_c += got_c.len();
+        if took_b > 0 && took_c > 0 {
+            return;
+        }
+    }
+    panic!("one node took every message: b {took_b}, c {took_c}");
+}
+
 #[tokio::test]
 async fn a_role_change_sent_to_c_kicks_a_client_on_a_and_a_refuses_the_next_denied_publish() {
     let cluster = cluster(3);

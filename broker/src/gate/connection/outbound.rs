@@ -113,7 +113,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     None
                 }
                 Some(topic_str) => {
-                    let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay };
+                    let clustered = self.shared.cluster.is_some();
+                    let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay, clustered };
                     let decision = delivery::decide(
                         copy,
                         &self.subscriptions,

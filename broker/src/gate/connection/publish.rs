@@ -177,6 +177,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             expires_at_ms: expiry.map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
             queued: None,
             addressee: None,
+            share_group: None,
         }
     }
 
