@@ -142,13 +142,13 @@ async fn join_cluster(
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
     security.join_cluster(&membership).await.map_err(Error::Cluster)?;
     let sessions = Arc::downgrade(sessions);
-    let take_over = move |client_id: &str| {
+    let take_over: crate::cluster::messages::TakeOver = Arc::new(move |client_id: &str, keep: Option<u64>| {
         if let Some(sessions) = sessions.upgrade()
-            && sessions.taken_over_elsewhere(client_id)
+            && sessions.taken_over_elsewhere(client_id, keep)
         {
             info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
         }
-    };
+    });
     let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over)
         .await
         .map_err(Error::Cluster)?;

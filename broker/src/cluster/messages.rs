@@ -12,9 +12,10 @@
 //! `$share` groups: see [`super::shared_groups`]; the copies every node gets here reach no
 //! shared subscription.
 //!
-//! Client ids: each claim of a client id on a node is announced on `<cluster>.claim`; a node with
-//! a live connection of that id takes it over, as it would for a second connection of its own.
-//! Sessions do not move between nodes.
+//! Client ids: a connect claims its client id by compare-and-set ([`super::client_ids`]), then the
+//! claim is announced on `<cluster>.claim`; a node with a live connection of that id that is not
+//! the recorded owner takes it over, as it would for a second connection of its own. Sessions do
+//! not move between nodes.
 //!
 //! Core NATS delivers at most once: a message in flight when a node or NATS fails is lost across
 //! nodes, whatever its QoS (docs/cluster.md).
@@ -29,6 +30,7 @@ use futures_util::StreamExt;
 use rumqttd::protocol::PublishProperties;
 use tokio::sync::mpsc;
 
+use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::routing::envelope::{self, Publisher, Stamp};
@@ -61,7 +63,12 @@ pub struct MessageBus {
     client: async_nats::Client,
     claim_subject: String,
     node: String,
+    client_ids: Arc<ClientIds>,
+    take_over: TakeOver,
 }
+
+/// Takes over this node's live connection of a client id, unless it is the given connection.
+pub type TakeOver = Arc<dyn Fn(&str, Option<u64>) + Send + Sync>;
 
 impl MessageBus {
     /// Subscribes to the other nodes' messages (injected into `engine`) and starts the sender.
@@ -70,7 +77,7 @@ impl MessageBus {
         client: &async_nats::Client,
         config: &ClusterConfig,
         engine: Arc<E>,
-        take_over: impl Fn(&str) + Send + 'static,
+        take_over: TakeOver,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
         let node = config.node_name.clone();
@@ -79,7 +86,8 @@ impl MessageBus {
             .subscribe(claim_subject.clone())
             .await
             .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
-        tokio::spawn(receive_claims(claims, node.clone(), take_over));
+        let client_ids = Arc::new(ClientIds::open(client, config).await?);
+        tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&client_ids), Arc::clone(&take_over)));
         let inbound = client
             .subscribe(format!("{prefix}.>"))
             .await
@@ -95,18 +103,45 @@ impl MessageBus {
         tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
-        Ok(Arc::new(MessageBus { outbox, dropped: AtomicU64::new(0), client: client.clone(), claim_subject, node }))
+        let dropped = AtomicU64::new(0);
+        Ok(Arc::new(MessageBus { outbox, dropped, client: client.clone(), claim_subject, node, client_ids, take_over }))
     }
 
-    /// Announces that a client connecting here claimed `client_id` (never blocks).
-    pub fn claimed(&self, client_id: &str) {
+    /// Records connection `conn_id` here as the owner of `client_id` (compare-and-set). Without
+    /// JetStream the connect goes on, unrecorded (logins never wait for NATS beyond a timeout).
+    pub async fn claim(&self, client_id: &str, conn_id: u64) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(
+                client_id = %crate::logging::client_text(client_id),
+                "cluster: NATS is not connected; client id claim not recorded"
+            );
+            return;
+        }
+        if let Err(e) = self.client_ids.claim(client_id, conn_id).await {
+            tracing::warn!(
+                client_id = %crate::logging::client_text(client_id),
+                "cluster: client id claim not recorded: {e}"
+            );
+        }
+    }
+
+    /// After connection `conn_id` took `client_id` here: the other nodes hear of it, and it is
+    /// taken over at once if a later claim on another node already owns the id (never blocks).
+    pub fn claimed(&self, client_id: &str, conn_id: u64) {
         let (client, subject) = (self.client.clone(), self.claim_subject.clone());
         let mut headers = HeaderMap::new();
         headers.insert(NODE, self.node.as_str());
         let id = Bytes::copy_from_slice(client_id.as_bytes());
+        let (client_ids, take_over) = (Arc::clone(&self.client_ids), Arc::clone(&self.take_over));
+        let (node, client_id) = (self.node.clone(), client_id.to_owned());
         tokio::spawn(async move {
             if let Err(e) = client.publish_with_headers(subject, headers, id).await {
                 tracing::debug!("cluster: client id claim not announced: {e}");
+            }
+            if let Ok(Some(owner)) = client_ids.owner(&client_id).await
+                && (owner.node != node || owner.conn_id != conn_id)
+            {
+                take_over(&client_id, None);
             }
         });
     }
@@ -251,15 +286,26 @@ async fn send(
     }
 }
 
-async fn receive_claims(mut claims: async_nats::Subscriber, node: String, take_over: impl Fn(&str)) {
+/// Another node claimed a client id: this node's connection of it is taken over unless the
+/// record names it (a later claim here). Without the record (JetStream unavailable), the notice
+/// alone decides, as the newest claim.
+async fn receive_claims(
+    mut claims: async_nats::Subscriber,
+    node: String,
+    client_ids: Arc<ClientIds>,
+    take_over: TakeOver,
+) {
     while let Some(message) = claims.next().await {
         let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str().to_owned());
         if from.as_deref() == Some(node.as_str()) {
             continue;
         }
-        if let Ok(client_id) = std::str::from_utf8(&message.payload) {
-            take_over(client_id);
-        }
+        let Ok(client_id) = std::str::from_utf8(&message.payload) else { continue };
+        let keep = match client_ids.owner(client_id).await {
+            Ok(Some(owner)) if owner.node == node => Some(owner.conn_id),
+            _ => None,
+        };
+        take_over(client_id, keep);
     }
 }
 

@@ -303,10 +303,12 @@ impl<E: RoutingEngine> Sessions<E> {
 
     /// Another node claimed `client_id`: a live connection with it here is taken over (v5
     /// DISCONNECT 0x8E, its will published), as a second connection on this node would.
-    pub fn taken_over_elsewhere(&self, client_id: &str) -> bool {
+    /// `keep`: the connection the cluster records as the owner, when it is on this node.
+    pub fn taken_over_elsewhere(&self, client_id: &str, keep: Option<u64>) -> bool {
         let registry = self.lock();
         let live = registry.entries.get(client_id).and_then(|entry| entry.live.as_ref());
-        live.is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Takeover)).is_ok())
+        live.filter(|live| Some(live.conn_id) != keep)
+            .is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Takeover)).is_ok())
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -331,7 +333,9 @@ impl<E: RoutingEngine> Sessions<E> {
     ) -> Result<Claim, Superseded> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
         if let Some(bus) = self.cluster.get() {
-            bus.claimed(client_id);
+            // Recorded before the connection is installed here: a node that reads the record
+            // afterwards sees this claim or a later one (`cluster::client_ids`).
+            bus.claim(client_id, conn_id).await;
         }
         let (previous, purging) = {
             let mut registry = self.lock();
@@ -388,6 +392,9 @@ impl<E: RoutingEngine> Sessions<E> {
         };
         if let Some(will) = will {
             self.publish_will(client_id, &will);
+        }
+        if let Some(bus) = self.cluster.get() {
+            bus.claimed(client_id, conn_id);
         }
         Ok(Claim { saved, discarded_routed })
     }

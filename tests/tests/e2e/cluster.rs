@@ -302,8 +302,39 @@ async fn a_client_id_connecting_on_b_takes_over_its_connection_on_a() {
     provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
     until_everywhere(&cluster, "dev").await;
     let mut first = device(&cluster, 0, "roaming", "dev").await;
-    let _second = device(&cluster, 1, "roaming", "dev").await;
+    let mut second = device(&cluster, 1, "roaming", "dev").await;
     assert_eq!(kicked(&mut first).await, Some(0x8E), "taken over from node a by the connection on node b");
+    // The connection on b is the owner: it works, and stays.
+    second.publish("t/x", b"still here", 1, false, 1).await;
+    assert_eq!(second.expect(testkit::PUBACK).await.reason(), 0);
+    second.expect_quiet().await;
+}
+
+/// Whether `client` is taken over (DISCONNECT 0x8E, then closed) before `other` is.
+async fn first_taken_over(client: &mut RawClient, other: &mut RawClient) -> bool {
+    tokio::select! {
+        reason = kicked(client) => { assert_eq!(reason, Some(0x8E)); true }
+        reason = kicked(other) => { assert_eq!(reason, Some(0x8E)); false }
+    }
+}
+
+#[tokio::test]
+async fn two_connects_of_one_client_id_on_two_nodes_at_once_end_with_exactly_one_connected() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    for round in 0..5 {
+        let id = format!("racer-{round}");
+        let (mut on_a, mut on_b) = tokio::join!(device(&cluster, 0, &id, "dev"), device(&cluster, 1, &id, "dev"));
+        let a_lost = first_taken_over(&mut on_a, &mut on_b).await;
+        let survivor = if a_lost { &mut on_b } else { &mut on_a };
+        survivor.publish("t/x", b"owner", 1, false, 1).await;
+        match survivor.next(testkit::QUIET).await {
+            testkit::Next::Frame(frame) if frame.packet_type == testkit::PUBACK => {}
+            other => panic!("round {round}: the other connection was taken over too: {other:?}"),
+        }
+        survivor.expect_quiet().await;
+    }
 }
 
 #[tokio::test]
