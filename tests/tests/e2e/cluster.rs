@@ -107,36 +107,46 @@ async fn drain(client: &mut RawClient) -> Vec<String> {
 
 #[tokio::test]
 async fn a_share_group_with_members_on_two_nodes_gets_each_message_once() {
-    let cluster = cluster(3);
-    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("worker", true))).await;
-    until_everywhere(&cluster, "worker").await;
-    let mut on_b = device(&cluster, 1, "worker-b", "worker").await;
-    let mut on_c = device(&cluster, 2, "worker-c", "worker").await;
-    assert_eq!(on_b.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
-    assert_eq!(on_c.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
-    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    share_group_gets_each_message_once(&cluster(3), [1, 2], 0).await;
+}
+
+#[tokio::test]
+async fn a_share_group_member_on_the_publishers_node_gets_no_extra_copies() {
+    share_group_gets_each_message_once(&cluster(2), [0, 1], 0).await;
+}
+
+/// Members of one `$share` group on `members`' nodes, a publisher on `publisher`'s: every QoS 1
+/// message reaches the group exactly once, and both members take some.
+async fn share_group_gets_each_message_once(cluster: &TestCluster, members: [usize; 2], publisher: usize) {
+    provision(cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("worker", true))).await;
+    until_everywhere(cluster, "worker").await;
+    let mut first = device(cluster, members[0], "worker-1", "worker").await;
+    let mut second = device(cluster, members[1], "worker-2", "worker").await;
+    assert_eq!(first.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
+    assert_eq!(second.subscribe(1, &[("$share/workers/jobs/+", 1)]).await, [1]);
+    let mut publisher = device(cluster, publisher, "pub-1", "pub").await;
     // Each node joins the group's NATS queue group right after its SUBACK: rounds until both
-    // nodes took some (bounded); every round, each message reaches the group exactly once.
-    let (mut took_b, mut took_c) = (0, 0);
+    // members took some (bounded); every round, each message reaches the group exactly once.
+    let (mut took_first, mut took_second) = (0, 0);
     for round in 0..10u16 {
         let published: Vec<String> = (0..20).map(|n| format!("job {round}-{n}")).collect();
         for (n, payload) in published.iter().enumerate() {
             publisher.publish("jobs/print", payload.as_bytes(), 1, false, round * 20 + n as u16 + 1).await;
             assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
         }
-        let (got_b, got_c) = (drain(&mut on_b).await, drain(&mut on_c).await);
-        let mut delivered: Vec<String> = got_b.iter().chain(&got_c).cloned().collect();
+        let (got_first, got_second) = (drain(&mut first).await, drain(&mut second).await);
+        let mut delivered: Vec<String> = got_first.iter().chain(&got_second).cloned().collect();
         delivered.sort();
         let mut expected = published.clone();
         expected.sort();
-        assert_eq!(delivered, expected, "round {round}: b got {got_b:?}, c got {got_c:?}");
-        took_b += got_b.len();
-        took_c += got_c.len();
-        if took_b > 0 && took_c > 0 {
+        assert_eq!(delivered, expected, "round {round}: one member got {got_first:?}, the other {got_second:?}");
+        took_first += got_first.len();
+        took_second += got_second.len();
+        if took_first > 0 && took_second > 0 {
             return;
         }
     }
-    panic!("one node took every message: b {took_b}, c {took_c}");
+    panic!("one member took every message: {took_first} and {took_second}");
 }
 
 #[tokio::test]
