@@ -32,7 +32,7 @@ use crate::mqtt::{self, Client, Connect, Version};
 use crate::progress::ProgressBar;
 use crate::provisioning;
 use crate::report::{self, C1, C2, C3, END_START, LOST, RATE, TOTAL};
-use crate::results::Results;
+use crate::results::{Curve, Results};
 use crate::security_setup::{self as setup, USER_100, VICTIM_ROLE, VICTIM_TOPIC, VICTIM_USER};
 
 /// Where Debian's package puts nats-server; `PATH` is searched first.
@@ -556,6 +556,17 @@ fn record_provisioning(results: &mut Results, case: &str, run: &provisioning::Pr
     if run.errors > 0 {
         results.notes.push(format!("{C3} {case}: {} commands answered with an error", run.errors));
     }
+    // The batch times, for the CSV (and `benchmarks-provisioning.svg` when C3 runs with P3).
+    let mut clients = 0.0;
+    let points = run
+        .batch_times
+        .iter()
+        .map(|t| {
+            clients += run.batch_size as f64;
+            (clients, t.as_secs_f64() * 1e3)
+        })
+        .collect();
+    results.curves.push(Curve { name: format!("C3 {case}"), points });
 }
 
 fn provision(
