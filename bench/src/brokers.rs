@@ -150,8 +150,9 @@ impl Broker {
         Self::start_in(kind, exes, dir, &security_file)
     }
 
-    /// Starts `kind` in `dir` on the files already there (a few attempts: a port may be taken).
-    fn start_in(kind: Kind, exes: &Executables, dir: &Path, security_file: &Path) -> Result<Broker, String> {
+    /// Starts `kind` in `dir` on the files already there (a few attempts: a port may be taken);
+    /// `security_file` is used where it is (the cluster nodes share one seed file).
+    pub fn start_in(kind: Kind, exes: &Executables, dir: &Path, security_file: &Path) -> Result<Broker, String> {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             match Self::try_start(kind, exes, dir, security_file) {

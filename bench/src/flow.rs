@@ -113,6 +113,12 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs the flow to completion (blocking).
 pub fn run(spec: &FlowSpec) -> Result<FlowResult, String> {
+    run_between(spec, spec.addr)
+}
+
+/// Runs the flow with the subscribers connected to `subscriber_addr` and the publisher to
+/// `spec.addr` (two nodes of a cluster: `crate::cluster`).
+pub fn run_between(spec: &FlowSpec, subscriber_addr: SocketAddr) -> Result<FlowResult, String> {
     let progress = Arc::new(Progress {
         epoch: Instant::now(),
         first_publish: Mutex::new(None),
@@ -122,7 +128,8 @@ pub fn run(spec: &FlowSpec) -> Result<FlowResult, String> {
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let subscribers = {
-        let (spec, progress) = (spec.clone(), progress.clone());
+        let (mut spec, progress) = (spec.clone(), progress.clone());
+        spec.addr = subscriber_addr;
         std::thread::Builder::new()
             .name("bench-subscribers".into())
             .spawn(move || runtime().block_on(subscribers(spec, progress, ready_tx)))

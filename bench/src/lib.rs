@@ -6,6 +6,7 @@
 
 pub mod brokers;
 pub mod chart;
+pub mod cluster;
 pub mod fleet;
 pub mod flow;
 pub mod machine;

@@ -21,7 +21,7 @@ use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
-use dynsec_bench::{chart, fleet, machine, provisioning, revocation, storm};
+use dynsec_bench::{chart, cluster, fleet, machine, provisioning, revocation, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
 /// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
@@ -58,6 +58,8 @@ struct Plan {
     fleet_devices: usize,
     fleet_duration: Duration,
     fleet_period: Duration,
+    /// C1–C3 (issue 20): run only when named with `--only`.
+    cluster: cluster::ClusterPlan,
 }
 
 impl Plan {
@@ -90,6 +92,14 @@ impl Plan {
             fleet_devices: 50_000,
             fleet_duration: Duration::from_secs(60),
             fleet_period: Duration::from_secs(10),
+            cluster: cluster::ClusterPlan {
+                rounds: 6,
+                messages: 150_000,
+                flow_duration: Duration::from_millis(800),
+                changes: 200,
+                provisioning_total: 100_000,
+                provisioning_batch: 1000,
+            },
         }
     }
 
@@ -117,6 +127,14 @@ impl Plan {
             fleet_devices: 2_000,
             fleet_duration: Duration::from_secs(20),
             fleet_period: Duration::from_secs(10),
+            cluster: cluster::ClusterPlan {
+                rounds: 1,
+                messages: 100_000,
+                flow_duration: Duration::from_millis(300),
+                changes: 40,
+                provisioning_total: 10_000,
+                provisioning_batch: 1000,
+            },
         }
     }
 }
@@ -665,7 +683,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P8]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P8|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
     );
     std::process::exit(2);
 }
@@ -697,6 +715,10 @@ fn main() {
     plan.fleet_devices = devices.unwrap_or(plan.fleet_devices);
     plan.fleet_duration = duration.map_or(plan.fleet_duration, Duration::from_secs);
     let wanted = |scenario: &str| only.is_empty() || only.iter().any(|o| o == scenario);
+    // The cluster scenarios need nats-server: they run only when named.
+    let named = |scenario: &str| only.iter().any(|o| o == scenario);
+    let cluster_wanted =
+        cluster::Wanted { throughput: named("C1"), change_to_effect: named("C2"), provisioning: named("C3") };
     let exes = match Executables::locate() {
         Ok(exes) => Executables { ours_extra_config, ..exes },
         Err(e) => {
@@ -748,7 +770,10 @@ fn main() {
         + usize::from(kinds.contains(&Kind::Mosquitto))
         + 2 * kinds.len()
         + plan.burst_rounds * 2 * kinds.len()
-        + 2 * kinds.len();
+        + 2 * kinds.len()
+        + usize::from(cluster_wanted.throughput) * plan.cluster.rounds * 6
+        + usize::from(cluster_wanted.change_to_effect)
+        + 2 * usize::from(cluster_wanted.provisioning);
     let mut run = Run {
         plan: plan.clone(),
         exes,
@@ -790,6 +815,10 @@ fn main() {
     }
     if wanted("P8") {
         run.fleet();
+    }
+    if cluster_wanted.throughput || cluster_wanted.change_to_effect || cluster_wanted.provisioning {
+        let scratch = run.scratch.path().to_owned();
+        cluster::run(&plan.cluster, cluster_wanted, &run.exes, &scratch, &mut run.results, &mut run.progress);
     }
     let restarts: Vec<String> = run.restarts.iter().map(|(kind, n)| format!("{kind} {n} time(s)")).collect();
     if !restarts.is_empty() {

@@ -14,6 +14,10 @@ pub const P5: &str = "P5 revocation";
 pub const P6: &str = "P6 memory";
 pub const P7: &str = "P7 QoS 0 burst";
 pub const P8: &str = "P8 device fleet";
+/// The cluster scenarios (issue 20; `crate::cluster`).
+pub const C1: &str = "C1 cluster throughput";
+pub const C2: &str = "C2 cluster change → effect";
+pub const C3: &str = "C3 cluster provisioning";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -31,6 +35,7 @@ pub const LOST_PERCENT: &str = "lost";
 pub const RSS_END: &str = "RSS at the end";
 pub const RSS_GROWTH: &str = "RSS growth after the first period";
 pub const ON_TIME: &str = "commands delivered within their period";
+pub const EFFECT_P99: &str = "change → effect p99";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -99,6 +104,18 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (P8, RSS_END) => ("≤ 1.5× mosquitto".into(), row.vs_mosquitto.map(|r| r <= 1.5)),
         (P8, ON_TIME) => ("100 %".into(), row.ours.map(|v| v >= 100.0)),
         (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
+        (C1, RATE) => match crate::cluster::same_node_case(&row.case) {
+            Some(partner) => match (row.ours, results.median(C1, &partner, Kind::Ours, RATE)) {
+                (Some(cross), Some(single)) => {
+                    (format!("≥ 0.5× both on A ({:.2}×)", cross / single), Some(cross >= 0.5 * single))
+                }
+                _ => ("≥ 0.5× both on A".into(), None),
+            },
+            None => (String::new(), None),
+        },
+        (C2, EFFECT_P99) => ("≤ 100 ms".into(), row.ours.map(|v| v <= 100.0)),
+        (C3, TOTAL) => ("≤ 5 s".into(), row.ours.map(|v| v <= 5.0)),
+        (C3, END_START) => ("≤ 1.5".into(), row.ours.map(|v| v <= 1.5)),
         _ => (String::new(), None),
     }
 }

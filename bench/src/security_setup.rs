@@ -157,6 +157,24 @@ pub fn full_model(storm_users: usize, storm_rounds: usize) -> Model {
     model
 }
 
+/// The cluster scenarios' configuration (`crate::cluster`): the admin, `bench-100` with its 100
+/// ACLs and the victim, and nothing else. A cluster's first node puts its whole seed into the
+/// log as one NATS message, which must stay below nats-server's 1 MB `max_payload`: the
+/// full model's thousands of storm users would not (docs/cluster.md, "Snapshots").
+pub fn cluster_model() -> Model {
+    let mut model = minimal_model();
+    model.apply(Mutation::PutRole(role_with_acls("acl-100", 100, true)));
+    let mut victim_role = Role::new(VICTIM_ROLE);
+    victim_role.insert_acl(AclType::PublishClientSend, Acl { topic: VICTIM_TOPIC.into(), priority: 0, allow: true });
+    model.apply(Mutation::PutRole(victim_role));
+    let usernames = [USER_100.to_owned(), VICTIM_USER.to_owned()];
+    for (username, hash) in usernames.iter().zip(hash_all(&usernames)) {
+        let role = if username == USER_100 { "acl-100" } else { VICTIM_ROLE };
+        model.apply(Mutation::PutClient(client(username, hash, &[role])));
+    }
+    model
+}
+
 /// Just the admin client, default access denying everything (the provisioning scenario's start).
 pub fn minimal_model() -> Model {
     let mut model = dynsec::init::init_model(ADMIN_USER, hash(ADMIN_PASSWORD));
