@@ -21,7 +21,7 @@ use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
-use dynsec_bench::{chart, fleet, machine, provisioning, revocation, storm};
+use dynsec_bench::{chart, fleet, machine, persistence, provisioning, revocation, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
 /// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
@@ -58,6 +58,8 @@ struct Plan {
     fleet_devices: usize,
     fleet_duration: Duration,
     fleet_period: Duration,
+    /// P9 (persistence).
+    persistence: persistence::Plan,
 }
 
 impl Plan {
@@ -90,6 +92,14 @@ impl Plan {
             fleet_devices: 50_000,
             fleet_duration: Duration::from_secs(60),
             fleet_period: Duration::from_secs(10),
+            persistence: persistence::Plan {
+                rounds: 5,
+                messages: 150_000,
+                max_duration: Duration::from_millis(800),
+                retained: 100_000,
+                sessions: 10_000,
+                restarts: 3,
+            },
         }
     }
 
@@ -117,6 +127,14 @@ impl Plan {
             fleet_devices: 2_000,
             fleet_duration: Duration::from_secs(20),
             fleet_period: Duration::from_secs(10),
+            persistence: persistence::Plan {
+                rounds: 1,
+                messages: 100_000,
+                max_duration: Duration::from_millis(300),
+                retained: 10_000,
+                sessions: 1_000,
+                restarts: 1,
+            },
         }
     }
 }
@@ -665,7 +683,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P8]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
     );
     std::process::exit(2);
 }
@@ -748,7 +766,8 @@ fn main() {
         + usize::from(kinds.contains(&Kind::Mosquitto))
         + 2 * kinds.len()
         + plan.burst_rounds * 2 * kinds.len()
-        + 2 * kinds.len();
+        + 2 * kinds.len()
+        + persistence::steps(&plan.persistence, &kinds);
     let mut run = Run {
         plan: plan.clone(),
         exes,
@@ -790,6 +809,15 @@ fn main() {
     }
     if wanted("P8") {
         run.fleet();
+    }
+    if wanted("P9") {
+        let setup = persistence::Setup {
+            exes: &run.exes,
+            security_file: &run.full_file,
+            scratch: run.scratch.path(),
+            kinds: &run.kinds,
+        };
+        persistence::run(&setup, &run.plan.persistence, &mut run.results, &mut run.progress);
     }
     let restarts: Vec<String> = run.restarts.iter().map(|(kind, n)| format!("{kind} {n} time(s)")).collect();
     if !restarts.is_empty() {

@@ -14,6 +14,7 @@ pub const P5: &str = "P5 revocation";
 pub const P6: &str = "P6 memory";
 pub const P7: &str = "P7 QoS 0 burst";
 pub const P8: &str = "P8 device fleet";
+pub const P9: &str = "P9 persistence";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -31,6 +32,11 @@ pub const LOST_PERCENT: &str = "lost";
 pub const RSS_END: &str = "RSS at the end";
 pub const RSS_GROWTH: &str = "RSS growth after the first period";
 pub const ON_TIME: &str = "commands delivered within their period";
+pub const P9_RATE_OFF: &str = "msg/s, persistence off";
+pub const P9_RATE_ON: &str = "msg/s, persistence true";
+pub const P9_LISTENING: &str = "start → listening";
+pub const P9_FIRST_RETAINED: &str = "start → first retained message delivered";
+pub const P9_FILE: &str = "persistence file";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -99,6 +105,16 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (P8, RSS_END) => ("≤ 1.5× mosquitto".into(), row.vs_mosquitto.map(|r| r <= 1.5)),
         (P8, ON_TIME) => ("100 %".into(), row.ours.map(|v| v >= 100.0)),
         (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
+        (P9, P9_RATE_ON) => {
+            let off = results.median(P9, &row.case, Kind::Ours, P9_RATE_OFF);
+            let kept = row.ours.zip(off).map(|(on, off)| on / off);
+            let text = kept.map_or("≥ 0.8× ours off, ≥ 4× mosquitto".into(), |k| {
+                format!("≥ 0.8× ours off ({k:.2}×), ≥ 4× mosquitto")
+            });
+            let met = kept.zip(row.vs_mosquitto).map(|(k, m)| k >= 0.8 && m >= 4.0);
+            (text, met)
+        }
+        (P9, LOST) => ("none".into(), row.ours.map(|l| l == 0.0)),
         _ => (String::new(), None),
     }
 }
