@@ -25,7 +25,7 @@ use crate::brokers::{Broker, Executables, Kind};
 use crate::flow::{self, FlowSpec};
 use crate::mqtt::{self, Client, Connect, Version};
 use crate::progress::ProgressBar;
-use crate::report::{LOST, P9, P9_LISTENING, P9_FILE, P9_FIRST_RETAINED, P9_RATE_OFF, P9_RATE_ON};
+use crate::report::{LOST, P9, P9_FILE, P9_FIRST_RETAINED, P9_LISTENING, P9_RATE_OFF, P9_RATE_ON};
 use crate::results::Results;
 use crate::security_setup::{self as setup, USER_100};
 
