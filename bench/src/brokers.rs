@@ -66,6 +66,8 @@ pub struct Executables {
     pub mosquitto: Option<(PathBuf, PathBuf)>,
     /// Extra configuration lines for `dynsec-broker` (`--ours-config`; empty: its defaults).
     pub ours_extra_config: Vec<String>,
+    /// Extra configuration lines for mosquitto (P9: `persistence true`; empty: the bench's).
+    pub mosquitto_extra_config: Vec<String>,
 }
 
 impl Executables {
@@ -91,7 +93,7 @@ impl Executables {
             .and_then(|bin| {
                 PLUGIN_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).map(|plugin| (bin, plugin))
             });
-        Ok(Executables { ours, rumqttd, mosquitto, ours_extra_config: Vec::new() })
+        Ok(Executables { ours, rumqttd, mosquitto, ours_extra_config: Vec::new(), mosquitto_extra_config: Vec::new() })
     }
 }
 
@@ -203,6 +205,10 @@ impl Broker {
                     plugin.display(),
                     security_file.display()
                 );
+                for line in &exes.mosquitto_extra_config {
+                    config.push_str(line);
+                    config.push('\n');
+                }
                 if running_as_root() {
                     config.push_str("user root\n");
                 }
@@ -291,6 +297,31 @@ impl Broker {
         // The old value's Drop kills a process that has already exited.
         *self = Self::start_in(self.kind, exes, &self.dir, &security_file)?;
         Ok(())
+    }
+
+    /// Asks the broker to shut down (SIGTERM, by its PID: mosquitto saves `mosquitto.db` then)
+    /// and waits up to `limit`; a broker still running then is killed. `true` if it exited on
+    /// its own.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        use rustix::process::{Pid, Signal, kill_process};
+        if kill_process(Pid::from_child(&self.child), Signal::TERM).is_err() {
+            return !self.alive();
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    /// Starts `kind` again in `dir` after [`Broker::stop`], on the files left there.
+    pub fn start_again(kind: Kind, exes: &Executables, dir: &Path) -> Result<Broker, String> {
+        Self::start_in(kind, exes, dir, &dir.join("dynamic-security.json"))
     }
 
     /// Whether the process is still running.

@@ -113,12 +113,23 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs the flow to completion (blocking).
 pub fn run(spec: &FlowSpec) -> Result<FlowResult, String> {
-    run_between(spec, spec.addr)
+    run_full(spec, spec.addr, None)
 }
 
 /// Runs the flow with the subscribers connected to `subscriber_addr` and the publisher to
 /// `spec.addr` (two nodes of a cluster: `crate::cluster`).
 pub fn run_between(spec: &FlowSpec, subscriber_addr: SocketAddr) -> Result<FlowResult, String> {
+    run_full(spec, subscriber_addr, None)
+}
+
+/// Like [`run`]; `session_expiry` `Some(secs)`: the subscribers ask for persistent sessions
+/// (MQTT 3.1.1 `clean_session 0`, v5 that Session Expiry Interval), the case where a broker
+/// with persistence stores every message.
+pub fn run_with(spec: &FlowSpec, session_expiry: Option<u32>) -> Result<FlowResult, String> {
+    run_full(spec, spec.addr, session_expiry)
+}
+
+fn run_full(spec: &FlowSpec, subscriber_addr: SocketAddr, session_expiry: Option<u32>) -> Result<FlowResult, String> {
     let progress = Arc::new(Progress {
         epoch: Instant::now(),
         first_publish: Mutex::new(None),
@@ -132,7 +143,7 @@ pub fn run_between(spec: &FlowSpec, subscriber_addr: SocketAddr) -> Result<FlowR
         spec.addr = subscriber_addr;
         std::thread::Builder::new()
             .name("bench-subscribers".into())
-            .spawn(move || runtime().block_on(subscribers(spec, progress, ready_tx)))
+            .spawn(move || runtime().block_on(subscribers(spec, session_expiry, progress, ready_tx)))
             .map_err(|e| e.to_string())?
     };
     let ready = ready_rx.recv_timeout(WAIT * 3).map_err(|_| "subscribers not ready".to_owned()).and_then(|r| r);
@@ -251,6 +262,7 @@ async fn publisher(spec: &FlowSpec, progress: &Progress) -> Result<(), String> {
 /// message arrived or nothing more arrives.
 async fn subscribers(
     spec: FlowSpec,
+    session_expiry: Option<u32>,
     progress: Arc<Progress>,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(u64, u64, Option<Instant>), String> {
@@ -260,7 +272,11 @@ async fn subscribers(
             let mut clients = Vec::with_capacity(spec.subscribers);
             for i in 0..spec.subscribers {
                 let id = format!("{}-sub-{i}", spec.client_prefix);
-                let connected = Client::connect(spec.addr, &connect_params(&spec, &id), WAIT).await;
+                let params = connect_params(&spec, &id);
+                let connected = match session_expiry {
+                    Some(secs) => Client::connect_persistent(spec.addr, &params, secs, WAIT).await,
+                    None => Client::connect(spec.addr, &params, WAIT).await,
+                };
                 let mut client = match connected {
                     Ok(client) => client,
                     Err(e) => {

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod flow;
 pub mod machine;
 pub mod mqtt;
+pub mod persistence;
 pub mod progress;
 pub mod provisioning;
 pub mod report;

@@ -21,7 +21,7 @@ use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
-use dynsec_bench::{chart, cluster, fleet, machine, provisioning, revocation, storm};
+use dynsec_bench::{chart, cluster, fleet, machine, persistence, provisioning, revocation, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
 /// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
@@ -60,6 +60,8 @@ struct Plan {
     fleet_period: Duration,
     /// C1–C3 (issue 20): run only when named with `--only`.
     cluster: cluster::ClusterPlan,
+    /// P9 (persistence).
+    persistence: persistence::Plan,
 }
 
 impl Plan {
@@ -100,6 +102,14 @@ impl Plan {
                 provisioning_total: 100_000,
                 provisioning_batch: 1000,
             },
+            persistence: persistence::Plan {
+                rounds: 5,
+                messages: 150_000,
+                max_duration: Duration::from_millis(800),
+                retained: 100_000,
+                sessions: 10_000,
+                restarts: 3,
+            },
         }
     }
 
@@ -134,6 +144,14 @@ impl Plan {
                 changes: 40,
                 provisioning_total: 10_000,
                 provisioning_batch: 1000,
+            },
+            persistence: persistence::Plan {
+                rounds: 1,
+                messages: 100_000,
+                max_duration: Duration::from_millis(300),
+                retained: 10_000,
+                sessions: 1_000,
+                restarts: 1,
             },
         }
     }
@@ -683,7 +701,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P8|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
     );
     std::process::exit(2);
 }
@@ -773,7 +791,8 @@ fn main() {
         + 2 * kinds.len()
         + usize::from(cluster_wanted.throughput) * plan.cluster.rounds * 6
         + usize::from(cluster_wanted.change_to_effect)
-        + 2 * usize::from(cluster_wanted.provisioning);
+        + 2 * usize::from(cluster_wanted.provisioning)
+        + persistence::steps(&plan.persistence, &kinds);
     let mut run = Run {
         plan: plan.clone(),
         exes,
@@ -819,6 +838,15 @@ fn main() {
     if cluster_wanted.throughput || cluster_wanted.change_to_effect || cluster_wanted.provisioning {
         let scratch = run.scratch.path().to_owned();
         cluster::run(&plan.cluster, cluster_wanted, &run.exes, &scratch, &mut run.results, &mut run.progress);
+    }
+    if wanted("P9") {
+        let setup = persistence::Setup {
+            exes: &run.exes,
+            security_file: &run.full_file,
+            scratch: run.scratch.path(),
+            kinds: &run.kinds,
+        };
+        persistence::run(&setup, &run.plan.persistence, &mut run.results, &mut run.progress);
     }
     let restarts: Vec<String> = run.restarts.iter().map(|(kind, n)| format!("{kind} {n} time(s)")).collect();
     if !restarts.is_empty() {

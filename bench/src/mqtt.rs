@@ -96,10 +96,16 @@ impl<'a> Connect<'a> {
     }
 
     pub fn encode(&self, buf: &mut BytesMut) {
+        self.encode_session(buf, None);
+    }
+
+    /// Encodes the CONNECT; `session_expiry` `Some(secs)` asks for a persistent session
+    /// (MQTT 3.1.1: `clean_session 0`; v5: no Clean Start and that Session Expiry Interval).
+    pub fn encode_session(&self, buf: &mut BytesMut, session_expiry: Option<u32>) {
         let mut body = BytesMut::with_capacity(64);
         put_str(&mut body, b"MQTT");
         body.put_u8(self.version.level());
-        let mut flags = 0x02; // clean session / clean start
+        let mut flags = if session_expiry.is_some() { 0 } else { 0x02 }; // clean session / clean start
         if self.username.is_some() {
             flags |= 0x80;
         }
@@ -109,7 +115,14 @@ impl<'a> Connect<'a> {
         body.put_u8(flags);
         body.put_u16(self.keep_alive);
         if self.version.is_v5() {
-            body.put_u8(0); // no properties
+            match session_expiry {
+                Some(secs) => {
+                    body.put_u8(5); // Session Expiry Interval
+                    body.put_u8(0x11);
+                    body.put_u32(secs);
+                }
+                None => body.put_u8(0), // no properties
+            }
         }
         put_str(&mut body, self.client_id.as_bytes());
         if let Some(username) = self.username {
@@ -126,9 +139,22 @@ impl<'a> Connect<'a> {
 
 /// Appends a PUBLISH (no retain, no DUP, no properties).
 pub fn publish(buf: &mut BytesMut, version: Version, topic: &[u8], payload: &[u8], qos: u8, pkid: u16) {
+    publish_with(buf, version, topic, payload, qos, pkid, false);
+}
+
+/// Appends a PUBLISH with the retain flag as given (no DUP, no properties).
+pub fn publish_with(
+    buf: &mut BytesMut,
+    version: Version,
+    topic: &[u8],
+    payload: &[u8],
+    qos: u8,
+    pkid: u16,
+    retain: bool,
+) {
     let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + usize::from(version.is_v5()) + payload.len();
     buf.reserve(1 + varint_len(remaining) + remaining);
-    buf.put_u8(0x30 | (qos << 1));
+    buf.put_u8(0x30 | (qos << 1) | u8::from(retain));
     put_varint(buf, remaining);
     put_str(buf, topic);
     if qos > 0 {
@@ -386,11 +412,31 @@ impl Client {
         Self::connect_from(addr, None, connect, wait).await
     }
 
+    /// Like [`Client::connect`], asking for a persistent session (see [`Connect::encode_session`]).
+    pub async fn connect_persistent(
+        addr: SocketAddr,
+        connect: &Connect<'_>,
+        session_expiry: u32,
+        wait: Duration,
+    ) -> Result<Client, ConnectError> {
+        Self::handshake(addr, None, connect, Some(session_expiry), wait).await
+    }
+
     /// Like [`Client::connect`], from the local address `source` when given (see [`source_address`]).
     pub async fn connect_from(
         addr: SocketAddr,
         source: Option<IpAddr>,
         connect: &Connect<'_>,
+        wait: Duration,
+    ) -> Result<Client, ConnectError> {
+        Self::handshake(addr, source, connect, None, wait).await
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        connect: &Connect<'_>,
+        session_expiry: Option<u32>,
         wait: Duration,
     ) -> Result<Client, ConnectError> {
         let open = async {
@@ -408,7 +454,7 @@ impl Client {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
         stream.set_nodelay(true)?;
         let mut buf = BytesMut::with_capacity(128);
-        connect.encode(&mut buf);
+        connect.encode_session(&mut buf, session_expiry);
         stream.write_all(&buf).await?;
         let mut reader = FrameReader::default();
         let frame = reader.read_frame(&mut stream, wait).await?;

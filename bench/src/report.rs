@@ -18,6 +18,7 @@ pub const P8: &str = "P8 device fleet";
 pub const C1: &str = "C1 cluster throughput";
 pub const C2: &str = "C2 cluster change → effect";
 pub const C3: &str = "C3 cluster provisioning";
+pub const P9: &str = "P9 persistence";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -36,6 +37,11 @@ pub const RSS_END: &str = "RSS at the end";
 pub const RSS_GROWTH: &str = "RSS growth after the first period";
 pub const ON_TIME: &str = "commands delivered within their period";
 pub const EFFECT_P99: &str = "change → effect p99";
+pub const P9_RATE_OFF: &str = "msg/s, persistence off";
+pub const P9_RATE_ON: &str = "msg/s, persistence true";
+pub const P9_LISTENING: &str = "start → listening";
+pub const P9_FIRST_RETAINED: &str = "start → first retained message delivered";
+pub const P9_FILE: &str = "persistence file";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -116,6 +122,16 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (C2, EFFECT_P99) => ("≤ 100 ms".into(), row.ours.map(|v| v <= 100.0)),
         (C3, TOTAL) => ("≤ 5 s".into(), row.ours.map(|v| v <= 5.0)),
         (C3, END_START) => ("≤ 1.5".into(), row.ours.map(|v| v <= 1.5)),
+        (P9, P9_RATE_ON) => {
+            let off = results.median(P9, &row.case, Kind::Ours, P9_RATE_OFF);
+            let kept = row.ours.zip(off).map(|(on, off)| on / off);
+            let text = kept.map_or("≥ 0.8× ours off, ≥ 4× mosquitto".into(), |k| {
+                format!("≥ 0.8× ours off ({k:.2}×), ≥ 4× mosquitto")
+            });
+            let met = kept.zip(row.vs_mosquitto).map(|(k, m)| k >= 0.8 && m >= 4.0);
+            (text, met)
+        }
+        (P9, LOST) => ("none".into(), row.ours.map(|l| l == 0.0)),
         _ => (String::new(), None),
     }
 }

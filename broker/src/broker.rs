@@ -43,15 +43,18 @@ impl Broker {
         if let Some(persistence) = &persistence {
             // Retained messages into the router and saved sessions into the registry, before
             // any listener accepts a client.
-            let restored = persistence.restore(&*engine);
+            let mut restored = persistence.restore(&*engine);
             info!(sessions = restored.sessions.len(), "persistence: sessions restored");
+            let wills = std::mem::take(&mut restored.wills);
             for session in restored.sessions {
-                let saved = crate::persistence::sessions::saved_session(session.session);
-                sessions.restore(&session.client_id, saved, session.expires_in);
+                let (client_id, expires_in) = (session.client_id.clone(), session.expires_in);
+                let saved = crate::persistence::sessions::saved_session(session);
+                sessions.restore(&client_id, saved, expires_in);
             }
             let store = persistence.clone();
             sessions.on_will(Box::new(move |client_id, will| {
-                let mut ops = Vec::new();
+                // Published: no longer waiting in the store (a no-op for a will without delay).
+                let mut ops = vec![crate::persistence::Op::Unwill { client_id: client_id.to_owned() }];
                 let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
                 let properties = will.properties.as_ref();
                 if will.retain {
@@ -68,6 +71,20 @@ impl Broker {
                 store.sessions.ended(&mut ops, client_id);
                 store.submit(ops);
             });
+            // Wills waiting for their delay when the broker stopped: due when they were due (after
+            // the hooks above, which a will published at once already meets).
+            let now = crate::persistence::records::unix_ms();
+            for (client_id, will) in wills {
+                let listener = crate::config::ListenerId(will.listener);
+                let username = will.username.as_deref().map(Arc::from);
+                let Some(authz) = security.authz_for(listener, username, Arc::from(client_id.as_str())) else {
+                    warn!(client_id = %client_text(&client_id), "persistence: a restored will cannot be authorized: not published");
+                    continue;
+                };
+                let wait = Duration::from_millis(will.due_unix_ms.saturating_sub(now));
+                let pending = crate::persistence::pending_will(&client_id, will, authz);
+                sessions.restore_will(&client_id, pending, wait);
+            }
         }
         let cluster = match &config.cluster {
             Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions).await?),

@@ -295,6 +295,25 @@ impl<E: RoutingEngine> Sessions<E> {
         }
     }
 
+    /// At start, after [`Sessions::restore`]: a will restored from the persistence store, published
+    /// after `wait` unless its client comes back first (a claim cancels it, as for a will whose
+    /// delay began in this run).
+    pub fn restore_will(self: &Arc<Self>, client_id: &str, will: PendingWill, wait: Duration) {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let mut registry = self.lock();
+        let entry = registry.entries.entry(client_id.clone()).or_default();
+        let will = Arc::new(will);
+        let (this, claim, timer_will) = (self.clone(), entry.claim, will.clone());
+        let id = client_id.clone();
+        entry.will_timer = Some((
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                this.delayed_will_due(&id, claim, &timer_will);
+            }),
+            will,
+        ));
+    }
+
     /// Cluster mode: from now on every will is also sent to the other nodes, and every claim of
     /// a client id is announced to them (a connection with that id there is taken over).
     pub fn join_cluster(&self, bus: Arc<crate::cluster::messages::MessageBus>) {

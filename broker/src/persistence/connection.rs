@@ -1,15 +1,17 @@
 //! What one client connection keeps for persistence: the changes its current read made (saved
 //! before the read's acknowledgements are written), the removals of stored copies its client
 //! acknowledged (saved in the background: losing one only means a duplicate after a crash, which
-//! QoS 1 allows), and which of its deliveries in flight are stored copies.
+//! QoS 1 allows), which of its deliveries in flight are stored copies, and the PUBRELs it owes
+//! its client (a stored QoS 2 copy the client acknowledged with PUBREC leaves the queue and
+//! becomes a PUBREL due, so that a restart sends the PUBREL again rather than the message).
 //!
 //! Boxed behind an `Option` in the connection, so that a broker without persistence pays one
 //! pointer per connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Op, Persistence};
+use super::{Op, Persistence, Qos2Direction};
 
 pub struct ConnectionState {
     pub persistence: Arc<Persistence>,
@@ -19,11 +21,44 @@ pub struct ConnectionState {
     dequeued: Vec<Op>,
     /// The client's packet id → store sequence of deliveries in flight that are stored copies.
     in_flight: HashMap<u16, u64>,
+    /// The client's packet ids whose PUBREL (then PUBCOMP) is due and recorded in the store.
+    pubrels_due: HashSet<u16>,
 }
 
 impl ConnectionState {
     pub fn new(persistence: Arc<Persistence>) -> Box<Self> {
-        Box::new(ConnectionState { persistence, ops: Vec::new(), dequeued: Vec::new(), in_flight: HashMap::new() })
+        Box::new(ConnectionState {
+            persistence,
+            ops: Vec::new(),
+            dequeued: Vec::new(),
+            in_flight: HashMap::new(),
+            pubrels_due: HashSet::new(),
+        })
+    }
+
+    /// A resumed session owes its client these PUBRELs (some of them recorded in the store).
+    pub fn owe_pubrels(&mut self, pkids: &[u16]) {
+        self.pubrels_due.extend(pkids);
+    }
+
+    /// The client's PUBREC (success) for the delivery with packet id `pkid`: a stored copy
+    /// leaves the queue and its PUBREL is recorded as due, in one background change.
+    pub fn pubrec(&mut self, client_id: &str, pkid: u16) {
+        let Some(sequence) = self.in_flight.remove(&pkid) else { return };
+        self.done(client_id, sequence);
+        self.pubrels_due.insert(pkid);
+        self.dequeued.push(Op::Qos2 {
+            client_id: client_id.to_owned(),
+            direction: Qos2Direction::PubrelDue,
+            pkid,
+            held: true,
+        });
+    }
+
+    /// The client's QoS 2 PUBLISH with packet id `pkid` was accepted (`held`: it waits for its
+    /// PUBREL) or released: saved with this read, before its PUBREC or PUBCOMP goes out.
+    pub fn inbound_qos2(&mut self, client_id: &str, pkid: u16, held: bool) {
+        self.ops.push(Op::Qos2 { client_id: client_id.to_owned(), direction: Qos2Direction::Inbound, pkid, held });
     }
 
     /// A delivery was written with the client's packet id `pkid` (0 at QoS 0).
@@ -47,6 +82,14 @@ impl ConnectionState {
     pub fn acknowledged(&mut self, client_id: &str, pkid: u16) {
         if let Some(sequence) = self.in_flight.remove(&pkid) {
             self.done(client_id, sequence);
+        }
+        if self.pubrels_due.remove(&pkid) {
+            self.dequeued.push(Op::Qos2 {
+                client_id: client_id.to_owned(),
+                direction: Qos2Direction::PubrelDue,
+                pkid,
+                held: false,
+            });
         }
     }
 

@@ -33,12 +33,14 @@ use crate::routing::envelope::{self, Publisher, Stamp};
 use crate::routing::router_link::RoutingEngine;
 use records::{StoredMessage, StoredProperties, unix_ms};
 pub use sessions::SessionIndex;
-pub use store::{Op, StoreError};
+pub use store::{Op, Qos2Direction, StoreError};
 
 /// The envelope origins of restored retained messages and of replayed queued messages
 /// (connection ids count up from 1 and never get here).
 const RESTORED_ORIGIN: u64 = u64::MAX - 1;
 const REPLAY_ORIGIN: u64 = u64::MAX - 2;
+/// The envelope origin of wills restored from the store.
+const RESTORED_WILL_ORIGIN: u64 = u64::MAX - 3;
 
 /// The open store and what it loaded. See the module documentation.
 pub struct Persistence {
@@ -124,7 +126,8 @@ impl Persistence {
             info!(count = expired.len(), "persistence: retained messages expired while the broker was down");
         }
         info!(count = restored, "persistence: retained messages restored");
-        let (restored_sessions, ops) = self.sessions.restore(loaded.sessions, loaded.queued, now);
+        let (mut restored_sessions, ops) = self.sessions.restore(loaded.sessions, loaded.queued, loaded.qos2, now);
+        restored_sessions.wills = loaded.wills;
         expired.extend(ops);
         self.writer.submit(expired);
         restored_sessions
@@ -199,6 +202,30 @@ impl Persistence {
     pub fn close(&self) {
         self.writer.stop();
         info!("persistence: store closed");
+    }
+}
+
+/// A restored will as the session registry publishes it, checked with `authz` then (the
+/// authorization of its username on its listener now: ACLs changed while the broker was down
+/// apply).
+pub fn pending_will(
+    client_id: &str,
+    stored: records::StoredWill,
+    authz: Arc<dyn crate::security::ClientAuthz>,
+) -> crate::gate::session::PendingWill {
+    let mut properties = stored.message.properties.to_properties();
+    if let Some(secs) = stored.expiry_secs {
+        properties.get_or_insert_with(PublishProperties::default).message_expiry_interval = Some(secs);
+    }
+    crate::gate::session::PendingWill {
+        topic: stored.message.topic,
+        payload: Bytes::from(stored.message.payload),
+        qos: stored.message.qos,
+        retain: stored.retain,
+        publisher: Publisher::of(client_id),
+        origin: RESTORED_WILL_ORIGIN,
+        properties,
+        authz,
     }
 }
 

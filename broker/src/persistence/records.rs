@@ -57,6 +57,21 @@ pub struct StoredMessage {
     pub properties: StoredProperties,
 }
 
+/// A will waiting for its will delay when its persistent session's client went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWill {
+    /// Topic, payload, QoS, the client id as publisher, v5 properties (no expiry instant: a
+    /// will's Message Expiry Interval counts from when it is published, `expiry_secs`).
+    pub message: StoredMessage,
+    pub retain: bool,
+    pub expiry_secs: Option<u32>,
+    /// When it is due (Unix ms): the will delay, or the session's end if that comes first.
+    pub due_unix_ms: u64,
+    /// The listener and username it was set under (its ACL is checked when it is published).
+    pub listener: usize,
+    pub username: Option<String>,
+}
+
 /// A subscription of a persistent session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSubscription {

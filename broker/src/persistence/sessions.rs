@@ -23,7 +23,7 @@ use std::time::Duration;
 use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
 
 use super::records::{self, StoredMessage, StoredSession, StoredSubscription};
-use super::store::Op;
+use super::store::{Op, Qos2Direction};
 use crate::config::PersistenceSettings;
 use crate::gate::session::{Subscription, SubscriptionKind};
 
@@ -126,12 +126,19 @@ pub struct RestoredSession {
     pub session: StoredSession,
     /// How long it still lives (`None`: until its client comes back).
     pub expires_in: Option<Duration>,
+    /// Packet ids of the client's QoS 2 messages still waiting for their PUBREL.
+    pub inbound_qos2: Vec<u16>,
+    /// Packet ids the broker still owes the client a PUBREL for.
+    pub pubrels_due: Vec<u16>,
 }
 
 /// What [`SessionIndex::restore`] gives the gate.
 #[derive(Default)]
 pub struct Restored {
     pub sessions: Vec<RestoredSession>,
+    /// Wills waiting for their delay (also those of sessions that ended meanwhile: a session's
+    /// end publishes its will).
+    pub wills: Vec<(String, records::StoredWill)>,
 }
 
 /// See the module documentation.
@@ -165,6 +172,7 @@ impl SessionIndex {
         &self,
         sessions: Vec<(String, StoredSession)>,
         queued: Vec<(String, u64, StoredMessage)>,
+        qos2: Vec<(String, Qos2Direction, u16)>,
         now_unix_ms: u64,
     ) -> (Restored, Vec<Op>) {
         let mut index = self.lock();
@@ -187,7 +195,22 @@ impl SessionIndex {
                 }
             };
             index.set_session(&client_id, session.clone());
-            restored.sessions.push(RestoredSession { client_id, session, expires_in });
+            restored.sessions.push(RestoredSession {
+                client_id,
+                session,
+                expires_in,
+                inbound_qos2: Vec::new(),
+                pubrels_due: Vec::new(),
+            });
+        }
+        let at: HashMap<String, usize> =
+            restored.sessions.iter().enumerate().map(|(i, s)| (s.client_id.clone(), i)).collect();
+        for (client_id, direction, pkid) in qos2 {
+            match at.get(&client_id).map(|&i| &mut restored.sessions[i]) {
+                Some(session) if direction == Qos2Direction::Inbound => session.inbound_qos2.push(pkid),
+                Some(session) => session.pubrels_due.push(pkid),
+                None => ops.push(Op::Qos2 { client_id, direction, pkid, held: false }),
+            }
         }
         for (client_id, sequence, message) in queued {
             index.next_sequence = index.next_sequence.max(sequence);
@@ -222,6 +245,8 @@ impl SessionIndex {
         }
         let session = session();
         ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
+        // Its client is back: a will waiting for its delay is not published (gate::session).
+        ops.push(Op::Unwill { client_id: client_id.to_owned() });
         let tracked = index.set_session(client_id, session);
         tracked.live = true;
         tracked.router_holds = true;
@@ -352,12 +377,14 @@ pub fn stored_subscriptions<'a>(subscriptions: impl Iterator<Item = &'a Subscrip
 }
 
 /// A stored session as the gate's registry keeps it (the router does not hold it yet).
-pub fn saved_session(stored: StoredSession) -> crate::gate::session::SavedSession {
+pub fn saved_session(restored: RestoredSession) -> crate::gate::session::SavedSession {
+    let stored = restored.session;
     crate::gate::session::SavedSession {
         owner: stored.owner.map(std::sync::Arc::from),
         subscriptions: stored.subscriptions.iter().map(|s| (s.filter.clone(), subscription(s))).collect(),
-        inbound_qos2: Default::default(),
-        outbound_qos2: Default::default(),
+        inbound_qos2: restored.inbound_qos2.into_iter().collect(),
+        // The router does not hold the session: only the PUBRELs owed to the client remain.
+        outbound_qos2: crate::routing::ack_sequencer::Unfinished::owed_to_client(restored.pubrels_due),
         routed: false,
     }
 }
@@ -493,11 +520,14 @@ mod tests {
         let (restored, ops) = sessions.restore(
             vec![("old".into(), expiring), ("kept".into(), kept)],
             vec![("old".into(), 4, message.clone()), ("kept".into(), 5, message)],
+            vec![("old".into(), Qos2Direction::Inbound, 3), ("kept".into(), Qos2Direction::PubrelDue, 9)],
             20_000,
         );
         assert_eq!(restored.sessions.len(), 1);
+        assert_eq!(restored.sessions[0].pubrels_due, [9]);
         assert!(matches!(&ops[0], Op::EndSession { client_id } if client_id == "old"));
-        assert!(matches!(&ops[1], Op::Dequeue { client_id, sequence: 4 } if client_id == "old"));
+        assert!(matches!(&ops[1], Op::Qos2 { client_id, pkid: 3, held: false, .. } if client_id == "old"));
+        assert!(matches!(&ops[2], Op::Dequeue { client_id, sequence: 4 } if client_id == "old"));
         let replay = sessions.connected(&mut Vec::new(), "kept", true, || session(&[("a", 1)]));
         assert_eq!(replay.len(), 1);
         assert_eq!(replay[0].0, 5);

@@ -1,6 +1,10 @@
 //! The persistence file: a redb database (pure Rust, copy-on-write B-trees, a crash leaves the
-//! last committed state) with four tables: `meta` (the format key), `retained` (topic → message),
-//! `sessions` (client id → session) and `queued` ((client id, sequence) → message). Opening
+//! last committed state) with five tables: `meta` (the format key), `retained` (topic → message),
+//! `sessions` (client id → session), `queued` ((client id, sequence) → message) and `qos2`
+//! ((client id, direction, packet id): the unfinished QoS 2 exchanges of persistent sessions; a
+//! table added after format 1 was fixed, which a file without it gets at its first open, and
+//! which an older version ignores) and `wills` (client id → a will waiting for its delay, added
+//! the same way). Opening
 //! checks that the file is ours: a mosquitto `mosquitto.db`, another program's file, a damaged
 //! or truncated file, or a newer format stops the broker with an error naming the file
 //! (docs/persistence.md, "Bad files"); nothing in such a file is changed.
@@ -10,12 +14,14 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::records::{self, StoredMessage, StoredSession};
+use super::records::{self, StoredMessage, StoredSession, StoredWill};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const QUEUED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queued");
+const QOS2: TableDefinition<(&str, u8, u16), u8> = TableDefinition::new("qos2");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 const FORMAT_KEY: &str = "format";
 /// The format this version writes and reads. A file with another value is refused.
@@ -68,6 +74,49 @@ pub enum Op {
         client_id: String,
         sequence: u64,
     },
+    /// A persistent session's client left with a delayed will.
+    Will {
+        client_id: String,
+        will: Vec<u8>,
+    },
+    /// The will was published, or its client came back.
+    Unwill {
+        client_id: String,
+    },
+    /// A QoS 2 exchange of a persistent session begins (`held`) or ends.
+    Qos2 {
+        client_id: String,
+        direction: Qos2Direction,
+        pkid: u16,
+        held: bool,
+    },
+}
+
+/// Which side of a QoS 2 exchange a stored packet id belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos2Direction {
+    /// The client's PUBLISH was acknowledged with PUBREC; its PUBREL has not come yet (a
+    /// PUBLISH sent again with this id is not routed again).
+    Inbound,
+    /// The client's PUBREC came for a delivery; the broker owes it a PUBREL (then PUBCOMP).
+    PubrelDue,
+}
+
+impl Qos2Direction {
+    fn code(self) -> u8 {
+        match self {
+            Qos2Direction::Inbound => 0,
+            Qos2Direction::PubrelDue => 1,
+        }
+    }
+
+    fn of(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Qos2Direction::Inbound),
+            1 => Some(Qos2Direction::PubrelDue),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the file held at start.
@@ -77,6 +126,10 @@ pub struct Loaded {
     pub sessions: Vec<(String, StoredSession)>,
     /// Per client id, in sequence order.
     pub queued: Vec<(String, u64, StoredMessage)>,
+    /// Unfinished QoS 2 exchanges: (client id, direction, packet id).
+    pub qos2: Vec<(String, Qos2Direction, u16)>,
+    /// Wills waiting for their delay, by client id.
+    pub wills: Vec<(String, StoredWill)>,
 }
 
 pub struct Store {
@@ -156,6 +209,8 @@ impl Store {
                 write.open_table(RETAINED).map_err(|e| damaged(&display, e))?;
                 write.open_table(SESSIONS).map_err(|e| damaged(&display, e))?;
                 write.open_table(QUEUED).map_err(|e| damaged(&display, e))?;
+                write.open_table(QOS2).map_err(|e| damaged(&display, e))?;
+                write.open_table(WILLS).map_err(|e| damaged(&display, e))?;
             }
             write.commit().map_err(|e| damaged(&display, e))?;
             // Space freed by earlier deletes is given back once per start (redb reuses freed pages
@@ -200,6 +255,20 @@ impl Store {
                 .map_err(|e| damaged_at("queued", &format!("{client_id}/{sequence}"), &e))?;
             loaded.queued.push((client_id.to_owned(), sequence, message));
         }
+        let qos2 = read.open_table(QOS2).map_err(|e| damaged(&self.path, e))?;
+        for row in qos2.iter().map_err(|e| damaged(&self.path, e))? {
+            let (key, _) = row.map_err(|e| damaged(&self.path, e))?;
+            let (client_id, direction, pkid) = key.value();
+            let direction = Qos2Direction::of(direction)
+                .ok_or_else(|| damaged_at("qos2", &format!("{client_id}/{direction}/{pkid}"), &"unknown direction"))?;
+            loaded.qos2.push((client_id.to_owned(), direction, pkid));
+        }
+        let wills = read.open_table(WILLS).map_err(|e| damaged(&self.path, e))?;
+        for row in wills.iter().map_err(|e| damaged(&self.path, e))? {
+            let (client_id, value) = row.map_err(|e| damaged(&self.path, e))?;
+            let will = records::decode(value.value()).map_err(|e| damaged_at("wills", client_id.value(), &e))?;
+            loaded.wills.push((client_id.value().to_owned(), will));
+        }
         Ok(loaded)
     }
 
@@ -211,6 +280,8 @@ impl Store {
             let mut retained = write.open_table(RETAINED).map_err(|e| e.to_string())?;
             let mut sessions = write.open_table(SESSIONS).map_err(|e| e.to_string())?;
             let mut queued = write.open_table(QUEUED).map_err(|e| e.to_string())?;
+            let mut qos2 = write.open_table(QOS2).map_err(|e| e.to_string())?;
+            let mut wills = write.open_table(WILLS).map_err(|e| e.to_string())?;
             for op in ops {
                 let done = match op {
                     Op::Retain { topic, message } => retained.insert(topic.as_str(), message.as_slice()).map(drop),
@@ -228,8 +299,24 @@ impl Store {
                             for sequence in keys {
                                 queued.remove((id, sequence))?;
                             }
+                            let exchanges: Vec<(u8, u16)> = qos2
+                                .range((id, 0, 0)..=(id, u8::MAX, u16::MAX))?
+                                .map(|row| row.map(|(key, _)| (key.value().1, key.value().2)))
+                                .collect::<Result<_, _>>()?;
+                            for (direction, pkid) in exchanges {
+                                qos2.remove((id, direction, pkid))?;
+                            }
+                            wills.remove(id)?;
                             Ok(())
                         })
+                    }
+                    Op::Will { client_id, will } => wills.insert(client_id.as_str(), will.as_slice()).map(drop),
+                    Op::Unwill { client_id } => wills.remove(client_id.as_str()).map(drop),
+                    Op::Qos2 { client_id, direction, pkid, held: true } => {
+                        qos2.insert((client_id.as_str(), direction.code(), *pkid), 0).map(drop)
+                    }
+                    Op::Qos2 { client_id, direction, pkid, held: false } => {
+                        qos2.remove((client_id.as_str(), direction.code(), *pkid)).map(drop)
                     }
                     Op::Queue { client_id, sequence, message } => {
                         queued.insert((client_id.as_str(), *sequence), message.as_slice()).map(drop)

@@ -80,6 +80,12 @@ pub struct Unfinished {
 }
 
 impl Unfinished {
+    /// What a session restored from the persistence store has: the PUBRELs owed to the client
+    /// (the router, started afresh, has no exchange of it).
+    pub fn owed_to_client(client_pubrels: Vec<u16>) -> Self {
+        Unfinished { router_pubrels: Vec::new(), client_pubrels }
+    }
+
     /// The packet ids to send the client a PUBREL with when the session resumes.
     pub fn client_pubrels(&self) -> &[u16] {
         &self.client_pubrels

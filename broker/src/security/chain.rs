@@ -200,6 +200,16 @@ impl AuthChain {
 }
 
 impl Security for AuthChain {
+    fn authz_for(
+        &self,
+        listener: ListenerId,
+        username: Option<Arc<str>>,
+        client_id: Arc<str>,
+    ) -> Option<Arc<dyn ClientAuthz>> {
+        let scope = self.scopes.get(listener.0).or_else(|| self.scopes.first())?;
+        Some(self.authz(scope, username, client_id))
+    }
+
     fn authenticate(&self, request: ConnectRequest) -> BoxFuture<ConnectDecision> {
         self.authenticate_request(request)
     }

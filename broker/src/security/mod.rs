@@ -178,6 +178,19 @@ pub trait Security: Send + Sync + 'static {
         None
     }
 
+    /// The authorization of `username` on `listener` without a login: a will restored from the
+    /// persistence store is checked with it when it is published. `None`: this security layer
+    /// cannot say (the will is then not published).
+    fn authz_for(
+        &self,
+        listener: ListenerId,
+        username: Option<Arc<str>>,
+        client_id: Arc<str>,
+    ) -> Option<Arc<dyn ClientAuthz>> {
+        let _ = (listener, username, client_id);
+        None
+    }
+
     /// The audit trail of control commands, when there is a dynsec store to keep it beside.
     fn audit_log(&self) -> Option<Arc<audit::AuditLog>> {
         None

@@ -3,7 +3,9 @@
 //! survive a clean restart and a SIGKILL (durable mode: every message acknowledged to its
 //! publisher is delivered after the restart); ACLs still apply to what is delivered after a
 //! restart; a damaged or foreign persistence file stops the broker with an error naming it and is
-//! left as it was; `retain_available false` refuses retained messages.
+//! left as it was; `retain_available false` refuses retained messages. The QoS 2 state of
+//! unfinished exchanges (packet ids waiting for PUBREL, PUBRELs owed to a subscriber) and wills
+//! waiting for their will delay survive too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -314,4 +316,160 @@ async fn max_queued_messages_bounds_what_is_kept_for_an_offline_session() {
     let got = drain(&mut subscriber).await;
     let expected: BTreeSet<String> = (0..5).map(|i| format!("m{i}")).collect();
     assert_eq!(payloads(&got), expected, "the first 5 are kept, the rest dropped as mosquitto does");
+}
+
+/// Sends a v3.1.1/v5 PUBREL, PUBCOMP or PUBREC for `pkid` (a v3 encoding: no reason code).
+fn qos2_ack(packet_type: u8, pkid: u16) -> Vec<u8> {
+    let byte1 = (packet_type << 4) | if packet_type == testkit::PUBREL { 0x02 } else { 0 };
+    testkit::packet(byte1, &pkid.to_be_bytes())
+}
+
+/// Issue 18: the QoS 2 state of a persistent session's unfinished inbound exchange survives a
+/// SIGKILL: a PUBLISH sent again after the restart (its PUBREC came, its PUBREL not yet) is
+/// acknowledged but not routed a second time; its PUBREL then frees the packet id.
+#[tokio::test]
+async fn a_qos2_publish_sent_again_after_a_sigkill_is_not_delivered_twice() {
+    for version in [4u8, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = start(dir.path(), "");
+        let mut watcher = client(&broker, version, "watcher", true).await;
+        watcher.subscribe(1, &[("exactly/#", 2)]).await;
+        let sender_id = format!("sender-{version}");
+        let mut sender = client(&broker, version, &sender_id, false).await;
+        sender.publish("exactly/once", b"first", 2, false, 7).await;
+        assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+        let got = watcher.expect_publish().await;
+        assert_eq!(&got.payload[..], b"first");
+        broker.kill(); // the PUBREL is not sent
+
+        let broker = start(dir.path(), "");
+        let mut watcher = client(&broker, version, "watcher", true).await;
+        watcher.subscribe(1, &[("exactly/#", 2)]).await;
+        let mut sender = client(&broker, version, &sender_id, false).await;
+        // The client sends the unfinished PUBLISH again (MQTT: with DUP; the broker goes by the id).
+        sender.send(&testkit::publish_with(version == 5, "exactly/once", b"first", 2, false, true, 7, &[])).await;
+        assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+        sender.send(&qos2_ack(testkit::PUBREL, 7)).await;
+        assert_eq!(sender.expect(testkit::PUBCOMP).await.pkid(), 7);
+        // The id is free again: a new message with it is routed.
+        sender.publish("exactly/once", b"second", 2, false, 7).await;
+        assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+        sender.send(&qos2_ack(testkit::PUBREL, 7)).await;
+        sender.expect(testkit::PUBCOMP).await;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            match watcher.next(std::time::Duration::from_millis(800)).await {
+                Next::Frame(frame) if frame.packet_type == testkit::PUBLISH => {
+                    let publish = frame.publish(version == 5);
+                    watcher.send(&qos2_ack(testkit::PUBREC, publish.pkid)).await;
+                    seen.push(String::from_utf8_lossy(&publish.payload).into_owned());
+                }
+                Next::Frame(frame) if frame.packet_type == testkit::PUBREL => {
+                    watcher.send(&qos2_ack(testkit::PUBCOMP, frame.pkid())).await;
+                }
+                Next::Frame(_) => {}
+                Next::Closed | Next::Timeout => break,
+            }
+        }
+        assert_eq!(seen, ["second"], "v{version}: the resent PUBLISH was not routed again");
+        broker.assert_no_panic();
+    }
+}
+
+/// Issue 18: a persistent subscriber that acknowledged a stored QoS 2 message with PUBREC but
+/// had not completed it when the broker stopped gets the PUBREL again after the restart, not
+/// the message a second time.
+#[tokio::test]
+async fn a_pubrel_owed_to_a_persistent_subscriber_is_sent_after_a_restart_instead_of_the_message() {
+    for version in [4u8, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = start(dir.path(), "");
+        let id = format!("exact-{version}");
+        let mut subscriber = client(&broker, version, &id, false).await;
+        subscriber.subscribe(1, &[("orders/#", 2)]).await;
+        let mut publisher = client(&broker, 4, "shop", true).await;
+        publisher.publish("orders/1", b"one", 2, false, 1).await;
+        publisher.expect(testkit::PUBREC).await;
+        publisher.send(&qos2_ack(testkit::PUBREL, 1)).await;
+        publisher.expect(testkit::PUBCOMP).await;
+        let delivery = subscriber.expect_publish().await;
+        assert_eq!((&delivery.payload[..], delivery.qos), (&b"one"[..], 2));
+        subscriber.send(&qos2_ack(testkit::PUBREC, delivery.pkid)).await;
+        assert_eq!(subscriber.expect(testkit::PUBREL).await.pkid(), delivery.pkid);
+        // No PUBCOMP: the exchange is unfinished when the broker stops.
+        drop(subscriber);
+        drop(publisher);
+        let (code, log) = broker.terminate();
+        assert_eq!(code, Some(0), "{log}");
+
+        let broker = start(dir.path(), "");
+        let mut subscriber = client(&broker, version, &id, false).await;
+        let mut pubrels = Vec::new();
+        let mut publishes = Vec::new();
+        for _ in 0..10 {
+            match subscriber.next(std::time::Duration::from_millis(800)).await {
+                Next::Frame(frame) if frame.packet_type == testkit::PUBREL => {
+                    pubrels.push(frame.pkid());
+                    subscriber.send(&qos2_ack(testkit::PUBCOMP, frame.pkid())).await;
+                }
+                Next::Frame(frame) if frame.packet_type == testkit::PUBLISH => {
+                    publishes.push(String::from_utf8_lossy(&frame.publish(version == 5).payload).into_owned());
+                }
+                Next::Frame(_) => {}
+                Next::Closed | Next::Timeout => break,
+            }
+        }
+        assert_eq!(pubrels, [delivery.pkid], "v{version}: the PUBREL owed");
+        assert!(publishes.is_empty(), "v{version}: not delivered again: {publishes:?}");
+        drop(subscriber);
+        let (code, log) = broker.terminate();
+        assert_eq!(code, Some(0), "{log}");
+
+        // Completed: nothing is owed after another restart.
+        let broker = start(dir.path(), "");
+        let mut subscriber = client(&broker, version, &id, false).await;
+        let frames = subscriber.ping().await;
+        assert!(frames.iter().all(|f| f.packet_type == testkit::PINGRESP), "v{version}: {frames:?}");
+        broker.assert_no_panic();
+    }
+}
+
+/// Issue 18: a will waiting for its will delay when the broker stops is published after the
+/// restart when it is due; a client that came back meanwhile cancels it, in the store too.
+#[tokio::test]
+async fn a_delayed_will_is_published_after_a_restart_unless_its_client_came_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "");
+    for (id, delay) in [("leaving", 5u32), ("returning", 3600)] {
+        let mut connect = Connect::new(5, id);
+        connect.clean = false;
+        connect.session_expiry = Some(3600);
+        connect.will = Some((format!("wills/{id}"), b"gone".to_vec(), 1, false));
+        connect.will_delay = Some(delay);
+        let mut client = RawClient::connected(broker.addr(), &connect).await;
+        // DISCONNECT with reason 0x04: with will message.
+        client.send(&testkit::packet(0xE0, &[0x04, 0])).await;
+        client.expect_closed().await;
+    }
+    let (code, log) = broker.terminate();
+    assert_eq!(code, Some(0), "{log}");
+
+    let broker = start(dir.path(), "");
+    let mut watcher = client(&broker, 5, "watcher", true).await;
+    watcher.subscribe(1, &[("wills/#", 1)]).await;
+    let mut connect = Connect::new(5, "returning");
+    connect.clean = false;
+    connect.session_expiry = Some(3600);
+    let mut returning = RawClient::connected(broker.addr(), &connect).await;
+    let will = watcher.expect_publish().await;
+    assert_eq!((will.topic.as_str(), &will.payload[..]), ("wills/leaving", &b"gone"[..]));
+    returning.send(&testkit::disconnect()).await;
+    returning.expect_closed().await;
+    drop(watcher);
+    let (code, log) = broker.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    // Neither will waits in the store any more: one was published, the other cancelled.
+    let store = dynsec_broker::persistence::store::Store::open(&dir.path().join("dynsec-broker.redb")).unwrap();
+    let loaded = store.load().unwrap();
+    assert!(loaded.wills.is_empty(), "{:?}", loaded.wills);
 }

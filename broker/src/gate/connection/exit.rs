@@ -149,6 +149,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             };
             (pending, delay)
         });
+        if outlives
+            && let Some((pending, delay)) = &will
+            && *delay > 0
+        {
+            self.will_waiting(pending, *delay, expiry);
+        }
         self.session_left(outlives.then_some(expiry));
         let saved = outlives.then(|| SavedSession {
             owner: self.username.clone(),

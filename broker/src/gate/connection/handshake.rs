@@ -434,6 +434,9 @@ where
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
     }
+    if let Some(persist) = connection.persist.as_deref_mut() {
+        persist.owe_pubrels(&owed_pubrels);
+    }
     if session_present {
         connection.restore_subscriptions(saved.subscriptions);
     }

@@ -180,8 +180,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
                 let link = &mut self.link;
-                if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) && refused {
-                    self.client_finished(rec.pkid);
+                if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) {
+                    if refused {
+                        self.client_finished(rec.pkid);
+                    } else if let Some(persist) = self.persist.as_deref_mut() {
+                        persist.pubrec(&self.client_id, rec.pkid);
+                    }
                 }
                 Ok(None)
             }
@@ -200,7 +204,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             Packet::PubRel(rel, _) => {
                 client_log::received_ack("PUBREL", &self.client_id, rel.pkid, None);
-                self.inbound_qos2.remove(&rel.pkid);
+                if self.inbound_qos2.remove(&rel.pkid) {
+                    self.inbound_qos2_changed(rel.pkid, false);
+                }
                 codec::ack(&mut self.write_buf, self.protocol, codec::PUBCOMP, rel.pkid, reason::SUCCESS);
                 client_log::sending_ack("PUBCOMP", &self.client_id, rel.pkid, None);
                 Ok(None)

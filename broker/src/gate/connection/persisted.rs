@@ -1,11 +1,13 @@
 //! The connection's side of persistence (`crate::persistence`): its session's record in the
-//! store when it connects, when its subscriptions change and when it leaves.
+//! store when it connects, when its subscriptions change and when it leaves, and the packet ids
+//! of its client's unfinished QoS 2 messages.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
 use super::exit::session_outlives;
-use crate::persistence::records::{StoredMessage, StoredSession, unix_ms};
+use crate::gate::session::PendingWill;
+use crate::persistence::records::{StoredMessage, StoredSession, StoredWill, unix_ms};
 use crate::persistence::sessions::stored_subscriptions;
 use crate::routing::router_link::RoutingEngine;
 
@@ -50,6 +52,44 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if let Some(persist) = self.persist.as_deref_mut() {
             persist.persistence.sessions.update(&mut persist.ops, &self.client_id, session);
         }
+    }
+
+    /// The client's QoS 2 PUBLISH `pkid` now waits for its PUBREL (`held`), or got it: for a
+    /// persistent session, saved with this read (before the PUBREC, or the PUBCOMP), so that a
+    /// PUBLISH sent again after a restart is not routed twice.
+    pub(super) fn inbound_qos2_changed(&mut self, pkid: u16, held: bool) {
+        if !session_outlives(self.protocol, self.clean_start, self.session_expiry) {
+            return;
+        }
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.inbound_qos2(&self.client_id, pkid, held);
+        }
+    }
+
+    /// The client of a persistent session left with a will that waits `delay` seconds (or until
+    /// the session ends after `expiry` seconds, if sooner): kept in the store, so that a restart
+    /// meanwhile still publishes it when it is due. Saved with the session's record.
+    pub(super) fn will_waiting(&mut self, will: &PendingWill, delay: u32, expiry: Option<u32>) {
+        let Some(persist) = self.persist.as_deref_mut() else { return };
+        let wait = u64::from(expiry.map_or(delay, |expiry| delay.min(expiry)));
+        let expiry_secs = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
+        let stored = StoredWill {
+            message: crate::persistence::stored_message(
+                &will.topic,
+                &will.payload,
+                will.qos,
+                &self.client_id,
+                None,
+                will.properties.as_ref(),
+            ),
+            retain: will.retain,
+            expiry_secs,
+            due_unix_ms: unix_ms() + wait * 1000,
+            listener: self.listener.id.0,
+            username: self.username.as_deref().map(str::to_owned),
+        };
+        let encoded = crate::persistence::records::encode(&stored);
+        persist.ops.push(crate::persistence::Op::Will { client_id: self.client_id.to_string(), will: encoded });
     }
 
     /// The client left: its session is saved as offline since now (`Some(expiry)`), or ends.

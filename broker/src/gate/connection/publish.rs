@@ -89,10 +89,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             return Ok(None);
         }
         client_log::received_publish(&self.client_id, &line);
-        if qos == 2 && !self.inbound_qos2.insert(pkid) {
-            // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
-            self.write_ack(2, pkid, 0);
-            return Ok(None);
+        if qos == 2 {
+            if !self.inbound_qos2.insert(pkid) {
+                // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
+                self.write_ack(2, pkid, 0);
+                return Ok(None);
+            }
+            self.inbound_qos2_changed(pkid, true);
         }
         if retain && !self.shared.config.persistence.retain_available {
             info!(client_id = %client_text(&self.client_id), "retained PUBLISH while retain_available is false");
