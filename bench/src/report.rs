@@ -14,6 +14,7 @@ pub const P5: &str = "P5 revocation";
 pub const P6: &str = "P6 memory";
 pub const P7: &str = "P7 QoS 0 burst";
 pub const P8: &str = "P8 device fleet";
+pub const P1M: &str = "P1M P1 with /metrics scraped";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -31,6 +32,13 @@ pub const LOST_PERCENT: &str = "lost";
 pub const RSS_END: &str = "RSS at the end";
 pub const RSS_GROWTH: &str = "RSS growth after the first period";
 pub const ON_TIME: &str = "commands delivered within their period";
+pub const RATE_SCRAPED: &str = "msg/s, /metrics scraped every 100 ms";
+pub const RATE_UNSCRAPED: &str = "msg/s, not scraped";
+pub const SCRAPED_RATIO: &str = "scraped ÷ not scraped (medians)";
+pub const SCRAPES: &str = "scrapes during the flow";
+pub const MISMATCHES: &str = "counters not matching the bench";
+pub const SCRAPE_CPU: &str = "broker CPU per scrape";
+pub const SCRAPE_CPU_SHARE: &str = "broker CPU at one scrape per 100 ms";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -48,7 +56,7 @@ pub struct Row {
 
 /// The value shown for a broker: the median, or the sum for counts of lost messages.
 fn figure(results: &Results, scenario: &str, case: &str, broker: Kind, metric: &str) -> Option<f64> {
-    if metric == LOST {
+    if metric == LOST || metric == MISMATCHES {
         results.total(scenario, case, broker, metric)
     } else {
         results.median(scenario, case, broker, metric)
@@ -98,6 +106,9 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (P7, LOST_PERCENT) => ("≤ 1 %".into(), row.ours.map(|v| v <= 1.0)),
         (P8, RSS_END) => ("≤ 1.5× mosquitto".into(), row.vs_mosquitto.map(|r| r <= 1.5)),
         (P8, ON_TIME) => ("100 %".into(), row.ours.map(|v| v >= 100.0)),
+        (P1M, SCRAPED_RATIO) => ("≥ 0.98".into(), row.ours.map(|r| r >= 0.98)),
+        (P1M, SCRAPE_CPU_SHARE) => ("≤ 2 %".into(), row.ours.map(|v| v <= 2.0)),
+        (P1M, MISMATCHES) => ("0 (all rounds)".into(), row.ours.map(|v| v == 0.0)),
         (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
         _ => (String::new(), None),
     }
