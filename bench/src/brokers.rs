@@ -272,6 +272,12 @@ impl Broker {
         Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
     }
 
+    /// CPU time used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let per_second = rustix::param::clock_ticks_per_second();
+        Some(self.cpu_ticks()? as f64 / per_second.max(1) as f64)
+    }
+
     /// Waits (at most `limit`) until the broker uses under ~10 % of a core: a broker still
     /// working through the previous run's backlog would disturb the next measurement. `false`
     /// if it was still busy at the limit.

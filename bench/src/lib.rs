@@ -17,5 +17,6 @@ pub mod provisioning;
 pub mod report;
 pub mod results;
 pub mod revocation;
+pub mod scrape;
 pub mod security_setup;
 pub mod storm;

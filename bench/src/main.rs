@@ -3,6 +3,7 @@
 //! `benchmarks.csv`, `benchmarks-table.md`, `benchmarks.svg` (throughput) and
 //! `benchmarks-provisioning.svg` into DIR
 //! (default `bench-results`; `--out docs` refreshes the files `docs/benchmarks.md` shows).
+//! `--only P1M` (never part of a full run): P1 with dynsec-broker's `/metrics` scraped (issue 19).
 //!
 //! Order of a run (each broker in turn inside every step, repeated for several rounds, the
 //! brokers' order rotating from round to round):
@@ -21,7 +22,7 @@ use dynsec_bench::progress::ProgressBar;
 use dynsec_bench::report::{self, *};
 use dynsec_bench::results::{Curve, Results};
 use dynsec_bench::security_setup::{self as setup, USER_10K, USER_100};
-use dynsec_bench::{chart, cluster, fleet, machine, persistence, provisioning, revocation, storm};
+use dynsec_bench::{chart, cluster, fleet, machine, persistence, provisioning, revocation, scrape, storm};
 
 /// Longest wait for a broker to finish an earlier run's backlog before the next run; a broker
 /// still busy then is restarted (mosquitto with 10,000 ACLs needs a minute for the messages of
@@ -290,6 +291,28 @@ impl Run {
                     }
                 }
             }
+        }
+    }
+
+    /// P1M: P1's cases on a fresh dynsec-broker whose `/metrics` is scraped (see `scrape.rs`).
+    fn metrics_scrape(&mut self) {
+        let cases = flow_cases(&self.plan)
+            .into_iter()
+            .map(|c| {
+                let messages = if c.subscribers == 1 { self.plan.messages_single } else { self.plan.messages_fanout };
+                (c.label(), c.version, c.qos, c.subscribers, messages)
+            })
+            .collect();
+        let plan = scrape::Plan {
+            rounds: self.plan.throughput_rounds,
+            cases,
+            flow_duration: self.plan.flow_duration,
+            credentials: (USER_100.to_owned(), setup::password_of(USER_100)),
+            scraper: (setup::ADMIN_USER.to_owned(), setup::ADMIN_PASSWORD.to_owned()),
+        };
+        let dir = self.dir("dynsec-broker-metrics");
+        if let Err(e) = scrape::run(&plan, &self.exes, &dir, &self.full_file, &mut self.results, &mut self.progress) {
+            self.note(format!("{P1M}: {e}"));
         }
     }
 
@@ -701,7 +724,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9|P1M|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
     );
     std::process::exit(2);
 }
@@ -792,7 +815,8 @@ fn main() {
         + usize::from(cluster_wanted.throughput) * plan.cluster.rounds * 6
         + usize::from(cluster_wanted.change_to_effect)
         + 2 * usize::from(cluster_wanted.provisioning)
-        + persistence::steps(&plan.persistence, &kinds);
+        + persistence::steps(&plan.persistence, &kinds)
+        + if only.iter().any(|o| o == "P1M") { 2 * plan.throughput_rounds * cases } else { 0 };
     let mut run = Run {
         plan: plan.clone(),
         exes,
@@ -815,6 +839,9 @@ fn main() {
     }
     if wanted("P1") || wanted("P2") {
         run.throughput(&mut brokers);
+    }
+    if only.iter().any(|o| o == "P1M") {
+        run.metrics_scrape();
     }
     if wanted("P4") {
         run.connect_storm(&mut brokers);

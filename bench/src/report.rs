@@ -19,6 +19,7 @@ pub const C1: &str = "C1 cluster throughput";
 pub const C2: &str = "C2 cluster change → effect";
 pub const C3: &str = "C3 cluster provisioning";
 pub const P9: &str = "P9 persistence";
+pub const P1M: &str = "P1M P1 with /metrics scraped";
 
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
@@ -42,6 +43,13 @@ pub const P9_RATE_ON: &str = "msg/s, persistence true";
 pub const P9_LISTENING: &str = "start → listening";
 pub const P9_FIRST_RETAINED: &str = "start → first retained message delivered";
 pub const P9_FILE: &str = "persistence file";
+pub const RATE_SCRAPED: &str = "msg/s, /metrics scraped every 100 ms";
+pub const RATE_UNSCRAPED: &str = "msg/s, not scraped";
+pub const SCRAPED_RATIO: &str = "scraped ÷ not scraped (medians)";
+pub const SCRAPES: &str = "scrapes during the flow";
+pub const MISMATCHES: &str = "counters not matching the bench";
+pub const SCRAPE_CPU: &str = "broker CPU per scrape";
+pub const SCRAPE_CPU_SHARE: &str = "broker CPU at one scrape per 100 ms";
 
 pub struct Row {
     pub scenario: &'static str,
@@ -59,7 +67,7 @@ pub struct Row {
 
 /// The value shown for a broker: the median, or the sum for counts of lost messages.
 fn figure(results: &Results, scenario: &str, case: &str, broker: Kind, metric: &str) -> Option<f64> {
-    if metric == LOST {
+    if metric == LOST || metric == MISMATCHES {
         results.total(scenario, case, broker, metric)
     } else {
         results.median(scenario, case, broker, metric)
@@ -109,6 +117,9 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (P7, LOST_PERCENT) => ("≤ 1 %".into(), row.ours.map(|v| v <= 1.0)),
         (P8, RSS_END) => ("≤ 1.5× mosquitto".into(), row.vs_mosquitto.map(|r| r <= 1.5)),
         (P8, ON_TIME) => ("100 %".into(), row.ours.map(|v| v >= 100.0)),
+        (P1M, SCRAPED_RATIO) => ("≥ 0.98".into(), row.ours.map(|r| r >= 0.98)),
+        (P1M, SCRAPE_CPU_SHARE) => ("≤ 2 %".into(), row.ours.map(|v| v <= 2.0)),
+        (P1M, MISMATCHES) => ("0 (all rounds)".into(), row.ours.map(|v| v == 0.0)),
         (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
         (C1, RATE) => match crate::cluster::same_node_case(&row.case) {
             Some(partner) => match (row.ours, results.median(C1, &partner, Kind::Ours, RATE)) {

@@ -23,6 +23,10 @@
 //! subscriptions, a subscribe filter containing `+` or `#` anywhere is denied there, before that
 //! role's own ACLs; roles visited earlier still decide first.
 //!
+//! [`explain`] answers "which rule decided?" with the very evaluation [`CompiledAcl::check`]
+//! runs: the deciding trie entry is decoded back into its role, ACL type and position, so an
+//! explanation cannot disagree with the check it explains.
+//!
 //! `reference` (test support) is the algorithm written out literally, iterating every ACL; tests
 //! hold the compiled form to it.
 
@@ -141,6 +145,8 @@ fn substitution(value: Option<&str>) -> Substitution<'_> {
 struct Entry {
     order: u64,
     allow: bool,
+    /// A placeholder ACL denying because its value contains `+`, `#` or `/`.
+    fail_closed: bool,
 }
 
 fn order_key(visit: usize, literal_phase: bool, position: usize) -> u64 {
@@ -195,7 +201,7 @@ impl PlaceholderOrders {
             (false, true) => &mut self.username_only,
             (false, false) => return,
         };
-        better(slot, Entry { allow: false, ..entry });
+        better(slot, Entry { allow: false, fail_closed: true, ..entry });
     }
 
     fn fail_closed(&self, client_id: Substitution, username: Substitution, best: &mut Option<Entry>) {
@@ -418,7 +424,8 @@ impl CompiledAcl {
                 for (position, acl) in role.acls[acl_type.index()].iter().enumerate() {
                     compiled.acl_count += 1;
                     let literal = matches!(acl_type, AclType::SubscribeLiteral | AclType::UnsubscribeLiteral);
-                    let entry = Entry { order: order_key(visit, literal, position), allow: acl.allow };
+                    let entry =
+                        Entry { order: order_key(visit, literal, position), allow: acl.allow, fail_closed: false };
                     match acl_type {
                         AclType::PublishClientSend => compiled.publish.insert(&acl.topic, entry),
                         AclType::PublishClientReceive => compiled.receive.insert(&acl.topic, entry),
@@ -441,8 +448,14 @@ impl CompiledAcl {
     /// Evaluates one access. `topic` is the concrete topic for publish kinds and the full
     /// requested filter (with any `$share/<group>/` prefix) for subscribe kinds.
     pub fn check(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
+        self.evaluate(kind, topic, client_id).0
+    }
+
+    /// The decision and what made it: the one evaluation both [`CompiledAcl::check`] and
+    /// [`explain`] run.
+    fn evaluate(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> (Decision, Source) {
         if !self.known {
-            return Decision::Defer;
+            return (Decision::Defer, Source::NotAClient);
         }
         let (c, u) = (substitution(client_id), substitution(self.username.as_deref()));
         let best = match kind {
@@ -456,14 +469,92 @@ impl CompiledAcl {
             && has_wildcard(topic)
             && best.is_none_or(|e| visit_of(e.order) >= denying_visit)
         {
-            return Decision::Deny;
+            return (Decision::Deny, Source::WildcardsDenied(denying_visit));
         }
         match best {
-            Some(Entry { allow: true, .. }) => Decision::Allow,
-            Some(Entry { allow: false, .. }) => Decision::Deny,
-            None => default_decision(&self.defaults, kind, topic),
+            Some(entry) => (if entry.allow { Decision::Allow } else { Decision::Deny }, Source::Acl(entry)),
+            None => (default_decision(&self.defaults, kind, topic), Source::Default),
         }
     }
+}
+
+/// What [`CompiledAcl::evaluate`] decided by, before it is named.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    NotAClient,
+    Acl(Entry),
+    WildcardsDenied(usize),
+    Default,
+}
+
+/// What decided an access, named after the model ([`explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// The username is not a dynsec client: dynsec has no opinion.
+    NotAClient,
+    /// The first matching ACL in evaluation order. `fail_closed`: it uses `%c`/`%u` and the value
+    /// contains `+`, `#` or `/`, so it denies whatever its `allow`.
+    Acl { role: String, acl_type: AclType, topic: String, priority: i32, allow: bool, fail_closed: bool },
+    /// A wildcard subscription reached a role with `allowwildcardsubs` false.
+    WildcardSubscriptionsDenied { role: String },
+    /// No ACL matched: the default access for the kind (never for `$CONTROL` topics).
+    Default,
+}
+
+/// An access decided and explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// Exactly what [`CompiledAcl::check`] answers for the same model and access.
+    pub decision: Decision,
+    /// The roles in evaluation order (empty for a username dynsec does not know).
+    pub roles: Vec<String>,
+    pub decided_by: DecidedBy,
+}
+
+/// Decides one access for `key` under `model` with the evaluation the ACL check uses
+/// ([`CompiledAcl::compile`] then the check's own walk) and names what decided it: role, ACL
+/// type, topic and priority of the deciding ACL, a role refusing wildcard subscriptions, or the
+/// default access.
+pub fn explain(
+    model: &Model,
+    key: &PrincipalKey,
+    kind: AccessKind,
+    topic: &str,
+    client_id: Option<&str>,
+) -> Explanation {
+    let compiled = CompiledAcl::compile(model, key);
+    let (decision, source) = compiled.evaluate(kind, topic, client_id);
+    let roles = role_walk(model, key).unwrap_or_default();
+    let role_name = |visit: usize| roles.get(visit).map(|r| r.name.clone()).unwrap_or_default();
+    let decided_by = match source {
+        Source::NotAClient => DecidedBy::NotAClient,
+        Source::Default => DecidedBy::Default,
+        Source::WildcardsDenied(visit) => DecidedBy::WildcardSubscriptionsDenied { role: role_name(visit) },
+        Source::Acl(entry) => {
+            let visit = visit_of(entry.order);
+            let literal_phase = entry.order & (1 << 31) == 0;
+            let position = (entry.order & 0x7FFF_FFFF) as usize;
+            let acl_type = match (kind, literal_phase) {
+                (AccessKind::Publish, _) => AclType::PublishClientSend,
+                (AccessKind::Receive, _) => AclType::PublishClientReceive,
+                (AccessKind::Subscribe, true) => AclType::SubscribeLiteral,
+                (AccessKind::Subscribe, false) => AclType::SubscribePattern,
+                (AccessKind::Unsubscribe, true) => AclType::UnsubscribeLiteral,
+                (AccessKind::Unsubscribe, false) => AclType::UnsubscribePattern,
+            };
+            // The compiled form was built from these very roles in this order.
+            let acl = roles.get(visit).and_then(|role| role.acls[acl_type.index()].get(position));
+            DecidedBy::Acl {
+                role: role_name(visit),
+                acl_type,
+                topic: acl.map(|a| a.topic.clone()).unwrap_or_default(),
+                priority: acl.map_or(0, |a| a.priority),
+                allow: acl.is_some_and(|a| a.allow),
+                fail_closed: entry.fail_closed,
+            }
+        }
+    };
+    Explanation { decision, roles: roles.iter().map(|r| r.name.clone()).collect(), decided_by }
 }
 
 /// What mosquitto 2.1 calls a wildcard subscription: `+` or `#` anywhere in the filter.
@@ -519,16 +610,36 @@ pub mod reference {
         topic: &str,
         client_id: Option<&str>,
     ) -> Decision {
+        explain(model, key, kind, topic, client_id).0
+    }
+
+    /// The decision and the rule that made it, found by iterating every ACL literally.
+    pub fn explain(
+        model: &Model,
+        key: &PrincipalKey,
+        kind: AccessKind,
+        topic: &str,
+        client_id: Option<&str>,
+    ) -> (Decision, DecidedBy) {
         let Some(roles) = role_walk(model, key) else {
-            return Decision::Defer;
+            return (Decision::Defer, DecidedBy::NotAClient);
         };
         let username = match key {
             PrincipalKey::User(u) => Some(u.as_str()),
             PrincipalKey::Anonymous => None,
         };
+        let verdict = |allow: bool| if allow { Decision::Allow } else { Decision::Deny };
+        let by = |role: &Role, acl_type: AclType, acl: &crate::model::Acl, fail_closed: bool| DecidedBy::Acl {
+            role: role.name.clone(),
+            acl_type,
+            topic: acl.topic.clone(),
+            priority: acl.priority,
+            allow: acl.allow,
+            fail_closed,
+        };
         for role in roles {
             if kind == AccessKind::Subscribe && !role.allow_wildcard_subs && has_wildcard(topic) {
-                return Decision::Deny;
+                return (Decision::Deny, DecidedBy::WildcardSubscriptionsDenied { role: role.name.clone() });
             }
             let (literal, pattern) = match kind {
                 AccessKind::Publish => (None, AclType::PublishClientSend),
@@ -539,14 +650,14 @@ pub mod reference {
             if let Some(lit) = literal
                 && let Some(acl) = role.acls[lit.index()].iter().find(|a| a.topic == topic)
             {
-                return if acl.allow { Decision::Allow } else { Decision::Deny };
+                return (verdict(acl.allow), by(role, lit, acl, false));
             }
             for acl in &role.acls[pattern.index()] {
                 if literal.is_none() && (acl.topic.is_empty() || !crate::topic::valid_filter(&acl.topic)) {
                     continue;
                 }
                 let filter = match substitute(&acl.topic, client_id, username) {
-                    Err(()) => return Decision::Deny,
+                    Err(()) => return (Decision::Deny, by(role, pattern, acl, true)),
                     Ok(None) => continue,
                     Ok(Some(f)) => f,
                 };
@@ -561,11 +672,11 @@ pub mod reference {
                     topic_matches_filter(&filter, topic)
                 };
                 if matched {
-                    return if acl.allow { Decision::Allow } else { Decision::Deny };
+                    return (verdict(acl.allow), by(role, pattern, acl, false));
                 }
             }
         }
-        default_decision(&model.default_access, kind, topic)
+        (default_decision(&model.default_access, kind, topic), DecidedBy::Default)
     }
 }
 

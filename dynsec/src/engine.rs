@@ -346,6 +346,20 @@ impl Dynsec {
         self.model.read().clients.contains_key(username)
     }
 
+    /// Decides an access for `username` (`None`: the anonymous client) with the ACL check's own
+    /// evaluation on the current configuration, and names the role, ACL and priority that decided
+    /// ([`crate::acl::explain`]).
+    pub fn explain(
+        &self,
+        username: Option<&str>,
+        kind: AccessKind,
+        topic: &str,
+        client_id: Option<&str>,
+    ) -> crate::acl::Explanation {
+        let key = PrincipalKey::for_username(username);
+        crate::acl::explain(&self.model.read(), &key, kind, topic, client_id)
+    }
+
     /// A handle that evaluates ACLs for one connection's principal. Cheap to check; see the module
     /// documentation.
     pub fn acl_handle(self: &Arc<Self>, username: Option<&str>) -> AclHandle {

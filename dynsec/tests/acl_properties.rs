@@ -1,9 +1,10 @@
 //! Property tests: the compiled ACL tries agree with the literal reference evaluator of compat
-//! §3.3–§3.4 on random models, principals, client ids, topics and filters.
+//! §3.3–§3.4 on random models, principals, client ids, topics and filters; and `acl::explain`
+//! decides exactly as the ACL check does and names the rule the reference finds.
 // A test that cannot go on should stop: unwrapping is how it says so.
 #![allow(clippy::unwrap_used)]
 
-use dynsec::acl::{AccessKind, CompiledAcl, PrincipalKey, reference};
+use dynsec::acl::{AccessKind, CompiledAcl, DecidedBy, Decision, PrincipalKey, explain, reference};
 use dynsec::model::{Acl, AclType, Client, DefaultAccess, Group, Membership, Model, Mutation, Role, insert_membership};
 use dynsec::topic::valid_filter;
 use proptest::prelude::*;
@@ -136,6 +137,34 @@ proptest! {
             compiled.check(kind, &requested, cid.as_deref()),
             reference::check(&model, &key, kind, &requested, cid.as_deref())
         );
+    }
+}
+
+fn any_kind() -> impl Strategy<Value = AccessKind> {
+    prop::sample::select(vec![AccessKind::Publish, AccessKind::Receive, AccessKind::Subscribe, AccessKind::Unsubscribe])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    /// Explain's decision is the ACL check's (both the compiled check and the engine's handle),
+    /// and the rule it names is the one the literal evaluator stops at.
+    #[test]
+    fn explain_decides_as_the_acl_check_and_names_the_deciding_rule(
+        model in model(), key in principal(), topic in concrete_topic(), requested in requested_filter(),
+        cid in client_id(), kind in any_kind()
+    ) {
+        let target = if matches!(kind, AccessKind::Publish | AccessKind::Receive) { topic } else { requested };
+        let explained = explain(&model, &key, kind, &target, cid.as_deref());
+        let checked = CompiledAcl::compile(&model, &key).check(kind, &target, cid.as_deref());
+        prop_assert_eq!(explained.decision, checked);
+        let (reference_decision, reference_rule) = reference::explain(&model, &key, kind, &target, cid.as_deref());
+        prop_assert_eq!(explained.decision, reference_decision);
+        prop_assert_eq!(&explained.decided_by, &reference_rule);
+        if let DecidedBy::Acl { allow, fail_closed, .. } = explained.decided_by {
+            let expected = if allow && !fail_closed { Decision::Allow } else { Decision::Deny };
+            prop_assert_eq!(explained.decision, expected);
+        }
     }
 }
 

@@ -309,3 +309,48 @@ fn allow_wildcard_subs_is_enforced_and_modify_role_kicks() {
     assert_eq!(modify(r#","allowwildcardsubs":true"#).users.len(), 2);
     assert_eq!(handle.check(AccessKind::Subscribe, "a/#", Some("c")), Decision::Allow);
 }
+
+#[test]
+fn explain_agrees_with_the_acl_handles_and_follows_changes() {
+    use dynsec::acl::DecidedBy;
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"r","acls":[{"acltype":"publishClientSend","topic":"dev/%c/#","allow":true},
+              {"acltype":"publishClientSend","topic":"dev/+/deny","allow":false,"priority":5},
+              {"acltype":"subscribeLiteral","topic":"dev/+/cmd","allow":true}]},
+           {"command":"createClient","username":"u","roles":[{"rolename":"r"}]}"##,
+    );
+    let handle = e.acl_handle(Some("u"));
+    let kinds = [AccessKind::Publish, AccessKind::Receive, AccessKind::Subscribe, AccessKind::Unsubscribe];
+    let compare = |round: &str| {
+        for topic in ["dev/a/x", "dev/a/deny", "dev/+/cmd", "dev/b/x", "other", "$CONTROL/x"] {
+            for kind in kinds {
+                for client in [Some("a"), Some("a/b"), None] {
+                    let explained = e.explain(Some("u"), kind, topic, client);
+                    assert_eq!(
+                        explained.decision,
+                        handle.check(kind, topic, client),
+                        "{round}: {kind:?} {topic} {client:?}"
+                    );
+                }
+            }
+        }
+    };
+    compare("first");
+    let denied = e.explain(Some("u"), AccessKind::Publish, "dev/a/deny", Some("a"));
+    assert_eq!(denied.decision, Decision::Deny);
+    assert_eq!(denied.roles, ["r"]);
+    let DecidedBy::Acl { role, topic, priority, allow, fail_closed, .. } = denied.decided_by else {
+        panic!("decided by an ACL: {denied:?}")
+    };
+    assert_eq!((role.as_str(), topic.as_str(), priority, allow, fail_closed), ("r", "dev/+/deny", 5, false, false));
+
+    run(&e, r##"{"command":"removeRoleACL","rolename":"r","acltype":"publishClientSend","topic":"dev/+/deny"}"##);
+    compare("after a change");
+    let allowed = e.explain(Some("u"), AccessKind::Publish, "dev/a/deny", Some("a"));
+    assert_eq!(allowed.decision, Decision::Allow);
+    assert!(matches!(allowed.decided_by, DecidedBy::Acl { ref topic, .. } if topic == "dev/%c/#"));
+    let stranger = e.explain(Some("stranger"), AccessKind::Publish, "dev/a/x", None);
+    assert_eq!((stranger.decision, stranger.decided_by), (Decision::Defer, DecidedBy::NotAClient));
+}
