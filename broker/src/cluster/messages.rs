@@ -301,12 +301,29 @@ async fn receive_claims(
             continue;
         }
         let Ok(client_id) = std::str::from_utf8(&message.payload) else { continue };
-        let keep = match client_ids.owner(client_id).await {
+        let keep = match owner_with_retries(&client_ids, client_id).await {
             Ok(Some(owner)) if owner.node == node => Some(owner.conn_id),
             _ => None,
         };
         take_over(client_id, keep);
     }
+}
+
+/// The owner record, read again a few times when JetStream does not answer (a loaded server):
+/// deciding from the notice alone would take over a connection that owns the id.
+async fn owner_with_retries(
+    client_ids: &ClientIds,
+    client_id: &str,
+) -> Result<Option<super::client_ids::Owner>, String> {
+    let mut result = client_ids.owner(client_id).await;
+    for _ in 0..4 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        result = client_ids.owner(client_id).await;
+    }
+    result
 }
 
 async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: String, node: String, engine: Arc<E>) {
