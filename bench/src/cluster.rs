@@ -45,9 +45,7 @@ const EFFECT_WAIT: Duration = Duration::from_secs(10);
 /// Pause between a probe's publishes: the resolution of a refusal's time, light enough that
 /// three probes' messages (which every node forwards to the others) do not load the machine.
 const PROBE_PERIOD: Duration = Duration::from_millis(1);
-/// The case suffixes of C1 (the report pairs them: `same_node_case`).
-const CROSS_NODE: &str = "publisher on A, subscriber on B";
-const SAME_NODE: &str = "both on node A";
+use crate::report::{CROSS_NODE, SAME_NODE};
 const STANDALONE: &str = "standalone broker, no cluster";
 /// Linux's `USER_HZ`: the unit of `/proc/PID/stat`'s CPU times.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -70,11 +68,6 @@ pub struct Wanted {
     pub throughput: bool,
     pub change_to_effect: bool,
     pub provisioning: bool,
-}
-
-/// For a C1 cross-node case, the single-node case it is compared with.
-pub fn same_node_case(case: &str) -> Option<String> {
-    case.ends_with(CROSS_NODE).then(|| case.replace(CROSS_NODE, SAME_NODE))
 }
 
 /// The nats-server binary, if installed.
@@ -651,8 +644,8 @@ mod tests {
     #[test]
     fn a_cross_node_case_names_its_single_node_partner() {
         let case = format!("1→1 QoS 1 v3.1.1, {CROSS_NODE}");
-        assert_eq!(same_node_case(&case), Some(format!("1→1 QoS 1 v3.1.1, {SAME_NODE}")));
-        assert_eq!(same_node_case(&format!("1→1 QoS 1 v3.1.1, {STANDALONE}")), None);
+        assert_eq!(crate::report::same_node_case(&case), Some(format!("1→1 QoS 1 v3.1.1, {SAME_NODE}")));
+        assert_eq!(crate::report::same_node_case(&format!("1→1 QoS 1 v3.1.1, {STANDALONE}")), None);
     }
 
     #[test]

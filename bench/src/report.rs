@@ -21,6 +21,15 @@ pub const C3: &str = "C3 cluster provisioning";
 pub const P9: &str = "P9 persistence";
 pub const P1M: &str = "P1M P1 with /metrics scraped";
 
+/// The case suffixes of C1, paired by [`same_node_case`] for its target.
+pub const CROSS_NODE: &str = "publisher on A, subscriber on B";
+pub const SAME_NODE: &str = "both on node A";
+
+/// For a C1 cross-node case, the single-node case it is compared with.
+pub fn same_node_case(case: &str) -> Option<String> {
+    case.ends_with(CROSS_NODE).then(|| case.replace(CROSS_NODE, SAME_NODE))
+}
+
 /// Metric names with a target attached.
 pub const RATE: &str = "msg/s";
 pub const LOST: &str = "not delivered within 1.5 s (all rounds)";
@@ -121,7 +130,7 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (P1M, SCRAPE_CPU_SHARE) => ("≤ 2 %".into(), row.ours.map(|v| v <= 2.0)),
         (P1M, MISMATCHES) => ("0 (all rounds)".into(), row.ours.map(|v| v == 0.0)),
         (P8, RSS_GROWTH) => ("within ±10 %".into(), row.ours.map(|v| v.abs() <= 10.0)),
-        (C1, RATE) => match crate::cluster::same_node_case(&row.case) {
+        (C1, RATE) => match same_node_case(&row.case) {
             Some(partner) => match (row.ours, results.median(C1, &partner, Kind::Ours, RATE)) {
                 (Some(cross), Some(single)) => {
                     (format!("≥ 0.5× both on A ({:.2}×)", cross / single), Some(cross >= 0.5 * single))

@@ -5,10 +5,10 @@
 //! A connecting client's node writes its claim with JetStream's *expected last subject sequence*
 //! (the sequence it read; 0 when nobody claimed the id yet); another node's write in between
 //! makes JetStream refuse it, and the node reads again and retries. The claims of one id are
-//! thereby ordered, and the last one is the owner. A node that hears of a claim
-//! (`messages::MessageBus`) and a node that just installed its connection both read the owner
-//! and take over their own connection of that id unless it is the owner: two connections made
-//! at once on two nodes end with the later claim's connected, the other taken over.
+//! thereby ordered by their stream sequence, and the last one is the owner. The claim notice
+//! (`messages::MessageBus`) carries that sequence: a node compares it with its own connection's,
+//! without reading the record again (a read may not yet see a claim just acknowledged), and two
+//! connections made at once on two nodes end with the later claim's connected.
 //!
 //! (Not a JetStream KV bucket: async-nats 0.52 creates buckets only after reading the account's
 //! `reserved_memory`, which nats-server 2.9 does not send, so creating one fails there. This
@@ -76,13 +76,9 @@ impl ClientIds {
         }
     }
 
-    /// The owner of `client_id` as JetStream has it.
-    pub async fn owner(&self, client_id: &str) -> Result<Option<Owner>, String> {
-        Ok(self.read(&self.subject(client_id)).await?.0)
-    }
-
-    /// Records connection `conn_id` of this node as the owner of `client_id`, by compare-and-set.
-    pub async fn claim(&self, client_id: &str, conn_id: u64) -> Result<(), String> {
+    /// Records connection `conn_id` of this node as the owner of `client_id`, by compare-and-set;
+    /// the claim's sequence in the stream orders it against every other claim of the id.
+    pub async fn claim(&self, client_id: &str, conn_id: u64) -> Result<u64, String> {
         let subject = self.subject(client_id);
         let value = Bytes::from(format!("{}\n{conn_id}", self.node));
         let attempt = async {
@@ -92,11 +88,11 @@ impl ClientIds {
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, sequence.to_string().as_str());
                 let stored = match self.js.publish_with_headers(subject.clone(), headers, value.clone()).await {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Ok(ack) => ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 match stored {
-                    Ok(()) => return Ok(()),
+                    Ok(sequence) => return Ok(sequence),
                     // (Another node's claim came between: read again.)
                     Err(e) => last_error = e,
                 }

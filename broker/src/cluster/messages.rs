@@ -32,18 +32,13 @@ use tokio::sync::mpsc;
 
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
+use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, remote_message};
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::routing::envelope::{self, Publisher, Stamp};
 use crate::routing::router_link::RoutingEngine;
 
-const NODE: &str = "Dynsec-Node";
-const QOS: &str = "Dynsec-Qos";
-const RETAIN: &str = "Dynsec-Retain";
-const EXPIRY: &str = "Dynsec-Expiry";
 /// Messages waiting for NATS before new ones are dropped (with a warning).
 const OUTBOX: usize = 65_536;
-/// The envelope origin of messages from other nodes: above every local connection id.
-const REMOTE_ORIGIN: u64 = 1 << 63;
 
 /// One message on its way to the other nodes.
 struct Outgoing {
@@ -65,7 +60,30 @@ pub struct MessageBus {
     node: String,
     client_ids: Arc<ClientIds>,
     take_over: TakeOver,
+    claims: Arc<LocalClaims>,
 }
+
+/// This node's claims of client ids, by id: the connection, its claim's sequence in the client-id
+/// stream (`None` while the claim is being recorded, or when it could not be), and the highest
+/// sequence another node announced meanwhile.
+#[derive(Default)]
+struct LocalClaims(std::sync::Mutex<std::collections::HashMap<String, LocalClaim>>);
+
+#[derive(Clone, Copy)]
+struct LocalClaim {
+    conn_id: u64,
+    sequence: Option<u64>,
+    announced_elsewhere: u64,
+}
+
+impl LocalClaims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, LocalClaim>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The header of a claim notice carrying the claim's sequence.
+const CLAIM_SEQUENCE: &str = "Dynsec-Claim-Sequence";
 
 /// Takes over this node's live connection of a client id, unless it is the given connection.
 pub type TakeOver = Arc<dyn Fn(&str, Option<u64>) + Send + Sync>;
@@ -87,7 +105,8 @@ impl MessageBus {
             .await
             .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
         let client_ids = Arc::new(ClientIds::open(client, config).await?);
-        tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&client_ids), Arc::clone(&take_over)));
+        let local_claims = Arc::new(LocalClaims::default());
+        tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&local_claims), Arc::clone(&take_over)));
         let inbound = client
             .subscribe(format!("{prefix}.>"))
             .await
@@ -104,12 +123,22 @@ impl MessageBus {
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
         let dropped = AtomicU64::new(0);
-        Ok(Arc::new(MessageBus { outbox, dropped, client: client.clone(), claim_subject, node, client_ids, take_over }))
+        Ok(Arc::new(MessageBus {
+            outbox,
+            dropped,
+            client: client.clone(),
+            claim_subject,
+            node,
+            client_ids,
+            take_over,
+            claims: local_claims,
+        }))
     }
 
     /// Records connection `conn_id` here as the owner of `client_id` (compare-and-set). Without
     /// JetStream the connect goes on, unrecorded (logins never wait for NATS beyond a timeout).
     pub async fn claim(&self, client_id: &str, conn_id: u64) {
+        self.claims.lock().insert(client_id.to_owned(), LocalClaim { conn_id, sequence: None, announced_elsewhere: 0 });
         if self.client.connection_state() != async_nats::connection::State::Connected {
             tracing::warn!(
                 client_id = %crate::logging::client_text(client_id),
@@ -117,31 +146,48 @@ impl MessageBus {
             );
             return;
         }
-        if let Err(e) = self.client_ids.claim(client_id, conn_id).await {
-            tracing::warn!(
+        match self.client_ids.claim(client_id, conn_id).await {
+            Ok(sequence) => {
+                if let Some(claim) = self.claims.lock().get_mut(client_id).filter(|c| c.conn_id == conn_id) {
+                    claim.sequence = Some(sequence);
+                }
+            }
+            Err(e) => tracing::warn!(
                 client_id = %crate::logging::client_text(client_id),
                 "cluster: client id claim not recorded: {e}"
-            );
+            ),
         }
     }
 
     /// After connection `conn_id` took `client_id` here: the other nodes hear of it, and it is
     /// taken over at once if a later claim on another node already owns the id (never blocks).
     pub fn claimed(&self, client_id: &str, conn_id: u64) {
-        let (client, subject) = (self.client.clone(), self.claim_subject.clone());
         let mut headers = HeaderMap::new();
         headers.insert(NODE, self.node.as_str());
+        let claim = {
+            let mut claims = self.claims.lock();
+            let claim = claims.get(client_id).copied().filter(|c| c.conn_id == conn_id);
+            if claim.is_some_and(|c| c.sequence.is_none()) {
+                // Not recorded (NATS unavailable): every later notice decides as the newest claim.
+                claims.remove(client_id);
+            }
+            claim
+        };
+        if let Some(sequence) = claim.and_then(|c| c.sequence) {
+            headers.insert(CLAIM_SEQUENCE, sequence.to_string().as_str());
+        }
+        // A later claim announced while this one was being installed: it owns the id.
+        if let Some(claim) = claim
+            && claim.announced_elsewhere > claim.sequence.unwrap_or(0)
+        {
+            self.claims.lock().remove(client_id);
+            (self.take_over)(client_id, None);
+        }
+        let (client, subject) = (self.client.clone(), self.claim_subject.clone());
         let id = Bytes::copy_from_slice(client_id.as_bytes());
-        let (client_ids, take_over) = (Arc::clone(&self.client_ids), Arc::clone(&self.take_over));
-        let (node, client_id) = (self.node.clone(), client_id.to_owned());
         tokio::spawn(async move {
             if let Err(e) = client.publish_with_headers(subject, headers, id).await {
                 tracing::debug!("cluster: client id claim not announced: {e}");
-            }
-            if let Ok(Some(owner)) = client_ids.owner(&client_id).await
-                && (owner.node != node || owner.conn_id != conn_id)
-            {
-                take_over(&client_id, None);
             }
         });
     }
@@ -286,44 +332,46 @@ async fn send(
     }
 }
 
-/// Another node claimed a client id: this node's connection of it is taken over unless the
-/// record names it (a later claim here). Without the record (JetStream unavailable), the notice
-/// alone decides, as the newest claim.
+/// Another node claimed a client id: this node's connection of it is taken over unless its own
+/// claim came later in the client-id stream (a higher sequence). A notice without a sequence (its
+/// claim could not be recorded) or a connection without one decides as the newest claim.
 async fn receive_claims(
-    mut claims: async_nats::Subscriber,
+    mut notices: async_nats::Subscriber,
     node: String,
-    client_ids: Arc<ClientIds>,
+    claims: Arc<LocalClaims>,
     take_over: TakeOver,
 ) {
-    while let Some(message) = claims.next().await {
-        let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str().to_owned());
+    while let Some(message) = notices.next().await {
+        let headers = message.headers.as_ref();
+        let from = headers.and_then(|h| h.get(NODE)).map(|v| v.as_str().to_owned());
         if from.as_deref() == Some(node.as_str()) {
             continue;
         }
         let Ok(client_id) = std::str::from_utf8(&message.payload) else { continue };
-        let keep = match owner_with_retries(&client_ids, client_id).await {
-            Ok(Some(owner)) if owner.node == node => Some(owner.conn_id),
-            _ => None,
+        let theirs = headers.and_then(|h| h.get(CLAIM_SEQUENCE)).and_then(|v| v.as_str().parse::<u64>().ok());
+        let keep = {
+            let mut claims = claims.lock();
+            match (claims.get_mut(client_id), theirs) {
+                (Some(ours), Some(theirs)) => match ours.sequence {
+                    Some(sequence) if sequence > theirs => Some(ours.conn_id),
+                    // Still being recorded: `claimed` compares once it is.
+                    None => {
+                        ours.announced_elsewhere = ours.announced_elsewhere.max(theirs);
+                        Some(ours.conn_id)
+                    }
+                    Some(_) => {
+                        claims.remove(client_id);
+                        None
+                    }
+                },
+                _ => {
+                    claims.remove(client_id);
+                    None
+                }
+            }
         };
         take_over(client_id, keep);
     }
-}
-
-/// The owner record, read again a few times when JetStream does not answer (a loaded server):
-/// deciding from the notice alone would take over a connection that owns the id.
-async fn owner_with_retries(
-    client_ids: &ClientIds,
-    client_id: &str,
-) -> Result<Option<super::client_ids::Owner>, String> {
-    let mut result = client_ids.owner(client_id).await;
-    for _ in 0..4 {
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        result = client_ids.owner(client_id).await;
-    }
-    result
 }
 
 async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: String, node: String, engine: Arc<E>) {
@@ -336,45 +384,4 @@ async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: 
             inject(&*engine, topic, &message.payload, stamp, properties);
         }
     }
-}
-
-/// Identities of messages from other nodes (with [`REMOTE_ORIGIN`]): one counter for the plain
-/// and the `$share` group copies, so that no two copies a client sees share one.
-static REMOTE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// A message from NATS as the local router takes it: its topic, its stamp (from the headers),
-/// its MQTT 5 properties. `share_group`: the `$share` group NATS gave this copy to
-/// ([`super::shared_groups`]). `None` for a subject or topic that is not a message's.
-pub(super) fn remote_message(
-    message: &async_nats::Message,
-    prefix: &str,
-    share_group: Option<Publisher>,
-) -> Option<(Bytes, Stamp, Option<PublishProperties>)> {
-    let headers = message.headers.as_ref()?;
-    let from = headers.get(NODE).map(|v| v.as_str()).unwrap_or_default();
-    let topic = subject_to_topic(prefix, message.subject.as_str())?;
-    if !crate::routing::topic_form::routed(&topic) {
-        return None;
-    }
-    let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u32>().ok());
-    let qos = number(QOS).unwrap_or(0).min(2) as u8;
-    let retain = headers.get(RETAIN).is_some();
-    let stamp = Stamp {
-        qos,
-        retain,
-        publisher: Publisher::of(&format!("%cluster/{from}")),
-        origin: REMOTE_ORIGIN,
-        sequence: REMOTE_SEQUENCE.fetch_add(1, Ordering::Relaxed),
-        expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
-        // (Persistence stores what this node's clients publish; see docs/cluster.md.)
-        queued: None,
-        addressee: None,
-        share_group,
-    };
-    if share_group.is_none() {
-        // (Counted once per message: the plain copy, which every node gets.)
-        crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
-    }
-    let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
-    Some((Bytes::from(topic), stamp, properties))
 }

@@ -8,6 +8,7 @@ pub mod client_ids;
 pub mod config;
 pub mod messages;
 pub mod properties;
+mod remote;
 pub mod security_log;
 pub mod shared_groups;
 pub mod subject;

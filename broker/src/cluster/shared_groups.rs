@@ -85,8 +85,8 @@ impl SharedGroups {
 
     /// Joins the queue group of `shared_filter` and hands what NATS gives this node to the router.
     async fn receive(self: Arc<Self>, shared_filter: String) {
-        let Some(group) = crate::gate::subscriptions::share_group(&shared_filter) else { return };
-        let filter = crate::gate::subscriptions::matching_path(&shared_filter);
+        let Some(group) = crate::routing::shared_filter::share_group(&shared_filter) else { return };
+        let filter = crate::routing::shared_filter::matching_path(&shared_filter);
         // The queue group's name: the whole `$share/<group>/<filter>` in the subject encoding
         // (no spaces, the same on every node).
         let queue = topic_to_subject(&self.queue_prefix, &shared_filter);
@@ -103,7 +103,7 @@ impl SharedGroups {
         let share_group = Some(Publisher::of(group));
         while let Some(message) = inbound.next().await {
             if let Some((topic, stamp, properties)) =
-                super::messages::remote_message(&message, &self.message_prefix, share_group)
+                super::remote::remote_message(&message, &self.message_prefix, share_group)
             {
                 (self.inject)(topic, &message.payload, stamp, properties);
             }
@@ -121,7 +121,7 @@ impl ShareMembership {
     /// The membership of `filter` when it is a shared subscription on a node of a cluster.
     pub fn join(filter: &str) -> Option<ShareMembership> {
         let groups = GROUPS.get()?;
-        crate::gate::subscriptions::share_group(filter)?;
+        crate::routing::shared_filter::share_group(filter)?;
         groups.join(filter);
         Some(ShareMembership { shared_filter: filter.to_owned() })
     }

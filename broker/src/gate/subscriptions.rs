@@ -25,17 +25,8 @@ use crate::security::Protocol;
 /// Marks a SUBACK slot that the router's answer fills.
 const FROM_ROUTER: u8 = 0xFF;
 
+pub use crate::routing::shared_filter::{is_shared, matching_path, share_group};
 pub use dynsec::topic::valid_subscription_filter as valid_filter;
-
-/// Whether the filter is a shared subscription.
-pub fn is_shared(filter: &str) -> bool {
-    filter.starts_with("$share/")
-}
-
-/// The group of a shared subscription (`$share/<group>/<filter>` → `<group>`).
-pub fn share_group(filter: &str) -> Option<&str> {
-    filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map(|(group, _)| group)
-}
 
 /// How a (valid, allowed) filter is served.
 pub fn kind_of(filter: &str) -> SubscriptionKind {
@@ -55,15 +46,6 @@ pub fn kind_of(filter: &str) -> SubscriptionKind {
 /// call as `dynsec::topic::topic_matches_filter` does.
 pub fn matches_mqtt(filter: &str, topic: &[u8]) -> bool {
     filter_matches(matching_path(filter).as_bytes(), topic)
-}
-
-/// The filter a subscription matches topics with (`$share/<group>/<filter>` matches as `<filter>`).
-pub(crate) fn matching_path(filter: &str) -> &str {
-    if is_shared(filter) {
-        filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')).map_or(filter, |(_, path)| path)
-    } else {
-        filter
-    }
 }
 
 /// Topic matching for a validated filter. A topic never holds a wildcard, so a filter equal to

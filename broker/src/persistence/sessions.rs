@@ -61,7 +61,7 @@ struct FilterIndex {
 
 impl FilterIndex {
     fn queueable(filter: &StoredSubscription) -> bool {
-        !crate::gate::subscriptions::is_shared(&filter.filter)
+        !crate::routing::shared_filter::is_shared(&filter.filter)
             && crate::gate::subscriptions::kind_of(&filter.filter) == SubscriptionKind::Routed
     }
 
@@ -406,7 +406,7 @@ pub fn subscription(stored: &StoredSubscription) -> Subscription {
             _ => RetainForwardRule::Never,
         },
     };
-    let shared = crate::gate::subscriptions::is_shared(&stored.filter);
+    let shared = crate::routing::shared_filter::is_shared(&stored.filter);
     Subscription {
         kind: crate::gate::subscriptions::kind_of(&stored.filter),
         filter,

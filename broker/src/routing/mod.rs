@@ -7,7 +7,7 @@
 //! publishers and acknowledgements in step with slow subscribers; `router_drops` counts what the
 //! router drops for a subscriber that cannot keep up;
 //! `attach_fence` keeps a subscription ahead of publishes read after it; `subscribed_filters`
-//! keeps from it the messages no filter matches.
+//! keeps from it the messages no filter matches; `shared_filter` reads `$share/...` filters.
 
 pub mod ack_sequencer;
 pub mod attach_fence;
@@ -19,6 +19,7 @@ pub mod null_engine;
 pub mod router_drops;
 pub mod router_guard;
 pub mod router_link;
+pub mod shared_filter;
 pub mod subscribed_filters;
 pub mod topic_budget;
 pub mod topic_form;

@@ -61,7 +61,7 @@ pub struct LastAnswer {
 impl SubscribedFilters {
     /// Records `filter` (client spelling, validated at SUBSCRIBE) before it goes to the router.
     pub fn insert(&self, filter: &str) {
-        let path = crate::gate::subscriptions::matching_path(filter).as_bytes();
+        let path = super::shared_filter::matching_path(filter).as_bytes();
         let mut tree = self.tree.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if tree.overflowed {
             return;

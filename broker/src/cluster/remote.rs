@@ -1,0 +1,60 @@
+//! The wire form of a message between nodes, read back: the NATS headers a node sets on what its
+//! clients publish, and a message from another node turned into what the local router takes
+//! (topic, envelope stamp, MQTT 5 properties). `messages` writes the headers; `messages` and
+//! `shared_groups` read messages with [`remote_message`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rumqttd::protocol::PublishProperties;
+
+use super::subject::subject_to_topic;
+use crate::routing::envelope::{self, Publisher, Stamp};
+
+pub(super) const NODE: &str = "Dynsec-Node";
+pub(super) const QOS: &str = "Dynsec-Qos";
+pub(super) const RETAIN: &str = "Dynsec-Retain";
+pub(super) const EXPIRY: &str = "Dynsec-Expiry";
+/// The envelope origin of messages from other nodes: above every local connection id.
+pub(super) const REMOTE_ORIGIN: u64 = 1 << 63;
+
+/// Identities of messages from other nodes (with [`REMOTE_ORIGIN`]): one counter for the plain
+/// and the `$share` group copies, so that no two copies a client sees share one.
+static REMOTE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A message from NATS as the local router takes it: its topic, its stamp (from the headers),
+/// its MQTT 5 properties. `share_group`: the `$share` group NATS gave this copy to
+/// ([`super::shared_groups`]). `None` for a subject or topic that is not a message's.
+pub(super) fn remote_message(
+    message: &async_nats::Message,
+    prefix: &str,
+    share_group: Option<Publisher>,
+) -> Option<(Bytes, Stamp, Option<PublishProperties>)> {
+    let headers = message.headers.as_ref()?;
+    let from = headers.get(NODE).map(|v| v.as_str()).unwrap_or_default();
+    let topic = subject_to_topic(prefix, message.subject.as_str())?;
+    if !crate::routing::topic_form::routed(&topic) {
+        return None;
+    }
+    let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u32>().ok());
+    let qos = number(QOS).unwrap_or(0).min(2) as u8;
+    let retain = headers.get(RETAIN).is_some();
+    let stamp = Stamp {
+        qos,
+        retain,
+        publisher: Publisher::of(&format!("%cluster/{from}")),
+        origin: REMOTE_ORIGIN,
+        sequence: REMOTE_SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        expires_at_ms: number(EXPIRY).map(|secs| envelope::now_ms() + u64::from(secs) * 1000),
+        // (Persistence stores what this node's clients publish; see docs/cluster.md.)
+        queued: None,
+        addressee: None,
+        share_group,
+    };
+    if share_group.is_none() {
+        // (Counted once per message: the plain copy, which every node gets.)
+        crate::metrics::METRICS.routed(topic.as_bytes(), message.payload.len(), retain);
+    }
+    let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
+    Some((Bytes::from(topic), stamp, properties))
+}
