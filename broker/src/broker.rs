@@ -87,7 +87,7 @@ impl Broker {
             }
         }
         let cluster = match &config.cluster {
-            Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions).await?),
+            Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions, persistence.clone()).await?),
             None => None,
         };
         if let Some(bus) = &cluster {
@@ -154,6 +154,7 @@ async fn join_cluster(
     security: &Arc<dyn Security>,
     engine: &Arc<Rumqttd>,
     sessions: &Arc<Sessions<Rumqttd>>,
+    persistence: Option<Arc<Persistence>>,
 ) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
@@ -166,7 +167,7 @@ async fn join_cluster(
             info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
         }
     });
-    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over)
+    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over, persistence)
         .await
         .map_err(Error::Cluster)?;
     info!(node = %config.node_name, nats = %crate::cluster::redacted(&config.nats_url), "joined the cluster");

@@ -1,6 +1,6 @@
-//! Routing across nodes: every message a client publishes on one node is published on core NATS
-//! under its topic's subject ([`super::subject`]), and every node injects what the others publish
-//! into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
+//! Routing across nodes: every QoS 0 message a client publishes on one node is published on core
+//! NATS under its topic's subject ([`super::subject`]), every QoS 1/2 message in JetStream
+//! ([`super::reliable`]), and every node injects what the others publish into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
 //! against each receiving client's ACL on the delivery path. Retained messages are stored by
 //! every node that is running when they are published, and in a JetStream stream (the last value
 //! per topic, `<cluster>_retained`) that a starting node loads first.
@@ -17,8 +17,8 @@
 //! the recorded owner takes it over, as it would for a second connection of its own. Sessions do
 //! not move between nodes.
 //!
-//! Core NATS delivers at most once: a message in flight when a node or NATS fails is lost across
-//! nodes, whatever its QoS (docs/cluster.md).
+//! Core NATS delivers at most once: a QoS 0 message in flight when a node or NATS fails is lost
+//! across nodes (docs/cluster.md); QoS 1/2 messages wait in JetStream for a node that is down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +32,10 @@ use tokio::sync::mpsc;
 
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
+use super::reliable::{Confirmation, ReliableSender};
 use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, remote_message};
 use super::subject::{subject_to_topic, topic_to_subject};
+use crate::persistence::Persistence;
 use crate::routing::envelope::{self, Publisher, Stamp};
 use crate::routing::router_link::RoutingEngine;
 
@@ -49,6 +51,9 @@ struct Outgoing {
     expiry_secs: Option<u32>,
     /// `properties::HEADER`'s value.
     properties: Option<String>,
+    /// Sent on core NATS (QoS 0); a retained QoS 1/2 message only updates the last-value stream
+    /// here (it travels through [`super::reliable`]).
+    core: bool,
 }
 
 /// This node's side of cross-node routing.
@@ -61,6 +66,9 @@ pub struct MessageBus {
     client_ids: Arc<ClientIds>,
     take_over: TakeOver,
     claims: Arc<LocalClaims>,
+    /// QoS 1/2 messages: to JetStream, under `reliable_prefix`.
+    reliable: ReliableSender,
+    reliable_prefix: String,
 }
 
 /// This node's claims of client ids, by id: the connection, its claim's sequence in the client-id
@@ -96,8 +104,10 @@ impl MessageBus {
         config: &ClusterConfig,
         engine: Arc<E>,
         take_over: TakeOver,
+        persistence: Option<Arc<Persistence>>,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
+        let reliable_prefix = format!("{}.qos", config.name);
         let node = config.node_name.clone();
         let claim_subject = format!("{}.claim", config.name);
         let claims = client
@@ -119,6 +129,15 @@ impl MessageBus {
         let inject_shared: super::shared_groups::Inject =
             Arc::new(move |topic, payload, stamp, properties| inject(&*router, topic, payload, stamp, properties));
         super::shared_groups::SharedGroups::install(client.clone(), &config.name, inject_shared);
+        let js = async_nats::jetstream::new(client.clone());
+        let consumer = super::reliable::open(&js, config, &reliable_prefix).await?;
+        tokio::spawn(super::reliable::receive(
+            consumer,
+            reliable_prefix.clone(),
+            node.clone(),
+            Arc::clone(&engine),
+            persistence,
+        ));
         tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
@@ -132,6 +151,8 @@ impl MessageBus {
             client_ids,
             take_over,
             claims: local_claims,
+            reliable: ReliableSender::start(js),
+            reliable_prefix,
         }))
     }
 
@@ -192,7 +213,11 @@ impl MessageBus {
         });
     }
 
-    /// Sends a message a local client published to the other nodes (never blocks).
+    /// Sends a message a local client published to the other nodes (never blocks). A QoS 1/2
+    /// message goes to JetStream; with `confirm`, the returned [`Confirmation`] resolves once
+    /// JetStream stored it (the publisher's acknowledgement waits for it). None is returned while
+    /// NATS is not connected.
+    #[allow(clippy::too_many_arguments)] // the parts of one message
     pub fn forward(
         &self,
         topic: &Bytes,
@@ -201,9 +226,26 @@ impl MessageBus {
         retain: bool,
         expiry_secs: Option<u32>,
         properties: Option<&PublishProperties>,
-    ) {
+        confirm: bool,
+    ) -> Option<Confirmation> {
         let properties = properties.and_then(super::properties::encode);
-        let message = Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties };
+        let mut confirmation = None;
+        if qos > 0 {
+            let Ok(text) = std::str::from_utf8(topic) else { return None };
+            let headers = headers(&self.node, qos, retain, expiry_secs, properties.as_deref());
+            let subject = topic_to_subject(&self.reliable_prefix, text);
+            // While NATS is not connected nobody waits (local delivery goes on, as logins do):
+            // the message waits in the client's buffer for the reconnection, unconfirmed.
+            let confirm = confirm && self.client.connection_state() == async_nats::connection::State::Connected;
+            confirmation = self.reliable.send(subject, headers, payload.clone(), confirm);
+            if !retain {
+                return confirmation;
+            }
+            // A retained one also goes to the last-value stream, by the core sender.
+        }
+        let core = qos == 0;
+        let message =
+            Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties, core };
         if self.outbox.try_send(message).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
@@ -213,7 +255,25 @@ impl MessageBus {
                 );
             }
         }
+        confirmation
     }
+}
+
+/// The headers of a message between nodes (`remote` reads them back).
+fn headers(node: &str, qos: u8, retain: bool, expiry_secs: Option<u32>, properties: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NODE, node);
+    headers.insert(QOS, qos.to_string().as_str());
+    if retain {
+        headers.insert(RETAIN, "1");
+    }
+    if let Some(secs) = expiry_secs {
+        headers.insert(EXPIRY, secs.to_string().as_str());
+    }
+    if let Some(properties) = properties {
+        headers.insert(super::properties::HEADER, properties);
+    }
+    headers
 }
 
 /// Retained messages for nodes that start later: a stream keeping the last message of each
@@ -314,18 +374,10 @@ async fn send(
                 tracing::warn!("cluster: retained message not stored for other nodes: {e}");
             }
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(NODE, node.as_str());
-        headers.insert(QOS, message.qos.to_string().as_str());
-        if message.retain {
-            headers.insert(RETAIN, "1");
+        if !message.core {
+            continue;
         }
-        if let Some(secs) = message.expiry_secs {
-            headers.insert(EXPIRY, secs.to_string().as_str());
-        }
-        if let Some(properties) = &message.properties {
-            headers.insert(super::properties::HEADER, properties.as_str());
-        }
+        let headers = headers(&node, message.qos, message.retain, message.expiry_secs, message.properties.as_deref());
         if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
             tracing::debug!("cluster: message not sent to NATS: {e}");
         }

@@ -1,6 +1,6 @@
 //! Several broker nodes as one (docs/cluster.md), on NATS with JetStream: the dynamic-security
 //! configuration is shared through a replicated log ([`security_log`]), and messages published on
-//! one node reach subscribers on every node ([`messages`]), `$share` groups spanning the nodes
+//! one node reach subscribers on every node ([`messages`]; QoS 1/2 through JetStream, [`reliable`]), `$share` groups spanning the nodes
 //! ([`shared_groups`]). Within a node, rumqttd still routes.
 //! Without `cluster_nats_url` none of this runs and NATS is not needed.
 
@@ -8,6 +8,7 @@ pub mod client_ids;
 pub mod config;
 pub mod messages;
 pub mod properties;
+pub mod reliable;
 mod remote;
 pub mod security_log;
 pub mod shared_groups;

@@ -2,8 +2,9 @@
 //! member in the whole cluster, not one per node.
 //!
 //! Every node with a local member of `$share/<group>/<filter>` joins one NATS queue group for it
-//! (subscribed to the filter's subjects under `<cluster>.msg`, where every message is published
-//! once by its node). NATS gives each message to one node of the queue group — the publisher's
+//! (subscribed to the filter's subjects under `<cluster>.msg` and `<cluster>.qos`, where every
+//! message is published once by its node, QoS 0 on core NATS and QoS 1/2 into JetStream, which
+//! NATS also delivers to subscribers of the subject). NATS gives each message to one node of the queue group — the publisher's
 //! own included — and that node hands it to its router stamped with the group
 //! (`envelope::Stamp::share_group`); rumqttd then picks one local member of the group, and only a
 //! member of that group takes it (`gate::delivery`). The copies every node gets, including the
@@ -31,8 +32,8 @@ pub(super) type Inject = Arc<dyn Fn(Bytes, &[u8], Stamp, Option<PublishPropertie
 /// This node's queue groups: one per shared subscription with a local member.
 pub struct SharedGroups {
     client: async_nats::Client,
-    /// `<cluster>.msg`: where nodes publish messages.
-    message_prefix: String,
+    /// `<cluster>.msg` and `<cluster>.qos`: where nodes publish QoS 0 and QoS 1/2 messages.
+    message_prefixes: [String; 2],
     /// `<cluster>.share`: queue group names.
     queue_prefix: String,
     inject: Inject,
@@ -53,7 +54,7 @@ impl SharedGroups {
     pub(super) fn install(client: async_nats::Client, cluster_name: &str, inject: Inject) {
         let groups = SharedGroups {
             client,
-            message_prefix: format!("{cluster_name}.msg"),
+            message_prefixes: [format!("{cluster_name}.msg"), format!("{cluster_name}.qos")],
             queue_prefix: format!("{cluster_name}.share"),
             inject,
             members: Mutex::new(HashMap::new()),
@@ -91,7 +92,8 @@ impl SharedGroups {
         // (no spaces, the same on every node).
         let queue = topic_to_subject(&self.queue_prefix, &shared_filter);
         let mut inbound = SelectAll::new();
-        for subject in filter_to_subjects(&self.message_prefix, filter) {
+        let subjects = self.message_prefixes.iter().flat_map(|prefix| filter_to_subjects(prefix, filter));
+        for subject in subjects {
             match self.client.queue_subscribe(subject, queue.clone()).await {
                 Ok(subscriber) => inbound.push(subscriber),
                 Err(e) => {
@@ -102,9 +104,15 @@ impl SharedGroups {
         }
         let share_group = Some(Publisher::of(group));
         while let Some(message) = inbound.next().await {
-            if let Some((topic, stamp, properties)) =
-                super::remote::remote_message(&message, &self.message_prefix, share_group)
-            {
+            let subject = message.subject.as_str();
+            let Some(prefix) = self
+                .message_prefixes
+                .iter()
+                .find(|p| subject.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('.')))
+            else {
+                continue;
+            };
+            if let Some((topic, stamp, properties)) = super::remote::remote_message(&message, prefix, share_group) {
                 (self.inject)(topic, &message.payload, stamp, properties);
             }
         }

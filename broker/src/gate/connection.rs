@@ -154,6 +154,9 @@ struct Connection<E: RoutingEngine, S> {
     persistent_link: bool,
     /// With persistence: this connection's changes and stored copies in flight.
     persist: Option<Box<crate::persistence::connection::ConnectionState>>,
+    /// In a cluster: JetStream's answers for this read's QoS 1/2 messages, which its
+    /// acknowledgements wait for (`cluster::reliable`).
+    forwarded: Vec<crate::cluster::reliable::Confirmation>,
 }
 
 /// What woke the connection up. (Not boxed: it lives for one iteration, and boxing the router

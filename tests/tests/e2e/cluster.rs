@@ -414,3 +414,55 @@ fn a_node_that_cannot_reach_nats_refuses_to_start_and_says_where_it_looked() {
     assert!(log.contains(&format!("cannot connect to NATS at nats://***@127.0.0.1:{port}")), "{log}");
     assert!(!log.contains("hidden"), "the password in the URL is not logged: {log}");
 }
+
+/// A persistent (clean_session 0) client of `name` connecting to `node`, with its CONNACK's
+/// session-present flag.
+async fn persistent(cluster: &TestCluster, node: usize, client_id: &str, name: &str) -> (RawClient, bool) {
+    let mut connect =
+        dynsec_tests::dynsec_target::credentials(4, client_id, Some(name), Some(format!("pw-{name}").as_bytes()));
+    connect.clean = false;
+    let (client, reply) = RawClient::connect(cluster.nodes[node].addr(), &connect).await;
+    match reply {
+        testkit::Next::Frame(frame) if frame.packet_type == testkit::CONNACK && frame.reason() == 0 => {
+            (client, frame.session_present())
+        }
+        other => panic!("{client_id} on node {node}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn qos1_messages_acknowledged_on_a_reach_an_offline_persistent_subscriber_on_b_across_a_crash_of_b() {
+    let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "persistence true\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let (mut subscriber, _) = persistent(&cluster, 1, "keeper-b", "sub").await;
+    assert_eq!(subscriber.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    subscriber.send(&testkit::disconnect()).await;
+    subscriber.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    let count = 50u16;
+    for n in 1..=count {
+        publisher.publish("fleet/7/status", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    // Every message was acknowledged on a: b is killed at once, whether or not it took them yet.
+    cluster.restart_node(1);
+    let (mut subscriber, present) = persistent(&cluster, 1, "keeper-b", "sub").await;
+    assert!(present, "the session is b's own, restored from its store");
+    // What b had not taken before it died comes again once JetStream's wait for b's
+    // acknowledgement is over (`cluster::reliable::ACK_WAIT`): drained until all came, bounded.
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got.extend(drain(&mut subscriber).await);
+        if got.iter().any(|p| p == &format!("m{count}")) {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=count).map(|n| format!("m{n}")).collect();
+    let mut unique = got.clone();
+    unique.dedup();
+    if unique != expected {
+        eprintln!("{}", cluster.nodes[1].log());
+    }
+    assert_eq!(unique, expected, "every acknowledged message, in order (QoS 1 may repeat one)");
+}

@@ -41,7 +41,8 @@ pub(super) enum Exit {
     RouterGone,
     /// The router refused to attach the link (its connection table is full).
     RouterRefused,
-    /// What the client sent could not be saved (persistence): it was not acknowledged.
+    /// What the client sent could not be saved (persistence), or JetStream did not confirm it (a
+    /// QoS 1/2 message for other nodes of a cluster): it was not acknowledged.
     NotSaved,
 }
 

@@ -430,6 +430,7 @@ where
         session_expiry,
         persistent_link,
         persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
+        forwarded: Vec::new(),
     };
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ

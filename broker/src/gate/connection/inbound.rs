@@ -78,7 +78,26 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             Box::pin(self.shared.attach_fence.wait_for(horizon)).await;
         }
         self.flush_router()?;
+        self.confirm_forwarded(acks_from).await?;
         self.save_changes(acks_from).await
+    }
+
+    /// In a cluster: this read's QoS 1/2 messages are in JetStream before its acknowledgements
+    /// are written (docs/cluster.md). If JetStream does not confirm them in time, the
+    /// acknowledgements are withdrawn and the client disconnected, so that it sends again.
+    async fn confirm_forwarded(&mut self, acks_from: usize) -> Result<(), Exit> {
+        if self.forwarded.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.forwarded);
+        match Box::pin(crate::cluster::reliable::Confirmation::all(pending)).await {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                warn!(client_id = %client_text(&self.client_id), %reason, "cluster: QoS 1/2 message not confirmed by JetStream: client disconnected unacknowledged");
+                self.write_buf.truncate(acks_from.min(self.write_buf.len()));
+                Err(Exit::NotSaved)
+            }
+        }
     }
 
     /// With persistence: saves what this read changed before its acknowledgements are written

@@ -138,7 +138,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             stamp.queued = queued;
             if let Some(bus) = &self.shared.cluster {
                 let expiry = stamp.expires_at_ms.map(|_| stamp.expiry_left(envelope::now_ms()).unwrap_or(0));
-                bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref());
+                // QoS 1/2: this read's acknowledgements wait for JetStream (`handle_reads`).
+                let confirm =
+                    bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), true);
+                self.forwarded.extend(confirm);
             }
             let link = &mut self.link;
             envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));

@@ -1,0 +1,293 @@
+//! QoS 1 and 2 across nodes through JetStream (docs/cluster.md, "QoS across nodes, precisely").
+//!
+//! A QoS 1 or 2 message a client publishes goes to the stream `<cluster>_messages` (subjects
+//! `<cluster>.qos.<topic>`, interest retention, bounded by [`MAX_AGE`] and [`MAX_BYTES`]) instead
+//! of core NATS. The publishing connection holds its PUBACK/PUBREC until JetStream acknowledged
+//! the publish ([`Confirmation`]); a publish JetStream does not confirm within
+//! [`CONFIRM_TIMEOUT`] disconnects the client (v5 0x80) without its acknowledgement, as a failed
+//! persistence write does, so that the client sends it again.
+//!
+//! Every node reads the stream through its own durable consumer, named after its node, and
+//! acknowledges a message once it took it: handed to its router and, with persistence, its
+//! store has durably queued the copies for its persistent sessions (the same `offer` and commit
+//! as a local publish, `persistence::sessions`). A node that crashes before that gets the
+//! message again from its consumer when it comes back. A node skips (and acknowledges) its own
+//! messages.
+//!
+//! `$share` groups: a publish to JetStream is also an ordinary NATS message on its subject, so
+//! the groups' queue subscriptions (`shared_groups`) take QoS 1/2 messages on `<cluster>.qos.…`
+//! as they take QoS 0 ones on `<cluster>.msg.…`: at most once, one node of the group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::ClusterConfig;
+use super::remote::{NODE, remote_message};
+use crate::persistence::Persistence;
+use crate::routing::router_link::RoutingEngine;
+
+/// How long a message stays in the stream for a node that has not taken it (a node down longer
+/// loses what it missed).
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The stream's size bound: beyond it the oldest messages go, taken by every node or not.
+pub const MAX_BYTES: i64 = 1 << 30;
+/// How long a publishing connection waits for JetStream before it disconnects its client.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long JetStream waits for a node's acknowledgement before it delivers again. Also how
+/// long a restarted node waits for what JetStream had handed to its previous run (nats-server
+/// 2.9 still sends to the pull requests of a connection that died, until they expire).
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Messages a node may hold unacknowledged (taken, its store not yet synced).
+const MAX_ACK_PENDING: i64 = 20_000;
+/// Messages waiting for JetStream before new ones fail (their clients are disconnected).
+const OUTBOX: usize = 65_536;
+
+/// JetStream's answer to one forwarded QoS 1/2 message: `Ok` once it is stored.
+pub struct Confirmation(oneshot::Receiver<Result<(), String>>);
+
+impl Confirmation {
+    fn failed(reason: &str) -> Confirmation {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(reason.to_owned()));
+        Confirmation(rx)
+    }
+
+    /// Waits for every confirmation of `pending`, at most [`CONFIRM_TIMEOUT`] in all.
+    pub async fn all(pending: Vec<Confirmation>) -> Result<(), String> {
+        let wait = async {
+            for confirmation in pending {
+                confirmation.0.await.map_err(|_| "the cluster sender stopped".to_owned())??;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("JetStream did not confirm within {CONFIRM_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// One message for the stream: its subject, headers and payload, and who waits for it.
+pub(super) struct Reliable {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+    pub confirm: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The sending side: a queue to one task that publishes in order (one publisher's messages stay
+/// in order in the stream), and a second task that waits for JetStream's acknowledgements.
+pub(super) struct ReliableSender {
+    outbox: mpsc::Sender<Reliable>,
+}
+
+impl ReliableSender {
+    pub(super) fn start(js: jetstream::Context) -> ReliableSender {
+        let (outbox, queued) = mpsc::channel(OUTBOX);
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish(js, queued, acks_tx));
+        tokio::spawn(confirm(acks_rx));
+        ReliableSender { outbox }
+    }
+
+    /// Queues `message`; `confirm`: the caller waits for JetStream's acknowledgement.
+    pub(super) fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+        confirm: bool,
+    ) -> Option<Confirmation> {
+        let (tx, rx) = if confirm {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.outbox.try_send(Reliable { subject, headers, payload, confirm: tx }).is_err() {
+            tracing::warn!("cluster: JetStream is not keeping up; a QoS 1/2 message for other nodes was refused");
+            return confirm.then(|| Confirmation::failed("the queue for JetStream is full"));
+        }
+        rx.map(Confirmation)
+    }
+}
+
+type Waiting = (PublishAckFuture, Option<oneshot::Sender<Result<(), String>>>);
+
+async fn publish(js: jetstream::Context, mut queued: mpsc::Receiver<Reliable>, acks: mpsc::UnboundedSender<Waiting>) {
+    while let Some(message) = queued.recv().await {
+        match js.publish_with_headers(message.subject, message.headers, message.payload).await {
+            Ok(ack) => {
+                let _ = acks.send((ack, message.confirm));
+            }
+            Err(e) => {
+                tracing::debug!("cluster: QoS 1/2 message not sent to JetStream: {e}");
+                if let Some(confirm) = message.confirm {
+                    let _ = confirm.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the acknowledgements in parallel (bounded by the context's in-flight limit).
+async fn confirm(mut acks: mpsc::UnboundedReceiver<Waiting>) {
+    let mut waiting = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = acks.recv() => match next {
+                Some((ack, confirm)) => waiting.push(async move {
+                    let result = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                    if let Err(e) = &result {
+                        tracing::debug!("cluster: JetStream did not store a QoS 1/2 message: {e}");
+                    }
+                    if let Some(confirm) = confirm {
+                        let _ = confirm.send(result);
+                    }
+                }),
+                None => break,
+            },
+            Some(()) = waiting.next(), if !waiting.is_empty() => {}
+        }
+    }
+    while waiting.next().await.is_some() {}
+}
+
+/// Creates (or finds) the stream and this node's durable consumer.
+pub(super) async fn open(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    prefix: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
+    let name = format!("{}_messages", config.name);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            retention: RetentionPolicy::Interest,
+            discard: DiscardPolicy::Old,
+            max_age: MAX_AGE,
+            max_bytes: MAX_BYTES,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the message stream {name}: {e}"))?;
+    stream
+        .get_or_create_consumer(
+            &config.node_name,
+            pull::Config {
+                durable_name: Some(config.node_name.clone()),
+                // A new node takes what is published from now on; a known one resumes where it
+                // acknowledged last.
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("this node's consumer of {name}: {e}"))
+}
+
+/// Reads this node's consumer for ever: each message of another node is handed to the router
+/// (with persistence, queued durably for the persistent sessions it matches first) and then
+/// acknowledged.
+pub(super) async fn receive<E: RoutingEngine>(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    prefix: String,
+    node: String,
+    engine: Arc<E>,
+    persistence: Option<Arc<Persistence>>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let messages = consumer.stream().max_messages_per_batch(1_000).heartbeat(Duration::from_secs(5)).messages();
+        match messages.await {
+            Ok(messages) => {
+                backoff = Duration::from_millis(100);
+                take_all(messages, &prefix, &node, &*engine, persistence.as_deref()).await;
+            }
+            Err(e) => tracing::warn!("cluster: reading this node's QoS 1/2 messages: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+type Saving = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+async fn take_all<E: RoutingEngine>(
+    mut messages: pull::Stream,
+    prefix: &str,
+    node: &str,
+    engine: &E,
+    persistence: Option<&Persistence>,
+) {
+    // Acknowledged in order once their store changes are durable.
+    let mut saving = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            next = messages.next() => {
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::debug!("cluster: QoS 1/2 message stream: {e}");
+                        continue;
+                    }
+                    None => break,
+                };
+                let (message, acker) = message.split();
+                let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
+                let mut save: Option<Saving> = None;
+                if from != node
+                    && let Some((topic, mut stamp, properties)) = remote_message(&message, prefix, None)
+                {
+                    if let Some(persistence) = persistence
+                        && let Ok(text) = std::str::from_utf8(&topic)
+                    {
+                        let mut ops = Vec::new();
+                        let expiry = stamp.expiry_left(crate::routing::envelope::now_ms());
+                        let publisher = format!("%cluster/{from}");
+                        let offered =
+                            persistence.sessions.offer(&mut ops, text, &message.payload, stamp.qos, &publisher, expiry, properties.as_ref());
+                        stamp.queued = offered;
+                        if !ops.is_empty() {
+                            save = Some(Box::pin(persistence.commit(ops)));
+                        }
+                    }
+                    super::messages::inject(engine, topic, &message.payload, stamp, properties);
+                }
+                saving.push_back(async move {
+                    let saved = match save {
+                        Some(save) => save.await,
+                        None => Ok(()),
+                    };
+                    (saved, acker)
+                });
+            }
+            Some((saved, acker)) = saving.next(), if !saving.is_empty() => {
+                match saved {
+                    // (Not acknowledged: JetStream delivers it again after `ACK_WAIT`.)
+                    Err(e) => crate::persistence::log_failure("%cluster", &e),
+                    Ok(()) => {
+                        if let Err(e) = acker.ack().await {
+                            tracing::debug!("cluster: QoS 1/2 message not acknowledged: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
