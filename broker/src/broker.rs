@@ -159,17 +159,29 @@ async fn join_cluster(
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
     security.join_cluster(&membership).await.map_err(Error::Cluster)?;
-    let sessions = Arc::downgrade(sessions);
+    let registry = Arc::downgrade(sessions);
     let take_over: crate::cluster::messages::TakeOver = Arc::new(move |client_id: &str, keep: Option<u64>| {
-        if let Some(sessions) = sessions.upgrade()
+        if let Some(sessions) = registry.upgrade()
             && sessions.taken_over_elsewhere(client_id, keep)
         {
             info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
         }
     });
-    let bus = crate::cluster::messages::MessageBus::start(&client, config, Arc::clone(engine), take_over, persistence)
-        .await
-        .map_err(Error::Cluster)?;
+    let weak = Arc::downgrade(sessions);
+    let hand_over: crate::cluster::session_moves::HandOver = Arc::new(move |client_id: String| {
+        let sessions = weak.upgrade();
+        Box::pin(async move { sessions?.hand_over(&client_id).await })
+    });
+    let bus = crate::cluster::messages::MessageBus::start(
+        &client,
+        config,
+        Arc::clone(engine),
+        take_over,
+        hand_over,
+        persistence,
+    )
+    .await
+    .map_err(Error::Cluster)?;
     info!(node = %config.node_name, nats = %crate::cluster::redacted(&config.nats_url), "joined the cluster");
     Ok(bus)
 }

@@ -77,14 +77,15 @@ impl ClientIds {
     }
 
     /// Records connection `conn_id` of this node as the owner of `client_id`, by compare-and-set;
-    /// the claim's sequence in the stream orders it against every other claim of the id.
-    pub async fn claim(&self, client_id: &str, conn_id: u64) -> Result<u64, String> {
+    /// the claim's sequence in the stream orders it against every other claim of the id. Returns
+    /// that sequence and the owner the claim replaced (where its session is: `session_moves`).
+    pub async fn claim(&self, client_id: &str, conn_id: u64) -> Result<(u64, Option<Owner>), String> {
         let subject = self.subject(client_id);
         let value = Bytes::from(format!("{}\n{conn_id}", self.node));
         let attempt = async {
             let mut last_error = String::new();
             for _ in 0..ATTEMPTS {
-                let (_, sequence) = self.read(&subject).await?;
+                let (previous, sequence) = self.read(&subject).await?;
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, sequence.to_string().as_str());
                 let stored = match self.js.publish_with_headers(subject.clone(), headers, value.clone()).await {
@@ -92,7 +93,7 @@ impl ClientIds {
                     Err(e) => Err(e.to_string()),
                 };
                 match stored {
-                    Ok(sequence) => return Ok(sequence),
+                    Ok(sequence) => return Ok((sequence, previous)),
                     // (Another node's claim came between: read again.)
                     Err(e) => last_error = e,
                 }

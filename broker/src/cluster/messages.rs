@@ -14,8 +14,8 @@
 //!
 //! Client ids: a connect claims its client id by compare-and-set ([`super::client_ids`]), then the
 //! claim is announced on `<cluster>.claim`; a node with a live connection of that id that is not
-//! the recorded owner takes it over, as it would for a second connection of its own. Sessions do
-//! not move between nodes.
+//! the recorded owner takes it over, as it would for a second connection of its own. The new node asks
+//! the previous owner for the session ([`super::session_moves`]).
 //!
 //! Core NATS delivers at most once: a QoS 0 message in flight when a node or NATS fails is lost
 //! across nodes (docs/cluster.md); QoS 1/2 messages wait in JetStream for a node that is down.
@@ -66,6 +66,7 @@ pub struct MessageBus {
     client_ids: Arc<ClientIds>,
     take_over: TakeOver,
     claims: Arc<LocalClaims>,
+    session_moves: super::session_moves::SessionMoves,
     /// QoS 1/2 messages: to JetStream, under `reliable_prefix`.
     reliable: ReliableSender,
     reliable_prefix: String,
@@ -104,6 +105,7 @@ impl MessageBus {
         config: &ClusterConfig,
         engine: Arc<E>,
         take_over: TakeOver,
+        hand_over: super::session_moves::HandOver,
         persistence: Option<Arc<Persistence>>,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
@@ -115,6 +117,7 @@ impl MessageBus {
             .await
             .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
         let client_ids = Arc::new(ClientIds::open(client, config).await?);
+        let session_moves = super::session_moves::SessionMoves::start(client, config, hand_over).await?;
         let local_claims = Arc::new(LocalClaims::default());
         tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&local_claims), Arc::clone(&take_over)));
         let inbound = client
@@ -151,6 +154,7 @@ impl MessageBus {
             client_ids,
             take_over,
             claims: local_claims,
+            session_moves,
             reliable: ReliableSender::start(js),
             reliable_prefix,
         }))
@@ -158,26 +162,38 @@ impl MessageBus {
 
     /// Records connection `conn_id` here as the owner of `client_id` (compare-and-set). Without
     /// JetStream the connect goes on, unrecorded (logins never wait for NATS beyond a timeout).
-    pub async fn claim(&self, client_id: &str, conn_id: u64) {
+    /// Returns the node that owned the id before, when it is another one (its session may move
+    /// here: [`super::session_moves`]).
+    pub async fn claim(&self, client_id: &str, conn_id: u64) -> Option<String> {
         self.claims.lock().insert(client_id.to_owned(), LocalClaim { conn_id, sequence: None, announced_elsewhere: 0 });
         if self.client.connection_state() != async_nats::connection::State::Connected {
             tracing::warn!(
                 client_id = %crate::logging::client_text(client_id),
                 "cluster: NATS is not connected; client id claim not recorded"
             );
-            return;
+            return None;
         }
         match self.client_ids.claim(client_id, conn_id).await {
-            Ok(sequence) => {
+            Ok((sequence, previous)) => {
                 if let Some(claim) = self.claims.lock().get_mut(client_id).filter(|c| c.conn_id == conn_id) {
                     claim.sequence = Some(sequence);
                 }
+                previous.map(|owner| owner.node).filter(|node| *node != self.node)
             }
-            Err(e) => tracing::warn!(
-                client_id = %crate::logging::client_text(client_id),
-                "cluster: client id claim not recorded: {e}"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    client_id = %crate::logging::client_text(client_id),
+                    "cluster: client id claim not recorded: {e}"
+                );
+                None
+            }
         }
+    }
+
+    /// Asks `node` for its session of `client_id`, which it ends there (bounded wait; `None`
+    /// when it has none or does not answer in time).
+    pub async fn fetch_session(&self, node: &str, client_id: &str) -> Option<crate::gate::session::SavedSession> {
+        self.session_moves.fetch(node, client_id).await
     }
 
     /// After connection `conn_id` took `client_id` here: the other nodes hear of it, and it is

@@ -11,6 +11,7 @@ pub mod properties;
 pub mod reliable;
 mod remote;
 pub mod security_log;
+pub mod session_moves;
 pub mod shared_groups;
 pub mod subject;
 

@@ -331,6 +331,68 @@ impl<E: RoutingEngine> Sessions<E> {
             .is_some_and(|live| live.mailbox.send(Mail::Kick(KickReason::Takeover)).is_ok())
     }
 
+    /// A session moved here from another node (`cluster::session_moves`): it replaces a session
+    /// this node saved for the id before (the other node's is the later one).
+    async fn moved_in(&self, client_id: &Arc<str>, moved: SavedSession) {
+        let replaced_routed = {
+            let mut registry = self.lock();
+            let entry = registry.entries.entry(client_id.clone()).or_default();
+            entry.saved.replace(moved).is_some_and(|old| old.routed)
+        };
+        if replaced_routed {
+            // What the router kept of the replaced session is not this one's.
+            self.engine.purge(client_id).await;
+        }
+    }
+
+    /// Another node claimed `client_id` and asks for its session (`cluster::session_moves`): a
+    /// live connection here is taken over (and awaited), then the saved session ends here — the
+    /// router forgets it, persistence too (the expiry hook) — and is returned. A will waiting for
+    /// its delay is cancelled, as when the client comes back on this node.
+    pub async fn hand_over(self: &Arc<Self>, client_id: &str) -> Option<SavedSession> {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let live = {
+            let registry = self.lock();
+            registry.entries.get(&client_id).and_then(|entry| entry.live.as_ref()).map(|live| {
+                let _ = live.mailbox.send(Mail::Kick(KickReason::Takeover));
+                live.closed.clone()
+            })
+        };
+        if let Some(mut done) = live {
+            let _ = tokio::time::timeout(self.takeover_wait, done.changed()).await;
+        }
+        let (purged, purging) = watch::channel(());
+        let saved = {
+            let mut registry = self.lock();
+            let entry = registry.entries.get_mut(&client_id)?;
+            if entry.live.is_some() {
+                return None; // (a connection here claimed it meanwhile)
+            }
+            let saved = entry.saved.take()?;
+            if let Some(timer) = entry.expiry_timer.take() {
+                timer.abort();
+            }
+            if let Some((timer, _)) = entry.will_timer.take() {
+                timer.abort();
+            }
+            if let Some(hook) = self.on_expiry.get() {
+                hook(&client_id);
+            }
+            entry.purging = Some(purging);
+            saved
+        };
+        self.engine.purge(&client_id).await;
+        let mut registry = self.lock();
+        if let Some(entry) = registry.entries.get_mut(&client_id) {
+            entry.purging = None;
+            if entry.is_empty() {
+                registry.entries.remove(&client_id);
+            }
+        }
+        drop(purged);
+        Some(saved)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -355,7 +417,15 @@ impl<E: RoutingEngine> Sessions<E> {
         if let Some(bus) = self.cluster.get() {
             // Recorded before the connection is installed here: a node that reads the record
             // afterwards sees this claim or a later one (`cluster::client_ids`).
-            bus.claim(client_id, conn_id).await;
+            if let Some(node) = bus.claim(client_id, conn_id).await {
+                // The id was another node's: its session moves here (`cluster::session_moves`),
+                // and ends there in any case (a clean start discards it).
+                if let Some(moved) = bus.fetch_session(&node, client_id).await
+                    && !clean_start
+                {
+                    self.moved_in(client_id, moved).await;
+                }
+            }
         }
         let (previous, purging) = {
             let mut registry = self.lock();
