@@ -291,3 +291,23 @@ async fn take_all<E: RoutingEngine>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Confirmation;
+
+    #[tokio::test]
+    async fn a_read_waits_for_every_confirmation_and_one_failure_fails_it() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(Ok(())).expect("receiver alive");
+        assert_eq!(Confirmation::all(vec![Confirmation(rx)]).await, Ok(()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(Ok(())).expect("receiver alive");
+        let failed = Confirmation::all(vec![Confirmation(rx), Confirmation::failed("full")]).await;
+        assert_eq!(failed, Err("full".to_owned()));
+        // A sender that went away without answering fails the read too.
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        drop(tx);
+        assert!(Confirmation::all(vec![Confirmation(rx)]).await.is_err());
+    }
+}
