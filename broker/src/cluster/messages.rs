@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
-use super::reliable::{Confirmation, ReliableSender};
+use super::reliable::{Confirm, Confirmation, ReliableSender};
 use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, remote_message};
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::persistence::Persistence;
@@ -230,9 +230,8 @@ impl MessageBus {
     }
 
     /// Sends a message a local client published to the other nodes (never blocks). A QoS 1/2
-    /// message goes to JetStream; with `confirm`, the returned [`Confirmation`] resolves once
-    /// JetStream stored it (the publisher's acknowledgement waits for it). None is returned while
-    /// NATS is not connected.
+    /// message goes to JetStream; the returned [`Confirmation`] resolves as `confirm` says (the
+    /// publisher's acknowledgement waits for it). None is returned while NATS is not connected.
     #[allow(clippy::too_many_arguments)] // the parts of one message
     pub fn forward(
         &self,
@@ -242,7 +241,7 @@ impl MessageBus {
         retain: bool,
         expiry_secs: Option<u32>,
         properties: Option<&PublishProperties>,
-        confirm: bool,
+        confirm: Confirm,
     ) -> Option<Confirmation> {
         let properties = properties.and_then(super::properties::encode);
         let mut confirmation = None;
@@ -252,7 +251,8 @@ impl MessageBus {
             let subject = topic_to_subject(&self.reliable_prefix, text);
             // While NATS is not connected nobody waits (local delivery goes on, as logins do):
             // the message waits in the client's buffer for the reconnection, unconfirmed.
-            let confirm = confirm && self.client.connection_state() == async_nats::connection::State::Connected;
+            let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+            let confirm = if connected { confirm } else { Confirm::None };
             confirmation = self.reliable.send(subject, headers, payload.clone(), confirm);
             if !retain {
                 return confirmation;

@@ -2,13 +2,15 @@
 //!
 //! A QoS 1 or 2 message a client publishes goes to the stream `<cluster>_messages` (subjects
 //! `<cluster>.qos.<topic>`, interest retention, bounded by [`MAX_AGE`] and [`MAX_BYTES`]) instead
-//! of core NATS. The publishing connection holds its PUBACK/PUBREC until JetStream acknowledged
-//! the publish ([`Confirmation`]); a publish JetStream does not confirm within
-//! [`CONFIRM_TIMEOUT`] disconnects the client (v5 0x80) without its acknowledgement, as a failed
-//! persistence write does, so that the client sends it again.
+//! of core NATS. With durable persistence on, the publishing connection holds its PUBACK/PUBREC
+//! until JetStream acknowledged the publish ([`Confirmation`], [`Confirm::Stored`]); without, until
+//! the message is handed to the NATS connection ([`Confirm::Sent`]: the acknowledgement means
+//! what it means on a single node without persistence, taken in memory). A publish not
+//! confirmed within [`CONFIRM_TIMEOUT`] disconnects the client (v5 0x80) without its
+//! acknowledgement, as a failed persistence write does, so that the client sends it again.
 //!
 //! Every node reads the stream through its own durable consumer, named after its node, and
-//! acknowledges a message once it took it: handed to its router and, with persistence, its
+//! acknowledges a message (cumulatively: up to it) once it took it: handed to its router and, with persistence, its
 //! store has durably queued the copies for its persistent sessions (the same `offer` and commit
 //! as a local publish, `persistence::sessions`). A node that crashes before that gets the
 //! message again from its consumer when it comes back. A node skips (and acknowledges) its own
@@ -48,6 +50,8 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Messages a node may hold unacknowledged (taken, its store not yet synced).
 const MAX_ACK_PENDING: i64 = 20_000;
+/// Messages taken between two acknowledgements of this node's consumer, at most.
+const ACK_EVERY: usize = 256;
 /// Messages waiting for JetStream before new ones fail (their clients are disconnected).
 const OUTBOX: usize = 65_536;
 
@@ -76,12 +80,25 @@ impl Confirmation {
     }
 }
 
+/// What a publisher's acknowledgement waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Nothing (a will).
+    None,
+    /// The message was handed to the NATS connection: no round trip, but the publisher is held
+    /// back while JetStream acknowledges more slowly than it publishes (the context's limit of
+    /// acknowledgements in flight). Without durable persistence on the publishing node.
+    Sent,
+    /// JetStream stored it. With durable persistence on the publishing node.
+    Stored,
+}
+
 /// One message for the stream: its subject, headers and payload, and who waits for it.
 pub(super) struct Reliable {
     pub subject: String,
     pub headers: HeaderMap,
     pub payload: Bytes,
-    pub confirm: Option<oneshot::Sender<Result<(), String>>>,
+    pub confirm: Option<(oneshot::Sender<Result<(), String>>, Confirm)>,
 }
 
 /// The sending side: a queue to one task that publishes in order (one publisher's messages stay
@@ -99,23 +116,23 @@ impl ReliableSender {
         ReliableSender { outbox }
     }
 
-    /// Queues `message`; `confirm`: the caller waits for JetStream's acknowledgement.
+    /// Queues `message`; the returned confirmation resolves as `confirm` says.
     pub(super) fn send(
         &self,
         subject: String,
         headers: HeaderMap,
         payload: Bytes,
-        confirm: bool,
+        confirm: Confirm,
     ) -> Option<Confirmation> {
-        let (tx, rx) = if confirm {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
+        let (tx, rx) = if confirm == Confirm::None {
             (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some((tx, confirm)), Some(rx))
         };
         if self.outbox.try_send(Reliable { subject, headers, payload, confirm: tx }).is_err() {
             tracing::warn!("cluster: JetStream is not keeping up; a QoS 1/2 message for other nodes was refused");
-            return confirm.then(|| Confirmation::failed("the queue for JetStream is full"));
+            return rx.map(|_| Confirmation::failed("the queue for JetStream is full"));
         }
         rx.map(Confirmation)
     }
@@ -127,11 +144,18 @@ async fn publish(js: jetstream::Context, mut queued: mpsc::Receiver<Reliable>, a
     while let Some(message) = queued.recv().await {
         match js.publish_with_headers(message.subject, message.headers, message.payload).await {
             Ok(ack) => {
-                let _ = acks.send((ack, message.confirm));
+                let confirm = match message.confirm {
+                    Some((confirm, Confirm::Sent)) => {
+                        let _ = confirm.send(Ok(()));
+                        None
+                    }
+                    other => other.map(|(confirm, _)| confirm),
+                };
+                let _ = acks.send((ack, confirm));
             }
             Err(e) => {
                 tracing::debug!("cluster: QoS 1/2 message not sent to JetStream: {e}");
-                if let Some(confirm) = message.confirm {
+                if let Some((confirm, _)) = message.confirm {
                     let _ = confirm.send(Err(e.to_string()));
                 }
             }
@@ -191,7 +215,8 @@ pub(super) async fn open(
                 // A new node takes what is published from now on; a known one resumes where it
                 // acknowledged last.
                 deliver_policy: DeliverPolicy::New,
-                ack_policy: AckPolicy::Explicit,
+                // (Cumulative: one acknowledgement for many messages, which are taken in order.)
+                ack_policy: AckPolicy::All,
                 ack_wait: ACK_WAIT,
                 max_ack_pending: MAX_ACK_PENDING,
                 ..Default::default()
@@ -237,6 +262,7 @@ async fn take_all<E: RoutingEngine>(
 ) {
     // Acknowledged in order once their store changes are durable.
     let mut saving = FuturesOrdered::new();
+    let mut taken = 0usize;
     loop {
         tokio::select! {
             next = messages.next() => {
@@ -278,13 +304,19 @@ async fn take_all<E: RoutingEngine>(
                 });
             }
             Some((saved, acker)) = saving.next(), if !saving.is_empty() => {
-                match saved {
-                    // (Not acknowledged: JetStream delivers it again after `ACK_WAIT`.)
-                    Err(e) => crate::persistence::log_failure("%cluster", &e),
-                    Ok(()) => {
-                        if let Err(e) = acker.ack().await {
-                            tracing::debug!("cluster: QoS 1/2 message not acknowledged: {e}");
-                        }
+                if let Err(e) = saved {
+                    // Neither this one nor any later one is acknowledged: JetStream delivers
+                    // them again after `ACK_WAIT`, to the pull this node starts anew.
+                    crate::persistence::log_failure("%cluster", &e);
+                    return;
+                }
+                taken += 1;
+                // One acknowledgement covers every message before it (`AckPolicy::All`): sent
+                // when nothing else waits, or every `ACK_EVERY` messages.
+                if saving.is_empty() || taken >= ACK_EVERY {
+                    taken = 0;
+                    if let Err(e) = acker.ack().await {
+                        tracing::debug!("cluster: QoS 1/2 messages not acknowledged: {e}");
                     }
                 }
             }

@@ -270,7 +270,15 @@ impl<E: RoutingEngine> Sessions<E> {
             let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
             let topic = Bytes::copy_from_slice(will.topic.as_bytes());
             // (Nobody waits for a will's confirmation.)
-            bus.forward(&topic, &will.payload, will.qos, will.retain, expiry, will.properties.as_ref(), false);
+            bus.forward(
+                &topic,
+                &will.payload,
+                will.qos,
+                will.retain,
+                expiry,
+                will.properties.as_ref(),
+                crate::cluster::reliable::Confirm::None,
+            );
         }
     }
 

@@ -138,9 +138,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             stamp.queued = queued;
             if let Some(bus) = &self.shared.cluster {
                 let expiry = stamp.expires_at_ms.map(|_| stamp.expiry_left(envelope::now_ms()).unwrap_or(0));
-                // QoS 1/2: this read's acknowledgements wait for JetStream (`handle_reads`).
+                // QoS 1/2: this read's acknowledgements wait for JetStream (`handle_reads`); for
+                // its storing only when they wait for this node's store too.
+                use crate::cluster::reliable::Confirm;
+                let durable = self.persist.is_some()
+                    && self.shared.config.persistence.mode == crate::config::PersistenceMode::Durable;
+                let confirm = if durable { Confirm::Stored } else { Confirm::Sent };
                 let confirm =
-                    bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), true);
+                    bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), confirm);
                 self.forwarded.extend(confirm);
             }
             let link = &mut self.link;
