@@ -510,3 +510,21 @@ async fn a_persistent_session_made_on_a_moves_to_b_when_its_client_id_connects_t
     back_on_a.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
     back_on_a.expect_quiet().await;
 }
+
+#[tokio::test]
+async fn a_persistent_client_connected_on_a_taken_over_from_b_keeps_its_subscriptions() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "roamer", "sub").await;
+    assert_eq!(on_a.subscribe(1, &[("site/+/alarm", 2)]).await, [2]);
+    // Still connected on a: b's connect takes the connection over and the session with it.
+    let (mut on_b, present) = persistent(&cluster, 1, "roamer", "sub").await;
+    assert!(present, "the live session came from a");
+    on_a.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    publisher.publish("site/3/alarm", b"fire", 1, false, 1).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = on_b.expect_publish().await;
+    assert_eq!((got.topic.as_str(), &got.payload[..], got.qos), ("site/3/alarm", &b"fire"[..], 1));
+}
