@@ -274,12 +274,19 @@ async fn take_all<E: RoutingEngine>(
                     }
                     None => break,
                 };
+                // How long it waited in the stream (a node down, or a delivery again after a
+                // crash): its expiry counts from when its node sent it, not from now.
+                let waited_ms = message.info().ok().map_or(0, |info| {
+                    let published_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                    crate::persistence::records::unix_ms().saturating_sub(published_ms)
+                });
                 let (message, acker) = message.split();
                 let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
                 let mut save: Option<Saving> = None;
                 if from != node
                     && let Some((topic, mut stamp, properties)) = remote_message(&message, prefix, None)
                 {
+                    stamp.expires_at_ms = stamp.expires_at_ms.map(|at| at.saturating_sub(waited_ms));
                     if let Some(persistence) = persistence
                         && let Ok(text) = std::str::from_utf8(&topic)
                     {
