@@ -37,6 +37,10 @@ impl Broker {
         let listeners = Listener::all(&config)?;
         // A bad persistence file stops the broker here too, before anything is routed.
         let persistence = Persistence::open(&config.persistence)?;
+        if config.cluster.as_ref().is_some_and(|cluster| cluster.forward_by_interest) {
+            // Before the persistent sessions are restored: their subscriptions count.
+            crate::cluster::interest::Interest::enable();
+        }
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);

@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     /// `cluster_snapshot_every` (default 1000): log entries between two snapshots of the security
     /// state, which bound what a (re)starting node reads.
     pub snapshot_every: u64,
+    /// `cluster_forward_by_interest` (default false): subscribe on NATS only to the node's
+    /// filters for QoS 0 messages (`cluster::interest`).
+    pub forward_by_interest: bool,
 }
 
 /// The directives as they are read, checked together at the end.
@@ -41,6 +44,7 @@ pub struct ClusterDirectives {
     ca_file: Option<PathBuf>,
     replicas: Option<usize>,
     snapshot_every: Option<u64>,
+    forward_by_interest: Option<bool>,
     first: Option<Location>,
 }
 
@@ -94,6 +98,15 @@ impl ClusterDirectives {
                 self.replicas = Some(n as usize);
             }
             "snapshot_every" => self.snapshot_every = Some(number("number of entries")?),
+            "forward_by_interest" => {
+                self.forward_by_interest = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(error(&d.at, format!("invalid {} value ({value}): expected true or false", d.key)));
+                    }
+                })
+            }
             _ => return Err(error(&d.at, format!("unknown directive {}", d.key))),
         }
         self.first.get_or_insert_with(|| d.at.clone());
@@ -125,6 +138,7 @@ impl ClusterDirectives {
             ca_file: self.ca_file,
             replicas: self.replicas.unwrap_or(1),
             snapshot_every: self.snapshot_every.unwrap_or(1000),
+            forward_by_interest: self.forward_by_interest.unwrap_or(false),
         }))
     }
 }
@@ -171,6 +185,9 @@ mod tests {
         assert!(read("cluster_nats_url n\ncluster_node_name a\ncluster_nats_user u\n").is_err());
         assert!(read("cluster_nats_url n\ncluster_node_name a\ncluster_replicas 7\n").is_err());
         assert!(read("cluster_nats_url n\ncluster_node_name a\ncluster_bogus 1\n").is_err());
+        assert!(read("cluster_nats_url n\ncluster_node_name a\ncluster_forward_by_interest yes\n").is_err());
+        let interest = read("cluster_nats_url n\ncluster_node_name a\ncluster_forward_by_interest true\n");
+        assert!(interest.unwrap().unwrap().forward_by_interest);
         let both = "cluster_nats_url n\ncluster_node_name a\ncluster_nats_user u\ncluster_nats_password p\ncluster_nats_creds c\n";
         assert!(read(both).is_err());
     }

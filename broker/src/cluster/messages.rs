@@ -91,6 +91,9 @@ impl LocalClaims {
     }
 }
 
+/// The header of a QoS 0 message carrying its node's count of them (`interest::Recent`).
+const SEQUENCE: &str = "Dynsec-Sequence";
+
 /// The header of a claim notice carrying the claim's sequence.
 const CLAIM_SEQUENCE: &str = "Dynsec-Claim-Sequence";
 
@@ -120,10 +123,19 @@ impl MessageBus {
         let session_moves = super::session_moves::SessionMoves::start(client, config, hand_over).await?;
         let local_claims = Arc::new(LocalClaims::default());
         tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&local_claims), Arc::clone(&take_over)));
-        let inbound = client
-            .subscribe(format!("{prefix}.>"))
-            .await
-            .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
+        // Every message under the prefix, or (`cluster_forward_by_interest`) those of this node's
+        // filters, through `interest`'s subscriptions.
+        let inbound: Inbound = if super::interest::Interest::enabled() {
+            let (tx, rx) = mpsc::channel(OUTBOX);
+            super::interest::Interest::start(client.clone(), prefix.clone(), tx);
+            Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }))
+        } else {
+            let all = client
+                .subscribe(format!("{prefix}.>"))
+                .await
+                .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
+            Box::pin(all)
+        };
         // Subscribed first, loaded next: a retained message published meanwhile arrives after the
         // bucket's older value, not before it.
         let retained = open_retained(client, config).await?;
@@ -245,7 +257,9 @@ impl MessageBus {
     ) -> Option<Confirmation> {
         let properties = properties.and_then(super::properties::encode);
         let mut confirmation = None;
-        if qos > 0 {
+        // (By interest, a QoS 0 message goes to the nodes that subscribe to it; a retained one is
+        // for every node, so it goes through JetStream like QoS 1/2.)
+        if qos > 0 || (retain && super::interest::Interest::enabled()) {
             let Ok(text) = std::str::from_utf8(topic) else { return None };
             let headers = headers(&self.node, qos, retain, expiry_secs, properties.as_deref());
             let subject = topic_to_subject(&self.reliable_prefix, text);
@@ -259,7 +273,7 @@ impl MessageBus {
             }
             // A retained one also goes to the last-value stream, by the core sender.
         }
-        let core = qos == 0;
+        let core = qos == 0 && !(retain && super::interest::Interest::enabled());
         let message =
             Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties, core };
         if self.outbox.try_send(message).is_err() {
@@ -372,6 +386,7 @@ async fn send(
     mut queued: mpsc::Receiver<Outgoing>,
     retained: RetainedStore,
 ) {
+    let mut sequence = 0u64;
     while let Some(message) = queued.recv().await {
         let Ok(topic) = std::str::from_utf8(&message.topic) else { continue };
         if message.retain {
@@ -393,7 +408,10 @@ async fn send(
         if !message.core {
             continue;
         }
-        let headers = headers(&node, message.qos, message.retain, message.expiry_secs, message.properties.as_deref());
+        let mut headers =
+            headers(&node, message.qos, message.retain, message.expiry_secs, message.properties.as_deref());
+        sequence += 1;
+        headers.insert(SEQUENCE, sequence.to_string().as_str());
         if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
             tracing::debug!("cluster: message not sent to NATS: {e}");
         }
@@ -442,10 +460,22 @@ async fn receive_claims(
     }
 }
 
-async fn receive<E: RoutingEngine>(mut inbound: async_nats::Subscriber, prefix: String, node: String, engine: Arc<E>) {
+/// The other nodes' QoS 0 messages, as NATS gives them to this node.
+type Inbound = std::pin::Pin<Box<dyn futures_util::Stream<Item = async_nats::Message> + Send>>;
+
+async fn receive<E: RoutingEngine>(mut inbound: Inbound, prefix: String, node: String, engine: Arc<E>) {
+    // (By interest, a message may come twice while the subscriptions change: `interest`.)
+    let mut recent = super::interest::Interest::enabled().then(super::interest::Recent::default);
     while let Some(message) = inbound.next().await {
-        let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
+        let headers = message.headers.as_ref();
+        let from = headers.and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
         if from == node {
+            continue;
+        }
+        let sequence = headers.and_then(|h| h.get(SEQUENCE)).and_then(|v| v.as_str().parse::<u64>().ok());
+        if let (Some(recent), Some(sequence)) = (recent.as_mut(), sequence)
+            && !recent.first(from, sequence)
+        {
             continue;
         }
         if let Some((topic, stamp, properties)) = remote_message(&message, &prefix, None) {

@@ -6,6 +6,7 @@
 
 pub mod client_ids;
 pub mod config;
+pub mod interest;
 pub mod messages;
 pub mod properties;
 pub mod reliable;

@@ -119,35 +119,48 @@ impl SharedGroups {
     }
 }
 
-/// A shared subscription's membership of its cluster-wide group, for as long as it is kept.
+/// A subscription's memberships in the cluster, for as long as it is kept: a shared one's
+/// cluster-wide group, a plain one's count in the node's NATS interest (`interest`, when on).
 #[derive(Debug)]
 pub struct ShareMembership {
-    shared_filter: String,
+    filter: String,
+    shared: bool,
 }
 
 impl ShareMembership {
-    /// The membership of `filter` when it is a shared subscription on a node of a cluster.
+    /// The membership of `filter` when it is a shared subscription on a node of a cluster, or a
+    /// plain one on a node forwarding by interest.
     pub fn join(filter: &str) -> Option<ShareMembership> {
-        let groups = GROUPS.get()?;
-        crate::routing::shared_filter::share_group(filter)?;
-        groups.join(filter);
-        Some(ShareMembership { shared_filter: filter.to_owned() })
+        if crate::routing::shared_filter::share_group(filter).is_some() {
+            let groups = GROUPS.get()?;
+            groups.join(filter);
+            return Some(ShareMembership { filter: filter.to_owned(), shared: true });
+        }
+        super::interest::Interest::join(filter).then(|| ShareMembership { filter: filter.to_owned(), shared: false })
     }
 }
 
 impl Clone for ShareMembership {
     fn clone(&self) -> Self {
-        if let Some(groups) = GROUPS.get() {
-            groups.join(&self.shared_filter);
+        if self.shared {
+            if let Some(groups) = GROUPS.get() {
+                groups.join(&self.filter);
+            }
+        } else {
+            super::interest::Interest::join(&self.filter);
         }
-        ShareMembership { shared_filter: self.shared_filter.clone() }
+        ShareMembership { filter: self.filter.clone(), shared: self.shared }
     }
 }
 
 impl Drop for ShareMembership {
     fn drop(&mut self) {
-        if let Some(groups) = GROUPS.get() {
-            groups.leave(&self.shared_filter);
+        if self.shared {
+            if let Some(groups) = GROUPS.get() {
+                groups.leave(&self.filter);
+            }
+        } else {
+            super::interest::Interest::leave(&self.filter);
         }
     }
 }

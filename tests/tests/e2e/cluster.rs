@@ -528,3 +528,56 @@ async fn a_persistent_client_connected_on_a_taken_over_from_b_keeps_its_subscrip
     let got = on_b.expect_publish().await;
     assert_eq!((got.topic.as_str(), &got.payload[..], got.qos), ("site/3/alarm", &b"fire"[..], 1));
 }
+
+#[tokio::test]
+async fn forwarding_by_interest_delivers_each_qos0_message_once_through_overlapping_filters() {
+    let cluster = TestCluster::start(ours(), 3, ADMIN, PASSWORD, "cluster_forward_by_interest true\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut on_b = device(&cluster, 1, "sub-b", "sub").await;
+    // Overlapping filters: `a/b` matches both; one NATS subscription covers them (`*.*`).
+    assert_eq!(on_b.subscribe(1, &[("a/+", 0), ("+/b", 0)]).await, [0, 0]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    // The node subscribes on NATS after its SUBACK: published until the first one comes.
+    let mut first = None;
+    for n in 0..100u32 {
+        publisher.publish("a/b", format!("probe {n}").as_bytes(), 0, false, 0).await;
+        if let testkit::Next::Frame(frame) = on_b.next(Duration::from_millis(100)).await {
+            first = Some(frame.publish(true));
+            break;
+        }
+    }
+    assert!(first.is_some(), "the subscription on b never got a message from a");
+    // Late probes, if any, drained (bounded).
+    for _ in 0..100 {
+        if !matches!(on_b.next(testkit::QUIET).await, testkit::Next::Frame(_)) {
+            break;
+        }
+    }
+    for topic in ["a/b", "a/x", "x/b"] {
+        publisher.publish(topic, topic.as_bytes(), 0, false, 0).await;
+        let got = on_b.expect_publish().await;
+        assert_eq!((got.topic.as_str(), &got.payload[..]), (topic, topic.as_bytes()));
+    }
+    publisher.publish("x/y", b"nobody", 0, false, 0).await;
+    on_b.expect_quiet().await;
+    // QoS 1 goes through JetStream to every node, as without interest.
+    publisher.publish("a/q", b"reliable", 1, false, 1).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = on_b.expect_publish().await;
+    assert_eq!(&got.payload[..], b"reliable");
+    // A retained QoS 0 message reaches a node without subscribers, for its later ones.
+    publisher.publish("r/1", b"kept", 0, true, 0).await;
+    let mut attempts = 0;
+    loop {
+        let mut later = device(&cluster, 2, &format!("late-c-{attempts}"), "sub").await;
+        later.subscribe(1, &[("r/1", 0)]).await;
+        if let testkit::Next::Frame(frame) = later.next(testkit::QUIET).await {
+            let got = frame.publish(true);
+            assert_eq!((got.topic.as_str(), &got.payload[..], got.retain), ("r/1", &b"kept"[..], true));
+            break;
+        }
+        attempts += 1;
+        assert!(attempts < 20, "the retained message never reached c");
+    }
+}
