@@ -179,6 +179,11 @@ impl Cluster {
             let mut node = exes.clone();
             node.ours_extra_config.push(format!("cluster_nats_url {}", nats.url()));
             node.ours_extra_config.push(format!("cluster_node_name {name}"));
+            // `DYNSEC_BENCH_CLUSTER_INTEREST=1`: the nodes forward QoS 0 by interest
+            // (docs/cluster.md, `cluster_forward_by_interest`).
+            if std::env::var_os("DYNSEC_BENCH_CLUSTER_INTEREST").is_some_and(|v| v == "1") {
+                node.ours_extra_config.push("cluster_forward_by_interest true".to_owned());
+            }
             let node_dir = dir.join(format!("node-{name}"));
             fs::create_dir_all(&node_dir).map_err(|e| format!("create {}: {e}", node_dir.display()))?;
             nodes.push(Broker::start_in(Kind::Ours, &node, &node_dir, seed).map_err(|e| format!("node {name}: {e}"))?);
