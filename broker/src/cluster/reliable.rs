@@ -263,6 +263,7 @@ async fn take_all<E: RoutingEngine>(
     // Acknowledged in order once their store changes are durable.
     let mut saving = FuturesOrdered::new();
     let mut taken = 0usize;
+    let mut errors = 0u32;
     loop {
         tokio::select! {
             next = messages.next() => {
@@ -270,10 +271,17 @@ async fn take_all<E: RoutingEngine>(
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
                         tracing::debug!("cluster: QoS 1/2 message stream: {e}");
+                        errors += 1;
+                        if errors >= 10 {
+                            // (Started anew by `receive`, after a pause.)
+                            tracing::warn!("cluster: QoS 1/2 message stream: {e}; reading again");
+                            return;
+                        }
                         continue;
                     }
                     None => break,
                 };
+                errors = 0;
                 // How long it waited in the stream (a node down, or a delivery again after a
                 // crash): its expiry counts from when its node sent it, not from now.
                 let waited_ms = message.info().ok().map_or(0, |info| {
