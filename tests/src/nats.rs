@@ -130,7 +130,8 @@ pub struct TestCluster {
     pub dir: ScratchDir,
     pub seed: PathBuf,
     binary: PathBuf,
-    extra: String,
+    /// Each node's extra configuration lines, by index (the last one for any further node).
+    extras: Vec<String>,
     /// One cluster at a time in a test binary: each is four processes, and a dozen of them at
     /// once, each binding ephemeral ports, crowd out the tests that pick their ports beforehand.
     /// Last, so that it is released after the processes are gone.
@@ -140,6 +141,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts nats-server and `count` nodes named `a`, `b`, `c`, … one after the other.
     pub fn start(binary: &Path, count: usize, admin: &str, password: &str, extra: &str) -> TestCluster {
+        Self::start_each(binary, &vec![extra; count], admin, password)
+    }
+
+    /// Starts nats-server and one node per entry of `extras`, each with those configuration lines.
+    pub fn start_each(binary: &Path, extras: &[&str], admin: &str, password: &str) -> TestCluster {
+        let count = extras.len();
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         // A test that failed while holding it does not stop the others.
         let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -153,7 +160,7 @@ impl TestCluster {
             dir,
             seed,
             binary: binary.to_owned(),
-            extra: extra.to_owned(),
+            extras: extras.iter().map(|e| (*e).to_owned()).collect(),
             _one_at_a_time: one_at_a_time,
         };
         for index in 0..count {
@@ -172,7 +179,8 @@ impl TestCluster {
         let name = Self::node_name(index);
         let dir = self.dir.path().join(format!("node-{name}"));
         fs::create_dir_all(&dir).expect("node directory");
-        let config = node_config(&self.seed, &self.nats.url(), &name, &self.extra);
+        let extra = self.extras.get(index).or(self.extras.last()).map_or("", String::as_str);
+        let config = node_config(&self.seed, &self.nats.url(), &name, extra);
         BrokerProcess::start_in(&self.binary, &dir, &config, &[])
     }
 

@@ -1,6 +1,7 @@
 //! Routing across nodes: every QoS 0 message a client publishes on one node is published on core
-//! NATS under its topic's subject ([`super::subject`]), every QoS 1/2 message in JetStream
-//! ([`super::reliable`]), and every node injects what the others publish into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
+//! NATS under its topic's subject ([`super::subject`]); every QoS 1/2 message in JetStream
+//! ([`super::reliable`]) on a node with persistence, on core NATS as QoS 0 on one without (a
+//! cluster may mix them: every node takes both); and every node injects what the others publish into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
 //! against each receiving client's ACL on the delivery path. Retained messages are stored by
 //! every node that is running when they are published, and in a JetStream stream (the last value
 //! per topic, `<cluster>_retained`) that a starting node loads first.
@@ -17,8 +18,9 @@
 //! the recorded owner takes it over, as it would for a second connection of its own. The new node asks
 //! the previous owner for the session ([`super::session_moves`]).
 //!
-//! Core NATS delivers at most once: a QoS 0 message in flight when a node or NATS fails is lost
-//! across nodes (docs/cluster.md); QoS 1/2 messages wait in JetStream for a node that is down.
+//! Core NATS delivers at most once: a message on it in flight when a node or NATS fails is lost
+//! across nodes (docs/cluster.md); QoS 1/2 messages of a node with persistence wait in JetStream
+//! for a node that is down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,8 +53,8 @@ struct Outgoing {
     expiry_secs: Option<u32>,
     /// `properties::HEADER`'s value.
     properties: Option<String>,
-    /// Sent on core NATS (QoS 0); a retained QoS 1/2 message only updates the last-value stream
-    /// here (it travels through [`super::reliable`]).
+    /// Sent on core NATS; a retained message that travels through [`super::reliable`] only
+    /// updates the last-value stream here.
     core: bool,
 }
 
@@ -67,9 +69,13 @@ pub struct MessageBus {
     take_over: TakeOver,
     claims: Arc<LocalClaims>,
     session_moves: super::session_moves::SessionMoves,
-    /// QoS 1/2 messages: to JetStream, under `reliable_prefix`.
+    /// QoS 1/2 messages of a node with persistence: to JetStream, under `reliable_prefix`.
     reliable: ReliableSender,
     reliable_prefix: String,
+    /// This node has persistence (`persistence true`, either mode): its QoS 1/2 messages go
+    /// through JetStream. Without, on core NATS, at most once (docs/cluster.md, "What is
+    /// guaranteed").
+    reliable_qos: bool,
 }
 
 /// This node's claims of client ids, by id: the connection, its claim's sequence in the client-id
@@ -151,9 +157,10 @@ impl MessageBus {
             reliable_prefix.clone(),
             node.clone(),
             Arc::clone(&engine),
-            persistence,
+            persistence.clone(),
         ));
-        tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine));
+        let reliable_qos = persistence.is_some();
+        tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine, persistence));
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
         let dropped = AtomicU64::new(0);
@@ -169,6 +176,7 @@ impl MessageBus {
             session_moves,
             reliable: ReliableSender::start(js),
             reliable_prefix,
+            reliable_qos,
         }))
     }
 
@@ -241,9 +249,12 @@ impl MessageBus {
         });
     }
 
-    /// Sends a message a local client published to the other nodes (never blocks). A QoS 1/2
-    /// message goes to JetStream; the returned [`Confirmation`] resolves as `confirm` says (the
-    /// publisher's acknowledgement waits for it). None is returned while NATS is not connected.
+    /// Sends a message a local client published to the other nodes (never blocks). On a node
+    /// with persistence a QoS 1/2 message goes to JetStream; the returned [`Confirmation`]
+    /// resolves as `confirm` says (the publisher's acknowledgement waits for it). None is
+    /// returned while NATS is not connected, and for what goes on core NATS (QoS 0, and QoS 1/2
+    /// without persistence: at most once, as on a single node without persistence, where
+    /// nothing survives a crash either).
     #[allow(clippy::too_many_arguments)] // the parts of one message
     pub fn forward(
         &self,
@@ -257,9 +268,10 @@ impl MessageBus {
     ) -> Option<Confirmation> {
         let properties = properties.and_then(super::properties::encode);
         let mut confirmation = None;
-        // (By interest, a QoS 0 message goes to the nodes that subscribe to it; a retained one is
-        // for every node, so it goes through JetStream like QoS 1/2.)
-        if qos > 0 || (retain && super::interest::Interest::enabled()) {
+        // (By interest, a message on core NATS goes to the nodes that subscribe to it; a retained
+        // one is for every node, so it goes through JetStream.)
+        let through_jetstream = (qos > 0 && self.reliable_qos) || (retain && super::interest::Interest::enabled());
+        if through_jetstream {
             let Ok(text) = std::str::from_utf8(topic) else { return None };
             let headers = headers(&self.node, qos, retain, expiry_secs, properties.as_deref());
             let subject = topic_to_subject(&self.reliable_prefix, text);
@@ -273,7 +285,7 @@ impl MessageBus {
             }
             // A retained one also goes to the last-value stream, by the core sender.
         }
-        let core = qos == 0 && !(retain && super::interest::Interest::enabled());
+        let core = !through_jetstream;
         let message =
             Outgoing { topic: topic.clone(), payload: payload.clone(), qos, retain, expiry_secs, properties, core };
         if self.outbox.try_send(message).is_err() {
@@ -460,10 +472,17 @@ async fn receive_claims(
     }
 }
 
-/// The other nodes' QoS 0 messages, as NATS gives them to this node.
+/// The other nodes' messages on core NATS (QoS 0, and QoS 1/2 of nodes without persistence), as
+/// NATS gives them to this node.
 type Inbound = std::pin::Pin<Box<dyn futures_util::Stream<Item = async_nats::Message> + Send>>;
 
-async fn receive<E: RoutingEngine>(mut inbound: Inbound, prefix: String, node: String, engine: Arc<E>) {
+async fn receive<E: RoutingEngine>(
+    mut inbound: Inbound,
+    prefix: String,
+    node: String,
+    engine: Arc<E>,
+    persistence: Option<Arc<Persistence>>,
+) {
     // (By interest, a message may come twice while the subscriptions change: `interest`.)
     let mut recent = super::interest::Interest::enabled().then(super::interest::Recent::default);
     while let Some(message) = inbound.next().await {
@@ -478,7 +497,25 @@ async fn receive<E: RoutingEngine>(mut inbound: Inbound, prefix: String, node: S
         {
             continue;
         }
-        if let Some((topic, stamp, properties)) = remote_message(&message, &prefix, None) {
+        if let Some((topic, mut stamp, properties)) = remote_message(&message, &prefix, None) {
+            // A QoS 1/2 message of a node without persistence, on a node with: queued in this
+            // node's store for its persistent sessions, as one of its own clients' would be
+            // (without waiting: it came at most once, nothing waits for its acknowledgement).
+            if let Some(persistence) = persistence.as_deref()
+                && stamp.qos > 0
+            {
+                let ops = super::reliable::offer(
+                    persistence,
+                    from,
+                    &topic,
+                    &message.payload,
+                    &mut stamp,
+                    properties.as_ref(),
+                );
+                if !ops.is_empty() {
+                    persistence.submit(ops);
+                }
+            }
             inject(&*engine, topic, &message.payload, stamp, properties);
         }
     }

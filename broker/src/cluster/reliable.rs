@@ -1,11 +1,13 @@
 //! QoS 1 and 2 across nodes through JetStream (docs/cluster.md, "QoS across nodes, precisely").
 //!
-//! A QoS 1 or 2 message a client publishes goes to the stream `<cluster>_messages` (subjects
+//! On a node with persistence (`persistence true`, durable or autosave mode), a QoS 1 or 2
+//! message a client publishes goes to the stream `<cluster>_messages` (subjects
 //! `<cluster>.qos.<topic>`, interest retention, bounded by [`MAX_AGE`] and [`MAX_BYTES`]) instead
-//! of core NATS. With durable persistence on, the publishing connection holds its PUBACK/PUBREC
-//! until JetStream acknowledged the publish ([`Confirmation`], [`Confirm::Stored`]); without, until
-//! the message is handed to the NATS connection ([`Confirm::Sent`]: the acknowledgement means
-//! what it means on a single node without persistence, taken in memory). A publish not
+//! of core NATS; a node without persistence sends it on core NATS, at most once (`messages`):
+//! nothing of it would survive a crash of that node either. In durable mode the publishing
+//! connection holds its PUBACK/PUBREC until JetStream acknowledged the publish ([`Confirmation`],
+//! [`Confirm::Stored`]); in autosave mode, until the message is handed to the NATS connection
+//! ([`Confirm::Sent`]: as its local store, written but not synced when the acknowledgement goes). A publish not
 //! confirmed within [`CONFIRM_TIMEOUT`] disconnects the client (v5 0x80) without its
 //! acknowledgement, as a failed persistence write does, so that the client sends it again.
 //!
@@ -87,7 +89,7 @@ pub enum Confirm {
     None,
     /// The message was handed to the NATS connection: no round trip, but the publisher is held
     /// back while JetStream acknowledges more slowly than it publishes (the context's limit of
-    /// acknowledgements in flight). Without durable persistence on the publishing node.
+    /// acknowledgements in flight). Persistence in autosave mode on the publishing node.
     Sent,
     /// JetStream stored it. With durable persistence on the publishing node.
     Stored,
@@ -295,15 +297,8 @@ async fn take_all<E: RoutingEngine>(
                     && let Some((topic, mut stamp, properties)) = remote_message(&message, prefix, None)
                 {
                     stamp.expires_at_ms = stamp.expires_at_ms.map(|at| at.saturating_sub(waited_ms));
-                    if let Some(persistence) = persistence
-                        && let Ok(text) = std::str::from_utf8(&topic)
-                    {
-                        let mut ops = Vec::new();
-                        let expiry = stamp.expiry_left(crate::routing::envelope::now_ms());
-                        let publisher = format!("%cluster/{from}");
-                        let offered =
-                            persistence.sessions.offer(&mut ops, text, &message.payload, stamp.qos, &publisher, expiry, properties.as_ref());
-                        stamp.queued = offered;
+                    if let Some(persistence) = persistence {
+                        let ops = offer(persistence, from, &topic, &message.payload, &mut stamp, properties.as_ref());
                         if !ops.is_empty() {
                             save = Some(Box::pin(persistence.commit(ops)));
                         }
@@ -337,6 +332,25 @@ async fn take_all<E: RoutingEngine>(
             }
         }
     }
+}
+
+/// With persistence on this node: another node's message offered to this node's store for the
+/// persistent sessions it matches (the same `offer` as a local publish), `stamp.queued` set;
+/// returns the changes to commit (none when no session takes it).
+pub(super) fn offer(
+    persistence: &Persistence,
+    from: &str,
+    topic: &[u8],
+    payload: &[u8],
+    stamp: &mut crate::routing::envelope::Stamp,
+    properties: Option<&rumqttd::protocol::PublishProperties>,
+) -> Vec<crate::persistence::Op> {
+    let mut ops = Vec::new();
+    let Ok(text) = std::str::from_utf8(topic) else { return ops };
+    let expiry = stamp.expiry_left(crate::routing::envelope::now_ms());
+    let publisher = format!("%cluster/{from}");
+    stamp.queued = persistence.sessions.offer(&mut ops, text, payload, stamp.qos, &publisher, expiry, properties);
+    ops
 }
 
 #[cfg(test)]

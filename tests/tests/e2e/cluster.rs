@@ -474,6 +474,47 @@ async fn qos1_messages_acknowledged_on_a_reach_an_offline_persistent_subscriber_
 }
 
 #[tokio::test]
+async fn a_cluster_mixing_a_node_with_persistence_and_one_without_carries_qos1_both_ways() {
+    // a sends QoS 1/2 through JetStream (persistence), b on core NATS (none): each takes both.
+    let cluster = TestCluster::start_each(ours(), &["persistence true\n", ""], ADMIN, PASSWORD);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut on_a = device(&cluster, 0, "sub-a", "sub").await;
+    let mut on_b = device(&cluster, 1, "sub-b", "sub").await;
+    assert_eq!(on_a.subscribe(1, &[("mix/#", 1)]).await, [1]);
+    assert_eq!(on_b.subscribe(1, &[("mix/#", 1)]).await, [1]);
+    // An offline persistent session on a, for b's messages.
+    let (mut keeper, _) = persistent(&cluster, 0, "keeper-a", "sub").await;
+    assert_eq!(keeper.subscribe(1, &[("mix/from-b", 1)]).await, [1]);
+    keeper.send(&testkit::disconnect()).await;
+    keeper.expect_closed().await;
+    let mut pub_a = device(&cluster, 0, "pub-a", "pub").await;
+    let mut pub_b = device(&cluster, 1, "pub-b", "pub").await;
+    pub_a.publish("mix/from-a", b"through JetStream", 1, false, 1).await;
+    assert_eq!(pub_a.expect(testkit::PUBACK).await.reason(), 0);
+    pub_b.publish("mix/from-b", b"on core NATS", 1, false, 1).await;
+    assert_eq!(pub_b.expect(testkit::PUBACK).await.reason(), 0);
+    for (client, local, remote) in [(&mut on_a, "mix/from-a", "mix/from-b"), (&mut on_b, "mix/from-b", "mix/from-a")] {
+        let mut topics = Vec::new();
+        for _ in 0..2 {
+            let got = client.expect_publish().await;
+            assert_eq!(got.qos, 1);
+            client.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+            topics.push(got.topic);
+        }
+        topics.sort();
+        let mut expected = vec![local.to_owned(), remote.to_owned()];
+        expected.sort();
+        assert_eq!(topics, expected, "each message once, its own node's and the other's");
+        client.expect_quiet().await;
+    }
+    // b's message waited for the offline session on a, once.
+    let (mut keeper, present) = persistent(&cluster, 0, "keeper-a", "sub").await;
+    assert!(present);
+    assert_eq!(drain(&mut keeper).await, ["on core NATS"]);
+}
+
+#[tokio::test]
 async fn a_persistent_session_made_on_a_moves_to_b_when_its_client_id_connects_there() {
     let cluster = cluster(2);
     provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
@@ -561,7 +602,7 @@ async fn forwarding_by_interest_delivers_each_qos0_message_once_through_overlapp
     }
     publisher.publish("x/y", b"nobody", 0, false, 0).await;
     on_b.expect_quiet().await;
-    // QoS 1 goes through JetStream to every node, as without interest.
+    // QoS 1 (on core NATS: no persistence) reaches the subscribing node by interest too.
     publisher.publish("a/q", b"reliable", 1, false, 1).await;
     assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
     let got = on_b.expect_publish().await;

@@ -138,8 +138,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             stamp.queued = queued;
             if let Some(bus) = &self.shared.cluster {
                 let expiry = stamp.expires_at_ms.map(|_| stamp.expiry_left(envelope::now_ms()).unwrap_or(0));
-                // QoS 1/2: this read's acknowledgements wait for JetStream (`handle_reads`); for
-                // its storing only when they wait for this node's store too.
+                // QoS 1/2 with persistence: this read's acknowledgements wait for JetStream
+                // (`handle_reads`); for its storing only when they wait for this node's store
+                // too (durable mode). Without persistence nothing waits (`MessageBus::forward`).
                 use crate::cluster::reliable::Confirm;
                 let durable = self.persist.is_some()
                     && self.shared.config.persistence.mode == crate::config::PersistenceMode::Durable;
