@@ -5,7 +5,9 @@
 //!
 //! - **C1 throughput**: P1's generator (`flow`), 1→1, 100-byte payloads, QoS 0 and 1: the
 //!   publisher on node A and the subscriber on node B, against both on node A, in turn within
-//!   every round (and a standalone broker without a cluster, for what joining a cluster costs).
+//!   every round (and a standalone broker without a cluster, for what joining a cluster costs);
+//!   QoS 1 also on a second cluster whose nodes have persistence (durable), where it goes
+//!   through JetStream.
 //! - **C2 change → effect**: an admin on node C alternately removes and restores the probe role's
 //!   publish ACL; a probe client on each node publishes QoS 1 about once a millisecond. The time
 //!   from sending the command to its first effect on that node is one sample: after a removal, a
@@ -47,6 +49,8 @@ const EFFECT_WAIT: Duration = Duration::from_secs(10);
 const PROBE_PERIOD: Duration = Duration::from_millis(1);
 use crate::report::{CROSS_NODE, SAME_NODE};
 const STANDALONE: &str = "standalone broker, no cluster";
+/// The prefix of C1's placements on the cluster whose nodes have persistence (durable mode).
+const PERSISTENT: &str = "persistence on, ";
 /// Linux's `USER_HZ`: the unit of `/proc/PID/stat`'s CPU times.
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -172,6 +176,17 @@ pub struct Cluster {
 impl Cluster {
     /// Starts nats-server and `count` nodes, one after the other, all on the seed file `seed`.
     pub fn start(exes: &Executables, dir: &Path, seed: &Path, count: usize) -> Result<Cluster, String> {
+        Self::start_with(exes, dir, seed, count, &[])
+    }
+
+    /// As [`Cluster::start`], every node with the configuration lines `extra` too.
+    pub fn start_with(
+        exes: &Executables,
+        dir: &Path,
+        seed: &Path,
+        count: usize,
+        extra: &[&str],
+    ) -> Result<Cluster, String> {
         let nats = NatsServer::start(&dir.join("nats"))?;
         let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
@@ -179,6 +194,7 @@ impl Cluster {
             let mut node = exes.clone();
             node.ours_extra_config.push(format!("cluster_nats_url {}", nats.url()));
             node.ours_extra_config.push(format!("cluster_node_name {name}"));
+            node.ours_extra_config.extend(extra.iter().map(|line| (*line).to_owned()));
             // `DYNSEC_BENCH_CLUSTER_INTEREST=1`: the nodes forward QoS 0 by interest
             // (docs/cluster.md, `cluster_forward_by_interest`).
             if std::env::var_os("DYNSEC_BENCH_CLUSTER_INTEREST").is_some_and(|v| v == "1") {
@@ -251,7 +267,20 @@ pub fn run(
                     cluster.nodes.iter().map(|n| n.addr(Version::V311).to_string()).collect::<Vec<_>>().join(", ")
                 ));
                 if wanted.throughput {
-                    throughput(plan, &cluster, &standalone, results, progress);
+                    // QoS 1/2 across nodes goes through JetStream only on nodes with persistence
+                    // (docs/cluster.md): a second cluster of three with it, for those figures.
+                    progress.start("cluster: starting a second nats-server and nodes A, B, C with persistence");
+                    let persistent = Cluster::start_with(
+                        exes,
+                        &scratch.join("cluster-flow-persistent"),
+                        &seed,
+                        3,
+                        &["persistence true"],
+                    );
+                    let persistent = persistent
+                        .map_err(|e| note(results, progress, format!("{C1} with persistence skipped: {e}")))
+                        .ok();
+                    throughput(plan, &cluster, persistent.as_ref(), &standalone, results, progress);
                 }
                 drop(standalone);
                 if wanted.change_to_effect {
@@ -274,23 +303,36 @@ pub fn run(
 fn throughput(
     plan: &ClusterPlan,
     cluster: &Cluster,
+    persistent: Option<&Cluster>,
     standalone: &Broker,
     results: &mut Results,
     progress: &mut ProgressBar,
 ) {
-    let placements = [
-        (CROSS_NODE, cluster.addr(0), cluster.addr(1)),
-        (SAME_NODE, cluster.addr(0), cluster.addr(0)),
-        (STANDALONE, standalone.addr(Version::V311), standalone.addr(Version::V311)),
+    let mut placements = vec![
+        (CROSS_NODE.to_owned(), cluster.addr(0), cluster.addr(1)),
+        (SAME_NODE.to_owned(), cluster.addr(0), cluster.addr(0)),
+        (STANDALONE.to_owned(), standalone.addr(Version::V311), standalone.addr(Version::V311)),
     ];
+    if let Some(persistent) = persistent {
+        placements.push((format!("{PERSISTENT}{CROSS_NODE}"), persistent.addr(0), persistent.addr(1)));
+        placements.push((format!("{PERSISTENT}{SAME_NODE}"), persistent.addr(0), persistent.addr(0)));
+    }
     let mut run_id = 0;
     for round in 0..plan.rounds {
         for qos in [0u8, 1] {
             for offset in 0..placements.len() {
-                let (placement, publisher, subscriber) = placements[(offset + round) % placements.len()];
+                let (placement, publisher, subscriber) = &placements[(offset + round) % placements.len()];
+                let (publisher, subscriber) = (*publisher, *subscriber);
+                // (With persistence only QoS 1 takes another path: QoS 0 is the same.)
+                if qos == 0 && placement.starts_with(PERSISTENT) {
+                    continue;
+                }
                 let case = format!("1→1 QoS {qos} v3.1.1, {placement}");
                 progress.start(format!("{C1}: {case} (round {})", round + 1));
                 cluster.settle();
+                if let Some(persistent) = persistent {
+                    persistent.settle();
+                }
                 standalone.settle(Duration::from_secs(3));
                 run_id += 1;
                 let spec = FlowSpec {
