@@ -3,8 +3,9 @@
 //!
 //! Every node with a local member of `$share/<group>/<filter>` joins one NATS queue group for it
 //! (subscribed to the filter's subjects under `<cluster>.msg` and `<cluster>.qos`, where every
-//! message is published once by its node, QoS 0 on core NATS and QoS 1/2 into JetStream, which
-//! NATS also delivers to subscribers of the subject). NATS gives each message to one node of the queue group — the publisher's
+//! message is published once by its node: QoS 0, and QoS 1/2 of a node without persistence, on
+//! core NATS; QoS 1/2 of a node with persistence into JetStream, which NATS also delivers to
+//! subscribers of the subject). NATS gives each message to one node of the queue group — the publisher's
 //! own included — and that node hands it to its router stamped with the group
 //! (`envelope::Stamp::share_group`); rumqttd then picks one local member of the group, and only a
 //! member of that group takes it (`gate::delivery`). The copies every node gets, including the
