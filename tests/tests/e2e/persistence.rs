@@ -473,3 +473,33 @@ async fn a_delayed_will_is_published_after_a_restart_unless_its_client_came_back
     let loaded = store.load().unwrap();
     assert!(loaded.wills.is_empty(), "{:?}", loaded.wills);
 }
+
+/// The write-ahead log beside the store (`<persistence_file>.wal`, docs/persistence.md): a
+/// record that does not check out followed by valid ones is damage, and another program's file
+/// is not ours; both stop the broker with an error naming the log, which is left as it was. (A
+/// record cut short at the end is a crash's interrupted write: `persistence::wal` unit tests.)
+#[test]
+fn a_damaged_or_foreign_write_ahead_log_stops_the_broker_by_name() {
+    use dynsec_broker::persistence::wal::{self, Wal};
+    for (case, expected) in [("damaged", "does not check out"), ("foreign", "not a persistence file")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = wal::path_for(&dir.path().join(dynsec_broker::config::DEFAULT_PERSISTENCE_FILE));
+        if case == "damaged" {
+            let (mut log, _) = Wal::open(&path, 0).unwrap();
+            for sequence in 1..=3 {
+                log.append(sequence, b"some changes").unwrap();
+            }
+            drop(log);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[25] ^= 0xff; // in the first record's payload
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            std::fs::write(&path, b"this is a text file, not a log").unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let (code, log) = BrokerProcess::start_failure_in(ours(), dir.path(), CONFIG);
+        assert!(matches!(code, Some(c) if c != 0), "{case}: refused, not started: {code:?} {log}");
+        assert!(log.contains(".redb.wal") && log.contains(expected), "{case}: {log}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{case}: left as it was");
+    }
+}
