@@ -5,9 +5,11 @@
 //! what is kept, when it is durable, and the bounds.
 //!
 //! - `store`: the file (tables, format check, one transaction per group of changes);
-//! - `wal`: the write-ahead log beside it (durable mode syncs this, not redb, per group);
+//! - `wal`: the write-ahead log beside it (durable mode syncs this, not redb, per group; autosave
+//!   mode writes it per group and syncs it now and then);
 //! - `writer`: the writer thread (group commit: one log sync for the changes of many
 //!   connections; folding them into redb in the background, checkpoints, replay at start);
+//! - `autosave`: when autosave mode syncs (`autosave_interval`, `autosave_on_changes`);
 //! - `fold`: the changes logged and not yet folded (a copy queued and removed in between cancels);
 //! - `records`: what a record holds;
 //! - `sessions`: which persistent sessions exist, their subscriptions, and the queue of each
@@ -19,6 +21,7 @@
 //! The changes of one read of a connection are committed together before its acknowledgements
 //! are written (durable mode).
 
+mod autosave;
 pub mod connection;
 mod fold;
 pub mod records;
@@ -196,7 +199,8 @@ impl Persistence {
         self.writer.submit(ops);
     }
 
-    /// Commits `ops`; resolves once they are durable (durable mode) or written (autosave mode).
+    /// Commits `ops`; resolves once they are durable (durable mode) or written to the log, not
+    /// synced (autosave mode).
     pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
         self.writer.commit(ops)
     }

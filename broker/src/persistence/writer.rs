@@ -17,8 +17,12 @@
 //! without one. Losing them in a crash costs at most a duplicate delivery or a session record a
 //! moment old.
 //!
-//! Autosave mode does not use the log: changes are committed to redb unsynced, and a sync runs
-//! every `autosave_interval` seconds (or changes) and when the writer stops.
+//! Autosave mode goes through the same log, fold and checkpoints, but appends each group with a
+//! plain write and answers the senders without a sync: the log is synced only when
+//! `persistence/autosave.rs` says so (every `autosave_interval` seconds or changes), at a
+//! checkpoint (only when the log has grown to `CHECKPOINT_BYTES`) and when the writer stops. A
+//! kill -9 of the process loses nothing written (the page cache keeps it for the next start's
+//! replay); an OS crash or power loss loses at most what came since the last sync.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::autosave::Autosave;
 use super::fold::Pending;
 use super::records;
 use super::store::{Op, Store, StoreError};
@@ -38,7 +43,7 @@ use crate::config::{PersistenceMode, PersistenceSettings};
 const MAX_GROUP: usize = 16_384;
 /// How long changes nobody waited for stay unsynced in durable mode.
 const BACKGROUND_SYNC: Duration = Duration::from_secs(1);
-/// Durable mode folds the log's changes into redb once this many are waiting...
+/// The writer folds the log's changes into redb once this many are waiting...
 const FOLD_OPS: usize = 8_192;
 /// ... or the oldest has waited this long.
 const FOLD_AFTER: Duration = Duration::from_millis(100);
@@ -61,31 +66,6 @@ struct Job {
 pub struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// When autosave mode syncs.
-struct Autosave {
-    interval: u64,
-    on_changes: bool,
-    changes: u64,
-    last: Instant,
-}
-
-impl Autosave {
-    fn due(&self) -> bool {
-        match (self.interval, self.on_changes) {
-            (0, _) => false,
-            (n, true) => self.changes >= n,
-            (n, false) => self.changes > 0 && self.last.elapsed() >= Duration::from_secs(n),
-        }
-    }
-
-    fn wait(&self) -> Duration {
-        if self.interval == 0 || self.on_changes || self.changes == 0 {
-            return IDLE;
-        }
-        Duration::from_secs(self.interval).saturating_sub(self.last.elapsed())
-    }
 }
 
 /// Applies the write-ahead log's records that the redb file does not hold (a crash came before
@@ -120,8 +100,8 @@ pub fn recover(store: &Store) -> Result<(Wal, u64), StoreError> {
     Ok((wal, last))
 }
 
-/// Durable mode's state between groups.
-struct Durable {
+/// The writer thread's state between groups (both modes).
+struct LogWriter {
     store: Store,
     wal: Wal,
     /// The sequence of the last record appended to the log.
@@ -135,10 +115,28 @@ struct Durable {
     checkpointed: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
+    /// Autosave mode: when to sync (`None`: durable mode, a sync per waited-for group).
+    autosave: Option<Autosave>,
 }
 
-impl Durable {
-    /// Appends one group's changes and, if anyone waits, syncs the log. The changes are kept for
+impl LogWriter {
+    fn new(store: Store, wal: Wal, sequence: u64, autosave: Option<Autosave>) -> LogWriter {
+        LogWriter {
+            store,
+            wal,
+            sequence,
+            pending: Pending::default(),
+            pending_since: None,
+            folded: sequence,
+            checkpointed: sequence,
+            last_checkpoint: Instant::now(),
+            unsynced_since: None,
+            autosave,
+        }
+    }
+
+    /// Appends one group's changes and, if anyone waits, syncs the log (durable mode; autosave
+    /// mode only counts them). The changes are kept for
     /// the fold even when this fails (the senders get the error and the client sends again: at
     /// worst a duplicate, as after a crash).
     fn write(&mut self, ops: Vec<Op>, waited: bool) -> Result<(), String> {
@@ -153,11 +151,14 @@ impl Durable {
                 Err(e) => result = Err(e.to_string()),
             }
             self.pending_since.get_or_insert_with(Instant::now);
+            if let Some(autosave) = &mut self.autosave {
+                autosave.written(ops.len());
+            }
             for op in ops {
                 self.pending.push(op);
             }
         }
-        if result.is_ok() && waited {
+        if result.is_ok() && waited && self.autosave.is_none() {
             result = self.sync();
         }
         result
@@ -166,30 +167,43 @@ impl Durable {
     fn sync(&mut self) -> Result<(), String> {
         self.wal.sync().map_err(|e| e.to_string())?;
         self.unsynced_since = None;
+        if let Some(autosave) = &mut self.autosave {
+            autosave.synced();
+        }
         Ok(())
     }
 
     /// When the thread must wake up with nothing received.
     fn next_due(&self) -> Option<Instant> {
         let fold = self.pending_since.map(|t| t + FOLD_AFTER);
-        let sync = self.unsynced_since.map(|t| t + BACKGROUND_SYNC);
-        let checkpoint = (self.checkpointed < self.sequence).then_some(self.last_checkpoint + CHECKPOINT_AFTER);
+        let (sync, checkpoint) = match &self.autosave {
+            Some(autosave) => (autosave.due_at(), None),
+            None => (
+                self.unsynced_since.map(|t| t + BACKGROUND_SYNC),
+                (self.checkpointed < self.sequence).then_some(self.last_checkpoint + CHECKPOINT_AFTER),
+            ),
+        };
         [fold, sync, checkpoint].into_iter().flatten().min()
     }
 
-    /// What is due after a group (or a timeout): the background sync, a fold, a checkpoint.
+    /// What is due after a group (or a timeout): the background sync (durable mode) or the
+    /// autosave, a fold, a checkpoint (autosave mode: only by size, its syncs are the autosave's).
     fn maintain(&mut self) {
         let now = Instant::now();
-        if self.unsynced_since.is_some_and(|t| now >= t + BACKGROUND_SYNC)
-            && let Err(reason) = self.sync()
-        {
+        let sync_due = match &self.autosave {
+            Some(autosave) => autosave.due(),
+            None => self.unsynced_since.is_some_and(|t| now >= t + BACKGROUND_SYNC),
+        };
+        if sync_due && let Err(reason) = self.sync() {
             error!(file = %self.wal.path().display(), %reason, "persistence: the write-ahead log could not be synced");
         }
         if self.pending.count() >= FOLD_OPS || self.pending_since.is_some_and(|t| now >= t + FOLD_AFTER) {
             self.fold();
         }
         if self.wal.len() >= CHECKPOINT_BYTES
-            || (self.checkpointed < self.sequence && now >= self.last_checkpoint + CHECKPOINT_AFTER)
+            || (self.autosave.is_none()
+                && self.checkpointed < self.sequence
+                && now >= self.last_checkpoint + CHECKPOINT_AFTER)
         {
             self.checkpoint();
         }
@@ -227,10 +241,18 @@ impl Durable {
             return;
         }
         self.checkpointed = self.folded;
-        if self.checkpointed == self.sequence
-            && let Err(e) = self.wal.reset()
-        {
-            error!(file = %self.wal.path().display(), reason = %e, "persistence: the write-ahead log could not be emptied");
+        if self.checkpointed == self.sequence {
+            match self.wal.reset() {
+                // Everything written is in redb's durable state now.
+                Ok(()) => {
+                    if let Some(autosave) = &mut self.autosave {
+                        autosave.synced();
+                    }
+                }
+                Err(e) => {
+                    error!(file = %self.wal.path().display(), reason = %e, "persistence: the write-ahead log could not be emptied")
+                }
+            }
         }
     }
 
@@ -270,81 +292,20 @@ impl Durable {
     }
 }
 
-fn run_autosave(store: Store, settings: &PersistenceSettings, queue: Receiver<Job>) {
-    let mut autosave = Autosave {
-        interval: settings.autosave_interval,
-        on_changes: settings.autosave_on_changes,
-        changes: 0,
-        last: Instant::now(),
-    };
-    loop {
-        let mut group = match queue.recv_timeout(autosave.wait()) {
-            Ok(job) => vec![job],
-            Err(RecvTimeoutError::Timeout) => Vec::new(),
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut count: usize = group.iter().map(|job| job.ops.len()).sum();
-        while count < MAX_GROUP {
-            let Ok(job) = queue.try_recv() else { break };
-            count += job.ops.len();
-            group.push(job);
-        }
-        autosave.changes += count as u64;
-        let sync = autosave.due();
-        let ops: Vec<Op> = group.iter_mut().flat_map(|job| std::mem::take(&mut job.ops)).collect();
-        let result = if ops.is_empty() && sync {
-            store.sync()
-        } else if ops.is_empty() {
-            Ok(())
-        } else {
-            store.commit(&ops, sync)
-        };
-        if let Err(reason) = &result {
-            error!(file = %store.path().display(), %reason, "persistence: changes could not be saved");
-        } else if sync {
-            autosave.changes = 0;
-            autosave.last = Instant::now();
-        }
-        for job in group {
-            if let Some(reply) = job.reply {
-                let _ = reply.send(result.clone());
-            }
-        }
-    }
-    if let Err(reason) = store.sync() {
-        warn!(file = %store.path().display(), %reason, "persistence: the last save at shutdown failed");
-    }
-}
-
 impl Writer {
-    /// Starts the writer on `store`; `wal` and `sequence` are what [`recover`] returned (durable
-    /// mode appends to that log; autosave mode leaves it empty).
+    /// Starts the writer on `store`; `wal` and `sequence` are what [`recover`] returned.
     pub fn start(store: Store, wal: Wal, sequence: u64, settings: &PersistenceSettings) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let settings = settings.clone();
         let thread = std::thread::Builder::new().name("persistence".into()).spawn(move || {
-            if settings.mode == PersistenceMode::Durable {
-                Durable {
-                    store,
-                    wal,
-                    sequence,
-                    pending: Pending::default(),
-                    pending_since: None,
-                    folded: sequence,
-                    checkpointed: sequence,
-                    last_checkpoint: Instant::now(),
-                    unsynced_since: None,
-                }
-                .run(queue);
-            } else {
-                drop(wal);
-                run_autosave(store, &settings, queue);
-            }
+            let autosave = (settings.mode == PersistenceMode::Autosave)
+                .then(|| Autosave::new(settings.autosave_interval, settings.autosave_on_changes));
+            LogWriter::new(store, wal, sequence, autosave).run(queue);
         })?;
         Ok(Writer { jobs: Mutex::new(Some(jobs)), thread: Mutex::new(Some(thread)) })
     }
 
-    /// Hands `ops` to the writer; resolves once they are committed (durable mode: synced).
+    /// Hands `ops` to the writer; resolves once they are in the log (durable mode: synced).
     pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
         let (reply, done) = oneshot::channel();
         let sent = self.send(Job { ops, reply: Some(reply) });
@@ -381,19 +342,14 @@ impl Writer {
 mod tests {
     use super::*;
 
-    fn durable(store: Store) -> Durable {
+    fn durable(store: Store) -> LogWriter {
         let (wal, sequence) = recover(&store).unwrap();
-        Durable {
-            store,
-            wal,
-            sequence,
-            pending: Pending::default(),
-            pending_since: None,
-            folded: sequence,
-            checkpointed: sequence,
-            last_checkpoint: Instant::now(),
-            unsynced_since: None,
-        }
+        LogWriter::new(store, wal, sequence, None)
+    }
+
+    fn autosave(store: Store, interval: u64, on_changes: bool) -> LogWriter {
+        let (wal, sequence) = recover(&store).unwrap();
+        LogWriter::new(store, wal, sequence, Some(Autosave::new(interval, on_changes)))
     }
 
     fn message(topic: &str) -> Vec<u8> {
@@ -462,5 +418,32 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let (_, queued) = state(&store);
         assert_eq!(queued.iter().map(|(_, s)| *s).collect::<Vec<_>>(), (1..=10).map(|i| i * 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn autosave_answers_without_a_sync_and_a_kill_loses_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        // autosave_interval 0: synced only at shutdown.
+        let mut writer = autosave(Store::open(&path).unwrap(), 0, false);
+        writer.write(vec![Op::Retain { topic: "a".into(), message: message("a") }], true).unwrap();
+        writer.write(vec![Op::Queue { client_id: "c".into(), sequence: 1, message: message("q") }], true).unwrap();
+        writer.maintain();
+        assert!(writer.wal.unsynced(), "waited-for groups are written, not synced");
+        // The process dies (no fold, no checkpoint, no shutdown); the written log survives it.
+        drop(writer);
+        let writer = autosave(Store::open(&path).unwrap(), 0, false);
+        assert_eq!(writer.sequence, 2);
+        assert_eq!(state(&writer.store), (vec!["a".into()], vec![("c".into(), 1)]));
+
+        // autosave_on_changes with an interval of 3: the third change syncs.
+        let mut writer = autosave(writer.store, 3, true);
+        writer.write(vec![Op::Dequeue { client_id: "c".into(), sequence: 1 }], true).unwrap();
+        writer.write(vec![Op::Retain { topic: "b".into(), message: message("b") }], true).unwrap();
+        writer.maintain();
+        assert!(writer.wal.unsynced());
+        writer.write(vec![Op::Retain { topic: "c".into(), message: message("c") }], false).unwrap();
+        writer.maintain();
+        assert!(!writer.wal.unsynced(), "synced after autosave_interval changes");
     }
 }
