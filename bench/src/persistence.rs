@@ -1,8 +1,10 @@
 //! P9 persistence (issue 18): what `persistence true` costs, side by side in one run.
 //!
 //! - Throughput: P1's QoS 1 1→1 flow (the same generator, `flow::run_with`, MQTT 3.1.1 and 5)
-//!   on dynsec-broker with persistence off and with `persistence true` (durable mode, the
-//!   default), on mosquitto 2.0 with `persistence true`, and on bare rumqttd; each with a clean
+//!   on dynsec-broker with persistence off, with `persistence true` (durable mode, the default)
+//!   and with `persistence true` + `gate_persistence_mode autosave` (bounded loss like
+//!   mosquitto's, reported as its own metric beside mosquitto's figure), on mosquitto 2.0 with
+//!   `persistence true`, and on bare rumqttd; each with a clean
 //!   subscriber (P1's shape: nothing is stored per message) and with a persistent subscriber
 //!   (`clean_session 0` / a v5 Session Expiry Interval: every message is stored, and removed on
 //!   its PUBACK). The brokers take turns within every round, the order rotating.
@@ -25,7 +27,7 @@ use crate::brokers::{Broker, Executables, Kind};
 use crate::flow::{self, FlowSpec};
 use crate::mqtt::{self, Client, Connect, Version};
 use crate::progress::ProgressBar;
-use crate::report::{LOST, P9, P9_FILE, P9_FIRST_RETAINED, P9_LISTENING, P9_RATE_OFF, P9_RATE_ON};
+use crate::report::{LOST, P9, P9_FILE, P9_FIRST_RETAINED, P9_LISTENING, P9_RATE_AUTOSAVE, P9_RATE_OFF, P9_RATE_ON};
 use crate::results::Results;
 use crate::security_setup::{self as setup, USER_100};
 
@@ -65,6 +67,7 @@ pub struct Setup<'a> {
 enum Variant {
     OursOff,
     OursDurable,
+    OursAutosave,
     Mosquitto,
     Rumqttd,
 }
@@ -72,7 +75,7 @@ enum Variant {
 impl Variant {
     fn kind(self) -> Kind {
         match self {
-            Variant::OursOff | Variant::OursDurable => Kind::Ours,
+            Variant::OursOff | Variant::OursDurable | Variant::OursAutosave => Kind::Ours,
             Variant::Mosquitto => Kind::Mosquitto,
             Variant::Rumqttd => Kind::Rumqttd,
         }
@@ -82,16 +85,20 @@ impl Variant {
         match self {
             Variant::OursOff => "dynsec-broker, persistence off",
             Variant::OursDurable => "dynsec-broker, persistence true (durable)",
+            Variant::OursAutosave => "dynsec-broker, persistence true (autosave)",
             Variant::Mosquitto => "mosquitto, persistence true",
             Variant::Rumqttd => "rumqttd",
         }
     }
 
-    /// The metric its rate is reported under: persistence off (ours off, bare rumqttd) or on.
-    fn metric(self) -> &'static str {
+    /// The metrics its rate is reported under: persistence off (ours off, bare rumqttd), on
+    /// (durable), on in autosave mode; mosquitto's figure goes beside both of ours.
+    fn metrics(self) -> &'static [&'static str] {
         match self {
-            Variant::OursOff | Variant::Rumqttd => P9_RATE_OFF,
-            Variant::OursDurable | Variant::Mosquitto => P9_RATE_ON,
+            Variant::OursOff | Variant::Rumqttd => &[P9_RATE_OFF],
+            Variant::OursDurable => &[P9_RATE_ON],
+            Variant::OursAutosave => &[P9_RATE_AUTOSAVE],
+            Variant::Mosquitto => &[P9_RATE_ON, P9_RATE_AUTOSAVE],
         }
     }
 }
@@ -110,6 +117,13 @@ fn persistent(exes: &Executables) -> Executables {
 fn start(setup: &Setup, variant: Variant, tag: &str) -> Result<Broker, String> {
     let exes = match variant {
         Variant::OursDurable | Variant::Mosquitto => persistent(setup.exes),
+        Variant::OursAutosave => {
+            // mosquitto's autosave_interval in the bench (`persistent`), the same meaning here.
+            let mut exes = persistent(setup.exes);
+            exes.ours_extra_config
+                .extend(["gate_persistence_mode autosave".to_owned(), "autosave_interval 1800".to_owned()]);
+            exes
+        }
         Variant::OursOff | Variant::Rumqttd => setup.exes.clone(),
     };
     let kind = variant.kind();
@@ -140,7 +154,7 @@ pub fn steps(plan: &Plan, kinds: &[Kind]) -> usize {
 }
 
 fn variants(kinds: &[Kind]) -> Vec<Variant> {
-    [Variant::OursOff, Variant::OursDurable, Variant::Mosquitto, Variant::Rumqttd]
+    [Variant::OursOff, Variant::OursDurable, Variant::OursAutosave, Variant::Mosquitto, Variant::Rumqttd]
         .into_iter()
         .filter(|v| kinds.contains(&v.kind()))
         .collect()
@@ -184,7 +198,9 @@ fn throughput(setup: &Setup, plan: &Plan, results: &mut Results, progress: &mut 
                     let session = persistent_subscriber.then_some(SESSION_EXPIRY);
                     match flow::run_with(&spec, session) {
                         Ok(r) => {
-                            results.add(P9, &case, broker.kind, variant.metric(), "deliveries/s", round, r.rate());
+                            for metric in variant.metrics() {
+                                results.add(P9, &case, broker.kind, metric, "deliveries/s", round, r.rate());
+                            }
                             if r.lost > 0 || r.duplicates > 0 {
                                 results.notes.push(format!(
                                     "{P9} {case} on {}, round {}: {} not delivered within 1.5 s, {} duplicates",

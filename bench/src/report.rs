@@ -49,6 +49,7 @@ pub const ON_TIME: &str = "commands delivered within their period";
 pub const EFFECT_P99: &str = "change → effect p99";
 pub const P9_RATE_OFF: &str = "msg/s, persistence off";
 pub const P9_RATE_ON: &str = "msg/s, persistence true";
+pub const P9_RATE_AUTOSAVE: &str = "msg/s, persistence true, ours in autosave mode";
 pub const P9_LISTENING: &str = "start → listening";
 pub const P9_FIRST_RETAINED: &str = "start → first retained message delivered";
 pub const P9_FILE: &str = "persistence file";
@@ -142,7 +143,7 @@ fn verdict(results: &Results, row: &Row) -> (String, Option<bool>) {
         (C2, EFFECT_P99) => ("≤ 100 ms".into(), row.ours.map(|v| v <= 100.0)),
         (C3, TOTAL) => ("≤ 5 s".into(), row.ours.map(|v| v <= 5.0)),
         (C3, END_START) => ("≤ 1.5".into(), row.ours.map(|v| v <= 1.5)),
-        (P9, P9_RATE_ON) => {
+        (P9, P9_RATE_ON | P9_RATE_AUTOSAVE) => {
             let off = results.median(P9, &row.case, Kind::Ours, P9_RATE_OFF);
             let kept = row.ours.zip(off).map(|(on, off)| on / off);
             let text = kept.map_or("≥ 0.8× ours off, ≥ 4× mosquitto".into(), |k| {

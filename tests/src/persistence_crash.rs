@@ -1,6 +1,6 @@
 //! Crash harness for persistence (issue 18): a mixed load of retained QoS 1 publishes and QoS 1
 //! messages for an offline persistent session, while the broker (`persistence true`, durable
-//! mode) is killed with SIGKILL at random moments and restarted on the same files. After every
+//! mode, or autosave mode with `--autosave`) is killed with SIGKILL at random moments and restarted on the same files. After every
 //! restart: every retained message whose PUBACK arrived is retained with its payload, and every
 //! queued message whose PUBACK arrived is delivered to the persistent session when it comes back.
 //!
@@ -133,8 +133,19 @@ fn kill_later(pid: u32, delay: Duration) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Runs the harness in `dir`; `progress` is called after each iteration.
-pub fn run(options: &Options, dir: &Path, mut progress: impl FnMut(usize, &Report)) -> Result<Report, String> {
+/// Runs the harness in `dir` (durable mode); `progress` is called after each iteration.
+pub fn run(options: &Options, dir: &Path, progress: impl FnMut(usize, &Report)) -> Result<Report, String> {
+    run_with(options, dir, "", progress)
+}
+
+/// [`run`] with `extra` configuration lines (e.g. `gate_persistence_mode autosave`).
+pub fn run_with(
+    options: &Options,
+    dir: &Path,
+    extra: &str,
+    mut progress: impl FnMut(usize, &Report),
+) -> Result<Report, String> {
+    let config = format!("{CONFIG}{extra}");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut rng = Rng::new(options.seed);
     let mut report = Report::default();
@@ -144,7 +155,7 @@ pub fn run(options: &Options, dir: &Path, mut progress: impl FnMut(usize, &Repor
     let mut queued_pending: BTreeSet<String> = BTreeSet::new();
     let mut in_flight_pending: BTreeSet<String> = BTreeSet::new();
 
-    let broker = BrokerProcess::start_in(&options.binary, dir, CONFIG, &[]);
+    let broker = BrokerProcess::start_in(&options.binary, dir, &config, &[]);
     runtime.block_on(async {
         let mut subscriber = RawClient::connected(broker.addr(), &subscriber_connect()).await;
         subscriber.subscribe(1, &[("q/#", 1)]).await;
@@ -171,7 +182,7 @@ pub fn run(options: &Options, dir: &Path, mut progress: impl FnMut(usize, &Repor
         // An unacknowledged publish may have been applied: its value is correct too.
 
         let started = Instant::now();
-        let restarted = BrokerProcess::start_in(&options.binary, dir, CONFIG, &[]);
+        let restarted = BrokerProcess::start_in(&options.binary, dir, &config, &[]);
         report.restart_times.push(started.elapsed());
         let (retained_now, delivered) = runtime.block_on(async {
             let mut reader = RawClient::connected(restarted.addr(), &Connect::new(4, "crash-reader")).await;

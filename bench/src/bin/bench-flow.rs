@@ -1,10 +1,12 @@
 //! One P1 case, repeated, on one broker — for profiling a gap the full benchmark shows.
 //!
-//!     bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]...
+//!     bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]... [--session-expiry SECS]
 //!
 //! Starts the broker with the benchmark's security setup (the 100-ACL user), prints its PID,
 //! waits for Enter (so `perf record -p PID` can be started), then runs the flow ROUNDS times
-//! and prints each rate; the broker stops at the next Enter (or end of input).
+//! and prints each rate; the broker stops at the next Enter (or end of input). With
+//! `--session-expiry` the subscribers ask for persistent sessions (P9's persistent-subscriber case:
+//! add `--ours-config "persistence true"`).
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use dynsec_bench::security_setup::{self as setup, USER_100};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]..."
+        "usage: bench-flow ours|rumqttd|mosquitto SUBSCRIBERS QOS 3|5|35 ROUNDS [--messages N] [--ours-config LINE]... [--session-expiry SECS]"
     );
     std::process::exit(2)
 }
@@ -51,11 +53,13 @@ fn main() {
         std::process::exit(1)
     });
     let mut messages = if subscribers == 1 { 400_000 } else { 10_000 };
+    let mut session_expiry = None;
     let mut rest = args[5..].iter();
     while let Some(flag) = rest.next() {
         match (flag.as_str(), rest.next()) {
             ("--ours-config", Some(line)) => exes.ours_extra_config.push(line.clone()),
             ("--messages", Some(n)) => messages = number(n),
+            ("--session-expiry", Some(n)) => session_expiry = Some(number(n) as u32),
             _ => usage(),
         }
     }
@@ -86,7 +90,7 @@ fn main() {
             client_prefix: format!("f{round}"),
             drain_limit: flow::DRAIN_LIMIT,
         };
-        match flow::run(&spec) {
+        match flow::run_with(&spec, session_expiry) {
             Ok(r) => {
                 println!("round {round}: {:.0} deliveries/s, {} lost (v{})", r.rate(), r.lost, version.label());
                 if r.lost > 0 {

@@ -5,7 +5,12 @@
 //! what is kept, when it is durable, and the bounds.
 //!
 //! - `store`: the file (tables, format check, one transaction per group of changes);
-//! - `writer`: the writer thread (group commit: one sync for the changes of many connections);
+//! - `wal`: the write-ahead log beside it (durable mode syncs this, not redb, per group; autosave
+//!   mode writes it per group and syncs it now and then);
+//! - `writer`: the writer thread (group commit: one log sync for the changes of many
+//!   connections; folding them into redb in the background, checkpoints, replay at start);
+//! - `autosave`: when autosave mode syncs (`autosave_interval`, `autosave_on_changes`);
+//! - `fold`: the changes logged and not yet folded (a copy queued and removed in between cancels);
 //! - `records`: what a record holds;
 //! - `sessions`: which persistent sessions exist, their subscriptions, and the queue of each
 //!   (what a publish must queue, what an acknowledgement removes).
@@ -16,10 +21,13 @@
 //! The changes of one read of a connection are committed together before its acknowledgements
 //! are written (durable mode).
 
+mod autosave;
 pub mod connection;
+mod fold;
 pub mod records;
 pub mod sessions;
 pub mod store;
+pub mod wal;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -60,6 +68,9 @@ impl Persistence {
         }
         let path = settings.path();
         let store = store::Store::open(&path)?;
+        // The log's records redb does not hold yet go in first, so that what is read below is
+        // everything that was durable when the broker stopped.
+        let (wal, sequence) = writer::recover(&store)?;
         let loaded = store.load()?;
         info!(
             file = %path.display(),
@@ -69,7 +80,7 @@ impl Persistence {
             mode = ?settings.mode,
             "persistence: store opened"
         );
-        let writer = writer::Writer::start(store, settings)
+        let writer = writer::Writer::start(store, wal, sequence, settings)
             .map_err(|e| StoreError::Io { path: path.clone(), reason: e.to_string() })?;
         Ok(Some(Arc::new(Persistence {
             sessions: SessionIndex::new(settings),
@@ -188,7 +199,8 @@ impl Persistence {
         self.writer.submit(ops);
     }
 
-    /// Commits `ops`; resolves once they are durable (durable mode) or written (autosave mode).
+    /// Commits `ops`; resolves once they are durable (durable mode) or written to the log, not
+    /// synced (autosave mode).
     pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
         self.writer.commit(ops)
     }

@@ -24,6 +24,10 @@ const QOS2: TableDefinition<(&str, u8, u16), u8> = TableDefinition::new("qos2");
 const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 const FORMAT_KEY: &str = "format";
+/// The sequence of the last write-ahead log record folded into this file (u64 LE; absent: 0).
+/// Written in the same transaction as the changes it stands for, so the durable state of the file
+/// always says which log records it holds (docs/persistence.md, "Write-ahead log").
+const WAL_SEQUENCE_KEY: &str = "wal_sequence";
 /// The format this version writes and reads. A file with another value is refused.
 const FORMAT: &[u8] = b"dynsec-broker persistence 1";
 /// How mosquitto's own persistence file begins (its `magic`), to name it in the error.
@@ -47,8 +51,8 @@ pub enum StoreError {
     Io { path: PathBuf, reason: String },
 }
 
-/// One change to the store.
-#[derive(Debug, Clone)]
+/// One change to the store (also a write-ahead log record's content, `persistence/wal.rs`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Retain {
         topic: String,
@@ -93,7 +97,7 @@ pub enum Op {
 }
 
 /// Which side of a QoS 2 exchange a stored packet id belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Qos2Direction {
     /// The client's PUBLISH was acknowledged with PUBREC; its PUBREL has not come yet (a
     /// PUBLISH sent again with this id is not routed again).
@@ -272,11 +276,42 @@ impl Store {
         Ok(loaded)
     }
 
+    /// The sequence of the last write-ahead log record this file holds (0: none).
+    pub fn wal_sequence(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(|e| damaged(&self.path, e))?;
+        let meta = read.open_table(META).map_err(|e| damaged(&self.path, e))?;
+        let Some(value) = meta.get(WAL_SEQUENCE_KEY).map_err(|e| damaged(&self.path, e))? else { return Ok(0) };
+        let bytes: [u8; 8] = value.value().try_into().map_err(|_| StoreError::Damaged {
+            path: self.path.clone(),
+            reason: format!("record {WAL_SEQUENCE_KEY:?} of table meta is not 8 bytes"),
+        })?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
     /// Applies `ops` in one transaction; `durable`: synced before this returns.
     pub fn commit(&self, ops: &[Op], durable: bool) -> Result<(), String> {
+        self.apply(ops, None, durable)
+    }
+
+    /// Applies `ops` (the write-ahead log's records up to `wal_sequence`) in one transaction
+    /// that is not synced: the next [`Store::sync`] makes it durable (the writer's checkpoint).
+    pub fn fold<'a>(&self, ops: impl Iterator<Item = &'a Op>, wal_sequence: u64) -> Result<(), String> {
+        self.apply(ops, Some(wal_sequence), false)
+    }
+
+    fn apply<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a Op>,
+        wal_sequence: Option<u64>,
+        durable: bool,
+    ) -> Result<(), String> {
         let mut write = self.db.begin_write().map_err(|e| e.to_string())?;
         write.set_durability(if durable { Durability::Immediate } else { Durability::None });
         {
+            if let Some(sequence) = wal_sequence {
+                let mut meta = write.open_table(META).map_err(|e| e.to_string())?;
+                meta.insert(WAL_SEQUENCE_KEY, sequence.to_le_bytes().as_slice()).map_err(|e| e.to_string())?;
+            }
             let mut retained = write.open_table(RETAINED).map_err(|e| e.to_string())?;
             let mut sessions = write.open_table(SESSIONS).map_err(|e| e.to_string())?;
             let mut queued = write.open_table(QUEUED).map_err(|e| e.to_string())?;

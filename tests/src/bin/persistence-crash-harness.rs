@@ -1,14 +1,20 @@
 //! The full persistence crash run (issue 18):
-//! `persistence-crash-harness [--iterations N] [--seed S] [--max-kill-delay-ms M]`.
+//! `persistence-crash-harness [--autosave] [--iterations N] [--seed S] [--max-kill-delay-ms M]`.
+//! `--autosave`: `gate_persistence_mode autosave` with `autosave_interval 0` (the log synced only
+//! at shutdown: a SIGKILL must still lose nothing acknowledged, docs/persistence.md).
 //! Uses the broker shim built beside this binary (`cargo build -p dynsec-tests` builds both).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dynsec_tests::persistence_crash::{Options, run};
+use dynsec_tests::persistence_crash::{Options, run_with};
 
 fn main() -> ExitCode {
-    let options = match Options::from_args("persistence-crash-harness", std::env::args().skip(1)) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let autosave = args.iter().any(|a| a == "--autosave");
+    args.retain(|a| a != "--autosave");
+    let extra = if autosave { "gate_persistence_mode autosave\nautosave_interval 0\n" } else { "" };
+    let options = match Options::from_args("persistence-crash-harness [--autosave]", args) {
         Ok(options) => options,
         Err(usage) => {
             eprintln!("{usage}");
@@ -21,13 +27,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "persistence crash harness: {} iterations, seed {}, files in {}",
+        "persistence crash harness ({} mode): {} iterations, seed {}, files in {}",
+        if autosave { "autosave" } else { "durable" },
         options.iterations,
         options.seed,
         dir.display()
     );
     let started = Instant::now();
-    match run(&options, &dir, |i, _| eprint!("\r{}/{} kills", i + 1, options.iterations)) {
+    match run_with(&options, &dir, extra, |i, _| eprint!("\r{}/{} kills", i + 1, options.iterations)) {
         Ok(report) => {
             eprintln!();
             println!("PASS in {:.1?}: {}", started.elapsed(), report.summary());

@@ -1,0 +1,101 @@
+//! The changes written to the write-ahead log and not yet folded into redb (durable mode,
+//! `persistence/writer.rs`). A message queued for a persistent session and removed again before
+//! the next fold (its client acknowledged it within the fold interval, the common case for a
+//! connected subscriber) never reaches redb: the two changes cancel here, and redb's B-trees are
+//! touched only by what outlives a fold interval (docs/persistence.md, "Write-ahead log").
+
+use std::collections::HashMap;
+
+use super::store::Op;
+
+#[derive(Default)]
+pub struct Pending {
+    ops: Vec<Option<Op>>,
+    /// Store sequence → the places in `ops` of the `Queue` changes with that sequence (one
+    /// publish queued for several sessions shares its sequence).
+    queued: HashMap<u64, Vec<usize>>,
+    live: usize,
+}
+
+impl Pending {
+    /// Changes waiting (after cancelling).
+    pub fn count(&self) -> usize {
+        self.live
+    }
+
+    pub fn push(&mut self, op: Op) {
+        match &op {
+            Op::Dequeue { client_id, sequence } => {
+                if let Some(places) = self.queued.get_mut(sequence)
+                    && let Some(at) = places.iter().position(|&i| {
+                        matches!(&self.ops[i], Some(Op::Queue { client_id: queued_for, .. }) if queued_for == client_id)
+                    })
+                {
+                    // The key did not exist before its `Queue` (sequences are new), so
+                    // insert-then-remove is no change at all, whatever came between.
+                    let i = places.swap_remove(at);
+                    self.ops[i] = None;
+                    self.live -= 1;
+                    return;
+                }
+            }
+            Op::Queue { sequence, .. } => self.queued.entry(*sequence).or_default().push(self.ops.len()),
+            _ => {}
+        }
+        self.ops.push(Some(op));
+        self.live += 1;
+    }
+
+    /// The changes in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Op> {
+        self.ops.iter().flatten()
+    }
+
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.queued.clear();
+        self.live = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(client: &str, sequence: u64) -> Op {
+        Op::Queue { client_id: client.into(), sequence, message: vec![1] }
+    }
+
+    fn dequeue(client: &str, sequence: u64) -> Op {
+        Op::Dequeue { client_id: client.into(), sequence }
+    }
+
+    fn shape(pending: &Pending) -> Vec<String> {
+        pending
+            .iter()
+            .map(|op| match op {
+                Op::Queue { client_id, sequence, .. } => format!("+{client_id}/{sequence}"),
+                Op::Dequeue { client_id, sequence } => format!("-{client_id}/{sequence}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_queued_copy_removed_before_the_fold_cancels_out() {
+        let mut pending = Pending::default();
+        pending.push(queue("a", 1));
+        pending.push(queue("b", 1));
+        pending.push(queue("a", 2));
+        pending.push(dequeue("a", 1));
+        // A removal of something queued before this fold must reach redb.
+        pending.push(dequeue("c", 0));
+        assert_eq!(shape(&pending), ["+b/1", "+a/2", "-c/0"]);
+        assert_eq!(pending.count(), 3);
+        pending.push(dequeue("b", 1));
+        pending.push(dequeue("a", 2));
+        assert_eq!(shape(&pending), ["-c/0"]);
+        pending.clear();
+        assert!(pending.count() == 0 && pending.iter().next().is_none());
+    }
+}
