@@ -35,10 +35,10 @@ use tokio::sync::mpsc;
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
 use super::reliable::{Confirm, Confirmation, ReliableSender};
-use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, remote_message};
+use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, inject, remote_message};
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::persistence::Persistence;
-use crate::routing::envelope::{self, Publisher, Stamp};
+use crate::routing::envelope::{Publisher, Stamp};
 use crate::routing::router_link::RoutingEngine;
 
 /// Messages waiting for NATS before new ones are dropped (with a warning).
@@ -212,7 +212,7 @@ impl MessageBus {
 
     /// Asks `node` for its session of `client_id`, which it ends there (bounded wait; `None`
     /// when it has none or does not answer in time).
-    pub async fn fetch_session(&self, node: &str, client_id: &str) -> Option<crate::gate::session::SavedSession> {
+    pub async fn fetch_session(&self, node: &str, client_id: &str) -> Option<crate::gate::saved_session::SavedSession> {
         self.session_moves.fetch(node, client_id).await
     }
 
@@ -375,20 +375,6 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
         tracing::info!(loaded, "cluster: retained messages loaded");
     }
     Ok(())
-}
-
-pub(super) fn inject<E: RoutingEngine>(
-    engine: &E,
-    topic: Bytes,
-    payload: &[u8],
-    stamp: Stamp,
-    properties: Option<PublishProperties>,
-) {
-    envelope::router_packets(topic, payload, stamp, properties, |packet| {
-        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-            engine.inject(publish.topic, publish.payload, publish.retain, properties);
-        }
-    });
 }
 
 async fn send(

@@ -303,7 +303,7 @@ async fn take_all<E: RoutingEngine>(
                             save = Some(Box::pin(persistence.commit(ops)));
                         }
                     }
-                    super::messages::inject(engine, topic, &message.payload, stamp, properties);
+                    super::remote::inject(engine, topic, &message.payload, stamp, properties);
                 }
                 saving.push_back(async move {
                     let saved = match save {

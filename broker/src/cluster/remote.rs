@@ -1,7 +1,7 @@
 //! The wire form of a message between nodes, read back: the NATS headers a node sets on what its
 //! clients publish, and a message from another node turned into what the local router takes
-//! (topic, envelope stamp, MQTT 5 properties). `messages` writes the headers; `messages` and
-//! `shared_groups` read messages with [`remote_message`].
+//! (topic, envelope stamp, MQTT 5 properties) and handed to it ([`inject`]). `messages` writes the
+//! headers; `messages`, `reliable` and `shared_groups` read messages with [`remote_message`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,6 +10,7 @@ use rumqttd::protocol::PublishProperties;
 
 use super::subject::subject_to_topic;
 use crate::routing::envelope::{self, Publisher, Stamp};
+use crate::routing::router_link::RoutingEngine;
 
 pub(super) const NODE: &str = "Dynsec-Node";
 pub(super) const QOS: &str = "Dynsec-Qos";
@@ -57,4 +58,20 @@ pub(super) fn remote_message(
     }
     let properties = headers.get(super::properties::HEADER).and_then(|v| super::properties::decode(v.as_str()));
     Some((Bytes::from(topic), stamp, properties))
+}
+
+/// Hands a message from another node (or the retained stream) to the local router, sealed in
+/// its envelope like a local client's.
+pub(super) fn inject<E: RoutingEngine>(
+    engine: &E,
+    topic: Bytes,
+    payload: &[u8],
+    stamp: Stamp,
+    properties: Option<PublishProperties>,
+) {
+    envelope::router_packets(topic, payload, stamp, properties, |packet| {
+        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+            engine.inject(publish.topic, publish.payload, publish.retain, properties);
+        }
+    });
 }

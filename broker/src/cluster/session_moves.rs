@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
 use super::config::ClusterConfig;
-use crate::gate::session::SavedSession;
+use crate::gate::saved_session::SavedSession;
 use crate::persistence::records::StoredSession;
 
 /// How long a connect waits for the previous owner's answer.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use rumqttd::protocol::RetainForwardRule;
 
-use crate::gate::session::{Subscription, SubscriptionKind};
+use crate::gate::saved_session::{Subscription, SubscriptionKind};
 use crate::gate::subscriptions;
 use crate::routing::envelope::{Publisher, Stamp};
 

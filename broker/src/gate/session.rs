@@ -16,78 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttd::protocol::{Filter, PublishProperties};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::routing::router_link::RoutingEngine;
-use crate::security::{Access, ClientAuthz, KickTarget};
+use crate::security::{Access, KickTarget};
 
 pub use super::mailbox::{KickReason, Mail};
-
-/// How a subscription is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscriptionKind {
-    /// Routed through the router.
-    Routed,
-    /// `$CONTROL/...`: answered from the gate's control registry.
-    Control,
-    /// `$SYS` and `$SYS/...` filters: served by the gate's `$SYS` tree (`sys_topics`).
-    Local,
-}
-
-/// A subscription the gate remembers (to resubscribe a resumed session and to answer UNSUBSCRIBE).
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    pub filter: Filter,
-    pub kind: SubscriptionKind,
-    /// v5 subscription identifier.
-    pub id: Option<usize>,
-    /// Counts it in `$SYS/broker/subscriptions/count` for as long as it is kept.
-    pub count: crate::metrics::SubscriptionCount,
-    /// In a cluster, a shared subscription's membership of its cluster-wide group.
-    pub share: Option<crate::cluster::shared_groups::ShareMembership>,
-}
-
-/// What a persistent session keeps while its client is offline.
-#[derive(Debug, Clone, Default)]
-pub struct SavedSession {
-    /// The username the session was saved under: a client id claimed with another username
-    /// starts clean instead of inheriting the subscriptions (issue 15, item 6).
-    pub owner: Option<Arc<str>>,
-    pub subscriptions: HashMap<String, Subscription>,
-    /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
-    pub inbound_qos2: HashSet<u16>,
-    /// Outbound QoS 2 exchanges still unfinished (PUBRELs due both ways).
-    pub outbound_qos2: crate::routing::ack_sequencer::Unfinished,
-    /// The router holds state for this session (its connections attached a router link).
-    pub routed: bool,
-}
-
-/// A will waiting to be published, with the authorization of the connection that set it.
-pub struct PendingWill {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: u8,
-    pub retain: bool,
-    /// Who published it, for the envelope (No Local; see `routing::envelope`).
-    pub publisher: crate::routing::envelope::Publisher,
-    /// The connection that set it.
-    pub origin: u64,
-    pub properties: Option<PublishProperties>,
-    pub authz: Arc<dyn ClientAuthz>,
-}
-
-/// What a leaving connection hands back. (If the router still holds a session that ends now,
-/// the connection purges it before releasing, while it still owns the client id.)
-pub struct Release {
-    /// `Some` if the session outlives the connection.
-    pub saved: Option<SavedSession>,
-    /// Seconds the session outlives the connection (`None` = forever, MQTT 3.x persistent).
-    pub expiry: Option<u32>,
-    /// The will to publish now (delay 0) or after a delay.
-    pub will: Option<(PendingWill, u32)>,
-}
+pub use super::saved_session::{PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 
 /// The handle of a live connection.
 struct Live {

@@ -19,7 +19,7 @@ use rumqttd::protocol::SubscribeReasonCode;
 
 use crate::gate::codec;
 use crate::gate::mailbox::SysMessage;
-use crate::gate::session::SubscriptionKind;
+use crate::gate::saved_session::SubscriptionKind;
 use crate::security::Protocol;
 
 /// Marks a SUBACK slot that the router's answer fills.

@@ -224,12 +224,12 @@ pub fn pending_will(
     client_id: &str,
     stored: records::StoredWill,
     authz: Arc<dyn crate::security::ClientAuthz>,
-) -> crate::gate::session::PendingWill {
+) -> crate::gate::saved_session::PendingWill {
     let mut properties = stored.message.properties.to_properties();
     if let Some(secs) = stored.expiry_secs {
         properties.get_or_insert_with(PublishProperties::default).message_expiry_interval = Some(secs);
     }
-    crate::gate::session::PendingWill {
+    crate::gate::saved_session::PendingWill {
         topic: stored.message.topic,
         payload: Bytes::from(stored.message.payload),
         qos: stored.message.qos,

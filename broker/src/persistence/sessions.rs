@@ -25,7 +25,7 @@ use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
 use super::records::{self, StoredMessage, StoredSession, StoredSubscription};
 use super::store::{Op, Qos2Direction};
 use crate::config::PersistenceSettings;
-use crate::gate::session::{Subscription, SubscriptionKind};
+use crate::gate::saved_session::{Subscription, SubscriptionKind};
 
 /// One persistent session.
 #[derive(Debug, Default)]
@@ -377,9 +377,9 @@ pub fn stored_subscriptions<'a>(subscriptions: impl Iterator<Item = &'a Subscrip
 }
 
 /// A stored session as the gate's registry keeps it (the router does not hold it yet).
-pub fn saved_session(restored: RestoredSession) -> crate::gate::session::SavedSession {
+pub fn saved_session(restored: RestoredSession) -> crate::gate::saved_session::SavedSession {
     let stored = restored.session;
-    crate::gate::session::SavedSession {
+    crate::gate::saved_session::SavedSession {
         owner: stored.owner.map(std::sync::Arc::from),
         subscriptions: stored.subscriptions.iter().map(|s| (s.filter.clone(), subscription(s))).collect(),
         inbound_qos2: restored.inbound_qos2.into_iter().collect(),

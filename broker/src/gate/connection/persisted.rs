@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
 use super::exit::session_outlives;
-use crate::gate::session::PendingWill;
+use crate::gate::saved_session::PendingWill;
 use crate::persistence::records::{StoredMessage, StoredSession, StoredWill, unix_ms};
 use crate::persistence::sessions::stored_subscriptions;
 use crate::routing::router_link::RoutingEngine;

@@ -13,7 +13,7 @@ use super::Connection;
 use super::exit::Exit;
 use crate::gate::client_log;
 use crate::gate::codec::reason;
-use crate::gate::session::{Subscription, SubscriptionKind};
+use crate::gate::saved_session::{Subscription, SubscriptionKind};
 use crate::gate::subscriptions::{self, PendingAcks};
 use crate::logging::client_text;
 use crate::routing::backpressure::Lane;
