@@ -44,6 +44,10 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub persistence: Option<Arc<crate::persistence::Persistence>>,
     /// Cluster mode: where messages for the other nodes go (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::messages::MessageBus>>,
+    /// `gate_fleet_hub true`: the fan-out of clean sessions' subscriptions (`routing::hub`).
+    pub hub: Option<Arc<crate::routing::hub::Hub>>,
+    /// `gate_fleet_hub true`: the links connections without their own publish through.
+    pub publishers: Option<crate::routing::publisher_pool::PublisherPool<E::Link>>,
     next_conn_id: AtomicU64,
 }
 
@@ -61,6 +65,8 @@ impl<E: RoutingEngine> Shared<E> {
             unauthenticated: Arc::new(AtomicUsize::new(0)),
             persistence: None,
             cluster: None,
+            hub: None,
+            publishers: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             subscribed_filters: SubscribedFilters::default(),

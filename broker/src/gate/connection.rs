@@ -13,6 +13,7 @@
 
 mod exit;
 mod handshake;
+mod hub;
 mod inbound;
 mod outbound;
 mod persisted;
@@ -154,6 +155,10 @@ struct Connection<E: RoutingEngine, S> {
     persistent_link: bool,
     /// With persistence: this connection's changes and stored copies in flight.
     persist: Option<Box<crate::persistence::connection::ConnectionState>>,
+    /// `gate_fleet_hub true`: its hub subscriptions, queue and deliveries (`hub`).
+    hub: Option<Box<hub::HubState>>,
+    /// PUBLISHes for the publisher pool, handed over with the router batch (`hub`).
+    pool_batch: Vec<Packet>,
 }
 
 /// What woke the connection up. (Not boxed: it lives for one iteration, and boxing the router
@@ -162,6 +167,7 @@ struct Connection<E: RoutingEngine, S> {
 enum Event {
     Read(std::io::Result<usize>),
     Router(Result<FromRouter, RouterError>),
+    Hub,
     Mail(Option<Mail>),
     KeepAlive,
     Released,
@@ -192,8 +198,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
                 self.read_buf.reserve(self.read_chunk);
             }
+            let hub_ready = hub_ready(self.hub.as_deref());
             let event = tokio::select! {
                 mail = self.mailbox.recv() => Event::Mail(mail),
+                () = hub_ready => Event::Hub,
                 note = self.link.recv() => Event::Router(note),
                 read = self.stream.read_buf(&mut self.read_buf), if !held => Event::Read(read),
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
@@ -217,6 +225,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     result
                 }
                 Event::Router(note) => self.handle_router(note),
+                Event::Hub => {
+                    self.drain_hub();
+                    Ok(())
+                }
                 Event::Mail(Some(mail)) => self.handle_mail(mail),
                 Event::Mail(None) => Err(Exit::Lost),
                 Event::KeepAlive => self.check_keep_alive(held),
@@ -261,5 +273,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         } else {
             Err(Exit::KeepAliveTimeout)
         }
+    }
+}
+
+/// Resolves when the hub queued something for the connection (never without hub subscriptions).
+async fn hub_ready(hub: Option<&hub::HubState>) {
+    match hub {
+        Some(hub) => hub.ready().await,
+        None => std::future::pending().await,
     }
 }

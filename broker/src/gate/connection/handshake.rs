@@ -430,6 +430,8 @@ where
         session_expiry,
         persistent_link,
         persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
+        hub: None,
+        pool_batch: Vec::new(),
     };
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ

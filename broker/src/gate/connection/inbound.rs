@@ -130,11 +130,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     pub(super) fn flush_router(&mut self) -> Result<(), Exit> {
+        // The pool first: what went there was read before what waits in the link (`hub`).
+        self.flush_pool()?;
         self.link.flush().map_err(|_| Exit::RouterGone)
     }
 
     pub(super) fn on_client_puback(&mut self, pkid: u16) {
         self.client_acked = true;
+        if self.hub_puback(pkid) {
+            return;
+        }
         let link = &mut self.link;
         if self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p)) {
             self.client_finished(pkid);
@@ -179,6 +184,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 client_log::received_ack("PUBREC", &self.client_id, rec.pkid, None);
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
+                if self.hub_pubrec(rec.pkid, refused) {
+                    return Ok(None);
+                }
                 let link = &mut self.link;
                 if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) {
                     if refused {
@@ -196,6 +204,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 };
                 client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
+                if self.hub_pubcomp(comp.pkid) {
+                    return Ok(None);
+                }
                 let link = &mut self.link;
                 if self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p)) {
                     self.client_finished(comp.pkid);

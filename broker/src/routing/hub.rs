@@ -1,0 +1,541 @@
+//! The fleet hub (`gate_fleet_hub true`): one gate-owned router link subscribed to `#` receives
+//! every routed message once, and the gate's own fan-out index hands it to the connections whose
+//! subscriptions match, each through a bounded queue (its [`Inbox`]).
+//!
+//! Why (docs/benchmarks.md, "Issue 22: the fleet measured again"): a router link and a filter per
+//! device cost rumqttd ~50 KB each, its per-link rings grow to ~140–200 KB as they are written
+//! forward, each filter's log keeps delivered messages, and the first message on every new topic
+//! is compared with every filter the router holds (N² for a fleet with a command topic per
+//! device). With the hub the router holds one filter and one link for all hub subscribers,
+//! whatever their number; per device the gate keeps a trie leaf and an empty queue.
+//!
+//! Which subscriptions use it: non-shared filters of non-persistent sessions (the connection
+//! decides, `gate::connection::subscribe`). Persistent sessions keep their own router link (the
+//! router queues for them while they are offline), and so do `$share` filters (the router picks
+//! the member).
+//!
+//! What the hub does per message: nothing but match and queue. The connection task opens the
+//! envelope and applies MQTT's delivery rules (`gate::delivery`), the ACL on delivery, and its
+//! own packet ids and window (`gate::flow_control`); hub deliveries are acknowledged to the gate,
+//! never to the router (the hub subscribes at QoS 0: the envelope carries the publish QoS).
+//!
+//! Overload policy (issue 22): a queue holds at most `max_queued_messages` messages and
+//! `max_queued_bytes` payload bytes (mosquitto's limits for a client's queue; 0: none). Beyond
+//! that a message is dropped for that subscriber alone, whatever its QoS (as mosquitto drops for a
+//! full queue), counted in `$SYS/broker/publish/messages/dropped` and logged at most once per
+//! `router_drops::REPORT_EVERY`. Publishers are never held by a hub subscriber.
+//!
+//! Retained messages: the router sends retained messages to a link when it subscribes, and the
+//! hub subscribes once, so the hub keeps its own index of the last retained message per topic
+//! (with its envelope: QoS, expiry, properties) from what it routes — the live copies, and at
+//! start the router's retained store replayed to the hub's `#` (restored by persistence before
+//! the hub subscribes). A new hub subscription takes matching entries from it
+//! ([`Hub::retained_matching`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
+use tokio::sync::Notify;
+use tracing::error;
+
+use crate::routing::envelope;
+use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
+
+/// Notifications handled per wake-up of the hub before it lets the router continue.
+const BATCH: usize = 1024;
+
+/// The hub's shared state: the fan-out index, the retained index and the queue bounds.
+#[derive(Debug)]
+pub struct Hub {
+    index: RwLock<Node>,
+    retained: Mutex<HashMap<Bytes, Routed>>,
+    max_messages: usize,
+    max_bytes: u64,
+    /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
+    pub dropped: AtomicU64,
+}
+
+/// One connection's bounded queue of hub deliveries.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    queue: Mutex<Queue>,
+    /// Woken when a message is queued (a permit is kept when the connection is busy).
+    pub ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Routed>,
+    bytes: u64,
+}
+
+/// A subscriber in the fan-out index.
+#[derive(Debug, Clone)]
+struct Member {
+    conn_id: u64,
+    inbox: Arc<Inbox>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<Box<[u8]>, Node>,
+    plus: Option<Box<Node>>,
+    /// Filters ending here with `#` (they match this level's parent and everything below).
+    hash: Vec<Member>,
+    /// Filters ending here.
+    end: Vec<Member>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty() && self.plus.is_none() && self.hash.is_empty() && self.end.is_empty()
+    }
+}
+
+impl Inbox {
+    /// The next queued delivery.
+    pub fn pop(&self) -> Option<Routed> {
+        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routed = queue.messages.pop_front()?;
+        queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
+        if queue.messages.is_empty() && queue.messages.capacity() > 64 {
+            // A burst's queue goes back to the allocator once drained (a fleet's queues are
+            // mostly empty: their memory is the point of the hub).
+            queue.messages = VecDeque::new();
+        }
+        Some(routed)
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `routed` unless that would pass the bounds; false when it was dropped.
+    fn offer(&self, routed: Routed, max_messages: usize, max_bytes: u64) -> bool {
+        let size = routed.payload.len() as u64;
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let full = (max_messages > 0 && queue.messages.len() >= max_messages)
+                || (max_bytes > 0 && queue.bytes + size > max_bytes && !queue.messages.is_empty());
+            if full {
+                return false;
+            }
+            queue.messages.push_back(routed);
+            queue.bytes += size;
+        }
+        self.ready.notify_one();
+        true
+    }
+}
+
+impl Hub {
+    /// A hub whose queues hold at most `max_messages` messages and `max_bytes` payload bytes
+    /// (0: no bound).
+    pub fn new(max_messages: usize, max_bytes: u64) -> Self {
+        Hub {
+            index: RwLock::default(),
+            retained: Mutex::default(),
+            max_messages,
+            max_bytes,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `inbox` (connection `conn_id`) as a subscriber of `filter` (client spelling,
+    /// validated, not shared). Adding the same pair twice keeps one entry.
+    pub fn subscribe(&self, filter: &str, conn_id: u64, inbox: &Arc<Inbox>) {
+        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (node, hash) = descend(&mut root, filter.as_bytes());
+        let members = if hash { &mut node.hash } else { &mut node.end };
+        if !members.iter().any(|m| m.conn_id == conn_id) {
+            members.push(Member { conn_id, inbox: inbox.clone() });
+        }
+    }
+
+    /// Removes connection `conn_id` from `filter`.
+    pub fn unsubscribe(&self, filter: &str, conn_id: u64) {
+        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&[u8]> = filter.as_bytes().split(|&b| b == b'/').collect();
+        remove(&mut root, &levels, conn_id);
+    }
+
+    /// The inboxes of the connections with a subscription matching `topic` (client spelling),
+    /// each once.
+    fn matching(&self, topic: &[u8], out: &mut Vec<Member>) {
+        let root = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&[u8]> = topic.split(|&b| b == b'/').collect();
+        collect(&root, &levels, topic.first() == Some(&b'$'), out);
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|m| m.conn_id);
+            out.dedup_by_key(|m| m.conn_id);
+        }
+    }
+
+    /// Hands one routed message to every matching subscriber's queue; returns how many queues
+    /// were full.
+    fn fan_out(&self, routed: Routed, members: &mut Vec<Member>) -> u64 {
+        members.clear();
+        self.matching(&routed.topic, members);
+        let mut dropped = 0;
+        if let Some((last, rest)) = members.split_last() {
+            for member in rest {
+                dropped += u64::from(!member.inbox.offer(routed.clone(), self.max_messages, self.max_bytes));
+            }
+            dropped += u64::from(!last.inbox.offer(routed, self.max_messages, self.max_bytes));
+        }
+        members.clear();
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            crate::routing::router_drops::record_queue_drops(dropped);
+        }
+        dropped
+    }
+
+    /// One notification of the hub's router link.
+    fn on_router(&self, note: FromRouter, members: &mut Vec<Member>, paused: &mut bool) {
+        match note {
+            FromRouter::Publish(routed) => {
+                if routed.retain {
+                    // The router's retained store, replayed when the hub subscribed.
+                    self.keep_retained(routed);
+                    return;
+                }
+                let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
+                    return; // (a retained-message clear's empty payload: its sealed twin follows)
+                };
+                if stamp.addressee.is_some() {
+                    return; // a stored message handed back to a persistent session: not a hub's
+                }
+                if stamp.retain {
+                    if body.is_empty() {
+                        self.forget_retained(&routed.topic);
+                    } else {
+                        self.keep_retained(Routed { retain: true, ..routed.clone() });
+                    }
+                }
+                self.fan_out(routed, members);
+            }
+            FromRouter::Paused => *paused = true,
+            FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => {}
+        }
+    }
+
+    fn keep_retained(&self, routed: Routed) {
+        let mut retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match envelope::open(routed.payload.clone()) {
+            Some((_, body)) if !body.is_empty() => {
+                retained.insert(routed.topic.clone(), routed);
+            }
+            _ => {
+                retained.remove(&routed.topic);
+            }
+        }
+    }
+
+    fn forget_retained(&self, topic: &Bytes) {
+        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(topic);
+    }
+
+    /// The retained messages `filter` matches (by MQTT's rules), marked as replays (`retain`)
+    /// with the subscription's QoS as their router QoS (`gate::delivery` delivers a replay at
+    /// `min(publish QoS, that)`). A filter without wildcards is one lookup; others scan the
+    /// index.
+    pub fn retained_matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
+        let retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let replay = |routed: &Routed| Routed { retain: true, qos, pkid: 0, ..routed.clone() };
+        if !filter.contains(['+', '#']) {
+            return retained.get(filter.as_bytes()).map(replay).into_iter().collect();
+        }
+        retained
+            .values()
+            .filter(|routed| crate::gate::subscriptions::matches_mqtt(filter, &routed.topic))
+            .map(replay)
+            .collect()
+    }
+
+    /// Retained messages in the index.
+    pub fn retained_count(&self) -> usize {
+        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+}
+
+/// The node where `filter` ends, created as needed; true when it ends with `#` there.
+fn descend<'a>(mut node: &'a mut Node, filter: &[u8]) -> (&'a mut Node, bool) {
+    let mut levels = filter.split(|&b| b == b'/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        match level {
+            b"#" if last => return (node, true),
+            b"+" => node = node.plus.get_or_insert_with(Box::default),
+            literal => node = node.literal.entry(literal.into()).or_default(),
+        }
+    }
+    (node, false)
+}
+
+/// Removes `conn_id` below `node` along `levels`; true when `node` is left empty.
+fn remove(node: &mut Node, levels: &[&[u8]], conn_id: u64) -> bool {
+    match levels.split_first() {
+        None => node.end.retain(|m| m.conn_id != conn_id),
+        Some((&b"#", [])) => node.hash.retain(|m| m.conn_id != conn_id),
+        Some((&b"+", rest)) => {
+            if let Some(plus) = node.plus.as_mut()
+                && remove(plus, rest, conn_id)
+            {
+                node.plus = None;
+            }
+        }
+        Some((literal, rest)) => {
+            if let Some(child) = node.literal.get_mut(*literal)
+                && remove(child, rest, conn_id)
+            {
+                node.literal.remove(*literal);
+            }
+        }
+    }
+    node.is_empty()
+}
+
+/// Collects the members of filters below `node` matching the remaining `levels`. `dollar`: at
+/// the root of a `$` topic, where wildcards do not match (MQTT-4.7.2-1).
+fn collect(node: &Node, levels: &[&[u8]], dollar: bool, out: &mut Vec<Member>) {
+    if !dollar {
+        out.extend(node.hash.iter().cloned());
+    }
+    let Some((level, rest)) = levels.split_first() else {
+        out.extend(node.end.iter().cloned());
+        return;
+    };
+    if let Some(child) = node.literal.get(*level) {
+        collect(child, rest, false, out);
+    }
+    if !dollar && let Some(plus) = &node.plus {
+        collect(plus, rest, false, out);
+    }
+}
+
+/// The hub's filter: `#` reaches every routed topic in the router's spelling, `$` topics
+/// included (they are spelled with a first byte the router's `#` matches: `topic_form`).
+fn hub_filter() -> Filter {
+    Filter {
+        path: "#".to_owned(),
+        qos: QoS::AtMostOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+    }
+}
+
+/// Subscribes the hub's link (a gate link, see `RoutingEngine::attach_internal`) to `#`; done
+/// before any client connects, so that the router has the subscription before any PUBLISH.
+pub fn subscribe_link<L: RouterLink>(link: &mut L) -> Result<(), RouterError> {
+    link.subscribe(1, vec![hub_filter()], None);
+    link.flush()
+}
+
+/// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
+/// receives.
+pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L) {
+    let mut members = Vec::new();
+    loop {
+        let first = match link.recv().await {
+            Ok(note) => note,
+            Err(_) => {
+                error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
+                return;
+            }
+        };
+        let mut paused = false;
+        hub.on_router(first, &mut members, &mut paused);
+        for _ in 0..BATCH {
+            match link.try_recv() {
+                Some(Ok(note)) => hub.on_router(note, &mut members, &mut paused),
+                Some(Err(_)) | None => break,
+            }
+        }
+        if paused && link.resume().await.is_err() {
+            error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
+            return;
+        }
+        // The hub is one task among the connections it feeds: let them run.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A connection's membership of the hub: its inbox and its hub filters. Dropping it removes the
+/// connection from the index, on every exit path (a panic included).
+#[derive(Debug)]
+pub struct Membership {
+    hub: Arc<Hub>,
+    conn_id: u64,
+    pub inbox: Arc<Inbox>,
+    filters: Vec<String>,
+}
+
+impl Membership {
+    pub fn new(hub: Arc<Hub>, conn_id: u64) -> Self {
+        Membership { hub, conn_id, inbox: Arc::default(), filters: Vec::new() }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Whether `filter` is one of this connection's hub subscriptions.
+    pub fn has(&self, filter: &str) -> bool {
+        self.filters.iter().any(|f| f == filter)
+    }
+
+    /// Subscribes `filter` through the hub (again: kept once).
+    pub fn add(&mut self, filter: &str) {
+        if !self.has(filter) {
+            self.filters.push(filter.to_owned());
+        }
+        self.hub.subscribe(filter, self.conn_id, &self.inbox);
+    }
+
+    /// Removes `filter`; false if it was not a hub subscription.
+    pub fn remove(&mut self, filter: &str) -> bool {
+        let Some(at) = self.filters.iter().position(|f| f == filter) else { return false };
+        self.filters.swap_remove(at);
+        self.hub.unsubscribe(filter, self.conn_id);
+        true
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        for filter in std::mem::take(&mut self.filters) {
+            self.hub.unsubscribe(&filter, self.conn_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::envelope::{Publisher, Stamp};
+
+    fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
+        let stamp = Stamp {
+            qos: 1,
+            retain,
+            publisher: Publisher::of("p"),
+            origin: 1,
+            sequence: 1,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+            share_group: None,
+        };
+        Routed {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload: envelope::seal(&stamp, body),
+            qos: 0,
+            pkid: 0,
+            retain: false,
+            properties: None,
+        }
+    }
+
+    fn receivers(hub: &Hub, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        hub.matching(topic.as_bytes(), &mut out);
+        out.iter().map(|m| m.conn_id).collect()
+    }
+
+    #[test]
+    fn the_index_matches_as_mqtt_does_and_gives_each_connection_once() {
+        const FILTERS: [&str; 14] =
+            ["#", "+", "a", "a/#", "a/+", "+/b", "a/+/c", "+/+", "/#", "a/b/#", "$x/+", "a//b", "+/#", "$x/#"];
+        const TOPICS: [&str; 13] =
+            ["a", "a/b", "a/b/c", "/a", "a/", "/", "b", "$x/y", "a//b", "a/b/c/d", "ab", "$x", "x/y/z"];
+        for filter in FILTERS {
+            let hub = Hub::new(0, 0);
+            let inbox = Arc::new(Inbox::default());
+            hub.subscribe(filter, 7, &inbox);
+            for topic in TOPICS {
+                let expected = crate::gate::subscriptions::matches_mqtt(filter, topic.as_bytes());
+                assert_eq!(receivers(&hub, topic) == [7], expected, "{filter} ~ {topic}");
+            }
+            hub.unsubscribe(filter, 7);
+            assert!(hub.index.read().unwrap().is_empty(), "{filter}: pruned");
+        }
+        let hub = Hub::new(0, 0);
+        let inbox = Arc::new(Inbox::default());
+        for filter in ["a/#", "a/b", "+/b"] {
+            hub.subscribe(filter, 1, &inbox);
+        }
+        hub.subscribe("a/b", 2, &inbox);
+        assert_eq!(receivers(&hub, "a/b"), [1, 2], "one entry per connection");
+    }
+
+    #[test]
+    fn full_queues_drop_and_count_and_others_still_receive() {
+        let hub = Hub::new(2, 0);
+        let slow = Arc::new(Inbox::default());
+        let fast = Arc::new(Inbox::default());
+        hub.subscribe("cmd/+", 1, &slow);
+        hub.subscribe("cmd/#", 2, &fast);
+        let mut members = Vec::new();
+        let mut dropped = 0;
+        for _ in 0..5 {
+            dropped += hub.fan_out(routed("cmd/9", false, b"x"), &mut members);
+            fast.pop();
+        }
+        assert_eq!((dropped, slow.len(), fast.len()), (3, 2, 0));
+        assert!(slow.pop().is_some() && slow.pop().is_some() && slow.pop().is_none());
+        let bytes = Hub::new(0, 10);
+        bytes.subscribe("t", 1, &slow);
+        let big = routed("t", false, b"0123456789");
+        assert_eq!(bytes.fan_out(big.clone(), &mut members), 0, "one message always fits");
+        assert_eq!(bytes.fan_out(big, &mut members), 1);
+    }
+
+    #[test]
+    fn retained_messages_are_kept_per_topic_and_cleared() {
+        let hub = Hub::new(0, 0);
+        let mut members = Vec::new();
+        let mut paused = false;
+        hub.on_router(FromRouter::Publish(routed("r/1", true, b"one")), &mut members, &mut paused);
+        hub.on_router(FromRouter::Publish(routed("r/2", true, b"two")), &mut members, &mut paused);
+        hub.on_router(FromRouter::Publish(routed("r/3", false, b"live")), &mut members, &mut paused);
+        assert_eq!(hub.retained_count(), 2);
+        assert_eq!(hub.retained_matching("r/+", 1).len(), 2);
+        let one = hub.retained_matching("r/1", 2);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].retain && one[0].qos == 2);
+        hub.on_router(FromRouter::Publish(routed("r/1", true, b"")), &mut members, &mut paused);
+        assert!(hub.retained_matching("r/1", 0).is_empty());
+        // A replay of the router's store (retain set on the routed copy) is indexed, not fanned out.
+        let inbox = Arc::new(Inbox::default());
+        hub.subscribe("#", 1, &inbox);
+        let mut replay = routed("s", true, b"kept");
+        replay.retain = true;
+        hub.on_router(FromRouter::Publish(replay), &mut members, &mut paused);
+        assert!(inbox.is_empty());
+        assert_eq!(hub.retained_matching("#", 0).len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_membership_leaves_the_index() {
+        let hub = Arc::new(Hub::new(0, 0));
+        let mut membership = Membership::new(hub.clone(), 3);
+        membership.add("a/+");
+        membership.add("b");
+        membership.add("b");
+        assert_eq!(receivers(&hub, "b"), [3]);
+        assert!(membership.remove("b") && !membership.remove("b"));
+        assert_eq!(receivers(&hub, "a/x"), [3]);
+        drop(membership);
+        assert!(hub.index.read().unwrap().is_empty());
+    }
+}
