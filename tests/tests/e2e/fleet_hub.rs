@@ -151,7 +151,7 @@ async fn hub_sends_retained_messages_on_subscribe_as_retain_handling_says() {
     // A wildcard with Retain Handling 0 gets both, with the retain flag.
     let mut wide = v5(broker.addr(), "wide").await;
     assert_eq!(wide.subscribe(1, &[("r/#", 0)]).await, [0]);
-    let mut topics = vec![wide.expect_publish().await, wide.expect_publish().await];
+    let mut topics = [wide.expect_publish().await, wide.expect_publish().await];
     topics.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert!(topics.iter().all(|p| p.retain));
     assert_eq!((topics[0].topic.as_str(), topics[1].topic.as_str()), ("r/1", "r/2"));
