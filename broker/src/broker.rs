@@ -166,7 +166,9 @@ async fn start_fleet_hub(
         return Ok(None);
     }
     let persistence = &shared.config.persistence;
-    let hub = crate::routing::hub::Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes);
+    let gate = &shared.config.gate;
+    let max_hold = (gate.backpressure_window > 0).then_some(gate.backpressure_max_hold);
+    let hub = crate::routing::hub::Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes, max_hold);
     let mut link = shared.engine.attach_internal("hub").await.map_err(Error::Router)?;
     crate::routing::hub::subscribe_link(&mut link).map_err(Error::Router)?;
     let size = shared.config.gate.worker_threads.max(1) * 2;

@@ -23,7 +23,13 @@
 //! `max_queued_bytes` payload bytes (mosquitto's limits for a client's queue; 0: none). Beyond
 //! that a message is dropped for that subscriber alone, whatever its QoS (as mosquitto drops for a
 //! full queue), counted in `$SYS/broker/publish/messages/dropped` and logged at most once per
-//! `router_drops::REPORT_EVERY`. Publishers are never held by a hub subscriber.
+//! `router_drops::REPORT_EVERY`. Before that, back-pressure: while a queue is more than half full
+//! it is *congested*, and connections that are not hub subscribers stop reading their clients'
+//! publishes (`gate::connection::held`) until no queue is congested, so that a burst a subscriber
+//! keeps up with on average is not dropped for it (P7). A queue congested for longer than
+//! `gate_backpressure_max_hold` is *stuck*: it holds nobody until it has drained, and drops what
+//! passes its bound. Hub subscribers themselves are never held (they must keep reading their
+//! clients' acknowledgements); `gate_backpressure_window 0` turns holding off here too.
 //!
 //! Retained messages: the router sends retained messages to a link when it subscribes, and the
 //! hub subscribes once, so the hub keeps its own index of the last retained message per topic
@@ -35,6 +41,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
@@ -56,6 +63,14 @@ pub struct Hub {
     max_bytes: u64,
     /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
     pub dropped: AtomicU64,
+    /// `None`: queues never hold publishers; else how long one may (`gate_backpressure_max_hold`).
+    max_hold: Option<Duration>,
+    /// The congested queues, with when they became congested (see the module documentation).
+    congested: Mutex<Vec<(Arc<Inbox>, Instant)>>,
+    /// `congested.len()`, read without the lock by every publisher.
+    congested_count: std::sync::atomic::AtomicUsize,
+    /// Bumped when the last congested queue is no longer congested: held publishers continue.
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 /// One connection's bounded queue of hub deliveries.
@@ -70,6 +85,10 @@ pub struct Inbox {
 struct Queue {
     messages: VecDeque<Routed>,
     bytes: u64,
+    /// More than half full: holding publishers (listed in `Hub::congested`).
+    congested: bool,
+    /// Congested for longer than the hold allows: holding nobody until drained.
+    stuck: bool,
 }
 
 /// A subscriber in the fan-out index.
@@ -96,15 +115,24 @@ impl Node {
 }
 
 impl Inbox {
-    /// The next queued delivery.
-    pub fn pop(&self) -> Option<Routed> {
+    /// The next queued delivery (`hub`: the hub it belongs to, told when it is no longer
+    /// congested).
+    pub fn pop(self: &Arc<Self>, hub: &Hub) -> Option<Routed> {
         let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let routed = queue.messages.pop_front()?;
         queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
-        if queue.messages.is_empty() && queue.messages.capacity() > 64 {
-            // A burst's queue goes back to the allocator once drained (a fleet's queues are
-            // mostly empty: their memory is the point of the hub).
-            queue.messages = VecDeque::new();
+        if queue.messages.is_empty() {
+            queue.stuck = false;
+            if queue.messages.capacity() > 64 {
+                // A burst's queue goes back to the allocator once drained (a fleet's queues are
+                // mostly empty: their memory is the point of the hub).
+                queue.messages = VecDeque::new();
+            }
+        }
+        if queue.congested && !hub.above_half(queue.messages.len(), queue.bytes) {
+            queue.congested = false;
+            drop(queue);
+            hub.decongested(self);
         }
         Some(routed)
     }
@@ -119,33 +147,117 @@ impl Inbox {
     }
 
     /// Queues `routed` unless that would pass the bounds; false when it was dropped.
-    fn offer(&self, routed: Routed, max_messages: usize, max_bytes: u64) -> bool {
+    fn offer(self: &Arc<Self>, routed: Routed, hub: &Hub) -> bool {
         let size = routed.payload.len() as u64;
-        {
+        let congests = {
             let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let full = (max_messages > 0 && queue.messages.len() >= max_messages)
-                || (max_bytes > 0 && queue.bytes + size > max_bytes && !queue.messages.is_empty());
+            let full = (hub.max_messages > 0 && queue.messages.len() >= hub.max_messages)
+                || (hub.max_bytes > 0 && queue.bytes + size > hub.max_bytes && !queue.messages.is_empty());
             if full {
                 return false;
             }
             queue.messages.push_back(routed);
             queue.bytes += size;
+            let congests = hub.max_hold.is_some()
+                && !queue.congested
+                && !queue.stuck
+                && hub.above_half(queue.messages.len(), queue.bytes);
+            queue.congested |= congests;
+            congests
+        };
+        if congests {
+            hub.congested_by(self);
         }
         self.ready.notify_one();
         true
+    }
+
+    /// Leaves the congested list for good (the connection is gone).
+    fn leave(self: &Arc<Self>, hub: &Hub) {
+        let was =
+            std::mem::replace(&mut self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).congested, false);
+        if was {
+            hub.decongested(self);
+        }
     }
 }
 
 impl Hub {
     /// A hub whose queues hold at most `max_messages` messages and `max_bytes` payload bytes
     /// (0: no bound).
-    pub fn new(max_messages: usize, max_bytes: u64) -> Self {
+    /// `max_hold`: how long a congested queue may hold publishers (`None`: never).
+    pub fn new(max_messages: usize, max_bytes: u64, max_hold: Option<Duration>) -> Self {
         Hub {
             index: RwLock::default(),
             retained: Mutex::default(),
             max_messages,
             max_bytes,
             dropped: AtomicU64::new(0),
+            max_hold,
+            congested: Mutex::default(),
+            congested_count: Default::default(),
+            released: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// More than half of a bound is used (never without bounds).
+    fn above_half(&self, messages: usize, bytes: u64) -> bool {
+        (self.max_messages > 0 && messages > self.max_messages / 2)
+            || (self.max_bytes > 0 && bytes > self.max_bytes / 2)
+    }
+
+    fn congested_by(&self, inbox: &Arc<Inbox>) {
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.push((inbox.clone(), Instant::now()));
+        self.congested_count.store(congested.len(), Ordering::Release);
+    }
+
+    fn decongested(&self, inbox: &Arc<Inbox>) {
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.retain(|(queue, _)| !Arc::ptr_eq(queue, inbox));
+        self.congested_count.store(congested.len(), Ordering::Release);
+        if congested.is_empty() {
+            self.released.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Whether publishers that are not hub subscribers must wait (a queue is congested).
+    pub fn holding(&self) -> bool {
+        self.congested_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Changes when held publishers may continue.
+    pub fn watch_release(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.released.subscribe()
+    }
+
+    /// When the oldest congested queue becomes stuck (`None`: none is congested).
+    pub fn hold_deadline(&self) -> Option<Instant> {
+        let max_hold = self.max_hold?;
+        let congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.iter().map(|(_, since)| *since + max_hold).min()
+    }
+
+    /// Marks the queues congested for longer than the hold allows as stuck: they hold nobody
+    /// until drained (they drop what passes their bound meanwhile).
+    pub fn expire_holds(&self) {
+        let Some(max_hold) = self.max_hold else { return };
+        let now = Instant::now();
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = congested.len();
+        congested.retain(|(inbox, since)| {
+            if now < *since + max_hold {
+                return true;
+            }
+            let mut queue = inbox.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.congested = false;
+            queue.stuck = true;
+            false
+        });
+        self.congested_count.store(congested.len(), Ordering::Release);
+        if before > 0 && congested.is_empty() {
+            drop(congested);
+            self.released.send_modify(|generation| *generation += 1);
         }
     }
 
@@ -187,9 +299,9 @@ impl Hub {
         let mut dropped = 0;
         if let Some((last, rest)) = members.split_last() {
             for member in rest {
-                dropped += u64::from(!member.inbox.offer(routed.clone(), self.max_messages, self.max_bytes));
+                dropped += u64::from(!member.inbox.offer(routed.clone(), self));
             }
-            dropped += u64::from(!last.inbox.offer(routed, self.max_messages, self.max_bytes));
+            dropped += u64::from(!last.inbox.offer(routed, self));
         }
         members.clear();
         if dropped > 0 {
@@ -389,6 +501,11 @@ impl Membership {
         &self.hub
     }
 
+    /// The next delivery in this connection's queue.
+    pub fn pop(&self) -> Option<Routed> {
+        self.inbox.pop(&self.hub)
+    }
+
     /// Whether `filter` is one of this connection's hub subscriptions.
     pub fn has(&self, filter: &str) -> bool {
         self.filters.iter().any(|f| f == filter)
@@ -413,6 +530,7 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
+        self.inbox.leave(&self.hub);
         for filter in std::mem::take(&mut self.filters) {
             self.hub.unsubscribe(&filter, self.conn_id);
         }
@@ -459,7 +577,7 @@ mod tests {
         const TOPICS: [&str; 13] =
             ["a", "a/b", "a/b/c", "/a", "a/", "/", "b", "$x/y", "a//b", "a/b/c/d", "ab", "$x", "x/y/z"];
         for filter in FILTERS {
-            let hub = Hub::new(0, 0);
+            let hub = Hub::new(0, 0, None);
             let inbox = Arc::new(Inbox::default());
             hub.subscribe(filter, 7, &inbox);
             for topic in TOPICS {
@@ -469,7 +587,7 @@ mod tests {
             hub.unsubscribe(filter, 7);
             assert!(hub.index.read().unwrap().is_empty(), "{filter}: pruned");
         }
-        let hub = Hub::new(0, 0);
+        let hub = Hub::new(0, 0, None);
         let inbox = Arc::new(Inbox::default());
         for filter in ["a/#", "a/b", "+/b"] {
             hub.subscribe(filter, 1, &inbox);
@@ -480,7 +598,7 @@ mod tests {
 
     #[test]
     fn full_queues_drop_and_count_and_others_still_receive() {
-        let hub = Hub::new(2, 0);
+        let hub = Hub::new(2, 0, None);
         let slow = Arc::new(Inbox::default());
         let fast = Arc::new(Inbox::default());
         hub.subscribe("cmd/+", 1, &slow);
@@ -489,11 +607,11 @@ mod tests {
         let mut dropped = 0;
         for _ in 0..5 {
             dropped += hub.fan_out(routed("cmd/9", false, b"x"), &mut members);
-            fast.pop();
+            fast.pop(&hub);
         }
         assert_eq!((dropped, slow.len(), fast.len()), (3, 2, 0));
-        assert!(slow.pop().is_some() && slow.pop().is_some() && slow.pop().is_none());
-        let bytes = Hub::new(0, 10);
+        assert!(slow.pop(&hub).is_some() && slow.pop(&hub).is_some() && slow.pop(&hub).is_none());
+        let bytes = Hub::new(0, 10, None);
         bytes.subscribe("t", 1, &slow);
         let big = routed("t", false, b"0123456789");
         assert_eq!(bytes.fan_out(big.clone(), &mut members), 0, "one message always fits");
@@ -501,8 +619,66 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_over_half_full_holds_publishers_until_it_drains_or_its_hold_expires() {
+        let hub = Hub::new(4, 0, Some(Duration::from_secs(3600)));
+        let inbox = Arc::new(Inbox::default());
+        hub.subscribe("t", 1, &inbox);
+        let release = hub.watch_release();
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            hub.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(hub.holding() && hub.hold_deadline().is_some(), "3 of 4: congested");
+        assert!(!release.has_changed().unwrap());
+        inbox.pop(&hub);
+        assert!(!hub.holding() && release.has_changed().unwrap(), "2 of 4 is not over half: released");
+
+        let quick = Hub::new(4, 0, Some(Duration::ZERO));
+        let stuck = Arc::new(Inbox::default());
+        quick.subscribe("t", 1, &stuck);
+        for _ in 0..3 {
+            quick.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(quick.holding());
+        quick.expire_holds();
+        assert!(!quick.holding(), "a stuck queue holds nobody");
+        quick.fan_out(routed("t", false, b"x"), &mut members);
+        assert_eq!(quick.fan_out(routed("t", false, b"x"), &mut members), 1, "and drops past its bound");
+        assert!(!quick.holding(), "until drained");
+        while stuck.pop(&quick).is_some() {}
+        for _ in 0..3 {
+            quick.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(quick.holding(), "drained, it may hold again");
+        let membership =
+            Membership { hub: Arc::new(Hub::new(4, 0, None)), conn_id: 9, inbox: stuck, filters: Vec::new() };
+        drop(membership);
+        let unbounded = Hub::new(0, 0, Some(Duration::ZERO));
+        let inbox = Arc::new(Inbox::default());
+        unbounded.subscribe("t", 1, &inbox);
+        for _ in 0..100 {
+            unbounded.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(!unbounded.holding(), "no bound, no congestion");
+    }
+
+    #[test]
+    fn a_departing_member_releases_its_congestion() {
+        let hub = Arc::new(Hub::new(2, 0, Some(Duration::from_secs(3600))));
+        let mut membership = Membership::new(hub.clone(), 5);
+        membership.add("t");
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            hub.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(hub.holding());
+        drop(membership);
+        assert!(!hub.holding());
+    }
+
+    #[test]
     fn retained_messages_are_kept_per_topic_and_cleared() {
-        let hub = Hub::new(0, 0);
+        let hub = Hub::new(0, 0, None);
         let mut members = Vec::new();
         let mut paused = false;
         hub.on_router(FromRouter::Publish(routed("r/1", true, b"one")), &mut members, &mut paused);
@@ -527,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_dropped_membership_leaves_the_index() {
-        let hub = Arc::new(Hub::new(0, 0));
+        let hub = Arc::new(Hub::new(0, 0, None));
         let mut membership = Membership::new(hub.clone(), 3);
         membership.add("a/+");
         membership.add("b");

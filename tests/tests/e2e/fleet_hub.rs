@@ -201,7 +201,8 @@ async fn dropped_reaches(addr: SocketAddr, at_least: u64) -> u64 {
 
 #[tokio::test]
 async fn a_full_hub_queue_drops_counts_in_sys_and_never_holds_the_publisher() {
-    let broker = broker("max_queued_messages 10\nsys_interval 1\n");
+    // (A queue over half full holds publishers for at most a second here.)
+    let broker = broker("max_queued_messages 10\nsys_interval 1\ngate_backpressure_max_hold 1\n");
     let mut connect = Connect::new(5, "slow");
     connect.receive_maximum = Some(1);
     let mut slow = RawClient::connected(broker.addr(), &connect).await;
@@ -213,7 +214,7 @@ async fn a_full_hub_queue_drops_counts_in_sys_and_never_holds_the_publisher() {
     let acks: Vec<_> = publisher.ping().await;
     assert_eq!(acks.iter().filter(|f| f.packet_type == testkit::PUBACK).count(), 50, "every publish acknowledged");
     // One in flight (Receive Maximum 1), ten queued, the other 39 dropped and counted.
-    assert_eq!(dropped_reaches(broker.addr(), 39).await, 39);
+    let dropped = dropped_reaches(broker.addr(), 39).await;
     let mut received = Vec::new();
     loop {
         match slow.next(Duration::from_secs(1)).await {
@@ -226,14 +227,18 @@ async fn a_full_hub_queue_drops_counts_in_sys_and_never_holds_the_publisher() {
             _ => break,
         }
     }
-    let expected: Vec<String> = (1..=11).map(|n| n.to_string()).collect();
-    assert_eq!(received, expected, "the first, then the queued ten, in order");
+    // Each message either reached the client or was counted as dropped; what arrived came in
+    // order, and at least the queue's ten.
+    let numbers: Vec<u64> = received.iter().map(|n| n.parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order: {numbers:?}");
+    assert!(numbers.len() >= 10, "{numbers:?}");
+    assert_eq!(numbers.len() as u64 + dropped, 50, "received {numbers:?}, dropped {dropped}");
 }
 
 #[tokio::test]
 async fn a_stalled_qos0_hub_subscriber_does_not_hold_the_publisher() {
     const BURST: u32 = 50_000;
-    let broker = broker("gate_write_timeout 60\nsys_interval 1\n");
+    let broker = broker("gate_write_timeout 60\nsys_interval 1\ngate_backpressure_max_hold 1\n");
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let mut stalled = RawClient::on(socket.connect(broker.addr()).await.unwrap());
@@ -274,6 +279,41 @@ async fn a_stalled_qos0_hub_subscriber_does_not_hold_the_publisher() {
     assert!(dropped_reaches(addr, 1).await > 0, "the stalled subscriber's drops are counted");
     drop(stalled);
     broker.assert_no_panic();
+}
+
+/// A QoS 0 burst to a hub subscriber slower than the publisher, which keeps up on average,
+/// arrives complete and in order: the publisher is held while the subscriber's queue is over
+/// half full (P7's case, issue 22).
+#[tokio::test]
+async fn a_qos0_burst_to_a_hub_subscriber_that_keeps_up_arrives_complete() {
+    const BURST: u32 = 50_000;
+    let broker = broker("gate_backpressure_max_hold 60\n");
+    let mut reader = v311(broker.addr(), "reader").await;
+    reader.subscribe(1, &[("burst/t", 0)]).await;
+    let addr = broker.addr();
+    let publisher = tokio::spawn(async move {
+        let mut publisher = v311(addr, "burst").await;
+        let mut batch = Vec::new();
+        for index in 0..BURST {
+            let payload = format!("{index:08}{}", "p".repeat(92));
+            batch.extend(testkit::publish(false, "burst/t", payload.as_bytes(), 0, false, 0));
+            if batch.len() > 64 * 1024 {
+                publisher.send(&batch).await;
+                batch.clear();
+            }
+        }
+        publisher.send(&batch).await;
+        assert!(publisher.ping().await.is_empty());
+    });
+    for expected in 0..BURST {
+        let got = reader.expect_publish().await;
+        let index: u32 = std::str::from_utf8(&got.payload[..8]).unwrap().parse().unwrap();
+        assert_eq!(index, expected, "lost or duplicated message");
+        if (expected + 1).is_multiple_of(1000) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    publisher.await.unwrap();
 }
 
 #[tokio::test]

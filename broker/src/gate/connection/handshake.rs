@@ -432,6 +432,7 @@ where
         persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
         hub: None,
         pool_batch: Vec::new(),
+        hub_release: shared.hub.as_ref().map(|hub| hub.watch_release()),
     };
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ

@@ -113,7 +113,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if self.window.must_wait() {
                 break; // the client's acknowledgements bring the loop back here
             }
-            let Some(routed) = inbox.pop() else { break };
+            let Some(routed) = self.hub.as_ref().and_then(|hub| hub.membership.pop()) else { break };
             self.deliver_hub(routed);
         }
     }
@@ -211,6 +211,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn hub_finished(&mut self, pkid: u16) {
         self.window.release(pkid);
         self.write_waiting();
+    }
+
+    /// Whether a congested hub queue holds this connection's publishing (`routing::hub`): only
+    /// connections that are not hub subscribers are held (those must keep reading their clients'
+    /// acknowledgements).
+    pub(super) fn held_by_hub(&self) -> bool {
+        self.hub.is_none() && self.shared.hub.as_ref().is_some_and(|hub| hub.holding())
     }
 
     /// Whether this connection's PUBLISHes go through the publisher pool: the hub is on, the

@@ -25,6 +25,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // Publishes read now wait for subscriptions whose links began attaching before.
         let horizon = self.shared.attach_fence.horizon();
         loop {
+            if self.held_by_hub() {
+                // A congested hub queue: leave the rest for when it has drained (`routing::hub`).
+                self.reads_pending = true;
+                break;
+            }
             if self.held_lanes.is_some() {
                 if self.held() {
                     // Back-pressure: leave the rest for when these lanes may continue.
