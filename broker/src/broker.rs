@@ -110,7 +110,7 @@ impl Broker {
         }
         tasks.push(tokio::spawn(crate::routing::router_drops::report_periodically()));
         if let (Some(hub), Some(link)) = (&shared.hub, hub_link) {
-            tasks.push(tokio::spawn(crate::routing::hub::run(hub.clone(), link)));
+            tasks.push(tokio::spawn(crate::routing::hub::run(hub.clone(), link, shared.pressure.clone())));
         }
         let listeners_bound = Arc::new(AtomicBool::new(false));
         for listener in &listeners {

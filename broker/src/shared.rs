@@ -31,7 +31,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub sys: Arc<SysTree>,
     /// `$CONTROL/broker/v1` and the reply for endpoints nobody serves.
     pub broker_api: BrokerApi,
-    pub pressure: Pressure,
+    /// (Shared with the fleet hub's task, which registers its own progress: `routing::hub`.)
+    pub pressure: Arc<Pressure>,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: RoutedTopics,
     /// Filters handed to the router so far: a PUBLISH none matches is not routed.
@@ -59,7 +60,7 @@ impl<E: RoutingEngine> Shared<E> {
             control: ControlSubscriptions::default(),
             sys: Arc::new(SysTree::default()),
             broker_api: BrokerApi::new(&config),
-            pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
+            pressure: Arc::new(Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold)),
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),

@@ -48,6 +48,7 @@ use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
 use tokio::sync::Notify;
 use tracing::error;
 
+use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
 
@@ -311,21 +312,23 @@ impl Hub {
         dropped
     }
 
-    /// One notification of the hub's router link.
-    fn on_router(&self, note: FromRouter, members: &mut Vec<Member>, paused: &mut bool) {
+    /// One notification of the hub's router link; returns the size of the message read, as
+    /// `backpressure` counted it when it was published (0 for anything else).
+    fn on_router(&self, note: FromRouter, members: &mut Vec<Member>, paused: &mut bool) -> u64 {
         match note {
             FromRouter::Publish(routed) => {
                 if routed.retain {
                     // The router's retained store, replayed when the hub subscribed.
                     self.keep_retained(routed);
-                    return;
+                    return 0;
                 }
                 let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
-                    return; // (a retained-message clear's empty payload: its sealed twin follows)
+                    return 0; // (a retained-message clear's empty payload: its sealed twin follows)
                 };
                 if stamp.addressee.is_some() {
-                    return; // a stored message handed back to a persistent session: not a hub's
+                    return 0; // a stored message handed back to a persistent session: not a hub's
                 }
+                let size = (4 + routed.topic.len() + body.len()) as u64;
                 if stamp.retain {
                     if body.is_empty() {
                         self.forget_retained(&routed.topic);
@@ -334,9 +337,13 @@ impl Hub {
                     }
                 }
                 self.fan_out(routed, members);
+                size
             }
-            FromRouter::Paused => *paused = true,
-            FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => {}
+            FromRouter::Paused => {
+                *paused = true;
+                0
+            }
+            FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => 0,
         }
     }
 
@@ -453,9 +460,51 @@ pub fn subscribe_link<L: RouterLink>(link: &mut L) -> Result<(), RouterError> {
     link.flush()
 }
 
+/// The hub's id among the readers `backpressure` registers (connection ids count up from 1).
+const HUB_READER: u64 = u64::MAX;
+
+/// What the hub has read, as `backpressure` counts what is published (`4 + topic + payload`,
+/// without the envelope), registered as the hub's hold point in the total: publishers are held
+/// when the hub itself falls a window behind (the router's `#` log would roll over under it, and
+/// every hub subscriber would lose what it skipped).
+struct Progress {
+    pressure: Arc<Pressure>,
+    consumed: u64,
+    registered_at: u64,
+    point: Option<u64>,
+}
+
+impl Progress {
+    fn new(pressure: Arc<Pressure>) -> Self {
+        let consumed = pressure.published_total();
+        let point = pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed))).flatten();
+        Progress { pressure, consumed, registered_at: consumed, point }
+    }
+
+    fn read(&mut self, size: u64) {
+        self.consumed += size;
+    }
+
+    /// Moves the hold point forward once per quarter window of progress, and when caught up.
+    fn register(&mut self) {
+        if self.point.is_none() {
+            return;
+        }
+        // (Wills and stored messages the hub also reads are not counted as published: never
+        // ahead of the publishers' count.)
+        self.consumed = self.consumed.min(self.pressure.published_total());
+        let caught_up = self.consumed == self.pressure.published_total();
+        if caught_up || self.consumed - self.registered_at >= self.pressure.window() / 4 {
+            self.point = self.pressure.reader_consumed(HUB_READER, self.point, Some(self.consumed));
+            self.registered_at = self.consumed;
+        }
+    }
+}
+
 /// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
 /// receives.
-pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L) {
+pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
+    let mut progress = Progress::new(pressure);
     let mut members = Vec::new();
     loop {
         let first = match link.recv().await {
@@ -466,13 +515,14 @@ pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L) {
             }
         };
         let mut paused = false;
-        hub.on_router(first, &mut members, &mut paused);
+        progress.read(hub.on_router(first, &mut members, &mut paused));
         for _ in 0..BATCH {
             match link.try_recv() {
-                Some(Ok(note)) => hub.on_router(note, &mut members, &mut paused),
+                Some(Ok(note)) => progress.read(hub.on_router(note, &mut members, &mut paused)),
                 Some(Err(_)) | None => break,
             }
         }
+        progress.register();
         if paused && link.resume().await.is_err() {
             error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
             return;
