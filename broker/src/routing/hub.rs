@@ -29,7 +29,10 @@
 //! keeps up with on average is not dropped for it (P7). A queue congested for longer than
 //! `gate_backpressure_max_hold` is *stuck*: it holds nobody until it has drained, and drops what
 //! passes its bound. Hub subscribers themselves are never held (they must keep reading their
-//! clients' acknowledgements); `gate_backpressure_window 0` turns holding off here too.
+//! clients' acknowledgements); `gate_backpressure_window 0` turns holding off here too. The hub
+//! itself is a reader that can fall behind the router's `#` log (which would then roll over
+//! under it, for every hub subscriber at once): it registers what it has read as a hold point in
+//! `backpressure`'s total, so publishers are held when it is a window behind (`Progress`).
 //!
 //! Retained messages: the router sends retained messages to a link when it subscribes, and the
 //! hub subscribes once, so the hub keeps its own index of the last retained message per topic
