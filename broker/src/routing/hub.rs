@@ -89,6 +89,9 @@ pub struct Inbox {
 struct Queue {
     messages: VecDeque<Routed>,
     bytes: u64,
+    /// Deliveries the connection took from here that wait for room in its client's window
+    /// (`gate::flow_control`): they count against the bound too.
+    waiting: usize,
     /// More than half full: holding publishers (listed in `Hub::congested`).
     congested: bool,
     /// Congested for longer than the hold allows: holding nobody until drained.
@@ -133,12 +136,23 @@ impl Inbox {
                 queue.messages = VecDeque::new();
             }
         }
-        if queue.congested && !hub.above_half(queue.messages.len(), queue.bytes) {
+        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
             queue.congested = false;
             drop(queue);
             hub.decongested(self);
         }
         Some(routed)
+    }
+
+    /// How many deliveries taken from here wait for room in the client's window.
+    pub fn set_waiting(self: &Arc<Self>, hub: &Hub, waiting: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queue.waiting = waiting;
+        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
+            queue.congested = false;
+            drop(queue);
+            hub.decongested(self);
+        }
     }
 
     /// Messages waiting.
@@ -155,7 +169,7 @@ impl Inbox {
         let size = routed.payload.len() as u64;
         let congests = {
             let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let full = (hub.max_messages > 0 && queue.messages.len() >= hub.max_messages)
+            let full = (hub.max_messages > 0 && queue.messages.len() + queue.waiting >= hub.max_messages)
                 || (hub.max_bytes > 0 && queue.bytes + size > hub.max_bytes && !queue.messages.is_empty());
             if full {
                 return false;
@@ -165,7 +179,7 @@ impl Inbox {
             let congests = hub.max_hold.is_some()
                 && !queue.congested
                 && !queue.stuck
-                && hub.above_half(queue.messages.len(), queue.bytes);
+                && hub.above_half(queue.messages.len() + queue.waiting, queue.bytes);
             queue.congested |= congests;
             congests
         };
@@ -557,6 +571,11 @@ impl Membership {
     /// The next delivery in this connection's queue.
     pub fn pop(&self) -> Option<Routed> {
         self.inbox.pop(&self.hub)
+    }
+
+    /// Deliveries taken from the queue that wait for room in the client's window.
+    pub fn set_waiting(&self, waiting: usize) {
+        self.inbox.set_waiting(&self.hub, waiting);
     }
 
     /// Whether `filter` is one of this connection's hub subscriptions.

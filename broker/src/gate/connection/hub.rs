@@ -98,8 +98,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
     }
 
-    /// Takes deliveries from the hub queue while the client's window has room and the write
-    /// buffer is not full; what stays waits in the (bounded) queue.
+    /// Takes deliveries from the hub queue while the write buffer is not full: QoS 0 ones are
+    /// written at once, QoS>0 ones while the client's window has room, else they wait in it in
+    /// order (as mosquitto lets QoS 0 messages pass QoS 1/2 ones that wait for the client's
+    /// Receive Maximum). Those waiting count against the queue's bound (`routing::hub`).
     pub(super) fn drain_hub(&mut self) {
         let Some(inbox) = self.hub.as_ref().map(|hub| hub.membership.inbox.clone()) else { return };
         loop {
@@ -110,11 +112,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 }
                 break;
             }
-            if self.window.must_wait() {
-                break; // the client's acknowledgements bring the loop back here
-            }
             let Some(routed) = self.hub.as_ref().and_then(|hub| hub.membership.pop()) else { break };
             self.deliver_hub(routed);
+        }
+        let waiting = self.window.queued();
+        if let Some(hub) = self.hub.as_ref() {
+            hub.membership.set_waiting(waiting);
         }
     }
 
