@@ -2,9 +2,10 @@
 //! subscriptions served by the gate's fan-out from one router link, publishes through the
 //! publisher pool. On the real binary with raw clients: delivery at QoS 0/1/2, the ACL on
 //! delivery, No Local, retained messages on subscribe with Retain Handling, overlapping
-//! subscriptions, the queue bound (drops counted in `$SYS`), takeover, a stalled QoS 0
-//! subscriber that does not hold the publisher, `$share` beside the hub, and the directive's
-//! errors.
+//! subscriptions, the queue bound (drops counted in `$SYS`), back-pressure (a burst to a
+//! subscriber that keeps up arrives whole; a stalled one holds the publisher for
+//! `gate_backpressure_max_hold` at most), takeover, `$share` and persistent sessions beside the
+//! hub, and the directive's errors.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -200,7 +201,7 @@ async fn dropped_reaches(addr: SocketAddr, at_least: u64) -> u64 {
 }
 
 #[tokio::test]
-async fn a_full_hub_queue_drops_counts_in_sys_and_never_holds_the_publisher() {
+async fn a_full_hub_queue_drops_counts_in_sys_and_holds_the_publisher_only_for_the_maximum_hold() {
     // (A queue over half full holds publishers for at most a second here.)
     let broker = broker("max_queued_messages 10\nsys_interval 1\ngate_backpressure_max_hold 1\n");
     let mut connect = Connect::new(5, "slow");
