@@ -252,10 +252,10 @@ impl Pressure {
 
     /// For a reader that counts exactly what it has consumed of everything published (the fleet
     /// hub, `routing::hub`, which reads every routed message through one link): registers its
-    /// hold point in the total, `consumed + window` (`None`: removes it). `reader` must differ
-    /// from every connection id. Returns the point registered.
-    pub fn reader_consumed(&self, reader: u64, before: Option<u64>, consumed: Option<u64>) -> Option<u64> {
-        let point = consumed.map(|consumed| consumed.saturating_add(self.window));
+    /// hold point in the total, `consumed + window` (`None`: removes it; `window` is the reader's
+    /// own). `reader` must differ from every connection id. Returns the point registered.
+    pub fn reader_consumed(&self, reader: u64, before: Option<u64>, consumed: Option<u64>, window: u64) -> Option<u64> {
+        let point = consumed.map(|consumed| consumed.saturating_add(window));
         self.move_hold_point(Lane::TOTAL, reader, before, point);
         point
     }

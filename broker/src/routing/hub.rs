@@ -479,6 +479,10 @@ pub fn subscribe_link<L: RouterLink>(link: &mut L) -> Result<(), RouterError> {
 
 /// The hub's id among the readers `backpressure` registers (connection ids count up from 1).
 const HUB_READER: u64 = u64::MAX;
+/// How far the hub may fall behind what is published before publishers are held: small, because
+/// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
+/// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
+const HUB_WINDOW: u64 = 64 * 1024;
 
 /// What the hub has read, as `backpressure` counts what is published (`4 + topic + payload`,
 /// without the envelope), registered as the hub's hold point in the total: publishers are held
@@ -486,6 +490,7 @@ const HUB_READER: u64 = u64::MAX;
 /// every hub subscriber would lose what it skipped).
 struct Progress {
     pressure: Arc<Pressure>,
+    window: u64,
     consumed: u64,
     registered_at: u64,
     point: Option<u64>,
@@ -494,8 +499,10 @@ struct Progress {
 impl Progress {
     fn new(pressure: Arc<Pressure>) -> Self {
         let consumed = pressure.published_total();
-        let point = pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed))).flatten();
-        Progress { pressure, consumed, registered_at: consumed, point }
+        let window = pressure.window().min(HUB_WINDOW);
+        let point =
+            pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed), window)).flatten();
+        Progress { pressure, window, consumed, registered_at: consumed, point }
     }
 
     fn read(&mut self, size: u64) {
@@ -511,8 +518,8 @@ impl Progress {
         // ahead of the publishers' count.)
         self.consumed = self.consumed.min(self.pressure.published_total());
         let caught_up = self.consumed == self.pressure.published_total();
-        if caught_up || self.consumed - self.registered_at >= self.pressure.window() / 4 {
-            self.point = self.pressure.reader_consumed(HUB_READER, self.point, Some(self.consumed));
+        if caught_up || self.consumed - self.registered_at >= self.window / 4 {
+            self.point = self.pressure.reader_consumed(HUB_READER, self.point, Some(self.consumed), self.window);
             self.registered_at = self.consumed;
         }
     }
