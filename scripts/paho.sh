@@ -51,6 +51,8 @@ plugin $plugin
 plugin_opt_config_file $work/dynamic-security.json
 EOF
 [ "$which" = v5 ] && echo "max_keepalive 60" >> "$work/broker.conf"
+# Extra lines for our broker only (e.g. DYNSEC_PAHO_EXTRA_CONFIG="gate_fleet_hub true").
+[ "$broker" = ours ] && [ -n "${DYNSEC_PAHO_EXTRA_CONFIG:-}" ] && printf '%s\n' "$DYNSEC_PAHO_EXTRA_CONFIG" >> "$work/broker.conf"
 
 case $broker in
   ours)

@@ -100,6 +100,7 @@ impl Broker {
         let mut shared = Shared::new(config, security, engine, sessions);
         shared.persistence = persistence;
         shared.cluster = cluster;
+        let hub_link = start_fleet_hub(&mut shared).await?;
         let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
@@ -112,6 +113,9 @@ impl Broker {
             tasks.push(tokio::spawn(refresh));
         }
         tasks.push(tokio::spawn(crate::routing::router_drops::report_periodically()));
+        if let (Some(hub), Some(link)) = (&shared.hub, hub_link) {
+            tasks.push(tokio::spawn(crate::routing::hub::run(hub.clone(), link, shared.pressure.clone())));
+        }
         let listeners_bound = Arc::new(AtomicBool::new(false));
         for listener in &listeners {
             let bound = listener::bind(listener).await?;
@@ -149,6 +153,35 @@ impl Broker {
             CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
+}
+
+/// `gate_fleet_hub true`: the hub's router link, subscribed before any client connects, and
+/// the publisher pool (docs/architecture.md). Returns the hub's link for its task. Not in a
+/// cluster: the nodes' routing has not been checked with it.
+async fn start_fleet_hub(
+    shared: &mut Shared<Rumqttd>,
+) -> Result<Option<crate::routing::router_link::RumqttdLink>, Error> {
+    use crate::routing::router_link::RoutingEngine;
+    if !shared.config.gate.fleet_hub {
+        return Ok(None);
+    }
+    if shared.cluster.is_some() {
+        warn!("gate_fleet_hub is not used in a cluster: every client keeps its own router link");
+        return Ok(None);
+    }
+    let persistence = &shared.config.persistence;
+    let gate = &shared.config.gate;
+    let max_hold = (gate.backpressure_window > 0).then_some(gate.backpressure_max_hold);
+    let hub = crate::routing::hub::Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes, max_hold);
+    let mut link = shared.engine.attach_internal("hub").await.map_err(Error::Router)?;
+    crate::routing::hub::subscribe_link(&mut link).map_err(Error::Router)?;
+    let size = shared.config.gate.worker_threads.max(1) * 2;
+    let pool =
+        crate::routing::publisher_pool::PublisherPool::start(&*shared.engine, size).await.map_err(Error::Router)?;
+    shared.hub = Some(Arc::new(hub));
+    shared.publishers = Some(pool);
+    info!(publisher_links = size, "fleet hub on");
+    Ok(Some(link))
 }
 
 /// Connects to NATS, brings the security state to the end of the shared log and starts

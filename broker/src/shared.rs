@@ -31,7 +31,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub sys: Arc<SysTree>,
     /// `$CONTROL/broker/v1` and the reply for endpoints nobody serves.
     pub broker_api: BrokerApi,
-    pub pressure: Pressure,
+    /// (Shared with the fleet hub's task, which registers its own progress: `routing::hub`.)
+    pub pressure: Arc<Pressure>,
     /// Topics handed to the router so far (`gate_new_topics_*`).
     pub routed_topics: RoutedTopics,
     /// Filters handed to the router so far: a PUBLISH none matches is not routed.
@@ -44,6 +45,10 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub persistence: Option<Arc<crate::persistence::Persistence>>,
     /// Cluster mode: where messages for the other nodes go (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::messages::MessageBus>>,
+    /// `gate_fleet_hub true`: the fan-out of clean sessions' subscriptions (`routing::hub`).
+    pub hub: Option<Arc<crate::routing::hub::Hub>>,
+    /// `gate_fleet_hub true`: the links connections without their own publish through.
+    pub publishers: Option<crate::routing::publisher_pool::PublisherPool<E::Link>>,
     next_conn_id: AtomicU64,
 }
 
@@ -55,12 +60,14 @@ impl<E: RoutingEngine> Shared<E> {
             control: ControlSubscriptions::default(),
             sys: Arc::new(SysTree::default()),
             broker_api: BrokerApi::new(&config),
-            pressure: Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold),
+            pressure: Arc::new(Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold)),
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),
             persistence: None,
             cluster: None,
+            hub: None,
+            publishers: None,
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             subscribed_filters: SubscribedFilters::default(),

@@ -375,6 +375,7 @@ impl Builder {
                 }
                 self.gate.unauthenticated_connections = value;
             }
+            "fleet_hub" => self.gate.fleet_hub = d.boolean()?,
             "login_throttle" => self.gate.login.enabled = d.boolean()?,
             "login_window" => self.gate.login.window = seconds(d)?,
             "login_queue_timeout" => self.gate.login.queue_timeout = seconds(d)?,

@@ -13,6 +13,7 @@
 
 mod exit;
 mod handshake;
+mod hub;
 mod inbound;
 mod outbound;
 mod persisted;
@@ -157,6 +158,12 @@ struct Connection<E: RoutingEngine, S> {
     /// In a cluster: JetStream's answers for this read's QoS 1/2 messages, which its
     /// acknowledgements wait for (`cluster::reliable`).
     forwarded: Vec<crate::cluster::reliable::Confirmation>,
+    /// `gate_fleet_hub true`: its hub subscriptions, queue and deliveries (`hub`).
+    hub: Option<Box<hub::HubState>>,
+    /// PUBLISHes for the publisher pool, handed over with the router batch (`hub`).
+    pool_batch: Vec<Packet>,
+    /// With the hub: changes when congested hub queues let held publishers continue.
+    hub_release: Option<watch::Receiver<u64>>,
 }
 
 /// What woke the connection up. (Not boxed: it lives for one iteration, and boxing the router
@@ -165,10 +172,12 @@ struct Connection<E: RoutingEngine, S> {
 enum Event {
     Read(std::io::Result<usize>),
     Router(Result<FromRouter, RouterError>),
+    Hub,
     Mail(Option<Mail>),
     KeepAlive,
     Released,
     HoldExpired,
+    HubHoldExpired,
     ProbeRequested,
 }
 
@@ -192,15 +201,24 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let held = self.held();
             let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
+            let hub_hold_deadline = if held && self.held_by_hub() {
+                self.shared.hub.as_ref().and_then(|hub| hub.hold_deadline())
+            } else {
+                None
+            };
             if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
                 self.read_buf.reserve(self.read_chunk);
             }
+            let hub_ready = hub_ready(self.hub.as_deref());
             let event = tokio::select! {
                 mail = self.mailbox.recv() => Event::Mail(mail),
+                () = hub_ready => Event::Hub,
                 note = self.link.recv() => Event::Router(note),
                 read = self.stream.read_buf(&mut self.read_buf), if !held => Event::Read(read),
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
+                () = changed(self.hub_release.as_mut()), if held => Event::Released,
+                _ = tokio::time::sleep_until(hub_hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hub_hold_deadline.is_some() => Event::HubHoldExpired,
                 _ = tokio::time::sleep_until(hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hold_deadline.is_some() => Event::HoldExpired,
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
@@ -220,11 +238,21 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     result
                 }
                 Event::Router(note) => self.handle_router(note),
+                Event::Hub => {
+                    self.drain_hub();
+                    Ok(())
+                }
                 Event::Mail(Some(mail)) => self.handle_mail(mail),
                 Event::Mail(None) => Err(Exit::Lost),
                 Event::KeepAlive => self.check_keep_alive(held),
                 // Frames left in the buffer when the hold began are handled at the loop's top.
                 Event::Released => Ok(()),
+                Event::HubHoldExpired => {
+                    if let Some(hub) = &self.shared.hub {
+                        hub.expire_holds();
+                    }
+                    Ok(())
+                }
                 Event::HoldExpired => {
                     self.backlog.hold_expired(&self.shared.pressure);
                     Ok(())
@@ -246,8 +274,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// Back-pressure holds this connection's publishing (see `backpressure`).
     fn held(&self) -> bool {
-        self.held_lanes.is_some_and(|lanes| self.shared.pressure.holding(&lanes))
-            && !self.backlog.exempt(&self.shared.pressure)
+        (self.held_lanes.is_some_and(|lanes| self.shared.pressure.holding(&lanes))
+            && !self.backlog.exempt(&self.shared.pressure))
+            || self.held_by_hub()
     }
 
     fn check_keep_alive(&mut self, held: bool) -> Result<(), Exit> {
@@ -265,4 +294,22 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             Err(Exit::KeepAliveTimeout)
         }
     }
+}
+
+/// Resolves when the hub queued something for the connection (never without hub subscriptions).
+async fn hub_ready(hub: Option<&hub::HubState>) {
+    match hub {
+        Some(hub) => hub.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `release` changes (never without one, or once its sender is gone).
+async fn changed(release: Option<&mut watch::Receiver<u64>>) {
+    if let Some(release) = release
+        && release.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }

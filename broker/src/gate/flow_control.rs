@@ -31,9 +31,13 @@ pub struct Waiting {
     pub stamp: Stamp,
     pub qos: u8,
     pub retain: bool,
-    /// The router's packet id.
+    /// The router's packet id; [`HUB_PKID`] for a delivery of the fleet hub, which the router
+    /// does not track (`routing::hub`).
     pub router_pkid: u16,
 }
+
+/// The `router_pkid` of a hub delivery (the router numbers its deliveries from 1).
+pub const HUB_PKID: u16 = 0;
 
 /// The packet ids a client holds. They are the gate's own choice, never a client's, so they need
 /// no flood-resistant hash: SipHash cost more than the rest of a QoS 1 delivery's bookkeeping.

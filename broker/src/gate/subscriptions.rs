@@ -165,6 +165,11 @@ impl PendingAcks {
         self.queue.iter().any(|pending| matches!(pending.kind, Kind::Silent))
     }
 
+    /// No acknowledgement waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// The router's SUBACK (they come in the order the SUBSCRIBEs were sent).
     pub fn router_suback(&mut self, codes: impl IntoIterator<Item = u8>) {
         let Some(pending) = self.queue.iter_mut().find(|p| p.waiting_for_router) else { return };

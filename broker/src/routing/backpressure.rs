@@ -245,6 +245,26 @@ impl Pressure {
         self.lane(lane).probe_requests.get_or_init(|| watch::Sender::new(0)).subscribe()
     }
 
+    /// The window (`gate_backpressure_window`).
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// For a reader that counts exactly what it has consumed of everything published (the fleet
+    /// hub, `routing::hub`, which reads every routed message through one link): registers its
+    /// hold point in the total, `consumed + window` (`None`: removes it; `window` is the reader's
+    /// own). `reader` must differ from every connection id. Returns the point registered.
+    pub fn reader_consumed(&self, reader: u64, before: Option<u64>, consumed: Option<u64>, window: u64) -> Option<u64> {
+        let point = consumed.map(|consumed| consumed.saturating_add(window));
+        self.move_hold_point(Lane::TOTAL, reader, before, point);
+        point
+    }
+
+    /// Bytes published in total so far (as [`Pressure::record_published`] counts them).
+    pub fn published_total(&self) -> u64 {
+        self.lane(Lane::TOTAL).published()
+    }
+
     /// Moves a connection's hold point in a lane: `from` removed, `to` added.
     fn move_hold_point(&self, lane: Lane, conn_id: u64, from: Option<u64>, to: Option<u64>) {
         let state = self.lane(lane);

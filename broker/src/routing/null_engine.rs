@@ -33,6 +33,11 @@ impl RoutingEngine for NullEngine {
         self.purged.fetch_add(1, Ordering::Relaxed);
     }
 
+    async fn attach_internal(&self, _name: &str) -> Result<NullLink, RouterError> {
+        self.attached.fetch_add(1, Ordering::Relaxed);
+        Ok(NullLink)
+    }
+
     fn inject(&self, _topic: Bytes, _payload: Bytes, _retain: bool, _properties: Option<PublishProperties>) {
         self.injected.fetch_add(1, Ordering::Relaxed);
     }

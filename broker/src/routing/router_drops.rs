@@ -58,6 +58,11 @@ impl<S: Subscriber> Layer<S> for RouterDrops {
     }
 }
 
+/// Counts `dropped` messages a full subscriber queue refused (`routing::hub`).
+pub fn record_queue_drops(dropped: u64) {
+    record("full subscriber queues (max_queued_messages, max_queued_bytes)".to_owned(), dropped);
+}
+
 /// Counts `skipped` messages dropped on `filter`.
 fn record(filter: String, skipped: u64) {
     Metrics::add(&METRICS.publish_dropped, skipped);

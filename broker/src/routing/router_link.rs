@@ -51,6 +51,8 @@ const SYSTEM_CLIENT_ID: &str = "%system";
 /// Client id prefix of the links that keep shared groups alive while a persistent member leaves
 /// (`%s` cannot occur in an escaped id either).
 const ANCHOR_CLIENT_ID: &str = "%share-anchor";
+/// Client id prefix of the gate's own links (the fleet hub and the publisher pool).
+const GATE_CLIENT_ID: &str = "%gate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -170,6 +172,10 @@ pub trait RoutingEngine: Send + Sync + 'static {
 
     /// Forgets the saved session of `client_id` (nobody may be attached with it).
     fn purge(&self, client_id: &str) -> impl Future<Output = ()> + Send;
+
+    /// Opens a link of the gate's own (`routing::hub`, `routing::publisher_pool`), under a
+    /// router id no client id can take, without a session.
+    fn attach_internal(&self, name: &str) -> impl Future<Output = Result<Self::Link, RouterError>> + Send;
 
     /// Routes a broker-originated QoS 0 message (a will).
     fn inject(&self, topic: Bytes, payload: Bytes, retain: bool, properties: Option<PublishProperties>);
@@ -428,6 +434,20 @@ impl RoutingEngine for Rumqttd {
             if let Ok((tx, rx, _)) = built.await {
                 RumqttdLink::new(tx, rx, None).detach();
             }
+        }
+    }
+
+    fn attach_internal(&self, name: &str) -> impl Future<Output = Result<RumqttdLink, RouterError>> + Send {
+        let build = self.build.clone();
+        // `%g` cannot occur in an escaped client id (see `router_client_id`).
+        let id = format!("{GATE_CLIENT_ID}-{name}");
+        async move {
+            let (tx, rx, _) =
+                tokio::task::spawn_blocking(move || build(&id, true)).await.map_err(|_| RouterError::Closed)??;
+            let mut link = RumqttdLink::new(tx, rx, None);
+            link.push(Packet::PingReq(PingReq));
+            link.flush()?;
+            Ok(link)
         }
     }
 

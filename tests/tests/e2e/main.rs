@@ -33,6 +33,7 @@ mod dynsec_dollar_placeholders;
 mod dynsec_file_interop;
 mod dynsec_migrate;
 mod dynsec_mosquitto21;
+mod fleet_hub;
 mod flow_control;
 mod golden_oracle;
 mod hash_cost_limits;

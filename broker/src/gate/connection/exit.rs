@@ -112,7 +112,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if self.attach_if_wanted().await.is_err() {
             warn!(client_id = %client_text(&self.client_id), "messages sent before leaving were dropped: router refused the link");
         }
+        let _ = self.flush_pool(); // (publishes through the pool: handed over, not waiting for a link)
         self.link.detach(); // (a no-op when the router already dropped the link)
+        self.hub = None; // out of the hub's index before a takeover's connection subscribes
         if self.protocol == Protocol::V5
             && let Some(code) = exit.v5_reason()
         {

@@ -431,6 +431,9 @@ where
         persistent_link,
         persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
         forwarded: Vec::new(),
+        hub: None,
+        pool_batch: Vec::new(),
+        hub_release: shared.hub.as_ref().map(|hub| hub.watch_release()),
     };
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ

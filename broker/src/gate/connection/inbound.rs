@@ -25,6 +25,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // Publishes read now wait for subscriptions whose links began attaching before.
         let horizon = self.shared.attach_fence.horizon();
         loop {
+            if self.held_by_hub() {
+                // A congested hub queue: leave the rest for when it has drained (`routing::hub`).
+                self.reads_pending = true;
+                break;
+            }
             if self.held_lanes.is_some() {
                 if self.held() {
                     // Back-pressure: leave the rest for when these lanes may continue.
@@ -149,11 +154,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 
     pub(super) fn flush_router(&mut self) -> Result<(), Exit> {
+        // The pool first: what went there was read before what waits in the link (`hub`).
+        self.flush_pool()?;
         self.link.flush().map_err(|_| Exit::RouterGone)
     }
 
     pub(super) fn on_client_puback(&mut self, pkid: u16) {
         self.client_acked = true;
+        if self.hub_puback(pkid) {
+            return;
+        }
         let link = &mut self.link;
         if self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p)) {
             self.client_finished(pkid);
@@ -198,6 +208,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 client_log::received_ack("PUBREC", &self.client_id, rec.pkid, None);
                 self.client_acked = true;
                 let refused = !matches!(rec.reason, PubRecReason::Success | PubRecReason::NoMatchingSubscribers);
+                if self.hub_pubrec(rec.pkid, refused) {
+                    return Ok(None);
+                }
                 let link = &mut self.link;
                 if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) {
                     if refused {
@@ -215,6 +228,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 };
                 client_log::received_ack("PUBCOMP", &self.client_id, comp.pkid, Some(code));
                 self.client_acked = true;
+                if self.hub_pubcomp(comp.pkid) {
+                    return Ok(None);
+                }
                 let link = &mut self.link;
                 if self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p)) {
                     self.client_finished(comp.pkid);

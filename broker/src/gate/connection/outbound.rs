@@ -176,6 +176,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn write_waiting(&mut self) {
         while let Some(delivery) = self.window.next_ready() {
             let router_pkid = delivery.router_pkid;
+            if router_pkid == crate::gate::flow_control::HUB_PKID {
+                let client_pkid = self.window.take_pkid();
+                self.write_hub_delivery(delivery, client_pkid);
+                continue;
+            }
             let queued = delivery.stamp.queued;
             let client_pkid = self.window.take_pkid();
             if self.write_delivery(delivery, client_pkid) {
@@ -188,12 +193,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.acks.abandoned(router_pkid, &mut |p| link.push(p));
             }
         }
+        self.drain_hub();
     }
 
     /// Writes one delivery with the client's packet id `pkid` (none at QoS 0). False when it is not
     /// written: its Message Expiry Interval ran out (while it waited), or it is larger than the
     /// client's maximum packet size.
-    fn write_delivery(&mut self, delivery: Waiting, pkid: u16) -> bool {
+    pub(super) fn write_delivery(&mut self, delivery: Waiting, pkid: u16) -> bool {
         let Waiting { topic, payload, mut properties, stamp, qos, retain, .. } = delivery;
         if stamp.expires_at_ms.is_some() {
             match stamp.expiry_left(envelope::now_ms()) {
@@ -327,6 +333,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         for message in self.pending_acks.write_ready(&mut self.write_buf, self.protocol, &self.client_id) {
             self.write_sys(&message);
         }
+        self.hub_retained_after_suback();
     }
 
     pub(super) fn write_sys(&mut self, message: &crate::sys_topics::SysMessage) {

@@ -17,7 +17,7 @@ use crate::metrics::METRICS;
 use crate::routing::backpressure::TopicLanes;
 use crate::routing::envelope::{self, Stamp};
 use crate::routing::router_guard::{self, ToRouter};
-use crate::routing::router_link::{RouterLink, RoutingEngine};
+use crate::routing::router_link::RoutingEngine;
 use crate::security::{Access, ControlOutcome, ControlSender, Protocol};
 
 /// A `$CONTROL/...` PUBLISH that passed the ACL, to be executed by `Security::control`.
@@ -149,8 +149,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), confirm);
                 self.forwarded.extend(confirm);
             }
-            let link = &mut self.link;
-            envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| link.push(p));
+            envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| self.push_publish(p));
         }
         self.write_ack(qos, pkid, 0);
         Ok(None)

@@ -35,6 +35,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let mut routed = Vec::new();
         let mut retained = Vec::new();
         let mut renewed = Vec::new();
+        let mut hub_filters = Vec::new();
         for mut filter in subscribe.filters {
             // mosquitto_validate_utf8 (no U+0000, no control characters): a malformed packet.
             if dynsec::topic::valid_mqtt_utf8(filter.path.as_bytes()).is_none() {
@@ -75,21 +76,35 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         codes.push(subscriptions::refused_code(self.protocol, hazard));
                         continue;
                     }
-                    codes.push(PendingAcks::ROUTED);
-                    routed.push(filter.clone());
-                    if let Some(previous) = self.subscriptions.get(&filter.path) {
-                        // A repeated SUBSCRIBE replaces the subscription. rumqttd keeps its first
-                        // QoS and sends retained messages only for a new filter (docs/rumqttd.md
-                        // defect 15): make it new again when the QoS changes or retained messages
-                        // are due (Retain Handling 0, and always in MQTT 3.1.1).
-                        let resend = filter.retain_forward_rule == RetainForwardRule::OnEverySubscribe;
-                        if !subscriptions::is_shared(&filter.path) && (resend || previous.filter.qos != filter.qos) {
-                            renewed.push(filter.path.clone());
-                        }
-                        if filter.retain_forward_rule == RetainForwardRule::OnNewSubscribe {
-                            // Retain Handling 1 on an existing subscription: no retained messages,
-                            // now or when the router renews it.
+                    if self.uses_hub(&filter.path) {
+                        // The fleet hub serves it (`routing::hub`): granted as asked, at once;
+                        // retained messages follow the SUBACK unless Retain Handling says no
+                        // (1 on an existing subscription: none).
+                        if self.subscriptions.contains_key(&filter.path)
+                            && filter.retain_forward_rule == RetainForwardRule::OnNewSubscribe
+                        {
                             filter.retain_forward_rule = RetainForwardRule::Never;
+                        }
+                        codes.push(qos);
+                        hub_filters.push(filter.clone());
+                    } else {
+                        codes.push(PendingAcks::ROUTED);
+                        routed.push(filter.clone());
+                        if let Some(previous) = self.subscriptions.get(&filter.path) {
+                            // A repeated SUBSCRIBE replaces the subscription. rumqttd keeps its first
+                            // QoS and sends retained messages only for a new filter (docs/rumqttd.md
+                            // defect 15): make it new again when the QoS changes or retained messages
+                            // are due (Retain Handling 0, and always in MQTT 3.1.1).
+                            let resend = filter.retain_forward_rule == RetainForwardRule::OnEverySubscribe;
+                            if !subscriptions::is_shared(&filter.path) && (resend || previous.filter.qos != filter.qos)
+                            {
+                                renewed.push(filter.path.clone());
+                            }
+                            if filter.retain_forward_rule == RetainForwardRule::OnNewSubscribe {
+                                // Retain Handling 1 on an existing subscription: no retained messages,
+                                // now or when the router renews it.
+                                filter.retain_forward_rule = RetainForwardRule::Never;
+                            }
                         }
                     }
                 }
@@ -121,6 +136,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if !renewed.is_empty() {
             // (The router's UNSUBACK is not passed on: the gate answers UNSUBSCRIBEs itself.)
             self.link.unsubscribe(subscribe.pkid, &renewed);
+        }
+        if !hub_filters.is_empty() {
+            // Before the SUBACK: a PUBLISH read after this SUBSCRIBE must reach this client.
+            self.hub_subscribe(hub_filters);
         }
         if !routed.is_empty() {
             // Before the router has it: a PUBLISH read after this SUBSCRIBE must be routed.
@@ -166,7 +185,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     codes.push(0);
                     match subscription.kind {
                         // (It was admitted when subscribed.)
-                        SubscriptionKind::Routed => routed.push(filter),
+                        SubscriptionKind::Routed => {
+                            if !self.hub_unsubscribe(&filter) {
+                                routed.push(filter)
+                            }
+                        }
                         SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
                         SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
                     }
@@ -198,7 +221,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let Some(subscription) = self.subscriptions.remove(&filter) else { continue };
             info!(client_id = %client_text(&self.client_id), filter = %client_text(&filter), "subscription removed: no longer allowed");
             match subscription.kind {
-                SubscriptionKind::Routed => routed.push(filter),
+                SubscriptionKind::Routed => {
+                    if !self.hub_unsubscribe(&filter) {
+                        routed.push(filter)
+                    }
+                }
                 SubscriptionKind::Control => self.shared.control.unsubscribe(self.conn_id, &filter),
                 SubscriptionKind::Local => self.shared.sys.unsubscribe(self.conn_id, &filter),
             }
@@ -226,12 +253,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// Back-pressure tracks connections with non-shared routed subscriptions (QoS 0 included: a
     /// burst must not roll the router's log over under a subscriber that keeps up on average),
-    /// in the lane of their filters.
+    /// in the lane of their filters; not the hub's (its bounded queues drop for a subscriber
+    /// that cannot keep up, `routing::hub`).
     pub(super) fn track_backlog(&mut self) {
         let mut tracked = self
             .subscriptions
             .values()
-            .filter(|s| s.kind == SubscriptionKind::Routed && !subscriptions::is_shared(&s.filter.path))
+            .filter(|s| {
+                s.kind == SubscriptionKind::Routed
+                    && !subscriptions::is_shared(&s.filter.path)
+                    && !self.is_hub_filter(&s.filter.path) // (hub queues drop instead)
+            })
             .map(|s| s.filter.path.as_str())
             .peekable();
         let lane = tracked.peek().is_some().then(|| Lane::of_filters(tracked));

@@ -1,0 +1,796 @@
+//! The fleet hub (`gate_fleet_hub true`): one gate-owned router link subscribed to `#` receives
+//! every routed message once, and the gate's own fan-out index hands it to the connections whose
+//! subscriptions match, each through a bounded queue (its [`Inbox`]).
+//!
+//! Why (docs/benchmarks.md, "Issue 22: the fleet measured again"): a router link and a filter per
+//! device cost rumqttd ~50 KB each, its per-link rings grow to ~140–200 KB as they are written
+//! forward, each filter's log keeps delivered messages, and the first message on every new topic
+//! is compared with every filter the router holds (N² for a fleet with a command topic per
+//! device). With the hub the router holds one filter and one link for all hub subscribers,
+//! whatever their number; per device the gate keeps a trie leaf and an empty queue.
+//!
+//! Which subscriptions use it: non-shared filters of non-persistent sessions (the connection
+//! decides, `gate::connection::subscribe`). Persistent sessions keep their own router link (the
+//! router queues for them while they are offline), and so do `$share` filters (the router picks
+//! the member).
+//!
+//! What the hub does per message: nothing but match and queue. The connection task opens the
+//! envelope and applies MQTT's delivery rules (`gate::delivery`), the ACL on delivery, and its
+//! own packet ids and window (`gate::flow_control`); hub deliveries are acknowledged to the gate,
+//! never to the router (the hub subscribes at QoS 0: the envelope carries the publish QoS).
+//!
+//! Overload policy (issue 22): a queue holds at most `max_queued_messages` messages and
+//! `max_queued_bytes` payload bytes (mosquitto's limits for a client's queue; 0: none). Beyond
+//! that a message is dropped for that subscriber alone, whatever its QoS (as mosquitto drops for a
+//! full queue), counted in `$SYS/broker/publish/messages/dropped` and logged at most once per
+//! `router_drops::REPORT_EVERY`. Before that, back-pressure: while a queue is more than half full
+//! it is *congested*, and connections that are not hub subscribers stop reading their clients'
+//! publishes (`gate::connection::held`) until no queue is congested, so that a burst a subscriber
+//! keeps up with on average is not dropped for it (P7). A queue congested for longer than
+//! `gate_backpressure_max_hold` is *stuck*: it holds nobody until it has drained, and drops what
+//! passes its bound. Hub subscribers themselves are never held (they must keep reading their
+//! clients' acknowledgements); `gate_backpressure_window 0` turns holding off here too. The hub
+//! itself is a reader that can fall behind the router's `#` log (which would then roll over
+//! under it, for every hub subscriber at once): it registers what it has read as a hold point in
+//! `backpressure`'s total, so publishers are held when it is a window behind (`Progress`).
+//!
+//! Retained messages: the router sends retained messages to a link when it subscribes, and the
+//! hub subscribes once, so the hub keeps its own index of the last retained message per topic
+//! (with its envelope: QoS, expiry, properties) from what it routes — the live copies, and at
+//! start the router's retained store replayed to the hub's `#` (restored by persistence before
+//! the hub subscribes). A new hub subscription takes matching entries from it
+//! ([`Hub::retained_matching`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
+use tokio::sync::Notify;
+use tracing::error;
+
+use crate::routing::backpressure::Pressure;
+use crate::routing::envelope;
+use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
+
+/// Notifications handled per wake-up of the hub before it lets the router continue.
+const BATCH: usize = 1024;
+
+/// The hub's shared state: the fan-out index, the retained index and the queue bounds.
+#[derive(Debug)]
+pub struct Hub {
+    index: RwLock<Node>,
+    retained: Mutex<HashMap<Bytes, Routed>>,
+    max_messages: usize,
+    max_bytes: u64,
+    /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
+    pub dropped: AtomicU64,
+    /// `None`: queues never hold publishers; else how long one may (`gate_backpressure_max_hold`).
+    max_hold: Option<Duration>,
+    /// The congested queues, with when they became congested (see the module documentation).
+    congested: Mutex<Vec<(Arc<Inbox>, Instant)>>,
+    /// `congested.len()`, read without the lock by every publisher.
+    congested_count: std::sync::atomic::AtomicUsize,
+    /// Bumped when the last congested queue is no longer congested: held publishers continue.
+    released: tokio::sync::watch::Sender<u64>,
+}
+
+/// One connection's bounded queue of hub deliveries.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    queue: Mutex<Queue>,
+    /// Woken when a message is queued (a permit is kept when the connection is busy).
+    pub ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Routed>,
+    bytes: u64,
+    /// Deliveries the connection took from here that wait for room in its client's window
+    /// (`gate::flow_control`): they count against the bound too.
+    waiting: usize,
+    /// More than half full: holding publishers (listed in `Hub::congested`).
+    congested: bool,
+    /// Congested for longer than the hold allows: holding nobody until drained.
+    stuck: bool,
+}
+
+/// A subscriber in the fan-out index.
+#[derive(Debug, Clone)]
+struct Member {
+    conn_id: u64,
+    inbox: Arc<Inbox>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<Box<[u8]>, Node>,
+    plus: Option<Box<Node>>,
+    /// Filters ending here with `#` (they match this level's parent and everything below).
+    hash: Vec<Member>,
+    /// Filters ending here.
+    end: Vec<Member>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty() && self.plus.is_none() && self.hash.is_empty() && self.end.is_empty()
+    }
+}
+
+impl Inbox {
+    /// The next queued delivery (`hub`: the hub it belongs to, told when it is no longer
+    /// congested).
+    pub fn pop(self: &Arc<Self>, hub: &Hub) -> Option<Routed> {
+        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routed = queue.messages.pop_front()?;
+        queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
+        if queue.messages.is_empty() {
+            queue.stuck = false;
+            if queue.messages.capacity() > 64 {
+                // A burst's queue goes back to the allocator once drained (a fleet's queues are
+                // mostly empty: their memory is the point of the hub).
+                queue.messages = VecDeque::new();
+            }
+        }
+        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
+            queue.congested = false;
+            drop(queue);
+            hub.decongested(self);
+        }
+        Some(routed)
+    }
+
+    /// How many deliveries taken from here wait for room in the client's window.
+    pub fn set_waiting(self: &Arc<Self>, hub: &Hub, waiting: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queue.waiting = waiting;
+        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
+            queue.congested = false;
+            drop(queue);
+            hub.decongested(self);
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `routed` unless that would pass the bounds; false when it was dropped.
+    fn offer(self: &Arc<Self>, routed: Routed, hub: &Hub) -> bool {
+        let size = routed.payload.len() as u64;
+        let congests = {
+            let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let full = (hub.max_messages > 0 && queue.messages.len() + queue.waiting >= hub.max_messages)
+                || (hub.max_bytes > 0 && queue.bytes + size > hub.max_bytes && !queue.messages.is_empty());
+            if full {
+                return false;
+            }
+            queue.messages.push_back(routed);
+            queue.bytes += size;
+            let congests = hub.max_hold.is_some()
+                && !queue.congested
+                && !queue.stuck
+                && hub.above_half(queue.messages.len() + queue.waiting, queue.bytes);
+            queue.congested |= congests;
+            congests
+        };
+        if congests {
+            hub.congested_by(self);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Leaves the congested list for good (the connection is gone).
+    fn leave(self: &Arc<Self>, hub: &Hub) {
+        let was =
+            std::mem::replace(&mut self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).congested, false);
+        if was {
+            hub.decongested(self);
+        }
+    }
+}
+
+impl Hub {
+    /// A hub whose queues hold at most `max_messages` messages and `max_bytes` payload bytes
+    /// (0: no bound).
+    /// `max_hold`: how long a congested queue may hold publishers (`None`: never).
+    pub fn new(max_messages: usize, max_bytes: u64, max_hold: Option<Duration>) -> Self {
+        Hub {
+            index: RwLock::default(),
+            retained: Mutex::default(),
+            max_messages,
+            max_bytes,
+            dropped: AtomicU64::new(0),
+            max_hold,
+            congested: Mutex::default(),
+            congested_count: Default::default(),
+            released: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// More than half of a bound is used (never without bounds).
+    fn above_half(&self, messages: usize, bytes: u64) -> bool {
+        (self.max_messages > 0 && messages > self.max_messages / 2)
+            || (self.max_bytes > 0 && bytes > self.max_bytes / 2)
+    }
+
+    fn congested_by(&self, inbox: &Arc<Inbox>) {
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.push((inbox.clone(), Instant::now()));
+        self.congested_count.store(congested.len(), Ordering::Release);
+    }
+
+    fn decongested(&self, inbox: &Arc<Inbox>) {
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.retain(|(queue, _)| !Arc::ptr_eq(queue, inbox));
+        self.congested_count.store(congested.len(), Ordering::Release);
+        if congested.is_empty() {
+            self.released.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Whether publishers that are not hub subscribers must wait (a queue is congested).
+    pub fn holding(&self) -> bool {
+        self.congested_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Changes when held publishers may continue.
+    pub fn watch_release(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.released.subscribe()
+    }
+
+    /// When the oldest congested queue becomes stuck (`None`: none is congested).
+    pub fn hold_deadline(&self) -> Option<Instant> {
+        let max_hold = self.max_hold?;
+        let congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        congested.iter().map(|(_, since)| *since + max_hold).min()
+    }
+
+    /// Marks the queues congested for longer than the hold allows as stuck: they hold nobody
+    /// until drained (they drop what passes their bound meanwhile).
+    pub fn expire_holds(&self) {
+        let Some(max_hold) = self.max_hold else { return };
+        let now = Instant::now();
+        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = congested.len();
+        congested.retain(|(inbox, since)| {
+            if now < *since + max_hold {
+                return true;
+            }
+            let mut queue = inbox.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.congested = false;
+            queue.stuck = true;
+            false
+        });
+        self.congested_count.store(congested.len(), Ordering::Release);
+        if before > 0 && congested.is_empty() {
+            drop(congested);
+            self.released.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Adds `inbox` (connection `conn_id`) as a subscriber of `filter` (client spelling,
+    /// validated, not shared). Adding the same pair twice keeps one entry.
+    pub fn subscribe(&self, filter: &str, conn_id: u64, inbox: &Arc<Inbox>) {
+        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (node, hash) = descend(&mut root, filter.as_bytes());
+        let members = if hash { &mut node.hash } else { &mut node.end };
+        if !members.iter().any(|m| m.conn_id == conn_id) {
+            members.push(Member { conn_id, inbox: inbox.clone() });
+        }
+    }
+
+    /// Removes connection `conn_id` from `filter`.
+    pub fn unsubscribe(&self, filter: &str, conn_id: u64) {
+        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&[u8]> = filter.as_bytes().split(|&b| b == b'/').collect();
+        remove(&mut root, &levels, conn_id);
+    }
+
+    /// The inboxes of the connections with a subscription matching `topic` (client spelling),
+    /// each once.
+    fn matching(&self, topic: &[u8], out: &mut Vec<Member>) {
+        let root = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&[u8]> = topic.split(|&b| b == b'/').collect();
+        collect(&root, &levels, topic.first() == Some(&b'$'), out);
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|m| m.conn_id);
+            out.dedup_by_key(|m| m.conn_id);
+        }
+    }
+
+    /// Hands one routed message to every matching subscriber's queue; returns how many queues
+    /// were full.
+    fn fan_out(&self, routed: Routed, members: &mut Vec<Member>) -> u64 {
+        members.clear();
+        self.matching(&routed.topic, members);
+        let mut dropped = 0;
+        if let Some((last, rest)) = members.split_last() {
+            for member in rest {
+                dropped += u64::from(!member.inbox.offer(routed.clone(), self));
+            }
+            dropped += u64::from(!last.inbox.offer(routed, self));
+        }
+        members.clear();
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            crate::routing::router_drops::record_queue_drops(dropped);
+        }
+        dropped
+    }
+
+    /// One notification of the hub's router link; returns the size of the message read, as
+    /// `backpressure` counted it when it was published (0 for anything else).
+    fn on_router(&self, note: FromRouter, members: &mut Vec<Member>, paused: &mut bool) -> u64 {
+        match note {
+            FromRouter::Publish(routed) => {
+                if routed.retain {
+                    // The router's retained store, replayed when the hub subscribed.
+                    self.keep_retained(routed);
+                    return 0;
+                }
+                let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
+                    return 0; // (a retained-message clear's empty payload: its sealed twin follows)
+                };
+                if stamp.addressee.is_some() {
+                    return 0; // a stored message handed back to a persistent session: not a hub's
+                }
+                let size = (4 + routed.topic.len() + body.len()) as u64;
+                if stamp.retain {
+                    if body.is_empty() {
+                        self.forget_retained(&routed.topic);
+                    } else {
+                        self.keep_retained(Routed { retain: true, ..routed.clone() });
+                    }
+                }
+                self.fan_out(routed, members);
+                size
+            }
+            FromRouter::Paused => {
+                *paused = true;
+                0
+            }
+            FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => 0,
+        }
+    }
+
+    fn keep_retained(&self, routed: Routed) {
+        let mut retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match envelope::open(routed.payload.clone()) {
+            Some((_, body)) if !body.is_empty() => {
+                retained.insert(routed.topic.clone(), routed);
+            }
+            _ => {
+                retained.remove(&routed.topic);
+            }
+        }
+    }
+
+    fn forget_retained(&self, topic: &Bytes) {
+        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(topic);
+    }
+
+    /// The retained messages `filter` matches (by MQTT's rules), marked as replays (`retain`)
+    /// with the subscription's QoS as their router QoS (`gate::delivery` delivers a replay at
+    /// `min(publish QoS, that)`). A filter without wildcards is one lookup; others scan the
+    /// index.
+    pub fn retained_matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
+        let retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let replay = |routed: &Routed| Routed { retain: true, qos, pkid: 0, ..routed.clone() };
+        if !filter.contains(['+', '#']) {
+            return retained.get(filter.as_bytes()).map(replay).into_iter().collect();
+        }
+        retained
+            .values()
+            .filter(|routed| crate::gate::subscriptions::matches_mqtt(filter, &routed.topic))
+            .map(replay)
+            .collect()
+    }
+
+    /// Retained messages in the index.
+    pub fn retained_count(&self) -> usize {
+        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+}
+
+/// The node where `filter` ends, created as needed; true when it ends with `#` there.
+fn descend<'a>(mut node: &'a mut Node, filter: &[u8]) -> (&'a mut Node, bool) {
+    let mut levels = filter.split(|&b| b == b'/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        match level {
+            b"#" if last => return (node, true),
+            b"+" => node = node.plus.get_or_insert_with(Box::default),
+            literal => node = node.literal.entry(literal.into()).or_default(),
+        }
+    }
+    (node, false)
+}
+
+/// Removes `conn_id` below `node` along `levels`; true when `node` is left empty.
+fn remove(node: &mut Node, levels: &[&[u8]], conn_id: u64) -> bool {
+    match levels.split_first() {
+        None => node.end.retain(|m| m.conn_id != conn_id),
+        Some((&b"#", [])) => node.hash.retain(|m| m.conn_id != conn_id),
+        Some((&b"+", rest)) => {
+            if let Some(plus) = node.plus.as_mut()
+                && remove(plus, rest, conn_id)
+            {
+                node.plus = None;
+            }
+        }
+        Some((literal, rest)) => {
+            if let Some(child) = node.literal.get_mut(*literal)
+                && remove(child, rest, conn_id)
+            {
+                node.literal.remove(*literal);
+            }
+        }
+    }
+    node.is_empty()
+}
+
+/// Collects the members of filters below `node` matching the remaining `levels`. `dollar`: at
+/// the root of a `$` topic, where wildcards do not match (MQTT-4.7.2-1).
+fn collect(node: &Node, levels: &[&[u8]], dollar: bool, out: &mut Vec<Member>) {
+    if !dollar {
+        out.extend(node.hash.iter().cloned());
+    }
+    let Some((level, rest)) = levels.split_first() else {
+        out.extend(node.end.iter().cloned());
+        return;
+    };
+    if let Some(child) = node.literal.get(*level) {
+        collect(child, rest, false, out);
+    }
+    if !dollar && let Some(plus) = &node.plus {
+        collect(plus, rest, false, out);
+    }
+}
+
+/// The hub's filter: `#` reaches every routed topic in the router's spelling, `$` topics
+/// included (they are spelled with a first byte the router's `#` matches: `topic_form`).
+fn hub_filter() -> Filter {
+    Filter {
+        path: "#".to_owned(),
+        qos: QoS::AtMostOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+    }
+}
+
+/// Subscribes the hub's link (a gate link, see `RoutingEngine::attach_internal`) to `#`; done
+/// before any client connects, so that the router has the subscription before any PUBLISH.
+pub fn subscribe_link<L: RouterLink>(link: &mut L) -> Result<(), RouterError> {
+    link.subscribe(1, vec![hub_filter()], None);
+    link.flush()
+}
+
+/// The hub's id among the readers `backpressure` registers (connection ids count up from 1).
+const HUB_READER: u64 = u64::MAX;
+/// How far the hub may fall behind what is published before publishers are held: small, because
+/// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
+/// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
+const HUB_WINDOW: u64 = 64 * 1024;
+
+/// What the hub has read, as `backpressure` counts what is published (`4 + topic + payload`,
+/// without the envelope), registered as the hub's hold point in the total: publishers are held
+/// when the hub itself falls a window behind (the router's `#` log would roll over under it, and
+/// every hub subscriber would lose what it skipped).
+struct Progress {
+    pressure: Arc<Pressure>,
+    window: u64,
+    consumed: u64,
+    registered_at: u64,
+    point: Option<u64>,
+}
+
+impl Progress {
+    fn new(pressure: Arc<Pressure>) -> Self {
+        let consumed = pressure.published_total();
+        let window = pressure.window().min(HUB_WINDOW);
+        let point =
+            pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed), window)).flatten();
+        Progress { pressure, window, consumed, registered_at: consumed, point }
+    }
+
+    fn read(&mut self, size: u64) {
+        self.consumed += size;
+    }
+
+    /// Moves the hold point forward once per quarter window of progress, and when caught up.
+    fn register(&mut self) {
+        if self.point.is_none() {
+            return;
+        }
+        // (Wills and stored messages the hub also reads are not counted as published: never
+        // ahead of the publishers' count.)
+        self.consumed = self.consumed.min(self.pressure.published_total());
+        let caught_up = self.consumed == self.pressure.published_total();
+        if caught_up || self.consumed - self.registered_at >= self.window / 4 {
+            self.point = self.pressure.reader_consumed(HUB_READER, self.point, Some(self.consumed), self.window);
+            self.registered_at = self.consumed;
+        }
+    }
+}
+
+/// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
+/// receives.
+pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
+    let mut progress = Progress::new(pressure);
+    let mut members = Vec::new();
+    loop {
+        let first = match link.recv().await {
+            Ok(note) => note,
+            Err(_) => {
+                error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
+                return;
+            }
+        };
+        let mut paused = false;
+        progress.read(hub.on_router(first, &mut members, &mut paused));
+        for _ in 0..BATCH {
+            match link.try_recv() {
+                Some(Ok(note)) => progress.read(hub.on_router(note, &mut members, &mut paused)),
+                Some(Err(_)) | None => break,
+            }
+        }
+        progress.register();
+        if paused && link.resume().await.is_err() {
+            error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
+            return;
+        }
+        // The hub is one task among the connections it feeds: let them run.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A connection's membership of the hub: its inbox and its hub filters. Dropping it removes the
+/// connection from the index, on every exit path (a panic included).
+#[derive(Debug)]
+pub struct Membership {
+    hub: Arc<Hub>,
+    conn_id: u64,
+    pub inbox: Arc<Inbox>,
+    filters: Vec<String>,
+}
+
+impl Membership {
+    pub fn new(hub: Arc<Hub>, conn_id: u64) -> Self {
+        Membership { hub, conn_id, inbox: Arc::default(), filters: Vec::new() }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The next delivery in this connection's queue.
+    pub fn pop(&self) -> Option<Routed> {
+        self.inbox.pop(&self.hub)
+    }
+
+    /// Deliveries taken from the queue that wait for room in the client's window.
+    pub fn set_waiting(&self, waiting: usize) {
+        self.inbox.set_waiting(&self.hub, waiting);
+    }
+
+    /// Whether `filter` is one of this connection's hub subscriptions.
+    pub fn has(&self, filter: &str) -> bool {
+        self.filters.iter().any(|f| f == filter)
+    }
+
+    /// Subscribes `filter` through the hub (again: kept once).
+    pub fn add(&mut self, filter: &str) {
+        if !self.has(filter) {
+            self.filters.push(filter.to_owned());
+        }
+        self.hub.subscribe(filter, self.conn_id, &self.inbox);
+    }
+
+    /// Removes `filter`; false if it was not a hub subscription.
+    pub fn remove(&mut self, filter: &str) -> bool {
+        let Some(at) = self.filters.iter().position(|f| f == filter) else { return false };
+        self.filters.swap_remove(at);
+        self.hub.unsubscribe(filter, self.conn_id);
+        true
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.inbox.leave(&self.hub);
+        for filter in std::mem::take(&mut self.filters) {
+            self.hub.unsubscribe(&filter, self.conn_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::envelope::{Publisher, Stamp};
+
+    fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
+        let stamp = Stamp {
+            qos: 1,
+            retain,
+            publisher: Publisher::of("p"),
+            origin: 1,
+            sequence: 1,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+            share_group: None,
+        };
+        Routed {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload: envelope::seal(&stamp, body),
+            qos: 0,
+            pkid: 0,
+            retain: false,
+            properties: None,
+        }
+    }
+
+    fn receivers(hub: &Hub, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        hub.matching(topic.as_bytes(), &mut out);
+        out.iter().map(|m| m.conn_id).collect()
+    }
+
+    #[test]
+    fn the_index_matches_as_mqtt_does_and_gives_each_connection_once() {
+        const FILTERS: [&str; 14] =
+            ["#", "+", "a", "a/#", "a/+", "+/b", "a/+/c", "+/+", "/#", "a/b/#", "$x/+", "a//b", "+/#", "$x/#"];
+        const TOPICS: [&str; 13] =
+            ["a", "a/b", "a/b/c", "/a", "a/", "/", "b", "$x/y", "a//b", "a/b/c/d", "ab", "$x", "x/y/z"];
+        for filter in FILTERS {
+            let hub = Hub::new(0, 0, None);
+            let inbox = Arc::new(Inbox::default());
+            hub.subscribe(filter, 7, &inbox);
+            for topic in TOPICS {
+                let expected = crate::gate::subscriptions::matches_mqtt(filter, topic.as_bytes());
+                assert_eq!(receivers(&hub, topic) == [7], expected, "{filter} ~ {topic}");
+            }
+            hub.unsubscribe(filter, 7);
+            assert!(hub.index.read().unwrap().is_empty(), "{filter}: pruned");
+        }
+        let hub = Hub::new(0, 0, None);
+        let inbox = Arc::new(Inbox::default());
+        for filter in ["a/#", "a/b", "+/b"] {
+            hub.subscribe(filter, 1, &inbox);
+        }
+        hub.subscribe("a/b", 2, &inbox);
+        assert_eq!(receivers(&hub, "a/b"), [1, 2], "one entry per connection");
+    }
+
+    #[test]
+    fn full_queues_drop_and_count_and_others_still_receive() {
+        let hub = Hub::new(2, 0, None);
+        let slow = Arc::new(Inbox::default());
+        let fast = Arc::new(Inbox::default());
+        hub.subscribe("cmd/+", 1, &slow);
+        hub.subscribe("cmd/#", 2, &fast);
+        let mut members = Vec::new();
+        let mut dropped = 0;
+        for _ in 0..5 {
+            dropped += hub.fan_out(routed("cmd/9", false, b"x"), &mut members);
+            fast.pop(&hub);
+        }
+        assert_eq!((dropped, slow.len(), fast.len()), (3, 2, 0));
+        assert!(slow.pop(&hub).is_some() && slow.pop(&hub).is_some() && slow.pop(&hub).is_none());
+        let bytes = Hub::new(0, 10, None);
+        bytes.subscribe("t", 1, &slow);
+        let big = routed("t", false, b"0123456789");
+        assert_eq!(bytes.fan_out(big.clone(), &mut members), 0, "one message always fits");
+        assert_eq!(bytes.fan_out(big, &mut members), 1);
+    }
+
+    #[test]
+    fn a_queue_over_half_full_holds_publishers_until_it_drains_or_its_hold_expires() {
+        let hub = Hub::new(4, 0, Some(Duration::from_secs(3600)));
+        let inbox = Arc::new(Inbox::default());
+        hub.subscribe("t", 1, &inbox);
+        let release = hub.watch_release();
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            hub.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(hub.holding() && hub.hold_deadline().is_some(), "3 of 4: congested");
+        assert!(!release.has_changed().unwrap());
+        inbox.pop(&hub);
+        assert!(!hub.holding() && release.has_changed().unwrap(), "2 of 4 is not over half: released");
+
+        let quick = Hub::new(4, 0, Some(Duration::ZERO));
+        let stuck = Arc::new(Inbox::default());
+        quick.subscribe("t", 1, &stuck);
+        for _ in 0..3 {
+            quick.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(quick.holding());
+        quick.expire_holds();
+        assert!(!quick.holding(), "a stuck queue holds nobody");
+        quick.fan_out(routed("t", false, b"x"), &mut members);
+        assert_eq!(quick.fan_out(routed("t", false, b"x"), &mut members), 1, "and drops past its bound");
+        assert!(!quick.holding(), "until drained");
+        while stuck.pop(&quick).is_some() {}
+        for _ in 0..3 {
+            quick.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(quick.holding(), "drained, it may hold again");
+        let membership =
+            Membership { hub: Arc::new(Hub::new(4, 0, None)), conn_id: 9, inbox: stuck, filters: Vec::new() };
+        drop(membership);
+        let unbounded = Hub::new(0, 0, Some(Duration::ZERO));
+        let inbox = Arc::new(Inbox::default());
+        unbounded.subscribe("t", 1, &inbox);
+        for _ in 0..100 {
+            unbounded.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(!unbounded.holding(), "no bound, no congestion");
+    }
+
+    #[test]
+    fn a_departing_member_releases_its_congestion() {
+        let hub = Arc::new(Hub::new(2, 0, Some(Duration::from_secs(3600))));
+        let mut membership = Membership::new(hub.clone(), 5);
+        membership.add("t");
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            hub.fan_out(routed("t", false, b"x"), &mut members);
+        }
+        assert!(hub.holding());
+        drop(membership);
+        assert!(!hub.holding());
+    }
+
+    #[test]
+    fn retained_messages_are_kept_per_topic_and_cleared() {
+        let hub = Hub::new(0, 0, None);
+        let mut members = Vec::new();
+        let mut paused = false;
+        hub.on_router(FromRouter::Publish(routed("r/1", true, b"one")), &mut members, &mut paused);
+        hub.on_router(FromRouter::Publish(routed("r/2", true, b"two")), &mut members, &mut paused);
+        hub.on_router(FromRouter::Publish(routed("r/3", false, b"live")), &mut members, &mut paused);
+        assert_eq!(hub.retained_count(), 2);
+        assert_eq!(hub.retained_matching("r/+", 1).len(), 2);
+        let one = hub.retained_matching("r/1", 2);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].retain && one[0].qos == 2);
+        hub.on_router(FromRouter::Publish(routed("r/1", true, b"")), &mut members, &mut paused);
+        assert!(hub.retained_matching("r/1", 0).is_empty());
+        // A replay of the router's store (retain set on the routed copy) is indexed, not fanned out.
+        let inbox = Arc::new(Inbox::default());
+        hub.subscribe("#", 1, &inbox);
+        let mut replay = routed("s", true, b"kept");
+        replay.retain = true;
+        hub.on_router(FromRouter::Publish(replay), &mut members, &mut paused);
+        assert!(inbox.is_empty());
+        assert_eq!(hub.retained_matching("#", 0).len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_membership_leaves_the_index() {
+        let hub = Arc::new(Hub::new(0, 0, None));
+        let mut membership = Membership::new(hub.clone(), 3);
+        membership.add("a/+");
+        membership.add("b");
+        membership.add("b");
+        assert_eq!(receivers(&hub, "b"), [3]);
+        assert!(membership.remove("b") && !membership.remove("b"));
+        assert_eq!(receivers(&hub, "a/x"), [3]);
+        drop(membership);
+        assert!(hub.index.read().unwrap().is_empty());
+    }
+}
