@@ -176,17 +176,7 @@ mod tests {
     }
 
     fn stamp(qos: u8, retain: bool, from: &str) -> Stamp {
-        Stamp {
-            qos,
-            retain,
-            publisher: Publisher::of(from),
-            origin: 1,
-            sequence: 1,
-            expires_at_ms: None,
-            queued: None,
-            addressee: None,
-            share_group: None,
-        }
+        Stamp::for_test(qos, retain, from)
     }
 
     fn live<'a>(topic: &'a str, stamp: &'a Stamp, router_qos: u8) -> RouterCopy<'a> {

@@ -144,20 +144,9 @@ impl OutboundWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::envelope::Publisher;
 
     fn waiting(router_pkid: u16) -> Waiting {
-        let stamp = Stamp {
-            qos: 1,
-            retain: false,
-            publisher: Publisher::of("p"),
-            origin: 1,
-            sequence: 1,
-            expires_at_ms: None,
-            queued: None,
-            addressee: None,
-            share_group: None,
-        };
+        let stamp = Stamp::for_test(1, false, "p");
         Waiting {
             topic: Bytes::from_static(b"t"),
             payload: Bytes::new(),

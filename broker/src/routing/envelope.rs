@@ -93,6 +93,22 @@ impl Stamp {
     pub fn message_id(&self) -> (u64, u64) {
         (self.origin, self.sequence)
     }
+
+    /// Unit tests' stamp: a live message from connection 1, sequence 1, without expiry.
+    #[cfg(test)]
+    pub fn for_test(qos: u8, retain: bool, from: &str) -> Stamp {
+        Stamp {
+            qos,
+            retain,
+            publisher: Publisher::of(from),
+            origin: 1,
+            sequence: 1,
+            expires_at_ms: None,
+            queued: None,
+            addressee: None,
+            share_group: None,
+        }
+    }
 }
 
 /// The payload to hand the router: `stamp` in front of `payload`.

@@ -619,20 +619,10 @@ impl Drop for Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::envelope::{Publisher, Stamp};
+    use crate::routing::envelope::Stamp;
 
     fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
-        let stamp = Stamp {
-            qos: 1,
-            retain,
-            publisher: Publisher::of("p"),
-            origin: 1,
-            sequence: 1,
-            expires_at_ms: None,
-            queued: None,
-            addressee: None,
-            share_group: None,
-        };
+        let stamp = Stamp::for_test(1, retain, "p");
         Routed {
             topic: Bytes::copy_from_slice(topic.as_bytes()),
             payload: envelope::seal(&stamp, body),

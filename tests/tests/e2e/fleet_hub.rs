@@ -248,21 +248,8 @@ async fn a_stalled_qos0_hub_subscriber_does_not_hold_the_publisher() {
     let mut reader = v311(broker.addr(), "reader").await;
     reader.subscribe(1, &[("burst/t", 0)]).await;
     let addr = broker.addr();
-    let publisher = tokio::spawn(async move {
-        let mut publisher = v311(addr, "burst").await;
-        let mut batch = Vec::new();
-        for index in 0..BURST {
-            // 100 bytes: the burst (5.5 MB) is more than the kernel buffers of the stalled socket.
-            let payload = format!("{index:08}{}", "p".repeat(92));
-            batch.extend(testkit::publish(false, "burst/t", payload.as_bytes(), 0, false, 0));
-            if batch.len() > 16 * 1024 {
-                publisher.send(&batch).await;
-                batch.clear();
-            }
-        }
-        publisher.send(&batch).await;
-        assert!(publisher.ping().await.is_empty());
-    });
+    // 100-byte messages: the burst (5.5 MB) is more than the kernel buffers of the stalled socket.
+    let publisher = tokio::spawn(publish_burst(addr, BURST, 16 * 1024));
     // The reader keeps up; the publisher is read to its end meanwhile.
     let mut last = None;
     let mut count = 0u32;
@@ -292,20 +279,7 @@ async fn a_qos0_burst_to_a_hub_subscriber_that_keeps_up_arrives_complete() {
     let mut reader = v311(broker.addr(), "reader").await;
     reader.subscribe(1, &[("burst/t", 0)]).await;
     let addr = broker.addr();
-    let publisher = tokio::spawn(async move {
-        let mut publisher = v311(addr, "burst").await;
-        let mut batch = Vec::new();
-        for index in 0..BURST {
-            let payload = format!("{index:08}{}", "p".repeat(92));
-            batch.extend(testkit::publish(false, "burst/t", payload.as_bytes(), 0, false, 0));
-            if batch.len() > 64 * 1024 {
-                publisher.send(&batch).await;
-                batch.clear();
-            }
-        }
-        publisher.send(&batch).await;
-        assert!(publisher.ping().await.is_empty());
-    });
+    let publisher = tokio::spawn(publish_burst(addr, BURST, 64 * 1024));
     for expected in 0..BURST {
         let got = reader.expect_publish().await;
         let index: u32 = std::str::from_utf8(&got.payload[..8]).unwrap().parse().unwrap();
@@ -376,4 +350,21 @@ fn gate_fleet_hub_takes_true_or_false_only() {
     );
     assert_ne!(code, 0);
     assert!(text.contains("gate_fleet_hub") && text.contains("expected true or false"), "{text}");
+}
+
+/// Publishes `count` QoS 0 messages of 100 bytes (their index first) on `burst/t`, written in
+/// batches of about `batch_bytes`, then waits for the broker's PINGRESP.
+async fn publish_burst(addr: SocketAddr, count: u32, batch_bytes: usize) {
+    let mut publisher = v311(addr, "burst").await;
+    let mut batch = Vec::new();
+    for index in 0..count {
+        let payload = format!("{index:08}{}", "p".repeat(92));
+        batch.extend(testkit::publish(false, "burst/t", payload.as_bytes(), 0, false, 0));
+        if batch.len() > batch_bytes {
+            publisher.send(&batch).await;
+            batch.clear();
+        }
+    }
+    publisher.send(&batch).await;
+    assert!(publisher.ping().await.is_empty());
 }
