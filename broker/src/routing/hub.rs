@@ -42,6 +42,7 @@
 //! ([`Hub::retained_matching`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ use tracing::error;
 
 use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
+use crate::routing::filter_tree::FilterTree;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
@@ -61,7 +63,7 @@ const BATCH: usize = 1024;
 /// The hub's shared state: the fan-out index, the retained index and the queue bounds.
 #[derive(Debug)]
 pub struct Hub {
-    index: RwLock<Node>,
+    index: RwLock<FilterTree<Vec<Member>>>,
     retained: Mutex<HashMap<Bytes, Routed>>,
     max_messages: usize,
     max_bytes: u64,
@@ -103,22 +105,6 @@ struct Queue {
 struct Member {
     conn_id: u64,
     inbox: Arc<Inbox>,
-}
-
-#[derive(Debug, Default)]
-struct Node {
-    literal: HashMap<Box<[u8]>, Node>,
-    plus: Option<Box<Node>>,
-    /// Filters ending here with `#` (they match this level's parent and everything below).
-    hash: Vec<Member>,
-    /// Filters ending here.
-    end: Vec<Member>,
-}
-
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.plus.is_none() && self.hash.is_empty() && self.end.is_empty()
-    }
 }
 
 impl Inbox {
@@ -282,9 +268,8 @@ impl Hub {
     /// Adds `inbox` (connection `conn_id`) as a subscriber of `filter` (client spelling,
     /// validated, not shared). Adding the same pair twice keeps one entry.
     pub fn subscribe(&self, filter: &str, conn_id: u64, inbox: &Arc<Inbox>) {
-        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (node, hash) = descend(&mut root, filter.as_bytes());
-        let members = if hash { &mut node.hash } else { &mut node.end };
+        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (members, _) = index.slot(filter.as_bytes(), Vec::new);
         if !members.iter().any(|m| m.conn_id == conn_id) {
             members.push(Member { conn_id, inbox: inbox.clone() });
         }
@@ -292,17 +277,21 @@ impl Hub {
 
     /// Removes connection `conn_id` from `filter`.
     pub fn unsubscribe(&self, filter: &str, conn_id: u64) {
-        let mut root = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let levels: Vec<&[u8]> = filter.as_bytes().split(|&b| b == b'/').collect();
-        remove(&mut root, &levels, conn_id);
+        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.update(filter.as_bytes(), |members| {
+            members.retain(|m| m.conn_id != conn_id);
+            members.is_empty()
+        });
     }
 
     /// The inboxes of the connections with a subscription matching `topic` (client spelling),
     /// each once.
     fn matching(&self, topic: &[u8], out: &mut Vec<Member>) {
-        let root = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let levels: Vec<&[u8]> = topic.split(|&b| b == b'/').collect();
-        collect(&root, &levels, topic.first() == Some(&b'$'), out);
+        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = index.matching(topic, |members| {
+            out.extend(members.iter().cloned());
+            ControlFlow::Continue(())
+        });
         if out.len() > 1 {
             out.sort_unstable_by_key(|m| m.conn_id);
             out.dedup_by_key(|m| m.conn_id);
@@ -400,61 +389,6 @@ impl Hub {
     /// Retained messages in the index.
     pub fn retained_count(&self) -> usize {
         self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
-    }
-}
-
-/// The node where `filter` ends, created as needed; true when it ends with `#` there.
-fn descend<'a>(mut node: &'a mut Node, filter: &[u8]) -> (&'a mut Node, bool) {
-    let mut levels = filter.split(|&b| b == b'/').peekable();
-    while let Some(level) = levels.next() {
-        let last = levels.peek().is_none();
-        match level {
-            b"#" if last => return (node, true),
-            b"+" => node = node.plus.get_or_insert_with(Box::default),
-            literal => node = node.literal.entry(literal.into()).or_default(),
-        }
-    }
-    (node, false)
-}
-
-/// Removes `conn_id` below `node` along `levels`; true when `node` is left empty.
-fn remove(node: &mut Node, levels: &[&[u8]], conn_id: u64) -> bool {
-    match levels.split_first() {
-        None => node.end.retain(|m| m.conn_id != conn_id),
-        Some((&b"#", [])) => node.hash.retain(|m| m.conn_id != conn_id),
-        Some((&b"+", rest)) => {
-            if let Some(plus) = node.plus.as_mut()
-                && remove(plus, rest, conn_id)
-            {
-                node.plus = None;
-            }
-        }
-        Some((literal, rest)) => {
-            if let Some(child) = node.literal.get_mut(*literal)
-                && remove(child, rest, conn_id)
-            {
-                node.literal.remove(*literal);
-            }
-        }
-    }
-    node.is_empty()
-}
-
-/// Collects the members of filters below `node` matching the remaining `levels`. `dollar`: at
-/// the root of a `$` topic, where wildcards do not match (MQTT-4.7.2-1).
-fn collect(node: &Node, levels: &[&[u8]], dollar: bool, out: &mut Vec<Member>) {
-    if !dollar {
-        out.extend(node.hash.iter().cloned());
-    }
-    let Some((level, rest)) = levels.split_first() else {
-        out.extend(node.end.iter().cloned());
-        return;
-    };
-    if let Some(child) = node.literal.get(*level) {
-        collect(child, rest, false, out);
-    }
-    if !dollar && let Some(plus) = &node.plus {
-        collect(plus, rest, false, out);
     }
 }
 

@@ -7,7 +7,8 @@
 //! publishers and acknowledgements in step with slow subscribers; `router_drops` counts what the
 //! router drops for a subscriber that cannot keep up;
 //! `attach_fence` keeps a subscription ahead of publishes read after it; `subscribed_filters`
-//! keeps from it the messages no filter matches; `shared_filter` reads `$share/...` filters;
+//! keeps from it the messages no filter matches; `shared_filter` reads `$share/...` filters; `filter_tree` is the filter tree both
+//! it and `hub` match topics with;
 //! `hub` and `publisher_pool` (`gate_fleet_hub true`) serve clean sessions without a router
 //! link of their own.
 
@@ -15,6 +16,7 @@ pub mod ack_sequencer;
 pub mod attach_fence;
 pub mod backpressure;
 pub mod envelope;
+pub mod filter_tree;
 pub mod hub;
 pub(crate) mod lazy_link;
 #[cfg(any(test, feature = "testkit"))]

@@ -16,9 +16,11 @@
 //! (`gate::delivery`): a filter starting with a wildcard never matches a `$` topic;
 //! `$share/<group>/<filter>` matches as `<filter>`.
 
-use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::filter_tree::FilterTree;
 
 /// Beyond this many filters the tree routes everything (a bound on its memory).
 pub const MAX_FILTERS: usize = 1_000_000;
@@ -33,20 +35,10 @@ pub struct SubscribedFilters {
 
 #[derive(Debug, Default)]
 struct Tree {
-    root: Node,
-    filters: usize,
+    filters: FilterTree<()>,
+    count: usize,
     /// [`MAX_FILTERS`] was reached: everything matches.
     overflowed: bool,
-}
-
-#[derive(Debug, Default)]
-struct Node {
-    literal: HashMap<Box<[u8]>, Node>,
-    plus: Option<Box<Node>>,
-    /// A filter ends here with `#`: it matches this level's parent and everything below.
-    hash: bool,
-    /// A filter ends here.
-    end: bool,
 }
 
 /// A connection's last answer: the topic it asked about, the generation it was given under, and
@@ -66,35 +58,12 @@ impl SubscribedFilters {
         if tree.overflowed {
             return;
         }
-        let mut node = &mut tree.root;
-        let mut levels = path.split(|&b| b == b'/').peekable();
-        let mut new = false;
-        while let Some(level) = levels.next() {
-            match level {
-                b"#" if levels.peek().is_none() => {
-                    new |= !node.hash;
-                    node.hash = true;
-                    break;
-                }
-                b"+" => node = node.plus.get_or_insert_with(Box::default),
-                literal => {
-                    if !node.literal.contains_key(literal) {
-                        node.literal.insert(literal.into(), Node::default());
-                    }
-                    // (Present: inserted just above if it was not.)
-                    node = node.literal.get_mut(literal).unwrap_or_else(|| unreachable!());
-                }
-            }
-            if levels.peek().is_none() {
-                new |= !node.end;
-                node.end = true;
-            }
-        }
+        let (_, new) = tree.filters.slot(path, || ());
         if new {
-            tree.filters += 1;
-            if tree.filters > MAX_FILTERS {
+            tree.count += 1;
+            if tree.count > MAX_FILTERS {
                 tree.overflowed = true;
-                tree.root = Node::default();
+                tree.filters = FilterTree::default();
             }
             self.generation.fetch_add(1, Ordering::Release);
         }
@@ -108,34 +77,13 @@ impl SubscribedFilters {
             return last.matched;
         }
         let tree = self.tree.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let matched = tree.overflowed || {
-            let levels: Vec<&[u8]> = topic.split(|&b| b == b'/').collect();
-            matches(&tree.root, &levels, topic.first() == Some(&b'$'))
-        };
+        let matched = tree.overflowed || tree.filters.matching(topic, |()| ControlFlow::Break(())).is_break();
         drop(tree);
         last.topic.clear();
         last.topic.extend_from_slice(topic);
         last.generation = generation;
         last.matched = matched;
         matched
-    }
-}
-
-/// Does a filter below `node` match the remaining `levels`? `dollar`: at the root of a `$` topic,
-/// wildcards do not match.
-fn matches(node: &Node, levels: &[&[u8]], dollar: bool) -> bool {
-    if node.hash && !dollar {
-        return true;
-    }
-    let Some((level, rest)) = levels.split_first() else { return node.end };
-    if let Some(child) = node.literal.get(*level)
-        && matches(child, rest, false)
-    {
-        return true;
-    }
-    match &node.plus {
-        Some(plus) if !dollar => matches(plus, rest, false),
-        _ => false,
     }
 }
 
