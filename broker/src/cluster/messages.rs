@@ -32,10 +32,11 @@ use futures_util::StreamExt;
 use rumqttd::protocol::PublishProperties;
 use tokio::sync::mpsc;
 
+use super::batch::{BATCH, Limits, Packer};
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
 use super::reliable::{Confirm, Confirmation, ReliableSender};
-use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, inject, remote_message};
+use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, Remote, inject, remote_messages};
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::persistence::Persistence;
 use crate::routing::envelope::{Publisher, Stamp};
@@ -384,8 +385,18 @@ async fn send(
     mut queued: mpsc::Receiver<Outgoing>,
     retained: RetainedStore,
 ) {
+    let limits = Limits::for_server(client.server_info().max_payload);
     let mut sequence = 0u64;
-    while let Some(message) = queued.recv().await {
+    // A message taken from the queue that did not fit the batch before it.
+    let mut next: Option<Outgoing> = None;
+    loop {
+        let message = match next.take() {
+            Some(message) => message,
+            None => match queued.recv().await {
+                Some(message) => message,
+                None => break,
+            },
+        };
         let Ok(topic) = std::str::from_utf8(&message.topic) else { continue };
         if message.retain {
             // The last value per topic, for nodes that start later; an empty payload clears it.
@@ -406,13 +417,42 @@ async fn send(
         if !message.core {
             continue;
         }
+        // The messages already waiting behind it that can share its NATS message (`batch`).
+        let mut batch = Packer::new(message.payload.clone());
+        if !message.retain {
+            while let Ok(following) = queued.try_recv() {
+                if following.joins(&message) && batch.fits(&following.payload, limits) {
+                    batch.push(following.payload);
+                } else {
+                    next = Some(following);
+                    break;
+                }
+            }
+        }
         let mut headers =
             headers(&node, message.qos, message.retain, message.expiry_secs, message.properties.as_deref());
         sequence += 1;
         headers.insert(SEQUENCE, sequence.to_string().as_str());
-        if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, message.payload).await {
+        let (body, count) = batch.finish();
+        if let Some(count) = count {
+            headers.insert(BATCH, count.to_string().as_str());
+        }
+        if let Err(e) = client.publish_with_headers(topic_to_subject(&prefix, topic), headers, body).await {
             tracing::debug!("cluster: message not sent to NATS: {e}");
         }
+    }
+}
+
+impl Outgoing {
+    /// Whether this message can travel in the batch that `first` opened: the same subject and
+    /// headers, on core NATS, not retained (a retained one also updates the last-value stream).
+    fn joins(&self, first: &Outgoing) -> bool {
+        self.core
+            && !self.retain
+            && self.topic == first.topic
+            && self.qos == first.qos
+            && self.expiry_secs == first.expiry_secs
+            && self.properties == first.properties
     }
 }
 
@@ -483,26 +523,22 @@ async fn receive<E: RoutingEngine>(
         {
             continue;
         }
-        if let Some((topic, mut stamp, properties)) = remote_message(&message, &prefix, None) {
-            // A QoS 1/2 message of a node without persistence, on a node with: queued in this
-            // node's store for its persistent sessions, as one of its own clients' would be
-            // (without waiting: it came at most once, nothing waits for its acknowledgement).
-            if let Some(persistence) = persistence.as_deref()
-                && stamp.qos > 0
-            {
-                let ops = super::reliable::offer(
-                    persistence,
-                    from,
-                    &topic,
-                    &message.payload,
-                    &mut stamp,
-                    properties.as_ref(),
-                );
-                if !ops.is_empty() {
-                    persistence.submit(ops);
-                }
+        let mut remotes = remote_messages(&message, &prefix, None);
+        // A QoS 1/2 message of a node without persistence, on a node with: queued in this node's
+        // store for its persistent sessions, as one of its own clients' would be (without
+        // waiting: it came at most once, nothing waits for its acknowledgement), before the
+        // router has it (a delivery's acknowledgement then finds it stored).
+        if let Some(persistence) = persistence.as_deref() {
+            let mut ops = Vec::new();
+            for Remote { topic, payload, stamp, properties } in remotes.iter_mut().filter(|r| r.stamp.qos > 0) {
+                ops.extend(super::reliable::offer(persistence, from, topic, payload, stamp, properties.as_ref()));
             }
-            inject(&*engine, topic, &message.payload, stamp, properties);
+            if !ops.is_empty() {
+                persistence.submit(ops);
+            }
+        }
+        for Remote { topic, payload, stamp, properties } in remotes {
+            inject(&*engine, topic, &payload, stamp, properties);
         }
     }
 }

@@ -34,8 +34,9 @@ use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{BATCH, Limits, Packer};
 use super::config::ClusterConfig;
-use super::remote::{NODE, remote_message};
+use super::remote::{NODE, RETAIN, Remote, remote_messages};
 use crate::persistence::Persistence;
 use crate::routing::router_link::RoutingEngine;
 
@@ -140,24 +141,61 @@ impl ReliableSender {
     }
 }
 
-type Waiting = (PublishAckFuture, Option<oneshot::Sender<Result<(), String>>>);
+/// A JetStream publish and who waits for its acknowledgement (every message of its batch).
+type Waiting = (PublishAckFuture, Vec<oneshot::Sender<Result<(), String>>>);
 
 async fn publish(js: jetstream::Context, mut queued: mpsc::Receiver<Reliable>, acks: mpsc::UnboundedSender<Waiting>) {
-    while let Some(message) = queued.recv().await {
-        match js.publish_with_headers(message.subject, message.headers, message.payload).await {
+    let limits = Limits::for_server(js.client().server_info().max_payload);
+    // A message taken from the queue that did not fit the batch before it.
+    let mut next: Option<Reliable> = None;
+    loop {
+        let first = match next.take() {
+            Some(message) => message,
+            None => match queued.recv().await {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        // The messages already waiting behind it with its subject and headers share its
+        // JetStream message (`batch`): stored, delivered and acknowledged together. (Not a
+        // retained one: each is the last value of its topic on the nodes.)
+        let mut batch = Packer::new(first.payload.clone());
+        let mut waiting = vec![first.confirm];
+        if first.headers.get(RETAIN).is_none() {
+            while let Ok(following) = queued.try_recv() {
+                if following.subject == first.subject
+                    && following.headers == first.headers
+                    && batch.fits(&following.payload, limits)
+                {
+                    batch.push(following.payload);
+                    waiting.push(following.confirm);
+                } else {
+                    next = Some(following);
+                    break;
+                }
+            }
+        }
+        let (body, count) = batch.finish();
+        let mut headers = first.headers;
+        if let Some(count) = count {
+            headers.insert(BATCH, count.to_string().as_str());
+        }
+        match js.publish_with_headers(first.subject, headers, body).await {
             Ok(ack) => {
-                let confirm = match message.confirm {
-                    Some((confirm, Confirm::Sent)) => {
-                        let _ = confirm.send(Ok(()));
-                        None
+                let mut stored = Vec::new();
+                for (confirm, kind) in waiting.into_iter().flatten() {
+                    match kind {
+                        Confirm::Sent => {
+                            let _ = confirm.send(Ok(()));
+                        }
+                        _ => stored.push(confirm),
                     }
-                    other => other.map(|(confirm, _)| confirm),
-                };
-                let _ = acks.send((ack, confirm));
+                }
+                let _ = acks.send((ack, stored));
             }
             Err(e) => {
-                tracing::debug!("cluster: QoS 1/2 message not sent to JetStream: {e}");
-                if let Some((confirm, _)) = message.confirm {
+                tracing::debug!("cluster: QoS 1/2 messages not sent to JetStream: {e}");
+                for (confirm, _) in waiting.into_iter().flatten() {
                     let _ = confirm.send(Err(e.to_string()));
                 }
             }
@@ -171,13 +209,13 @@ async fn confirm(mut acks: mpsc::UnboundedReceiver<Waiting>) {
     loop {
         tokio::select! {
             next = acks.recv() => match next {
-                Some((ack, confirm)) => waiting.push(async move {
+                Some((ack, confirms)) => waiting.push(async move {
                     let result = ack.await.map(|_| ()).map_err(|e| e.to_string());
                     if let Err(e) = &result {
-                        tracing::debug!("cluster: JetStream did not store a QoS 1/2 message: {e}");
+                        tracing::debug!("cluster: JetStream did not store QoS 1/2 messages: {e}");
                     }
-                    if let Some(confirm) = confirm {
-                        let _ = confirm.send(result);
+                    for confirm in confirms {
+                        let _ = confirm.send(result.clone());
                     }
                 }),
                 None => break,
@@ -293,17 +331,20 @@ async fn take_all<E: RoutingEngine>(
                 let (message, acker) = message.split();
                 let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
                 let mut save: Option<Saving> = None;
-                if from != node
-                    && let Some((topic, mut stamp, properties)) = remote_message(&message, prefix, None)
-                {
+                let mut remotes = if from != node { remote_messages(&message, prefix, None) } else { Vec::new() };
+                let mut ops = Vec::new();
+                for Remote { topic, payload, stamp, properties } in remotes.iter_mut() {
                     stamp.expires_at_ms = stamp.expires_at_ms.map(|at| at.saturating_sub(waited_ms));
                     if let Some(persistence) = persistence {
-                        let ops = offer(persistence, from, &topic, &message.payload, &mut stamp, properties.as_ref());
-                        if !ops.is_empty() {
-                            save = Some(Box::pin(persistence.commit(ops)));
-                        }
+                        ops.extend(offer(persistence, from, topic, payload, stamp, properties.as_ref()));
                     }
-                    super::remote::inject(engine, topic, &message.payload, stamp, properties);
+                }
+                // One commit for a batch: its messages are acknowledged together.
+                if let Some(persistence) = persistence.filter(|_| !ops.is_empty()) {
+                    save = Some(Box::pin(persistence.commit(ops)));
+                }
+                for Remote { topic, payload, stamp, properties } in remotes {
+                    super::remote::inject(engine, topic, &payload, stamp, properties);
                 }
                 saving.push_back(async move {
                     let saved = match save {

@@ -113,8 +113,8 @@ impl SharedGroups {
             else {
                 continue;
             };
-            if let Some((topic, stamp, properties)) = super::remote::remote_message(&message, prefix, share_group) {
-                (self.inject)(topic, &message.payload, stamp, properties);
+            for remote in super::remote::remote_messages(&message, prefix, share_group) {
+                (self.inject)(remote.topic, &remote.payload, remote.stamp, remote.properties);
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use dynsec_broker::testkit::{self, RawClient};
 use dynsec_tests::dynsec_target::{Admin, error_of, kicked, user};
 use dynsec_tests::nats::TestCluster;
+use futures_util::StreamExt;
 
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "admin-secret";
@@ -103,6 +104,33 @@ async fn drain(client: &mut RawClient) -> Vec<String> {
         assert!(payloads.len() <= 10_000, "far more deliveries than published");
     }
     payloads
+}
+
+/// Reads the QoS 1 PUBLISHes arriving at `clients` (acknowledging them) until `count` came in all
+/// — bounded: 10 s without any ends it — then checks that nothing more comes; returns each
+/// client's payloads. (For bursts: `drain` stops at the first quiet moment, which a loaded
+/// machine can make in the middle of one.)
+async fn drain_count(clients: &mut [&mut RawClient], count: usize) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); clients.len()];
+    let (mut total, mut last) = (0, std::time::Instant::now());
+    while total < count && last.elapsed() < Duration::from_secs(10) {
+        for (index, client) in clients.iter_mut().enumerate() {
+            // (Short waits on each in turn, so that no client's socket fills up meanwhile.)
+            while let testkit::Next::Frame(frame) = client.next(Duration::from_millis(20)).await {
+                assert_eq!(frame.packet_type, testkit::PUBLISH, "{frame:?}");
+                let publish = frame.publish(client.v5);
+                assert_eq!(publish.qos, 1);
+                client.send(&testkit::ack(testkit::PUBACK, publish.pkid)).await;
+                got[index].push(String::from_utf8_lossy(&publish.payload).into_owned());
+                total += 1;
+                last = std::time::Instant::now();
+            }
+        }
+    }
+    for client in clients.iter_mut() {
+        client.expect_quiet().await;
+    }
+    got
 }
 
 #[tokio::test]
@@ -621,4 +649,118 @@ async fn forwarding_by_interest_delivers_each_qos0_message_once_through_overlapp
         attempts += 1;
         assert!(attempts < 20, "the retained message never reached c");
     }
+}
+
+/// Sends `count` QoS `qos` PUBLISHes to `topic` in one write (so that they wait together for NATS
+/// on the publisher's node and travel in batches), payloads `m1`…; returns once each QoS 1 one
+/// is acknowledged.
+async fn publish_pipelined(publisher: &mut RawClient, topic: &str, count: u16, qos: u8) {
+    let mut frames = Vec::new();
+    for n in 1..=count {
+        frames.extend(testkit::publish(true, topic, format!("m{n}").as_bytes(), qos, false, n));
+    }
+    publisher.send(&frames).await;
+    if qos == 1 {
+        for n in 1..=count {
+            assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "PUBACK {n}");
+        }
+    }
+}
+
+/// How many NATS messages under `subjects` carried a batch, and how many messages in all, while
+/// `during` ran.
+async fn batches_seen<F: Future<Output = ()>>(nats_url: &str, subjects: &str, during: F) -> (usize, usize) {
+    let client = async_nats::connect(nats_url).await.expect("a NATS client");
+    let mut watched = client.subscribe(subjects.to_owned()).await.expect("subscribed");
+    client.flush().await.expect("flushed");
+    during.await;
+    let (mut batches, mut messages) = (0, 0);
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), watched.next()).await {
+        let count = message.headers.as_ref().and_then(|h| h.get("Dynsec-Batch")).map(|v| v.as_str().to_owned());
+        match count {
+            Some(count) => {
+                batches += 1;
+                messages += count.parse::<usize>().expect("a count");
+            }
+            None => messages += 1,
+        }
+    }
+    (batches, messages)
+}
+
+#[tokio::test]
+async fn a_burst_crosses_nodes_in_batches_complete_in_order_and_once_per_share_group() {
+    let cluster = cluster(3);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut plain = device(&cluster, 1, "plain-b", "sub").await;
+    assert_eq!(plain.subscribe(1, &[("burst/+", 1)]).await, [1]);
+    let mut first = device(&cluster, 1, "worker-b", "sub").await;
+    let mut second = device(&cluster, 2, "worker-c", "sub").await;
+    assert_eq!(first.subscribe(1, &[("$share/workers/burst/#", 1)]).await, [1]);
+    assert_eq!(second.subscribe(1, &[("$share/workers/burst/#", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    // (The queue groups are joined just after the SUBACKs: one message through first.)
+    publisher.publish("burst/warm-up", b"w", 1, false, 1).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expected: Vec<String> = (1..=2000).map(|n| format!("m{n}")).collect();
+    // (`cluster_name` is not set: the default, `dynsec`.)
+    let (batches, carried) =
+        batches_seen(&cluster.nats.url(), "dynsec.msg.>", publish_pipelined(&mut publisher, "burst/1", 2000, 1)).await;
+    // (The warm-up message first: one more for each.)
+    let got = drain_count(&mut [&mut plain, &mut first, &mut second], 2 * 2001).await;
+    let got_plain: Vec<String> = got[0].iter().filter(|p| *p != "w").cloned().collect();
+    assert_eq!(got_plain, expected, "every message once, in order, to the plain subscriber on b");
+    let mut shared: Vec<String> = got[1].iter().chain(&got[2]).filter(|p| *p != "w").cloned().collect();
+    shared.sort();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(shared, sorted, "each message once to the share group");
+    assert_eq!(carried, 2000, "NATS carried each message once");
+    assert!(batches > 0, "the burst travelled in batches");
+}
+
+#[tokio::test]
+async fn a_qos1_burst_through_jetstream_travels_in_batches_and_arrives_complete_in_order() {
+    let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "persistence true\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut subscriber = device(&cluster, 1, "sub-b", "sub").await;
+    assert_eq!(subscriber.subscribe(1, &[("burst/#", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    // Every PUBACK waits for JetStream (durable mode): acknowledged means stored in the stream.
+    let (batches, carried) =
+        batches_seen(&cluster.nats.url(), "dynsec.qos.>", publish_pipelined(&mut publisher, "burst/2", 1000, 1)).await;
+    let expected: Vec<String> = (1..=1000).map(|n| format!("m{n}")).collect();
+    assert_eq!(drain_count(&mut [&mut subscriber], 1000).await[0], expected, "every message once, in order");
+    assert_eq!(carried, 1000);
+    assert!(batches > 0, "the burst travelled in batches");
+}
+
+#[tokio::test]
+async fn a_damaged_batch_on_nats_is_dropped_with_a_warning_and_routing_goes_on() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut subscriber = device(&cluster, 1, "sub-b", "sub").await;
+    assert_eq!(subscriber.subscribe(1, &[("forged/#", 0)]).await, [0]);
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    for (count, body) in [("3", &b"\0\0\0\x02ab"[..]), ("2", b"\xff\xff\xff\xffab"), ("many", b"")] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Dynsec-Node", "intruder");
+        headers.insert("Dynsec-Qos", "0");
+        headers.insert("Dynsec-Batch", count);
+        nats.publish_with_headers("dynsec.msg.forged.x", headers, bytes::Bytes::copy_from_slice(body))
+            .await
+            .expect("published");
+    }
+    nats.flush().await.expect("flushed");
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    publisher.publish("forged/x", b"genuine", 0, false, 0).await;
+    let got = subscriber.expect_publish().await;
+    assert_eq!(&got.payload[..], b"genuine", "nothing of the damaged batches was delivered");
+    subscriber.expect_quiet().await;
+    let log = cluster.nodes[1].log();
+    assert_eq!(log.matches("cluster: a batch from node \"intruder\" dropped").count(), 3, "{log}");
 }
