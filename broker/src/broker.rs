@@ -90,14 +90,18 @@ impl Broker {
                 sessions.restore_will(&client_id, pending, wait);
             }
         }
+        let pressure = crate::routing::backpressure::Pressure::for_config(&config);
         let cluster = match &config.cluster {
-            Some(cluster) => Some(join_cluster(cluster, &security, &engine, &sessions, persistence.clone()).await?),
+            Some(cluster) => {
+                let admission = crate::cluster::admission::Admission::new(Arc::clone(&pressure));
+                Some(join_cluster(cluster, &security, &engine, &sessions, persistence.clone(), admission).await?)
+            }
             None => None,
         };
         if let Some(bus) = &cluster {
             sessions.join_cluster(Arc::clone(bus));
         }
-        let mut shared = Shared::new(config, security, engine, sessions);
+        let mut shared = Shared::new(config, security, engine, sessions, pressure);
         shared.persistence = persistence;
         shared.cluster = cluster;
         let hub_link = start_fleet_hub(&mut shared).await?;
@@ -192,6 +196,7 @@ async fn join_cluster(
     engine: &Arc<Rumqttd>,
     sessions: &Arc<Sessions<Rumqttd>>,
     persistence: Option<Arc<Persistence>>,
+    admission: crate::cluster::admission::Admission,
 ) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
@@ -216,6 +221,7 @@ async fn join_cluster(
         take_over,
         hand_over,
         persistence,
+        admission,
     )
     .await
     .map_err(Error::Cluster)?;

@@ -53,14 +53,22 @@ pub(crate) struct Shared<E: RoutingEngine> {
 }
 
 impl<E: RoutingEngine> Shared<E> {
-    pub fn new(config: Config, security: Arc<dyn Security>, engine: Arc<E>, sessions: Arc<Sessions<E>>) -> Shared<E> {
+    /// `pressure`: the back-pressure made for `config` ([`Pressure::for_config`]), which a
+    /// cluster's readers of other nodes' messages use too (`cluster::admission`).
+    pub fn new(
+        config: Config,
+        security: Arc<dyn Security>,
+        engine: Arc<E>,
+        sessions: Arc<Sessions<E>>,
+        pressure: Arc<Pressure>,
+    ) -> Shared<E> {
         Shared {
             sessions,
             engine,
             control: ControlSubscriptions::default(),
             sys: Arc::new(SysTree::default()),
             broker_api: BrokerApi::new(&config),
-            pressure: Arc::new(Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold)),
+            pressure,
             security,
             config,
             unauthenticated: Arc::new(AtomicUsize::new(0)),

@@ -32,6 +32,7 @@ use futures_util::StreamExt;
 use rumqttd::protocol::PublishProperties;
 use tokio::sync::mpsc;
 
+use super::admission::Admission;
 use super::batch::{BATCH, Limits, Packer};
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
@@ -39,6 +40,7 @@ use super::reliable::{Confirm, Confirmation, ReliableSender};
 use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, Remote, inject, remote_messages};
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::persistence::Persistence;
+use crate::routing::backpressure::TopicLanes;
 use crate::routing::envelope::{Publisher, Stamp};
 use crate::routing::router_link::RoutingEngine;
 
@@ -117,6 +119,7 @@ impl MessageBus {
         take_over: TakeOver,
         hand_over: super::session_moves::HandOver,
         persistence: Option<Arc<Persistence>>,
+        admission: Admission,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
         let reliable_prefix = format!("{}.qos", config.name);
@@ -148,8 +151,11 @@ impl MessageBus {
         let retained = open_retained(client, config).await?;
         load_retained(&retained, &*engine).await?;
         let router = Arc::clone(&engine);
-        let inject_shared: super::shared_groups::Inject =
-            Arc::new(move |topic, payload, stamp, properties| inject(&*router, topic, payload, stamp, properties));
+        let counted = admission.clone();
+        let inject_shared: super::shared_groups::Inject = Arc::new(move |topic, payload, stamp, properties| {
+            counted.routed(&TopicLanes::of(&topic), &topic, payload.len());
+            inject(&*router, topic, payload, stamp, properties)
+        });
         super::shared_groups::SharedGroups::install(client.clone(), &config.name, inject_shared);
         let js = async_nats::jetstream::new(client.clone());
         let consumer = super::reliable::open(&js, config, &reliable_prefix).await?;
@@ -159,9 +165,10 @@ impl MessageBus {
             node.clone(),
             Arc::clone(&engine),
             persistence.clone(),
+            admission.clone(),
         ));
         let reliable_qos = persistence.is_some();
-        tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine, persistence));
+        tokio::spawn(receive(inbound, prefix.clone(), node.clone(), engine, persistence, admission));
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(send(client.clone(), prefix, node.clone(), queued, retained));
         let dropped = AtomicU64::new(0);
@@ -508,6 +515,7 @@ async fn receive<E: RoutingEngine>(
     node: String,
     engine: Arc<E>,
     persistence: Option<Arc<Persistence>>,
+    admission: Admission,
 ) {
     // (By interest, a message may come twice while the subscriptions change: `interest`.)
     let mut recent = super::interest::Interest::enabled().then(super::interest::Recent::default);
@@ -524,6 +532,9 @@ async fn receive<E: RoutingEngine>(
             continue;
         }
         let mut remotes = remote_messages(&message, &prefix, None);
+        // (One topic for all of a batch.)
+        let Some(topic) = remotes.first().map(|r| r.topic.clone()) else { continue };
+        let lanes = admission.admit(&topic).await;
         // A QoS 1/2 message of a node without persistence, on a node with: queued in this node's
         // store for its persistent sessions, as one of its own clients' would be (without
         // waiting: it came at most once, nothing waits for its acknowledgement), before the
@@ -538,6 +549,7 @@ async fn receive<E: RoutingEngine>(
             }
         }
         for Remote { topic, payload, stamp, properties } in remotes {
+            admission.routed(&lanes, &topic, payload.len());
             inject(&*engine, topic, &payload, stamp, properties);
         }
     }

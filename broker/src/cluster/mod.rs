@@ -4,6 +4,7 @@
 //! ([`shared_groups`]). Within a node, rumqttd still routes.
 //! Without `cluster_nats_url` none of this runs and NATS is not needed.
 
+pub mod admission;
 mod batch;
 pub mod client_ids;
 pub mod config;

@@ -275,6 +275,7 @@ pub(super) async fn receive<E: RoutingEngine>(
     node: String,
     engine: Arc<E>,
     persistence: Option<Arc<Persistence>>,
+    admission: super::admission::Admission,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -282,7 +283,7 @@ pub(super) async fn receive<E: RoutingEngine>(
         match messages.await {
             Ok(messages) => {
                 backoff = Duration::from_millis(100);
-                take_all(messages, &prefix, &node, &*engine, persistence.as_deref()).await;
+                take_all(messages, &prefix, &node, &*engine, persistence.as_deref(), &admission).await;
             }
             Err(e) => tracing::warn!("cluster: reading this node's QoS 1/2 messages: {e}"),
         }
@@ -299,6 +300,7 @@ async fn take_all<E: RoutingEngine>(
     node: &str,
     engine: &E,
     persistence: Option<&Persistence>,
+    admission: &super::admission::Admission,
 ) {
     // Acknowledged in order once their store changes are durable.
     let mut saving = FuturesOrdered::new();
@@ -332,6 +334,11 @@ async fn take_all<E: RoutingEngine>(
                 let from = message.headers.as_ref().and_then(|h| h.get(NODE)).map(|v| v.as_str()).unwrap_or_default();
                 let mut save: Option<Saving> = None;
                 let mut remotes = if from != node { remote_messages(&message, prefix, None) } else { Vec::new() };
+                // (Held here, the rest waits in this node's consumer.)
+                let lanes = match remotes.first() {
+                    Some(first) => Some(admission.admit(&first.topic).await),
+                    None => None,
+                };
                 let mut ops = Vec::new();
                 for Remote { topic, payload, stamp, properties } in remotes.iter_mut() {
                     stamp.expires_at_ms = stamp.expires_at_ms.map(|at| at.saturating_sub(waited_ms));
@@ -344,6 +351,9 @@ async fn take_all<E: RoutingEngine>(
                     save = Some(Box::pin(persistence.commit(ops)));
                 }
                 for Remote { topic, payload, stamp, properties } in remotes {
+                    if let Some(lanes) = &lanes {
+                        admission.routed(lanes, &topic, payload.len());
+                    }
                     super::remote::inject(engine, topic, &payload, stamp, properties);
                 }
                 saving.push_back(async move {

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -195,6 +195,11 @@ impl Pressure {
             window,
             max_hold,
         }
+    }
+
+    /// The back-pressure `gate_backpressure_window` and `gate_backpressure_max_hold` ask for.
+    pub fn for_config(config: &crate::config::Config) -> Arc<Pressure> {
+        Arc::new(Pressure::new(config.gate.backpressure_window, config.gate.backpressure_max_hold))
     }
 
     pub fn enabled(&self) -> bool {

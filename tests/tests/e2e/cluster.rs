@@ -764,3 +764,44 @@ async fn a_damaged_batch_on_nats_is_dropped_with_a_warning_and_routing_goes_on()
     let log = cluster.nodes[1].log();
     assert_eq!(log.matches("cluster: a batch from node \"intruder\" dropped").count(), 3, "{log}");
 }
+
+/// Back-pressure across nodes (`cluster::admission`): with a small router log on b, a fast
+/// publisher on a and a slow QoS 1 subscriber on b, every message arrives exactly once, in
+/// order: b's reader of NATS waits while the subscriber is behind, as a local publisher would.
+/// (Without it, b handed the router a burst faster than the subscriber read, and rumqttd rolled
+/// its log over under the subscriber.)
+#[tokio::test]
+async fn a_fast_publisher_on_a_does_not_overrun_a_slow_subscriber_on_b() {
+    let small_router_log = "gate_segment_size 65536\ngate_segment_count 4\n\
+                            gate_backpressure_window 32768\ngate_backpressure_max_hold 60\n";
+    let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, small_router_log);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut slow = device(&cluster, 1, "slow-b", "sub").await;
+    assert_eq!(slow.subscribe(1, &[("bp/#", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "fast-a", "pub").await;
+    let total: u32 = 10_000;
+    let sending = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        for i in 0..total {
+            let payload = format!("{i:08}{}", "p".repeat(92));
+            frames.extend(testkit::publish(true, "bp/t", payload.as_bytes(), 0, false, 0));
+        }
+        publisher.send(&frames).await;
+        publisher.ping().await;
+        publisher
+    });
+    let mut next = 0u32;
+    while next < total {
+        let got = slow.expect_publish().await;
+        let index: u32 = std::str::from_utf8(&got.payload[..8]).unwrap().parse().unwrap();
+        assert_eq!(index, next, "lost or duplicated message");
+        next += 1;
+        if next.is_multiple_of(50) {
+            tokio::time::sleep(Duration::from_millis(5)).await; // a slow consumer
+        }
+        slow.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    }
+    let _publisher = sending.await.unwrap();
+    slow.expect_quiet().await;
+}
