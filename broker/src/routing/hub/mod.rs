@@ -40,150 +40,42 @@
 //! start the router's retained store replayed to the hub's `#` (restored by persistence before
 //! the hub subscribes). A new hub subscription takes matching entries from it
 //! ([`Hub::retained_matching`]).
+//!
+//! Where each part lives: `index` (the fan-out index), `inbox` (the queues, their bounds and
+//! congestion), `retained` (the retained index); here, the hub's task reading its router link,
+//! what it has read as a hold point (`Progress`), and a connection's [`Membership`].
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::ControlFlow;
+
+mod inbox;
+mod index;
+mod retained;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
-use tokio::sync::Notify;
 use tracing::error;
 
+pub use self::inbox::{Inbox, Queues};
+use self::index::{Index, Member};
+use self::retained::Retained;
 use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
-use crate::routing::filter_tree::FilterTree;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
 const BATCH: usize = 1024;
 
-/// The hub's shared state: the fan-out index, the retained index and the queue bounds.
+/// The hub's shared state: the fan-out index (`index`), the retained index (`retained`) and the
+/// queues' bounds and congestion (`inbox`).
 #[derive(Debug)]
 pub struct Hub {
-    index: RwLock<FilterTree<Vec<Member>>>,
-    retained: Mutex<HashMap<Bytes, Routed>>,
-    max_messages: usize,
-    max_bytes: u64,
+    index: Index,
+    retained: Retained,
+    pub queues: Queues,
     /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
     pub dropped: AtomicU64,
-    /// `None`: queues never hold publishers; else how long one may (`gate_backpressure_max_hold`).
-    max_hold: Option<Duration>,
-    /// The congested queues, with when they became congested (see the module documentation).
-    congested: Mutex<Vec<(Arc<Inbox>, Instant)>>,
-    /// `congested.len()`, read without the lock by every publisher.
-    congested_count: std::sync::atomic::AtomicUsize,
-    /// Bumped when the last congested queue is no longer congested: held publishers continue.
-    released: tokio::sync::watch::Sender<u64>,
-}
-
-/// One connection's bounded queue of hub deliveries.
-#[derive(Debug, Default)]
-pub struct Inbox {
-    queue: Mutex<Queue>,
-    /// Woken when a message is queued (a permit is kept when the connection is busy).
-    pub ready: Notify,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    messages: VecDeque<Routed>,
-    bytes: u64,
-    /// Deliveries the connection took from here that wait for room in its client's window
-    /// (`gate::flow_control`): they count against the bound too.
-    waiting: usize,
-    /// More than half full: holding publishers (listed in `Hub::congested`).
-    congested: bool,
-    /// Congested for longer than the hold allows: holding nobody until drained.
-    stuck: bool,
-}
-
-/// A subscriber in the fan-out index.
-#[derive(Debug, Clone)]
-struct Member {
-    conn_id: u64,
-    inbox: Arc<Inbox>,
-}
-
-impl Inbox {
-    /// The next queued delivery (`hub`: the hub it belongs to, told when it is no longer
-    /// congested).
-    pub fn pop(self: &Arc<Self>, hub: &Hub) -> Option<Routed> {
-        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let routed = queue.messages.pop_front()?;
-        queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
-        if queue.messages.is_empty() {
-            queue.stuck = false;
-            if queue.messages.capacity() > 64 {
-                // A burst's queue goes back to the allocator once drained (a fleet's queues are
-                // mostly empty: their memory is the point of the hub).
-                queue.messages = VecDeque::new();
-            }
-        }
-        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
-            queue.congested = false;
-            drop(queue);
-            hub.decongested(self);
-        }
-        Some(routed)
-    }
-
-    /// How many deliveries taken from here wait for room in the client's window.
-    pub fn set_waiting(self: &Arc<Self>, hub: &Hub, waiting: usize) {
-        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        queue.waiting = waiting;
-        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
-            queue.congested = false;
-            drop(queue);
-            hub.decongested(self);
-        }
-    }
-
-    /// Messages waiting.
-    pub fn len(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Queues `routed` unless that would pass the bounds; false when it was dropped.
-    fn offer(self: &Arc<Self>, routed: Routed, hub: &Hub) -> bool {
-        let size = routed.payload.len() as u64;
-        let congests = {
-            let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let full = (hub.max_messages > 0 && queue.messages.len() + queue.waiting >= hub.max_messages)
-                || (hub.max_bytes > 0 && queue.bytes + size > hub.max_bytes && !queue.messages.is_empty());
-            if full {
-                return false;
-            }
-            queue.messages.push_back(routed);
-            queue.bytes += size;
-            let congests = hub.max_hold.is_some()
-                && !queue.congested
-                && !queue.stuck
-                && hub.above_half(queue.messages.len() + queue.waiting, queue.bytes);
-            queue.congested |= congests;
-            congests
-        };
-        if congests {
-            hub.congested_by(self);
-        }
-        self.ready.notify_one();
-        true
-    }
-
-    /// Leaves the congested list for good (the connection is gone).
-    fn leave(self: &Arc<Self>, hub: &Hub) {
-        let was =
-            std::mem::replace(&mut self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).congested, false);
-        if was {
-            hub.decongested(self);
-        }
-    }
 }
 
 impl Hub {
@@ -192,110 +84,48 @@ impl Hub {
     /// `max_hold`: how long a congested queue may hold publishers (`None`: never).
     pub fn new(max_messages: usize, max_bytes: u64, max_hold: Option<Duration>) -> Self {
         Hub {
-            index: RwLock::default(),
-            retained: Mutex::default(),
-            max_messages,
-            max_bytes,
+            index: Index::default(),
+            retained: Retained::default(),
+            queues: Queues::new(max_messages, max_bytes, max_hold),
             dropped: AtomicU64::new(0),
-            max_hold,
-            congested: Mutex::default(),
-            congested_count: Default::default(),
-            released: tokio::sync::watch::Sender::new(0),
-        }
-    }
-
-    /// More than half of a bound is used (never without bounds).
-    fn above_half(&self, messages: usize, bytes: u64) -> bool {
-        (self.max_messages > 0 && messages > self.max_messages / 2)
-            || (self.max_bytes > 0 && bytes > self.max_bytes / 2)
-    }
-
-    fn congested_by(&self, inbox: &Arc<Inbox>) {
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.push((inbox.clone(), Instant::now()));
-        self.congested_count.store(congested.len(), Ordering::Release);
-    }
-
-    fn decongested(&self, inbox: &Arc<Inbox>) {
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.retain(|(queue, _)| !Arc::ptr_eq(queue, inbox));
-        self.congested_count.store(congested.len(), Ordering::Release);
-        if congested.is_empty() {
-            self.released.send_modify(|generation| *generation += 1);
         }
     }
 
     /// Whether publishers that are not hub subscribers must wait (a queue is congested).
     pub fn holding(&self) -> bool {
-        self.congested_count.load(Ordering::Acquire) > 0
+        self.queues.holding()
     }
 
     /// Changes when held publishers may continue.
     pub fn watch_release(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.released.subscribe()
+        self.queues.watch_release()
     }
 
     /// When the oldest congested queue becomes stuck (`None`: none is congested).
     pub fn hold_deadline(&self) -> Option<Instant> {
-        let max_hold = self.max_hold?;
-        let congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.iter().map(|(_, since)| *since + max_hold).min()
+        self.queues.hold_deadline()
     }
 
-    /// Marks the queues congested for longer than the hold allows as stuck: they hold nobody
-    /// until drained (they drop what passes their bound meanwhile).
+    /// Marks the queues congested for longer than the hold allows as stuck (`inbox`).
     pub fn expire_holds(&self) {
-        let Some(max_hold) = self.max_hold else { return };
-        let now = Instant::now();
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = congested.len();
-        congested.retain(|(inbox, since)| {
-            if now < *since + max_hold {
-                return true;
-            }
-            let mut queue = inbox.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            queue.congested = false;
-            queue.stuck = true;
-            false
-        });
-        self.congested_count.store(congested.len(), Ordering::Release);
-        if before > 0 && congested.is_empty() {
-            drop(congested);
-            self.released.send_modify(|generation| *generation += 1);
-        }
+        self.queues.expire_holds();
     }
 
     /// Adds `inbox` (connection `conn_id`) as a subscriber of `filter` (client spelling,
     /// validated, not shared). Adding the same pair twice keeps one entry.
     pub fn subscribe(&self, filter: &str, conn_id: u64, inbox: &Arc<Inbox>) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (members, _) = index.slot(filter.as_bytes(), Vec::new);
-        if !members.iter().any(|m| m.conn_id == conn_id) {
-            members.push(Member { conn_id, inbox: inbox.clone() });
-        }
+        self.index.subscribe(filter, conn_id, inbox);
     }
 
     /// Removes connection `conn_id` from `filter`.
     pub fn unsubscribe(&self, filter: &str, conn_id: u64) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        index.update(filter.as_bytes(), |members| {
-            members.retain(|m| m.conn_id != conn_id);
-            members.is_empty()
-        });
+        self.index.unsubscribe(filter, conn_id);
     }
 
     /// The inboxes of the connections with a subscription matching `topic` (client spelling),
     /// each once.
     fn matching(&self, topic: &[u8], out: &mut Vec<Member>) {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = index.matching(topic, |members| {
-            out.extend(members.iter().cloned());
-            ControlFlow::Continue(())
-        });
-        if out.len() > 1 {
-            out.sort_unstable_by_key(|m| m.conn_id);
-            out.dedup_by_key(|m| m.conn_id);
-        }
+        self.index.matching(topic, out);
     }
 
     /// Hands one routed message to every matching subscriber's queue; returns how many queues
@@ -306,9 +136,9 @@ impl Hub {
         let mut dropped = 0;
         if let Some((last, rest)) = members.split_last() {
             for member in rest {
-                dropped += u64::from(!member.inbox.offer(routed.clone(), self));
+                dropped += u64::from(!member.inbox.offer(routed.clone(), &self.queues));
             }
-            dropped += u64::from(!last.inbox.offer(routed, self));
+            dropped += u64::from(!last.inbox.offer(routed, &self.queues));
         }
         members.clear();
         if dropped > 0 {
@@ -325,7 +155,7 @@ impl Hub {
             FromRouter::Publish(routed) => {
                 if routed.retain {
                     // The router's retained store, replayed when the hub subscribed.
-                    self.keep_retained(routed);
+                    self.retained.keep(routed);
                     return 0;
                 }
                 let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
@@ -337,9 +167,9 @@ impl Hub {
                 let size = (4 + routed.topic.len() + body.len()) as u64;
                 if stamp.retain {
                     if body.is_empty() {
-                        self.forget_retained(&routed.topic);
+                        self.retained.forget(&routed.topic);
                     } else {
-                        self.keep_retained(Routed { retain: true, ..routed.clone() });
+                        self.retained.keep(Routed { retain: true, ..routed.clone() });
                     }
                 }
                 self.fan_out(routed, members);
@@ -353,42 +183,15 @@ impl Hub {
         }
     }
 
-    fn keep_retained(&self, routed: Routed) {
-        let mut retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match envelope::open(routed.payload.clone()) {
-            Some((_, body)) if !body.is_empty() => {
-                retained.insert(routed.topic.clone(), routed);
-            }
-            _ => {
-                retained.remove(&routed.topic);
-            }
-        }
-    }
 
-    fn forget_retained(&self, topic: &Bytes) {
-        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(topic);
-    }
-
-    /// The retained messages `filter` matches (by MQTT's rules), marked as replays (`retain`)
-    /// with the subscription's QoS as their router QoS (`gate::delivery` delivers a replay at
-    /// `min(publish QoS, that)`). A filter without wildcards is one lookup; others scan the
-    /// index.
+    /// The retained messages `filter` matches, as replays (`retained`).
     pub fn retained_matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
-        let retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let replay = |routed: &Routed| Routed { retain: true, qos, pkid: 0, ..routed.clone() };
-        if !filter.contains(['+', '#']) {
-            return retained.get(filter.as_bytes()).map(replay).into_iter().collect();
-        }
-        retained
-            .values()
-            .filter(|routed| crate::gate::subscriptions::matches_mqtt(filter, &routed.topic))
-            .map(replay)
-            .collect()
+        self.retained.matching(filter, qos)
     }
 
     /// Retained messages in the index.
     pub fn retained_count(&self) -> usize {
-        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.retained.count()
     }
 }
 
@@ -511,12 +314,12 @@ impl Membership {
 
     /// The next delivery in this connection's queue.
     pub fn pop(&self) -> Option<Routed> {
-        self.inbox.pop(&self.hub)
+        self.inbox.pop(&self.hub.queues)
     }
 
     /// Deliveries taken from the queue that wait for room in the client's window.
     pub fn set_waiting(&self, waiting: usize) {
-        self.inbox.set_waiting(&self.hub, waiting);
+        self.inbox.set_waiting(&self.hub.queues, waiting);
     }
 
     /// Whether `filter` is one of this connection's hub subscriptions.
@@ -543,7 +346,7 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.inbox.leave(&self.hub);
+        self.inbox.leave(&self.hub.queues);
         for filter in std::mem::take(&mut self.filters) {
             self.hub.unsubscribe(&filter, self.conn_id);
         }
@@ -553,6 +356,7 @@ impl Drop for Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use crate::routing::envelope::Stamp;
 
     fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
@@ -588,7 +392,7 @@ mod tests {
                 assert_eq!(receivers(&hub, topic) == [7], expected, "{filter} ~ {topic}");
             }
             hub.unsubscribe(filter, 7);
-            assert!(hub.index.read().unwrap().is_empty(), "{filter}: pruned");
+            assert!(hub.index.is_empty(), "{filter}: pruned");
         }
         let hub = Hub::new(0, 0, None);
         let inbox = Arc::new(Inbox::default());
@@ -610,10 +414,10 @@ mod tests {
         let mut dropped = 0;
         for _ in 0..5 {
             dropped += hub.fan_out(routed("cmd/9", false, b"x"), &mut members);
-            fast.pop(&hub);
+            fast.pop(&hub.queues);
         }
         assert_eq!((dropped, slow.len(), fast.len()), (3, 2, 0));
-        assert!(slow.pop(&hub).is_some() && slow.pop(&hub).is_some() && slow.pop(&hub).is_none());
+        assert!(slow.pop(&hub.queues).is_some() && slow.pop(&hub.queues).is_some() && slow.pop(&hub.queues).is_none());
         let bytes = Hub::new(0, 10, None);
         bytes.subscribe("t", 1, &slow);
         let big = routed("t", false, b"0123456789");
@@ -633,7 +437,7 @@ mod tests {
         }
         assert!(hub.holding() && hub.hold_deadline().is_some(), "3 of 4: congested");
         assert!(!release.has_changed().unwrap());
-        inbox.pop(&hub);
+        inbox.pop(&hub.queues);
         assert!(!hub.holding() && release.has_changed().unwrap(), "2 of 4 is not over half: released");
 
         let quick = Hub::new(4, 0, Some(Duration::ZERO));
@@ -648,7 +452,7 @@ mod tests {
         quick.fan_out(routed("t", false, b"x"), &mut members);
         assert_eq!(quick.fan_out(routed("t", false, b"x"), &mut members), 1, "and drops past its bound");
         assert!(!quick.holding(), "until drained");
-        while stuck.pop(&quick).is_some() {}
+        while stuck.pop(&quick.queues).is_some() {}
         for _ in 0..3 {
             quick.fan_out(routed("t", false, b"x"), &mut members);
         }
@@ -715,6 +519,6 @@ mod tests {
         assert!(membership.remove("b") && !membership.remove("b"));
         assert_eq!(receivers(&hub, "a/x"), [3]);
         drop(membership);
-        assert!(hub.index.read().unwrap().is_empty());
+        assert!(hub.index.is_empty());
     }
 }
