@@ -18,6 +18,7 @@ use crate::gate::codec;
 use crate::gate::delivery::{self, RouterCopy};
 use crate::gate::flow_control::{HUB_PKID, Waiting};
 use crate::gate::subscriptions;
+use crate::routing::backpressure::TopicLanes;
 use crate::routing::envelope;
 use crate::routing::hub::Membership;
 use crate::routing::router_link::{Routed, RouterLink, RoutingEngine};
@@ -216,11 +217,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.write_waiting();
     }
 
-    /// Whether a congested hub queue holds this connection's publishing (`routing::hub`): only
-    /// connections that are not hub subscribers are held (those must keep reading their clients'
-    /// acknowledgements).
+    /// Whether a congested hub queue holds this connection's publishing (`routing::hub::inbox`):
+    /// its last publish was in the lanes of a congested queue (`held_lanes`, set by
+    /// `push_publish`). A connection whose own queue is congested is not held: it must keep
+    /// reading its client's acknowledgements (as a routed subscriber at its hold point is exempt,
+    /// `routing::backpressure`).
     pub(super) fn held_by_hub(&self) -> bool {
-        self.hub.is_none() && self.shared.hub.as_ref().is_some_and(|hub| hub.holding())
+        let Some(hub) = self.shared.hub.as_ref() else { return false };
+        hub.holding()
+            && self.held_lanes.is_some_and(|lanes| hub.queues.holds(&lanes))
+            && !self.hub.as_ref().is_some_and(|own| own.membership.inbox.is_congested())
     }
 
     /// Whether this connection's PUBLISHes go through the publisher pool: the hub is on, the
@@ -245,8 +251,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         Ok(())
     }
 
-    /// Pushes one packet for the router: through the pool or the connection's own link.
+    /// Pushes one packet for the router: through the pool or the connection's own link. A
+    /// publish into the lanes of a congested hub queue holds what this connection reads next
+    /// (`held_by_hub`).
     pub(super) fn push_publish(&mut self, packet: Packet) {
+        if let (Some(hub), Packet::Publish(publish, _)) = (self.shared.hub.as_ref(), &packet)
+            && hub.holding()
+        {
+            let lanes = TopicLanes::of(&publish.topic);
+            if hub.queues.holds(&lanes) {
+                self.held_lanes = Some(lanes);
+            }
+        }
         if self.publishes_through_pool() { self.pool_batch.push(packet) } else { self.link.push(packet) }
     }
 }

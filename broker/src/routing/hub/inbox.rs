@@ -3,14 +3,23 @@
 //! past the bound is dropped for that subscriber alone); a queue more than half full is
 //! *congested* and holds publishers; one congested for longer than `gate_backpressure_max_hold`
 //! is *stuck* and holds nobody until drained. [`Queues`] keeps the bounds and the congested list.
+//!
+//! A congested queue holds only the publishers of topics it may receive, by the lanes of
+//! `routing::backpressure` (as a routed subscriber holds only its lane): each of its
+//! subscriber's filters has the lane of its literal prefix (`site/dev7/cmd`: that topic's lane;
+//! `site/+/cmd`: `site`'s; a filter starting with a wildcard: the total), and a publish is held
+//! while one of its topic's lanes is the lane of a congested queue's filter. Lanes are hash slots,
+//! so an unrelated topic may share one and be held too; a topic a filter matches is always in its
+//! lane. So a stalled device holds the publishers of its own command topic, not the fleet.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use crate::routing::backpressure::{Lane, TopicLanes};
 use crate::routing::router_link::Routed;
 
 /// One connection's bounded queue of hub deliveries.
@@ -32,6 +41,16 @@ struct Queue {
     congested: bool,
     /// Congested for longer than the hold allows: holding nobody until drained.
     stuck: bool,
+    /// The lanes of the subscriber's hub filters (see the module documentation).
+    lanes: Vec<Lane>,
+}
+
+/// A congested queue: since when, and the lanes it holds (as they were when it congested).
+#[derive(Debug)]
+struct Congested {
+    inbox: Arc<Inbox>,
+    since: Instant,
+    lanes: Vec<Lane>,
 }
 
 /// The bounds of every hub queue and the list of congested ones.
@@ -41,11 +60,13 @@ pub struct Queues {
     max_bytes: u64,
     /// `None`: queues never hold publishers; else how long one may (`gate_backpressure_max_hold`).
     max_hold: Option<Duration>,
-    /// The congested queues, with when they became congested.
-    congested: Mutex<Vec<(Arc<Inbox>, Instant)>>,
+    /// The congested queues.
+    congested: Mutex<Vec<Congested>>,
     /// `congested.len()`, read without the lock by every publisher.
     congested_count: AtomicUsize,
-    /// Bumped when the last congested queue is no longer congested: held publishers continue.
+    /// Per lane (`Lane::index`), how many congested queues hold it.
+    held_lanes: Box<[AtomicU32]>,
+    /// Bumped when a congested queue is no longer congested: held publishers look again.
     released: watch::Sender<u64>,
 }
 
@@ -91,6 +112,19 @@ impl Inbox {
         self.len() == 0
     }
 
+    /// Whether this queue is congested (holding publishers).
+    pub fn is_congested(&self) -> bool {
+        self.lock().congested
+    }
+
+    /// The subscriber's hub filters changed: the lanes it holds when it congests next.
+    pub(super) fn set_filters<'a>(&self, filters: impl IntoIterator<Item = &'a str>) {
+        let mut lanes: Vec<Lane> = filters.into_iter().map(|filter| Lane::of_filters([filter])).collect();
+        lanes.sort_unstable_by_key(|lane| lane.index());
+        lanes.dedup();
+        self.lock().lanes = lanes;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -112,10 +146,10 @@ impl Inbox {
                 && !queue.stuck
                 && queues.above_half(queue.messages.len() + queue.waiting, queue.bytes);
             queue.congested |= congests;
-            congests
+            congests.then(|| queue.lanes.clone())
         };
-        if congests {
-            queues.congested_by(self);
+        if let Some(lanes) = congests {
+            queues.congested_by(self, lanes);
         }
         self.ready.notify_one();
         true
@@ -140,6 +174,7 @@ impl Queues {
             max_hold,
             congested: Mutex::default(),
             congested_count: AtomicUsize::new(0),
+            held_lanes: (0..Lane::COUNT).map(|_| AtomicU32::new(0)).collect(),
             released: watch::Sender::new(0),
         }
     }
@@ -150,28 +185,54 @@ impl Queues {
             || (self.max_bytes > 0 && bytes > self.max_bytes / 2)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Inbox>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Congested>> {
         self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn congested_by(&self, inbox: &Arc<Inbox>) {
+    /// The message and byte bounds of every queue (0: none).
+    pub fn bounds(&self) -> (usize, u64) {
+        (self.max_messages, self.max_bytes)
+    }
+
+    fn congested_by(&self, inbox: &Arc<Inbox>, lanes: Vec<Lane>) {
         let mut congested = self.lock();
-        congested.push((inbox.clone(), Instant::now()));
+        for lane in &lanes {
+            self.held_lanes[lane.index()].fetch_add(1, Ordering::AcqRel);
+        }
+        congested.push(Congested { inbox: inbox.clone(), since: Instant::now(), lanes });
         self.congested_count.store(congested.len(), Ordering::Release);
+    }
+
+    /// Takes a congested queue off the list: its lanes no longer held by it.
+    fn release(&self, entry: &Congested) {
+        for lane in &entry.lanes {
+            self.held_lanes[lane.index()].fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn decongested(&self, inbox: &Arc<Inbox>) {
         let mut congested = self.lock();
-        congested.retain(|(queue, _)| !Arc::ptr_eq(queue, inbox));
+        congested.retain(|entry| {
+            let keep = !Arc::ptr_eq(&entry.inbox, inbox);
+            if !keep {
+                self.release(entry);
+            }
+            keep
+        });
         self.congested_count.store(congested.len(), Ordering::Release);
-        if congested.is_empty() {
-            self.released.send_modify(|generation| *generation += 1);
-        }
+        drop(congested);
+        // Publishers held in this queue's lanes continue (others look again and wait on).
+        self.released.send_modify(|generation| *generation += 1);
     }
 
-    /// Whether publishers that are not hub subscribers must wait (a queue is congested).
+    /// Whether some queue is congested (cheap: one atomic load).
     pub fn holding(&self) -> bool {
         self.congested_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a congested queue holds publishes to a topic with these lanes.
+    pub fn holds(&self, lanes: &TopicLanes) -> bool {
+        self.holding() && lanes.with_total().any(|lane| self.held_lanes[lane.index()].load(Ordering::Acquire) > 0)
     }
 
     /// Changes when held publishers may continue.
@@ -182,7 +243,7 @@ impl Queues {
     /// When the oldest congested queue becomes stuck (`None`: none is congested).
     pub fn hold_deadline(&self) -> Option<Instant> {
         let max_hold = self.max_hold?;
-        self.lock().iter().map(|(_, since)| *since + max_hold).min()
+        self.lock().iter().map(|entry| entry.since + max_hold).min()
     }
 
     /// Marks the queues congested for longer than the hold allows as stuck: they hold nobody
@@ -192,17 +253,18 @@ impl Queues {
         let now = Instant::now();
         let mut congested = self.lock();
         let before = congested.len();
-        congested.retain(|(inbox, since)| {
-            if now < *since + max_hold {
+        congested.retain(|entry| {
+            if now < entry.since + max_hold {
                 return true;
             }
-            let mut queue = inbox.lock();
+            let mut queue = entry.inbox.lock();
             queue.congested = false;
             queue.stuck = true;
+            self.release(entry);
             false
         });
         self.congested_count.store(congested.len(), Ordering::Release);
-        if before > 0 && congested.is_empty() {
+        if congested.len() < before {
             drop(congested);
             self.released.send_modify(|generation| *generation += 1);
         }

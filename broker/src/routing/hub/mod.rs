@@ -45,7 +45,6 @@
 //! congestion), `retained` (the retained index); here, the hub's task reading its router link,
 //! what it has read as a hold point (`Progress`), and a connection's [`Membership`].
 
-
 mod inbox;
 mod index;
 mod retained;
@@ -183,7 +182,6 @@ impl Hub {
         }
     }
 
-
     /// The retained messages `filter` matches, as replays (`retained`).
     pub fn retained_matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
         self.retained.matching(filter, qos)
@@ -220,39 +218,94 @@ const HUB_READER: u64 = u64::MAX;
 /// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
 /// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
 const HUB_WINDOW: u64 = 64 * 1024;
+/// With no notification for this long, what the hub has read is taken to be everything
+/// published (see [`Progress::resync`]).
+const RESYNC_AFTER: Duration = Duration::from_millis(200);
 
-/// What the hub has read, as `backpressure` counts what is published (`4 + topic + payload`,
-/// without the envelope), registered as the hub's hold point in the total: publishers are held
-/// when the hub itself falls a window behind (the router's `#` log would roll over under it, and
-/// every hub subscriber would lose what it skipped).
+/// What the hub has read, as `backpressure` counts what is published, registered as the hub's
+/// hold points: publishers are held when the hub itself falls behind.
+///
+/// - In bytes (`4 + topic + payload`, without the envelope), in the total: a window behind, the
+///   router's `#` log would roll over under the hub, and every hub subscriber would lose what it
+///   skipped.
+/// - In messages, when queues are bounded: what the hub has not read yet is on its way to
+///   subscribers' queues, and a queue congests (holds publishers) only when the hub hands it its
+///   half-bound-th message — everything still in transit then lands on top. So the hub may be at
+///   most a quarter of the bounds behind (`in_transit`): a congested queue then still has room for
+///   all of it (P2's 1→100 QoS 1 with slow ACL checks overflowed queues without this). The byte
+///   window is capped the same way by `max_queued_bytes`.
 struct Progress {
     pressure: Arc<Pressure>,
     window: u64,
     consumed: u64,
     registered_at: u64,
     point: Option<u64>,
+    /// Messages read; the messages the hub may be behind (`None`: no message bound).
+    messages: u64,
+    in_transit: Option<u64>,
+    messages_registered_at: u64,
 }
 
 impl Progress {
-    fn new(pressure: Arc<Pressure>) -> Self {
+    fn new(pressure: Arc<Pressure>, queues: &Queues) -> Self {
         let consumed = pressure.published_total();
-        let window = pressure.window().min(HUB_WINDOW);
+        let (max_messages, max_bytes) = queues.bounds();
+        let mut window = pressure.window().min(HUB_WINDOW);
+        if max_bytes > 0 {
+            window = window.min((max_bytes / 4).max(1));
+        }
         let point =
             pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed), window)).flatten();
-        Progress { pressure, window, consumed, registered_at: consumed, point }
+        let in_transit = (pressure.enabled() && max_messages > 0).then_some((max_messages as u64 / 4).max(1));
+        let messages = pressure.published_messages();
+        if let Some(in_transit) = in_transit {
+            pressure.reader_read_messages(Some(messages + in_transit));
+        }
+        Progress {
+            pressure,
+            window,
+            consumed,
+            registered_at: consumed,
+            point,
+            messages,
+            in_transit,
+            messages_registered_at: messages,
+        }
     }
 
+    /// One notification read: `size` as `Hub::on_router` returns it (0: not a counted message).
     fn read(&mut self, size: u64) {
+        if size == 0 {
+            return;
+        }
         self.consumed += size;
+        self.messages += 1;
+        if let Some(in_transit) = self.in_transit
+            && self.messages - self.messages_registered_at >= in_transit / 4
+        {
+            // Within a batch too: with a small bound, a batch is many windows.
+            self.register_messages(in_transit);
+        }
     }
 
-    /// Moves the hold point forward once per quarter window of progress, and when caught up.
+    fn register_messages(&mut self, in_transit: u64) {
+        // (Wills and stored messages the hub also reads are not counted as published: never
+        // ahead of the publishers' count.)
+        self.messages = self.messages.min(self.pressure.published_messages());
+        self.pressure.reader_read_messages(Some(self.messages + in_transit));
+        self.messages_registered_at = self.messages;
+    }
+
+    /// Moves the hold points forward once per quarter window of progress, and when caught up.
     fn register(&mut self) {
+        if let Some(in_transit) = self.in_transit
+            && self.messages != self.messages_registered_at
+        {
+            self.register_messages(in_transit);
+        }
         if self.point.is_none() {
             return;
         }
-        // (Wills and stored messages the hub also reads are not counted as published: never
-        // ahead of the publishers' count.)
         self.consumed = self.consumed.min(self.pressure.published_total());
         let caught_up = self.consumed == self.pressure.published_total();
         if caught_up || self.consumed - self.registered_at >= self.window / 4 {
@@ -260,19 +313,42 @@ impl Progress {
             self.registered_at = self.consumed;
         }
     }
+
+    /// The hub has had nothing to read for [`RESYNC_AFTER`]: whatever was counted as published
+    /// and has not reached it never will (a publisher gone before it flushed its batch, a
+    /// message the router did not route), so it stops counting as behind — otherwise such
+    /// losses would add up into holding every publisher for good.
+    fn resync(&mut self) {
+        let (bytes, messages) = (self.pressure.published_total(), self.pressure.published_messages());
+        if self.consumed >= bytes && self.messages >= messages {
+            return;
+        }
+        tracing::debug!(
+            bytes = bytes - self.consumed.min(bytes),
+            messages = messages - self.messages.min(messages),
+            "fleet hub: counted but never read"
+        );
+        self.consumed = bytes;
+        self.messages = messages;
+        self.register();
+    }
 }
 
 /// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
 /// receives.
 pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
-    let mut progress = Progress::new(pressure);
+    let mut progress = Progress::new(pressure, &hub.queues);
     let mut members = Vec::new();
     loop {
-        let first = match link.recv().await {
-            Ok(note) => note,
-            Err(_) => {
+        let first = match tokio::time::timeout(RESYNC_AFTER, link.recv()).await {
+            Ok(Ok(note)) => note,
+            Ok(Err(_)) => {
                 error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
                 return;
+            }
+            Err(_) => {
+                progress.resync();
+                continue;
             }
         };
         let mut paused = false;
@@ -331,6 +407,7 @@ impl Membership {
     pub fn add(&mut self, filter: &str) {
         if !self.has(filter) {
             self.filters.push(filter.to_owned());
+            self.inbox.set_filters(self.filters.iter().map(String::as_str));
         }
         self.hub.subscribe(filter, self.conn_id, &self.inbox);
     }
@@ -339,6 +416,7 @@ impl Membership {
     pub fn remove(&mut self, filter: &str) -> bool {
         let Some(at) = self.filters.iter().position(|f| f == filter) else { return false };
         self.filters.swap_remove(at);
+        self.inbox.set_filters(self.filters.iter().map(String::as_str));
         self.hub.unsubscribe(filter, self.conn_id);
         true
     }
@@ -356,8 +434,8 @@ impl Drop for Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use crate::routing::envelope::Stamp;
+    use bytes::Bytes;
 
     fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
         let stamp = Stamp::for_test(1, retain, "p");
@@ -467,6 +545,68 @@ mod tests {
             unbounded.fan_out(routed("t", false, b"x"), &mut members);
         }
         assert!(!unbounded.holding(), "no bound, no congestion");
+    }
+
+    #[test]
+    fn a_congested_queue_holds_only_the_lanes_of_its_filters() {
+        use crate::routing::backpressure::TopicLanes;
+        let holds = |hub: &Hub, topic: &str| hub.queues.holds(&TopicLanes::of(topic.as_bytes()));
+        let hub = Arc::new(Hub::new(4, 0, Some(Duration::from_secs(3600))));
+        let mut members = Vec::new();
+        let mut device = Membership::new(hub.clone(), 1);
+        device.add("fleet/dev1/cmd");
+        for _ in 0..3 {
+            hub.fan_out(routed("fleet/dev1/cmd", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "fleet/dev1/cmd"), "its own topic");
+        assert!(!holds(&hub, "fleet/dev2/cmd") && !holds(&hub, "fleet") && !holds(&hub, "other"), "not the fleet");
+        device.pop();
+        assert!(!hub.holding() && !holds(&hub, "fleet/dev1/cmd"), "drained: released");
+
+        // A wildcard: the lane of its literal prefix.
+        let mut backend = Membership::new(hub.clone(), 2);
+        backend.add("fleet/+/telemetry");
+        for _ in 0..3 {
+            hub.fan_out(routed("fleet/dev7/telemetry", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "fleet/dev8/telemetry") && holds(&hub, "fleet/dev8/cmd"), "everything under fleet");
+        assert!(!holds(&hub, "other/dev8/telemetry"));
+        backend.pop();
+        // A filter starting with a wildcard: every topic (as a routed `#` subscriber holds all).
+        backend.add("+/status");
+        for _ in 0..3 {
+            hub.fan_out(routed("x/status", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "other") && holds(&hub, "fleet/dev1/cmd"));
+        assert!(backend.inbox.is_congested() && !device.inbox.is_congested());
+        drop(backend);
+        assert!(!hub.holding() && !holds(&hub, "other"), "a departing member releases its lanes");
+    }
+
+    #[test]
+    fn the_hub_holds_publishers_a_quarter_of_the_bound_behind_until_it_reads_or_resyncs() {
+        use crate::routing::backpressure::TopicLanes;
+        let pressure = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
+        let lanes = TopicLanes::of(b"t");
+        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))));
+        assert!(!pressure.record_published(&lanes, 10));
+        assert!(pressure.record_published(&lanes, 10), "two messages behind: held");
+        progress.read(10);
+        assert!(!pressure.holding(&lanes), "one read: one behind");
+        pressure.record_published(&lanes, 10);
+        pressure.record_published(&lanes, 10);
+        assert!(pressure.holding(&lanes));
+        progress.read(0);
+        assert!(pressure.holding(&lanes), "what is not a counted message moves nothing");
+        // Counted but never coming (the hub idle): no longer behind.
+        progress.resync();
+        assert!(!pressure.holding(&lanes));
+        // No message bound: held by bytes only.
+        let unbounded = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
+        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))));
+        for _ in 0..100 {
+            assert!(!unbounded.record_published(&lanes, 10));
+        }
     }
 
     #[test]
