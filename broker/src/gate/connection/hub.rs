@@ -20,7 +20,7 @@ use crate::gate::flow_control::{HUB_PKID, Waiting};
 use crate::gate::subscriptions;
 use crate::routing::backpressure::TopicLanes;
 use crate::routing::envelope;
-use crate::routing::hub::Membership;
+use crate::routing::hub::{Fence, Membership};
 use crate::routing::router_link::{Routed, RouterLink, RoutingEngine};
 use crate::security::Access;
 
@@ -35,6 +35,20 @@ pub(super) struct HubState {
     releasing: HashSet<u16>,
     /// Retained messages for hub subscriptions whose SUBACK still waits behind the router's.
     after_suback: Vec<Routed>,
+    /// Hub subscriptions whose retained messages are taken once the hub has passed their fence
+    /// (`routing::hub::Fence`).
+    pending_replays: Vec<PendingReplay>,
+}
+
+#[derive(Debug)]
+struct PendingReplay {
+    filter: String,
+    qos: u8,
+    fence: Fence,
+    /// Once the hub has passed the fence: how many queued deliveries (offered before it did)
+    /// are still to be taken before the replay — matching retained ones among them are left to
+    /// the replay (`deliver_hub`), so that a message arrives once, as retained.
+    due_after: Option<usize>,
 }
 
 impl HubState {
@@ -63,20 +77,66 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let conn_id = self.conn_id;
         let state = self.hub.get_or_insert_with(|| {
             Box::new(HubState {
-                membership: Membership::new(hub, conn_id),
+                membership: Membership::new(hub.clone(), conn_id),
                 in_flight: HashSet::new(),
                 releasing: HashSet::new(),
                 after_suback: Vec::new(),
+                pending_replays: Vec::new(),
             })
         });
         for filter in filters {
             self.shared.subscribed_filters.insert(&filter.path);
             state.membership.add(&filter.path);
             if filter.retain_forward_rule != RetainForwardRule::Never {
-                let retained = state.membership.hub().retained_matching(&filter.path, filter.qos as u8);
-                state.after_suback.extend(retained);
+                let fence = hub.fence(&self.shared.pressure);
+                if hub.passed(&fence) {
+                    state.after_suback.extend(hub.retained_matching(&filter.path, filter.qos as u8));
+                } else {
+                    // Published before this SUBSCRIBE and not yet read by the hub: wait for it.
+                    hub.wake_at(fence, &state.membership.inbox);
+                    let pending = PendingReplay { filter: filter.path, qos: filter.qos as u8, fence, due_after: None };
+                    state.pending_replays.push(pending);
+                }
             }
         }
+    }
+
+    /// Takes the retained messages of hub subscriptions whose fence the hub has passed, once
+    /// what it queued before that has been taken.
+    fn hub_pending_replays(&mut self) {
+        let Some(state) = self.hub.as_deref_mut() else { return };
+        if state.pending_replays.is_empty() {
+            return;
+        }
+        let HubState { membership, after_suback, pending_replays, .. } = state;
+        let hub = membership.hub();
+        let queued = membership.inbox.len();
+        pending_replays.retain_mut(|pending| {
+            if pending.due_after.is_none() && hub.passed(&pending.fence) {
+                // (Everything the hub offered before it counted the fence passed is queued.)
+                pending.due_after = Some(queued);
+            }
+            if pending.due_after != Some(0) {
+                return true;
+            }
+            after_suback.extend(hub.retained_matching(&pending.filter, pending.qos));
+            false
+        });
+    }
+
+    /// One delivery taken from the hub queue; true if a pending replay is now due.
+    fn hub_taken(&mut self) -> bool {
+        let Some(state) = self.hub.as_deref_mut() else { return false };
+        let mut due = false;
+        for pending in &mut state.pending_replays {
+            if let Some(left) = pending.due_after.as_mut()
+                && *left > 0
+            {
+                *left -= 1;
+                due |= *left == 0;
+            }
+        }
+        due
     }
 
     /// Removes `filter` from the hub; false if the hub did not serve it.
@@ -87,6 +147,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Writes the retained messages of new hub subscriptions once no SUBACK waits (MQTT clients
     /// expect the SUBACK first).
     pub(super) fn hub_retained_after_suback(&mut self) {
+        self.hub_pending_replays();
         if !self.pending_acks.is_empty() {
             return;
         }
@@ -105,6 +166,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Receive Maximum). Those waiting count against the queue's bound (`routing::hub`).
     pub(super) fn drain_hub(&mut self) {
         let Some(inbox) = self.hub.as_ref().map(|hub| hub.membership.inbox.clone()) else { return };
+        // Retained messages whose fence the hub passed go before what it queued since.
+        self.hub_retained_after_suback();
         loop {
             if self.write_buf.len() >= WRITE_HIGH_WATER {
                 // Written first; the next loop turn comes back for the rest.
@@ -114,7 +177,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 break;
             }
             let Some(routed) = self.hub.as_ref().and_then(|hub| hub.membership.pop()) else { break };
+            let replay_due = self.hub_taken();
             self.deliver_hub(routed);
+            if replay_due {
+                self.hub_retained_after_suback();
+            }
         }
         let waiting = self.window.queued();
         if let Some(hub) = self.hub.as_ref() {
@@ -134,6 +201,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let Some(topic_str) = std::str::from_utf8(&topic).ok().filter(|t| self.wants_delivery(t)) else { return };
         if !self.authz.allows(Access::Receive, topic_str) {
+            return;
+        }
+        if !replay
+            && stamp.retain
+            && self.hub.as_ref().is_some_and(|hub| {
+                hub.pending_replays.iter().any(|pending| subscriptions::matches_mqtt(&pending.filter, &topic))
+            })
+        {
+            // A retained message a new subscription's replay will carry (it was published
+            // before the SUBSCRIBE, or the replay has a newer value for the topic).
             return;
         }
         let router_qos = if replay { replay_qos } else { 2 };

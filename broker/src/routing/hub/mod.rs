@@ -75,6 +75,22 @@ pub struct Hub {
     pub queues: Queues,
     /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
     pub dropped: AtomicU64,
+    /// Messages the hub has read, as `backpressure` counts them published (see [`Fence`]).
+    read: AtomicU64,
+    /// Queues whose connection waits for the hub to pass a fence, woken through their inbox.
+    fences: std::sync::Mutex<Vec<(Fence, Arc<Inbox>)>>,
+    fences_waiting: std::sync::atomic::AtomicBool,
+}
+
+/// What had been published when a hub subscription was made: its retained messages are taken
+/// from the retained index only once the hub has read that far, so that a retained message
+/// (or its clear) acknowledged to its publisher before the SUBSCRIBE is in the index (the hub
+/// reads the router's `#` log on its own task, behind the publishers). Passed after
+/// [`RESYNC_AFTER`] in any case: what was counted but never reaches the hub is not waited for.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    messages: u64,
+    since: Instant,
 }
 
 impl Hub {
@@ -87,7 +103,44 @@ impl Hub {
             retained: Retained::default(),
             queues: Queues::new(max_messages, max_bytes, max_hold),
             dropped: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            fences: std::sync::Mutex::default(),
+            fences_waiting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A fence at what has been published so far.
+    pub fn fence(&self, pressure: &Pressure) -> Fence {
+        Fence { messages: pressure.published_messages(), since: Instant::now() }
+    }
+
+    /// Whether the hub has read up to `fence` (or waited long enough for it).
+    pub fn passed(&self, fence: &Fence) -> bool {
+        self.read.load(Ordering::Acquire) >= fence.messages || fence.since.elapsed() >= RESYNC_AFTER
+    }
+
+    /// Wakes `inbox`'s connection (`Inbox::ready`) once the hub has passed `fence`.
+    pub fn wake_at(&self, fence: Fence, inbox: &Arc<Inbox>) {
+        let mut fences = self.fences.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fences.push((fence, inbox.clone()));
+        self.fences_waiting.store(true, Ordering::Release);
+    }
+
+    /// The hub has read `read` messages: wakes the connections whose fence it passed.
+    fn advance(&self, read: u64) {
+        self.read.store(read, Ordering::Release);
+        if !self.fences_waiting.load(Ordering::Acquire) {
+            return;
+        }
+        let mut fences = self.fences.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fences.retain(|(fence, inbox)| {
+            let waiting = !self.passed(fence);
+            if !waiting {
+                inbox.ready.notify_one();
+            }
+            waiting
+        });
+        self.fences_waiting.store(!fences.is_empty(), Ordering::Release);
     }
 
     /// Whether publishers that are not hub subscribers must wait (a queue is congested).
@@ -348,6 +401,7 @@ pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressu
             }
             Err(_) => {
                 progress.resync();
+                hub.advance(progress.messages);
                 continue;
             }
         };
@@ -360,6 +414,7 @@ pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressu
             }
         }
         progress.register();
+        hub.advance(progress.messages);
         if paused && link.resume().await.is_err() {
             error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
             return;
