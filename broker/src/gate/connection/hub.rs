@@ -43,7 +43,8 @@ pub(super) struct HubState {
 #[derive(Debug)]
 struct PendingReplay {
     filter: String,
-    qos: u8,
+    /// The subscription's QoS; `None`: Retain Handling says no retained messages.
+    qos: Option<u8>,
     fence: Fence,
     /// Once the hub has passed the fence: how many queued deliveries (offered before it did)
     /// are still to be taken before the replay — matching retained ones among them are left to
@@ -87,18 +88,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         for filter in filters {
             self.shared.subscribed_filters.insert(&filter.path);
             state.membership.add(&filter.path);
-            if filter.retain_forward_rule != RetainForwardRule::Never {
-                let fence = hub.fence(&self.shared.pressure);
-                if hub.passed(&fence) {
-                    state.after_suback.extend(hub.retained_matching(&filter.path, filter.qos as u8));
-                } else {
-                    // Published before this SUBSCRIBE and not yet read by the hub: wait for it.
-                    hub.wake_at(fence, &state.membership.inbox);
-                    let pending = PendingReplay { filter: filter.path, qos: filter.qos as u8, fence, due_after: None };
-                    state.pending_replays.push(pending);
-                }
+            // What was published before this SUBSCRIBE may not have reached the hub yet: its
+            // retained messages come as the replay (or, Retain Handling 2, not at all), not live.
+            let fence = hub.fence(&self.shared.pressure);
+            if !hub.passed(&fence) {
+                hub.wake_at(fence, &state.membership.inbox);
             }
+            let qos = (filter.retain_forward_rule != RetainForwardRule::Never).then_some(filter.qos as u8);
+            state.pending_replays.push(PendingReplay { filter: filter.path, qos, fence, due_after: None });
         }
+        // Those the hub has passed, with nothing queued before, are taken at once.
+        self.hub_pending_replays();
     }
 
     /// Takes the retained messages of hub subscriptions whose fence the hub has passed, once
@@ -119,7 +119,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             if pending.due_after != Some(0) {
                 return true;
             }
-            after_suback.extend(hub.retained_matching(&pending.filter, pending.qos));
+            if let Some(qos) = pending.qos {
+                after_suback.extend(hub.retained_matching(&pending.filter, qos));
+            }
             false
         });
     }
@@ -209,8 +211,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 hub.pending_replays.iter().any(|pending| subscriptions::matches_mqtt(&pending.filter, &topic))
             })
         {
-            // A retained message a new subscription's replay will carry (it was published
-            // before the SUBSCRIBE, or the replay has a newer value for the topic).
+            // A retained message published before a new subscription (or the replay has a newer
+            // value for the topic): the replay carries it, if Retain Handling wants it.
             return;
         }
         let router_qos = if replay { replay_qos } else { 2 };

@@ -665,6 +665,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fence_is_passed_once_the_hub_has_read_that_far_or_waited_long_enough() {
+        use crate::routing::backpressure::TopicLanes;
+        let pressure = Pressure::new(1 << 20, Duration::from_secs(10));
+        let hub = Hub::new(0, 0, None);
+        pressure.record_published(&TopicLanes::of(b"t"), 10);
+        pressure.record_published(&TopicLanes::of(b"t"), 10);
+        let fence = hub.fence(&pressure);
+        assert!(!hub.passed(&fence));
+        let inbox = Arc::new(Inbox::default());
+        hub.wake_at(fence, &inbox);
+        hub.advance(1);
+        assert!(!hub.passed(&fence) && !hub.fences.lock().unwrap().is_empty());
+        hub.advance(2);
+        assert!(hub.passed(&fence) && hub.fences.lock().unwrap().is_empty(), "passed: its waiter woken");
+        if let Some(since) = Instant::now().checked_sub(RESYNC_AFTER) {
+            assert!(hub.passed(&Fence { messages: 1000, since }), "not waited for beyond RESYNC_AFTER");
+        }
+    }
+
+    #[test]
     fn a_departing_member_releases_its_congestion() {
         let hub = Arc::new(Hub::new(2, 0, Some(Duration::from_secs(3600))));
         let mut membership = Membership::new(hub.clone(), 5);
