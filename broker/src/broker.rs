@@ -170,7 +170,8 @@ async fn start_fleet_hub(
         return Ok(None);
     }
     if shared.cluster.is_some() {
-        warn!("gate_fleet_hub is not used in a cluster: every client keeps its own router link");
+        // (Info, not a warning: the hub is on by default, so every cluster node would warn.)
+        info!("gate_fleet_hub is not used in a cluster: every client keeps its own router link");
         return Ok(None);
     }
     let persistence = &shared.config.persistence;

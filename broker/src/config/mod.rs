@@ -110,11 +110,12 @@ pub struct GateSettings {
     /// `gate_unauthenticated_connections` (default 1024): sockets accepted whose login is not
     /// decided yet, across listeners; beyond it a new socket is closed at accept.
     pub unauthenticated_connections: usize,
-    /// `gate_fleet_hub true|false` (default false): clean sessions' non-shared subscriptions
+    /// `gate_fleet_hub true|false` (default true): clean sessions' non-shared subscriptions
     /// are served by the gate's fan-out from one router link (`routing::hub`), and connections
     /// without a router link of their own publish through a pool of gate links
     /// (`routing::publisher_pool`). Per-subscriber queues are bounded by `max_queued_messages`
-    /// and `max_queued_bytes`. Not used in a cluster.
+    /// and `max_queued_bytes`. Not used in a cluster. On by default since issue 22 asks for a
+    /// fleet served with the default configuration (docs/benchmarks.md, "hub on by default").
     pub fleet_hub: bool,
 }
 
@@ -140,7 +141,7 @@ impl Default for GateSettings {
             new_topics_burst: 10_000,
             connect_max_size: 128 * 1024,
             unauthenticated_connections: 1024,
-            fleet_hub: false,
+            fleet_hub: true,
         }
     }
 }

@@ -66,6 +66,13 @@ pub struct Lane(usize);
 impl Lane {
     /// The count of everything published.
     pub const TOTAL: Lane = Lane(LANES);
+    /// How many lanes there are, the total included ([`Lane::index`] is below it).
+    pub const COUNT: usize = LANES + 1;
+
+    /// This lane's place among [`Lane::COUNT`] (for a table with an entry per lane).
+    pub fn index(self) -> usize {
+        self.0
+    }
 
     /// The lane of the topic prefix `prefix` (whole levels, no trailing `/`).
     fn of_prefix(prefix: &[u8]) -> Lane {
@@ -117,7 +124,7 @@ impl TopicLanes {
     }
 
     /// The topic's lanes, then the total.
-    fn with_total(&self) -> impl Iterator<Item = Lane> + '_ {
+    pub fn with_total(&self) -> impl Iterator<Item = Lane> + '_ {
         self.lanes[..self.len].iter().copied().chain([Lane::TOTAL])
     }
 
@@ -185,6 +192,11 @@ pub struct Pressure {
     released: watch::Sender<u64>,
     window: u64,
     max_hold: Duration,
+    /// Messages published in total (counted with their bytes by `record_published`).
+    messages: AtomicU64,
+    /// The hold point in messages of the one reader that counts them (the fleet hub, see
+    /// [`Pressure::reader_read_messages`]); `u64::MAX`: none.
+    message_hold_at: AtomicU64,
 }
 
 impl Pressure {
@@ -194,6 +206,8 @@ impl Pressure {
             released: watch::Sender::new(0),
             window,
             max_hold,
+            messages: AtomicU64::new(0),
+            message_hold_at: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -218,7 +232,8 @@ impl Pressure {
         if !self.enabled() {
             return false;
         }
-        let mut holding = false;
+        let messages = self.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut holding = messages >= self.message_hold_at.load(Ordering::Relaxed);
         for lane in lanes.with_total() {
             let state = self.lane(lane);
             let published = state.published.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -237,7 +252,9 @@ impl Pressure {
 
     /// Whether a publisher must wait before routing more into these lanes.
     pub fn holding(&self, lanes: &TopicLanes) -> bool {
-        self.enabled() && lanes.with_total().any(|lane| self.lane(lane).holding())
+        self.enabled()
+            && (self.messages.load(Ordering::Relaxed) >= self.message_hold_at.load(Ordering::Relaxed)
+                || lanes.with_total().any(|lane| self.lane(lane).holding()))
     }
 
     /// Changes when publishers may continue.
@@ -268,6 +285,23 @@ impl Pressure {
     /// Bytes published in total so far (as [`Pressure::record_published`] counts them).
     pub fn published_total(&self) -> u64 {
         self.lane(Lane::TOTAL).published()
+    }
+
+    /// Messages published in total (as [`Pressure::record_published`] counts them).
+    pub fn published_messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// For the one reader that counts the messages it has read of everything published (the
+    /// fleet hub, whose subscribers' queues are bounded in messages): every publisher is held
+    /// once `hold_at` messages have been published (`None`: never).
+    pub fn reader_read_messages(&self, hold_at: Option<u64>) {
+        let hold_at = hold_at.unwrap_or(u64::MAX);
+        let previous = self.message_hold_at.swap(hold_at, Ordering::AcqRel);
+        // Only publishers that reached the previous point can be waiting for this.
+        if hold_at > previous && self.messages.load(Ordering::Relaxed) >= previous {
+            self.released.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// Moves a connection's hold point in a lane: `from` removed, `to` added.
@@ -715,6 +749,26 @@ mod tests {
         assert!(backlog.hold_deadline(&pressure).is_some(), "tracked again once caught up");
         pressure.record_published(&to_device(1), 10);
         assert!(pressure.holding(&to_device(1)));
+    }
+
+    #[test]
+    fn a_message_counting_reader_holds_every_publisher_at_its_point() {
+        let pressure = Pressure::new(1 << 20, Duration::from_secs(10));
+        let released = pressure.watch_release();
+        pressure.reader_read_messages(Some(2));
+        assert!(!pressure.record_published(&to_device(1), 10));
+        assert!(pressure.record_published(&to_device(2), 10), "the second message reaches the point");
+        assert!(pressure.holding(&to_device(3)) && pressure.holding(&TopicLanes::of(b"other")));
+        assert_eq!(pressure.published_messages(), 2);
+        pressure.reader_read_messages(Some(4));
+        assert!(!pressure.holding(&to_device(3)) && released.has_changed().unwrap());
+        pressure.reader_read_messages(None);
+        pressure.record_published(&to_device(1), 10);
+        pressure.record_published(&to_device(1), 10);
+        assert!(!pressure.holding(&to_device(1)), "no reader");
+        let disabled = Pressure::new(0, Duration::from_secs(10));
+        disabled.reader_read_messages(Some(0));
+        assert!(!disabled.record_published(&to_device(1), 10) && !disabled.holding(&to_device(1)));
     }
 
     #[test]

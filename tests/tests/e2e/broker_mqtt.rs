@@ -652,9 +652,14 @@ async fn max_connections_refuses_extra_clients() {
 /// router table of 16, forty clients connect, and a persistent session that never used the router
 /// is still resumed. Links are attached on first use; when the table is full, that client (and
 /// only it) is told "server busy" (v5 DISCONNECT 0x89) and the others keep working.
+///
+/// With the fleet hub off: with it (the default) clean sessions' subscriptions take no link of
+/// their own, so these forty clean subscribers would never fill the table — lazy attachment
+/// still serves persistent sessions and `$share` (the test below) and every client when the
+/// hub is off.
 #[tokio::test]
 async fn router_links_are_attached_on_first_use() {
-    let broker = broker("allow_anonymous true\ngate_router_connections 16\n");
+    let broker = broker("allow_anonymous true\ngate_router_connections 16\ngate_fleet_hub false\n");
     let mut idle = Vec::new();
     for index in 0..40 {
         idle.push(RawClient::connected(broker.addr(), &Connect::new(5, &format!("idle-{index}"))).await);
@@ -693,6 +698,45 @@ async fn router_links_are_attached_on_first_use() {
         };
         assert_eq!(frame.packet_type, testkit::PUBLISH);
         assert_eq!(&frame.publish(true).payload[..], b"still routed");
+    }
+}
+
+/// With the fleet hub (the default), the router table holds the hub's link and the publisher
+/// pool's, and clean sessions' subscriptions take no entry: in a table of 16, forty clean
+/// subscribers are all served (none is refused), while persistent sessions still attach a link
+/// on first use, at most as many as the table has room for, the rest told "server busy".
+#[tokio::test]
+async fn with_the_hub_clean_subscribers_take_no_router_table_entry() {
+    let broker = broker("allow_anonymous true\ngate_router_connections 16\n");
+    let mut clean = Vec::new();
+    for index in 0..40 {
+        let mut client = RawClient::connected(broker.addr(), &Connect::new(5, &format!("clean-{index}"))).await;
+        assert_eq!(client.subscribe(1, &[("first/use", 1)]).await, [1], "clean-{index}");
+        clean.push(client);
+    }
+    let (mut attached, mut refused) = (Vec::new(), 0);
+    for index in 0..20 {
+        let mut connect = Connect::new(5, &format!("persistent-{index}"));
+        connect.clean = false;
+        connect.session_expiry = Some(3600);
+        let mut client = RawClient::connected(broker.addr(), &connect).await;
+        client.send(&testkit::subscribe(true, 1, &[("first/use", 1)])).await;
+        match client.next(Duration::from_secs(10)).await {
+            Next::Frame(frame) if frame.packet_type == testkit::SUBACK => attached.push(client),
+            Next::Frame(frame) if frame.packet_type == testkit::DISCONNECT => {
+                assert_eq!(frame.reason(), 0x89, "server busy");
+                refused += 1;
+            }
+            other => panic!("SUBACK or DISCONNECT expected, got {other:?}"),
+        }
+    }
+    assert!((1..16).contains(&attached.len()), "{} persistent links attached in a table of 16", attached.len());
+    assert!(refused > 0, "the table is bounded");
+    let mut publisher = RawClient::connected(broker.addr(), &Connect::new(5, "publisher")).await;
+    publisher.publish("first/use", b"still routed", 1, false, 9).await;
+    for client in clean.iter_mut().chain(attached.iter_mut()) {
+        let got = client.expect_publish().await;
+        assert_eq!(&got.payload[..], b"still routed");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The fleet hub (`gate_fleet_hub true`, issue 22; broker/src/routing/hub.rs): clean sessions'
+//! The fleet hub (`gate_fleet_hub true`, issue 22; broker/src/routing/hub/): clean sessions'
 //! subscriptions served by the gate's fan-out from one router link, publishes through the
 //! publisher pool. On the real binary with raw clients: delivery at QoS 0/1/2, the ACL on
 //! delivery, No Local, retained messages on subscribe with Retain Handling, overlapping

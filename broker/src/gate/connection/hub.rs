@@ -18,8 +18,9 @@ use crate::gate::codec;
 use crate::gate::delivery::{self, RouterCopy};
 use crate::gate::flow_control::{HUB_PKID, Waiting};
 use crate::gate::subscriptions;
+use crate::routing::backpressure::TopicLanes;
 use crate::routing::envelope;
-use crate::routing::hub::Membership;
+use crate::routing::hub::{Fence, Membership};
 use crate::routing::router_link::{Routed, RouterLink, RoutingEngine};
 use crate::security::Access;
 
@@ -34,6 +35,21 @@ pub(super) struct HubState {
     releasing: HashSet<u16>,
     /// Retained messages for hub subscriptions whose SUBACK still waits behind the router's.
     after_suback: Vec<Routed>,
+    /// Hub subscriptions whose retained messages are taken once the hub has passed their fence
+    /// (`routing::hub::Fence`).
+    pending_replays: Vec<PendingReplay>,
+}
+
+#[derive(Debug)]
+struct PendingReplay {
+    filter: String,
+    /// The subscription's QoS; `None`: Retain Handling says no retained messages.
+    qos: Option<u8>,
+    fence: Fence,
+    /// Once the hub has passed the fence: how many queued deliveries (offered before it did)
+    /// are still to be taken before the replay — matching retained ones among them are left to
+    /// the replay (`deliver_hub`), so that a message arrives once, as retained.
+    due_after: Option<usize>,
 }
 
 impl HubState {
@@ -62,20 +78,67 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let conn_id = self.conn_id;
         let state = self.hub.get_or_insert_with(|| {
             Box::new(HubState {
-                membership: Membership::new(hub, conn_id),
+                membership: Membership::new(hub.clone(), conn_id),
                 in_flight: HashSet::new(),
                 releasing: HashSet::new(),
                 after_suback: Vec::new(),
+                pending_replays: Vec::new(),
             })
         });
         for filter in filters {
             self.shared.subscribed_filters.insert(&filter.path);
             state.membership.add(&filter.path);
-            if filter.retain_forward_rule != RetainForwardRule::Never {
-                let retained = state.membership.hub().retained_matching(&filter.path, filter.qos as u8);
-                state.after_suback.extend(retained);
+            // What was published before this SUBSCRIBE may not have reached the hub yet: its
+            // retained messages come as the replay (or, Retain Handling 2, not at all), not live.
+            let fence = hub.fence(&self.shared.pressure);
+            if !hub.passed(&fence) {
+                hub.wake_at(fence, &state.membership.inbox);
+            }
+            let qos = (filter.retain_forward_rule != RetainForwardRule::Never).then_some(filter.qos as u8);
+            state.pending_replays.push(PendingReplay { filter: filter.path, qos, fence, due_after: None });
+        }
+        // Those the hub has passed, with nothing queued before, are taken at once.
+        self.hub_pending_replays();
+    }
+
+    /// Takes the retained messages of hub subscriptions whose fence the hub has passed, once
+    /// what it queued before that has been taken.
+    fn hub_pending_replays(&mut self) {
+        let Some(state) = self.hub.as_deref_mut() else { return };
+        if state.pending_replays.is_empty() {
+            return;
+        }
+        let HubState { membership, after_suback, pending_replays, .. } = state;
+        let hub = membership.hub();
+        let queued = membership.inbox.len();
+        pending_replays.retain_mut(|pending| {
+            if pending.due_after.is_none() && hub.passed(&pending.fence) {
+                // (Everything the hub offered before it counted the fence passed is queued.)
+                pending.due_after = Some(queued);
+            }
+            if pending.due_after != Some(0) {
+                return true;
+            }
+            if let Some(qos) = pending.qos {
+                after_suback.extend(hub.retained_matching(&pending.filter, qos));
+            }
+            false
+        });
+    }
+
+    /// One delivery taken from the hub queue; true if a pending replay is now due.
+    fn hub_taken(&mut self) -> bool {
+        let Some(state) = self.hub.as_deref_mut() else { return false };
+        let mut due = false;
+        for pending in &mut state.pending_replays {
+            if let Some(left) = pending.due_after.as_mut()
+                && *left > 0
+            {
+                *left -= 1;
+                due |= *left == 0;
             }
         }
+        due
     }
 
     /// Removes `filter` from the hub; false if the hub did not serve it.
@@ -86,6 +149,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Writes the retained messages of new hub subscriptions once no SUBACK waits (MQTT clients
     /// expect the SUBACK first).
     pub(super) fn hub_retained_after_suback(&mut self) {
+        self.hub_pending_replays();
         if !self.pending_acks.is_empty() {
             return;
         }
@@ -104,6 +168,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Receive Maximum). Those waiting count against the queue's bound (`routing::hub`).
     pub(super) fn drain_hub(&mut self) {
         let Some(inbox) = self.hub.as_ref().map(|hub| hub.membership.inbox.clone()) else { return };
+        // Retained messages whose fence the hub passed go before what it queued since.
+        self.hub_retained_after_suback();
         loop {
             if self.write_buf.len() >= WRITE_HIGH_WATER {
                 // Written first; the next loop turn comes back for the rest.
@@ -113,7 +179,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 break;
             }
             let Some(routed) = self.hub.as_ref().and_then(|hub| hub.membership.pop()) else { break };
+            let replay_due = self.hub_taken();
             self.deliver_hub(routed);
+            if replay_due {
+                self.hub_retained_after_suback();
+            }
         }
         let waiting = self.window.queued();
         if let Some(hub) = self.hub.as_ref() {
@@ -133,6 +203,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         let Some(topic_str) = std::str::from_utf8(&topic).ok().filter(|t| self.wants_delivery(t)) else { return };
         if !self.authz.allows(Access::Receive, topic_str) {
+            return;
+        }
+        if !replay
+            && stamp.retain
+            && self.hub.as_ref().is_some_and(|hub| {
+                hub.pending_replays.iter().any(|pending| subscriptions::matches_mqtt(&pending.filter, &topic))
+            })
+        {
+            // A retained message published before a new subscription (or the replay has a newer
+            // value for the topic): the replay carries it, if Retain Handling wants it.
             return;
         }
         let router_qos = if replay { replay_qos } else { 2 };
@@ -216,11 +296,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.write_waiting();
     }
 
-    /// Whether a congested hub queue holds this connection's publishing (`routing::hub`): only
-    /// connections that are not hub subscribers are held (those must keep reading their clients'
-    /// acknowledgements).
+    /// Whether a congested hub queue holds this connection's publishing (`routing::hub::inbox`):
+    /// its last publish was in the lanes of a congested queue (`held_lanes`, set by
+    /// `push_publish`). A connection whose own queue is congested is not held: it must keep
+    /// reading its client's acknowledgements (as a routed subscriber at its hold point is exempt,
+    /// `routing::backpressure`).
     pub(super) fn held_by_hub(&self) -> bool {
-        self.hub.is_none() && self.shared.hub.as_ref().is_some_and(|hub| hub.holding())
+        let Some(hub) = self.shared.hub.as_ref() else { return false };
+        hub.holding()
+            && self.held_lanes.is_some_and(|lanes| hub.queues.holds(&lanes))
+            && !self.hub.as_ref().is_some_and(|own| own.membership.inbox.is_congested())
     }
 
     /// Whether this connection's PUBLISHes go through the publisher pool: the hub is on, the
@@ -245,8 +330,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         Ok(())
     }
 
-    /// Pushes one packet for the router: through the pool or the connection's own link.
+    /// Pushes one packet for the router: through the pool or the connection's own link. A
+    /// publish into the lanes of a congested hub queue holds what this connection reads next
+    /// (`held_by_hub`).
     pub(super) fn push_publish(&mut self, packet: Packet) {
+        if let (Some(hub), Packet::Publish(publish, _)) = (self.shared.hub.as_ref(), &packet)
+            && hub.holding()
+        {
+            let lanes = TopicLanes::of(&publish.topic);
+            if hub.queues.holds(&lanes) {
+                self.held_lanes = Some(lanes);
+            }
+        }
         if self.publishes_through_pool() { self.pool_batch.push(packet) } else { self.link.push(packet) }
     }
 }

@@ -40,150 +40,57 @@
 //! start the router's retained store replayed to the hub's `#` (restored by persistence before
 //! the hub subscribes). A new hub subscription takes matching entries from it
 //! ([`Hub::retained_matching`]).
+//!
+//! Where each part lives: `index` (the fan-out index), `inbox` (the queues, their bounds and
+//! congestion), `retained` (the retained index); here, the hub's task reading its router link,
+//! what it has read as a hold point (`Progress`), and a connection's [`Membership`].
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::ControlFlow;
+mod inbox;
+mod index;
+mod retained;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
-use tokio::sync::Notify;
 use tracing::error;
 
+pub use self::inbox::{Inbox, Queues};
+use self::index::{Index, Member};
+use self::retained::Retained;
 use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
-use crate::routing::filter_tree::FilterTree;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
 const BATCH: usize = 1024;
 
-/// The hub's shared state: the fan-out index, the retained index and the queue bounds.
+/// The hub's shared state: the fan-out index (`index`), the retained index (`retained`) and the
+/// queues' bounds and congestion (`inbox`).
 #[derive(Debug)]
 pub struct Hub {
-    index: RwLock<FilterTree<Vec<Member>>>,
-    retained: Mutex<HashMap<Bytes, Routed>>,
-    max_messages: usize,
-    max_bytes: u64,
+    index: Index,
+    retained: Retained,
+    pub queues: Queues,
     /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
     pub dropped: AtomicU64,
-    /// `None`: queues never hold publishers; else how long one may (`gate_backpressure_max_hold`).
-    max_hold: Option<Duration>,
-    /// The congested queues, with when they became congested (see the module documentation).
-    congested: Mutex<Vec<(Arc<Inbox>, Instant)>>,
-    /// `congested.len()`, read without the lock by every publisher.
-    congested_count: std::sync::atomic::AtomicUsize,
-    /// Bumped when the last congested queue is no longer congested: held publishers continue.
-    released: tokio::sync::watch::Sender<u64>,
+    /// Messages the hub has read, as `backpressure` counts them published (see [`Fence`]).
+    read: AtomicU64,
+    /// Queues whose connection waits for the hub to pass a fence, woken through their inbox.
+    fences: std::sync::Mutex<Vec<(Fence, Arc<Inbox>)>>,
+    fences_waiting: std::sync::atomic::AtomicBool,
 }
 
-/// One connection's bounded queue of hub deliveries.
-#[derive(Debug, Default)]
-pub struct Inbox {
-    queue: Mutex<Queue>,
-    /// Woken when a message is queued (a permit is kept when the connection is busy).
-    pub ready: Notify,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    messages: VecDeque<Routed>,
-    bytes: u64,
-    /// Deliveries the connection took from here that wait for room in its client's window
-    /// (`gate::flow_control`): they count against the bound too.
-    waiting: usize,
-    /// More than half full: holding publishers (listed in `Hub::congested`).
-    congested: bool,
-    /// Congested for longer than the hold allows: holding nobody until drained.
-    stuck: bool,
-}
-
-/// A subscriber in the fan-out index.
-#[derive(Debug, Clone)]
-struct Member {
-    conn_id: u64,
-    inbox: Arc<Inbox>,
-}
-
-impl Inbox {
-    /// The next queued delivery (`hub`: the hub it belongs to, told when it is no longer
-    /// congested).
-    pub fn pop(self: &Arc<Self>, hub: &Hub) -> Option<Routed> {
-        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let routed = queue.messages.pop_front()?;
-        queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
-        if queue.messages.is_empty() {
-            queue.stuck = false;
-            if queue.messages.capacity() > 64 {
-                // A burst's queue goes back to the allocator once drained (a fleet's queues are
-                // mostly empty: their memory is the point of the hub).
-                queue.messages = VecDeque::new();
-            }
-        }
-        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
-            queue.congested = false;
-            drop(queue);
-            hub.decongested(self);
-        }
-        Some(routed)
-    }
-
-    /// How many deliveries taken from here wait for room in the client's window.
-    pub fn set_waiting(self: &Arc<Self>, hub: &Hub, waiting: usize) {
-        let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        queue.waiting = waiting;
-        if queue.congested && !hub.above_half(queue.messages.len() + queue.waiting, queue.bytes) {
-            queue.congested = false;
-            drop(queue);
-            hub.decongested(self);
-        }
-    }
-
-    /// Messages waiting.
-    pub fn len(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Queues `routed` unless that would pass the bounds; false when it was dropped.
-    fn offer(self: &Arc<Self>, routed: Routed, hub: &Hub) -> bool {
-        let size = routed.payload.len() as u64;
-        let congests = {
-            let mut queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let full = (hub.max_messages > 0 && queue.messages.len() + queue.waiting >= hub.max_messages)
-                || (hub.max_bytes > 0 && queue.bytes + size > hub.max_bytes && !queue.messages.is_empty());
-            if full {
-                return false;
-            }
-            queue.messages.push_back(routed);
-            queue.bytes += size;
-            let congests = hub.max_hold.is_some()
-                && !queue.congested
-                && !queue.stuck
-                && hub.above_half(queue.messages.len() + queue.waiting, queue.bytes);
-            queue.congested |= congests;
-            congests
-        };
-        if congests {
-            hub.congested_by(self);
-        }
-        self.ready.notify_one();
-        true
-    }
-
-    /// Leaves the congested list for good (the connection is gone).
-    fn leave(self: &Arc<Self>, hub: &Hub) {
-        let was =
-            std::mem::replace(&mut self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).congested, false);
-        if was {
-            hub.decongested(self);
-        }
-    }
+/// What had been published when a hub subscription was made: its retained messages are taken
+/// from the retained index only once the hub has read that far, so that a retained message
+/// (or its clear) acknowledged to its publisher before the SUBSCRIBE is in the index (the hub
+/// reads the router's `#` log on its own task, behind the publishers). Passed after
+/// [`RESYNC_AFTER`] in any case: what was counted but never reaches the hub is not waited for.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    messages: u64,
+    since: Instant,
 }
 
 impl Hub {
@@ -192,110 +99,85 @@ impl Hub {
     /// `max_hold`: how long a congested queue may hold publishers (`None`: never).
     pub fn new(max_messages: usize, max_bytes: u64, max_hold: Option<Duration>) -> Self {
         Hub {
-            index: RwLock::default(),
-            retained: Mutex::default(),
-            max_messages,
-            max_bytes,
+            index: Index::default(),
+            retained: Retained::default(),
+            queues: Queues::new(max_messages, max_bytes, max_hold),
             dropped: AtomicU64::new(0),
-            max_hold,
-            congested: Mutex::default(),
-            congested_count: Default::default(),
-            released: tokio::sync::watch::Sender::new(0),
+            read: AtomicU64::new(0),
+            fences: std::sync::Mutex::default(),
+            fences_waiting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// More than half of a bound is used (never without bounds).
-    fn above_half(&self, messages: usize, bytes: u64) -> bool {
-        (self.max_messages > 0 && messages > self.max_messages / 2)
-            || (self.max_bytes > 0 && bytes > self.max_bytes / 2)
+    /// A fence at what has been published so far.
+    pub fn fence(&self, pressure: &Pressure) -> Fence {
+        Fence { messages: pressure.published_messages(), since: Instant::now() }
     }
 
-    fn congested_by(&self, inbox: &Arc<Inbox>) {
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.push((inbox.clone(), Instant::now()));
-        self.congested_count.store(congested.len(), Ordering::Release);
+    /// Whether the hub has read up to `fence` (or waited long enough for it).
+    pub fn passed(&self, fence: &Fence) -> bool {
+        self.read.load(Ordering::Acquire) >= fence.messages || fence.since.elapsed() >= RESYNC_AFTER
     }
 
-    fn decongested(&self, inbox: &Arc<Inbox>) {
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.retain(|(queue, _)| !Arc::ptr_eq(queue, inbox));
-        self.congested_count.store(congested.len(), Ordering::Release);
-        if congested.is_empty() {
-            self.released.send_modify(|generation| *generation += 1);
+    /// Wakes `inbox`'s connection (`Inbox::ready`) once the hub has passed `fence`.
+    pub fn wake_at(&self, fence: Fence, inbox: &Arc<Inbox>) {
+        let mut fences = self.fences.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fences.push((fence, inbox.clone()));
+        self.fences_waiting.store(true, Ordering::Release);
+    }
+
+    /// The hub has read `read` messages: wakes the connections whose fence it passed.
+    fn advance(&self, read: u64) {
+        self.read.store(read, Ordering::Release);
+        if !self.fences_waiting.load(Ordering::Acquire) {
+            return;
         }
+        let mut fences = self.fences.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fences.retain(|(fence, inbox)| {
+            let waiting = !self.passed(fence);
+            if !waiting {
+                inbox.ready.notify_one();
+            }
+            waiting
+        });
+        self.fences_waiting.store(!fences.is_empty(), Ordering::Release);
     }
 
     /// Whether publishers that are not hub subscribers must wait (a queue is congested).
     pub fn holding(&self) -> bool {
-        self.congested_count.load(Ordering::Acquire) > 0
+        self.queues.holding()
     }
 
     /// Changes when held publishers may continue.
     pub fn watch_release(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.released.subscribe()
+        self.queues.watch_release()
     }
 
     /// When the oldest congested queue becomes stuck (`None`: none is congested).
     pub fn hold_deadline(&self) -> Option<Instant> {
-        let max_hold = self.max_hold?;
-        let congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        congested.iter().map(|(_, since)| *since + max_hold).min()
+        self.queues.hold_deadline()
     }
 
-    /// Marks the queues congested for longer than the hold allows as stuck: they hold nobody
-    /// until drained (they drop what passes their bound meanwhile).
+    /// Marks the queues congested for longer than the hold allows as stuck (`inbox`).
     pub fn expire_holds(&self) {
-        let Some(max_hold) = self.max_hold else { return };
-        let now = Instant::now();
-        let mut congested = self.congested.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = congested.len();
-        congested.retain(|(inbox, since)| {
-            if now < *since + max_hold {
-                return true;
-            }
-            let mut queue = inbox.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            queue.congested = false;
-            queue.stuck = true;
-            false
-        });
-        self.congested_count.store(congested.len(), Ordering::Release);
-        if before > 0 && congested.is_empty() {
-            drop(congested);
-            self.released.send_modify(|generation| *generation += 1);
-        }
+        self.queues.expire_holds();
     }
 
     /// Adds `inbox` (connection `conn_id`) as a subscriber of `filter` (client spelling,
     /// validated, not shared). Adding the same pair twice keeps one entry.
     pub fn subscribe(&self, filter: &str, conn_id: u64, inbox: &Arc<Inbox>) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (members, _) = index.slot(filter.as_bytes(), Vec::new);
-        if !members.iter().any(|m| m.conn_id == conn_id) {
-            members.push(Member { conn_id, inbox: inbox.clone() });
-        }
+        self.index.subscribe(filter, conn_id, inbox);
     }
 
     /// Removes connection `conn_id` from `filter`.
     pub fn unsubscribe(&self, filter: &str, conn_id: u64) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        index.update(filter.as_bytes(), |members| {
-            members.retain(|m| m.conn_id != conn_id);
-            members.is_empty()
-        });
+        self.index.unsubscribe(filter, conn_id);
     }
 
     /// The inboxes of the connections with a subscription matching `topic` (client spelling),
     /// each once.
     fn matching(&self, topic: &[u8], out: &mut Vec<Member>) {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = index.matching(topic, |members| {
-            out.extend(members.iter().cloned());
-            ControlFlow::Continue(())
-        });
-        if out.len() > 1 {
-            out.sort_unstable_by_key(|m| m.conn_id);
-            out.dedup_by_key(|m| m.conn_id);
-        }
+        self.index.matching(topic, out);
     }
 
     /// Hands one routed message to every matching subscriber's queue; returns how many queues
@@ -306,9 +188,9 @@ impl Hub {
         let mut dropped = 0;
         if let Some((last, rest)) = members.split_last() {
             for member in rest {
-                dropped += u64::from(!member.inbox.offer(routed.clone(), self));
+                dropped += u64::from(!member.inbox.offer(routed.clone(), &self.queues));
             }
-            dropped += u64::from(!last.inbox.offer(routed, self));
+            dropped += u64::from(!last.inbox.offer(routed, &self.queues));
         }
         members.clear();
         if dropped > 0 {
@@ -325,7 +207,7 @@ impl Hub {
             FromRouter::Publish(routed) => {
                 if routed.retain {
                     // The router's retained store, replayed when the hub subscribed.
-                    self.keep_retained(routed);
+                    self.retained.keep(routed);
                     return 0;
                 }
                 let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
@@ -337,9 +219,9 @@ impl Hub {
                 let size = (4 + routed.topic.len() + body.len()) as u64;
                 if stamp.retain {
                     if body.is_empty() {
-                        self.forget_retained(&routed.topic);
+                        self.retained.forget(&routed.topic);
                     } else {
-                        self.keep_retained(Routed { retain: true, ..routed.clone() });
+                        self.retained.keep(Routed { retain: true, ..routed.clone() });
                     }
                 }
                 self.fan_out(routed, members);
@@ -353,42 +235,14 @@ impl Hub {
         }
     }
 
-    fn keep_retained(&self, routed: Routed) {
-        let mut retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match envelope::open(routed.payload.clone()) {
-            Some((_, body)) if !body.is_empty() => {
-                retained.insert(routed.topic.clone(), routed);
-            }
-            _ => {
-                retained.remove(&routed.topic);
-            }
-        }
-    }
-
-    fn forget_retained(&self, topic: &Bytes) {
-        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(topic);
-    }
-
-    /// The retained messages `filter` matches (by MQTT's rules), marked as replays (`retain`)
-    /// with the subscription's QoS as their router QoS (`gate::delivery` delivers a replay at
-    /// `min(publish QoS, that)`). A filter without wildcards is one lookup; others scan the
-    /// index.
+    /// The retained messages `filter` matches, as replays (`retained`).
     pub fn retained_matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
-        let retained = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let replay = |routed: &Routed| Routed { retain: true, qos, pkid: 0, ..routed.clone() };
-        if !filter.contains(['+', '#']) {
-            return retained.get(filter.as_bytes()).map(replay).into_iter().collect();
-        }
-        retained
-            .values()
-            .filter(|routed| crate::gate::subscriptions::matches_mqtt(filter, &routed.topic))
-            .map(replay)
-            .collect()
+        self.retained.matching(filter, qos)
     }
 
     /// Retained messages in the index.
     pub fn retained_count(&self) -> usize {
-        self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.retained.count()
     }
 }
 
@@ -417,39 +271,94 @@ const HUB_READER: u64 = u64::MAX;
 /// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
 /// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
 const HUB_WINDOW: u64 = 64 * 1024;
+/// With no notification for this long, what the hub has read is taken to be everything
+/// published (see [`Progress::resync`]).
+const RESYNC_AFTER: Duration = Duration::from_millis(200);
 
-/// What the hub has read, as `backpressure` counts what is published (`4 + topic + payload`,
-/// without the envelope), registered as the hub's hold point in the total: publishers are held
-/// when the hub itself falls a window behind (the router's `#` log would roll over under it, and
-/// every hub subscriber would lose what it skipped).
+/// What the hub has read, as `backpressure` counts what is published, registered as the hub's
+/// hold points: publishers are held when the hub itself falls behind.
+///
+/// - In bytes (`4 + topic + payload`, without the envelope), in the total: a window behind, the
+///   router's `#` log would roll over under the hub, and every hub subscriber would lose what it
+///   skipped.
+/// - In messages, when queues are bounded: what the hub has not read yet is on its way to
+///   subscribers' queues, and a queue congests (holds publishers) only when the hub hands it its
+///   half-bound-th message — everything still in transit then lands on top. So the hub may be at
+///   most a quarter of the bounds behind (`in_transit`): a congested queue then still has room for
+///   all of it (P2's 1→100 QoS 1 with slow ACL checks overflowed queues without this). The byte
+///   window is capped the same way by `max_queued_bytes`.
 struct Progress {
     pressure: Arc<Pressure>,
     window: u64,
     consumed: u64,
     registered_at: u64,
     point: Option<u64>,
+    /// Messages read; the messages the hub may be behind (`None`: no message bound).
+    messages: u64,
+    in_transit: Option<u64>,
+    messages_registered_at: u64,
 }
 
 impl Progress {
-    fn new(pressure: Arc<Pressure>) -> Self {
+    fn new(pressure: Arc<Pressure>, queues: &Queues) -> Self {
         let consumed = pressure.published_total();
-        let window = pressure.window().min(HUB_WINDOW);
+        let (max_messages, max_bytes) = queues.bounds();
+        let mut window = pressure.window().min(HUB_WINDOW);
+        if max_bytes > 0 {
+            window = window.min((max_bytes / 4).max(1));
+        }
         let point =
             pressure.enabled().then(|| pressure.reader_consumed(HUB_READER, None, Some(consumed), window)).flatten();
-        Progress { pressure, window, consumed, registered_at: consumed, point }
+        let in_transit = (pressure.enabled() && max_messages > 0).then_some((max_messages as u64 / 4).max(1));
+        let messages = pressure.published_messages();
+        if let Some(in_transit) = in_transit {
+            pressure.reader_read_messages(Some(messages + in_transit));
+        }
+        Progress {
+            pressure,
+            window,
+            consumed,
+            registered_at: consumed,
+            point,
+            messages,
+            in_transit,
+            messages_registered_at: messages,
+        }
     }
 
+    /// One notification read: `size` as `Hub::on_router` returns it (0: not a counted message).
     fn read(&mut self, size: u64) {
+        if size == 0 {
+            return;
+        }
         self.consumed += size;
+        self.messages += 1;
+        if let Some(in_transit) = self.in_transit
+            && self.messages - self.messages_registered_at >= in_transit / 4
+        {
+            // Within a batch too: with a small bound, a batch is many windows.
+            self.register_messages(in_transit);
+        }
     }
 
-    /// Moves the hold point forward once per quarter window of progress, and when caught up.
+    fn register_messages(&mut self, in_transit: u64) {
+        // (Wills and stored messages the hub also reads are not counted as published: never
+        // ahead of the publishers' count.)
+        self.messages = self.messages.min(self.pressure.published_messages());
+        self.pressure.reader_read_messages(Some(self.messages + in_transit));
+        self.messages_registered_at = self.messages;
+    }
+
+    /// Moves the hold points forward once per quarter window of progress, and when caught up.
     fn register(&mut self) {
+        if let Some(in_transit) = self.in_transit
+            && self.messages != self.messages_registered_at
+        {
+            self.register_messages(in_transit);
+        }
         if self.point.is_none() {
             return;
         }
-        // (Wills and stored messages the hub also reads are not counted as published: never
-        // ahead of the publishers' count.)
         self.consumed = self.consumed.min(self.pressure.published_total());
         let caught_up = self.consumed == self.pressure.published_total();
         if caught_up || self.consumed - self.registered_at >= self.window / 4 {
@@ -457,19 +366,43 @@ impl Progress {
             self.registered_at = self.consumed;
         }
     }
+
+    /// The hub has had nothing to read for [`RESYNC_AFTER`]: whatever was counted as published
+    /// and has not reached it never will (a publisher gone before it flushed its batch, a
+    /// message the router did not route), so it stops counting as behind — otherwise such
+    /// losses would add up into holding every publisher for good.
+    fn resync(&mut self) {
+        let (bytes, messages) = (self.pressure.published_total(), self.pressure.published_messages());
+        if self.consumed >= bytes && self.messages >= messages {
+            return;
+        }
+        tracing::debug!(
+            bytes = bytes - self.consumed.min(bytes),
+            messages = messages - self.messages.min(messages),
+            "fleet hub: counted but never read"
+        );
+        self.consumed = bytes;
+        self.messages = messages;
+        self.register();
+    }
 }
 
 /// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
 /// receives.
 pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
-    let mut progress = Progress::new(pressure);
+    let mut progress = Progress::new(pressure, &hub.queues);
     let mut members = Vec::new();
     loop {
-        let first = match link.recv().await {
-            Ok(note) => note,
-            Err(_) => {
+        let first = match tokio::time::timeout(RESYNC_AFTER, link.recv()).await {
+            Ok(Ok(note)) => note,
+            Ok(Err(_)) => {
                 error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
                 return;
+            }
+            Err(_) => {
+                progress.resync();
+                hub.advance(progress.messages);
+                continue;
             }
         };
         let mut paused = false;
@@ -481,6 +414,7 @@ pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressu
             }
         }
         progress.register();
+        hub.advance(progress.messages);
         if paused && link.resume().await.is_err() {
             error!("fleet hub: the router closed its link; hub subscribers receive nothing more");
             return;
@@ -511,12 +445,12 @@ impl Membership {
 
     /// The next delivery in this connection's queue.
     pub fn pop(&self) -> Option<Routed> {
-        self.inbox.pop(&self.hub)
+        self.inbox.pop(&self.hub.queues)
     }
 
     /// Deliveries taken from the queue that wait for room in the client's window.
     pub fn set_waiting(&self, waiting: usize) {
-        self.inbox.set_waiting(&self.hub, waiting);
+        self.inbox.set_waiting(&self.hub.queues, waiting);
     }
 
     /// Whether `filter` is one of this connection's hub subscriptions.
@@ -528,6 +462,7 @@ impl Membership {
     pub fn add(&mut self, filter: &str) {
         if !self.has(filter) {
             self.filters.push(filter.to_owned());
+            self.inbox.set_filters(self.filters.iter().map(String::as_str));
         }
         self.hub.subscribe(filter, self.conn_id, &self.inbox);
     }
@@ -536,6 +471,7 @@ impl Membership {
     pub fn remove(&mut self, filter: &str) -> bool {
         let Some(at) = self.filters.iter().position(|f| f == filter) else { return false };
         self.filters.swap_remove(at);
+        self.inbox.set_filters(self.filters.iter().map(String::as_str));
         self.hub.unsubscribe(filter, self.conn_id);
         true
     }
@@ -543,7 +479,7 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.inbox.leave(&self.hub);
+        self.inbox.leave(&self.hub.queues);
         for filter in std::mem::take(&mut self.filters) {
             self.hub.unsubscribe(&filter, self.conn_id);
         }
@@ -554,6 +490,7 @@ impl Drop for Membership {
 mod tests {
     use super::*;
     use crate::routing::envelope::Stamp;
+    use bytes::Bytes;
 
     fn routed(topic: &str, retain: bool, body: &[u8]) -> Routed {
         let stamp = Stamp::for_test(1, retain, "p");
@@ -588,7 +525,7 @@ mod tests {
                 assert_eq!(receivers(&hub, topic) == [7], expected, "{filter} ~ {topic}");
             }
             hub.unsubscribe(filter, 7);
-            assert!(hub.index.read().unwrap().is_empty(), "{filter}: pruned");
+            assert!(hub.index.is_empty(), "{filter}: pruned");
         }
         let hub = Hub::new(0, 0, None);
         let inbox = Arc::new(Inbox::default());
@@ -610,10 +547,10 @@ mod tests {
         let mut dropped = 0;
         for _ in 0..5 {
             dropped += hub.fan_out(routed("cmd/9", false, b"x"), &mut members);
-            fast.pop(&hub);
+            fast.pop(&hub.queues);
         }
         assert_eq!((dropped, slow.len(), fast.len()), (3, 2, 0));
-        assert!(slow.pop(&hub).is_some() && slow.pop(&hub).is_some() && slow.pop(&hub).is_none());
+        assert!(slow.pop(&hub.queues).is_some() && slow.pop(&hub.queues).is_some() && slow.pop(&hub.queues).is_none());
         let bytes = Hub::new(0, 10, None);
         bytes.subscribe("t", 1, &slow);
         let big = routed("t", false, b"0123456789");
@@ -633,7 +570,7 @@ mod tests {
         }
         assert!(hub.holding() && hub.hold_deadline().is_some(), "3 of 4: congested");
         assert!(!release.has_changed().unwrap());
-        inbox.pop(&hub);
+        inbox.pop(&hub.queues);
         assert!(!hub.holding() && release.has_changed().unwrap(), "2 of 4 is not over half: released");
 
         let quick = Hub::new(4, 0, Some(Duration::ZERO));
@@ -648,7 +585,7 @@ mod tests {
         quick.fan_out(routed("t", false, b"x"), &mut members);
         assert_eq!(quick.fan_out(routed("t", false, b"x"), &mut members), 1, "and drops past its bound");
         assert!(!quick.holding(), "until drained");
-        while stuck.pop(&quick).is_some() {}
+        while stuck.pop(&quick.queues).is_some() {}
         for _ in 0..3 {
             quick.fan_out(routed("t", false, b"x"), &mut members);
         }
@@ -663,6 +600,88 @@ mod tests {
             unbounded.fan_out(routed("t", false, b"x"), &mut members);
         }
         assert!(!unbounded.holding(), "no bound, no congestion");
+    }
+
+    #[test]
+    fn a_congested_queue_holds_only_the_lanes_of_its_filters() {
+        use crate::routing::backpressure::TopicLanes;
+        let holds = |hub: &Hub, topic: &str| hub.queues.holds(&TopicLanes::of(topic.as_bytes()));
+        let hub = Arc::new(Hub::new(4, 0, Some(Duration::from_secs(3600))));
+        let mut members = Vec::new();
+        let mut device = Membership::new(hub.clone(), 1);
+        device.add("fleet/dev1/cmd");
+        for _ in 0..3 {
+            hub.fan_out(routed("fleet/dev1/cmd", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "fleet/dev1/cmd"), "its own topic");
+        assert!(!holds(&hub, "fleet/dev2/cmd") && !holds(&hub, "fleet") && !holds(&hub, "other"), "not the fleet");
+        device.pop();
+        assert!(!hub.holding() && !holds(&hub, "fleet/dev1/cmd"), "drained: released");
+
+        // A wildcard: the lane of its literal prefix.
+        let mut backend = Membership::new(hub.clone(), 2);
+        backend.add("fleet/+/telemetry");
+        for _ in 0..3 {
+            hub.fan_out(routed("fleet/dev7/telemetry", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "fleet/dev8/telemetry") && holds(&hub, "fleet/dev8/cmd"), "everything under fleet");
+        assert!(!holds(&hub, "other/dev8/telemetry"));
+        backend.pop();
+        // A filter starting with a wildcard: every topic (as a routed `#` subscriber holds all).
+        backend.add("+/status");
+        for _ in 0..3 {
+            hub.fan_out(routed("x/status", false, b"x"), &mut members);
+        }
+        assert!(holds(&hub, "other") && holds(&hub, "fleet/dev1/cmd"));
+        assert!(backend.inbox.is_congested() && !device.inbox.is_congested());
+        drop(backend);
+        assert!(!hub.holding() && !holds(&hub, "other"), "a departing member releases its lanes");
+    }
+
+    #[test]
+    fn the_hub_holds_publishers_a_quarter_of_the_bound_behind_until_it_reads_or_resyncs() {
+        use crate::routing::backpressure::TopicLanes;
+        let pressure = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
+        let lanes = TopicLanes::of(b"t");
+        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))));
+        assert!(!pressure.record_published(&lanes, 10));
+        assert!(pressure.record_published(&lanes, 10), "two messages behind: held");
+        progress.read(10);
+        assert!(!pressure.holding(&lanes), "one read: one behind");
+        pressure.record_published(&lanes, 10);
+        pressure.record_published(&lanes, 10);
+        assert!(pressure.holding(&lanes));
+        progress.read(0);
+        assert!(pressure.holding(&lanes), "what is not a counted message moves nothing");
+        // Counted but never coming (the hub idle): no longer behind.
+        progress.resync();
+        assert!(!pressure.holding(&lanes));
+        // No message bound: held by bytes only.
+        let unbounded = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
+        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))));
+        for _ in 0..100 {
+            assert!(!unbounded.record_published(&lanes, 10));
+        }
+    }
+
+    #[test]
+    fn a_fence_is_passed_once_the_hub_has_read_that_far_or_waited_long_enough() {
+        use crate::routing::backpressure::TopicLanes;
+        let pressure = Pressure::new(1 << 20, Duration::from_secs(10));
+        let hub = Hub::new(0, 0, None);
+        pressure.record_published(&TopicLanes::of(b"t"), 10);
+        pressure.record_published(&TopicLanes::of(b"t"), 10);
+        let fence = hub.fence(&pressure);
+        assert!(!hub.passed(&fence));
+        let inbox = Arc::new(Inbox::default());
+        hub.wake_at(fence, &inbox);
+        hub.advance(1);
+        assert!(!hub.passed(&fence) && !hub.fences.lock().unwrap().is_empty());
+        hub.advance(2);
+        assert!(hub.passed(&fence) && hub.fences.lock().unwrap().is_empty(), "passed: its waiter woken");
+        if let Some(since) = Instant::now().checked_sub(RESYNC_AFTER) {
+            assert!(hub.passed(&Fence { messages: 1000, since }), "not waited for beyond RESYNC_AFTER");
+        }
     }
 
     #[test]
@@ -715,6 +734,6 @@ mod tests {
         assert!(membership.remove("b") && !membership.remove("b"));
         assert_eq!(receivers(&hub, "a/x"), [3]);
         drop(membership);
-        assert!(hub.index.read().unwrap().is_empty());
+        assert!(hub.index.is_empty());
     }
 }
