@@ -91,8 +91,7 @@ impl Wal {
         self.unsynced
     }
 
-    /// Appends one record (not synced).
-    #[cfg(test)]
+    /// Appends one record holding `payload` (not synced).
     pub fn append(&mut self, sequence: u64, payload: &[u8]) -> std::io::Result<()> {
         let mut record = Vec::new();
         begin_record(&mut record);

@@ -5,7 +5,7 @@
 //! waits for a hand-off to another thread to be written. Changes nobody waits for (removals of
 //! acknowledged copies, a session's record when its client leaves, wills) are not written on
 //! their own: they wait in memory and go first in the next record (or are written by the writer
-//! thread after `FOLD_AFTER`); losing them in a crash costs at most a duplicate delivery or a
+//! thread after `UNWRITTEN_AFTER`); losing them in a crash costs at most a duplicate delivery or a
 //! session record a moment old (docs/persistence.md, "Write-ahead log").
 //!
 //! Durable mode: a connection whose read must be durable before its acknowledgements waits for
@@ -41,10 +41,15 @@ use crate::config::{PersistenceMode, PersistenceSettings};
 const MAX_UNWRITTEN: usize = 4_096;
 /// How long changes nobody waited for stay unsynced in durable mode.
 const BACKGROUND_SYNC: Duration = Duration::from_secs(1);
-/// The writer folds the log's changes into redb once this many are waiting...
-const FOLD_OPS: usize = 8_192;
-/// ... or the oldest has waited this long (also how long unwritten changes wait at most).
-const FOLD_AFTER: Duration = Duration::from_millis(100);
+/// The writer folds the log's changes into redb once this many are waiting (after cancelling)...
+/// Large enough that a subscriber lagging its publisher by a fraction of a second still has its
+/// copies cancelled rather than inserted and deleted in redb (docs/persistence.md, "Where the
+/// time goes"); at most a few tens of MB in memory.
+const FOLD_OPS: usize = 65_536;
+/// ... or the oldest has waited this long.
+const FOLD_AFTER: Duration = Duration::from_millis(250);
+/// How long removals nobody waits for stay unwritten at most.
+const UNWRITTEN_AFTER: Duration = Duration::from_millis(100);
 /// A checkpoint (synced redb commit, then the log emptied) once the log holds this many bytes...
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// ... or this long after the last one, when something was logged since (durable mode).
@@ -402,7 +407,7 @@ impl Thread {
         if sync_due {
             log = self.sync(shared, log);
         }
-        if log.unwritten_since.is_some_and(|t| now >= t + FOLD_AFTER) {
+        if log.unwritten_since.is_some_and(|t| now >= t + UNWRITTEN_AFTER) {
             log.flush_unwritten();
         }
         if (log.pending.count() >= FOLD_OPS && !log.fold_failing)
@@ -422,7 +427,10 @@ impl Thread {
 
     /// When the thread must wake up with nothing asked of it.
     fn next_due(&self, log: &Log) -> Option<Instant> {
-        let fold = [log.pending_since, log.unwritten_since].into_iter().flatten().min().map(|t| t + FOLD_AFTER);
+        let fold = [log.pending_since.map(|t| t + FOLD_AFTER), log.unwritten_since.map(|t| t + UNWRITTEN_AFTER)]
+            .into_iter()
+            .flatten()
+            .min();
         let (sync, checkpoint) = match &log.autosave {
             Some(autosave) => (autosave.due_at(), None),
             None => (
@@ -560,7 +568,7 @@ impl Writer {
 
     /// Hands over `ops` without waiting (changes nothing acknowledged depends on). Removals of
     /// acknowledged copies, the changes of every delivery, wait for the next record (or
-    /// `FOLD_AFTER`): losing them in a kill costs a duplicate delivery, which QoS 1 allows.
+    /// `UNWRITTEN_AFTER`): losing them in a kill costs a duplicate delivery, which QoS 1 allows.
     /// Anything else (a session's record, a will, QoS 2 state) is written at once, so that a
     /// kill -9 does not lose it.
     pub fn submit(&self, ops: Vec<Op>) {
