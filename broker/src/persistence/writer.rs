@@ -446,11 +446,12 @@ impl Thread {
         let shared = &*shared;
         let mut log = shared.lock();
         loop {
-            match log.run {
-                Run::Running => {}
-                Run::Stop => break,
-                #[cfg(test)]
-                Run::Abandon => return,
+            #[cfg(test)]
+            if log.run == Run::Abandon {
+                return;
+            }
+            if log.run != Run::Running {
+                break;
             }
             log = self.service(shared, log);
             if log.urgent() || log.run != Run::Running {
