@@ -13,8 +13,36 @@ pub struct Pending {
     ops: Vec<Option<Op>>,
     /// Store sequence → the places in `ops` of the `Queue` changes with that sequence (one
     /// publish queued for several sessions shares its sequence).
-    queued: HashMap<u64, Vec<usize>>,
+    queued: HashMap<u64, Places>,
     live: usize,
+}
+
+/// The places of one sequence's copies: almost always one (no allocation for it).
+enum Places {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Places {
+    fn add(&mut self, at: usize) {
+        match self {
+            Places::One(first) => *self = Places::Many(vec![*first, at]),
+            Places::Many(places) => places.push(at),
+        }
+    }
+
+    /// Takes the first place `is_it` picks.
+    fn take(&mut self, is_it: impl Fn(usize) -> bool) -> Option<usize> {
+        match self {
+            Places::One(at) if is_it(*at) => {
+                let at = *at;
+                *self = Places::Many(Vec::new());
+                Some(at)
+            }
+            Places::One(_) => None,
+            Places::Many(places) => places.iter().position(|&i| is_it(i)).map(|p| places.swap_remove(p)),
+        }
+    }
 }
 
 impl Pending {
@@ -26,20 +54,23 @@ impl Pending {
     pub fn push(&mut self, op: Op) {
         match &op {
             Op::Dequeue { client_id, sequence } => {
+                let ops = &self.ops;
                 if let Some(places) = self.queued.get_mut(sequence)
-                    && let Some(at) = places.iter().position(|&i| {
-                        matches!(&self.ops[i], Some(Op::Queue { client_id: queued_for, .. }) if queued_for == client_id)
-                    })
+                    && let Some(i) = places.take(
+                        |i| matches!(&ops[i], Some(Op::Queue { client_id: queued_for, .. }) if queued_for == client_id),
+                    )
                 {
                     // The key did not exist before its `Queue` (sequences are new), so
                     // insert-then-remove is no change at all, whatever came between.
-                    let i = places.swap_remove(at);
                     self.ops[i] = None;
                     self.live -= 1;
                     return;
                 }
             }
-            Op::Queue { sequence, .. } => self.queued.entry(*sequence).or_default().push(self.ops.len()),
+            Op::Queue { sequence, .. } => {
+                let at = self.ops.len();
+                self.queued.entry(*sequence).and_modify(|places| places.add(at)).or_insert(Places::One(at));
+            }
             _ => {}
         }
         self.ops.push(Some(op));
@@ -49,6 +80,11 @@ impl Pending {
     /// The changes in order.
     pub fn iter(&self) -> impl Iterator<Item = &Op> {
         self.ops.iter().flatten()
+    }
+
+    /// The changes in order, taken (a failed fold puts them back before newer ones).
+    pub fn into_ops(self) -> impl Iterator<Item = Op> {
+        self.ops.into_iter().flatten()
     }
 
     pub fn clear(&mut self) {

@@ -160,7 +160,8 @@ impl Persistence {
             ops.push(Op::Unretain { topic: topic.to_owned() });
             return;
         }
-        let message = stored_message(topic, payload, qos, publisher, expiry_secs, properties);
+        let expires_at_unix_ms = expiry_secs.map(|secs| unix_ms() + u64::from(secs) * 1000);
+        let message = records::MessageParts::of(topic, payload, qos, publisher, expires_at_unix_ms, properties);
         ops.push(Op::Retain { topic: topic.to_owned(), message: records::encode(&message) });
     }
 

@@ -57,6 +57,68 @@ pub struct StoredMessage {
     pub properties: StoredProperties,
 }
 
+/// A [`StoredMessage`] to encode straight from the parts the gate holds, without copying them
+/// into one first. The same encoding (postcard writes a `&str` as it writes a `String`, a slice
+/// as a `Vec`): what it encodes decodes as a `StoredMessage`.
+#[derive(Debug, Serialize)]
+pub struct MessageParts<'a> {
+    pub topic: &'a str,
+    pub qos: u8,
+    pub payload: &'a [u8],
+    pub publisher: &'a str,
+    pub expires_at_unix_ms: Option<u64>,
+    pub properties: PropertiesParts<'a>,
+}
+
+/// [`StoredProperties`] borrowed (see [`MessageParts`]).
+#[derive(Debug, Default, Serialize)]
+pub struct PropertiesParts<'a> {
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<&'a str>,
+    pub response_topic: Option<&'a str>,
+    pub correlation_data: Option<&'a [u8]>,
+    pub user_properties: &'a [(String, String)],
+}
+
+impl<'a> MessageParts<'a> {
+    pub fn of(
+        topic: &'a str,
+        payload: &'a [u8],
+        qos: u8,
+        publisher: &'a str,
+        expires_at_unix_ms: Option<u64>,
+        properties: Option<&'a PublishProperties>,
+    ) -> Self {
+        let properties = properties.map_or_else(PropertiesParts::default, |p| PropertiesParts {
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type.as_deref(),
+            response_topic: p.response_topic.as_deref(),
+            correlation_data: p.correlation_data.as_deref(),
+            user_properties: &p.user_properties,
+        });
+        MessageParts { topic, qos, payload, publisher, expires_at_unix_ms, properties }
+    }
+
+    /// The owned message (kept in memory for a session whose queue the router does not hold).
+    pub fn to_stored(&self) -> StoredMessage {
+        let p = &self.properties;
+        StoredMessage {
+            topic: self.topic.to_owned(),
+            qos: self.qos,
+            payload: self.payload.to_vec(),
+            publisher: self.publisher.to_owned(),
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            properties: StoredProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.map(str::to_owned),
+                response_topic: p.response_topic.map(str::to_owned),
+                correlation_data: p.correlation_data.map(<[u8]>::to_vec),
+                user_properties: p.user_properties.to_vec(),
+            },
+        }
+    }
+}
+
 /// A will waiting for its will delay when its persistent session's client went away.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredWill {
@@ -143,5 +205,32 @@ mod tests {
         };
         assert_eq!(decode::<StoredSession>(&encode(&session)).unwrap(), session);
         assert!(decode::<StoredSession>(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn message_parts_encode_as_the_stored_message() {
+        let properties = PublishProperties {
+            payload_format_indicator: Some(1),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("r/1".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"id")),
+            user_properties: vec![("k".into(), "v".into()), ("a".into(), "b".into())],
+            message_expiry_interval: Some(9),
+            ..PublishProperties::default()
+        };
+        for (expiry, properties) in [(None, None), (Some(1234), Some(&properties))] {
+            let parts = MessageParts::of("a/b", b"payload", 2, "dev", expiry, properties);
+            let stored = StoredMessage {
+                topic: "a/b".into(),
+                qos: 2,
+                payload: b"payload".to_vec(),
+                publisher: "dev".into(),
+                expires_at_unix_ms: expiry,
+                properties: StoredProperties::of(properties),
+            };
+            assert_eq!(encode(&parts), encode(&stored));
+            assert_eq!(decode::<StoredMessage>(&encode(&parts)).unwrap(), stored);
+            assert_eq!(parts.to_stored(), stored);
+        }
     }
 }

@@ -293,7 +293,9 @@ impl SessionIndex {
             return None;
         }
         let sequence = index.next_sequence + 1;
-        let mut encoded: Option<(Vec<u8>, StoredMessage)> = None;
+        let expires_at_unix_ms = expiry_secs.map(|secs| records::unix_ms() + u64::from(secs) * 1000);
+        let parts = records::MessageParts::of(topic, payload, qos, publisher, expires_at_unix_ms, properties);
+        let mut recipients = Vec::new();
         for client_id in candidates {
             let Some(tracked) = index.sessions.get_mut(&client_id) else { continue };
             let Some(session) = tracked.session.as_ref() else { continue };
@@ -307,21 +309,25 @@ impl SessionIndex {
             {
                 continue; // mosquitto drops what exceeds an offline client's queue, too
             }
-            let (bytes, message) = encoded.get_or_insert_with(|| {
-                let message = super::stored_message(topic, payload, qos, publisher, expiry_secs, properties);
-                (records::encode(&message), message)
-            });
             tracked.queued.insert(sequence, size);
             tracked.bytes += size;
             if !tracked.router_holds {
-                tracked.replay.insert(sequence, message.clone());
+                tracked.replay.insert(sequence, parts.to_stored());
             }
-            ops.push(Op::Queue { client_id, sequence, message: bytes.clone() });
+            recipients.push(client_id);
         }
-        encoded.is_some().then(|| {
-            index.next_sequence = sequence;
-            sequence
-        })
+        if recipients.is_empty() {
+            return None;
+        }
+        index.next_sequence = sequence;
+        // Encoded once, straight from the message's parts; the last copy takes the encoding.
+        let mut bytes = records::encode(&parts);
+        let last = recipients.len() - 1;
+        for (i, client_id) in recipients.into_iter().enumerate() {
+            let message = if i == last { std::mem::take(&mut bytes) } else { bytes.clone() };
+            ops.push(Op::Queue { client_id, sequence, message });
+        }
+        Some(sequence)
     }
 
     /// A message queued under `sequence` reached `client_id` (acknowledged, delivered at QoS 0,

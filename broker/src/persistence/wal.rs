@@ -91,12 +91,22 @@ impl Wal {
         self.unsynced
     }
 
-    /// Appends one record (not synced). A failed write is cut off again, so that the next record
-    /// follows the last good one (a half record in the middle would read as damage).
+    /// Appends one record holding `payload` (not synced).
     pub fn append(&mut self, sequence: u64, payload: &[u8]) -> std::io::Result<()> {
-        let record = encode_record(sequence, payload);
+        let mut record = Vec::new();
+        begin_record(&mut record);
+        record.extend_from_slice(payload);
+        self.append_record(sequence, &mut record)
+    }
+
+    /// Appends the record `record` holds (begun with [`begin_record`], its payload after the
+    /// header room), not synced: the header is filled in place, so that the record is built
+    /// without a copy. A failed write is cut off again, so that the next record follows the last
+    /// good one (a half record in the middle would read as damage).
+    pub fn append_record(&mut self, sequence: u64, record: &mut [u8]) -> std::io::Result<()> {
+        fill_header(sequence, record);
         let start = self.len;
-        match self.file.write_all(&record) {
+        match self.file.write_all(record) {
             Ok(()) => {
                 self.len += record.len() as u64;
                 self.unsynced = true;
@@ -133,18 +143,45 @@ impl Wal {
         self.unsynced = false;
         Ok(())
     }
+
+    /// A handle on the same file for syncing it without holding the log (the writer thread
+    /// syncs while connections append: `persistence/writer.rs`).
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Marks everything appended as synced (after a sync through [`Wal::sync_handle`] that began
+    /// when nothing newer was appended).
+    pub fn mark_synced(&mut self) {
+        self.unsynced = false;
+    }
 }
 
-fn encode_record(sequence: u64, payload: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(MAGIC);
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&sequence.to_le_bytes());
+/// Clears `buf` and leaves room for a record's header; the payload is written after it, then
+/// the record appended with [`Wal::append_record`].
+pub fn begin_record(buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.resize(HEADER, 0);
+}
+
+/// Fills the header of a record begun with [`begin_record`].
+fn fill_header(sequence: u64, record: &mut [u8]) {
+    let len = (record.len() - HEADER) as u32;
+    record[..4].copy_from_slice(MAGIC);
+    record[4..8].copy_from_slice(&len.to_le_bytes());
+    record[8..16].copy_from_slice(&sequence.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&record[4..16]);
-    crc.update(payload);
-    record.extend_from_slice(&crc.finalize().to_le_bytes());
+    crc.update(&record[HEADER..]);
+    record[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+#[cfg(test)]
+fn encode_record(sequence: u64, payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::new();
+    begin_record(&mut record);
     record.extend_from_slice(payload);
+    fill_header(sequence, &mut record);
     record
 }
 
