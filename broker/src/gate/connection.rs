@@ -234,8 +234,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
                 () = changed(self.hub_release.as_mut()), if held => Event::Released,
-                _ = tokio::time::sleep_until(hub_hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hub_hold_deadline.is_some() => Event::HubHoldExpired,
-                _ = tokio::time::sleep_until(hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hold_deadline.is_some() => Event::HoldExpired,
+                () = expiry(hub_hold_deadline) => Event::HubHoldExpired,
+                () = expiry(hold_deadline) => Event::HoldExpired,
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
@@ -324,6 +324,16 @@ async fn router_note<L: RouterLink>(link: &mut LazyLink<L>) -> Result<FromRouter
     Box::pin(link.recv()).await
 }
 
+/// Resolves at `deadline` (never without one). Boxed while it waits: holds are rare, and two
+/// timers inline would be 224 bytes of every connection's task (docs/benchmarks.md, "The gate's
+/// memory per connection").
+async fn expiry(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => Box::pin(tokio::time::sleep_until(Instant::from_std(deadline))).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the hub queued something for the connection (never without hub subscriptions).
 async fn hub_ready(hub: Option<&hub::HubState>) {
     match hub {
@@ -361,7 +371,7 @@ mod tests {
 
     /// Every connected client costs its task's future and its boxed state (docs/benchmarks.md,
     /// "The gate's memory per connection": 5,168 bytes of future before, when the state was
-    /// held twice and rumqttd's receive future inline). The bounds leave room for ordinary
+    /// held twice and rumqttd's receive future inline; 848 now). The bounds leave room for ordinary
     /// changes; a large inline future or a second copy of the state crosses them.
     #[test]
     fn an_idle_connection_keeps_a_small_task() {
