@@ -56,10 +56,8 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// A write buffer that grew beyond this is given back to the allocator after it is written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
-/// A write buffer that held no more than this is given back too: a quiet connection keeps none
-/// between writes, a busy one keeps its buffer (docs/benchmarks.md, "The gate's memory per
-/// connection").
-const WRITE_BUFFER_QUIET: usize = 4 * 1024;
+/// A connection whose reads come further apart than this holds no read buffer while it waits.
+const QUIET_READS: Duration = Duration::from_secs(1);
 /// How much a client may send after its CONNECT while its login is decided (more is left in
 /// the socket until then).
 const PIPELINED_BEFORE_CONNACK: usize = 64 * 1024;
@@ -156,6 +154,9 @@ struct Connection<E: RoutingEngine, S> {
     read_chunk: usize,
     /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
     reads_pending: bool,
+    /// The last read came a while after the one before (or was the first): see `QUIET_READS`.
+    reads_quiet: bool,
+    first_read: bool,
     /// Boxed: a will is rare, and inline it would be 200 bytes of every connection.
     will: Option<Box<codec::Will>>,
     clean_start: bool,
@@ -215,10 +216,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             } else {
                 None
             };
-            if self.read_buf.is_empty() && self.read_chunk == READ_CHUNK_MIN {
+            if self.read_buf.is_empty() && self.read_chunk == READ_CHUNK_MIN && self.reads_quiet {
                 // A quiet connection holds no read buffer while it waits: reading reserves 64
                 // bytes when polled, and a read that leaves part of a packet reserves the chunk
-                // below (docs/benchmarks.md, "The gate's memory per connection").
+                // below (docs/benchmarks.md, "The gate's memory per connection"). Not while reads
+                // come close together (a QoS 1 subscriber's acknowledgements): there the small
+                // reads would cost a wake-up each.
                 if self.read_buf.capacity() > 0 {
                     self.read_buf = BytesMut::new();
                 }
@@ -242,7 +245,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Event::Read(Ok(0)) => Err(Exit::Closed),
                 Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(read)) => {
-                    self.last_read = Instant::now();
+                    let now = Instant::now();
+                    // (The first read after the handshake counts as quiet: a device subscribes
+                    // and then waits.)
+                    self.reads_quiet = std::mem::take(&mut self.first_read) || now - self.last_read >= QUIET_READS;
+                    self.last_read = now;
                     if read >= self.read_chunk / 2 {
                         self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
                     } else if read < self.read_chunk / 8 {

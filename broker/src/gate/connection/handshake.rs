@@ -422,6 +422,8 @@ where
         client_acked: false,
         read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
+        reads_quiet: true,
+        first_read: true,
         will: connect.will.clone().map(Box::new),
         clean_start: connect.clean_start,
         session_expiry,

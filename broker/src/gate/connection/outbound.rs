@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use super::exit::Exit;
-use super::{Connection, WRITE_BUFFER_KEEP, WRITE_BUFFER_QUIET, WRITE_HIGH_WATER};
+use super::{Connection, WRITE_BUFFER_KEEP, WRITE_HIGH_WATER};
 use crate::gate::client_log::{self, PublishLine};
 use crate::gate::codec::{self, Outgoing, PublishMeta};
 use crate::gate::delivery::{self, RouterCopy};
@@ -41,7 +41,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     return Err(Exit::Lost);
                 }
             }
-            if self.write_buf.capacity() > WRITE_BUFFER_KEEP || self.write_buf.len() <= WRITE_BUFFER_QUIET {
+            if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
                 self.write_buf = BytesMut::new();
             } else {
                 self.write_buf.clear();
