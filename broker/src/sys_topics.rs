@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use crate::gate::mailbox::Mail;
+use crate::gate::mailbox::{Mail, MailSender};
 use crate::metrics::{METRICS, Metrics};
 use crate::security::{Access, ClientAuthz};
 
@@ -26,7 +25,7 @@ pub use crate::gate::mailbox::SysMessage;
 struct Subscriber {
     conn_id: u64,
     filter: String,
-    mailbox: mpsc::UnboundedSender<Mail>,
+    mailbox: MailSender,
     authz: Arc<dyn ClientAuthz>,
 }
 
@@ -53,7 +52,7 @@ impl SysTree {
         &self,
         conn_id: u64,
         filter: &str,
-        mailbox: &mpsc::UnboundedSender<Mail>,
+        mailbox: &MailSender,
         authz: &Arc<dyn ClientAuthz>,
         send_retained: bool,
     ) -> Vec<Arc<SysMessage>> {
@@ -289,7 +288,7 @@ mod tests {
         }
     }
 
-    fn topics(rx: &mut mpsc::UnboundedReceiver<Mail>) -> Vec<(String, bool)> {
+    fn topics(rx: &mut crate::gate::mailbox::MailReceiver) -> Vec<(String, bool)> {
         let mut seen = Vec::new();
         while let Ok(Mail::Sys(message)) = rx.try_recv() {
             seen.push((message.topic.to_string(), message.retain));
@@ -301,7 +300,7 @@ mod tests {
     fn new_subscribers_get_the_retained_values_then_changes() {
         let tree = SysTree::default();
         tree.publish("$SYS/broker/version", "v".into());
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::gate::mailbox::channel();
         let all: Arc<dyn ClientAuthz> = Arc::new(Only("$SYS/"));
         let retained = tree.subscribe(1, "$SYS/#", &tx, &all, true);
         let retained: Vec<(String, bool)> = retained.iter().map(|m| (m.topic.to_string(), m.retain)).collect();
@@ -318,7 +317,7 @@ mod tests {
     fn the_receive_acl_is_applied() {
         let tree = SysTree::default();
         tree.publish("$SYS/broker/version", "v".into());
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::gate::mailbox::channel();
         let denied: Arc<dyn ClientAuthz> = Arc::new(Only("other"));
         assert!(tree.subscribe(2, "$SYS/#", &tx, &denied, true).is_empty());
         assert_eq!(tree.publish("$SYS/broker/uptime", "1 seconds".into()), 0);
@@ -331,7 +330,7 @@ mod tests {
         let mut refresher = Refresher::start(tree.clone(), ClientCounts { connected: 1, total: 1 });
         let (count, _) = tree.retained_count();
         assert_eq!(count, 1 + 1 + 22 + 27, "version, uptime, values (maximum included), load averages");
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::gate::mailbox::channel();
         let all: Arc<dyn ClientAuthz> = Arc::new(Only("$SYS/"));
         let _ = tree.subscribe(1, "$SYS/broker/clients/#", &tx, &all, false);
         refresher.refresh(ClientCounts { connected: 2, total: 3 });

@@ -28,13 +28,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{Packet, PingReq};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::gate::codec;
 use crate::gate::delivery::RecentCopies;
 use crate::gate::flow_control::OutboundWindow;
-use crate::gate::session::{Mail, Subscription};
+use crate::gate::mailbox::{Mail, MailReceiver, MailSender};
+use crate::gate::session::Subscription;
 use crate::gate::subscriptions::PendingAcks;
 use crate::routing::ack_sequencer::AckSequencer;
 use crate::routing::backpressure::{Backlog, TopicLanes};
@@ -55,6 +56,8 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// A write buffer that grew beyond this is given back to the allocator after it is written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
+/// A connection whose reads come further apart than this holds no read buffer while it waits.
+const QUIET_READS: Duration = Duration::from_secs(1);
 /// How much a client may send after its CONNECT while its login is decided (more is left in
 /// the socket until then).
 const PIPELINED_BEFORE_CONNACK: usize = 64 * 1024;
@@ -63,23 +66,28 @@ const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one accepted socket until it closes.
 /// `tls` is the identity of a verified client certificate (TLS listeners only).
-pub(crate) async fn serve<E, S>(
+pub(crate) fn serve<E, S>(
     shared: Arc<Shared<E>>,
     stream: S,
     peer: SocketAddr,
     listener: Arc<Listener>,
     tls: Option<TlsIdentity>,
     unauthenticated: Unauthenticated,
-) where
+) -> impl Future<Output = ()> + Send
+where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The handshake (authentication, session claim) and the exit path are boxed while they run,
-    // so that an idle connection's task holds only the event loop's state (see P6 in
-    // docs/benchmarks.md: per idle connection, the task was 15 KB of the 19 KB).
-    if let Some(connection) = Box::pin(handshake::handshake(shared, stream, peer, listener, tls, unauthenticated)).await
-    {
-        connection.run().await;
+    // and the connection's state lives in a box of its own, so that an idle connection's task
+    // holds only the event loop's state: not the arguments (built into the handshake's box here,
+    // not kept by an async fn), nor the connection twice (as the handshake's result and as
+    // `run`'s `self`). See docs/benchmarks.md, "The gate's memory per connection".
+    let handshake = Box::pin(handshake::handshake(shared, stream, peer, listener, tls, unauthenticated));
+    async move {
+        if let Some(connection) = handshake.await {
+            connection.run().await;
+        }
     }
 }
 
@@ -97,10 +105,9 @@ struct Connection<E: RoutingEngine, S> {
     client_id: Arc<str>,
     username: Option<Arc<str>>,
     authz: Arc<dyn ClientAuthz>,
-    mailbox: mpsc::UnboundedReceiver<Mail>,
-    mailbox_tx: mpsc::UnboundedSender<Mail>,
-    /// Dropped when the connection has fully left (takeover waits on it).
-    _closed: watch::Sender<()>,
+    /// Dropped when the connection has fully left (a takeover waits for that: `session`).
+    mailbox: MailReceiver,
+    mailbox_tx: MailSender,
     release_watch: watch::Receiver<u64>,
     probe_requests: watch::Receiver<u64>,
     /// 1.5 × keepalive; `None` for keepalive 0.
@@ -147,6 +154,9 @@ struct Connection<E: RoutingEngine, S> {
     read_chunk: usize,
     /// Complete packets wait in `read_buf` (pipelined after CONNECT, or left when a hold began).
     reads_pending: bool,
+    /// The last read came a while after the one before (or was the first): see `QUIET_READS`.
+    reads_quiet: bool,
+    first_read: bool,
     /// Boxed: a will is rare, and inline it would be 200 bytes of every connection.
     will: Option<Box<codec::Will>>,
     clean_start: bool,
@@ -173,7 +183,7 @@ enum Event {
     Read(std::io::Result<usize>),
     Router(Result<FromRouter, RouterError>),
     Hub,
-    Mail(Option<Mail>),
+    Mail(Mail),
     KeepAlive,
     Released,
     HoldExpired,
@@ -182,7 +192,7 @@ enum Event {
 }
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let exit = self.event_loop().await;
         Box::pin(self.finish(exit)).await;
     }
@@ -206,29 +216,45 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             } else {
                 None
             };
-            if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
+            if self.read_buf.is_empty() && self.read_chunk == READ_CHUNK_MIN && self.reads_quiet {
+                // A quiet connection holds no read buffer while it waits: reading reserves 64
+                // bytes when polled, and a read that leaves part of a packet reserves the chunk
+                // below (docs/benchmarks.md, "The gate's memory per connection"). Not while reads
+                // come close together (a QoS 1 subscriber's acknowledgements): there the small
+                // reads would cost a wake-up each.
+                if self.read_buf.capacity() > 0 {
+                    self.read_buf = BytesMut::new();
+                }
+            } else if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
                 self.read_buf.reserve(self.read_chunk);
             }
             let hub_ready = hub_ready(self.hub.as_deref());
             let event = tokio::select! {
                 mail = self.mailbox.recv() => Event::Mail(mail),
                 () = hub_ready => Event::Hub,
-                note = self.link.recv() => Event::Router(note),
+                note = router_note(&mut self.link) => Event::Router(note),
                 read = self.stream.read_buf(&mut self.read_buf), if !held => Event::Read(read),
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
                 () = changed(self.hub_release.as_mut()), if held => Event::Released,
-                _ = tokio::time::sleep_until(hub_hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hub_hold_deadline.is_some() => Event::HubHoldExpired,
-                _ = tokio::time::sleep_until(hold_deadline.map_or_else(Instant::now, Instant::from_std)), if hold_deadline.is_some() => Event::HoldExpired,
+                () = expiry(hub_hold_deadline) => Event::HubHoldExpired,
+                () = expiry(hold_deadline) => Event::HoldExpired,
                 _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
             };
             let result = match event {
                 Event::Read(Ok(0)) => Err(Exit::Closed),
                 Event::Read(Err(_)) => Err(Exit::Lost),
                 Event::Read(Ok(read)) => {
-                    self.last_read = Instant::now();
+                    let now = Instant::now();
+                    // (The first read after the handshake counts as quiet: a device subscribes
+                    // and then waits.)
+                    self.reads_quiet = std::mem::take(&mut self.first_read) || now - self.last_read >= QUIET_READS;
+                    self.last_read = now;
                     if read >= self.read_chunk / 2 {
                         self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
+                    } else if read < self.read_chunk / 8 {
+                        // Quieter again: back towards holding no buffer while idle.
+                        self.read_chunk = (self.read_chunk / 2).max(READ_CHUNK_MIN);
                     }
                     let result = self.handle_reads().await;
                     // A busy socket is always readable, so without this a publisher would loop
@@ -242,8 +268,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     self.drain_hub();
                     Ok(())
                 }
-                Event::Mail(Some(mail)) => self.handle_mail(mail),
-                Event::Mail(None) => Err(Exit::Lost),
+                Event::Mail(mail) => self.handle_mail(mail),
                 Event::KeepAlive => self.check_keep_alive(held),
                 // Frames left in the buffer when the hold began are handled at the loop's top.
                 Event::Released => Ok(()),
@@ -296,6 +321,26 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     }
 }
 
+/// The router's next notification (never without a link). Boxed while it waits: rumqttd's
+/// receive future is ~1 KB, which inline would be part of every connection's task, linked or
+/// not (docs/benchmarks.md, "The gate's memory per connection").
+async fn router_note<L: RouterLink>(link: &mut LazyLink<L>) -> Result<FromRouter, RouterError> {
+    if !link.is_attached() {
+        return std::future::pending().await;
+    }
+    Box::pin(link.recv()).await
+}
+
+/// Resolves at `deadline` (never without one). Boxed while it waits: holds are rare, and two
+/// timers inline would be 224 bytes of every connection's task (docs/benchmarks.md, "The gate's
+/// memory per connection").
+async fn expiry(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => Box::pin(tokio::time::sleep_until(Instant::from_std(deadline))).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the hub queued something for the connection (never without hub subscriptions).
 async fn hub_ready(hub: Option<&hub::HubState>) {
     match hub {
@@ -312,4 +357,34 @@ async fn changed(release: Option<&mut watch::Receiver<u64>>) {
         return;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Counted;
+    use crate::routing::router_link::Rumqttd;
+    use tokio::net::TcpStream;
+
+    type Plain = Counted<TcpStream>;
+
+    /// The size of what `f` returns (here: a future, without building it).
+    fn output_size<F, A, B, C, D, G, H, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D, G, H) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connected client costs its task's future and its boxed state (docs/benchmarks.md,
+    /// "The gate's memory per connection": 5,168 bytes of future before, when the state was
+    /// held twice and rumqttd's receive future inline; 848 now). The bounds leave room for ordinary
+    /// changes; a large inline future or a second copy of the state crosses them.
+    #[test]
+    fn an_idle_connection_keeps_a_small_task() {
+        let task = output_size(serve::<Rumqttd, Plain>);
+        let state = std::mem::size_of::<Connection<Rumqttd, Plain>>();
+        assert!(task <= 1536, "serve's future is {task} bytes");
+        assert!(state <= 1536, "the connection's state is {state} bytes");
+    }
 }

@@ -10,8 +10,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
-
+use crate::gate::mailbox::MailSender;
 use crate::gate::session::Mail;
 use crate::security::{Access, ClientAuthz, ControlReply, ListenerId};
 
@@ -20,7 +19,7 @@ struct Subscriber {
     /// The listener the subscriber connected through.
     listener: ListenerId,
     filter: String,
-    mailbox: mpsc::UnboundedSender<Mail>,
+    mailbox: MailSender,
     authz: Arc<dyn ClientAuthz>,
 }
 
@@ -40,7 +39,7 @@ impl ControlSubscriptions {
         conn_id: u64,
         listener: ListenerId,
         filter: &str,
-        mailbox: &mpsc::UnboundedSender<Mail>,
+        mailbox: &MailSender,
         authz: &Arc<dyn ClientAuthz>,
     ) {
         let mut subscribers = self.lock();
@@ -99,8 +98,8 @@ mod tests {
     #[test]
     fn replies_go_once_to_authorised_matching_subscribers() {
         let registry = ControlSubscriptions::default();
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = crate::gate::mailbox::channel();
+        let (tx2, mut rx2) = crate::gate::mailbox::channel();
         let allowed: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
         let denied: Arc<dyn ClientAuthz> = Arc::new(Only("other"));
         registry.subscribe(1, ListenerId(0), "$CONTROL/#", &tx1, &allowed);
@@ -118,8 +117,8 @@ mod tests {
     #[test]
     fn replies_stay_on_the_listeners_that_serve_the_endpoint() {
         let registry = ControlSubscriptions::default();
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = crate::gate::mailbox::channel();
+        let (tx2, mut rx2) = crate::gate::mailbox::channel();
         let everything: Arc<dyn ClientAuthz> = Arc::new(Only("$CONTROL/x/response"));
         registry.subscribe(1, ListenerId(0), "$CONTROL/#", &tx1, &everything);
         registry.subscribe(2, ListenerId(1), "$CONTROL/#", &tx2, &everything);

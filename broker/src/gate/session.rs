@@ -16,21 +16,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::routing::router_link::RoutingEngine;
 use crate::security::{Access, KickTarget};
 
-pub use super::mailbox::{KickReason, Mail};
+pub use super::mailbox::{KickReason, Mail, MailSender};
 pub use super::saved_session::{PendingWill, Release, SavedSession, Subscription, SubscriptionKind};
 
 /// The handle of a live connection.
 struct Live {
     conn_id: u64,
     username: Option<Arc<str>>,
-    mailbox: mpsc::UnboundedSender<Mail>,
-    closed: watch::Receiver<()>,
+    /// Also how a takeover learns that the connection has fully left: its receiver is dropped
+    /// with the connection ([`MailSender::closed`]; a watch channel of its own would be 336
+    /// more bytes per connection, docs/benchmarks.md).
+    mailbox: MailSender,
     /// When this connection took the client id (the console's connected-clients view).
     since: std::time::SystemTime,
 }
@@ -40,7 +42,9 @@ struct Entry {
     /// Bumped by every claim; a claimant that finds it changed was superseded.
     claim: u64,
     live: Option<Live>,
-    saved: Option<SavedSession>,
+    /// Boxed: most entries are a live clean session, and inline it would be 160 bytes of every
+    /// entry (and of the registry's spare slots).
+    saved: Option<Box<SavedSession>>,
     will_timer: Option<(JoinHandle<()>, Arc<PendingWill>)>,
     expiry_timer: Option<JoinHandle<()>>,
     /// The router is forgetting an expired session: a new claim waits for it (a purge builds a
@@ -229,7 +233,7 @@ impl<E: RoutingEngine> Sessions<E> {
         let client_id: Arc<str> = Arc::from(client_id);
         let mut registry = self.lock();
         let entry = registry.entries.entry(client_id.clone()).or_default();
-        entry.saved = Some(saved);
+        entry.saved = Some(Box::new(saved));
         if let Some(wait) = expires_in {
             let this = self.clone();
             let claim = entry.claim;
@@ -281,7 +285,7 @@ impl<E: RoutingEngine> Sessions<E> {
         let replaced_routed = {
             let mut registry = self.lock();
             let entry = registry.entries.entry(client_id.clone()).or_default();
-            entry.saved.replace(moved).is_some_and(|old| old.routed)
+            entry.saved.replace(Box::new(moved)).is_some_and(|old| old.routed)
         };
         if replaced_routed {
             // What the router kept of the replaced session is not this one's.
@@ -299,11 +303,11 @@ impl<E: RoutingEngine> Sessions<E> {
             let registry = self.lock();
             registry.entries.get(&client_id).and_then(|entry| entry.live.as_ref()).map(|live| {
                 let _ = live.mailbox.send(Mail::Kick(KickReason::Takeover));
-                live.closed.clone()
+                live.mailbox.clone()
             })
         };
-        if let Some(mut done) = live {
-            let _ = tokio::time::timeout(self.takeover_wait, done.changed()).await;
+        if let Some(done) = live {
+            let _ = tokio::time::timeout(self.takeover_wait, done.closed()).await;
         }
         let (purged, purging) = watch::channel(());
         let saved = {
@@ -312,7 +316,7 @@ impl<E: RoutingEngine> Sessions<E> {
             if entry.live.is_some() {
                 return None; // (a connection here claimed it meanwhile)
             }
-            let saved = entry.saved.take()?;
+            let saved = *entry.saved.take()?;
             if let Some(timer) = entry.expiry_timer.take() {
                 timer.abort();
             }
@@ -353,8 +357,7 @@ impl<E: RoutingEngine> Sessions<E> {
         conn_id: u64,
         username: Option<Arc<str>>,
         peer: std::net::IpAddr,
-        mailbox: mpsc::UnboundedSender<Mail>,
-        closed: watch::Receiver<()>,
+        mailbox: MailSender,
         clean_start: bool,
     ) -> Result<Claim, Superseded> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
@@ -377,14 +380,17 @@ impl<E: RoutingEngine> Sessions<E> {
             entry.claim = claim;
             let previous = entry.live.as_ref().map(|live| {
                 let _ = live.mailbox.send(Mail::Kick(KickReason::Takeover));
-                live.closed.clone()
+                live.mailbox.clone()
             });
             (previous, entry.purging.clone())
         };
-        // Each resolves when its sender is dropped: the old connection after it released the id,
-        // an expiry purge once the router forgot the session.
-        for mut done in previous.into_iter().chain(purging) {
-            let _ = tokio::time::timeout(self.takeover_wait, done.changed()).await;
+        // The old connection is gone once its mailbox is (after it released the id); an expiry
+        // purge once its sender is dropped (the router forgot the session).
+        if let Some(previous) = previous {
+            let _ = tokio::time::timeout(self.takeover_wait, previous.closed()).await;
+        }
+        if let Some(mut purging) = purging {
+            let _ = tokio::time::timeout(self.takeover_wait, purging.changed()).await;
         }
         let will_to_publish = {
             let mut registry = self.lock();
@@ -397,17 +403,15 @@ impl<E: RoutingEngine> Sessions<E> {
             if let Some(timer) = entry.expiry_timer.take() {
                 timer.abort();
             }
-            let saved = entry.saved.take();
+            let saved = entry.saved.take().map(|saved| *saved);
             let foreign = saved.as_ref().is_some_and(|saved| saved.owner != username);
             let fresh = clean_start || foreign;
             let will = entry.will_timer.take().and_then(|(timer, will)| {
                 timer.abort();
                 fresh.then_some(will)
             });
-            registry.set_live(
-                client_id,
-                Some(Live { conn_id, username, mailbox, closed, since: std::time::SystemTime::now() }),
-            );
+            registry
+                .set_live(client_id, Some(Live { conn_id, username, mailbox, since: std::time::SystemTime::now() }));
             if let Some(entry) = registry.entries.get_mut(client_id) {
                 entry.last_peer = Some((conn_id, peer));
             }
@@ -457,7 +461,7 @@ impl<E: RoutingEngine> Sessions<E> {
             let expiry = release.expiry;
             match release.saved {
                 Some(saved) => {
-                    entry.saved = Some(saved);
+                    entry.saved = Some(Box::new(saved));
                     if let Some(seconds) = expiry {
                         let this = self.clone();
                         let id = client_id.clone();
@@ -609,19 +613,19 @@ impl<E: RoutingEngine> Sessions<E> {
 
     /// Asks every live connection to leave and waits (bounded) until they have.
     pub async fn disconnect_all(&self, wait: Duration) {
-        let waiting: Vec<watch::Receiver<()>> = {
+        let waiting: Vec<MailSender> = {
             let registry = self.lock();
             registry
                 .entries
                 .values()
                 .filter_map(|e| e.live.as_ref())
                 .filter(|live| live.mailbox.send(Mail::Kick(KickReason::Shutdown)).is_ok())
-                .map(|live| live.closed.clone())
+                .map(|live| live.mailbox.clone())
                 .collect()
         };
         let all = async {
-            for mut closed in waiting {
-                let _ = closed.changed().await;
+            for mailbox in waiting {
+                mailbox.closed().await;
             }
         };
         let _ = tokio::time::timeout(wait, all).await;

@@ -200,6 +200,10 @@ impl PendingAcks {
             }
             then.extend(pending.then);
         }
+        if self.queue.is_empty() {
+            // Subscribing is rare after the first packets: an idle connection keeps no queue.
+            self.queue = VecDeque::new();
+        }
         then
     }
 }

@@ -19,7 +19,10 @@ pub struct FilterTree<T> {
 
 #[derive(Debug)]
 struct Node<T> {
-    literal: HashMap<Box<[u8]>, Node<T>>,
+    /// Boxed children: a map holds at least four slots, and a fleet's device levels each have
+    /// one child (`dev7/cmd`), so inline nodes cost ~750 bytes per device in the hub's index
+    /// (docs/benchmarks.md, "The gate's memory per connection").
+    literal: HashMap<Box<[u8]>, Box<Node<T>>>,
     plus: Option<Box<Node<T>>>,
     /// The value of the filter ending here with `#` (it matches this level's parent and below).
     hash: Option<T>,

@@ -5,9 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-
-use crate::gate::mailbox::Mail;
 use crate::gate::session::Sessions;
 use crate::routing::null_engine::NullEngine;
 
@@ -15,9 +12,8 @@ use crate::routing::null_engine::NullEngine;
 pub struct Member {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
-    pub mailbox: mpsc::UnboundedReceiver<Mail>,
-    /// Dropped when the member leaves (a takeover would wait on it).
-    _closed: watch::Sender<()>,
+    /// Dropped when the member leaves (a takeover waits on it).
+    pub mailbox: crate::gate::mailbox::MailReceiver,
 }
 
 /// A registry and its live clients.
@@ -34,12 +30,11 @@ impl Crowd {
         for index in 0..count {
             let client_id: Arc<str> = format!("client-{index}").into();
             let username: Option<Arc<str>> = username_of(index).map(Arc::from);
-            let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
-            let (closed, closed_rx) = watch::channel(());
+            let (mailbox_tx, mailbox) = crate::gate::mailbox::channel();
             let conn_id = index as u64 + 1;
             let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-            if sessions.claim(&client_id, conn_id, username.clone(), peer, mailbox_tx, closed_rx, true).await.is_ok() {
-                members.push(Member { client_id, username, mailbox, _closed: closed });
+            if sessions.claim(&client_id, conn_id, username.clone(), peer, mailbox_tx, true).await.is_ok() {
+                members.push(Member { client_id, username, mailbox });
             }
         }
         Crowd { sessions, members }
@@ -51,7 +46,7 @@ impl Crowd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::mailbox::KickReason;
+    use crate::gate::mailbox::{KickReason, Mail};
     use crate::gate::session::Release;
     use crate::security::KickTarget;
 
@@ -128,11 +123,10 @@ mod tests {
         assert!(matches!(crowd.members[2].mailbox.try_recv(), Ok(Mail::Kick(KickReason::Admin))));
         assert!(crowd.members[1].mailbox.try_recv().is_err());
         // bob takes client-2 over (its previous owner never answers: the wait is bounded).
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (_closed, closed_rx) = watch::channel(());
+        let (tx, _rx) = crate::gate::mailbox::channel();
         let taken = crowd.members[2].client_id.clone();
         let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-        let claim = crowd.sessions.claim(&taken, 99, Some("bob".into()), peer, tx, closed_rx, true).await;
+        let claim = crowd.sessions.claim(&taken, 99, Some("bob".into()), peer, tx, true).await;
         assert!(claim.is_ok());
         assert_eq!(crowd.sessions.kick(&KickTarget::Username("alice".into())), 0);
         assert_eq!(crowd.sessions.kick(&KickTarget::CredentialsRevoked("bob".into())), 1);

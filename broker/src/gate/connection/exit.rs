@@ -96,7 +96,7 @@ impl Exit {
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
     /// The one exit path: last writes, router, registries, session and will.
-    pub(super) async fn finish(mut self, exit: Exit) {
+    pub(super) async fn finish(mut self: Box<Self>, exit: Exit) {
         // Router and registry first, socket last: a client that sees the close can reconnect at
         // once and find its session saved. The router also goes before the last writes, which
         // may take CLOSING_WRITE_TIMEOUT: a takeover waits for this connection only so long, and

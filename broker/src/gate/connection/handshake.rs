@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttd::protocol::{Filter, SubscribeProperties};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -214,7 +213,7 @@ pub(super) async fn handshake<E, S>(
     listener: Arc<Listener>,
     tls: Option<TlsIdentity>,
     unauthenticated: Unauthenticated,
-) -> Option<Connection<E, S>>
+) -> Option<Box<Connection<E, S>>>
 where
     E: RoutingEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -312,11 +311,10 @@ where
     let persistent_link = !connect.clean_start || session_outlives(protocol, connect.clean_start, session_expiry);
 
     let conn_id = shared.next_conn_id();
-    let (mailbox_tx, mailbox) = mpsc::unbounded_channel();
-    let (closed_tx, closed_rx) = watch::channel(());
+    let (mailbox_tx, mailbox) = crate::gate::mailbox::channel();
     let claim = match shared
         .sessions
-        .claim(&client_id, conn_id, username.clone(), peer.ip(), mailbox_tx.clone(), closed_rx, connect.clean_start)
+        .claim(&client_id, conn_id, username.clone(), peer.ip(), mailbox_tx.clone(), connect.clean_start)
         .await
     {
         Ok(claim) => claim,
@@ -378,7 +376,7 @@ where
     let keep_alive = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     let now = Instant::now();
 
-    let mut connection = Connection {
+    let mut connection = Box::new(Connection {
         backlog: Backlog::new(conn_id),
         held_lanes: None,
         release_watch: shared.pressure.watch_release(),
@@ -397,7 +395,6 @@ where
         authz,
         mailbox,
         mailbox_tx,
-        _closed: closed_tx,
         keep_alive,
         keep_alive_timer: Box::pin(tokio::time::sleep_until(now + keep_alive.unwrap_or(Duration::from_secs(3600)))),
         last_read: now,
@@ -425,6 +422,8 @@ where
         client_acked: false,
         read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
+        reads_quiet: true,
+        first_read: true,
         will: connect.will.clone().map(Box::new),
         clean_start: connect.clean_start,
         session_expiry,
@@ -434,7 +433,7 @@ where
         hub: None,
         pool_batch: Vec::new(),
         hub_release: shared.hub.as_ref().map(|hub| hub.watch_release()),
-    };
+    });
     if connection.link.is_attached() {
         connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
     }

@@ -48,7 +48,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
         }
         if std::mem::take(&mut self.router_paused) {
-            self.link.resume().await.map_err(|_| Exit::RouterGone)?;
+            // Boxed: rare, and rumqttd's wake-up future inline would be ~700 bytes of every
+            // connection's task (docs/benchmarks.md, "The gate's memory per connection").
+            Box::pin(self.link.resume()).await.map_err(|_| Exit::RouterGone)?;
         }
         Ok(())
     }
