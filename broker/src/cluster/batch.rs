@@ -15,6 +15,7 @@
 //! each message to one local member.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
 
 /// The header of a batch: how many messages its body holds.
 pub(super) const BATCH: &str = "Dynsec-Batch";
@@ -78,6 +79,39 @@ impl Packer {
             body.put_slice(payload);
         }
         (body.freeze(), Some(self.payloads.len()))
+    }
+}
+
+/// A sender's queue read batch by batch: [`Outbox::next`] opens a batch, [`Outbox::join_waiting`]
+/// adds what already waits behind it, and the first message that cannot join is kept for the next
+/// batch (order is kept).
+pub(super) struct Outbox<T> {
+    queued: mpsc::Receiver<T>,
+    kept: Option<T>,
+}
+
+impl<T> Outbox<T> {
+    pub(super) fn new(queued: mpsc::Receiver<T>) -> Outbox<T> {
+        Outbox { queued, kept: None }
+    }
+
+    /// The message kept from the last batch, or the next one queued (`None`: the queue closed).
+    pub(super) async fn next(&mut self) -> Option<T> {
+        match self.kept.take() {
+            Some(message) => Some(message),
+            None => self.queued.recv().await,
+        }
+    }
+
+    /// Offers each message already waiting to `join`, which takes it (`Ok`) or hands it back
+    /// (`Err`, kept for [`Outbox::next`]; the batch ends there). Never waits.
+    pub(super) fn join_waiting(&mut self, mut join: impl FnMut(T) -> Result<(), T>) {
+        while let Ok(following) = self.queued.try_recv() {
+            if let Err(back) = join(following) {
+                self.kept = Some(back);
+                return;
+            }
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use rumqttd::protocol::PublishProperties;
 use tokio::sync::mpsc;
 
 use super::admission::Admission;
-use super::batch::{BATCH, Limits, Packer};
+use super::batch::{BATCH, Limits, Outbox, Packer};
 use super::client_ids::ClientIds;
 use super::config::ClusterConfig;
 use super::reliable::{Confirm, Confirmation, ReliableSender};
@@ -389,21 +389,13 @@ async fn send(
     client: async_nats::Client,
     prefix: String,
     node: String,
-    mut queued: mpsc::Receiver<Outgoing>,
+    queued: mpsc::Receiver<Outgoing>,
     retained: RetainedStore,
 ) {
     let limits = Limits::for_server(client.server_info().max_payload);
     let mut sequence = 0u64;
-    // A message taken from the queue that did not fit the batch before it.
-    let mut next: Option<Outgoing> = None;
-    loop {
-        let message = match next.take() {
-            Some(message) => message,
-            None => match queued.recv().await {
-                Some(message) => message,
-                None => break,
-            },
-        };
+    let mut outbox = Outbox::new(queued);
+    while let Some(message) = outbox.next().await {
         let Ok(topic) = std::str::from_utf8(&message.topic) else { continue };
         if message.retain {
             // The last value per topic, for nodes that start later; an empty payload clears it.
@@ -427,14 +419,13 @@ async fn send(
         // The messages already waiting behind it that can share its NATS message (`batch`).
         let mut batch = Packer::new(message.payload.clone());
         if !message.retain {
-            while let Ok(following) = queued.try_recv() {
-                if following.joins(&message) && batch.fits(&following.payload, limits) {
-                    batch.push(following.payload);
-                } else {
-                    next = Some(following);
-                    break;
+            outbox.join_waiting(|following| {
+                if !following.joins(&message) || !batch.fits(&following.payload, limits) {
+                    return Err(following);
                 }
-            }
+                batch.push(following.payload);
+                Ok(())
+            });
         }
         let mut headers =
             headers(&node, message.qos, message.retain, message.expiry_secs, message.properties.as_deref());

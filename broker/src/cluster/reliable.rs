@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{BATCH, Limits, Packer};
+use super::batch::{BATCH, Limits, Outbox, Packer};
 use super::config::ClusterConfig;
 use super::remote::{NODE, RETAIN, Remote, remote_messages};
 use crate::persistence::Persistence;
@@ -144,36 +144,25 @@ impl ReliableSender {
 /// A JetStream publish and who waits for its acknowledgement (every message of its batch).
 type Waiting = (PublishAckFuture, Vec<oneshot::Sender<Result<(), String>>>);
 
-async fn publish(js: jetstream::Context, mut queued: mpsc::Receiver<Reliable>, acks: mpsc::UnboundedSender<Waiting>) {
+async fn publish(js: jetstream::Context, queued: mpsc::Receiver<Reliable>, acks: mpsc::UnboundedSender<Waiting>) {
     let limits = Limits::for_server(js.client().server_info().max_payload);
-    // A message taken from the queue that did not fit the batch before it.
-    let mut next: Option<Reliable> = None;
-    loop {
-        let first = match next.take() {
-            Some(message) => message,
-            None => match queued.recv().await {
-                Some(message) => message,
-                None => break,
-            },
-        };
+    let mut outbox = Outbox::new(queued);
+    while let Some(first) = outbox.next().await {
         // The messages already waiting behind it with its subject and headers share its
         // JetStream message (`batch`): stored, delivered and acknowledged together. (Not a
         // retained one: each is the last value of its topic on the nodes.)
         let mut batch = Packer::new(first.payload.clone());
         let mut waiting = vec![first.confirm];
         if first.headers.get(RETAIN).is_none() {
-            while let Ok(following) = queued.try_recv() {
-                if following.subject == first.subject
-                    && following.headers == first.headers
-                    && batch.fits(&following.payload, limits)
-                {
-                    batch.push(following.payload);
-                    waiting.push(following.confirm);
-                } else {
-                    next = Some(following);
-                    break;
+            outbox.join_waiting(|following| {
+                let joins = following.subject == first.subject && following.headers == first.headers;
+                if !joins || !batch.fits(&following.payload, limits) {
+                    return Err(following);
                 }
-            }
+                batch.push(following.payload);
+                waiting.push(following.confirm);
+                Ok(())
+            });
         }
         let (body, count) = batch.finish();
         let mut headers = first.headers;

@@ -673,15 +673,10 @@ async fn router_links_are_attached_on_first_use() {
     assert!(connack.session_present(), "the session without router state was kept");
 
     let (mut attached, mut refused) = (Vec::new(), 0);
-    for mut client in idle {
-        client.send(&testkit::subscribe(true, 1, &[("first/use", 1)])).await;
-        match client.next(Duration::from_secs(10)).await {
-            Next::Frame(frame) if frame.packet_type == testkit::SUBACK => attached.push(client),
-            Next::Frame(frame) if frame.packet_type == testkit::DISCONNECT => {
-                assert_eq!(frame.reason(), 0x89, "server busy");
-                refused += 1;
-            }
-            other => panic!("SUBACK or DISCONNECT expected, got {other:?}"),
+    for client in idle {
+        match subscribed_or_busy(client).await {
+            Some(client) => attached.push(client),
+            None => refused += 1,
         }
     }
     assert!((1..16).contains(&attached.len()), "{} links attached in a table of 16", attached.len());
@@ -698,6 +693,20 @@ async fn router_links_are_attached_on_first_use() {
         };
         assert_eq!(frame.packet_type, testkit::PUBLISH);
         assert_eq!(&frame.publish(true).payload[..], b"still routed");
+    }
+}
+
+/// Subscribes `client` (v5) to `first/use`: the client once its SUBACK came, `None` when the
+/// broker answered "server busy" (no room for its router link).
+async fn subscribed_or_busy(mut client: RawClient) -> Option<RawClient> {
+    client.send(&testkit::subscribe(true, 1, &[("first/use", 1)])).await;
+    match client.next(Duration::from_secs(10)).await {
+        Next::Frame(frame) if frame.packet_type == testkit::SUBACK => Some(client),
+        Next::Frame(frame) if frame.packet_type == testkit::DISCONNECT => {
+            assert_eq!(frame.reason(), 0x89, "server busy");
+            None
+        }
+        other => panic!("SUBACK or DISCONNECT expected, got {other:?}"),
     }
 }
 
@@ -719,15 +728,10 @@ async fn with_the_hub_clean_subscribers_take_no_router_table_entry() {
         let mut connect = Connect::new(5, &format!("persistent-{index}"));
         connect.clean = false;
         connect.session_expiry = Some(3600);
-        let mut client = RawClient::connected(broker.addr(), &connect).await;
-        client.send(&testkit::subscribe(true, 1, &[("first/use", 1)])).await;
-        match client.next(Duration::from_secs(10)).await {
-            Next::Frame(frame) if frame.packet_type == testkit::SUBACK => attached.push(client),
-            Next::Frame(frame) if frame.packet_type == testkit::DISCONNECT => {
-                assert_eq!(frame.reason(), 0x89, "server busy");
-                refused += 1;
-            }
-            other => panic!("SUBACK or DISCONNECT expected, got {other:?}"),
+        let client = RawClient::connected(broker.addr(), &connect).await;
+        match subscribed_or_busy(client).await {
+            Some(client) => attached.push(client),
+            None => refused += 1,
         }
     }
     assert!((1..16).contains(&attached.len()), "{} persistent links attached in a table of 16", attached.len());
@@ -775,6 +779,15 @@ async fn slow_qos1_subscriber_gets_every_message_exactly_once(filter: &str, topi
         publisher.ping().await;
         publisher
     });
+    read_slowly_in_order(&mut sub, total).await;
+    let _publisher = publisher.await.unwrap();
+    sub.expect_quiet().await;
+}
+
+/// Reads `total` QoS 1 PUBLISHes whose payloads start with their index (8 digits), checking
+/// that each comes once and in order, as a slow consumer (a pause every 50) that acknowledges
+/// each. Also used by `cluster`'s back-pressure test.
+pub(crate) async fn read_slowly_in_order(sub: &mut RawClient, total: u32) {
     let mut next = 0u32;
     while next < total {
         let got = sub.expect_publish().await;
@@ -786,8 +799,6 @@ async fn slow_qos1_subscriber_gets_every_message_exactly_once(filter: &str, topi
         }
         sub.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
     }
-    let _publisher = publisher.await.unwrap();
-    sub.expect_quiet().await;
 }
 
 #[tokio::test]

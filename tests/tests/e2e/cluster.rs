@@ -791,17 +791,7 @@ async fn a_fast_publisher_on_a_does_not_overrun_a_slow_subscriber_on_b() {
         publisher.ping().await;
         publisher
     });
-    let mut next = 0u32;
-    while next < total {
-        let got = slow.expect_publish().await;
-        let index: u32 = std::str::from_utf8(&got.payload[..8]).unwrap().parse().unwrap();
-        assert_eq!(index, next, "lost or duplicated message");
-        next += 1;
-        if next.is_multiple_of(50) {
-            tokio::time::sleep(Duration::from_millis(5)).await; // a slow consumer
-        }
-        slow.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
-    }
+    crate::broker_mqtt::read_slowly_in_order(&mut slow, total).await;
     let _publisher = sending.await.unwrap();
     slow.expect_quiet().await;
 }
