@@ -44,10 +44,12 @@ impl Broker {
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
+        let mut restored_retained = Vec::new();
         if let Some(persistence) = &persistence {
             // Retained messages into the router and saved sessions into the registry, before
             // any listener accepts a client.
-            let mut restored = persistence.restore(&*engine);
+            let (mut restored, retained) = persistence.restore(&*engine);
+            restored_retained = retained;
             info!(sessions = restored.sessions.len(), "persistence: sessions restored");
             let wills = std::mem::take(&mut restored.wills);
             for session in restored.sessions {
@@ -104,7 +106,7 @@ impl Broker {
         let mut shared = Shared::new(config, security, engine, sessions, pressure);
         shared.persistence = persistence;
         shared.cluster = cluster;
-        let hub_link = start_fleet_hub(&mut shared).await?;
+        let hub_link = start_fleet_hub(&mut shared, restored_retained).await?;
         let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
@@ -159,11 +161,13 @@ impl Broker {
     }
 }
 
-/// `gate_fleet_hub true`: the hub's router link, subscribed before any client connects, and
+/// `gate_fleet_hub true`: the hub's router link, subscribed before any client connects, its
+/// retained index filled with the retained messages restored from the persistence store, and
 /// the publisher pool (docs/architecture.md). Returns the hub's link for its task. Not in a
 /// cluster: the nodes' routing has not been checked with it.
 async fn start_fleet_hub(
     shared: &mut Shared<Rumqttd>,
+    restored_retained: Vec<crate::routing::router_link::Routed>,
 ) -> Result<Option<crate::routing::router_link::RumqttdLink>, Error> {
     use crate::routing::router_link::RoutingEngine;
     if !shared.config.gate.fleet_hub {
@@ -178,6 +182,7 @@ async fn start_fleet_hub(
     let gate = &shared.config.gate;
     let max_hold = (gate.backpressure_window > 0).then_some(gate.backpressure_max_hold);
     let hub = crate::routing::hub::Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes, max_hold);
+    hub.restore_retained(restored_retained);
     let mut link = shared.engine.attach_internal("hub").await.map_err(Error::Router)?;
     crate::routing::hub::subscribe_link(&mut link).map_err(Error::Router)?;
     let size = shared.config.gate.worker_threads.max(1) * 2;

@@ -33,6 +33,8 @@ fn batch_payload(start: usize, count: usize, with_password: bool) -> Vec<u8> {
 struct Run {
     batch_times: Vec<Duration>,
     total: Duration,
+    /// The longest a reader of the model (a login, an ACL compile) waited meanwhile.
+    longest_read_wait: Duration,
 }
 
 fn provision(total: usize, batch: usize, with_password: bool) -> Run {
@@ -45,6 +47,21 @@ fn provision(total: usize, batch: usize, with_password: bool) -> Run {
     let payloads: Vec<Vec<u8>> =
         (0..total).step_by(batch).map(|s| batch_payload(s, batch.min(total - s), with_password)).collect();
     let mut batch_times = Vec::with_capacity(payloads.len());
+    // A reader beside the admin, as logins and ACL checks are: how long it ever waits for the model.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (engine, done) = (std::sync::Arc::clone(&engine), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                engine.with_model(|m| m.clients.len());
+                longest = longest.max(t.elapsed());
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            longest
+        })
+    };
     let started = Instant::now();
     for payload in &payloads {
         let t = Instant::now();
@@ -53,8 +70,10 @@ fn provision(total: usize, batch: usize, with_password: bool) -> Run {
         assert!(!result.response.windows(7).any(|w| w == b"\"error\""), "a command failed");
     }
     let total_time = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let longest_read_wait = reader.join().expect("reader thread");
     assert_eq!(engine.with_model(|m| m.clients.len()), total + 1);
-    Run { batch_times, total: total_time }
+    Run { batch_times, total: total_time, longest_read_wait }
 }
 
 fn mean(times: &[Duration]) -> Duration {
@@ -73,6 +92,12 @@ fn report(name: &str, run: &Run, floor: Option<Duration>) {
         end,
         end.as_secs_f64() / start.as_secs_f64()
     );
+    // The slowest batches show what a mean hides: a pause (the snapshot rewrite) in one batch.
+    let mut slowest: Vec<(usize, Duration)> = run.batch_times.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|&(_, time)| std::cmp::Reverse(time));
+    let listed: Vec<String> = slowest.iter().take(4).map(|(i, t)| format!("#{} {t:.2?}", i + 1)).collect();
+    println!("  slowest batches: {}", listed.join(", "));
+    println!("  longest wait of a reader of the model: {:.2?}", run.longest_read_wait);
     print!("  total: {:.2?}", run.total);
     if let Some(floor) = floor {
         print!("   hash-cost floor: {:.2?}   total/floor: {:.2}", floor, run.total.as_secs_f64() / floor.as_secs_f64());

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use sha2::{Digest, Sha256};
 
 use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, role_walk};
@@ -228,6 +228,8 @@ impl Dynsec {
                 }
             }
         }
+        // Readers (logins, ACL compiles) go on while a due snapshot is written.
+        store.compact_if_due(&RwLockWriteGuard::downgrade(model));
         ControlResult { response: outcome.response, kicks: outcome.kicks }
     }
 

@@ -490,7 +490,7 @@ impl Store {
     }
 
     /// Makes `mutations` durable by appending one journal record. `model_after` is the state
-    /// including them (used if the journal has grown enough to be folded into a new snapshot).
+    /// including them (the record holds the resulting state of what they touch).
     /// On error nothing of this batch will be loaded at restart, and the caller must roll it back
     /// in memory. Call [`Store::prepare_for_write`] first.
     pub fn commit(&mut self, mutations: &[Mutation], model_after: &Model) -> Result<(), StoreError> {
@@ -523,12 +523,24 @@ impl Store {
             return Err(StoreError::Io { path, source });
         }
         self.journal_len += record.len() as u64;
-        if self.journal_len > self.snapshot_len.max(MIN_COMPACTION_BYTES)
-            && let Err(e) = self.compact(model_after)
+        Ok(())
+    }
+
+    /// The journal has outgrown the snapshot: the caller should [`Store::compact_if_due`], with
+    /// only a *read* lock on the model, so that logins and ACL checks go on while the snapshot
+    /// (megabytes at 100,000 clients) is written; the store's own lock keeps writers out.
+    pub fn compaction_due(&self) -> bool {
+        self.journal_len > self.snapshot_len.max(MIN_COMPACTION_BYTES)
+    }
+
+    /// Folds the journal into a new snapshot if it has outgrown the old one. A failure only
+    /// leaves the journal longer (it keeps every change).
+    pub fn compact_if_due(&mut self, model: &Model) {
+        if self.compaction_due()
+            && let Err(e) = self.compact(model)
         {
             tracing::warn!("snapshot after commit failed (the journal keeps the change): {e}");
         }
-        Ok(())
     }
 
     /// Rewrites the snapshot from `model` and empties the journal.

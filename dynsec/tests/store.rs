@@ -149,6 +149,36 @@ fn flush_folds_the_journal_into_a_current_snapshot() {
     assert_eq!(fs::read(journal(&file)).unwrap(), b"dynsec-journal v1\n");
 }
 
+/// A journal that outgrows the snapshot is folded into a new snapshot by the commit that made it
+/// outgrow it (with only a read lock on the model while the snapshot is written): the journal
+/// starts over, the snapshot holds every acknowledged client, and a restart loads them all.
+#[test]
+fn a_journal_that_outgrows_the_snapshot_is_folded_by_the_running_engine() {
+    let (_dir, file, engine) = fresh();
+    let mut created = 0;
+    let mut folded = false;
+    // Each batch appends ~200 KB; the first fold is due past 1 MiB.
+    for _ in 0..30 {
+        let batch: Vec<String> = (created..created + 2000)
+            .map(|i| format!(r#"{{"command":"createClient","username":"device-{i:06}"}}"#))
+            .collect();
+        created += 2000;
+        let reply = send(&engine, &format!(r#"{{"commands":[{}]}}"#, batch.join(",")));
+        assert!(!reply.contains("error"), "{reply}");
+        if fs::read(journal(&file)).unwrap() == b"dynsec-journal v1\n" {
+            folded = true;
+            break;
+        }
+    }
+    assert!(folded, "the journal was never folded into the snapshot");
+    let (snapshot, _) = dynsec::file::load(&fs::read(&file).unwrap()).unwrap();
+    assert_eq!(snapshot, engine.with_model(Clone::clone));
+    assert!(snapshot.clients.contains_key(&format!("device-{:06}", created - 1)));
+    drop(engine);
+    let (reopened, _) = Dynsec::open(&file, Options::default()).unwrap();
+    assert_eq!(reopened.with_model(|m| m.clients.len()), created + 1);
+}
+
 #[test]
 fn store_files_are_private() {
     use std::os::unix::fs::PermissionsExt;

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::config::PersistenceSettings;
 use crate::routing::envelope::{self, Publisher, Stamp};
-use crate::routing::router_link::RoutingEngine;
+use crate::routing::router_link::{Routed, RoutingEngine};
 use records::{StoredMessage, StoredProperties, unix_ms};
 pub use sessions::SessionIndex;
 pub use store::{Op, Qos2Direction, StoreError};
@@ -101,9 +101,13 @@ impl Persistence {
     /// Hands the loaded retained messages to the router (through its system link, before any
     /// client can connect), with the expiry they have left; those that expired while the broker
     /// was down are deleted. Returns the persistent sessions and their queues for the gate's
-    /// registry.
-    pub fn restore<E: RoutingEngine>(&self, engine: &E) -> sessions::Restored {
+    /// registry, and the retained messages as the router holds them, for the fleet hub's index:
+    /// the router gives a new subscription at most 200 of its retained messages (rumqttd 0.20
+    /// truncates its replay to the link's outgoing batch), so the hub cannot learn them from the
+    /// router (docs/persistence.md, "Retained messages after a restart").
+    pub fn restore<E: RoutingEngine>(&self, engine: &E) -> (sessions::Restored, Vec<Routed>) {
         let loaded = self.take_loaded();
+        let mut retained = Vec::with_capacity(loaded.retained.len());
         let now = unix_ms();
         let mut expired = Vec::new();
         let mut restored = 0usize;
@@ -128,6 +132,9 @@ impl Persistence {
             let properties = message.properties.to_properties();
             envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
                 if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+                    if publish.retain {
+                        retained.push(Routed::retained(publish.topic.clone(), publish.payload.clone(), &properties));
+                    }
                     engine.inject(publish.topic, publish.payload, publish.retain, properties);
                 }
             });
@@ -141,7 +148,7 @@ impl Persistence {
         restored_sessions.wills = loaded.wills;
         expired.extend(ops);
         self.writer.submit(expired);
-        restored_sessions
+        (restored_sessions, retained)
     }
 
     /// Records a retained PUBLISH (an empty payload clears the topic) into `ops`.

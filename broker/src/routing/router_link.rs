@@ -108,6 +108,14 @@ pub struct Routed {
 }
 
 impl Routed {
+    /// A retained message as a new subscription gets it from the router (topic in the client's
+    /// spelling, sealed payload), made by the gate itself: for indexes the router cannot fill
+    /// (`persistence::Persistence::restore`).
+    pub fn retained(topic: Bytes, sealed: Bytes, properties: &Option<PublishProperties>) -> Self {
+        let properties = properties.as_ref().filter(|p| carries_any(p)).map(|p| Box::new(p.clone()));
+        Routed { topic, payload: sealed, qos: 0, pkid: 0, retain: true, properties }
+    }
+
     /// Takes a router `Publish` apart. Its QoS and packet id are crate-private in rumqttd: they
     /// are read from its own serialization, made once topic and payload are moved out (five
     /// bytes then).

@@ -10,6 +10,8 @@
 
 use std::time::Instant;
 
+use parking_lot::RwLockWriteGuard;
+
 use super::{ControlResult, Dynsec, EngineError, changed_principals};
 use crate::commands::{Admin, Envelope, Kicks, Processor, envelope_error, parse_envelope, prepare_passwords};
 use crate::file;
@@ -107,6 +109,8 @@ impl Dynsec {
         }
         self.invalidate(&affected);
         *self.last_change.lock() = Some(Instant::now());
+        // Readers (logins, ACL compiles) go on while a due snapshot is written.
+        store.compact_if_due(&RwLockWriteGuard::downgrade(model));
         Ok(())
     }
 

@@ -220,6 +220,50 @@ async fn retained_messages_follow_retain_handling_and_repeated_subscribes() {
     }
 }
 
+/// Retained messages a persistent session's wildcard brings, per SUBSCRIBE (a first and a
+/// repeated one), with `count` retained topics: rumqttd alone replays at most 100 to a QoS 1
+/// subscription (docs/rumqttd.md defect 19); mosquitto sends all of them.
+async fn persistent_retained_per_subscribe(port: u16, version: u8, retain_handling: u8, count: u16) -> [usize; 2] {
+    let id = format!("prs-{version}-{retain_handling}");
+    let mut publisher = client(port, 4, &format!("{id}-pub")).await;
+    for i in 1..=count {
+        publish_acked(&mut publisher, &format!("sem/{id}/{i}"), format!("r{i}").as_bytes(), true, i).await;
+    }
+    let mut connect = Connect::new(version, &id);
+    connect.clean = false;
+    if version == 5 {
+        connect.session_expiry = Some(600);
+    }
+    let mut subscriber = RawClient::connected(addr(port), &connect).await;
+    let filter = format!("sem/{id}/#");
+    let mut counts = [0; 2];
+    for (pkid, count) in (1..).zip(counts.iter_mut()) {
+        subscriber.subscribe(pkid, &[(&filter, options(1, false, false, retain_handling))]).await;
+        let mut topics = std::collections::BTreeSet::new();
+        while let Some(received) = next_publish(&mut subscriber, version == 5).await {
+            assert!(received.retain);
+            assert!(topics.insert(received.topic.clone()), "{} twice", received.topic);
+            acknowledge(&mut subscriber, &received).await;
+        }
+        *count = topics.len();
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_persistent_session_gets_every_retained_message_its_wildcard_matches() {
+    let broker = ours();
+    let port = broker.port();
+    assert_eq!(persistent_retained_per_subscribe(port, 4, 0, 300).await, [300, 300], "3.1.1, clean_session 0");
+    assert_eq!(persistent_retained_per_subscribe(port, 5, 0, 300).await, [300, 300], "v5, session expiry, RH 0");
+    assert_eq!(persistent_retained_per_subscribe(port, 5, 1, 300).await, [300, 0], "v5, session expiry, RH 1");
+    assert_eq!(persistent_retained_per_subscribe(port, 5, 2, 300).await, [0, 0], "v5, session expiry, RH 2");
+    let dir = ScratchDir::new("sem-prs-21");
+    if let Some(oracle) = mosquitto_21("persistent_retained", &dir) {
+        assert_eq!(persistent_retained_per_subscribe(oracle.port(), 5, 0, 300).await, [300, 300], "mosquitto 2.1.2");
+    }
+}
+
 #[tokio::test]
 async fn no_local_keeps_a_clients_own_messages_from_it() {
     let broker = ours();

@@ -97,6 +97,34 @@ async fn retained_messages_survive_a_clean_restart_and_a_sigkill() {
     broker.assert_no_panic();
 }
 
+/// More retained messages than rumqttd replays to one new subscription (it stops at its outgoing
+/// batch, 200) are all there after a restart, for a wildcard and for a single topic: the fleet
+/// hub (on by default) fills its index from the store, not from the router's replay.
+#[tokio::test]
+async fn more_retained_messages_than_the_router_replays_at_once_all_survive_a_restart() {
+    const COUNT: u16 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "");
+    let mut publisher = client(&broker, 4, "retainer", true).await;
+    for i in 1..=COUNT {
+        publish_acked(&mut publisher, &format!("many/{i}"), format!("m{i}").as_bytes(), true, i).await;
+    }
+    drop(publisher);
+    let (code, log) = broker.terminate();
+    assert_eq!(code, Some(0), "{log}");
+
+    let broker = start(dir.path(), "");
+    let mut one = client(&broker, 4, "one-topic", true).await;
+    one.subscribe(1, &[("many/377", 1)]).await;
+    assert_eq!(payloads(&drain(&mut one).await), BTreeSet::from(["m377".to_owned()]));
+    let mut all = client(&broker, 5, "wildcard", true).await;
+    all.subscribe(1, &[("many/#", 1)]).await;
+    let got = drain(&mut all).await;
+    assert_eq!(payloads(&got), (1..=COUNT).map(|i| format!("m{i}")).collect::<BTreeSet<_>>());
+    assert_eq!(got.len(), usize::from(COUNT), "each once");
+    broker.assert_no_panic();
+}
+
 #[tokio::test]
 async fn subscriptions_and_queued_qos1_messages_survive_a_sigkill() {
     queued_messages_survive_a_sigkill("").await;

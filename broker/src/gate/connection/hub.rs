@@ -46,6 +46,10 @@ struct PendingReplay {
     /// The subscription's QoS; `None`: Retain Handling says no retained messages.
     qos: Option<u8>,
     fence: Fence,
+    /// For a subscription the router serves (not the hub): the topics of retained messages the
+    /// router delivered live since the SUBSCRIBE. The client has their newest value already, so
+    /// the replay leaves them out (`note_live_retained`).
+    routed_live: Option<Vec<bytes::Bytes>>,
     /// Once the hub has passed the fence: how many queued deliveries (offered before it did)
     /// are still to be taken before the replay — matching retained ones among them are left to
     /// the replay (`deliver_hub`), so that a message arrives once, as retained.
@@ -74,31 +78,91 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// Subscribes `filters` through the hub (before the SUBACK, so that a PUBLISH read after it
     /// reaches this client), and queues the retained messages due to them.
     pub(super) fn hub_subscribe(&mut self, filters: Vec<Filter>) {
-        let Some(hub) = self.shared.hub.clone() else { return };
+        let shared = self.shared.clone();
+        let Some(state) = self.hub_state() else { return };
+        for filter in filters {
+            shared.subscribed_filters.insert(&filter.path);
+            state.membership.add(&filter.path);
+            // What was published before this SUBSCRIBE may not have reached the hub yet: its
+            // retained messages come as the replay (or, Retain Handling 2, not at all), not live.
+            Self::await_replay(state, &shared.pressure, filter, false);
+        }
+        // Those the hub has passed, with nothing queued before, are taken at once.
+        self.hub_pending_replays();
+    }
+
+    /// The retained messages of new subscriptions the router serves (persistent sessions), with
+    /// the hub on: rumqttd replays at most one outgoing batch of them (100 at QoS 1/2, 200 at
+    /// QoS 0) and drops the rest (docs/rumqttd.md defect 19), so they come from the hub's
+    /// retained index instead, after the SUBACK, as for hub subscriptions; the router's own
+    /// replay is dropped (`router_replays_dropped`).
+    pub(super) fn replay_retained_for_routed(&mut self, filters: &[Filter]) {
+        // (A shared subscription gets no retained messages, as in mosquitto; nor does rumqttd send any.)
+        let wanted: Vec<&Filter> = filters
+            .iter()
+            .filter(|f| f.retain_forward_rule != RetainForwardRule::Never && !subscriptions::is_shared(&f.path))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let Some(state) = self.hub_state() else { return };
+        for filter in wanted {
+            Self::await_replay(state, &shared.pressure, filter.clone(), true);
+        }
+        self.hub_pending_replays();
+    }
+
+    /// With the hub on, retained messages come from its index, never from the router's replay
+    /// (see `replay_retained_for_routed`).
+    pub(super) fn router_replays_dropped(&self) -> bool {
+        self.shared.hub.is_some()
+    }
+
+    /// A retained message the router delivered live: a pending replay of a routed subscription
+    /// matching its topic leaves the topic out (the client has its newest value).
+    pub(super) fn note_live_retained(&mut self, topic: &bytes::Bytes) {
+        let Some(state) = self.hub.as_deref_mut() else { return };
+        for pending in &mut state.pending_replays {
+            if let Some(live) = pending.routed_live.as_mut()
+                && subscriptions::matches_mqtt(&pending.filter, topic)
+                && !live.contains(topic)
+            {
+                live.push(topic.clone());
+            }
+        }
+    }
+
+    /// This connection's hub state, made on first use (`None`: the hub is off).
+    fn hub_state(&mut self) -> Option<&mut HubState> {
+        let hub = self.shared.hub.clone()?;
         let conn_id = self.conn_id;
-        let state = self.hub.get_or_insert_with(|| {
+        Some(self.hub.get_or_insert_with(|| {
             Box::new(HubState {
-                membership: Membership::new(hub.clone(), conn_id),
+                membership: Membership::new(hub, conn_id),
                 in_flight: HashSet::new(),
                 releasing: HashSet::new(),
                 after_suback: Vec::new(),
                 pending_replays: Vec::new(),
             })
-        });
-        for filter in filters {
-            self.shared.subscribed_filters.insert(&filter.path);
-            state.membership.add(&filter.path);
-            // What was published before this SUBSCRIBE may not have reached the hub yet: its
-            // retained messages come as the replay (or, Retain Handling 2, not at all), not live.
-            let fence = hub.fence(&self.shared.pressure);
-            if !hub.passed(&fence) {
-                hub.wake_at(fence, &state.membership.inbox);
-            }
-            let qos = (filter.retain_forward_rule != RetainForwardRule::Never).then_some(filter.qos as u8);
-            state.pending_replays.push(PendingReplay { filter: filter.path, qos, fence, due_after: None });
+        }))
+    }
+
+    /// Queues `filter`'s replay until the hub has read everything published before now.
+    fn await_replay(
+        state: &mut HubState,
+        pressure: &crate::routing::backpressure::Pressure,
+        filter: Filter,
+        routed: bool,
+    ) {
+        let hub = state.membership.hub();
+        let fence = hub.fence(pressure);
+        if !hub.passed(&fence) {
+            hub.wake_at(fence, &state.membership.inbox);
         }
-        // Those the hub has passed, with nothing queued before, are taken at once.
-        self.hub_pending_replays();
+        let qos = (filter.retain_forward_rule != RetainForwardRule::Never).then_some(filter.qos as u8);
+        let routed_live = routed.then(Vec::new);
+        state.pending_replays.push(PendingReplay { filter: filter.path, qos, fence, routed_live, due_after: None });
     }
 
     /// Takes the retained messages of hub subscriptions whose fence the hub has passed, once
@@ -120,7 +184,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return true;
             }
             if let Some(qos) = pending.qos {
-                after_suback.extend(hub.retained_matching(&pending.filter, qos));
+                let replay = hub.retained_matching(&pending.filter, qos);
+                match &pending.routed_live {
+                    Some(live) => after_suback.extend(replay.into_iter().filter(|r| !live.contains(&r.topic))),
+                    None => after_suback.extend(replay),
+                }
             }
             false
         });

@@ -100,6 +100,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn deliver(&mut self, routed: Routed) {
         let Routed { topic, payload, qos: router_qos, pkid, retain: retained_replay, properties } = routed;
         self.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
+        if retained_replay && self.router_replays_dropped() {
+            // The gate replays retained messages itself (`replay_retained_for_routed`).
+            return self.drop_router_copy(pkid, router_qos);
+        }
         // Set when the client will never get this message (its ACL, its expiry): a stored copy
         // queued for it goes.
         let mut settled = None;
@@ -115,6 +119,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     None
                 }
                 Some(topic_str) => {
+                    if stamp.retain && !retained_replay {
+                        self.note_live_retained(&topic);
+                    }
                     let clustered = self.shared.cluster.is_some();
                     let copy = RouterCopy { topic: topic_str, stamp: &stamp, router_qos, retained_replay, clustered };
                     let decision = delivery::decide(

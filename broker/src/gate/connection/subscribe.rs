@@ -146,6 +146,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             for filter in &routed {
                 self.shared.subscribed_filters.insert(&filter.path);
             }
+            self.replay_retained_for_routed(&routed);
             self.link.subscribe(subscribe.pkid, routed, properties);
         }
         self.pending_acks.subscribe(subscribe.pkid, codes, retained);

@@ -206,7 +206,8 @@ impl Hub {
         match note {
             FromRouter::Publish(routed) => {
                 if routed.retain {
-                    // The router's retained store, replayed when the hub subscribed.
+                    // The router's retained store, replayed when the hub subscribed: at most 200
+                    // of them (the index has them all from `restore_retained`).
                     self.retained.keep(routed);
                     return 0;
                 }
@@ -232,6 +233,14 @@ impl Hub {
                 0
             }
             FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => 0,
+        }
+    }
+
+    /// Takes the retained messages restored from the persistence store into the index (the
+    /// router's own replay to the hub's `#` stops at 200; see `persistence::Persistence::restore`).
+    pub fn restore_retained(&self, messages: Vec<Routed>) {
+        for routed in messages {
+            self.retained.keep(routed);
         }
     }
 
