@@ -117,7 +117,7 @@ impl MessageBus {
         config: &ClusterConfig,
         engine: Arc<E>,
         take_over: TakeOver,
-        hand_over: super::session_moves::HandOver,
+        sessions: Arc<dyn super::session_moves::SessionSource>,
         persistence: Option<Arc<Persistence>>,
         admission: Admission,
     ) -> Result<Arc<MessageBus>, String> {
@@ -130,7 +130,7 @@ impl MessageBus {
             .await
             .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
         let client_ids = Arc::new(ClientIds::open(client, config).await?);
-        let session_moves = super::session_moves::SessionMoves::start(client, config, hand_over).await?;
+        let session_moves = super::session_moves::SessionMoves::start(client, config, sessions).await?;
         let local_claims = Arc::new(LocalClaims::default());
         tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&local_claims), Arc::clone(&take_over)));
         // Every message under the prefix, or (`cluster_forward_by_interest`) those of this node's

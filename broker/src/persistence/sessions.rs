@@ -341,6 +341,53 @@ impl SessionIndex {
         }
     }
 
+    /// The session is moving to another node (`cluster::session_moves`) and the router no
+    /// longer holds it: what is queued for it from now on is kept for a hand-back, and the queued
+    /// messages the router never held (restored from the file) are returned, by sequence.
+    pub fn handing_over(&self, client_id: &str) -> Vec<(u64, StoredMessage)> {
+        let mut index = self.lock();
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return Vec::new() };
+        tracked.router_holds = false;
+        std::mem::take(&mut tracked.replay).into_iter().collect()
+    }
+
+    /// The move was not confirmed: the session stays, and `messages` (still queued here) are
+    /// handed to the router when its client comes back, with what was queued meanwhile.
+    pub fn handed_back(&self, client_id: &str, messages: Vec<(u64, StoredMessage)>) {
+        let mut index = self.lock();
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return };
+        for (sequence, message) in messages {
+            if tracked.queued.contains_key(&sequence) {
+                tracked.replay.insert(sequence, message);
+            }
+        }
+    }
+
+    /// Messages moved here with `client_id`'s session from another node, queued in the store
+    /// (within the bounds) under new sequences, oldest first; returned with them, to hand the
+    /// router. The session was recorded as connected just before ([`SessionIndex::connected`]).
+    pub fn adopt(&self, ops: &mut Vec<Op>, client_id: &str, messages: Vec<StoredMessage>) -> Vec<(u64, StoredMessage)> {
+        let mut index = self.lock();
+        let mut next = index.next_sequence;
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return Vec::new() };
+        let mut adopted = Vec::with_capacity(messages.len());
+        for message in messages {
+            let size = message.payload.len() as u64;
+            if (self.max_messages > 0 && tracked.queued.len() >= self.max_messages)
+                || (self.max_bytes > 0 && tracked.bytes + size > self.max_bytes)
+            {
+                continue; // (the sender already kept to this node's bounds: see `session_moves`)
+            }
+            next += 1;
+            tracked.queued.insert(next, size);
+            tracked.bytes += size;
+            ops.push(Op::Queue { client_id: client_id.to_owned(), sequence: next, message: records::encode(&message) });
+            adopted.push((next, message));
+        }
+        index.next_sequence = next;
+        adopted
+    }
+
     /// Persistent sessions known (for tests and logs).
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -392,6 +439,7 @@ pub fn saved_session(restored: RestoredSession) -> crate::gate::saved_session::S
         // The router does not hold the session: only the PUBRELs owed to the client remain.
         outbound_qos2: crate::routing::ack_sequencer::Unfinished::owed_to_client(restored.pubrels_due),
         routed: false,
+        moved: None,
     }
 }
 

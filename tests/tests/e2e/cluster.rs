@@ -580,6 +580,166 @@ async fn a_persistent_session_made_on_a_moves_to_b_when_its_client_id_connects_t
     back_on_a.expect_quiet().await;
 }
 
+/// A role that may publish and subscribe everywhere but receives nothing on `fleet/secret`, and
+/// a client `keeper` holding it.
+const ROLE_NO_SECRET: &str = r##"{"command":"createRole","rolename":"no-secret","acls":[{"acltype":"publishClientSend","topic":"#","allow":true},{"acltype":"subscribePattern","topic":"#","allow":true},{"acltype":"publishClientReceive","topic":"fleet/secret","allow":false}]}"##;
+const KEEPER: &str =
+    r#"{"command":"createClient","username":"keeper","password":"pw-keeper","roles":[{"rolename":"no-secret"}]}"#;
+
+#[tokio::test]
+async fn qos1_messages_queued_on_a_for_an_offline_persistent_session_arrive_on_b() {
+    queued_messages_move_with_the_session("").await;
+}
+
+#[tokio::test]
+async fn qos1_messages_queued_on_a_for_an_offline_persistent_session_arrive_on_b_with_persistence() {
+    queued_messages_move_with_the_session("persistence true\n").await;
+}
+
+/// A persistent session of `keeper` made on a, offline while 20 QoS 1 messages (and one its ACL
+/// does not let it receive) are published on a; its client then connects to b.
+async fn queued_messages_move_with_the_session(extra: &str) {
+    let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, extra);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "keeper").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    // (A watcher on b: once the last message reached it, b has taken every earlier one from NATS
+    // too, so none of them can still arrive at b as a new message for the moved session.)
+    let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+    assert_eq!(watcher.subscribe(1, &[("sync/#", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    let count = 20u16;
+    for n in 1..=count {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+        if n == 10 {
+            publisher.publish("fleet/secret", b"not for keeper", 1, false, 100).await;
+            assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+        }
+    }
+    publisher.publish("sync/1", b"s", 1, false, 101).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = watcher.expect_publish().await;
+    assert_eq!(&got.payload[..], b"s");
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+
+    let (mut on_b, present) = persistent(&cluster, 1, "mover", "keeper").await;
+    assert!(present, "the session came from a");
+    let expected: Vec<String> = (1..=count).map(|n| format!("m{n}")).collect();
+    let got = drain_count(&mut [&mut on_b], count as usize).await.remove(0);
+    if got != expected {
+        eprintln!("a:\n{}\nb:\n{}", cluster.nodes[0].log(), cluster.nodes[1].log());
+    }
+    assert_eq!(got, expected, "what a queued came to b, in order, once, without what the ACL denies");
+    // A newer message comes after them, once.
+    publisher.publish("fleet/7/cmd", b"newer", 1, false, 102).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    assert_eq!(drain_count(&mut [&mut on_b], 1).await[0], ["newer"]);
+    // Back on a: the session comes from b, and a delivers nothing again of what it handed over.
+    on_b.send(&testkit::disconnect()).await;
+    on_b.expect_closed().await;
+    let (mut back_on_a, present) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert!(present, "the session came back from b");
+    back_on_a.expect_quiet().await;
+}
+
+/// Writes the client-id record naming `node` as the owner of `client_id` (`cluster::client_ids`).
+async fn record_owner(nats: &async_nats::Client, client_id: &str, node: &str) {
+    let hex: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
+    let js = async_nats::jetstream::new(nats.clone());
+    let ack = js.publish(format!("dynsec.client.{hex}"), format!("{node}\n1").into()).await.expect("published");
+    ack.await.expect("stored");
+}
+
+/// The first part of a session answer: a session of `sub` subscribed to `fleet/#` at QoS 1 with
+/// messages `m1`…`m{count}`.
+fn first_part(token: u64, last: bool, count: usize) -> Vec<u8> {
+    use dynsec_broker::cluster::session_moves::{MovedSession, Part};
+    use dynsec_broker::persistence::records::{StoredSession, StoredSubscription};
+    let subscription = StoredSubscription {
+        filter: "fleet/#".into(),
+        qos: 1,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        id: None,
+    };
+    let session = StoredSession {
+        owner: Some("sub".into()),
+        subscriptions: vec![subscription],
+        expiry: None,
+        offline_since_unix_ms: None,
+    };
+    let messages = (1..=count)
+        .map(|n| dynsec_broker::persistence::stored_message("fleet/1", format!("m{n}").as_bytes(), 1, "x", None, None))
+        .collect();
+    let part = Part {
+        token,
+        index: 0,
+        last,
+        session: Some(MovedSession { session, inbound_qos2: Vec::new(), pubrels_due: Vec::new() }),
+        messages,
+    };
+    dynsec_broker::persistence::records::encode(&part)
+}
+
+#[tokio::test]
+async fn bad_and_oversized_session_answers_from_another_node_are_handled_with_a_warning() {
+    let cluster = TestCluster::start(ours(), 1, ADMIN, PASSWORD, "max_queued_messages 3\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    // A node `ghost` that answers for three client ids, each badly in its own way.
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let mut requests = nats.subscribe("dynsec.session.ghost").await.expect("subscribed");
+    nats.flush().await.expect("flushed");
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let (ghost, seen) = (nats.clone(), Arc::clone(&confirmed));
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(token) = request.headers.as_ref().and_then(|h| h.get("Dynsec-Session-Taken")) {
+                seen.lock().unwrap().push(token.as_str().to_owned());
+                continue;
+            }
+            let Some(reply) = request.reply else { continue };
+            let answers = match &request.payload[..] {
+                b"garbage" => vec![vec![0xFF; 3]],
+                b"oversized" => vec![first_part(7, true, 10)],
+                b"incomplete" => vec![first_part(8, false, 1), vec![0xFF; 5]],
+                _ => vec![Vec::new()],
+            };
+            for answer in answers {
+                ghost.publish(reply.clone(), answer.into()).await.expect("answered");
+            }
+        }
+    });
+    for client_id in ["garbage", "oversized", "incomplete"] {
+        record_owner(&nats, client_id, "ghost").await;
+    }
+    let (_garbage, present) = persistent(&cluster, 0, "garbage", "sub").await;
+    assert!(!present, "an answer that does not decode brings no session");
+    let (mut oversized, present) = persistent(&cluster, 0, "oversized", "sub").await;
+    assert!(present);
+    assert_eq!(drain(&mut oversized).await, ["m1", "m2", "m3"], "this node's max_queued_messages holds");
+    let (mut incomplete, present) = persistent(&cluster, 0, "incomplete", "sub").await;
+    assert!(present);
+    assert_eq!(drain(&mut incomplete).await, ["m1"], "what came before the bad part is delivered");
+    // The complete answer was confirmed; the incomplete one was not (its node keeps its copy).
+    let mut attempts = 0;
+    while !confirmed.lock().unwrap().contains(&"7".to_owned()) {
+        attempts += 1;
+        assert!(attempts < 100, "no confirmation of the complete answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!confirmed.lock().unwrap().contains(&"8".to_owned()), "the incomplete answer was confirmed");
+    let log = cluster.nodes[0].log();
+    assert!(log.contains("a session from another node could not be read"), "{log}");
+    assert!(log.contains("exceeds max_queued_messages / max_queued_bytes here: 7 messages dropped"), "{log}");
+    assert!(log.contains("came incomplete (part 1 could not be read"), "{log}");
+}
+
 #[tokio::test]
 async fn a_persistent_client_connected_on_a_taken_over_from_b_keeps_its_subscriptions() {
     let cluster = cluster(2);
