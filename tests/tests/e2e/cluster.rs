@@ -646,6 +646,83 @@ async fn queued_messages_move_with_the_session(extra: &str) {
     back_on_a.expect_quiet().await;
 }
 
+#[tokio::test]
+async fn messages_a_restored_from_its_store_after_a_kill_move_to_b() {
+    let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "persistence true\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "keeper").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=5u16 {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    drop(publisher);
+    // a dies: the session and its queue are in its store only (its router starts empty).
+    cluster.restart_node(0);
+    let (mut on_b, present) = persistent(&cluster, 1, "mover", "keeper").await;
+    assert!(present, "the session came from a's store");
+    let expected: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    assert_eq!(drain_count(&mut [&mut on_b], 5).await[0], expected, "a's stored queue, in order, once");
+}
+
+#[tokio::test]
+async fn a_hand_over_nobody_confirms_leaves_the_session_and_its_queue_on_a() {
+    hand_over_not_confirmed("").await;
+}
+
+#[tokio::test]
+async fn a_hand_over_nobody_confirms_leaves_the_session_and_its_queue_on_a_with_persistence() {
+    hand_over_not_confirmed("persistence true\n").await;
+}
+
+/// A node `ghost` (the test) asks a for a session and never confirms: a keeps it, and its client
+/// connecting to a again gets its queue.
+async fn hand_over_not_confirmed(extra: &str) {
+    use dynsec_broker::cluster::session_moves::Part;
+    let cluster = TestCluster::start(ours(), 1, ADMIN, PASSWORD, extra);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "pub").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "stayer", "pub").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=5u16 {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let inbox = nats.new_inbox();
+    let mut answers = nats.subscribe(inbox.clone()).await.expect("subscribed");
+    nats.publish_with_reply("dynsec.session.a", inbox, "stayer".into()).await.expect("asked");
+    let mut moved = Vec::new();
+    for index in 0.. {
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.next()).await.expect("an answer");
+        let part: Part = dynsec_broker::persistence::records::decode(&answer.expect("a part").payload).expect("a part");
+        assert_eq!((part.index, part.session.is_some()), (index, index == 0));
+        moved.extend(part.messages.into_iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()));
+        if part.last {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    assert_eq!(moved, expected, "a sent the queue, in order");
+    // No confirmation: a keeps the session once its wait is over.
+    let mut attempts = 0;
+    while !cluster.nodes[0].log().contains("did not confirm it within") {
+        attempts += 1;
+        assert!(attempts < 300, "a never gave up waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut back, present) = persistent(&cluster, 0, "stayer", "pub").await;
+    assert!(present, "the session stayed on a");
+    assert_eq!(drain_count(&mut [&mut back], 5).await[0], expected, "and its queue with it, once");
+}
+
 /// Writes the client-id record naming `node` as the owner of `client_id` (`cluster::client_ids`).
 async fn record_owner(nats: &async_nats::Client, client_id: &str, node: &str) {
     let hex: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
