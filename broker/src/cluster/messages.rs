@@ -218,8 +218,9 @@ impl MessageBus {
         }
     }
 
-    /// Asks `node` for its session of `client_id`, which it ends there (bounded wait; `None`
-    /// when it has none or does not answer in time).
+    /// Asks `node` for its session of `client_id` and the messages queued for it there, which it
+    /// ends there once this node confirms (bounded wait; `None` when it has none or does not
+    /// answer in time).
     pub async fn fetch_session(&self, node: &str, client_id: &str) -> Option<crate::gate::saved_session::SavedSession> {
         self.session_moves.fetch(node, client_id).await
     }

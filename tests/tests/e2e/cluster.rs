@@ -723,6 +723,59 @@ async fn hand_over_not_confirmed(extra: &str) {
     assert_eq!(drain_count(&mut [&mut back], 5).await[0], expected, "and its queue with it, once");
 }
 
+/// A v3.1.1 PUBREL, PUBCOMP or PUBREC for `pkid`.
+fn qos2_ack(packet_type: u8, pkid: u16) -> Vec<u8> {
+    let byte1 = (packet_type << 4) | if packet_type == testkit::PUBREL { 0x02 } else { 0 };
+    testkit::packet(byte1, &pkid.to_be_bytes())
+}
+
+#[tokio::test]
+async fn unfinished_qos2_exchanges_move_with_the_session() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut watcher = device(&cluster, 1, "watcher-b", "sub").await;
+    assert_eq!(watcher.subscribe(1, &[("exactly/#", 1)]).await, [1]);
+    // A delivery the subscriber acknowledged with PUBREC on a, whose PUBCOMP it never sent.
+    let (mut exact, _) = persistent(&cluster, 0, "exact", "sub").await;
+    assert_eq!(exact.subscribe(1, &[("orders/#", 2)]).await, [2]);
+    let mut shop = device(&cluster, 0, "shop-a", "pub").await;
+    shop.publish("orders/1", b"one", 2, false, 1).await;
+    shop.expect(testkit::PUBREC).await;
+    shop.send(&qos2_ack(testkit::PUBREL, 1)).await;
+    shop.expect(testkit::PUBCOMP).await;
+    let delivery = exact.expect_publish().await;
+    assert_eq!((&delivery.payload[..], delivery.qos), (&b"one"[..], 2));
+    exact.send(&qos2_ack(testkit::PUBREC, delivery.pkid)).await;
+    assert_eq!(exact.expect(testkit::PUBREL).await.pkid(), delivery.pkid);
+    exact.send(&testkit::disconnect()).await;
+    exact.expect_closed().await;
+    // A QoS 2 PUBLISH acknowledged with PUBREC on a, whose PUBREL the sender never sent.
+    let (mut sender, _) = persistent(&cluster, 0, "sender", "pub").await;
+    sender.publish("exactly/once", b"first", 2, false, 7).await;
+    assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+    sender.send(&testkit::disconnect()).await;
+    sender.expect_closed().await;
+    let got = watcher.expect_publish().await;
+    assert_eq!(&got.payload[..], b"first");
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+
+    // On b: the PUBREL owed comes after CONNACK, not the message again.
+    let (mut exact, present) = persistent(&cluster, 1, "exact", "sub").await;
+    assert!(present);
+    assert_eq!(exact.expect(testkit::PUBREL).await.pkid(), delivery.pkid);
+    exact.send(&qos2_ack(testkit::PUBCOMP, delivery.pkid)).await;
+    exact.expect_quiet().await;
+    // On b: the PUBLISH sent again is acknowledged but not routed a second time.
+    let (mut sender, present) = persistent(&cluster, 1, "sender", "pub").await;
+    assert!(present);
+    sender.send(&testkit::publish_with(false, "exactly/once", b"first", 2, false, true, 7, &[])).await;
+    assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+    sender.send(&qos2_ack(testkit::PUBREL, 7)).await;
+    assert_eq!(sender.expect(testkit::PUBCOMP).await.pkid(), 7);
+    watcher.expect_quiet().await;
+}
+
 /// Writes the client-id record naming `node` as the owner of `client_id` (`cluster::client_ids`).
 async fn record_owner(nats: &async_nats::Client, client_id: &str, node: &str) {
     let hex: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
