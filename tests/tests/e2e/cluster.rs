@@ -723,6 +723,50 @@ async fn hand_over_not_confirmed(extra: &str) {
     assert_eq!(drain_count(&mut [&mut back], 5).await[0], expected, "and its queue with it, once");
 }
 
+#[tokio::test]
+async fn a_queue_larger_than_one_nats_message_moves_in_parts_complete_and_in_order() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "big", "sub").await;
+    assert_eq!(on_a.subscribe(1, &[("bulk/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+    assert_eq!(watcher.subscribe(1, &[("sync/#", 1)]).await, [1]);
+    // 600 messages of 2 KB: 1.2 MB, more than nats-server's max_payload (1 MB), so the answer
+    // cannot be one NATS message.
+    let count = 600u16;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=count {
+        let mut payload = format!("m{n} ").into_bytes();
+        payload.resize(2048, b'.');
+        publisher.publish("bulk/1", &payload, 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    publisher.publish("sync/1", b"s", 1, false, 1).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = watcher.expect_publish().await;
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    // (The answer's parts travel on b's reply subject, an `_INBOX` one.)
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let mut inboxes = nats.subscribe("_INBOX.>").await.expect("subscribed");
+    nats.flush().await.expect("flushed");
+    let (mut on_b, present) = persistent(&cluster, 1, "big", "sub").await;
+    assert!(present);
+    let mut large_parts = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), inboxes.next()).await {
+        large_parts += usize::from(message.payload.len() > 100_000);
+    }
+    assert!(large_parts >= 3, "the queue came in {large_parts} large parts");
+    let got: Vec<String> = drain_count(&mut [&mut on_b], count as usize).await[0]
+        .iter()
+        .map(|p| p.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=count).map(|n| format!("m{n}")).collect();
+    assert_eq!(got, expected, "every message once, in order");
+}
+
 /// A v3.1.1 PUBREL, PUBCOMP or PUBREC for `pkid`.
 fn qos2_ack(packet_type: u8, pkid: u16) -> Vec<u8> {
     let byte1 = (packet_type << 4) | if packet_type == testkit::PUBREL { 0x02 } else { 0 };
