@@ -565,6 +565,37 @@ mod tests {
     }
 
     #[test]
+    fn a_moving_session_gives_its_store_queue_takes_it_back_unconfirmed_and_adopts_a_moved_one() {
+        let sessions = index(3);
+        let message = |topic: &str| super::super::stored_message(topic, b"m", 1, "p", None, None);
+        let (_, ops) = sessions.restore(
+            vec![("away".into(), session(&[("a/#", 1)]))],
+            vec![("away".into(), 4, message("a/1")), ("away".into(), 5, message("a/2"))],
+            Vec::new(),
+            1,
+        );
+        assert!(ops.is_empty());
+        let taken = sessions.handing_over("away");
+        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 5]);
+        // Queued meanwhile (the router no longer holds the session): kept for a hand-back.
+        assert_eq!(sessions.offer(&mut Vec::new(), "a/3", b"m", 1, "p", None, None), Some(6));
+        sessions.handed_back("away", taken);
+        let replay = sessions.connected(&mut Vec::new(), "away", true, || session(&[("a/#", 1)]));
+        assert_eq!(replay.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 5, 6]);
+        // Moved in on another node: queued under new sequences, within the bounds (3).
+        let mut ops = Vec::new();
+        sessions.connected(&mut ops, "here", true, || session(&[("a/#", 1)]));
+        ops.clear();
+        let adopted = sessions.adopt(&mut ops, "here", (1..=4).map(|n| message(&format!("a/{n}"))).collect());
+        assert_eq!(
+            adopted.iter().map(|(seq, m)| (*seq, m.topic.as_str())).collect::<Vec<_>>(),
+            [(7, "a/1"), (8, "a/2"), (9, "a/3")]
+        );
+        assert!(ops.iter().all(|op| matches!(op, Op::Queue { client_id, .. } if client_id == "here")));
+        assert_eq!(ops.len(), 3);
+    }
+
+    #[test]
     fn expired_sessions_are_ended_at_restore_and_their_queues_dropped() {
         let sessions = index(0);
         let mut expiring = session(&[("a", 1)]);
