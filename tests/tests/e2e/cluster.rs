@@ -767,6 +767,40 @@ async fn a_queue_larger_than_one_nats_message_moves_in_parts_complete_and_in_ord
     assert_eq!(got, expected, "every message once, in order");
 }
 
+#[tokio::test]
+async fn qos0_messages_move_with_a_session_only_with_queue_qos0_messages() {
+    for (extra, moves) in [("queue_qos0_messages true\n", true), ("", false)] {
+        let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, extra);
+        provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+        until_everywhere(&cluster, "sub").await;
+        let (mut on_a, _) = persistent(&cluster, 0, "q0", "sub").await;
+        assert_eq!(on_a.subscribe(1, &[("light/#", 1)]).await, [1]);
+        on_a.send(&testkit::disconnect()).await;
+        on_a.expect_closed().await;
+        let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+        assert_eq!(watcher.subscribe(1, &[("light/#", 0)]).await, [0]);
+        let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+        for n in 1..=3 {
+            publisher.publish("light/1", format!("q{n}").as_bytes(), 0, false, 0).await;
+        }
+        // (Once the watcher on b has all three, a's router has queued them too.)
+        for n in 1..=3 {
+            assert_eq!(watcher.expect_publish().await.payload, format!("q{n}").as_bytes());
+        }
+        let (mut on_b, present) = persistent(&cluster, 1, "q0", "sub").await;
+        assert!(present);
+        let mut got = Vec::new();
+        while let testkit::Next::Frame(frame) = on_b.next(testkit::QUIET).await {
+            let publish = frame.publish(false);
+            assert_eq!(publish.qos, 0, "delivered at the lower of publish and granted QoS");
+            got.push(String::from_utf8_lossy(&publish.payload).into_owned());
+            assert!(got.len() <= 100, "far more deliveries than published");
+        }
+        let expected: Vec<String> = if moves { (1..=3).map(|n| format!("q{n}")).collect() } else { Vec::new() };
+        assert_eq!(got, expected, "{extra:?}");
+    }
+}
+
 /// A v3.1.1 PUBREL, PUBCOMP or PUBREC for `pkid`.
 fn qos2_ack(packet_type: u8, pkid: u16) -> Vec<u8> {
     let byte1 = (packet_type << 4) | if packet_type == testkit::PUBREL { 0x02 } else { 0 };
