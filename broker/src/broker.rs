@@ -96,7 +96,18 @@ impl Broker {
         let cluster = match &config.cluster {
             Some(cluster) => {
                 let admission = crate::cluster::admission::Admission::new(Arc::clone(&pressure));
-                Some(join_cluster(cluster, &security, &engine, &sessions, persistence.clone(), admission).await?)
+                Some(
+                    join_cluster(
+                        cluster,
+                        &security,
+                        &engine,
+                        &sessions,
+                        persistence.clone(),
+                        &config.persistence,
+                        admission,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -202,6 +213,7 @@ async fn join_cluster(
     engine: &Arc<Rumqttd>,
     sessions: &Arc<Sessions<Rumqttd>>,
     persistence: Option<Arc<Persistence>>,
+    queue_bounds: &crate::config::PersistenceSettings,
     admission: crate::cluster::admission::Admission,
 ) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
@@ -215,17 +227,19 @@ async fn join_cluster(
             info!(client_id = %client_text(client_id), "client id claimed on another node: taken over");
         }
     });
-    let weak = Arc::downgrade(sessions);
-    let hand_over: crate::cluster::session_moves::HandOver = Arc::new(move |client_id: String| {
-        let sessions = weak.upgrade();
-        Box::pin(async move { sessions?.hand_over(&client_id).await })
-    });
+    let rules = crate::gate::queued_messages::Rules {
+        max_messages: queue_bounds.max_queued_messages,
+        max_bytes: queue_bounds.max_queued_bytes,
+        queue_qos0: queue_bounds.queue_qos0_messages,
+    };
+    let hand_over =
+        crate::gate::session_handover::SessionHandOver::new(Arc::downgrade(sessions), persistence.clone(), rules);
     let bus = crate::cluster::messages::MessageBus::start(
         &client,
         config,
         Arc::clone(engine),
         take_over,
-        hand_over,
+        Arc::new(hand_over),
         persistence,
         admission,
     )

@@ -117,7 +117,7 @@ impl MessageBus {
         config: &ClusterConfig,
         engine: Arc<E>,
         take_over: TakeOver,
-        hand_over: super::session_moves::HandOver,
+        sessions: Arc<dyn super::session_moves::SessionSource>,
         persistence: Option<Arc<Persistence>>,
         admission: Admission,
     ) -> Result<Arc<MessageBus>, String> {
@@ -130,7 +130,7 @@ impl MessageBus {
             .await
             .map_err(|e| format!("subscribing to the other nodes' client ids: {e}"))?;
         let client_ids = Arc::new(ClientIds::open(client, config).await?);
-        let session_moves = super::session_moves::SessionMoves::start(client, config, hand_over).await?;
+        let session_moves = super::session_moves::SessionMoves::start(client, config, sessions).await?;
         let local_claims = Arc::new(LocalClaims::default());
         tokio::spawn(receive_claims(claims, node.clone(), Arc::clone(&local_claims), Arc::clone(&take_over)));
         // Every message under the prefix, or (`cluster_forward_by_interest`) those of this node's
@@ -218,8 +218,9 @@ impl MessageBus {
         }
     }
 
-    /// Asks `node` for its session of `client_id`, which it ends there (bounded wait; `None`
-    /// when it has none or does not answer in time).
+    /// Asks `node` for its session of `client_id` and the messages queued for it there, which it
+    /// ends there once this node confirms (bounded wait; `None` when it has none or does not
+    /// answer in time).
     pub async fn fetch_session(&self, node: &str, client_id: &str) -> Option<crate::gate::saved_session::SavedSession> {
         self.session_moves.fetch(node, client_id).await
     }

@@ -1,6 +1,7 @@
 //! The gate: everything between a client's socket and the router. A listener accepts a socket
 //! (`listener`, `tls`), a connection task decodes its packets (`codec`), runs the handshake and
 //! then the inbound and outbound paths (`connection`), keeps the session registry (`session`) and what a session keeps (`saved_session`),
+//! what a session moving to another node takes along (`session_handover`, `queued_messages`),
 //! the subscription bookkeeping (`subscriptions`), what a client receives of a routed message
 //! (`delivery`), how many deliveries a client may have unacknowledged (`flow_control`) and the
 //! `$CONTROL` reply subscribers (`control`).
@@ -15,8 +16,10 @@ pub mod delivery;
 pub mod flow_control;
 pub(crate) mod listener;
 pub mod mailbox;
+pub mod queued_messages;
 pub mod saved_session;
 pub mod session;
+pub mod session_handover;
 pub mod subscriptions;
 pub mod tls;
 pub mod tls_errors;

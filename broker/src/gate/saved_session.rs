@@ -49,6 +49,20 @@ pub struct SavedSession {
     pub outbound_qos2: crate::routing::ack_sequencer::Unfinished,
     /// The router holds state for this session (its connections attached a router link).
     pub routed: bool,
+    /// Messages queued for the session that neither the router nor this node's persistence
+    /// store holds: moved here with it from another node (`cluster::session_moves`), or kept
+    /// when a move was not confirmed. Handed to the router for the client when it connects.
+    pub moved: Option<Box<MovedQueue>>,
+}
+
+/// The queue a session brought from another node (see [`SavedSession::moved`]).
+#[derive(Debug, Clone, Default)]
+pub struct MovedQueue {
+    /// Oldest first.
+    pub messages: Vec<crate::persistence::records::StoredMessage>,
+    /// Told once this node holds them as its own (in its store, with persistence): the node
+    /// they came from may then forget them.
+    pub receipt: Option<crate::cluster::session_moves::Receipt>,
 }
 
 /// A will waiting to be published, with the authorization of the connection that set it.

@@ -294,10 +294,16 @@ impl<E: RoutingEngine> Sessions<E> {
     }
 
     /// Another node claimed `client_id` and asks for its session (`cluster::session_moves`): a
-    /// live connection here is taken over (and awaited), then the saved session ends here — the
-    /// router forgets it, persistence too (the expiry hook) — and is returned. A will waiting for
-    /// its delay is cancelled, as when the client comes back on this node.
-    pub async fn hand_over(self: &Arc<Self>, client_id: &str) -> Option<SavedSession> {
+    /// live connection here is taken over (and awaited), then the saved session leaves the
+    /// registry with the messages the router queued for it (`gate::queued_messages`, within
+    /// `rules`), and the router forgets it. A will waiting for its delay is cancelled, as when
+    /// the client comes back on this node. The persistence store still holds the session: the
+    /// caller ends it there once the other node confirmed, or hands it back ([`Sessions::hand_back`]).
+    pub async fn hand_over(
+        self: &Arc<Self>,
+        client_id: &str,
+        rules: crate::gate::queued_messages::Rules,
+    ) -> Option<(SavedSession, crate::gate::queued_messages::Collected)> {
         let client_id: Arc<str> = Arc::from(client_id);
         let live = {
             let registry = self.lock();
@@ -323,11 +329,14 @@ impl<E: RoutingEngine> Sessions<E> {
             if let Some((timer, _)) = entry.will_timer.take() {
                 timer.abort();
             }
-            if let Some(hook) = self.on_expiry.get() {
-                hook(&client_id);
-            }
             entry.purging = Some(purging);
             saved
+        };
+        // (A claim here waits for `purging` meanwhile: nobody else attaches with the id.)
+        let collected = if saved.routed {
+            crate::gate::queued_messages::collect(&*self.engine, &client_id, &saved, rules).await
+        } else {
+            crate::gate::queued_messages::Collected::default()
         };
         self.engine.purge(&client_id).await;
         let mut registry = self.lock();
@@ -338,7 +347,21 @@ impl<E: RoutingEngine> Sessions<E> {
             }
         }
         drop(purged);
-        Some(saved)
+        let mut saved = saved;
+        saved.routed = false;
+        Some((saved, collected))
+    }
+
+    /// The node that asked for `client_id`'s session did not confirm it took it
+    /// (`cluster::session_moves`): the session stays here, offline, as it was handed over
+    /// (its queue, if any, in `session.moved`), unless the id was claimed here meanwhile.
+    pub fn hand_back(&self, client_id: &str, session: SavedSession) {
+        let client_id: Arc<str> = Arc::from(client_id);
+        let mut registry = self.lock();
+        let entry = registry.entries.entry(client_id).or_default();
+        if entry.live.is_none() && entry.saved.is_none() {
+            entry.saved = Some(Box::new(session));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -366,10 +389,8 @@ impl<E: RoutingEngine> Sessions<E> {
             // afterwards sees this claim or a later one (`cluster::client_ids`).
             if let Some(node) = bus.claim(client_id, conn_id).await {
                 // The id was another node's: its session moves here (`cluster::session_moves`),
-                // and ends there in any case (a clean start discards it).
-                if let Some(moved) = bus.fetch_session(&node, client_id).await
-                    && !clean_start
-                {
+                // and ends there in any case (a clean start discards it, below).
+                if let Some(moved) = bus.fetch_session(&node, client_id).await {
                     self.moved_in(client_id, moved).await;
                 }
             }
@@ -425,7 +446,13 @@ impl<E: RoutingEngine> Sessions<E> {
             );
         }
         let (saved, discarded_routed) = match saved {
-            Some(saved) if fresh => (None, saved.routed),
+            Some(mut saved) if fresh => {
+                // A session moved from another node ends here: that node may forget it too.
+                if let Some(receipt) = saved.moved.take().and_then(|moved| moved.receipt) {
+                    receipt.confirm();
+                }
+                (None, saved.routed)
+            }
             saved => (saved, false),
         };
         if let Some(will) = will {

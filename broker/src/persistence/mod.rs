@@ -49,6 +49,8 @@ const RESTORED_ORIGIN: u64 = u64::MAX - 1;
 const REPLAY_ORIGIN: u64 = u64::MAX - 2;
 /// The envelope origin of wills restored from the store.
 const RESTORED_WILL_ORIGIN: u64 = u64::MAX - 3;
+/// The envelope origin of messages moved from another node to a node without persistence.
+const MOVED_ORIGIN: u64 = u64::MAX - 4;
 
 /// The open store and what it loaded. See the module documentation.
 pub struct Persistence {
@@ -177,32 +179,11 @@ impl Persistence {
     /// other subscriber drops them (`envelope::Stamp::addressee`). The caller has already
     /// handed the router the client's subscriptions. Expired ones are removed instead.
     pub fn replay<E: RoutingEngine>(&self, engine: &E, client_id: &str, messages: Vec<(u64, StoredMessage)>) {
-        let now = unix_ms();
         let mut ops = Vec::new();
-        let addressee = Publisher::of(client_id);
         for (sequence, message) in messages {
-            let Some(expires_at_ms) = expires_at(message.expires_at_unix_ms, now) else {
+            if !route_addressed(engine, client_id, message, REPLAY_ORIGIN, sequence, Some(sequence)) {
                 self.sessions.delivered(&mut ops, client_id, sequence);
-                continue;
-            };
-            let stamp = Stamp {
-                qos: message.qos,
-                retain: false,
-                publisher: Publisher::of(&message.publisher),
-                origin: REPLAY_ORIGIN,
-                sequence,
-                expires_at_ms,
-                queued: Some(sequence),
-                addressee: Some(addressee),
-                share_group: None,
-            };
-            let topic = Bytes::from(message.topic.into_bytes());
-            let properties = message.properties.to_properties();
-            envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
-                if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-                    engine.inject(publish.topic, publish.payload, publish.retain, properties);
-                }
-            });
+            }
         }
         self.writer.submit(ops);
     }
@@ -223,6 +204,49 @@ impl Persistence {
         self.writer.stop();
         info!("persistence: store closed");
     }
+}
+
+/// Hands the router messages for `client_id` that no store holds (a session's queue moved from
+/// another node to a node without persistence, `cluster::session_moves`), addressed to that
+/// client alone, as [`Persistence::replay`] does with stored ones. Expired ones are skipped.
+pub fn replay_unstored<E: RoutingEngine>(engine: &E, client_id: &str, messages: Vec<StoredMessage>) {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    for message in messages {
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        route_addressed(engine, client_id, message, MOVED_ORIGIN, sequence, None);
+    }
+}
+
+/// Routes `message` to `client_id` alone, with the envelope identity (`origin`, `sequence`);
+/// false when it has expired (not routed).
+fn route_addressed<E: RoutingEngine>(
+    engine: &E,
+    client_id: &str,
+    message: StoredMessage,
+    origin: u64,
+    sequence: u64,
+    queued: Option<u64>,
+) -> bool {
+    let Some(expires_at_ms) = expires_at(message.expires_at_unix_ms, unix_ms()) else { return false };
+    let stamp = Stamp {
+        qos: message.qos,
+        retain: false,
+        publisher: Publisher::of(&message.publisher),
+        origin,
+        sequence,
+        expires_at_ms,
+        queued,
+        addressee: Some(Publisher::of(client_id)),
+        share_group: None,
+    };
+    let topic = Bytes::from(message.topic.into_bytes());
+    let properties = message.properties.to_properties();
+    envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
+        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
+            engine.inject(publish.topic, publish.payload, publish.retain, properties);
+        }
+    });
+    true
 }
 
 /// A restored will as the session registry publishes it, checked with `authz` then (the

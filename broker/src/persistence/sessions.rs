@@ -341,6 +341,53 @@ impl SessionIndex {
         }
     }
 
+    /// The session is moving to another node (`cluster::session_moves`) and the router no
+    /// longer holds it: what is queued for it from now on is kept for a hand-back, and the queued
+    /// messages the router never held (restored from the file) are returned, by sequence.
+    pub fn handing_over(&self, client_id: &str) -> Vec<(u64, StoredMessage)> {
+        let mut index = self.lock();
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return Vec::new() };
+        tracked.router_holds = false;
+        std::mem::take(&mut tracked.replay).into_iter().collect()
+    }
+
+    /// The move was not confirmed: the session stays, and `messages` (still queued here) are
+    /// handed to the router when its client comes back, with what was queued meanwhile.
+    pub fn handed_back(&self, client_id: &str, messages: Vec<(u64, StoredMessage)>) {
+        let mut index = self.lock();
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return };
+        for (sequence, message) in messages {
+            if tracked.queued.contains_key(&sequence) {
+                tracked.replay.insert(sequence, message);
+            }
+        }
+    }
+
+    /// Messages moved here with `client_id`'s session from another node, queued in the store
+    /// (within the bounds) under new sequences, oldest first; returned with them, to hand the
+    /// router. The session was recorded as connected just before ([`SessionIndex::connected`]).
+    pub fn adopt(&self, ops: &mut Vec<Op>, client_id: &str, messages: Vec<StoredMessage>) -> Vec<(u64, StoredMessage)> {
+        let mut index = self.lock();
+        let mut next = index.next_sequence;
+        let Some(tracked) = index.sessions.get_mut(client_id) else { return Vec::new() };
+        let mut adopted = Vec::with_capacity(messages.len());
+        for message in messages {
+            let size = message.payload.len() as u64;
+            if (self.max_messages > 0 && tracked.queued.len() >= self.max_messages)
+                || (self.max_bytes > 0 && tracked.bytes + size > self.max_bytes)
+            {
+                continue; // (the sender already kept to this node's bounds: see `session_moves`)
+            }
+            next += 1;
+            tracked.queued.insert(next, size);
+            tracked.bytes += size;
+            ops.push(Op::Queue { client_id: client_id.to_owned(), sequence: next, message: records::encode(&message) });
+            adopted.push((next, message));
+        }
+        index.next_sequence = next;
+        adopted
+    }
+
     /// Persistent sessions known (for tests and logs).
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -392,6 +439,7 @@ pub fn saved_session(restored: RestoredSession) -> crate::gate::saved_session::S
         // The router does not hold the session: only the PUBRELs owed to the client remain.
         outbound_qos2: crate::routing::ack_sequencer::Unfinished::owed_to_client(restored.pubrels_due),
         routed: false,
+        moved: None,
     }
 }
 
@@ -514,6 +562,37 @@ mod tests {
         sessions.update(&mut ops, "off", session(&[("a", 2)]));
         let queued: Vec<_> = (0..3).map(|_| sessions.offer(&mut ops, "a", b"m", 2, "p", None, None)).collect();
         assert_eq!(queued, [Some(1), Some(2), None]);
+    }
+
+    #[test]
+    fn a_moving_session_gives_its_store_queue_takes_it_back_unconfirmed_and_adopts_a_moved_one() {
+        let sessions = index(3);
+        let message = |topic: &str| super::super::stored_message(topic, b"m", 1, "p", None, None);
+        let (_, ops) = sessions.restore(
+            vec![("away".into(), session(&[("a/#", 1)]))],
+            vec![("away".into(), 4, message("a/1")), ("away".into(), 5, message("a/2"))],
+            Vec::new(),
+            1,
+        );
+        assert!(ops.is_empty());
+        let taken = sessions.handing_over("away");
+        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 5]);
+        // Queued meanwhile (the router no longer holds the session): kept for a hand-back.
+        assert_eq!(sessions.offer(&mut Vec::new(), "a/3", b"m", 1, "p", None, None), Some(6));
+        sessions.handed_back("away", taken);
+        let replay = sessions.connected(&mut Vec::new(), "away", true, || session(&[("a/#", 1)]));
+        assert_eq!(replay.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 5, 6]);
+        // Moved in on another node: queued under new sequences, within the bounds (3).
+        let mut ops = Vec::new();
+        sessions.connected(&mut ops, "here", true, || session(&[("a/#", 1)]));
+        ops.clear();
+        let adopted = sessions.adopt(&mut ops, "here", (1..=4).map(|n| message(&format!("a/{n}"))).collect());
+        assert_eq!(
+            adopted.iter().map(|(seq, m)| (*seq, m.topic.as_str())).collect::<Vec<_>>(),
+            [(7, "a/1"), (8, "a/2"), (9, "a/3")]
+        );
+        assert!(ops.iter().all(|op| matches!(op, Op::Queue { client_id, .. } if client_id == "here")));
+        assert_eq!(ops.len(), 3);
     }
 
     #[test]

@@ -580,6 +580,374 @@ async fn a_persistent_session_made_on_a_moves_to_b_when_its_client_id_connects_t
     back_on_a.expect_quiet().await;
 }
 
+/// A role that may publish and subscribe everywhere but receives nothing on `fleet/secret`, and
+/// a client `keeper` holding it.
+const ROLE_NO_SECRET: &str = r##"{"command":"createRole","rolename":"no-secret","acls":[{"acltype":"publishClientSend","topic":"#","allow":true},{"acltype":"subscribePattern","topic":"#","allow":true},{"acltype":"publishClientReceive","topic":"fleet/secret","allow":false}]}"##;
+const KEEPER: &str =
+    r#"{"command":"createClient","username":"keeper","password":"pw-keeper","roles":[{"rolename":"no-secret"}]}"#;
+
+#[tokio::test]
+async fn qos1_messages_queued_on_a_for_an_offline_persistent_session_arrive_on_b() {
+    queued_messages_move_with_the_session("").await;
+}
+
+#[tokio::test]
+async fn qos1_messages_queued_on_a_for_an_offline_persistent_session_arrive_on_b_with_persistence() {
+    queued_messages_move_with_the_session("persistence true\n").await;
+}
+
+/// A persistent session of `keeper` made on a, offline while 20 QoS 1 messages (and one its ACL
+/// does not let it receive) are published on a; its client then connects to b.
+async fn queued_messages_move_with_the_session(extra: &str) {
+    let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, extra);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "keeper").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    // (A watcher on b: once the last message reached it, b has taken every earlier one from NATS
+    // too, so none of them can still arrive at b as a new message for the moved session.)
+    let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+    assert_eq!(watcher.subscribe(1, &[("sync/#", 1)]).await, [1]);
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    let count = 20u16;
+    for n in 1..=count {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+        if n == 10 {
+            publisher.publish("fleet/secret", b"not for keeper", 1, false, 100).await;
+            assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+        }
+    }
+    publisher.publish("sync/1", b"s", 1, false, 101).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = watcher.expect_publish().await;
+    assert_eq!(&got.payload[..], b"s");
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+
+    let (mut on_b, present) = persistent(&cluster, 1, "mover", "keeper").await;
+    assert!(present, "the session came from a");
+    let expected: Vec<String> = (1..=count).map(|n| format!("m{n}")).collect();
+    let got = drain_count(&mut [&mut on_b], count as usize).await.remove(0);
+    if got != expected {
+        eprintln!("a:\n{}\nb:\n{}", cluster.nodes[0].log(), cluster.nodes[1].log());
+    }
+    assert_eq!(got, expected, "what a queued came to b, in order, once, without what the ACL denies");
+    // A newer message comes after them, once.
+    publisher.publish("fleet/7/cmd", b"newer", 1, false, 102).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    assert_eq!(drain_count(&mut [&mut on_b], 1).await[0], ["newer"]);
+    // Back on a: the session comes from b, and a delivers nothing again of what it handed over.
+    on_b.send(&testkit::disconnect()).await;
+    on_b.expect_closed().await;
+    let (mut back_on_a, present) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert!(present, "the session came back from b");
+    back_on_a.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn messages_a_restored_from_its_store_after_a_kill_move_to_b() {
+    let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "persistence true\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "keeper").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=5u16 {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    drop(publisher);
+    // a dies: the session and its queue are in its store only (its router starts empty).
+    cluster.restart_node(0);
+    let (mut on_b, present) = persistent(&cluster, 1, "mover", "keeper").await;
+    assert!(present, "the session came from a's store");
+    let expected: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    assert_eq!(drain_count(&mut [&mut on_b], 5).await[0], expected, "a's stored queue, in order, once");
+}
+
+#[tokio::test]
+async fn a_hand_over_nobody_confirms_leaves_the_session_and_its_queue_on_a() {
+    hand_over_not_confirmed("").await;
+}
+
+#[tokio::test]
+async fn a_hand_over_nobody_confirms_leaves_the_session_and_its_queue_on_a_with_persistence() {
+    hand_over_not_confirmed("persistence true\n").await;
+}
+
+/// A node `ghost` (the test) asks a for a session and never confirms: a keeps it, and its client
+/// connecting to a again gets its queue.
+async fn hand_over_not_confirmed(extra: &str) {
+    use dynsec_broker::cluster::session_moves::Part;
+    let cluster = TestCluster::start(ours(), 1, ADMIN, PASSWORD, extra);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("pub", true))).await;
+    until_everywhere(&cluster, "pub").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "stayer", "pub").await;
+    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=5u16 {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let inbox = nats.new_inbox();
+    let mut answers = nats.subscribe(inbox.clone()).await.expect("subscribed");
+    nats.publish_with_reply("dynsec.session.a", inbox, "stayer".into()).await.expect("asked");
+    let mut moved = Vec::new();
+    for index in 0.. {
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.next()).await.expect("an answer");
+        let part: Part = dynsec_broker::persistence::records::decode(&answer.expect("a part").payload).expect("a part");
+        assert_eq!((part.index, part.session.is_some()), (index, index == 0));
+        moved.extend(part.messages.into_iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()));
+        if part.last {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    assert_eq!(moved, expected, "a sent the queue, in order");
+    // No confirmation: a keeps the session once its wait is over.
+    let mut attempts = 0;
+    while !cluster.nodes[0].log().contains("did not confirm it within") {
+        attempts += 1;
+        assert!(attempts < 300, "a never gave up waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut back, present) = persistent(&cluster, 0, "stayer", "pub").await;
+    assert!(present, "the session stayed on a");
+    assert_eq!(drain_count(&mut [&mut back], 5).await[0], expected, "and its queue with it, once");
+}
+
+#[tokio::test]
+async fn a_queue_larger_than_one_nats_message_moves_in_parts_complete_and_in_order() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let (mut on_a, _) = persistent(&cluster, 0, "big", "sub").await;
+    assert_eq!(on_a.subscribe(1, &[("bulk/#", 1)]).await, [1]);
+    on_a.send(&testkit::disconnect()).await;
+    on_a.expect_closed().await;
+    let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+    assert_eq!(watcher.subscribe(1, &[("sync/#", 1)]).await, [1]);
+    // 600 messages of 2 KB: 1.2 MB, more than nats-server's max_payload (1 MB), so the answer
+    // cannot be one NATS message.
+    let count = 600u16;
+    let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+    for n in 1..=count {
+        let mut payload = format!("m{n} ").into_bytes();
+        payload.resize(2048, b'.');
+        publisher.publish("bulk/1", &payload, 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+    publisher.publish("sync/1", b"s", 1, false, 1).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    let got = watcher.expect_publish().await;
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    // (The answer's parts travel on b's reply subject, an `_INBOX` one.)
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let mut inboxes = nats.subscribe("_INBOX.>").await.expect("subscribed");
+    nats.flush().await.expect("flushed");
+    let (mut on_b, present) = persistent(&cluster, 1, "big", "sub").await;
+    assert!(present);
+    let mut large_parts = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), inboxes.next()).await {
+        large_parts += usize::from(message.payload.len() > 100_000);
+    }
+    assert!(large_parts >= 3, "the queue came in {large_parts} large parts");
+    let got: Vec<String> = drain_count(&mut [&mut on_b], count as usize).await[0]
+        .iter()
+        .map(|p| p.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=count).map(|n| format!("m{n}")).collect();
+    assert_eq!(got, expected, "every message once, in order");
+}
+
+#[tokio::test]
+async fn qos0_messages_move_with_a_session_only_with_queue_qos0_messages() {
+    for (extra, moves) in [("queue_qos0_messages true\n", true), ("", false)] {
+        let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, extra);
+        provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+        until_everywhere(&cluster, "sub").await;
+        let (mut on_a, _) = persistent(&cluster, 0, "q0", "sub").await;
+        assert_eq!(on_a.subscribe(1, &[("light/#", 1)]).await, [1]);
+        on_a.send(&testkit::disconnect()).await;
+        on_a.expect_closed().await;
+        let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
+        assert_eq!(watcher.subscribe(1, &[("light/#", 0)]).await, [0]);
+        let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
+        for n in 1..=3 {
+            publisher.publish("light/1", format!("q{n}").as_bytes(), 0, false, 0).await;
+        }
+        // (Once the watcher on b has all three, a's router has queued them too.)
+        for n in 1..=3 {
+            assert_eq!(watcher.expect_publish().await.payload, format!("q{n}").as_bytes());
+        }
+        let (mut on_b, present) = persistent(&cluster, 1, "q0", "sub").await;
+        assert!(present);
+        let mut got = Vec::new();
+        while let testkit::Next::Frame(frame) = on_b.next(testkit::QUIET).await {
+            let publish = frame.publish(false);
+            assert_eq!(publish.qos, 0, "delivered at the lower of publish and granted QoS");
+            got.push(String::from_utf8_lossy(&publish.payload).into_owned());
+            assert!(got.len() <= 100, "far more deliveries than published");
+        }
+        let expected: Vec<String> = if moves { (1..=3).map(|n| format!("q{n}")).collect() } else { Vec::new() };
+        assert_eq!(got, expected, "{extra:?}");
+    }
+}
+
+/// A v3.1.1 PUBREL, PUBCOMP or PUBREC for `pkid`.
+fn qos2_ack(packet_type: u8, pkid: u16) -> Vec<u8> {
+    let byte1 = (packet_type << 4) | if packet_type == testkit::PUBREL { 0x02 } else { 0 };
+    testkit::packet(byte1, &pkid.to_be_bytes())
+}
+
+#[tokio::test]
+async fn unfinished_qos2_exchanges_move_with_the_session() {
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{},{}", create_user("pub", true), create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    let mut watcher = device(&cluster, 1, "watcher-b", "sub").await;
+    assert_eq!(watcher.subscribe(1, &[("exactly/#", 1)]).await, [1]);
+    // A delivery the subscriber acknowledged with PUBREC on a, whose PUBCOMP it never sent.
+    let (mut exact, _) = persistent(&cluster, 0, "exact", "sub").await;
+    assert_eq!(exact.subscribe(1, &[("orders/#", 2)]).await, [2]);
+    let mut shop = device(&cluster, 0, "shop-a", "pub").await;
+    shop.publish("orders/1", b"one", 2, false, 1).await;
+    shop.expect(testkit::PUBREC).await;
+    shop.send(&qos2_ack(testkit::PUBREL, 1)).await;
+    shop.expect(testkit::PUBCOMP).await;
+    let delivery = exact.expect_publish().await;
+    assert_eq!((&delivery.payload[..], delivery.qos), (&b"one"[..], 2));
+    exact.send(&qos2_ack(testkit::PUBREC, delivery.pkid)).await;
+    assert_eq!(exact.expect(testkit::PUBREL).await.pkid(), delivery.pkid);
+    exact.send(&testkit::disconnect()).await;
+    exact.expect_closed().await;
+    // A QoS 2 PUBLISH acknowledged with PUBREC on a, whose PUBREL the sender never sent.
+    let (mut sender, _) = persistent(&cluster, 0, "sender", "pub").await;
+    sender.publish("exactly/once", b"first", 2, false, 7).await;
+    assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+    sender.send(&testkit::disconnect()).await;
+    sender.expect_closed().await;
+    let got = watcher.expect_publish().await;
+    assert_eq!(&got.payload[..], b"first");
+    watcher.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+
+    // On b: the PUBREL owed comes after CONNACK, not the message again.
+    let (mut exact, present) = persistent(&cluster, 1, "exact", "sub").await;
+    assert!(present);
+    assert_eq!(exact.expect(testkit::PUBREL).await.pkid(), delivery.pkid);
+    exact.send(&qos2_ack(testkit::PUBCOMP, delivery.pkid)).await;
+    exact.expect_quiet().await;
+    // On b: the PUBLISH sent again is acknowledged but not routed a second time.
+    let (mut sender, present) = persistent(&cluster, 1, "sender", "pub").await;
+    assert!(present);
+    sender.send(&testkit::publish_with(false, "exactly/once", b"first", 2, false, true, 7, &[])).await;
+    assert_eq!(sender.expect(testkit::PUBREC).await.pkid(), 7);
+    sender.send(&qos2_ack(testkit::PUBREL, 7)).await;
+    assert_eq!(sender.expect(testkit::PUBCOMP).await.pkid(), 7);
+    watcher.expect_quiet().await;
+}
+
+/// Writes the client-id record naming `node` as the owner of `client_id` (`cluster::client_ids`).
+async fn record_owner(nats: &async_nats::Client, client_id: &str, node: &str) {
+    let hex: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
+    let js = async_nats::jetstream::new(nats.clone());
+    let ack = js.publish(format!("dynsec.client.{hex}"), format!("{node}\n1").into()).await.expect("published");
+    ack.await.expect("stored");
+}
+
+/// The first part of a session answer: a session of `sub` subscribed to `fleet/#` at QoS 1 with
+/// messages `m1`…`m{count}`.
+fn first_part(token: u64, last: bool, count: usize) -> Vec<u8> {
+    use dynsec_broker::cluster::session_moves::{MovedSession, Part};
+    use dynsec_broker::persistence::records::{StoredSession, StoredSubscription};
+    let subscription = StoredSubscription {
+        filter: "fleet/#".into(),
+        qos: 1,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        id: None,
+    };
+    let session = StoredSession {
+        owner: Some("sub".into()),
+        subscriptions: vec![subscription],
+        expiry: None,
+        offline_since_unix_ms: None,
+    };
+    let messages = (1..=count)
+        .map(|n| dynsec_broker::persistence::stored_message("fleet/1", format!("m{n}").as_bytes(), 1, "x", None, None))
+        .collect();
+    let part = Part {
+        token,
+        index: 0,
+        last,
+        session: Some(MovedSession { session, inbound_qos2: Vec::new(), pubrels_due: Vec::new() }),
+        messages,
+    };
+    dynsec_broker::persistence::records::encode(&part)
+}
+
+#[tokio::test]
+async fn bad_and_oversized_session_answers_from_another_node_are_handled_with_a_warning() {
+    let cluster = TestCluster::start(ours(), 1, ADMIN, PASSWORD, "max_queued_messages 3\n");
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("sub", true))).await;
+    until_everywhere(&cluster, "sub").await;
+    // A node `ghost` that answers for three client ids, each badly in its own way.
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
+    let mut requests = nats.subscribe("dynsec.session.ghost").await.expect("subscribed");
+    nats.flush().await.expect("flushed");
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let (ghost, seen) = (nats.clone(), Arc::clone(&confirmed));
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(token) = request.headers.as_ref().and_then(|h| h.get("Dynsec-Session-Taken")) {
+                seen.lock().unwrap().push(token.as_str().to_owned());
+                continue;
+            }
+            let Some(reply) = request.reply else { continue };
+            let answers = match &request.payload[..] {
+                b"garbage" => vec![vec![0xFF; 3]],
+                b"oversized" => vec![first_part(7, true, 10)],
+                b"incomplete" => vec![first_part(8, false, 1), vec![0xFF; 5]],
+                _ => vec![Vec::new()],
+            };
+            for answer in answers {
+                ghost.publish(reply.clone(), answer.into()).await.expect("answered");
+            }
+        }
+    });
+    for client_id in ["garbage", "oversized", "incomplete"] {
+        record_owner(&nats, client_id, "ghost").await;
+    }
+    let (_garbage, present) = persistent(&cluster, 0, "garbage", "sub").await;
+    assert!(!present, "an answer that does not decode brings no session");
+    let (mut oversized, present) = persistent(&cluster, 0, "oversized", "sub").await;
+    assert!(present);
+    assert_eq!(drain(&mut oversized).await, ["m1", "m2", "m3"], "this node's max_queued_messages holds");
+    let (mut incomplete, present) = persistent(&cluster, 0, "incomplete", "sub").await;
+    assert!(present);
+    assert_eq!(drain(&mut incomplete).await, ["m1"], "what came before the bad part is delivered");
+    // The complete answer was confirmed; the incomplete one was not (its node keeps its copy).
+    let mut attempts = 0;
+    while !confirmed.lock().unwrap().contains(&"7".to_owned()) {
+        attempts += 1;
+        assert!(attempts < 100, "no confirmation of the complete answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!confirmed.lock().unwrap().contains(&"8".to_owned()), "the incomplete answer was confirmed");
+    let log = cluster.nodes[0].log();
+    assert!(log.contains("a session from another node could not be read"), "{log}");
+    assert!(log.contains("exceeds max_queued_messages / max_queued_bytes here: 7 messages dropped"), "{log}");
+    assert!(log.contains("came incomplete (part 1 could not be read"), "{log}");
+}
+
 #[tokio::test]
 async fn a_persistent_client_connected_on_a_taken_over_from_b_keeps_its_subscriptions() {
     let cluster = cluster(2);

@@ -165,6 +165,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
             outbound_qos2: self.acks.unfinished(),
             routed: self.link.is_attached(),
+            // (A moved queue was handed to the router, or the store, at connect.)
+            moved: None,
         });
         if self.persistent_link && !outlives && self.link.is_attached() {
             // Resumed with clean start 0 but session expiry 0: the session ends now. Purged while

@@ -357,6 +357,8 @@ where
         LazyLink::unattached()
     };
     let mut saved = claim.saved.unwrap_or_default();
+    // A queue that came with the session from another node (`cluster::session_moves`).
+    let moved = saved.moved.take();
     // The client holds these packet ids until it has answered their PUBRELs (sent after CONNACK).
     let mut window = OutboundWindow::new(connect.receive_maximum, config.max_inflight_messages);
     let owed_pubrels = saved.outbound_qos2.client_pubrels().to_vec();
@@ -462,7 +464,19 @@ where
     client_log::sending_connack(&client_id, session_present, 0);
     // The session in the store: ended by a clean start, recorded as connected otherwise; the
     // messages it queued that the router does not hold follow the subscriptions just re-sent.
-    let replay = connection.session_connected();
+    let mut replay = connection.session_connected();
+    // A moved queue joins the store's (with persistence; stored before the old node is told)
+    // and follows it to the router, after the subscriptions.
+    let (moved_unstored, receipt, stored) = match moved.map(|moved| *moved) {
+        None => (Vec::new(), None, None),
+        Some(moved) => match connection.adopt_moved(moved.messages) {
+            Ok((adopted, stored)) => {
+                replay.extend(adopted);
+                (Vec::new(), moved.receipt, Some(stored))
+            }
+            Err(unstored) => (unstored, moved.receipt, None),
+        },
+    };
     if connection.link.flush().is_err() {
         connection.finish(Exit::RouterGone).await;
         return None;
@@ -471,6 +485,20 @@ where
         && !replay.is_empty()
     {
         persistence.replay(&*shared.engine, &client_id, replay);
+    }
+    if !moved_unstored.is_empty() {
+        crate::persistence::replay_unstored(&*shared.engine, &client_id, moved_unstored);
+    }
+    if let Some(receipt) = receipt {
+        tokio::spawn(async move {
+            // (Not stored: the old node is not told, and keeps its copy.)
+            if let Some(stored) = stored
+                && stored.await.is_err()
+            {
+                return;
+            }
+            receipt.confirm();
+        });
     }
     Some(connection)
 }

@@ -2,6 +2,7 @@
 //! store when it connects, when its subscriptions change and when it leaves, and the packet ids
 //! of its client's unfinished QoS 2 messages.
 
+use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
@@ -40,6 +41,21 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let replay = persist.persistence.sessions.connected(&mut ops, &self.client_id, persistent, || session);
         persist.persistence.submit(ops);
         replay
+    }
+
+    /// With persistence, after [`Connection::session_connected`]: messages moved here with the
+    /// session from another node are queued in the store; returns them with their sequences, and
+    /// the commit to wait for before the old node may forget them. Without persistence they come
+    /// back as they are.
+    #[allow(clippy::type_complexity)] // (sequence, message) pairs and the commit's future
+    pub(super) fn adopt_moved(
+        &mut self,
+        messages: Vec<StoredMessage>,
+    ) -> Result<(Vec<(u64, StoredMessage)>, BoxFuture<'static, Result<(), String>>), Vec<StoredMessage>> {
+        let Some(persist) = self.persist.as_deref_mut() else { return Err(messages) };
+        let mut ops = Vec::new();
+        let adopted = persist.persistence.sessions.adopt(&mut ops, &self.client_id, messages);
+        Ok((adopted, Box::pin(persist.persistence.commit(ops))))
     }
 
     /// A SUBSCRIBE or UNSUBSCRIBE changed a persistent session's subscriptions: saved with this
