@@ -586,6 +586,23 @@ const ROLE_NO_SECRET: &str = r##"{"command":"createRole","rolename":"no-secret",
 const KEEPER: &str =
     r#"{"command":"createClient","username":"keeper","password":"pw-keeper","roles":[{"rolename":"no-secret"}]}"#;
 
+/// A persistent session of `username` with client id `client_id` on `node`, subscribed to
+/// `fleet/#` at QoS 1, then offline (its client disconnected).
+async fn subscribed_then_offline(cluster: &TestCluster, node: usize, client_id: &str, username: &str) {
+    let (mut client, _) = persistent(cluster, node, client_id, username).await;
+    assert_eq!(client.subscribe(1, &[("fleet/#", 1)]).await, [1]);
+    client.send(&testkit::disconnect()).await;
+    client.expect_closed().await;
+}
+
+/// Publishes `m<n>` on `fleet/7/cmd` at QoS 1 for each `n` (also its packet id), each acknowledged.
+async fn publish_commands(publisher: &mut RawClient, numbers: std::ops::RangeInclusive<u16>) {
+    for n in numbers {
+        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
+    }
+}
+
 #[tokio::test]
 async fn qos1_messages_queued_on_a_for_an_offline_persistent_session_arrive_on_b() {
     queued_messages_move_with_the_session("").await;
@@ -602,24 +619,17 @@ async fn queued_messages_move_with_the_session(extra: &str) {
     let cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, extra);
     provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
     until_everywhere(&cluster, "keeper").await;
-    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
-    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
-    on_a.send(&testkit::disconnect()).await;
-    on_a.expect_closed().await;
+    subscribed_then_offline(&cluster, 0, "mover", "keeper").await;
     // (A watcher on b: once the last message reached it, b has taken every earlier one from NATS
     // too, so none of them can still arrive at b as a new message for the moved session.)
     let mut watcher = device(&cluster, 1, "watcher-b", "pub").await;
     assert_eq!(watcher.subscribe(1, &[("sync/#", 1)]).await, [1]);
     let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
     let count = 20u16;
-    for n in 1..=count {
-        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
-        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
-        if n == 10 {
-            publisher.publish("fleet/secret", b"not for keeper", 1, false, 100).await;
-            assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
-        }
-    }
+    publish_commands(&mut publisher, 1..=10).await;
+    publisher.publish("fleet/secret", b"not for keeper", 1, false, 100).await;
+    assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
+    publish_commands(&mut publisher, 11..=count).await;
     publisher.publish("sync/1", b"s", 1, false, 101).await;
     assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0);
     let got = watcher.expect_publish().await;
@@ -651,15 +661,9 @@ async fn messages_a_restored_from_its_store_after_a_kill_move_to_b() {
     let mut cluster = TestCluster::start(ours(), 2, ADMIN, PASSWORD, "persistence true\n");
     provision(&cluster, 0, &format!("{ROLE_ALL},{ROLE_NO_SECRET},{},{KEEPER}", create_user("pub", true))).await;
     until_everywhere(&cluster, "keeper").await;
-    let (mut on_a, _) = persistent(&cluster, 0, "mover", "keeper").await;
-    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
-    on_a.send(&testkit::disconnect()).await;
-    on_a.expect_closed().await;
+    subscribed_then_offline(&cluster, 0, "mover", "keeper").await;
     let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
-    for n in 1..=5u16 {
-        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
-        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
-    }
+    publish_commands(&mut publisher, 1..=5).await;
     drop(publisher);
     // a dies: the session and its queue are in its store only (its router starts empty).
     cluster.restart_node(0);
@@ -686,15 +690,9 @@ async fn hand_over_not_confirmed(extra: &str) {
     let cluster = TestCluster::start(ours(), 1, ADMIN, PASSWORD, extra);
     provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("pub", true))).await;
     until_everywhere(&cluster, "pub").await;
-    let (mut on_a, _) = persistent(&cluster, 0, "stayer", "pub").await;
-    assert_eq!(on_a.subscribe(1, &[("fleet/#", 1)]).await, [1]);
-    on_a.send(&testkit::disconnect()).await;
-    on_a.expect_closed().await;
+    subscribed_then_offline(&cluster, 0, "stayer", "pub").await;
     let mut publisher = device(&cluster, 0, "pub-a", "pub").await;
-    for n in 1..=5u16 {
-        publisher.publish("fleet/7/cmd", format!("m{n}").as_bytes(), 1, false, n).await;
-        assert_eq!(publisher.expect(testkit::PUBACK).await.reason(), 0, "message {n}");
-    }
+    publish_commands(&mut publisher, 1..=5).await;
     let nats = async_nats::connect(cluster.nats.url()).await.expect("a NATS client");
     let inbox = nats.new_inbox();
     let mut answers = nats.subscribe(inbox.clone()).await.expect("subscribed");
