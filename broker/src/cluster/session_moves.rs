@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ClusterConfig;
 use crate::gate::queued_messages::Rules;
-use crate::gate::saved_session::{MovedQueue, SavedSession};
+use crate::gate::saved_session::{MoveReceipt, MovedQueue, SavedSession};
 use crate::persistence::records::{StoredMessage, StoredSession};
 
 /// How long a connect waits for the previous owner's answer, and then for each further part.
@@ -161,11 +161,14 @@ impl SessionMoves {
             return None;
         }
         let received = receive(answers, node, client_id, self.rules).await?;
-        let receipt = received.complete.then(|| Receipt {
-            client: self.client.clone(),
-            subject,
-            token: received.token,
-            client_id: client_id.to_owned(),
+        let receipt = received.complete.then(|| {
+            let receipt = Receipt {
+                client: self.client.clone(),
+                subject,
+                token: received.token,
+                client_id: client_id.to_owned(),
+            };
+            MoveReceipt::new(move || receipt.clone().confirm())
         });
         let mut session = received.session;
         session.moved = Some(Box::new(MovedQueue { messages: received.messages, receipt }));

@@ -62,7 +62,30 @@ pub struct MovedQueue {
     pub messages: Vec<crate::persistence::records::StoredMessage>,
     /// Told once this node holds them as its own (in its store, with persistence): the node
     /// they came from may then forget them.
-    pub receipt: Option<crate::cluster::session_moves::Receipt>,
+    pub receipt: Option<MoveReceipt>,
+}
+
+/// How a node that received a moved queue tells the node it came from that it holds it (made by
+/// `cluster::session_moves`, which knows how; kept here as a callback so that the session types
+/// do not depend on the cluster).
+#[derive(Clone)]
+pub struct MoveReceipt(Arc<dyn Fn() + Send + Sync>);
+
+impl MoveReceipt {
+    pub fn new(confirm: impl Fn() + Send + Sync + 'static) -> Self {
+        MoveReceipt(Arc::new(confirm))
+    }
+
+    /// Tells the other node (once: the receipt is used up).
+    pub fn confirm(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for MoveReceipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MoveReceipt")
+    }
 }
 
 /// A will waiting to be published, with the authorization of the connection that set it.
