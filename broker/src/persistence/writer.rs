@@ -56,6 +56,8 @@ const CHECKPOINT_BYTES: u64 = 32 << 20;
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
 /// How long the writer sleeps when nothing is due.
 const IDLE: Duration = Duration::from_secs(3600);
+/// The longest a sync waits for the record of a connection just answered (`Log::gather`).
+const GATHER_MAX: Duration = Duration::from_millis(1);
 /// The record buffer is kept between records up to this size.
 const RECORD_BUFFER_KEEP: usize = 1 << 20;
 
@@ -74,6 +76,8 @@ pub struct Counters {
     pub syncs: u64,
     /// Times a connection woke the writer thread.
     pub wakes: u64,
+    /// Syncs that waited for a record from a connection just answered (`Log::gather_until`).
+    pub gathers: u64,
     /// Changes set aside while the writer held the log's lock for long (`Aside`), and the
     /// longest time one connection's append took (waiting for the lock and the `write()`), µs.
     pub set_aside: u64,
@@ -109,6 +113,15 @@ struct Log {
     unwritten_since: Option<Instant>,
     /// Durable mode: who waits for the sync of which record.
     waiters: Vec<(u64, Reply)>,
+    /// Durable mode: a sync just answered its waiters, and records are already waiting for the
+    /// next one. That one starts once a record comes after the answers, or at this instant
+    /// (`None`: at once). A connection answered writes its acknowledgements, its client sends
+    /// the next messages and the connection appends them: waiting for that record (at most as
+    /// long as the last sync took, `GATHER_MAX`) lets one sync cover both the records that were
+    /// waiting and the new ones, where starting at once would leave the new ones for the sync
+    /// after (one publisher keeping a window of messages in flight then gets half its window per
+    /// sync; docs/persistence.md, "Durable mode").
+    gather_until: Option<Instant>,
     /// Autosave mode: when to sync (`None`: durable mode).
     autosave: Option<Autosave>,
     /// The record being built (kept between records: no allocation per record).
@@ -143,6 +156,7 @@ impl Log {
         let result = match self.wal.append_record(self.sequence + 1, &mut record) {
             Ok(()) => {
                 self.sequence += 1;
+                self.gather_until = None;
                 self.unsynced_since.get_or_insert_with(Instant::now);
                 self.counters.records += 1;
                 self.counters.ops += all.len() as u64;
@@ -191,9 +205,14 @@ impl Log {
 
     /// Whether the thread has work at once (besides timers it computed before sleeping).
     fn urgent(&self) -> bool {
-        !self.waiters.is_empty()
+        self.sync_wanted(Instant::now())
             || (self.pending.count() >= FOLD_OPS && !self.fold_failing)
             || self.autosave.as_ref().is_some_and(Autosave::due)
+    }
+
+    /// Someone waits for a sync, and it need not wait for more records (`gather_until`).
+    fn sync_wanted(&self, now: Instant) -> bool {
+        !self.waiters.is_empty() && self.gather_until.is_none_or(|until| now >= until)
     }
 
     /// Takes the waiters whose records are at or below `through` (answered once the lock is
@@ -336,11 +355,19 @@ impl Thread {
     /// appending meanwhile) and answers those it covers.
     fn sync<'a>(&mut self, shared: &'a Shared, mut log: MutexGuard<'a, Log>) -> MutexGuard<'a, Log> {
         let target = log.sequence;
+        log.gather_until = None;
         if log.synced < target {
             drop(log);
+            let began = Instant::now();
             let result = self.sync_file.sync_data().map_err(|e| e.to_string());
+            let took = began.elapsed();
             log = shared.lock();
             log.counters.syncs += 1;
+            if log.autosave.is_none() && log.waiters.iter().any(|(sequence, _)| *sequence > target) {
+                // Records came during the sync; those answered now will come back (`gather_until`).
+                log.gather_until = Some(Instant::now() + took.min(GATHER_MAX));
+                log.counters.gathers += 1;
+            }
             match &result {
                 Ok(()) => {
                     log.synced = log.synced.max(target);
@@ -491,7 +518,7 @@ impl Thread {
     /// size, its syncs are the autosave's).
     fn service<'a>(&mut self, shared: &'a Shared, mut log: MutexGuard<'a, Log>) -> MutexGuard<'a, Log> {
         let now = Instant::now();
-        let sync_due = !log.waiters.is_empty()
+        let sync_due = log.sync_wanted(now)
             || match &log.autosave {
                 Some(autosave) => autosave.due(),
                 None => log.unsynced_since.is_some_and(|t| now >= t + BACKGROUND_SYNC),
@@ -531,7 +558,8 @@ impl Thread {
             ),
         };
         let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + FOLD_AFTER);
-        [fold, sync, checkpoint, full].into_iter().flatten().min()
+        let gathered = log.gather_until.filter(|_| !log.waiters.is_empty());
+        [fold, sync, checkpoint, full, gathered].into_iter().flatten().min()
     }
 
     fn run(mut self, shared: Arc<Shared>) {
@@ -588,6 +616,7 @@ fn parts(store: Store, wal: Wal, sequence: u64, autosave: Option<Autosave>) -> s
         unwritten: Vec::new(),
         unwritten_since: None,
         waiters: Vec::new(),
+        gather_until: None,
         autosave,
         record: Vec::new(),
         asleep: false,
