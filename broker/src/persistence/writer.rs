@@ -11,8 +11,11 @@
 //! Durable mode: a connection whose read must be durable before its acknowledgements waits for
 //! the writer thread's next `fdatasync` of the log. The thread syncs whatever was appended when
 //! the sync began (group commit: every connection that appended meanwhile shares it), answers
-//! everyone that sync covers, and starts the next one at once if others appended while it ran
-//! (their records were already written: pipelining). Autosave mode never waits: the write is
+//! everyone that sync covers, and starts the next one if others appended while it ran (their
+//! records were already written: pipelining) — once a connection it just answered appends again,
+//! or after as long as the last sync took (`Log::gather_until`). Connections never wait for the
+//! writer's long hold of the log's lock (a checkpoint's tail): their changes are set aside and
+//! appended when it ends (`Aside`). Autosave mode never waits: the write is
 //! done before the acknowledgement (a kill -9 loses nothing, the page cache keeps it), and the
 //! thread syncs the log when `persistence/autosave.rs` says so.
 //!
