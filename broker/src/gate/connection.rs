@@ -276,7 +276,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 }
                 Event::Saved(answer) => self.on_saved(answer),
                 Event::Mail(mail) => self.handle_mail(mail),
-                Event::KeepAlive => self.check_keep_alive(held),
+                // (A connection that reads no more while its saves wait is not the client's silence.)
+                Event::KeepAlive => self.check_keep_alive(held || saves_full),
                 // Frames left in the buffer when the hold began are handled at the loop's top.
                 Event::Released => Ok(()),
                 Event::HubHoldExpired => {
