@@ -18,6 +18,7 @@ mod inbound;
 mod outbound;
 mod persisted;
 mod publish;
+mod saving;
 mod subscribe;
 
 use std::collections::{HashMap, HashSet};
@@ -183,6 +184,8 @@ enum Event {
     Read(std::io::Result<usize>),
     Router(Result<FromRouter, RouterError>),
     Hub,
+    /// The oldest read waiting for its changes' sync has its answer (`saving`).
+    Saved(Result<(), String>),
     Mail(Mail),
     KeepAlive,
     Released,
@@ -202,6 +205,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         loop {
             if self.reads_pending
                 && !self.held()
+                && !self.saves_full()
                 && let Err(exit) = self.handle_reads().await
             {
                 return exit;
@@ -229,11 +233,13 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.read_buf.reserve(self.read_chunk);
             }
             let hub_ready = hub_ready(self.hub.as_deref());
+            let saves_full = self.saves_full();
             let event = tokio::select! {
+                saved = saving::oldest_saved(self.persist.as_deref_mut()) => Event::Saved(saved),
                 mail = self.mailbox.recv() => Event::Mail(mail),
                 () = hub_ready => Event::Hub,
                 note = router_note(&mut self.link) => Event::Router(note),
-                read = self.stream.read_buf(&mut self.read_buf), if !held => Event::Read(read),
+                read = self.stream.read_buf(&mut self.read_buf), if !held && !saves_full => Event::Read(read),
                 _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
                 _ = self.release_watch.changed(), if held => Event::Released,
                 () = changed(self.hub_release.as_mut()), if held => Event::Released,
@@ -268,8 +274,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     self.drain_hub();
                     Ok(())
                 }
+                Event::Saved(answer) => self.on_saved(answer),
                 Event::Mail(mail) => self.handle_mail(mail),
-                Event::KeepAlive => self.check_keep_alive(held),
+                // (A connection that reads no more while its saves wait is not the client's silence.)
+                Event::KeepAlive => self.check_keep_alive(held || saves_full),
                 // Frames left in the buffer when the hold began are handled at the loop's top.
                 Event::Released => Ok(()),
                 Event::HubHoldExpired => {

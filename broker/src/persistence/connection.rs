@@ -1,5 +1,6 @@
 //! What one client connection keeps for persistence: the changes its current read made (saved
-//! before the read's acknowledgements are written), the removals of stored copies its client
+//! before the read's acknowledgements are written), the reads whose saves are still being synced
+//! (durable mode: the connection reads on meanwhile, `gate/connection/inbound.rs`), the removals of stored copies its client
 //! acknowledged (saved in the background: losing one only means a duplicate after a crash, which
 //! QoS 1 allows), which of its deliveries in flight are stored copies, and the PUBRELs it owes
 //! its client (a stored QoS 2 copy the client acknowledged with PUBREC leaves the queue and
@@ -8,15 +9,24 @@
 //! Boxed behind an `Option` in the connection, so that a broker without persistence pays one
 //! pointer per connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Op, Persistence, Qos2Direction};
+use super::{Op, Persistence, Qos2Direction, Saved};
+
+/// How many reads of one connection may wait for their sync at once; the connection stops
+/// reading beyond that. (A publisher's own window bounds it too: it sends no more than its
+/// unacknowledged messages allow.)
+pub const MAX_SAVES_IN_FLIGHT: usize = 8;
 
 pub struct ConnectionState {
     pub persistence: Arc<Persistence>,
     /// Changes to save before this read's acknowledgements go out.
     pub ops: Vec<Op>,
+    /// Reads whose changes are appended and not yet synced, oldest first: where the read's
+    /// acknowledgements begin in the connection's write buffer (nothing from there on is written
+    /// before the answer), and the answer.
+    pub saving: VecDeque<(usize, Saved)>,
     /// Stored copies this client is done with.
     dequeued: Vec<Op>,
     /// The client's packet id → store sequence of deliveries in flight that are stored copies.
@@ -30,6 +40,7 @@ impl ConnectionState {
         Box::new(ConnectionState {
             persistence,
             ops: Vec::new(),
+            saving: VecDeque::new(),
             dequeued: Vec::new(),
             in_flight: HashMap::new(),
             pubrels_due: HashSet::new(),
@@ -104,12 +115,24 @@ impl ConnectionState {
         }
     }
 
-    /// Saves this read's changes; resolves once they are durable (nothing to wait for: at once).
-    pub fn save(&mut self) -> Option<impl Future<Output = Result<(), String>> + Send + use<>> {
+    /// Saves this read's changes; the answer says when they are durable (`None`: nothing to save).
+    pub fn save(&mut self) -> Option<Saved> {
         self.submit_dequeued();
         if self.ops.is_empty() {
             return None;
         }
         Some(self.persistence.commit(std::mem::take(&mut self.ops)))
+    }
+
+    /// Where the first acknowledgement still waiting for a sync begins in the write buffer.
+    pub fn held_from(&self) -> Option<usize> {
+        self.saving.front().map(|(from, _)| *from)
+    }
+
+    /// The write buffer's first `written` bytes went out: the places after them move up.
+    pub fn written_out(&mut self, written: usize) {
+        for (from, _) in &mut self.saving {
+            *from -= written;
+        }
     }
 }

@@ -42,6 +42,7 @@ use crate::routing::router_link::{Routed, RoutingEngine};
 use records::{StoredMessage, StoredProperties, unix_ms};
 pub use sessions::SessionIndex;
 pub use store::{Op, Qos2Direction, StoreError};
+pub use writer::Saved;
 
 /// The envelope origins of restored retained messages and of replayed queued messages
 /// (connection ids count up from 1 and never get here).
@@ -190,7 +191,7 @@ impl Persistence {
 
     /// Commits `ops`; resolves once they are durable (durable mode) or written to the log, not
     /// synced (autosave mode).
-    pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
+    pub fn commit(&self, ops: Vec<Op>) -> Saved {
         self.writer.commit(ops)
     }
 

@@ -11,8 +11,11 @@
 //! Durable mode: a connection whose read must be durable before its acknowledgements waits for
 //! the writer thread's next `fdatasync` of the log. The thread syncs whatever was appended when
 //! the sync began (group commit: every connection that appended meanwhile shares it), answers
-//! everyone that sync covers, and starts the next one at once if others appended while it ran
-//! (their records were already written: pipelining). Autosave mode never waits: the write is
+//! everyone that sync covers, and starts the next one if others appended while it ran (their
+//! records were already written: pipelining) — once a connection it just answered appends again,
+//! or after as long as the last sync took (`Log::gather_until`). Connections never wait for the
+//! writer's long hold of the log's lock (a checkpoint's tail): their changes are set aside and
+//! appended when it ends (`Aside`). Autosave mode never waits: the write is
 //! done before the acknowledgement (a kill -9 loses nothing, the page cache keeps it), and the
 //! thread syncs the log when `persistence/autosave.rs` says so.
 //!
@@ -56,6 +59,8 @@ const CHECKPOINT_BYTES: u64 = 32 << 20;
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
 /// How long the writer sleeps when nothing is due.
 const IDLE: Duration = Duration::from_secs(3600);
+/// The longest a sync waits for the record of a connection just answered (`Log::gather`).
+const GATHER_MAX: Duration = Duration::from_millis(1);
 /// The record buffer is kept between records up to this size.
 const RECORD_BUFFER_KEEP: usize = 1 << 20;
 
@@ -74,6 +79,12 @@ pub struct Counters {
     pub syncs: u64,
     /// Times a connection woke the writer thread.
     pub wakes: u64,
+    /// Syncs that waited for a record from a connection just answered (`Log::gather_until`).
+    pub gathers: u64,
+    /// Changes set aside while the writer held the log's lock for long (`Aside`), and the
+    /// longest time one connection's append took (waiting for the lock and the `write()`), µs.
+    pub set_aside: u64,
+    pub slowest_append_us: u64,
     /// Folds into redb and the changes they applied (after cancelling), checkpoints.
     pub folds: u64,
     pub folded_ops: u64,
@@ -105,6 +116,15 @@ struct Log {
     unwritten_since: Option<Instant>,
     /// Durable mode: who waits for the sync of which record.
     waiters: Vec<(u64, Reply)>,
+    /// Durable mode: a sync just answered its waiters, and records are already waiting for the
+    /// next one. That one starts once a record comes after the answers, or at this instant
+    /// (`None`: at once). A connection answered writes its acknowledgements, its client sends
+    /// the next messages and the connection appends them: waiting for that record (at most as
+    /// long as the last sync took, `GATHER_MAX`) lets one sync cover both the records that were
+    /// waiting and the new ones, where starting at once would leave the new ones for the sync
+    /// after (one publisher keeping a window of messages in flight then gets half its window per
+    /// sync; docs/persistence.md, "Durable mode").
+    gather_until: Option<Instant>,
     /// Autosave mode: when to sync (`None`: durable mode).
     autosave: Option<Autosave>,
     /// The record being built (kept between records: no allocation per record).
@@ -139,6 +159,7 @@ impl Log {
         let result = match self.wal.append_record(self.sequence + 1, &mut record) {
             Ok(()) => {
                 self.sequence += 1;
+                self.gather_until = None;
                 self.unsynced_since.get_or_insert_with(Instant::now);
                 self.counters.records += 1;
                 self.counters.ops += all.len() as u64;
@@ -160,6 +181,17 @@ impl Log {
         result
     }
 
+    /// Changes nobody waits for: removals of delivered copies wait for the next record (or
+    /// `UNWRITTEN_AFTER`, `MAX_UNWRITTEN`); anything else is written at once.
+    fn submitted(&mut self, ops: Vec<Op>) {
+        let removals_only = ops.iter().all(|op| matches!(op, Op::Dequeue { .. }));
+        self.unwritten.extend(ops);
+        self.unwritten_since.get_or_insert_with(Instant::now);
+        if !removals_only || self.unwritten.len() >= MAX_UNWRITTEN {
+            self.flush_unwritten();
+        }
+    }
+
     /// Writes the changes nobody waits for now.
     fn flush_unwritten(&mut self) {
         if !self.unwritten.is_empty()
@@ -176,9 +208,14 @@ impl Log {
 
     /// Whether the thread has work at once (besides timers it computed before sleeping).
     fn urgent(&self) -> bool {
-        !self.waiters.is_empty()
+        self.sync_wanted(Instant::now())
             || (self.pending.count() >= FOLD_OPS && !self.fold_failing)
             || self.autosave.as_ref().is_some_and(Autosave::due)
+    }
+
+    /// Someone waits for a sync, and it need not wait for more records (`gather_until`).
+    fn sync_wanted(&self, now: Instant) -> bool {
+        !self.waiters.is_empty() && self.gather_until.is_none_or(|until| now >= until)
     }
 
     /// Takes the waiters whose records are at or below `through` (answered once the lock is
@@ -200,11 +237,70 @@ impl Log {
 struct Shared {
     log: Mutex<Log>,
     wake: Condvar,
+    aside: Mutex<Aside>,
+}
+
+/// While the writer thread holds the log's lock for long — a checkpoint's tail: a synced redb
+/// commit and emptying the log, milliseconds — connections do not wait for it: their changes
+/// wait here, and the writer appends them, in the order they came, before it lets go of the lock.
+/// (The gate's runtime may be one thread for all connections, `gate_worker_threads`: one task
+/// waiting for a lock there stops every connection.)
+#[derive(Default)]
+struct Aside {
+    holding: bool,
+    /// A read's changes and who waits for them (`commit`), or changes nobody waits for
+    /// (`submit`).
+    changes: Vec<(Vec<Op>, Option<Reply>)>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn aside(&self) -> MutexGuard<'_, Aside> {
+        self.aside.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets `ops` aside (with `reply()`, who waits for them) if the writer holds the log's lock
+    /// for long; gives them back if not.
+    fn set_aside(&self, ops: Vec<Op>, reply: impl FnOnce() -> Option<Reply>) -> Result<(), Vec<Op>> {
+        let mut aside = self.aside();
+        if !aside.holding {
+            return Err(ops);
+        }
+        aside.changes.push((ops, reply()));
+        Ok(())
+    }
+
+    /// The writer begins a long hold of the log's lock (said before it takes it, so that no
+    /// connection starts waiting for it meanwhile).
+    fn begin_long_hold(&self) {
+        self.aside().holding = true;
+    }
+
+    /// The writer ends its long hold (still holding the log's lock): what was set aside is
+    /// appended in order. Returns the answers to give once the lock is let go.
+    fn end_long_hold(&self, log: &mut Log) -> Vec<(Reply, Result<(), String>)> {
+        let mut aside = self.aside();
+        aside.holding = false;
+        let mut answers = Vec::new();
+        for (ops, reply) in aside.changes.drain(..) {
+            log.counters.set_aside += 1;
+            let Some(reply) = reply else {
+                log.submitted(ops);
+                continue;
+            };
+            match log.append(ops) {
+                Err(reason) => answers.push((reply, Err(reason))),
+                Ok(sequence) if log.autosave.is_none() => {
+                    log.waiters.push((sequence, reply));
+                    log.counters.waited += 1;
+                }
+                Ok(_) => answers.push((reply, Ok(()))),
+            }
+        }
+        answers
     }
 }
 
@@ -262,11 +358,19 @@ impl Thread {
     /// appending meanwhile) and answers those it covers.
     fn sync<'a>(&mut self, shared: &'a Shared, mut log: MutexGuard<'a, Log>) -> MutexGuard<'a, Log> {
         let target = log.sequence;
+        log.gather_until = None;
         if log.synced < target {
             drop(log);
+            let began = Instant::now();
             let result = self.sync_file.sync_data().map_err(|e| e.to_string());
+            let took = began.elapsed();
             log = shared.lock();
             log.counters.syncs += 1;
+            if log.autosave.is_none() && log.waiters.iter().any(|(sequence, _)| *sequence > target) {
+                // Records came during the sync; those answered now will come back (`gather_until`).
+                log.gather_until = Some(Instant::now() + took.min(GATHER_MAX));
+                log.counters.gathers += 1;
+            }
             match &result {
                 Ok(()) => {
                     log.synced = log.synced.max(target);
@@ -349,11 +453,32 @@ impl Thread {
         }
         drop(log);
         let synced = self.store.sync();
+        // From here to the end the lock is held across syncs: connections set their changes
+        // aside meanwhile (`Aside`).
+        shared.begin_long_hold();
         let mut log = shared.lock();
-        if let Err(reason) = synced {
-            error!(file = %self.store.path().display(), %reason, "persistence: checkpoint failed; the write-ahead log keeps the changes");
-            return log;
+        let emptied = match synced {
+            Ok(()) => self.checkpoint_tail(&mut log),
+            Err(reason) => {
+                error!(file = %self.store.path().display(), %reason, "persistence: checkpoint failed; the write-ahead log keeps the changes");
+                false
+            }
+        };
+        let through = log.sequence;
+        let answers = shared.end_long_hold(&mut log);
+        let covered = if emptied { log.covered(through) } else { Vec::new() };
+        drop(log);
+        answer(covered, &Ok(()));
+        for (reply, result) in answers {
+            let _ = reply.send(result);
         }
+        shared.lock()
+    }
+
+    /// Under the lock, after the bulk is durable in redb: folds and commits (synced) what came
+    /// meanwhile, then empties the log. Returns whether it did (every record so far is in redb's
+    /// durable state, which answers every waiter).
+    fn checkpoint_tail(&mut self, log: &mut Log) -> bool {
         self.checkpointed = self.folded;
         log.flush_unwritten();
         if log.sequence > self.folded || log.pending_since.is_some() {
@@ -361,7 +486,7 @@ impl Thread {
             let result = self.store.fold(log.pending.iter(), through).and_then(|()| self.store.sync());
             if let Err(reason) = result {
                 error!(file = %self.store.path().display(), %reason, "persistence: checkpoint failed; the write-ahead log keeps the changes");
-                return log;
+                return false;
             }
             log.counters.folds += 1;
             log.counters.folded_ops += log.pending.count() as u64;
@@ -371,27 +496,24 @@ impl Thread {
             self.checkpointed = through;
         }
         log.counters.checkpoints += 1;
-        if log.sequence == self.checkpointed {
-            match log.wal.reset() {
-                // Everything written is in redb's durable state now.
-                Ok(()) => {
-                    log.synced = log.sequence;
-                    log.unsynced_since = None;
-                    if let Some(autosave) = &mut log.autosave {
-                        autosave.synced();
-                    }
-                    let through = log.sequence;
-                    let covered = log.covered(through);
-                    drop(log);
-                    answer(covered, &Ok(()));
-                    return shared.lock();
+        if log.sequence != self.checkpointed {
+            return false;
+        }
+        match log.wal.reset() {
+            // Everything written is in redb's durable state now.
+            Ok(()) => {
+                log.synced = log.sequence;
+                log.unsynced_since = None;
+                if let Some(autosave) = &mut log.autosave {
+                    autosave.synced();
                 }
-                Err(e) => {
-                    error!(file = %log.wal.path().display(), reason = %e, "persistence: the write-ahead log could not be emptied")
-                }
+                true
+            }
+            Err(e) => {
+                error!(file = %log.wal.path().display(), reason = %e, "persistence: the write-ahead log could not be emptied");
+                false
             }
         }
-        log
     }
 
     /// Does what is due now: a sync someone waits for, the background sync (durable mode) or
@@ -399,7 +521,7 @@ impl Thread {
     /// size, its syncs are the autosave's).
     fn service<'a>(&mut self, shared: &'a Shared, mut log: MutexGuard<'a, Log>) -> MutexGuard<'a, Log> {
         let now = Instant::now();
-        let sync_due = !log.waiters.is_empty()
+        let sync_due = log.sync_wanted(now)
             || match &log.autosave {
                 Some(autosave) => autosave.due(),
                 None => log.unsynced_since.is_some_and(|t| now >= t + BACKGROUND_SYNC),
@@ -439,7 +561,8 @@ impl Thread {
             ),
         };
         let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + FOLD_AFTER);
-        [fold, sync, checkpoint, full].into_iter().flatten().min()
+        let gathered = log.gather_until.filter(|_| !log.waiters.is_empty());
+        [fold, sync, checkpoint, full, gathered].into_iter().flatten().min()
     }
 
     fn run(mut self, shared: Arc<Shared>) {
@@ -472,7 +595,7 @@ impl Thread {
         let counters = log.counters;
         let waiters = log.covered(u64::MAX);
         drop(log);
-        answer(waiters, &Err("the persistence writer has stopped".to_owned()));
+        answer(waiters, &stopped());
         info!(?counters, "persistence: writer stopped");
     }
 }
@@ -496,6 +619,7 @@ fn parts(store: Store, wal: Wal, sequence: u64, autosave: Option<Autosave>) -> s
         unwritten: Vec::new(),
         unwritten_since: None,
         waiters: Vec::new(),
+        gather_until: None,
         autosave,
         record: Vec::new(),
         asleep: false,
@@ -503,14 +627,49 @@ fn parts(store: Store, wal: Wal, sequence: u64, autosave: Option<Autosave>) -> s
         run: Run::Running,
         counters: Counters::default(),
     };
-    let shared = Arc::new(Shared { log: Mutex::new(log), wake: Condvar::new() });
+    let shared = Arc::new(Shared { log: Mutex::new(log), wake: Condvar::new(), aside: Mutex::default() });
     let thread = Thread { store, sync_file, folded: sequence, checkpointed: sequence, last_checkpoint: Instant::now() };
     Ok((shared, thread))
 }
 
+/// The answer to a [`Writer::commit`]: known at once (autosave mode, a failed write, or a sync
+/// that already covers the record), or when the writer thread's sync covers the record. A
+/// connection keeps it while it reads on (`gate/connection/inbound.rs`, pipelining), so it is a
+/// type of its own rather than an `async` block.
+pub struct Saved(Outcome);
+
 enum Outcome {
-    Done(Result<(), String>),
+    Done(Option<Result<(), String>>),
     Wait(oneshot::Receiver<Result<(), String>>),
+}
+
+fn stopped() -> Result<(), String> {
+    Err("the persistence writer has stopped".to_owned())
+}
+
+impl Saved {
+    /// The answer, if it is known without waiting (taken: asked once).
+    pub fn ready(&mut self) -> Option<Result<(), String>> {
+        match &mut self.0 {
+            Outcome::Done(result) => Some(result.take().unwrap_or_else(stopped)),
+            Outcome::Wait(done) => match done.try_recv() {
+                Ok(result) => Some(result),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(stopped()),
+            },
+        }
+    }
+}
+
+impl Future for Saved {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            Outcome::Done(result) => std::task::Poll::Ready(result.take().unwrap_or_else(stopped)),
+            Outcome::Wait(done) => std::pin::Pin::new(done).poll(cx).map(|answer| answer.unwrap_or_else(|_| stopped())),
+        }
+    }
 }
 
 impl Writer {
@@ -536,35 +695,40 @@ impl Writer {
         }
     }
 
-    /// Appends `ops` to the log (on the caller's thread); resolves once they are durable
-    /// (durable mode: synced by the writer thread) — in autosave mode at once, written.
-    pub fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + Send + use<> {
-        let mut log = self.shared.lock();
-        let outcome = if log.run != Run::Running {
-            Outcome::Done(Err("the persistence writer has stopped".to_owned()))
-        } else {
-            let was_idle = log.idle();
-            let outcome = match log.append(ops) {
-                Err(reason) => Outcome::Done(Err(reason)),
-                Ok(sequence) if !self.durable || log.synced >= sequence => Outcome::Done(Ok(())),
-                Ok(sequence) => {
-                    let (reply, done) = oneshot::channel();
-                    log.waiters.push((sequence, reply));
-                    log.counters.waited += 1;
-                    Outcome::Wait(done)
-                }
-            };
-            self.wake(log, was_idle);
-            outcome
+    /// Appends `ops` to the log (on the caller's thread); the answer resolves once they are
+    /// durable (durable mode: synced by the writer thread) — in autosave mode at once, written.
+    pub fn commit(&self, ops: Vec<Op>) -> Saved {
+        let began = Instant::now();
+        let mut answer = None;
+        let aside = self.shared.set_aside(ops, || {
+            let (reply, done) = oneshot::channel();
+            answer = Some(done);
+            Some(reply)
+        });
+        let ops = match aside {
+            Ok(()) => return Saved(answer.map_or_else(|| Outcome::Done(Some(stopped())), Outcome::Wait)),
+            Err(ops) => ops,
         };
-        async move {
-            match outcome {
-                Outcome::Done(result) => result,
-                Outcome::Wait(done) => {
-                    done.await.unwrap_or_else(|_| Err("the persistence writer has stopped".to_owned()))
-                }
-            }
+        let mut log = self.shared.lock();
+        if log.run != Run::Running {
+            return Saved(Outcome::Done(Some(stopped())));
         }
+        let was_idle = log.idle();
+        let appended = log.append(ops);
+        let took = began.elapsed().as_micros() as u64;
+        log.counters.slowest_append_us = log.counters.slowest_append_us.max(took);
+        let outcome = match appended {
+            Err(reason) => Outcome::Done(Some(Err(reason))),
+            Ok(sequence) if !self.durable || log.synced >= sequence => Outcome::Done(Some(Ok(()))),
+            Ok(sequence) => {
+                let (reply, done) = oneshot::channel();
+                log.waiters.push((sequence, reply));
+                log.counters.waited += 1;
+                Outcome::Wait(done)
+            }
+        };
+        self.wake(log, was_idle);
+        Saved(outcome)
     }
 
     /// Hands over `ops` without waiting (changes nothing acknowledged depends on). Removals of
@@ -576,17 +740,13 @@ impl Writer {
         if ops.is_empty() {
             return;
         }
+        let Err(ops) = self.shared.set_aside(ops, || None) else { return };
         let mut log = self.shared.lock();
         if log.run != Run::Running {
             return;
         }
         let was_idle = log.idle();
-        let removals_only = ops.iter().all(|op| matches!(op, Op::Dequeue { .. }));
-        log.unwritten.extend(ops);
-        log.unwritten_since.get_or_insert_with(Instant::now);
-        if !removals_only || log.unwritten.len() >= MAX_UNWRITTEN {
-            log.flush_unwritten();
-        }
+        log.submitted(ops);
         self.wake(log, was_idle);
     }
 
@@ -746,6 +906,35 @@ mod tests {
         assert!(shared.lock().urgent(), "the writer is woken for the autosave");
         drop(thread.service(&shared, shared.lock()));
         assert!(!shared.lock().wal.unsynced(), "synced after autosave_interval changes");
+    }
+
+    /// While the writer holds the log's lock for a checkpoint's tail, connections do not wait
+    /// for it: their changes are set aside and appended in the order they came when the hold
+    /// ends, and a commit's answer comes with the sync after that.
+    #[test]
+    fn changes_during_a_long_hold_are_set_aside_and_appended_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let (shared, mut thread) = open(&path, None);
+        let writer = Writer { shared: shared.clone(), durable: true, thread: Mutex::new(None) };
+        durable_commit(&shared, &mut thread, vec![queue(1)]);
+        shared.begin_long_hold();
+        let mut second = writer.commit(vec![queue(2)]);
+        writer.submit(vec![dequeue(1), retain("r")]);
+        let mut third = writer.commit(vec![queue(3)]);
+        assert_eq!(shared.lock().sequence, 1, "nothing appended during the hold");
+        assert!(second.ready().is_none() && third.ready().is_none());
+
+        let mut log = shared.lock();
+        let answers = shared.end_long_hold(&mut log);
+        assert!(answers.is_empty(), "durable mode: answered by the next sync");
+        assert_eq!((log.sequence, log.waiters.len(), log.counters.set_aside), (4, 2, 3));
+        drop(thread.sync(&shared, log));
+        assert_eq!((second.ready(), third.ready()), (Some(Ok(())), Some(Ok(()))));
+        // After the hold, appends take the lock again.
+        assert_eq!(writer.commit(vec![queue(4)]).ready(), None);
+        drop(thread.checkpoint(&shared, shared.lock()));
+        assert_eq!(state(&thread.store), (vec!["r".into()], vec![("c".into(), 2), ("c".into(), 3), ("c".into(), 4)]));
     }
 
     /// The writer as the broker runs it: many connections commit at once; each commit resolves

@@ -115,6 +115,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let _ = self.flush_pool(); // (publishes through the pool: handed over, not waiting for a link)
         self.link.detach(); // (a no-op when the router already dropped the link)
         self.hub = None; // out of the hub's index before a takeover's connection subscribes
+        if !matches!(exit, Exit::Lost | Exit::Closed) {
+            // Acknowledgements still waiting for their sync go out only if it succeeds.
+            self.settle_saves().await;
+        }
         if self.protocol == Protocol::V5
             && let Some(code) = exit.v5_reason()
         {

@@ -84,7 +84,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         self.flush_router()?;
         self.confirm_forwarded(acks_from).await?;
-        self.save_changes(acks_from).await
+        // With persistence, this read's acknowledgements wait for its changes to be saved; the
+        // connection reads on meanwhile (`saving`).
+        self.save_changes(acks_from)
     }
 
     /// In a cluster: this read's QoS 1/2 messages are in JetStream before its acknowledgements
@@ -99,21 +101,6 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             Ok(()) => Ok(()),
             Err(reason) => {
                 warn!(client_id = %client_text(&self.client_id), %reason, "cluster: QoS 1/2 message not confirmed by JetStream: client disconnected unacknowledged");
-                self.write_buf.truncate(acks_from.min(self.write_buf.len()));
-                Err(Exit::NotSaved)
-            }
-        }
-    }
-
-    /// With persistence: saves what this read changed before its acknowledgements are written
-    /// (durable mode: synced, together with other connections' changes). If it cannot be saved,
-    /// the acknowledgements are withdrawn and the client disconnected, so that it sends again.
-    async fn save_changes(&mut self, acks_from: usize) -> Result<(), Exit> {
-        let Some(saving) = self.persist.as_deref_mut().and_then(|persist| persist.save()) else { return Ok(()) };
-        match saving.await {
-            Ok(()) => Ok(()),
-            Err(reason) => {
-                crate::persistence::log_failure(&self.client_id, &reason);
                 self.write_buf.truncate(acks_from.min(self.write_buf.len()));
                 Err(Exit::NotSaved)
             }

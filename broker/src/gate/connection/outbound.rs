@@ -2,7 +2,7 @@
 //! maximum packet size, paced by its Receive Maximum, acknowledgements, back-pressure probes),
 //! the mailbox (control replies, `$SYS` messages, kicks), and the one write per wake-up.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rumqttd::protocol::{Packet, PingReq, Publish};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::info;
@@ -24,13 +24,15 @@ use crate::security::{Access, ControlReply, Protocol};
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
     /// Writes what the wake-up produced (one write), then lets a paused router continue.
+    /// (With persistence, what waits for a read's sync stays in the buffer: `saving`.)
     pub(super) async fn write_out(&mut self) -> Result<(), Exit> {
-        if !self.write_buf.is_empty() {
+        let writable = self.writable();
+        if writable > 0 {
             let timeout = self.shared.config.gate.write_timeout;
             // Flushed too: a websocket (see `websocket`) sends a message only when flushed; for TCP
             // and TLS this costs nothing.
             let written = async {
-                self.stream.write_all(&self.write_buf).await?;
+                self.stream.write_all(&self.write_buf[..writable]).await?;
                 self.stream.flush().await
             };
             match tokio::time::timeout(timeout, written).await {
@@ -41,7 +43,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     return Err(Exit::Lost);
                 }
             }
-            if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
+            if writable < self.write_buf.len() {
+                self.write_buf.advance(writable);
+                if let Some(persist) = self.persist.as_deref_mut() {
+                    persist.written_out(writable);
+                }
+            } else if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
                 self.write_buf = BytesMut::new();
             } else {
                 self.write_buf.clear();
