@@ -1092,7 +1092,10 @@ async fn a_burst_crosses_nodes_in_batches_complete_in_order_and_once_per_share_g
     let mut sorted = expected.clone();
     sorted.sort();
     assert_eq!(shared, sorted, "each message once to the share group");
-    assert_eq!(carried, 2000, "NATS carried each message once");
+    // (Complete delivery is checked above on the subscribers; the watcher, a core NATS subscriber
+    // of its own, is at most once and was seen to miss a batch under load: no copy beyond one per
+    // message is what it checks.)
+    assert!(carried <= 2000, "NATS carried {carried} messages for 2000: some more than once");
     assert!(batches > 0, "the burst travelled in batches");
 }
 
@@ -1110,7 +1113,7 @@ async fn a_qos1_burst_through_jetstream_travels_in_batches_and_arrives_complete_
             .await;
     let expected: Vec<String> = (1..=1000).map(|n| format!("m{n}")).collect();
     assert_eq!(drain_count(&mut [&mut subscriber], 1000).await[0], expected, "every message once, in order");
-    assert_eq!(carried, 1000);
+    assert!(carried <= 1000, "NATS carried {carried} messages for 1000: some more than once");
     assert!(batches > 0, "the burst travelled in batches");
 }
 
