@@ -125,6 +125,37 @@ async fn more_retained_messages_than_the_router_replays_at_once_all_survive_a_re
     broker.assert_no_panic();
 }
 
+/// A client that sends its PUBLISHes and its DISCONNECT in one write: the read ends at the
+/// DISCONNECT, before the point where a read's changes are saved, so they are saved on the way
+/// out (and since this session, before the PUBACKs the client may still read: that order only
+/// matters for an OS crash, which a test here cannot make). Killed right after the close, the
+/// broker still has every message for the offline persistent subscriber.
+#[tokio::test]
+async fn publishes_sent_with_a_disconnect_in_one_write_are_saved_before_their_pubacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "");
+    let mut subscriber = client(&broker, 4, "keeper", false).await;
+    subscriber.subscribe(1, &[("last/#", 1)]).await;
+    subscriber.send(&testkit::disconnect()).await;
+    subscriber.expect_closed().await;
+
+    let mut publisher = client(&broker, 4, "leaver", true).await;
+    let mut write: Vec<u8> = (1..=20u16)
+        .flat_map(|i| testkit::publish(false, "last/words", format!("w{i}").as_bytes(), 1, false, i))
+        .collect();
+    write.extend(testkit::disconnect());
+    publisher.send(&write).await;
+    let pubacks = publisher.expect_closed().await.iter().filter(|frame| frame.packet_type == PUBACK).count();
+    assert_eq!(pubacks, 20, "every PUBACK before the close");
+    broker.kill();
+
+    let broker = start(dir.path(), "");
+    let mut subscriber = client(&broker, 4, "keeper", false).await;
+    let got = drain(&mut subscriber).await;
+    assert_eq!(payloads(&got), (1..=20).map(|i| format!("w{i}")).collect::<BTreeSet<_>>());
+    broker.assert_no_panic();
+}
+
 #[tokio::test]
 async fn subscriptions_and_queued_qos1_messages_survive_a_sigkill() {
     queued_messages_survive_a_sigkill("").await;

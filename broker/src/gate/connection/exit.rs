@@ -115,6 +115,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let _ = self.flush_pool(); // (publishes through the pool: handed over, not waiting for a link)
         self.link.detach(); // (a no-op when the router already dropped the link)
         self.hub = None; // out of the hub's index before a takeover's connection subscribes
+        // A read cut short (PUBLISHes and a DISCONNECT in one read, or an error after them) left
+        // its changes unsaved, while what it published went to the router just above: save them
+        // now, and hold what the write buffer has not sent yet until they are (from its start:
+        // where that read's acknowledgements begin is not kept, and withholding earlier ones too
+        // only makes the client send them again).
+        if let Some(persist) = self.persist.as_deref_mut()
+            && let Some(saved) = persist.save()
+        {
+            persist.saving.push_back((0, saved));
+        }
         if !matches!(exit, Exit::Lost | Exit::Closed) {
             // Acknowledgements still waiting for their sync go out only if it succeeds.
             self.settle_saves().await;
