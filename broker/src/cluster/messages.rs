@@ -98,6 +98,16 @@ impl LocalClaims {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, LocalClaim>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Forgets `client_id`'s claim if connection `conn_id` still holds it. A claim only decides
+    /// which live connection another node's notice takes over, so an ended connection needs none;
+    /// without this, every client id ever connected here stayed in the map.
+    fn release(&self, client_id: &str, conn_id: u64) {
+        let mut claims = self.lock();
+        if claims.get(client_id).is_some_and(|claim| claim.conn_id == conn_id) {
+            claims.remove(client_id);
+        }
+    }
 }
 
 /// The header of a QoS 0 message carrying its node's count of them (`interest::Recent`).
@@ -216,6 +226,11 @@ impl MessageBus {
                 None
             }
         }
+    }
+
+    /// Connection `conn_id` no longer holds `client_id` here (it ended or was taken over).
+    pub fn released(&self, client_id: &str, conn_id: u64) {
+        self.claims.release(client_id, conn_id);
     }
 
     /// Asks `node` for its session of `client_id` and the messages queued for it there, which it
@@ -544,5 +559,31 @@ async fn receive<E: RoutingEngine>(
             admission.routed(&lanes, &topic, payload.len());
             inject(&*engine, topic, &payload, stamp, properties);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(conn_id: u64) -> LocalClaim {
+        LocalClaim { conn_id, sequence: Some(conn_id), announced_elsewhere: 0 }
+    }
+
+    #[test]
+    fn an_ended_connection_leaves_no_claim_behind_but_its_successor_keeps_its_own() {
+        let claims = LocalClaims::default();
+        for n in 0..1000u64 {
+            claims.lock().insert(format!("device-{n}"), claim(n));
+            claims.release(&format!("device-{n}"), n);
+        }
+        assert!(claims.lock().is_empty(), "claims of ended connections stay: {}", claims.lock().len());
+
+        // A takeover here: the new connection (2) claimed before the old one (1) ended.
+        claims.lock().insert("sensor".into(), claim(2));
+        claims.release("sensor", 1);
+        assert_eq!(claims.lock().get("sensor").map(|c| c.conn_id), Some(2));
+        claims.release("sensor", 2);
+        assert!(claims.lock().get("sensor").is_none());
     }
 }

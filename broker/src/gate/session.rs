@@ -466,6 +466,9 @@ impl<E: RoutingEngine> Sessions<E> {
 
     /// A connection leaves. Publishes or schedules its will, keeps or forgets its session.
     pub fn release(self: &Arc<Self>, client_id: &Arc<str>, conn_id: u64, release: Release) {
+        if let Some(bus) = self.cluster.get() {
+            bus.released(client_id, conn_id);
+        }
         let mut will_now = None;
         {
             let mut registry = self.lock();
