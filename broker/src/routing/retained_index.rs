@@ -1,6 +1,13 @@
-//! The hub's retained index: the last retained message per topic, with its envelope (QoS,
-//! expiry, properties). The router sends retained messages to a link when it subscribes, and the
-//! hub subscribes once, so new hub subscriptions take theirs from here (`routing::hub`).
+//! The gate's retained index: the last retained message per topic, with its envelope (QoS,
+//! expiry, properties). The gate owns retained messages entirely: it hands rumqttd every message
+//! with retain 0 (`envelope::router_packets`), because rumqttd scans its whole retained store on
+//! the router thread for every new filter and replays at most one batch of it (docs/rumqttd.md
+//! defect 19). Every new subscription, whoever serves it, takes its retained messages from here
+//! (`gate::connection::hub`).
+//!
+//! Fed by the hub's reader of the router's `#` log (`routing::hub`), in routing order; at start
+//! by what persistence restores and what a cluster node loads from the other nodes' retained
+//! stream, before any client connects.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,17 +19,18 @@ use crate::routing::router_link::Routed;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
-pub(super) struct Retained {
+pub struct RetainedIndex {
     by_topic: Mutex<HashMap<Bytes, Routed>>,
 }
 
-impl Retained {
+impl RetainedIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, Routed>> {
         self.by_topic.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps `routed` as its topic's retained message (an empty body clears it).
-    pub(super) fn keep(&self, routed: Routed) {
+    /// Keeps `routed` (topic in client spelling, payload sealed) as its topic's retained message;
+    /// an empty body clears it.
+    pub fn keep(&self, routed: Routed) {
         let mut retained = self.lock();
         match envelope::open(routed.payload.clone()) {
             Some((_, body)) if !body.is_empty() => {
@@ -34,7 +42,8 @@ impl Retained {
         }
     }
 
-    pub(super) fn forget(&self, topic: &Bytes) {
+    /// Clears `topic`'s retained message.
+    pub fn forget(&self, topic: &Bytes) {
         self.lock().remove(topic);
     }
 
@@ -42,7 +51,7 @@ impl Retained {
     /// with the subscription's QoS as their router QoS (`gate::delivery` delivers a replay at
     /// `min(publish QoS, that)`). A filter without wildcards is one lookup; others scan the
     /// index.
-    pub(super) fn matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
+    pub fn matching(&self, filter: &str, qos: u8) -> Vec<Routed> {
         let retained = self.lock();
         let replay = |routed: &Routed| Routed { retain: true, qos, pkid: 0, ..routed.clone() };
         if !filter.contains(['+', '#']) {
@@ -56,7 +65,7 @@ impl Retained {
     }
 
     /// Retained messages in the index.
-    pub(super) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lock().len()
     }
 }
