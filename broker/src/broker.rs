@@ -46,7 +46,8 @@ impl Broker {
         // Reading the router's `#` log before anything is routed: the retained index learns
         // every retained message from it (`routing::hub`).
         let (hub, hub_link) = start_hub(&config, &engine).await?;
-        let hub_task = tokio::spawn(crate::routing::hub::run(hub.clone(), hub_link, pressure.clone()));
+        let mut hub_task =
+            AbortUnlessKept(Some(tokio::spawn(crate::routing::hub::run(hub.clone(), hub_link, pressure.clone()))));
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
         if let Some(persistence) = &persistence {
@@ -131,7 +132,7 @@ impl Broker {
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
         let mut local_addrs = Vec::new();
-        let mut tasks = vec![hub_task];
+        let mut tasks = Vec::new();
         if shared.config.sys_interval > 0 {
             let interval = Duration::from_secs(shared.config.sys_interval.into());
             let sessions = shared.sessions.clone();
@@ -174,7 +175,20 @@ impl Broker {
         }
         let certificates =
             CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
+        tasks.extend(hub_task.0.take());
         Ok(Broker { shared, local_addrs, tasks, certificates })
+    }
+}
+
+/// A task started before the broker is: aborted if the start fails first (a cluster node that
+/// cannot reach NATS, a listener that cannot bind), kept by taking it out.
+struct AbortUnlessKept(Option<JoinHandle<()>>);
+
+impl Drop for AbortUnlessKept {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
