@@ -42,14 +42,21 @@ impl Broker {
             crate::cluster::interest::Interest::enable();
         }
         let engine = Rumqttd::start(&config.gate).map_err(Error::Router)?;
+        let pressure = crate::routing::backpressure::Pressure::for_config(&config);
+        // Reading the router's `#` log before anything is routed: the retained index learns
+        // every retained message from it (`routing::hub`).
+        let (hub, hub_link) = start_hub(&config, &engine).await?;
+        let mut hub_task =
+            AbortUnlessKept(Some(tokio::spawn(crate::routing::hub::run(hub.clone(), hub_link, pressure.clone()))));
         let takeover_wait = config.gate.write_timeout + Duration::from_secs(1);
         let sessions = Sessions::new(engine.clone(), takeover_wait);
-        let mut restored_retained = Vec::new();
         if let Some(persistence) = &persistence {
-            // Retained messages into the router and saved sessions into the registry, before
-            // any listener accepts a client.
-            let (mut restored, retained) = persistence.restore(&*engine);
-            restored_retained = retained;
+            // Retained messages into the gate's index and saved sessions into the registry,
+            // before any listener accepts a client.
+            let (mut restored, retained) = persistence.restore();
+            for routed in retained {
+                hub.retained().keep(routed);
+            }
             info!(sessions = restored.sessions.len(), "persistence: sessions restored");
             let wills = std::mem::take(&mut restored.wills);
             for session in restored.sessions {
@@ -92,7 +99,6 @@ impl Broker {
                 sessions.restore_will(&client_id, pending, wait);
             }
         }
-        let pressure = crate::routing::backpressure::Pressure::for_config(&config);
         let cluster = match &config.cluster {
             Some(cluster) => {
                 let admission = crate::cluster::admission::Admission::new(Arc::clone(&pressure));
@@ -105,6 +111,7 @@ impl Broker {
                         persistence.clone(),
                         &config.persistence,
                         admission,
+                        hub.retained().clone(),
                     )
                     .await?,
                 )
@@ -117,7 +124,10 @@ impl Broker {
         let mut shared = Shared::new(config, security, engine, sessions, pressure);
         shared.persistence = persistence;
         shared.cluster = cluster;
-        let hub_link = start_fleet_hub(&mut shared, restored_retained).await?;
+        if hub.fans_out() {
+            shared.publishers = Some(start_publisher_pool(&shared).await?);
+        }
+        shared.hub = Some(hub);
         let shared = Arc::new(shared);
         let directory = crate::gate::connection_directory::LiveConnections(shared.sessions.clone());
         shared.security.attach_connections(Arc::new(directory));
@@ -130,9 +140,6 @@ impl Broker {
             tasks.push(tokio::spawn(refresh));
         }
         tasks.push(tokio::spawn(crate::routing::router_drops::report_periodically()));
-        if let (Some(hub), Some(link)) = (&shared.hub, hub_link) {
-            tasks.push(tokio::spawn(crate::routing::hub::run(hub.clone(), link, shared.pressure.clone())));
-        }
         let listeners_bound = Arc::new(AtomicBool::new(false));
         for listener in &listeners {
             let bound = listener::bind(listener).await?;
@@ -168,45 +175,64 @@ impl Broker {
         }
         let certificates =
             CertificateReloader { listeners: listeners.iter().filter_map(|listener| listener.tls.clone()).collect() };
+        tasks.extend(hub_task.0.take());
         Ok(Broker { shared, local_addrs, tasks, certificates })
     }
 }
 
-/// `gate_fleet_hub true`: the hub's router link, subscribed before any client connects, its
-/// retained index filled with the retained messages restored from the persistence store, and
-/// the publisher pool (docs/architecture.md). Returns the hub's link for its task. Not in a
-/// cluster: the nodes' routing has not been checked with it.
-async fn start_fleet_hub(
-    shared: &mut Shared<Rumqttd>,
-    restored_retained: Vec<crate::routing::router_link::Routed>,
-) -> Result<Option<crate::routing::router_link::RumqttdLink>, Error> {
+/// A task started before the broker is: aborted if the start fails first (a cluster node that
+/// cannot reach NATS, a listener that cannot bind), kept by taking it out.
+struct AbortUnlessKept(Option<JoinHandle<()>>);
+
+impl Drop for AbortUnlessKept {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The hub (`routing::hub`) and its router link, subscribed to `#` before any message is routed:
+/// with the fan-out (`gate_fleet_hub true`), or index-only — for the retained index and its
+/// fences alone — with `gate_fleet_hub false` and in a cluster (the nodes' routing has not been
+/// checked with the fan-out).
+async fn start_hub(
+    config: &Config,
+    engine: &Rumqttd,
+) -> Result<(Arc<crate::routing::hub::Hub>, crate::routing::router_link::RumqttdLink), Error> {
+    use crate::routing::hub::Hub;
     use crate::routing::router_link::RoutingEngine;
-    if !shared.config.gate.fleet_hub {
-        return Ok(None);
-    }
-    if shared.cluster.is_some() {
-        // (Info, not a warning: the hub is on by default, so every cluster node would warn.)
-        info!("gate_fleet_hub is not used in a cluster: every client keeps its own router link");
-        return Ok(None);
-    }
-    let persistence = &shared.config.persistence;
-    let gate = &shared.config.gate;
-    let max_hold = (gate.backpressure_window > 0).then_some(gate.backpressure_max_hold);
-    let hub = crate::routing::hub::Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes, max_hold);
-    hub.restore_retained(restored_retained);
-    let mut link = shared.engine.attach_internal("hub").await.map_err(Error::Router)?;
+    let hub = if config.gate.fleet_hub && config.cluster.is_none() {
+        let persistence = &config.persistence;
+        let max_hold = (config.gate.backpressure_window > 0).then_some(config.gate.backpressure_max_hold);
+        Hub::new(persistence.max_queued_messages, persistence.max_queued_bytes, max_hold)
+    } else {
+        if config.gate.fleet_hub {
+            // (Info, not a warning: the hub is on by default, so every cluster node would warn.)
+            info!("gate_fleet_hub is not used in a cluster: every client keeps its own router link");
+        }
+        Hub::index_only()
+    };
+    let mut link = engine.attach_internal("hub").await.map_err(Error::Router)?;
     crate::routing::hub::subscribe_link(&mut link).map_err(Error::Router)?;
+    Ok((Arc::new(hub), link))
+}
+
+/// `gate_fleet_hub true`: the publisher pool (docs/architecture.md), through which connections
+/// without a router link of their own publish.
+async fn start_publisher_pool(
+    shared: &Shared<Rumqttd>,
+) -> Result<crate::routing::publisher_pool::PublisherPool<crate::routing::router_link::RumqttdLink>, Error> {
     let size = shared.config.gate.worker_threads.max(1) * 2;
     let pool =
         crate::routing::publisher_pool::PublisherPool::start(&*shared.engine, size).await.map_err(Error::Router)?;
-    shared.hub = Some(Arc::new(hub));
-    shared.publishers = Some(pool);
     info!(publisher_links = size, "fleet hub on");
-    Ok(Some(link))
+    Ok(pool)
 }
 
 /// Connects to NATS, brings the security state to the end of the shared log and starts
 /// cross-node routing (docs/cluster.md).
+#[allow(clippy::too_many_arguments)] // what a node's routing across the cluster is wired to
 async fn join_cluster(
     config: &crate::cluster::ClusterConfig,
     security: &Arc<dyn Security>,
@@ -215,6 +241,7 @@ async fn join_cluster(
     persistence: Option<Arc<Persistence>>,
     queue_bounds: &crate::config::PersistenceSettings,
     admission: crate::cluster::admission::Admission,
+    retained_index: Arc<crate::routing::retained_index::RetainedIndex>,
 ) -> Result<Arc<crate::cluster::messages::MessageBus>, Error> {
     let client = crate::cluster::connect(config).await.map_err(Error::Cluster)?;
     let membership = crate::cluster::Membership { client: client.clone(), config: config.clone() };
@@ -242,6 +269,7 @@ async fn join_cluster(
         Arc::new(hand_over),
         persistence,
         admission,
+        retained_index,
     )
     .await
     .map_err(Error::Cluster)?;
@@ -300,5 +328,68 @@ impl Broker {
             let _ = tokio::task::spawn_blocking(move || persistence.close()).await;
         }
         info!("shutdown complete");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::router_link::{FromRouter, RouterLink, RoutingEngine};
+    use crate::testkit::{Connect, PUBACK, RawClient, WAIT};
+    use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
+
+    /// The gate hands rumqttd no retained message (docs/rumqttd.md defect 19): a fresh router
+    /// link subscribing `#` gets no retained replay from the router, while a client subscribing
+    /// `#` gets every retained message from the gate — with the hub's fan-out and without.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_router_holds_no_retained_message() {
+        for extra in ["", "gate_fleet_hub false\n"] {
+            let text = format!("listener 0 127.0.0.1\nallow_anonymous true\n{extra}");
+            let config = Config::from_text("test.conf", &text).unwrap();
+            let security = crate::security::chain::AuthChain::from_config(&config).unwrap();
+            let broker = Broker::start(config, security).await.unwrap();
+            let addr = broker.local_addrs()[0];
+            let mut publisher = RawClient::connected(addr, &Connect::new(4, "retainer")).await;
+            for n in 1..=3u16 {
+                publisher.publish(&format!("kept/{n}"), b"value", 1, true, n).await;
+                assert_eq!(publisher.expect(PUBACK).await.pkid(), n);
+            }
+            let mut subscriber = RawClient::connected(addr, &Connect::new(4, "reader")).await;
+            subscriber.subscribe(1, &[("#", 0)]).await;
+            for _ in 0..3 {
+                assert!(subscriber.expect_publish().await.retain, "{extra:?}: from the gate's index");
+            }
+
+            let mut probe = broker.shared.engine.attach_internal("probe").await.unwrap();
+            let filter = Filter {
+                path: "#".to_owned(),
+                qos: QoS::AtMostOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            };
+            probe.subscribe(1, vec![filter], None);
+            probe.flush().unwrap();
+            let mut subscribed = false;
+            let mut routed = Vec::new();
+            while routed.is_empty() || routed.iter().all(|(topic, _)| topic != "live") {
+                let note = tokio::time::timeout(WAIT, probe.recv()).await.expect("the router answers").unwrap();
+                match note {
+                    FromRouter::SubAck(_) if !subscribed => {
+                        subscribed = true;
+                        // Anything the router would replay comes with the SUBACK; then a live one.
+                        publisher.publish("live", b"now", 1, false, 9).await;
+                        assert_eq!(publisher.expect(PUBACK).await.pkid(), 9);
+                    }
+                    FromRouter::Publish(copy) => {
+                        routed.push((String::from_utf8_lossy(&copy.topic).into_owned(), copy.retain))
+                    }
+                    FromRouter::Paused => probe.resume().await.unwrap(),
+                    _ => {}
+                }
+            }
+            assert_eq!(routed, [("live".to_owned(), false)], "{extra:?}: no retained replay from the router");
+            broker.shutdown().await;
+        }
     }
 }

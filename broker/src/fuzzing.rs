@@ -345,6 +345,7 @@ async fn settle(
 }
 
 pub fn router_session(data: &[u8]) {
+    use crate::routing::envelope::Routable;
     use crate::routing::router_guard::{ToRouter, admit};
     use crate::routing::router_link::{RouterLink, RoutingEngine};
     use bytes::Bytes;
@@ -378,15 +379,15 @@ pub fn router_session(data: &[u8]) {
                 continue;
             }
             if kind == 6 {
-                // A will (through the system link, as `session::publish_will`).
+                // A will (through the system link, as `session::publish_will`: retain 0 always,
+                // the gate keeps retained messages itself; the byte that chose retain once is
+                // still read, so that the corpus decodes as before).
                 let topic = ops.path();
-                let retain = ops.byte().unwrap_or(0) & 1 == 1;
+                let _retain = ops.byte();
                 if admit(ToRouter::Publish { topic: &topic, properties: None }).is_ok() {
                     published.insert(topic.as_bytes().to_vec());
-                    if retain {
-                        retained.push(topic.clone());
-                    }
-                    engine.inject(Bytes::from(topic), Bytes::from_static(b"will"), retain, None);
+                    let sealed = Bytes::from_static(b"will");
+                    engine.inject(Routable { topic: Bytes::from(topic), sealed, properties: None });
                 }
                 continue;
             }
@@ -449,11 +450,12 @@ pub fn router_session(data: &[u8]) {
             }
             engine.purge(&id(slot)).await;
         }
-        for topic in retained {
-            engine.inject(Bytes::from(topic), Bytes::new(), true, None);
-        }
         // The router still routes.
         let mut probe = engine.attach("fuzz-probe", false).await.expect("the router refused a link").link;
+        for topic in retained {
+            probe.push(Packet::Publish(Publish::new(Bytes::from(topic), Bytes::new(), true), None));
+        }
+        probe.flush().expect("the router link is closed: the router died");
         settle(&mut probe, true, &published, &mut Vec::new()).await;
         probe.detach();
     });

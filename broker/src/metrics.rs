@@ -6,7 +6,7 @@
 //! Every counter is a relaxed atomic in one process-wide [`METRICS`], as mosquitto keeps its
 //! `$SYS` counters in globals: the hot path pays one uncontended `fetch_add` and takes no lock.
 //! The one exception is the retained-message index, locked only by publishes that set or clear a
-//! retained message (the router keeps the messages themselves and cannot be asked how many).
+//! retained message (a count and sizes only; the messages are in `routing::retained_index`).
 //! Several brokers started in one process (unit tests) share the counters.
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub struct Metrics {
     retained: Mutex<RetainedIndex>,
 }
 
-/// The topics the router holds a retained message for, and their payload sizes.
+/// The topics the gate holds a retained message for, and their payload sizes.
 #[derive(Debug)]
 struct RetainedIndex {
     topics: BTreeMap<Box<[u8]>, usize>,
@@ -114,10 +114,11 @@ impl Metrics {
         counter.fetch_add(amount, Ordering::Relaxed);
     }
 
-    /// A message handed to the router: mirrors the router's rule (an empty payload clears the
-    /// topic's retained message, retained or not; a retained one replaces it).
+    /// A message handed to the router: mirrors the retained index's rule (a retained message
+    /// replaces the topic's, an empty one clears it; a message without the retain flag leaves it
+    /// alone, empty or not: `routing::envelope`).
     pub fn routed(&self, topic: &[u8], payload: usize, retain: bool) {
-        if payload != 0 && !retain {
+        if !retain {
             return;
         }
         let mut index = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -126,7 +127,7 @@ impl Metrics {
         index.bytes = index.bytes - previous.unwrap_or(0) as u64 + payload as u64;
     }
 
-    /// Retained messages held by the router, and their payload bytes.
+    /// Retained messages held by the gate, and their payload bytes.
     pub fn retained(&self) -> (u64, u64) {
         let index = self.retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         (index.topics.len() as u64, index.bytes)
@@ -315,14 +316,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_retained_index_follows_the_routers_rule() {
+    fn the_retained_count_follows_the_retained_index() {
         let metrics = Metrics::new();
         metrics.routed(b"a", 5, true);
         metrics.routed(b"b", 3, true);
         metrics.routed(b"a", 2, true);
         metrics.routed(b"c", 9, false);
         assert_eq!(metrics.retained(), (2, 5));
-        metrics.routed(b"b", 0, false); // an empty payload clears, retained or not
+        metrics.routed(b"b", 0, false); // an empty message without the retain flag leaves it
+        assert_eq!(metrics.retained(), (2, 5));
+        metrics.routed(b"b", 0, true);
         assert_eq!(metrics.retained(), (1, 2));
         metrics.routed(b"zzz", 0, true);
         assert_eq!(metrics.retained(), (1, 2));

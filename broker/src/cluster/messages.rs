@@ -2,9 +2,10 @@
 //! NATS under its topic's subject ([`super::subject`]); every QoS 1/2 message in JetStream
 //! ([`super::reliable`]) on a node with persistence, on core NATS as QoS 0 on one without (a
 //! cluster may mix them: every node takes both); and every node injects what the others publish into its own router, where it is delivered as any message is — matched by MQTT's rules, checked
-//! against each receiving client's ACL on the delivery path. Retained messages are stored by
-//! every node that is running when they are published, and in a JetStream stream (the last value
-//! per topic, `<cluster>_retained`) that a starting node loads first.
+//! against each receiving client's ACL on the delivery path. Retained messages are kept by
+//! every node that is running when they are published (in its gate's retained index,
+//! `routing::retained_index`), and in a JetStream stream (the last value per topic,
+//! `<cluster>_retained`) that a starting node loads into its index first.
 //!
 //! Headers carry what the envelope says (`routing::envelope`): QoS, retain flag, the seconds left
 //! before the message expires, and the node it came from (a node skips its own messages); and
@@ -41,8 +42,9 @@ use super::remote::{EXPIRY, NODE, QOS, REMOTE_ORIGIN, RETAIN, Remote, inject, re
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::persistence::Persistence;
 use crate::routing::backpressure::TopicLanes;
-use crate::routing::envelope::{Publisher, Stamp};
-use crate::routing::router_link::RoutingEngine;
+use crate::routing::envelope::{self, Publisher, Routable, Stamp};
+use crate::routing::retained_index::RetainedIndex;
+use crate::routing::router_link::{Routed, RoutingEngine};
 
 /// Messages waiting for NATS before new ones are dropped (with a warning).
 const OUTBOX: usize = 65_536;
@@ -120,8 +122,10 @@ const CLAIM_SEQUENCE: &str = "Dynsec-Claim-Sequence";
 pub type TakeOver = Arc<dyn Fn(&str, Option<u64>) + Send + Sync>;
 
 impl MessageBus {
-    /// Subscribes to the other nodes' messages (injected into `engine`) and starts the sender.
-    /// `take_over` is called with each client id another node claims.
+    /// Subscribes to the other nodes' messages (injected into `engine`), loads the retained
+    /// stream into `retained` and starts the sender. `take_over` is called with each client id
+    /// another node claims.
+    #[allow(clippy::too_many_arguments)] // what a node's routing across the cluster is wired to
     pub async fn start<E: RoutingEngine>(
         client: &async_nats::Client,
         config: &ClusterConfig,
@@ -130,6 +134,7 @@ impl MessageBus {
         sessions: Arc<dyn super::session_moves::SessionSource>,
         persistence: Option<Arc<Persistence>>,
         admission: Admission,
+        retained_index: Arc<RetainedIndex>,
     ) -> Result<Arc<MessageBus>, String> {
         let prefix = format!("{}.msg", config.name);
         let reliable_prefix = format!("{}.qos", config.name);
@@ -156,10 +161,11 @@ impl MessageBus {
                 .map_err(|e| format!("subscribing to the other nodes' messages: {e}"))?;
             Box::pin(all)
         };
-        // Subscribed first, loaded next: a retained message published meanwhile arrives after the
-        // bucket's older value, not before it.
+        // Subscribed first, loaded next: a retained message published meanwhile is taken from
+        // the subscription (by the router's `#` reader, into the index) only once the receiver
+        // below runs, after the stream's older value.
         let retained = open_retained(client, config).await?;
-        load_retained(&retained, &*engine).await?;
+        load_retained(&retained, &retained_index).await?;
         let router = Arc::clone(&engine);
         let counted = admission.clone();
         let inject_shared: super::shared_groups::Inject = Arc::new(move |topic, payload, stamp, properties| {
@@ -368,8 +374,9 @@ async fn open_retained(client: &async_nats::Client, config: &ClusterConfig) -> R
     Ok(RetainedStore { js, stream, prefix })
 }
 
-/// Hands every retained message of the stream to the local router, as retained.
-async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> Result<(), String> {
+/// Takes every retained message of the stream into this node's retained index (before any
+/// client connects: nothing is routed).
+async fn load_retained(store: &RetainedStore, index: &RetainedIndex) -> Result<(), String> {
     let mut subjects = store
         .stream
         .info_with_subjects(format!("{}.>", store.prefix))
@@ -393,7 +400,8 @@ async fn load_retained<E: RoutingEngine>(store: &RetainedStore, engine: &E) -> R
             addressee: None,
             share_group: None,
         };
-        inject(engine, Bytes::from(topic), payload, stamp, None);
+        let Routable { topic, sealed, properties } = envelope::routable(Bytes::from(topic), payload, stamp, None);
+        index.keep(Routed::retained(topic, sealed, &properties));
     }
     if loaded > 0 {
         tracing::info!(loaded, "cluster: retained messages loaded");

@@ -93,9 +93,5 @@ pub(super) fn inject<E: RoutingEngine>(
     stamp: Stamp,
     properties: Option<PublishProperties>,
 ) {
-    envelope::router_packets(topic, payload, stamp, properties, |packet| {
-        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-            engine.inject(publish.topic, publish.payload, publish.retain, properties);
-        }
-    });
+    engine.inject(envelope::routable(topic, payload, stamp, properties));
 }

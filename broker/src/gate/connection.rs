@@ -169,7 +169,8 @@ struct Connection<E: RoutingEngine, S> {
     /// In a cluster: JetStream's answers for this read's QoS 1/2 messages, which its
     /// acknowledgements wait for (`cluster::reliable`).
     forwarded: Vec<crate::cluster::reliable::Confirmation>,
-    /// `gate_fleet_hub true`: its hub subscriptions, queue and deliveries (`hub`).
+    /// Its retained replays due from the gate's index, and with `gate_fleet_hub true` its hub
+    /// subscriptions, queue and deliveries (`hub`).
     hub: Option<Box<hub::HubState>>,
     /// PUBLISHes for the publisher pool, handed over with the router batch (`hub`).
     pool_batch: Vec<Packet>,

@@ -172,11 +172,7 @@ impl Markers {
                 addressee: Some(Publisher::of(client_id)),
                 share_group: None,
             };
-            envelope::router_packets(Bytes::from(topic.into_bytes()), b"", stamp, None, |packet| {
-                if let Packet::Publish(publish, properties) = packet {
-                    engine.inject(publish.topic, publish.payload, publish.retain, properties);
-                }
-            });
+            engine.inject(envelope::routable(Bytes::from(topic.into_bytes()), b"", stamp, None));
         }
         Markers { due }
     }

@@ -753,10 +753,6 @@ pub fn publish_will<E: RoutingEngine>(
         share_group: None,
     };
     let topic = Bytes::copy_from_slice(will.topic.as_bytes());
-    crate::routing::envelope::router_packets(topic, &will.payload, stamp, properties, |packet| {
-        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-            engine.inject(publish.topic, publish.payload, publish.retain, properties);
-        }
-    });
+    engine.inject(crate::routing::envelope::routable(topic, &will.payload, stamp, properties));
     true
 }

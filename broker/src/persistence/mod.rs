@@ -101,14 +101,11 @@ impl Persistence {
         self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().unwrap_or_default()
     }
 
-    /// Hands the loaded retained messages to the router (through its system link, before any
-    /// client can connect), with the expiry they have left; those that expired while the broker
-    /// was down are deleted. Returns the persistent sessions and their queues for the gate's
-    /// registry, and the retained messages as the router holds them, for the fleet hub's index:
-    /// the router gives a new subscription at most 200 of its retained messages (rumqttd 0.20
-    /// truncates its replay to the link's outgoing batch), so the hub cannot learn them from the
-    /// router (docs/persistence.md, "Retained messages after a restart").
-    pub fn restore<E: RoutingEngine>(&self, engine: &E) -> (sessions::Restored, Vec<Routed>) {
+    /// Returns the persistent sessions and their queues for the gate's registry, and the loaded
+    /// retained messages, sealed with the expiry they have left, for the gate's retained index
+    /// (`routing::retained_index`; the router never holds one); those that expired while the
+    /// broker was down are deleted (docs/persistence.md, "Retained messages after a restart").
+    pub fn restore(&self) -> (sessions::Restored, Vec<Routed>) {
         let loaded = self.take_loaded();
         let mut retained = Vec::with_capacity(loaded.retained.len());
         let now = unix_ms();
@@ -133,14 +130,9 @@ impl Persistence {
             crate::metrics::METRICS.routed(message.topic.as_bytes(), message.payload.len(), true);
             let topic = Bytes::from(message.topic.into_bytes());
             let properties = message.properties.to_properties();
-            envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
-                if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-                    if publish.retain {
-                        retained.push(Routed::retained(publish.topic.clone(), publish.payload.clone(), &properties));
-                    }
-                    engine.inject(publish.topic, publish.payload, publish.retain, properties);
-                }
-            });
+            let envelope::Routable { topic, sealed, properties } =
+                envelope::routable(topic, &message.payload, stamp, properties);
+            retained.push(Routed::retained(topic, sealed, &properties));
             restored += 1;
         }
         if !expired.is_empty() {
@@ -242,11 +234,7 @@ fn route_addressed<E: RoutingEngine>(
     };
     let topic = Bytes::from(message.topic.into_bytes());
     let properties = message.properties.to_properties();
-    envelope::router_packets(topic, &message.payload, stamp, properties, |packet| {
-        if let rumqttd::protocol::Packet::Publish(publish, properties) = packet {
-            engine.inject(publish.topic, publish.payload, publish.retain, properties);
-        }
-    });
+    engine.inject(envelope::routable(topic, &message.payload, stamp, properties));
     true
 }
 

@@ -7,9 +7,11 @@
 //! the router sees and reads every delivery it makes, so it stamps each message with what
 //! delivery needs: the QoS and retain flag it was published with, who published it (No Local),
 //! a per-publisher sequence (one copy per client when several of its subscriptions match), and
-//! when it expires. Because a stamped payload is never empty, the router's rule "an empty
-//! payload deletes the retained message" only applies to the clears the gate sends on purpose
-//! ([`clear_retained`]), never to an ordinary empty message.
+//! when it expires.
+//!
+//! Retained messages are the gate's (`routing::retained_index`): every message goes to the
+//! router with retain 0 ([`router_packet`]), its retain flag in the stamp, so that rumqttd never
+//! holds a retained message (docs/rumqttd.md defect 19).
 //!
 //! With persistence (`crate::persistence`), a message queued in the store for offline persistent
 //! sessions carries its store sequence number, so that a session's acknowledgement removes the
@@ -144,7 +146,7 @@ pub fn seal(stamp: &Stamp, payload: &[u8]) -> Bytes {
 }
 
 /// Takes the envelope off a payload the router delivers. `None` for a payload the gate did not
-/// seal: the empty payload of a retained-message clear (see [`clear_retained`]).
+/// seal.
 pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
     if sealed.len() < HEADER_MIN || sealed[0] != MAGIC {
         return None;
@@ -176,34 +178,27 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
     Some((stamp, sealed))
 }
 
-/// The payload of a retained-message clear: the only payload the gate hands the router empty,
-/// because an empty payload is what makes rumqttd delete a retained message. Its live copies
-/// are not deliveries (`open` returns `None`); the gate routes the sealed empty message beside it.
-pub fn clear_retained() -> Bytes {
-    Bytes::new()
+/// The packet that routes one message: sealed, with retain 0 whatever the stamp says (the
+/// router must not keep it: see the module documentation). A retained message's topic gets
+/// memory of its own, not a slice of the read buffer it arrived in: the retained index keeps the
+/// router's copy for as long as it stays retained.
+pub fn router_packet(topic: Bytes, payload: &[u8], stamp: Stamp, properties: Option<PublishProperties>) -> Packet {
+    let Routable { topic, sealed, properties } = routable(topic, payload, stamp, properties);
+    Packet::Publish(Publish::new(topic, sealed, false), properties)
 }
 
-/// The packets that route one message: sealed, and for a retained message with an empty
-/// payload (which clears the topic's retained message) a clear before it. The sealed copy of a
-/// retained message is stored by the router with its own memory, not a slice of the read
-/// buffer it arrived in (which it would keep alive for as long as it stays retained).
-pub fn router_packets(
-    topic: Bytes,
-    payload: &[u8],
-    stamp: Stamp,
-    properties: Option<PublishProperties>,
-    mut push: impl FnMut(Packet),
-) {
+/// A message as the router's system link takes it (`RoutingEngine::inject`, always retain 0).
+pub struct Routable {
+    pub topic: Bytes,
+    pub sealed: Bytes,
+    pub properties: Option<PublishProperties>,
+}
+
+/// [`router_packet`]'s parts.
+pub fn routable(topic: Bytes, payload: &[u8], stamp: Stamp, properties: Option<PublishProperties>) -> Routable {
     let properties = properties.filter(|p| *p != PublishProperties::default());
-    let sealed = seal(&stamp, payload);
-    if !stamp.retain {
-        push(Packet::Publish(Publish::new(topic, sealed, false), properties));
-    } else if payload.is_empty() {
-        push(Packet::Publish(Publish::new(topic.clone(), clear_retained(), true), None));
-        push(Packet::Publish(Publish::new(topic, sealed, false), properties));
-    } else {
-        push(Packet::Publish(Publish::new(Bytes::copy_from_slice(&topic), sealed, true), properties));
-    }
+    let topic = if stamp.retain { Bytes::copy_from_slice(&topic) } else { topic };
+    Routable { topic, sealed: seal(&stamp, payload), properties }
 }
 
 #[cfg(test)]
@@ -242,7 +237,7 @@ mod tests {
 
     #[test]
     fn unsealed_and_truncated_payloads_do_not_open() {
-        assert!(open(clear_retained()).is_none());
+        assert!(open(Bytes::new()).is_none());
         assert!(open(Bytes::from_static(b"plain text from nowhere, long enough")).is_none());
         let sealed = seal(&stamp(Some(5)), b"");
         assert!(open(sealed.slice(..sealed.len() - 1)).is_none());
@@ -264,6 +259,19 @@ mod tests {
         assert_eq!(s.expiry_left(10_000), Some(0));
         assert_eq!(s.expiry_left(20_000), Some(0));
         assert_eq!(stamp(None).expiry_left(5), None);
+    }
+
+    #[test]
+    fn the_router_never_gets_a_retained_message() {
+        for (retain, payload) in [(true, &b"kept"[..]), (true, b""), (false, b"live")] {
+            let stamp = Stamp { retain, ..stamp(None) };
+            let Packet::Publish(publish, _) = router_packet(Bytes::from_static(b"t"), payload, stamp, None) else {
+                panic!("not a publish")
+            };
+            assert!(!publish.retain, "retain {retain}, {} bytes", payload.len());
+            let (got, body) = open(publish.payload).unwrap();
+            assert_eq!((got.retain, &body[..]), (retain, payload), "the stamp carries it");
+        }
     }
 
     #[test]

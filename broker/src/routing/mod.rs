@@ -10,7 +10,8 @@
 //! keeps from it the messages no filter matches; `shared_filter` reads `$share/...` filters; `filter_tree` is the filter tree both
 //! it and `hub` match topics with;
 //! `hub` and `publisher_pool` (`gate_fleet_hub true`) serve clean sessions without a router
-//! link of their own.
+//! link of their own; `retained_index` holds the retained messages (the router holds none),
+//! which the hub's reader of the router's `#` log keeps in every configuration.
 
 pub mod ack_sequencer;
 pub mod attach_fence;
@@ -22,6 +23,7 @@ pub(crate) mod lazy_link;
 #[cfg(any(test, feature = "testkit"))]
 pub mod null_engine;
 pub mod publisher_pool;
+pub mod retained_index;
 pub mod router_drops;
 pub mod router_guard;
 pub mod router_link;

@@ -4,8 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use rumqttd::protocol::{Packet, PublishProperties};
+use rumqttd::protocol::Packet;
 
 use super::router_link::{Attached, FromRouter, RouterError, RouterLink, RoutingEngine};
 
@@ -38,7 +37,7 @@ impl RoutingEngine for NullEngine {
         Ok(NullLink)
     }
 
-    fn inject(&self, _topic: Bytes, _payload: Bytes, _retain: bool, _properties: Option<PublishProperties>) {
+    fn inject(&self, _message: crate::routing::envelope::Routable) {
         self.injected.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -185,8 +185,9 @@ pub trait RoutingEngine: Send + Sync + 'static {
     /// router id no client id can take, without a session.
     fn attach_internal(&self, name: &str) -> impl Future<Output = Result<Self::Link, RouterError>> + Send;
 
-    /// Routes a broker-originated QoS 0 message (a will).
-    fn inject(&self, topic: Bytes, payload: Bytes, retain: bool, properties: Option<PublishProperties>);
+    /// Routes a broker-originated QoS 0 message (a will, a stored message), with retain 0
+    /// (`envelope::routable`: the gate keeps retained messages itself).
+    fn inject(&self, message: crate::routing::envelope::Routable);
 }
 
 /// One client's link. Pushes are batched: nothing reaches the router until [`RouterLink::flush`].
@@ -459,8 +460,9 @@ impl RoutingEngine for Rumqttd {
         }
     }
 
-    fn inject(&self, topic: Bytes, payload: Bytes, retain: bool, properties: Option<PublishProperties>) {
-        let publish = Publish::new(topic_form::to_router(topic), payload, retain);
+    fn inject(&self, message: crate::routing::envelope::Routable) {
+        let crate::routing::envelope::Routable { topic, sealed, properties } = message;
+        let publish = Publish::new(topic_form::to_router(topic), sealed, false);
         let mut system = self.system.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // `send` is async in name only: it pushes and notifies synchronously.
         let _ = system.send(Packet::Publish(publish, properties)).now_or_never();

@@ -394,6 +394,56 @@ async fn nodes_started_after_snapshots_load_the_latest_one_and_what_follows() {
     assert!(cluster.nodes[0].log().contains("security snapshot at "), "snapshots were taken and the log purged");
 }
 
+/// Subscribes `client` to `filter` at QoS 1, then reads the retained messages that follow
+/// (acknowledging them) until `expected` came — bounded: 10 s without any ends it — and checks
+/// that nothing more comes; returns how many distinct topics came, each once.
+async fn retained_after_subscribe(client: &mut RawClient, pkid: u16, filter: &str, expected: usize) -> usize {
+    assert_eq!(client.subscribe(pkid, &[(filter, 1)]).await, [1]);
+    let mut topics = std::collections::BTreeSet::new();
+    let mut last = std::time::Instant::now();
+    while topics.len() < expected && last.elapsed() < Duration::from_secs(10) {
+        if let testkit::Next::Frame(frame) = client.next(Duration::from_millis(200)).await {
+            assert_eq!(frame.packet_type, testkit::PUBLISH, "{frame:?}");
+            let got = frame.publish(client.v5);
+            assert!(got.retain, "{} not as retained", got.topic);
+            assert!(topics.insert(got.topic.clone()), "{} twice", got.topic);
+            client.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+            last = std::time::Instant::now();
+        }
+    }
+    client.expect_quiet().await;
+    topics.len()
+}
+
+/// A cluster node's new subscription gets every retained message its wildcard matches, from
+/// its gate's retained index — clean and persistent sessions, on the publisher's node and on
+/// another (rumqttd would replay at most one batch of 100: docs/rumqttd.md defect 19; mosquitto
+/// 2.1.2 sends all: `mqtt_semantics`).
+#[tokio::test]
+async fn a_new_subscription_on_a_node_gets_every_retained_message_its_wildcard_matches() {
+    const COUNT: u16 = 300;
+    let cluster = cluster(2);
+    provision(&cluster, 0, &format!("{ROLE_ALL},{}", create_user("dev", true))).await;
+    until_everywhere(&cluster, "dev").await;
+    // A live subscriber on b tells when b has the last one (messages from a arrive in order).
+    let mut watcher = device(&cluster, 1, "watch-b", "dev").await;
+    watcher.subscribe(1, &[(&format!("many/{COUNT}"), 0)]).await;
+    let mut publisher = device(&cluster, 0, "pub-a", "dev").await;
+    for n in 1..=COUNT {
+        publisher.publish(&format!("many/{n}"), format!("v{n}").as_bytes(), 1, true, n).await;
+        assert_eq!(publisher.expect(testkit::PUBACK).await.pkid(), n);
+    }
+    assert!(watcher.expect_publish().await.topic.ends_with(&format!("/{COUNT}")));
+    for node in [1, 0] {
+        let mut clean = device(&cluster, node, &format!("clean-{node}"), "dev").await;
+        assert_eq!(retained_after_subscribe(&mut clean, 1, "many/#", 300).await, 300, "clean session on {node}");
+        let (mut kept, _) = persistent(&cluster, node, &format!("kept-{node}"), "dev").await;
+        assert_eq!(retained_after_subscribe(&mut kept, 1, "many/#", 300).await, 300, "persistent session on {node}");
+        // MQTT 3.1.1: a repeated SUBSCRIBE gets them again.
+        assert_eq!(retained_after_subscribe(&mut kept, 2, "many/#", 300).await, 300, "again on {node}");
+    }
+}
+
 #[tokio::test]
 async fn a_node_started_later_has_the_messages_retained_before() {
     let mut cluster = cluster(1);

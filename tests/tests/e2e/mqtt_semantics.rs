@@ -224,14 +224,19 @@ async fn retained_messages_follow_retain_handling_and_repeated_subscribes() {
 /// repeated one), with `count` retained topics: rumqttd alone replays at most 100 to a QoS 1
 /// subscription (docs/rumqttd.md defect 19); mosquitto sends all of them.
 async fn persistent_retained_per_subscribe(port: u16, version: u8, retain_handling: u8, count: u16) -> [usize; 2] {
-    let id = format!("prs-{version}-{retain_handling}");
+    retained_per_subscribe_in(port, version, false, retain_handling, count).await
+}
+
+/// [`persistent_retained_per_subscribe`] in a clean (`clean`) or persistent session.
+async fn retained_per_subscribe_in(port: u16, version: u8, clean: bool, retain_handling: u8, count: u16) -> [usize; 2] {
+    let id = format!("prs-{version}-{retain_handling}-{}", if clean { "clean" } else { "kept" });
     let mut publisher = client(port, 4, &format!("{id}-pub")).await;
     for i in 1..=count {
         publish_acked(&mut publisher, &format!("sem/{id}/{i}"), format!("r{i}").as_bytes(), true, i).await;
     }
     let mut connect = Connect::new(version, &id);
-    connect.clean = false;
-    if version == 5 {
+    connect.clean = clean;
+    if version == 5 && !clean {
         connect.session_expiry = Some(600);
     }
     let mut subscriber = RawClient::connected(addr(port), &connect).await;
@@ -261,6 +266,29 @@ async fn a_persistent_session_gets_every_retained_message_its_wildcard_matches()
     let dir = ScratchDir::new("sem-prs-21");
     if let Some(oracle) = mosquitto_21("persistent_retained", &dir) {
         assert_eq!(persistent_retained_per_subscribe(oracle.port(), 5, 0, 300).await, [300, 300], "mosquitto 2.1.2");
+    }
+}
+
+/// Without the hub's fan-out every subscription is the router's; its retained messages still
+/// come from the gate's index, all of them (rumqttd would replay at most one batch of 100:
+/// docs/rumqttd.md defect 19).
+#[tokio::test]
+async fn without_the_fleet_hub_a_new_subscription_gets_every_retained_message_its_wildcard_matches() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_dynsec-broker-under-test"));
+    let broker = BrokerProcess::start(binary, "allow_anonymous true\ngate_fleet_hub false\n");
+    let port = broker.port();
+    for clean in [true, false] {
+        let kind = if clean { "clean" } else { "persistent" };
+        assert_eq!(retained_per_subscribe_in(port, 4, clean, 0, 300).await, [300, 300], "3.1.1, {kind}");
+        assert_eq!(retained_per_subscribe_in(port, 5, clean, 0, 300).await, [300, 300], "v5 RH 0, {kind}");
+        assert_eq!(retained_per_subscribe_in(port, 5, clean, 1, 300).await, [300, 0], "v5 RH 1, {kind}");
+        assert_eq!(retained_per_subscribe_in(port, 5, clean, 2, 300).await, [0, 0], "v5 RH 2, {kind}");
+    }
+    let dir = ScratchDir::new("sem-nohub-21");
+    if let Some(oracle) = mosquitto_21("no_hub_retained", &dir) {
+        for clean in [true, false] {
+            assert_eq!(retained_per_subscribe_in(oracle.port(), 5, clean, 0, 300).await, [300, 300], "mosquitto 2.1.2");
+        }
     }
 }
 

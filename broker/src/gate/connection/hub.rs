@@ -1,10 +1,12 @@
-//! The connection's side of the fleet hub (`gate_fleet_hub true`, `routing::hub`): which of its
-//! subscriptions the hub serves, the deliveries it takes from its hub queue (MQTT's rules from
-//! `gate::delivery`, the ACL on delivery, the gate's packet ids and window from
-//! `gate::flow_control`), the client's acknowledgements of them — kept apart from the router's
-//! (`routing::ack_sequencer`): a hub delivery is acknowledged to the gate only — retained
-//! messages for a new hub subscription, and its publishes through the publisher pool
-//! (`routing::publisher_pool`) while it has no router link of its own.
+//! The connection's side of the hub (`routing::hub`): retained messages for every new
+//! subscription, from the gate's retained index once the hub has passed the subscription's
+//! fence (rumqttd holds none: docs/rumqttd.md defect 19); and with the fan-out
+//! (`gate_fleet_hub true`) which of its subscriptions the hub serves, the deliveries it takes
+//! from its hub queue (MQTT's rules from `gate::delivery`, the ACL on delivery, the gate's packet
+//! ids and window from `gate::flow_control`), the client's acknowledgements of them — kept apart
+//! from the router's (`routing::ack_sequencer`): a hub delivery is acknowledged to the gate only
+//! — and its publishes through the publisher pool (`routing::publisher_pool`) while it has no
+//! router link of its own.
 
 use std::collections::HashSet;
 
@@ -65,9 +67,11 @@ impl HubState {
 
 impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S> {
     /// Whether the hub serves `filter` for this connection: a non-shared filter of a
-    /// non-persistent session, with the hub on.
+    /// non-persistent session, with the hub's fan-out on.
     pub(super) fn uses_hub(&self, filter: &str) -> bool {
-        self.shared.hub.is_some() && !self.persistent_link && !subscriptions::is_shared(filter)
+        self.shared.hub.as_ref().is_some_and(|hub| hub.fans_out())
+            && !self.persistent_link
+            && !subscriptions::is_shared(filter)
     }
 
     /// Whether `filter` is one of this connection's hub subscriptions.
@@ -91,11 +95,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.hub_pending_replays();
     }
 
-    /// The retained messages of new subscriptions the router serves (persistent sessions), with
-    /// the hub on: rumqttd replays at most one outgoing batch of them (100 at QoS 1/2, 200 at
-    /// QoS 0) and drops the rest (docs/rumqttd.md defect 19), so they come from the hub's
-    /// retained index instead, after the SUBACK, as for hub subscriptions; the router's own
-    /// replay is dropped (`router_replays_dropped`).
+    /// The retained messages of new subscriptions the router serves (persistent sessions; every
+    /// session where the fan-out is off): the router holds none (docs/rumqttd.md defect 19), so
+    /// they come from the gate's retained index, after the SUBACK, as for hub subscriptions.
     pub(super) fn replay_retained_for_routed(&mut self, filters: &[Filter]) {
         // (A shared subscription gets no retained messages, as in mosquitto; nor does rumqttd send any.)
         let wanted: Vec<&Filter> = filters
@@ -113,8 +115,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         self.hub_pending_replays();
     }
 
-    /// With the hub on, retained messages come from its index, never from the router's replay
-    /// (see `replay_retained_for_routed`).
+    /// Retained messages come from the gate's index, never from a router replay (there should
+    /// be none: see `replay_retained_for_routed`).
     pub(super) fn router_replays_dropped(&self) -> bool {
         self.shared.hub.is_some()
     }

@@ -149,7 +149,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), confirm);
                 self.forwarded.extend(confirm);
             }
-            envelope::router_packets(publish.topic, &publish.payload, stamp, properties, |p| self.push_publish(p));
+            self.push_publish(envelope::router_packet(publish.topic, &publish.payload, stamp, properties));
         }
         self.write_ack(qos, pkid, 0);
         Ok(None)

@@ -92,12 +92,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         routed.push(filter.clone());
                         if let Some(previous) = self.subscriptions.get(&filter.path) {
                             // A repeated SUBSCRIBE replaces the subscription. rumqttd keeps its first
-                            // QoS and sends retained messages only for a new filter (docs/rumqttd.md
-                            // defect 15): make it new again when the QoS changes or retained messages
-                            // are due (Retain Handling 0, and always in MQTT 3.1.1).
-                            let resend = filter.retain_forward_rule == RetainForwardRule::OnEverySubscribe;
-                            if !subscriptions::is_shared(&filter.path) && (resend || previous.filter.qos != filter.qos)
-                            {
+                            // QoS (docs/rumqttd.md defect 15): make it new again when the QoS
+                            // changes. (Retained messages due to it come from the gate's index.)
+                            if !subscriptions::is_shared(&filter.path) && previous.filter.qos != filter.qos {
                                 renewed.push(filter.path.clone());
                             }
                             if filter.retain_forward_rule == RetainForwardRule::OnNewSubscribe {

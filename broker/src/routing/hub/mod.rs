@@ -34,20 +34,22 @@
 //! under it, for every hub subscriber at once): it registers what it has read as a hold point in
 //! `backpressure`'s total, so publishers are held when it is a window behind (`Progress`).
 //!
-//! Retained messages: the router sends retained messages to a link when it subscribes, and the
-//! hub subscribes once, so the hub keeps its own index of the last retained message per topic
-//! (with its envelope: QoS, expiry, properties) from what it routes — the live copies, and at
-//! start the router's retained store replayed to the hub's `#` (restored by persistence before
-//! the hub subscribes). A new hub subscription takes matching entries from it
-//! ([`Hub::retained_matching`]).
+//! Retained messages: the gate owns them (`routing::retained_index`, docs/rumqttd.md defect 19);
+//! rumqttd never holds one. The hub's reader of the `#` log keeps the index in routing order,
+//! and [`Fence`]s tell a new subscription when the index has everything published before it —
+//! for every subscription, whoever serves it (`gate::connection::hub`).
+//!
+//! Index-only mode ([`Hub::index_only`]): where the fan-out is off (`gate_fleet_hub false`, a
+//! cluster node), the hub still reads the `#` log, for the retained index and the fences, and
+//! serves no subscriber; its lag is held to the ordinary back-pressure window then, not the
+//! fan-out's small one.
 //!
 //! Where each part lives: `index` (the fan-out index), `inbox` (the queues, their bounds and
-//! congestion), `retained` (the retained index); here, the hub's task reading its router link,
+//! congestion); here, the hub's task reading its router link,
 //! what it has read as a hold point (`Progress`), and a connection's [`Membership`].
 
 mod inbox;
 mod index;
-mod retained;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,20 +60,22 @@ use tracing::error;
 
 pub use self::inbox::{Inbox, Queues};
 use self::index::{Index, Member};
-use self::retained::Retained;
 use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
+use crate::routing::retained_index::RetainedIndex;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
 const BATCH: usize = 1024;
 
-/// The hub's shared state: the fan-out index (`index`), the retained index (`retained`) and the
-/// queues' bounds and congestion (`inbox`).
+/// The hub's shared state: the fan-out index (`index`), the retained index and the queues'
+/// bounds and congestion (`inbox`).
 #[derive(Debug)]
 pub struct Hub {
+    /// False in index-only mode: no subscription is served through the hub.
+    fans_out: bool,
     index: Index,
-    retained: Retained,
+    retained: Arc<RetainedIndex>,
     pub queues: Queues,
     /// Messages dropped because a subscriber's queue was full (also in `$SYS`).
     pub dropped: AtomicU64,
@@ -99,14 +103,31 @@ impl Hub {
     /// `max_hold`: how long a congested queue may hold publishers (`None`: never).
     pub fn new(max_messages: usize, max_bytes: u64, max_hold: Option<Duration>) -> Self {
         Hub {
+            fans_out: true,
             index: Index::default(),
-            retained: Retained::default(),
+            retained: Arc::default(),
             queues: Queues::new(max_messages, max_bytes, max_hold),
             dropped: AtomicU64::new(0),
             read: AtomicU64::new(0),
             fences: std::sync::Mutex::default(),
             fences_waiting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A hub that keeps the retained index and its fences and serves no subscriber (see the
+    /// module documentation).
+    pub fn index_only() -> Self {
+        Hub { fans_out: false, ..Hub::new(0, 0, None) }
+    }
+
+    /// Whether subscriptions are served through the hub (not index-only).
+    pub fn fans_out(&self) -> bool {
+        self.fans_out
+    }
+
+    /// The retained index the hub keeps.
+    pub fn retained(&self) -> &Arc<RetainedIndex> {
+        &self.retained
     }
 
     /// A fence at what has been published so far.
@@ -206,14 +227,11 @@ impl Hub {
         match note {
             FromRouter::Publish(routed) => {
                 if routed.retain {
-                    // The router's retained store, replayed when the hub subscribed: at most 200
-                    // of them (the index has them all from `restore_retained`).
-                    self.retained.keep(routed);
+                    // A replay of the router's retained store, which the gate keeps empty
+                    // (`envelope::router_packets`): nothing to take.
                     return 0;
                 }
-                let Some((stamp, body)) = envelope::open(routed.payload.clone()) else {
-                    return 0; // (a retained-message clear's empty payload: its sealed twin follows)
-                };
+                let Some((stamp, body)) = envelope::open(routed.payload.clone()) else { return 0 };
                 if stamp.addressee.is_some() {
                     return 0; // a stored message handed back to a persistent session: not a hub's
                 }
@@ -225,7 +243,9 @@ impl Hub {
                         self.retained.keep(Routed { retain: true, ..routed.clone() });
                     }
                 }
-                self.fan_out(routed, members);
+                if self.fans_out {
+                    self.fan_out(routed, members);
+                }
                 size
             }
             FromRouter::Paused => {
@@ -233,14 +253,6 @@ impl Hub {
                 0
             }
             FromRouter::SubAck(_) | FromRouter::PubRel(_) | FromRouter::PingResp | FromRouter::Nothing => 0,
-        }
-    }
-
-    /// Takes the retained messages restored from the persistence store into the index (the
-    /// router's own replay to the hub's `#` stops at 200; see `persistence::Persistence::restore`).
-    pub fn restore_retained(&self, messages: Vec<Routed>) {
-        for routed in messages {
-            self.retained.keep(routed);
         }
     }
 
@@ -309,10 +321,12 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(pressure: Arc<Pressure>, queues: &Queues) -> Self {
+    /// `fans_out`: false in index-only mode, where nothing the hub reads lands in a queue: it
+    /// is held to the ordinary window, as any routed subscriber is.
+    fn new(pressure: Arc<Pressure>, queues: &Queues, fans_out: bool) -> Self {
         let consumed = pressure.published_total();
         let (max_messages, max_bytes) = queues.bounds();
-        let mut window = pressure.window().min(HUB_WINDOW);
+        let mut window = if fans_out { pressure.window().min(HUB_WINDOW) } else { pressure.window() };
         if max_bytes > 0 {
             window = window.min((max_bytes / 4).max(1));
         }
@@ -399,7 +413,7 @@ impl Progress {
 /// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
 /// receives.
 pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
-    let mut progress = Progress::new(pressure, &hub.queues);
+    let mut progress = Progress::new(pressure, &hub.queues, hub.fans_out);
     let mut members = Vec::new();
     loop {
         let first = match tokio::time::timeout(RESYNC_AFTER, link.recv()).await {
@@ -652,7 +666,7 @@ mod tests {
         use crate::routing::backpressure::TopicLanes;
         let pressure = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
         let lanes = TopicLanes::of(b"t");
-        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))));
+        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))), true);
         assert!(!pressure.record_published(&lanes, 10));
         assert!(pressure.record_published(&lanes, 10), "two messages behind: held");
         progress.read(10);
@@ -667,7 +681,7 @@ mod tests {
         assert!(!pressure.holding(&lanes));
         // No message bound: held by bytes only.
         let unbounded = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
-        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))));
+        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))), true);
         for _ in 0..100 {
             assert!(!unbounded.record_published(&lanes, 10));
         }
@@ -722,14 +736,21 @@ mod tests {
         assert!(one[0].retain && one[0].qos == 2);
         hub.on_router(FromRouter::Publish(routed("r/1", true, b"")), &mut members, &mut paused);
         assert!(hub.retained_matching("r/1", 0).is_empty());
-        // A replay of the router's store (retain set on the routed copy) is indexed, not fanned out.
+        // A replay of the router's store (retain set on the routed copy; the gate keeps that store
+        // empty) is neither indexed nor fanned out.
         let inbox = Arc::new(Inbox::default());
         hub.subscribe("#", 1, &inbox);
         let mut replay = routed("s", true, b"kept");
         replay.retain = true;
         hub.on_router(FromRouter::Publish(replay), &mut members, &mut paused);
         assert!(inbox.is_empty());
-        assert_eq!(hub.retained_matching("#", 0).len(), 2);
+        assert_eq!(hub.retained_matching("#", 0).len(), 1);
+        // Index-only: indexed, never fanned out.
+        let index_only = Hub::index_only();
+        index_only.subscribe("#", 1, &inbox);
+        index_only.on_router(FromRouter::Publish(routed("r/9", true, b"nine")), &mut members, &mut paused);
+        assert!(inbox.is_empty());
+        assert_eq!(index_only.retained_matching("r/9", 1).len(), 1);
     }
 
     #[test]
