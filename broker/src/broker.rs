@@ -67,7 +67,7 @@ impl Broker {
             let store = persistence.clone();
             sessions.on_will(Box::new(move |client_id, will| {
                 // Published: no longer waiting in the store (a no-op for a will without delay).
-                let mut ops = vec![crate::persistence::Op::Unwill { client_id: client_id.to_owned() }];
+                let mut ops = vec![crate::persistence::Op::Unwill { client_id: client_id.into() }];
                 let expiry = will.properties.as_ref().and_then(|p| p.message_expiry_interval);
                 let properties = will.properties.as_ref();
                 if will.retain {

@@ -60,7 +60,7 @@ impl<E: RoutingEngine> SessionSource for SessionHandOver<E> {
             let mut ops = Vec::new();
             persistence.sessions.ended(&mut ops, client_id);
             // (The hand-over cancelled a will waiting for its delay, as a reconnect does.)
-            ops.push(crate::persistence::Op::Unwill { client_id: client_id.to_owned() });
+            ops.push(crate::persistence::Op::Unwill { client_id: client_id.into() });
             persistence.submit(ops);
         }
     }

@@ -9,9 +9,11 @@
 //! Boxed behind an `Option` in the connection, so that a broker without persistence pays one
 //! pointer per connection.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::number_hash::{NumberMap, NumberSet};
+use super::store::ClientId;
 use super::{Op, Persistence, Qos2Direction, Saved};
 
 /// How many reads of one connection may wait for their sync at once; the connection stops
@@ -27,12 +29,17 @@ pub struct ConnectionState {
     /// acknowledgements begin in the connection's write buffer (nothing from there on is written
     /// before the answer), and the answer.
     pub saving: VecDeque<(usize, Saved)>,
-    /// Stored copies this client is done with.
+    /// The store sequences of stored copies this client is done with, not yet taken out of the
+    /// session index (all at once, at the end of the read: `submit_dequeued`).
+    done: Vec<u64>,
+    /// Background changes: the removals of those copies, QoS 2 state of deliveries.
     dequeued: Vec<Op>,
     /// The client's packet id → store sequence of deliveries in flight that are stored copies.
-    in_flight: HashMap<u16, u64>,
+    in_flight: NumberMap<u16, u64>,
     /// The client's packet ids whose PUBREL (then PUBCOMP) is due and recorded in the store.
-    pubrels_due: HashSet<u16>,
+    pubrels_due: NumberSet<u16>,
+    /// The client id as the changes carry it (set at the first change).
+    client_id: Option<ClientId>,
 }
 
 impl ConnectionState {
@@ -41,10 +48,20 @@ impl ConnectionState {
             persistence,
             ops: Vec::new(),
             saving: VecDeque::new(),
+            done: Vec::new(),
             dequeued: Vec::new(),
-            in_flight: HashMap::new(),
-            pubrels_due: HashSet::new(),
+            in_flight: NumberMap::default(),
+            pubrels_due: NumberSet::default(),
+            client_id: None,
         })
+    }
+
+    /// The client id shared by this connection's changes.
+    fn id(&mut self, client_id: &Arc<str>) -> ClientId {
+        match &self.client_id {
+            Some(id) if **id == **client_id => id.clone(),
+            _ => self.client_id.insert(ClientId::from(client_id)).clone(),
+        }
     }
 
     /// A resumed session owes its client these PUBRELs (some of them recorded in the store).
@@ -54,74 +71,71 @@ impl ConnectionState {
 
     /// The client's PUBREC (success) for the delivery with packet id `pkid`: a stored copy
     /// leaves the queue and its PUBREL is recorded as due, in one background change.
-    pub fn pubrec(&mut self, client_id: &str, pkid: u16) {
+    pub fn pubrec(&mut self, client_id: &Arc<str>, pkid: u16) {
         let Some(sequence) = self.in_flight.remove(&pkid) else { return };
-        self.done(client_id, sequence);
+        self.done.push(sequence);
         self.pubrels_due.insert(pkid);
-        self.dequeued.push(Op::Qos2 {
-            client_id: client_id.to_owned(),
-            direction: Qos2Direction::PubrelDue,
-            pkid,
-            held: true,
-        });
+        let client_id = self.id(client_id);
+        self.dequeued.push(Op::Qos2 { client_id, direction: Qos2Direction::PubrelDue, pkid, held: true });
     }
 
     /// The client's QoS 2 PUBLISH with packet id `pkid` was accepted (`held`: it waits for its
     /// PUBREL) or released: saved with this read, before its PUBREC or PUBCOMP goes out.
-    pub fn inbound_qos2(&mut self, client_id: &str, pkid: u16, held: bool) {
-        self.ops.push(Op::Qos2 { client_id: client_id.to_owned(), direction: Qos2Direction::Inbound, pkid, held });
+    pub fn inbound_qos2(&mut self, client_id: &Arc<str>, pkid: u16, held: bool) {
+        let client_id = self.id(client_id);
+        self.ops.push(Op::Qos2 { client_id, direction: Qos2Direction::Inbound, pkid, held });
     }
 
     /// A delivery was written with the client's packet id `pkid` (0 at QoS 0).
-    pub fn written(&mut self, client_id: &str, pkid: u16, queued: Option<u64>) {
+    pub fn written(&mut self, pkid: u16, queued: Option<u64>) {
         let Some(sequence) = queued else { return };
         if pkid == 0 {
-            self.done(client_id, sequence);
+            self.done.push(sequence);
         } else {
             self.in_flight.insert(pkid, sequence);
         }
     }
 
     /// A delivery the client will not get (ACL, expiry, size, another client's).
-    pub fn dropped(&mut self, client_id: &str, queued: Option<u64>) {
+    pub fn dropped(&mut self, queued: Option<u64>) {
         if let Some(sequence) = queued {
-            self.done(client_id, sequence);
+            self.done.push(sequence);
         }
     }
 
     /// The client finished the delivery with packet id `pkid` (PUBACK, PUBCOMP, PUBREC error).
-    pub fn acknowledged(&mut self, client_id: &str, pkid: u16) {
+    pub fn acknowledged(&mut self, client_id: &Arc<str>, pkid: u16) {
         if let Some(sequence) = self.in_flight.remove(&pkid) {
-            self.done(client_id, sequence);
+            self.done.push(sequence);
         }
         if self.pubrels_due.remove(&pkid) {
-            self.dequeued.push(Op::Qos2 {
-                client_id: client_id.to_owned(),
-                direction: Qos2Direction::PubrelDue,
-                pkid,
-                held: false,
-            });
+            let client_id = self.id(client_id);
+            self.dequeued.push(Op::Qos2 { client_id, direction: Qos2Direction::PubrelDue, pkid, held: false });
         }
     }
 
-    fn done(&mut self, client_id: &str, sequence: u64) {
-        self.persistence.sessions.delivered(&mut self.dequeued, client_id, sequence);
-    }
-
-    /// Hands the background removals to the writer.
-    pub fn submit_dequeued(&mut self) {
+    /// Takes the copies the client is done with out of its session's queue, and hands their
+    /// removals (with the other background changes) to the writer.
+    pub fn submit_dequeued(&mut self, client_id: &Arc<str>) {
+        if !self.done.is_empty() {
+            let id = self.id(client_id);
+            self.persistence.sessions.delivered_all(&mut self.dequeued, &id, self.done.drain(..));
+        }
         if !self.dequeued.is_empty() {
-            self.persistence.submit(std::mem::take(&mut self.dequeued));
+            self.persistence.submit_from(&mut self.dequeued);
         }
     }
 
     /// Saves this read's changes; the answer says when they are durable (`None`: nothing to save).
-    pub fn save(&mut self) -> Option<Saved> {
-        self.submit_dequeued();
+    pub fn save(&mut self, client_id: &Arc<str>) -> Option<Saved> {
+        self.submit_dequeued(client_id);
         if self.ops.is_empty() {
             return None;
         }
-        Some(self.persistence.commit(std::mem::take(&mut self.ops)))
+        // The changes go to the log as they are; the next read's start with room for as many.
+        let room = self.ops.len();
+        let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(room));
+        Some(self.persistence.commit(ops))
     }
 
     /// Where the first acknowledgement still waiting for a sync begins in the write buffer.

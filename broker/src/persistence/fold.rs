@@ -4,8 +4,7 @@
 //! connected subscriber) never reaches redb: the two changes cancel here, and redb's B-trees are
 //! touched only by what outlives a fold interval (docs/persistence.md, "Write-ahead log").
 
-use std::collections::HashMap;
-
+use super::number_hash::NumberMap;
 use super::store::Op;
 
 #[derive(Default)]
@@ -13,7 +12,7 @@ pub struct Pending {
     ops: Vec<Option<Op>>,
     /// Store sequence → the places in `ops` of the `Queue` changes with that sequence (one
     /// publish queued for several sessions shares its sequence).
-    queued: HashMap<u64, Places>,
+    queued: NumberMap<u64, Places>,
     live: usize,
 }
 
@@ -77,14 +76,18 @@ impl Pending {
         self.live += 1;
     }
 
+    /// Pushes the changes of several records, in order.
+    pub fn extend(&mut self, batches: impl IntoIterator<Item = Vec<Op>>) {
+        for batch in batches {
+            for op in batch {
+                self.push(op);
+            }
+        }
+    }
+
     /// The changes in order.
     pub fn iter(&self) -> impl Iterator<Item = &Op> {
         self.ops.iter().flatten()
-    }
-
-    /// The changes in order, taken (a failed fold puts them back before newer ones).
-    pub fn into_ops(self) -> impl Iterator<Item = Op> {
-        self.ops.into_iter().flatten()
     }
 
     pub fn clear(&mut self) {
@@ -99,7 +102,7 @@ mod tests {
     use super::*;
 
     fn queue(client: &str, sequence: u64) -> Op {
-        Op::Queue { client_id: client.into(), sequence, message: vec![1] }
+        Op::Queue { client_id: client.into(), sequence, message: vec![1].into() }
     }
 
     fn dequeue(client: &str, sequence: u64) -> Op {

@@ -11,6 +11,7 @@
 //!   connections; folding them into redb in the background, checkpoints, replay at start);
 //! - `autosave`: when autosave mode syncs (`autosave_interval`, `autosave_on_changes`);
 //! - `fold`: the changes logged and not yet folded (a copy queued and removed in between cancels);
+//! - `number_hash`: a cheap hasher for maps keyed by numbers the broker counts up;
 //! - `records`: what a record holds;
 //! - `sessions`: which persistent sessions exist, their subscriptions, and the queue of each
 //!   (what a publish must queue, what an acknowledgement removes).
@@ -24,6 +25,7 @@
 mod autosave;
 pub mod connection;
 mod fold;
+mod number_hash;
 pub mod records;
 pub mod sessions;
 pub mod store;
@@ -41,7 +43,7 @@ use crate::routing::envelope::{self, Publisher, Stamp};
 use crate::routing::router_link::{Routed, RoutingEngine};
 use records::{StoredMessage, StoredProperties, unix_ms};
 pub use sessions::SessionIndex;
-pub use store::{Op, Qos2Direction, StoreError};
+pub use store::{ClientId, Op, Qos2Direction, StoreError};
 pub use writer::Saved;
 
 /// The envelope origins of restored retained messages and of replayed queued messages
@@ -173,9 +175,10 @@ impl Persistence {
     /// handed the router the client's subscriptions. Expired ones are removed instead.
     pub fn replay<E: RoutingEngine>(&self, engine: &E, client_id: &str, messages: Vec<(u64, StoredMessage)>) {
         let mut ops = Vec::new();
+        let id = store::ClientId::from(client_id);
         for (sequence, message) in messages {
             if !route_addressed(engine, client_id, message, REPLAY_ORIGIN, sequence, Some(sequence)) {
-                self.sessions.delivered(&mut ops, client_id, sequence);
+                self.sessions.delivered(&mut ops, &id, sequence);
             }
         }
         self.writer.submit(ops);
@@ -190,6 +193,12 @@ impl Persistence {
     /// Hands `ops` to the writer without waiting.
     pub fn submit(&self, ops: Vec<Op>) {
         self.writer.submit(ops);
+    }
+
+    /// [`Persistence::submit`], leaving `ops` empty with its capacity (a connection's
+    /// background changes, every read).
+    pub fn submit_from(&self, ops: &mut Vec<Op>) {
+        self.writer.submit_from(ops);
     }
 
     /// Saves and syncs what is pending, then stops the writer (shutdown).

@@ -49,6 +49,7 @@ impl StoredProperties {
 pub struct StoredMessage {
     pub topic: String,
     pub qos: u8,
+    #[serde(with = "raw_bytes")]
     pub payload: Vec<u8>,
     /// The publisher's client id (No Local).
     pub publisher: String,
@@ -64,6 +65,7 @@ pub struct StoredMessage {
 pub struct MessageParts<'a> {
     pub topic: &'a str,
     pub qos: u8,
+    #[serde(serialize_with = "raw_bytes::serialize")]
     pub payload: &'a [u8],
     pub publisher: &'a str,
     pub expires_at_unix_ms: Option<u64>,
@@ -97,6 +99,24 @@ impl<'a> MessageParts<'a> {
             user_properties: &p.user_properties,
         });
         MessageParts { topic, qos, payload, publisher, expires_at_unix_ms, properties }
+    }
+
+    /// Its encoding into `out` (emptied first; its capacity kept between messages).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        *out = postcard::to_extend(self, std::mem::take(out)).unwrap_or_default();
+    }
+
+    /// Its encoding (a [`StoredMessage`]'s), into a buffer sized for it at once.
+    pub fn encode(&self) -> Vec<u8> {
+        let p = &self.properties;
+        let properties = p.content_type.map_or(0, str::len)
+            + p.response_topic.map_or(0, str::len)
+            + p.correlation_data.map_or(0, <[u8]>::len)
+            + p.user_properties.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>();
+        // Lengths and small fields are varints of at most 10 bytes each.
+        let size = self.topic.len() + self.payload.len() + self.publisher.len() + properties + 48;
+        postcard::to_extend(self, Vec::with_capacity(size)).unwrap_or_default()
     }
 
     /// The owned message (kept in memory for a session whose queue the router does not hold).
@@ -160,6 +180,51 @@ pub struct StoredSession {
     pub offline_since_unix_ms: Option<u64>,
 }
 
+/// Byte strings written as one slice (postcard: a varint length, then the bytes) rather than
+/// byte by byte as serde writes a `Vec<u8>` by default. The encoding is the same — postcard
+/// writes a `u8` as one raw byte — so files written before read the same (the test
+/// `byte_fields_encode_as_before`); what changes is the cost: one copy instead of a call and a
+/// capacity check per byte (docs/persistence.md, "Where the gate's CPU goes").
+pub mod raw_bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, B: AsRef<[u8]> + ?Sized>(bytes: &B, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes.as_ref())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, B: From<Vec<u8>>>(deserializer: D) -> Result<B, D::Error> {
+        read(deserializer).map(B::from)
+    }
+
+    fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(byte) = seq.next_element()? {
+                    bytes.push(byte);
+                }
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Serializing these plain types into a vector cannot fail.
     postcard::to_stdvec(record).unwrap_or_default()
@@ -207,6 +272,45 @@ mod tests {
         assert!(decode::<StoredSession>(&[0xff; 3]).is_err());
     }
 
+    /// The byte fields as the previous version declared them (serde's default: a sequence of
+    /// `u8`), to check that files written by it read the same, and that it could read ours.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PreviousMessage {
+        topic: String,
+        qos: u8,
+        payload: Vec<u8>,
+        publisher: String,
+        expires_at_unix_ms: Option<u64>,
+        properties: StoredProperties,
+    }
+
+    #[test]
+    fn byte_fields_encode_as_before() {
+        for payload in [Vec::new(), vec![0, 1, 255], vec![7; 300], vec![9; 70_000]] {
+            let previous = PreviousMessage {
+                topic: "a/b".into(),
+                qos: 1,
+                payload: payload.clone(),
+                publisher: "dev".into(),
+                expires_at_unix_ms: Some(5),
+                properties: StoredProperties::default(),
+            };
+            let message = StoredMessage {
+                topic: "a/b".into(),
+                qos: 1,
+                payload: payload.clone(),
+                publisher: "dev".into(),
+                expires_at_unix_ms: Some(5),
+                properties: StoredProperties::default(),
+            };
+            let old = encode(&previous);
+            assert_eq!(encode(&message), old);
+            assert_eq!(MessageParts::of("a/b", &payload, 1, "dev", Some(5), None).encode(), old);
+            assert_eq!(decode::<StoredMessage>(&old).unwrap(), message, "the previous version's bytes read");
+            assert_eq!(decode::<PreviousMessage>(&encode(&message)).unwrap(), previous);
+        }
+    }
+
     #[test]
     fn message_parts_encode_as_the_stored_message() {
         let properties = PublishProperties {
@@ -229,6 +333,7 @@ mod tests {
                 properties: StoredProperties::of(properties),
             };
             assert_eq!(encode(&parts), encode(&stored));
+            assert_eq!(parts.encode(), encode(&stored));
             assert_eq!(decode::<StoredMessage>(&encode(&parts)).unwrap(), stored);
             assert_eq!(parts.to_stored(), stored);
         }

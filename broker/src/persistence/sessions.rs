@@ -23,7 +23,7 @@ use std::time::Duration;
 use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
 
 use super::records::{self, StoredMessage, StoredSession, StoredSubscription};
-use super::store::{Op, Qos2Direction};
+use super::store::{ClientId, Op, Qos2Direction};
 use crate::config::PersistenceSettings;
 use crate::gate::saved_session::{Subscription, SubscriptionKind};
 
@@ -43,10 +43,21 @@ struct Tracked {
 
 #[derive(Debug, Default)]
 struct Index {
-    sessions: HashMap<String, Tracked>,
+    sessions: HashMap<ClientId, Tracked>,
     filters: FilterIndex,
     next_sequence: u64,
+    /// The sessions a publish concerns (`FilterIndex::candidates`), kept between publishes so
+    /// that finding them allocates nothing.
+    candidates: Vec<ClientId>,
+    /// Where queued copies are encoded: each message once into `scratch`, then copied to the end
+    /// of `encoded`, whose slices the `Queue` changes carry (one allocation per `ENCODED_CHUNK`
+    /// bytes rather than one per message; the chunk is freed when its last change is).
+    scratch: Vec<u8>,
+    encoded: bytes::BytesMut,
 }
+
+/// The size of the buffers queued copies are encoded into (a few hundred 100-byte messages).
+const ENCODED_CHUNK: usize = 64 << 10;
 
 /// Which persistent sessions hold which filters, so that a publish looks at the sessions whose
 /// filters may match it rather than at every session: a filter without wildcards by its topic
@@ -55,8 +66,8 @@ struct Index {
 /// member, which the store cannot know in advance).
 #[derive(Debug, Default)]
 struct FilterIndex {
-    exact: HashMap<String, HashSet<String>>,
-    patterns: HashMap<String, HashSet<String>>,
+    exact: HashMap<String, HashSet<ClientId>>,
+    patterns: HashMap<String, HashSet<ClientId>>,
 }
 
 impl FilterIndex {
@@ -65,13 +76,13 @@ impl FilterIndex {
             && crate::gate::subscriptions::kind_of(&filter.filter) == SubscriptionKind::Routed
     }
 
-    fn map(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
+    fn map(&mut self, filter: &str) -> &mut HashMap<String, HashSet<ClientId>> {
         if filter.contains(['+', '#']) { &mut self.patterns } else { &mut self.exact }
     }
 
-    fn add(&mut self, client_id: &str, session: &StoredSession) {
+    fn add(&mut self, client_id: &ClientId, session: &StoredSession) {
         for s in session.subscriptions.iter().filter(|s| Self::queueable(s)) {
-            self.map(&s.filter).entry(s.filter.clone()).or_default().insert(client_id.to_owned());
+            self.map(&s.filter).entry(s.filter.clone()).or_default().insert(client_id.clone());
         }
     }
 
@@ -87,26 +98,39 @@ impl FilterIndex {
         }
     }
 
-    /// The sessions with a filter that matches `topic`.
-    fn candidates(&self, topic: &str) -> Vec<String> {
-        let mut found: HashSet<&String> = self.exact.get(topic).map(|c| c.iter().collect()).unwrap_or_default();
+    /// The sessions with a filter that matches `topic`, each once, into `found` (emptied first).
+    fn candidates(&self, topic: &str, found: &mut Vec<ClientId>) {
+        found.clear();
+        if let Some(clients) = self.exact.get(topic) {
+            found.extend(clients.iter().cloned());
+        }
+        let mut sources = usize::from(!found.is_empty());
         for (filter, clients) in &self.patterns {
             if crate::gate::subscriptions::matches_mqtt(filter, topic.as_bytes()) {
-                found.extend(clients);
+                found.extend(clients.iter().cloned());
+                sources += 1;
             }
         }
-        found.into_iter().cloned().collect()
+        // One set holds each client once; only several sets can repeat one.
+        if sources > 1 {
+            found.sort_unstable();
+            found.dedup();
+        }
     }
 }
 
 impl Index {
     /// Sets a session's record, keeping the filter index in step.
     fn set_session(&mut self, client_id: &str, session: StoredSession) -> &mut Tracked {
-        let tracked = self.sessions.entry(client_id.to_owned()).or_default();
+        let id = match self.sessions.get_key_value(client_id) {
+            Some((id, _)) => id.clone(),
+            None => ClientId::from(client_id),
+        };
+        let tracked = self.sessions.entry(id.clone()).or_default();
         if let Some(old) = tracked.session.take() {
             self.filters.remove(client_id, &old);
         }
-        self.filters.add(client_id, &session);
+        self.filters.add(&id, &session);
         tracked.session = Some(session);
         tracked
     }
@@ -188,7 +212,7 @@ impl SessionIndex {
                     match lifetime.checked_sub(gone) {
                         Some(left) if !left.is_zero() => Some(left),
                         _ => {
-                            ops.push(Op::EndSession { client_id });
+                            ops.push(Op::EndSession { client_id: client_id.into() });
                             continue;
                         }
                     }
@@ -209,19 +233,19 @@ impl SessionIndex {
             match at.get(&client_id).map(|&i| &mut restored.sessions[i]) {
                 Some(session) if direction == Qos2Direction::Inbound => session.inbound_qos2.push(pkid),
                 Some(session) => session.pubrels_due.push(pkid),
-                None => ops.push(Op::Qos2 { client_id, direction, pkid, held: false }),
+                None => ops.push(Op::Qos2 { client_id: client_id.into(), direction, pkid, held: false }),
             }
         }
         for (client_id, sequence, message) in queued {
             index.next_sequence = index.next_sequence.max(sequence);
-            match index.sessions.get_mut(&client_id) {
+            match index.sessions.get_mut(client_id.as_str()) {
                 Some(tracked) => {
                     tracked.bytes += message.payload.len() as u64;
                     tracked.queued.insert(sequence, message.payload.len() as u64);
                     tracked.replay.insert(sequence, message);
                 }
                 // (A queue whose session ended, or expired just now.)
-                None => ops.push(Op::Dequeue { client_id, sequence }),
+                None => ops.push(Op::Dequeue { client_id: client_id.into(), sequence }),
             }
         }
         (restored, ops)
@@ -239,14 +263,15 @@ impl SessionIndex {
         let mut index = self.lock();
         if !persistent {
             if index.remove_session(client_id) {
-                ops.push(Op::EndSession { client_id: client_id.to_owned() });
+                ops.push(Op::EndSession { client_id: client_id.into() });
             }
             return Vec::new();
         }
         let session = session();
-        ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
+        let id = ClientId::from(client_id);
+        ops.push(Op::Session { client_id: id.clone(), session: records::encode(&session) });
         // Its client is back: a will waiting for its delay is not published (gate::session).
-        ops.push(Op::Unwill { client_id: client_id.to_owned() });
+        ops.push(Op::Unwill { client_id: id });
         let tracked = index.set_session(client_id, session);
         tracked.live = true;
         tracked.router_holds = true;
@@ -258,7 +283,7 @@ impl SessionIndex {
     pub fn update(&self, ops: &mut Vec<Op>, client_id: &str, session: StoredSession) {
         let mut index = self.lock();
         let live = session.offline_since_unix_ms.is_none();
-        ops.push(Op::Session { client_id: client_id.to_owned(), session: records::encode(&session) });
+        ops.push(Op::Session { client_id: client_id.into(), session: records::encode(&session) });
         index.set_session(client_id, session).live = live;
     }
 
@@ -266,7 +291,7 @@ impl SessionIndex {
     /// expiry): forgotten with its queue.
     pub fn ended(&self, ops: &mut Vec<Op>, client_id: &str) {
         if self.lock().remove_session(client_id) {
-            ops.push(Op::EndSession { client_id: client_id.to_owned() });
+            ops.push(Op::EndSession { client_id: client_id.into() });
         }
     }
 
@@ -284,20 +309,21 @@ impl SessionIndex {
         expiry_secs: Option<u32>,
         properties: Option<&rumqttd::protocol::PublishProperties>,
     ) -> Option<u64> {
-        let mut index = self.lock();
+        let mut guard = self.lock();
+        let index = &mut *guard;
         if index.sessions.is_empty() {
             return None;
         }
-        let candidates = index.filters.candidates(topic);
-        if candidates.is_empty() {
+        index.filters.candidates(topic, &mut index.candidates);
+        if index.candidates.is_empty() {
             return None;
         }
         let sequence = index.next_sequence + 1;
         let expires_at_unix_ms = expiry_secs.map(|secs| records::unix_ms() + u64::from(secs) * 1000);
         let parts = records::MessageParts::of(topic, payload, qos, publisher, expires_at_unix_ms, properties);
-        let mut recipients = Vec::new();
-        for client_id in candidates {
-            let Some(tracked) = index.sessions.get_mut(&client_id) else { continue };
+        let first = ops.len();
+        for client_id in index.candidates.drain(..) {
+            let Some(tracked) = index.sessions.get_mut(&*client_id) else { continue };
             let Some(session) = tracked.session.as_ref() else { continue };
             let Some(granted) = best_match(session, topic, &client_id, publisher) else { continue };
             if qos.min(granted) == 0 && !self.queue_qos0 {
@@ -314,30 +340,43 @@ impl SessionIndex {
             if !tracked.router_holds {
                 tracked.replay.insert(sequence, parts.to_stored());
             }
-            recipients.push(client_id);
+            ops.push(Op::Queue { client_id, sequence, message: bytes::Bytes::new() });
         }
-        if recipients.is_empty() {
+        if ops.len() == first {
             return None;
         }
         index.next_sequence = sequence;
-        // Encoded once, straight from the message's parts; the last copy takes the encoding.
-        let mut bytes = records::encode(&parts);
-        let last = recipients.len() - 1;
-        for (i, client_id) in recipients.into_iter().enumerate() {
-            let message = if i == last { std::mem::take(&mut bytes) } else { bytes.clone() };
-            ops.push(Op::Queue { client_id, sequence, message });
+        // Encoded once, straight from the message's parts; every copy shares the bytes.
+        parts.encode_into(&mut index.scratch);
+        if index.encoded.capacity() < index.scratch.len() {
+            index.encoded = bytes::BytesMut::with_capacity(ENCODED_CHUNK.max(index.scratch.len()));
+        }
+        index.encoded.extend_from_slice(&index.scratch);
+        let bytes = index.encoded.split().freeze();
+        for op in &mut ops[first..] {
+            if let Op::Queue { message, .. } = op {
+                *message = bytes.clone();
+            }
         }
         Some(sequence)
     }
 
     /// A message queued under `sequence` reached `client_id` (acknowledged, delivered at QoS 0,
     /// or dropped by the gate): its stored copy goes.
-    pub fn delivered(&self, ops: &mut Vec<Op>, client_id: &str, sequence: u64) {
+    pub fn delivered(&self, ops: &mut Vec<Op>, client_id: &ClientId, sequence: u64) {
+        self.delivered_all(ops, client_id, [sequence]);
+    }
+
+    /// [`SessionIndex::delivered`] for several of one session's messages (one lock, one lookup:
+    /// a connection gathers its client's acknowledgements of a read).
+    pub fn delivered_all(&self, ops: &mut Vec<Op>, client_id: &ClientId, sequences: impl IntoIterator<Item = u64>) {
         let mut index = self.lock();
-        let Some(tracked) = index.sessions.get_mut(client_id) else { return };
-        if let Some(size) = tracked.queued.remove(&sequence) {
-            tracked.bytes -= size;
-            ops.push(Op::Dequeue { client_id: client_id.to_owned(), sequence });
+        let Some(tracked) = index.sessions.get_mut(&**client_id) else { return };
+        for sequence in sequences {
+            if let Some(size) = tracked.queued.remove(&sequence) {
+                tracked.bytes -= size;
+                ops.push(Op::Dequeue { client_id: client_id.clone(), sequence });
+            }
         }
     }
 
@@ -381,7 +420,11 @@ impl SessionIndex {
             next += 1;
             tracked.queued.insert(next, size);
             tracked.bytes += size;
-            ops.push(Op::Queue { client_id: client_id.to_owned(), sequence: next, message: records::encode(&message) });
+            ops.push(Op::Queue {
+                client_id: client_id.into(),
+                sequence: next,
+                message: records::encode(&message).into(),
+            });
             adopted.push((next, message));
         }
         index.next_sequence = next;
@@ -513,7 +556,7 @@ mod tests {
         let mut queued: Vec<&str> = ops
             .iter()
             .map(|op| match op {
-                Op::Queue { client_id, sequence: 1, .. } => client_id.as_str(),
+                Op::Queue { client_id, sequence: 1, .. } => &**client_id,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -521,8 +564,8 @@ mod tests {
         assert_eq!(queued, ["off", "on"]);
         assert_eq!(sessions.offer(&mut Vec::new(), "a/x", b"m", 0, "pub", None, None), None, "QoS 0 not queued");
         ops.clear();
-        sessions.delivered(&mut ops, "off", 1);
-        sessions.delivered(&mut ops, "off", 1);
+        sessions.delivered(&mut ops, &"off".into(), 1);
+        sessions.delivered(&mut ops, &"off".into(), 1);
         assert_eq!(ops.len(), 1, "one dequeue");
     }
 
@@ -539,7 +582,7 @@ mod tests {
             let mut ids: Vec<String> = ops
                 .into_iter()
                 .filter_map(|op| match op {
-                    Op::Queue { client_id, .. } => Some(client_id),
+                    Op::Queue { client_id, .. } => Some(client_id.to_string()),
                     _ => None,
                 })
                 .collect();
@@ -547,6 +590,10 @@ mod tests {
             ids
         };
         assert_eq!(queued_for("dev/1/cmd"), ["exact", "wild"], "shared subscriptions are not queued");
+        // A session matched by several of its filters gets one copy.
+        sessions.update(&mut ops, "both", session(&[("dev/3/cmd", 1), ("dev/+/cmd", 1), ("dev/#", 0)]));
+        assert_eq!(queued_for("dev/3/cmd"), ["both", "wild"]);
+        sessions.ended(&mut ops, "both");
         assert_eq!(queued_for("dev/2/cmd"), ["wild"]);
         sessions.update(&mut ops, "exact", session(&[("dev/2/cmd", 1)]));
         assert_eq!(queued_for("dev/1/cmd"), ["wild"], "the old filter is gone");

@@ -51,45 +51,127 @@ pub enum StoreError {
     Io { path: PathBuf, reason: String },
 }
 
+/// A client id as the changes carry it: shared (the connection's own `Arc<str>`), so that the
+/// changes of one session — a copy queued per message, its removal per acknowledgement — do not
+/// each allocate a `String`. Written as a string, as before.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(std::sync::Arc<str>);
+
+impl std::ops::Deref for ClientId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ClientId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ClientId {
+    fn from(id: &str) -> Self {
+        ClientId(id.into())
+    }
+}
+
+impl From<String> for ClientId {
+    fn from(id: String) -> Self {
+        ClientId(id.into())
+    }
+}
+
+impl From<std::sync::Arc<str>> for ClientId {
+    fn from(id: std::sync::Arc<str>) -> Self {
+        ClientId(id)
+    }
+}
+
+impl From<&std::sync::Arc<str>> for ClientId {
+    fn from(id: &std::sync::Arc<str>) -> Self {
+        ClientId(id.clone())
+    }
+}
+
+impl PartialEq<str> for ClientId {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for ClientId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for ClientId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(ClientId::from)
+    }
+}
+
 /// One change to the store (also a write-ahead log record's content, `persistence/wal.rs`).
+/// The byte fields are written as one slice each (`records::raw_bytes`: the same encoding as
+/// before, cheaper to write).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Retain {
         topic: String,
+        #[serde(with = "records::raw_bytes")]
         message: Vec<u8>,
     },
     Unretain {
         topic: String,
     },
     Session {
-        client_id: String,
+        client_id: ClientId,
+        #[serde(with = "records::raw_bytes")]
         session: Vec<u8>,
     },
     /// Ends a session: its record and its queue.
     EndSession {
-        client_id: String,
+        client_id: ClientId,
     },
     Queue {
-        client_id: String,
+        client_id: ClientId,
         sequence: u64,
-        message: Vec<u8>,
+        /// A slice of a buffer shared by many messages (`sessions::Index::encoded`): one
+        /// allocation per few hundred messages, not one each.
+        #[serde(with = "records::raw_bytes")]
+        message: bytes::Bytes,
     },
     Dequeue {
-        client_id: String,
+        client_id: ClientId,
         sequence: u64,
     },
     /// A persistent session's client left with a delayed will.
     Will {
-        client_id: String,
+        client_id: ClientId,
+        #[serde(with = "records::raw_bytes")]
         will: Vec<u8>,
     },
     /// The will was published, or its client came back.
     Unwill {
-        client_id: String,
+        client_id: ClientId,
     },
     /// A QoS 2 exchange of a persistent session begins (`held`) or ends.
     Qos2 {
-        client_id: String,
+        client_id: ClientId,
         direction: Qos2Direction,
         pkid: u16,
         held: bool,
@@ -321,11 +403,9 @@ impl Store {
                 let done = match op {
                     Op::Retain { topic, message } => retained.insert(topic.as_str(), message.as_slice()).map(drop),
                     Op::Unretain { topic } => retained.remove(topic.as_str()).map(drop),
-                    Op::Session { client_id, session } => {
-                        sessions.insert(client_id.as_str(), session.as_slice()).map(drop)
-                    }
+                    Op::Session { client_id, session } => sessions.insert(&**client_id, session.as_slice()).map(drop),
                     Op::EndSession { client_id } => {
-                        let id = client_id.as_str();
+                        let id = &**client_id;
                         sessions.remove(id).and_then(|_| {
                             let keys: Vec<u64> = queued
                                 .range((id, 0)..=(id, u64::MAX))?
@@ -345,18 +425,18 @@ impl Store {
                             Ok(())
                         })
                     }
-                    Op::Will { client_id, will } => wills.insert(client_id.as_str(), will.as_slice()).map(drop),
-                    Op::Unwill { client_id } => wills.remove(client_id.as_str()).map(drop),
+                    Op::Will { client_id, will } => wills.insert(&**client_id, will.as_slice()).map(drop),
+                    Op::Unwill { client_id } => wills.remove(&**client_id).map(drop),
                     Op::Qos2 { client_id, direction, pkid, held: true } => {
-                        qos2.insert((client_id.as_str(), direction.code(), *pkid), 0).map(drop)
+                        qos2.insert((&**client_id, direction.code(), *pkid), 0).map(drop)
                     }
                     Op::Qos2 { client_id, direction, pkid, held: false } => {
-                        qos2.remove((client_id.as_str(), direction.code(), *pkid)).map(drop)
+                        qos2.remove((&**client_id, direction.code(), *pkid)).map(drop)
                     }
                     Op::Queue { client_id, sequence, message } => {
-                        queued.insert((client_id.as_str(), *sequence), message.as_slice()).map(drop)
+                        queued.insert((&**client_id, *sequence), &message[..]).map(drop)
                     }
-                    Op::Dequeue { client_id, sequence } => queued.remove((client_id.as_str(), *sequence)).map(drop),
+                    Op::Dequeue { client_id, sequence } => queued.remove((&**client_id, *sequence)).map(drop),
                 };
                 done.map_err(|e| e.to_string())?;
             }
@@ -409,9 +489,9 @@ mod tests {
             Op::Retain { topic: "a/b".into(), message: message.clone() },
             Op::Retain { topic: "a/c".into(), message: message.clone() },
             Op::Unretain { topic: "a/c".into() },
-            Op::Queue { client_id: "c".into(), sequence: 1, message: message.clone() },
-            Op::Queue { client_id: "c".into(), sequence: 2, message: message.clone() },
-            Op::Queue { client_id: "d".into(), sequence: 2, message },
+            Op::Queue { client_id: "c".into(), sequence: 1, message: message.clone().into() },
+            Op::Queue { client_id: "c".into(), sequence: 2, message: message.clone().into() },
+            Op::Queue { client_id: "d".into(), sequence: 2, message: message.into() },
             Op::Dequeue { client_id: "c".into(), sequence: 1 },
             Op::EndSession { client_id: "d".into() },
         ];

@@ -121,7 +121,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         // where that read's acknowledgements begin is not kept, and withholding earlier ones too
         // only makes the client send them again).
         if let Some(persist) = self.persist.as_deref_mut()
-            && let Some(saved) = persist.save()
+            && let Some(saved) = persist.save(&self.client_id)
         {
             persist.saving.push_back((0, saved));
         }

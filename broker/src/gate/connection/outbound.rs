@@ -70,7 +70,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.on_router(note)?;
         }
         if let Some(persist) = self.persist.as_deref_mut() {
-            persist.submit_dequeued();
+            persist.submit_dequeued(&self.client_id);
         }
         self.flush_router()
     }
@@ -262,7 +262,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// (0: at QoS 0, or dropped), so the copy goes now or with the client's acknowledgement.
     fn stored_copy_written(&mut self, client_pkid: u16, queued: Option<u64>) {
         if let Some(persist) = self.persist.as_deref_mut() {
-            persist.written(&self.client_id, client_pkid, queued);
+            persist.written(client_pkid, queued);
         }
     }
 

@@ -105,7 +105,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             username: self.username.as_deref().map(str::to_owned),
         };
         let encoded = crate::persistence::records::encode(&stored);
-        persist.ops.push(crate::persistence::Op::Will { client_id: self.client_id.to_string(), will: encoded });
+        persist.ops.push(crate::persistence::Op::Will { client_id: (&self.client_id).into(), will: encoded });
     }
 
     /// The client left: its session is saved as offline since now (`Some(expiry)`), or ends.
@@ -117,7 +117,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             Some(session) => persist.persistence.sessions.update(&mut ops, &self.client_id, session),
             None => persist.persistence.sessions.ended(&mut ops, &self.client_id),
         }
-        persist.submit_dequeued();
+        persist.submit_dequeued(&self.client_id);
         persist.persistence.submit(ops);
     }
 }

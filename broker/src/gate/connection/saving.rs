@@ -23,7 +23,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// wait for the answer (as do all written after them).
     pub(super) fn save_changes(&mut self, acks_from: usize) -> Result<(), Exit> {
         let Some(persist) = self.persist.as_deref_mut() else { return Ok(()) };
-        let Some(mut saved) = persist.save() else { return Ok(()) };
+        let Some(mut saved) = persist.save(&self.client_id) else { return Ok(()) };
         match saved.ready() {
             // (Behind reads still waiting, its acknowledgements wait for theirs.)
             Some(Ok(())) => Ok(()),
