@@ -184,9 +184,12 @@ pub fn clear_retained() -> Bytes {
 }
 
 /// The packets that route one message: sealed, and for a retained message with an empty
-/// payload (which clears the topic's retained message) a clear before it. The sealed copy of a
-/// retained message is stored by the router with its own memory, not a slice of the read
-/// buffer it arrived in (which it would keep alive for as long as it stays retained).
+/// payload (which clears the topic's retained message) a clear before it. The topic the router
+/// keeps is a copy with its own memory, not a slice of the read buffer the message arrived in:
+/// the router's log keeps a message until its segment rolls over (and a retained one for as long
+/// as it stays retained), and a slice would keep the publisher's whole read chunk alive with it
+/// (docs/benchmarks.md, "The gate's memory per connection": ~1 KB per device of a fleet, pinned
+/// by the logged commands of the backend's connection).
 pub fn router_packets(
     topic: Bytes,
     payload: &[u8],
@@ -195,6 +198,7 @@ pub fn router_packets(
     mut push: impl FnMut(Packet),
 ) {
     let properties = properties.filter(|p| *p != PublishProperties::default());
+    let topic = Bytes::copy_from_slice(&topic);
     let sealed = seal(&stamp, payload);
     if !stamp.retain {
         push(Packet::Publish(Publish::new(topic, sealed, false), properties));
@@ -202,7 +206,7 @@ pub fn router_packets(
         push(Packet::Publish(Publish::new(topic.clone(), clear_retained(), true), None));
         push(Packet::Publish(Publish::new(topic, sealed, false), properties));
     } else {
-        push(Packet::Publish(Publish::new(Bytes::copy_from_slice(&topic), sealed, true), properties));
+        push(Packet::Publish(Publish::new(topic, sealed, true), properties));
     }
 }
 
