@@ -78,9 +78,11 @@ impl Inbox {
         queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
         if queue.messages.is_empty() {
             queue.stuck = false;
-            if queue.messages.capacity() > 64 {
-                // A burst's queue goes back to the allocator once drained (a fleet's queues are
-                // mostly empty: their memory is the point of the hub).
+            // A drained queue goes back to the allocator, a device's first four slots (320 B)
+            // too: a fleet's queues are empty almost always, and what they keep is kept per
+            // device (docs/benchmarks.md, "The gate's memory per connection"). A busy
+            // subscriber drains a batch per wake-up, so this is one allocation per batch.
+            if queue.messages.capacity() > 0 {
                 queue.messages = VecDeque::new();
             }
         }
