@@ -3,6 +3,9 @@
 //! them. `router_link` applies it to every packet it pushes (`to_router`, `filter_to_router`)
 //! and every delivery it receives (`from_router`); the gate itself only ever sees client topics.
 //!
+//! A filter that is `#` alone is spelled `+/#`, which the router matches the same way: the
+//! router's `#` belongs to the fleet hub, whose log is sized for it ([`HUB_ALL_TOPICS`]).
+//!
 //! Two kinds of first level need the spelling (rumqttd-0.20.0 locations):
 //! - **`$` topics** (`$x/...`, anything but `$SYS`, `$share` and `$CONTROL`, which the gate serves
 //!   or refuses itself): `protocol/mod.rs:658` `matches()` never matches a topic starting with
