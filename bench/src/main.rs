@@ -59,6 +59,8 @@ struct Plan {
     fleet_devices: usize,
     fleet_duration: Duration,
     fleet_period: Duration,
+    /// P8: the QoS variants run (0 and 1 unless `--fleet-qos` names one).
+    fleet_qos: Vec<u8>,
     /// C1–C3 (issue 20): run only when named with `--only`.
     cluster: cluster::ClusterPlan,
     /// P9 (persistence).
@@ -95,6 +97,7 @@ impl Plan {
             fleet_devices: 50_000,
             fleet_duration: Duration::from_secs(60),
             fleet_period: Duration::from_secs(10),
+            fleet_qos: vec![0, 1],
             cluster: cluster::ClusterPlan {
                 rounds: 6,
                 messages: 150_000,
@@ -138,6 +141,7 @@ impl Plan {
             fleet_devices: 2_000,
             fleet_duration: Duration::from_secs(20),
             fleet_period: Duration::from_secs(10),
+            fleet_qos: vec![0, 1],
             cluster: cluster::ClusterPlan {
                 rounds: 1,
                 messages: 100_000,
@@ -653,7 +657,7 @@ impl Run {
     /// commands delivered within their period.
     fn fleet(&mut self) {
         let plan = self.plan.clone();
-        for qos in [0u8, 1] {
+        for qos in plan.fleet_qos.clone() {
             for kind in self.kinds.clone() {
                 let case = format!(
                     "{} devices, QoS {qos}, a command and a telemetry message per device every {} s, {} s",
@@ -724,9 +728,21 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9|P1M|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS]"
+        "usage: dynsec-bench [--quick] [--out DIR] [--only P1..P9|P1M|C1..C3]... [--ours-config LINE]... [--devices N] [--duration SECONDS] [--fleet-qos 0|1] [--brokers ours,rumqttd,mosquitto]"
     );
     std::process::exit(2);
+}
+
+/// `--brokers`' list: `ours`, `rumqttd`, `mosquitto`, separated by commas.
+fn parse_kinds(list: &str) -> Option<Vec<Kind>> {
+    list.split(',')
+        .map(|name| match name.trim() {
+            "ours" | "dynsec-broker" => Some(Kind::Ours),
+            "rumqttd" => Some(Kind::Rumqttd),
+            "mosquitto" => Some(Kind::Mosquitto),
+            _ => None,
+        })
+        .collect()
 }
 
 fn write(path: &Path, text: &str) {
@@ -741,6 +757,8 @@ fn main() {
     let mut only: Vec<String> = Vec::new();
     let mut ours_extra_config = Vec::new();
     let (mut devices, mut duration) = (None::<usize>, None::<u64>);
+    let mut fleet_qos = None::<u8>;
+    let mut brokers_named = None::<Vec<Kind>>;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -750,11 +768,21 @@ fn main() {
             "--ours-config" => ours_extra_config.push(args.next().unwrap_or_else(|| usage())),
             "--devices" => devices = Some(args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage())),
             "--duration" => duration = Some(args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage())),
+            "--fleet-qos" => {
+                fleet_qos =
+                    Some(args.next().and_then(|n| n.parse().ok()).filter(|q| *q <= 1).unwrap_or_else(|| usage()))
+            }
+            "--brokers" => {
+                brokers_named = Some(args.next().and_then(|list| parse_kinds(&list)).unwrap_or_else(|| usage()))
+            }
             _ => usage(),
         }
     }
     plan.fleet_devices = devices.unwrap_or(plan.fleet_devices);
     plan.fleet_duration = duration.map_or(plan.fleet_duration, Duration::from_secs);
+    if let Some(qos) = fleet_qos {
+        plan.fleet_qos = vec![qos];
+    }
     let wanted = |scenario: &str| only.is_empty() || only.iter().any(|o| o == scenario);
     // The cluster scenarios need nats-server: they run only when named.
     let named = |scenario: &str| only.iter().any(|o| o == scenario);
@@ -795,6 +823,11 @@ fn main() {
         kinds.push(Kind::Mosquitto);
     } else {
         notes.push("mosquitto or its dynamic-security plugin is not installed: mosquitto skipped".to_owned());
+    }
+    // `--brokers`: only those named (a 50,000-device fleet on bare rumqttd takes many minutes to
+    // subscribe, and a 30-minute run needs only ours beside mosquitto).
+    if let Some(named) = &brokers_named {
+        kinds.retain(|kind| named.contains(kind));
     }
     let scratch = tempfile::Builder::new().prefix("dynsec-bench-").tempdir().expect("temporary directory");
     eprintln!("writing the dynamic-security configuration (hashing passwords)…");

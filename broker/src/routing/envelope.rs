@@ -179,9 +179,11 @@ pub fn open(mut sealed: Bytes) -> Option<(Stamp, Bytes)> {
 }
 
 /// The packet that routes one message: sealed, with retain 0 whatever the stamp says (the
-/// router must not keep it: see the module documentation). A retained message's topic gets
-/// memory of its own, not a slice of the read buffer it arrived in: the retained index keeps the
-/// router's copy for as long as it stays retained.
+/// router must not keep it: see the module documentation). The topic gets memory of its own, not
+/// a slice of the read buffer the message arrived in: the router's log keeps a message until its
+/// segment rolls over and the retained index keeps a retained one for as long as it stays
+/// retained, and a slice would keep the publisher's whole read chunk alive with it
+/// (docs/benchmarks.md, "The gate's memory per connection": ~1 KB per device of a fleet).
 pub fn router_packet(topic: Bytes, payload: &[u8], stamp: Stamp, properties: Option<PublishProperties>) -> Packet {
     let Routable { topic, sealed, properties } = routable(topic, payload, stamp, properties);
     Packet::Publish(Publish::new(topic, sealed, false), properties)
@@ -197,7 +199,7 @@ pub struct Routable {
 /// [`router_packet`]'s parts.
 pub fn routable(topic: Bytes, payload: &[u8], stamp: Stamp, properties: Option<PublishProperties>) -> Routable {
     let properties = properties.filter(|p| *p != PublishProperties::default());
-    let topic = if stamp.retain { Bytes::copy_from_slice(&topic) } else { topic };
+    let topic = Bytes::copy_from_slice(&topic);
     Routable { topic, sealed: seal(&stamp, payload), properties }
 }
 

@@ -35,10 +35,11 @@ use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, Filter, Packet, PingReq, Publish, PublishProperties, SubAck, Subscribe,
     Unsubscribe,
 };
-use rumqttd::{Notification, Router, RouterConfig};
+use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tracing::error;
 
 use crate::config::GateSettings;
+use crate::routing::hub;
 use crate::routing::topic_form;
 use crate::routing::unsubscribe_repair::UnsubscribeRepair;
 
@@ -323,15 +324,53 @@ struct Anchoring {
     client_id: String,
 }
 
+/// The key of rumqttd's per-filter segment override (`router/logs.rs`, `Data::new`: a filter
+/// gets the override when `matches(filter, key)`) that every filter the gate hands the router
+/// matches except `#`: `matches` treats the filter as a topic, and a `#` level meeting `+` does not
+/// match (`protocol/mod.rs:676`), while every other first level does. Router filters never start
+/// with `$` (`topic_form`; a shared subscription's log is that of its path).
+const EVERY_FILTER_BUT_THE_HUBS: &str = "+/#";
+
+/// The router's log of the fleet hub's `#` (`routing::hub`): the hub holds publishers once it
+/// is [`hub::HUB_WINDOW`] behind, so it needs a log a few windows long, not the 8 MiB a
+/// persistent subscriber's log holds by default. A log keeps what was consumed until its
+/// oldest segment is dropped, so the default sizing held ~20 MB of a fleet's consumed messages
+/// (docs/benchmarks.md, "P8: the hub's log"); this holds ~1 MiB, and the hub may fall 768 KiB
+/// (12 windows) behind before it would lose anything.
+const HUB_SEGMENT_SIZE: usize = 256 * 1024;
+const HUB_SEGMENT_COUNT: usize = 4;
+const _: () = assert!(HUB_SEGMENT_SIZE as u64 * (HUB_SEGMENT_COUNT as u64 - 1) >= 8 * hub::HUB_WINDOW);
+
+/// The hub log's segments: [`HUB_SEGMENT_SIZE`] × [`HUB_SEGMENT_COUNT`], or the configured
+/// sizing when it is smaller, or when back-pressure is off (`gate_backpressure_window 0`:
+/// nothing holds publishers for the hub, so its log is as long as the user asked for).
+fn hub_log_segments(gate: &GateSettings) -> (usize, usize) {
+    let configured = gate.segment_size.saturating_mul(gate.segment_count);
+    if gate.backpressure_window == 0 || configured <= HUB_SEGMENT_SIZE * HUB_SEGMENT_COUNT {
+        (gate.segment_size, gate.segment_count)
+    } else {
+        (HUB_SEGMENT_SIZE, HUB_SEGMENT_COUNT)
+    }
+}
+
 impl Rumqttd {
     /// Starts the router thread (with the bounded settings of `gate`) and the system link.
     pub fn start(gate: &GateSettings) -> Result<Arc<Rumqttd>, RouterError> {
+        let (hub_segment_size, hub_segment_count) = hub_log_segments(gate);
         let config = RouterConfig {
             max_connections: gate.router_connections,
             max_outgoing_packet_count: 200,
-            max_segment_size: gate.segment_size,
-            max_segment_count: gate.segment_count,
-            custom_segment: None,
+            // The router's default applies to the one filter the override below does not
+            // match, `#`, which only the fleet hub has (`topic_form::HUB_ALL_TOPICS`).
+            max_segment_size: hub_segment_size,
+            max_segment_count: hub_segment_count,
+            custom_segment: Some(
+                [(
+                    EVERY_FILTER_BUT_THE_HUBS.to_owned(),
+                    SegmentConfig { max_segment_size: gate.segment_size, max_segment_count: gate.segment_count },
+                )]
+                .into(),
+            ),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };
@@ -702,6 +741,26 @@ impl RouterLink for RumqttdLink {
 mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
+
+    #[test]
+    fn only_the_hubs_filter_escapes_the_configured_segment_sizing() {
+        for filter in ["+/#", "a", "a/b", "a/#", "+", "+/+/x", "/#", "\u{1}$x/#", "\u{1}é"] {
+            assert!(rumqttd::protocol::matches(filter, EVERY_FILTER_BUT_THE_HUBS), "{filter}");
+        }
+        // What the gate hands the router for a client's `#` and for the hub's.
+        assert!(rumqttd::protocol::matches(&router_filter("#"), EVERY_FILTER_BUT_THE_HUBS));
+        assert!(!rumqttd::protocol::matches(&router_filter(topic_form::HUB_ALL_TOPICS), EVERY_FILTER_BUT_THE_HUBS));
+    }
+
+    #[test]
+    fn the_hubs_log_is_short_unless_configured_shorter_or_nothing_holds_publishers_for_the_hub() {
+        let default = GateSettings::default();
+        assert_eq!(hub_log_segments(&default), (HUB_SEGMENT_SIZE, HUB_SEGMENT_COUNT));
+        let small = GateSettings { segment_size: 4096, segment_count: 2, ..GateSettings::default() };
+        assert_eq!(hub_log_segments(&small), (4096, 2));
+        let unheld = GateSettings { backpressure_window: 0, ..GateSettings::default() };
+        assert_eq!(hub_log_segments(&unheld), (default.segment_size, default.segment_count));
+    }
 
     #[test]
     fn routed_messages_keep_the_routers_qos_and_packet_id() {

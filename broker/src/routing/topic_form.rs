@@ -3,6 +3,9 @@
 //! them. `router_link` applies it to every packet it pushes (`to_router`, `filter_to_router`)
 //! and every delivery it receives (`from_router`); the gate itself only ever sees client topics.
 //!
+//! A filter that is `#` alone is spelled `+/#`, which the router matches the same way: the
+//! router's `#` belongs to the fleet hub, whose log is sized for it ([`HUB_ALL_TOPICS`]).
+//!
 //! Two kinds of first level need the spelling (rumqttd-0.20.0 locations):
 //! - **`$` topics** (`$x/...`, anything but `$SYS`, `$share` and `$CONTROL`, which the gate serves
 //!   or refuses itself): `protocol/mod.rs:658` `matches()` never matches a topic starting with
@@ -60,12 +63,28 @@ pub fn from_router(topic: Bytes) -> Bytes {
     if topic.first() == Some(&ESCAPE) && needs_escape(topic.get(1)) { topic.slice(1..) } else { topic }
 }
 
+/// The fleet hub's filter of every routed topic (`routing::hub`), as the gate names it: the only
+/// filter spelled `#` for the router. A client's `#` (plain or shared) is spelled `+/#`, which the
+/// router matches the same way (its `#` also matches the parent level, so `+/#` matches `a`),
+/// so that the router's log of `#` is the hub's alone and is sized for the hub (the router's
+/// default segments; every other filter gets `gate_segment_size` through rumqttd's per-filter
+/// override, `router_link::Rumqttd::start`). The name starts with [`ESCAPE`], which no client
+/// filter can contain.
+pub const HUB_ALL_TOPICS: &str = "\u{1}#";
+
 /// The router's form of a filter's path (for `$share/<group>/<path>`, of `<path>`).
 pub fn filter_to_router(filter: &str) -> Cow<'_, str> {
+    if filter == HUB_ALL_TOPICS {
+        // Owned: a borrowed answer tells the caller the filter is unchanged (`router_link`).
+        return Cow::Owned("#".to_owned());
+    }
     let path_start = match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
         Some((group, _)) => "$share/".len() + group.len() + 1,
         None => 0,
     };
+    if &filter[path_start..] == "#" {
+        return Cow::Owned(format!("{}+/#", &filter[..path_start]));
+    }
     if !needs_escape(filter.as_bytes().get(path_start)) {
         return Cow::Borrowed(filter);
     }
@@ -130,6 +149,20 @@ mod tests {
         ] {
             assert_eq!(matches(topic, filter), expected, "{topic} against {filter}");
             assert_eq!(dynsec::topic::topic_matches_filter(filter, topic), expected, "mosquitto: {topic} {filter}");
+        }
+    }
+
+    #[test]
+    fn only_the_hub_has_the_routers_hash_filter_and_a_clients_hash_matches_as_before() {
+        assert_eq!(filter_to_router(HUB_ALL_TOPICS), "#");
+        assert_eq!(filter_to_router("#"), "+/#");
+        assert_eq!(filter_to_router("$share/g/#"), "$share/g/+/#");
+        assert_eq!(filter_to_router("a/#"), "a/#");
+        for topic in ["a", "a/b", "/", "/a", "a/", "a/b/c/d", "é", "$x/y", "$x"] {
+            let spelled = to_router(Bytes::copy_from_slice(topic.as_bytes()));
+            let spelled = std::str::from_utf8(&spelled).unwrap();
+            assert!(rumqttd::protocol::matches(spelled, &filter_to_router("#")), "{topic}");
+            assert!(rumqttd::protocol::matches(spelled, &filter_to_router(HUB_ALL_TOPICS)), "{topic}");
         }
     }
 

@@ -342,6 +342,44 @@ async fn shared_and_persistent_subscriptions_keep_their_router_links_beside_the_
     }
 }
 
+/// The router's log of `#` is the hub's, sized for a reader that is never far behind (~1 MiB,
+/// broker/src/routing/router_link.rs); a client's `#` is spelled `+/#` there and keeps the
+/// configured sizing (8 MiB by default), so a persistent `#` subscriber offline while 1.8 MiB is
+/// published gets all of it (with the hub's log it would lose what rolled over).
+#[tokio::test]
+async fn a_persistent_hash_subscriber_further_behind_than_the_hubs_log_loses_nothing() {
+    const MESSAGES: u16 = 900;
+    let broker = broker("");
+    let mut connect = Connect::new(5, "logger");
+    connect.clean = false;
+    connect.session_expiry = Some(600);
+    let mut logger = RawClient::connected(broker.addr(), &connect).await;
+    assert_eq!(logger.subscribe(1, &[("#", 1)]).await, [1]);
+    logger.send(&testkit::disconnect()).await;
+    logger.expect_closed().await;
+    let mut device = v311(broker.addr(), "device").await;
+    device.subscribe(1, &[("log/+", 1)]).await;
+    let mut publisher = v311(broker.addr(), "publisher").await;
+    for n in 1..=MESSAGES {
+        let mut payload = format!("{n:08}").into_bytes();
+        payload.resize(2048, b'.');
+        publisher.publish(&format!("log/{}", n % 7), &payload, 1, false, n).await;
+        let got = device.expect_publish().await;
+        device.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    }
+    for _ in 1..=MESSAGES {
+        publisher.expect(testkit::PUBACK).await;
+    }
+    let mut logger = RawClient::connected(broker.addr(), &connect).await;
+    for n in 1..=MESSAGES {
+        let got = logger.expect_publish().await;
+        let index: u16 = std::str::from_utf8(&got.payload[..8]).unwrap().parse().unwrap();
+        assert_eq!(index, n, "lost or reordered while offline");
+        logger.send(&testkit::ack(testkit::PUBACK, got.pkid)).await;
+    }
+    assert!(logger.ping().await.is_empty());
+}
+
 #[test]
 fn gate_fleet_hub_takes_true_or_false_only() {
     let (code, text) = BrokerProcess::expect_start_failure(

@@ -425,7 +425,7 @@ where
         read_chunk: READ_CHUNK_MIN,
         reads_pending: false,
         reads_quiet: true,
-        first_read: true,
+        close_reads: 0,
         will: connect.will.clone().map(Box::new),
         clean_start: connect.clean_start,
         session_expiry,

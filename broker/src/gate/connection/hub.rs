@@ -194,6 +194,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             false
         });
+        if pending_replays.is_empty() {
+            // Its slots back to the allocator: a device subscribes once, and four slots kept
+            // for good were ~380 B of every device (docs/benchmarks.md, "The gate's memory per
+            // connection").
+            *pending_replays = Vec::new();
+        }
     }
 
     /// One delivery taken from the hub queue; true if a pending replay is now due.

@@ -22,6 +22,10 @@ use tokio::sync::{Notify, watch};
 use crate::routing::backpressure::{Lane, TopicLanes};
 use crate::routing::router_link::Routed;
 
+/// The slots a queue gets for its first message (`VecDeque`'s smallest allocation for
+/// deliveries of this size): a queue no larger than this has only ever held a few messages.
+const DEVICE_QUEUE_SLOTS: usize = 4;
+
 /// One connection's bounded queue of hub deliveries.
 #[derive(Debug, Default)]
 pub struct Inbox {
@@ -78,9 +82,13 @@ impl Inbox {
         queue.bytes = queue.bytes.saturating_sub(routed.payload.len() as u64);
         if queue.messages.is_empty() {
             queue.stuck = false;
-            if queue.messages.capacity() > 64 {
-                // A burst's queue goes back to the allocator once drained (a fleet's queues are
-                // mostly empty: their memory is the point of the hub).
+            // A burst's queue goes back to the allocator once drained, and so does a queue that
+            // never held more than a few messages (a device's first four slots, 320 B): a
+            // fleet's queues are empty almost always, and what they keep is kept per device
+            // (docs/benchmarks.md, "P8: the hub's log"). A busy subscriber's queue in between
+            // is kept: it fills again at once, and reallocating it per drain would cost P1.
+            let capacity = queue.messages.capacity();
+            if capacity > 64 || (capacity > 0 && capacity <= DEVICE_QUEUE_SLOTS) {
                 queue.messages = VecDeque::new();
             }
         }

@@ -64,6 +64,7 @@ use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
 use crate::routing::retained_index::RetainedIndex;
 use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
+use crate::routing::topic_form::HUB_ALL_TOPICS;
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
 const BATCH: usize = 1024;
@@ -268,10 +269,11 @@ impl Hub {
 }
 
 /// The hub's filter: `#` reaches every routed topic in the router's spelling, `$` topics
-/// included (they are spelled with a first byte the router's `#` matches: `topic_form`).
+/// included (they are spelled with a first byte the router's `#` matches: `topic_form`). Named
+/// [`HUB_ALL_TOPICS`] here so that no client's filter shares its log in the router.
 fn hub_filter() -> Filter {
     Filter {
-        path: "#".to_owned(),
+        path: HUB_ALL_TOPICS.to_owned(),
         qos: QoS::AtMostOnce,
         nolocal: false,
         preserve_retain: false,
@@ -291,7 +293,7 @@ const HUB_READER: u64 = u64::MAX;
 /// How far the hub may fall behind what is published before publishers are held: small, because
 /// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
 /// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
-const HUB_WINDOW: u64 = 64 * 1024;
+pub(crate) const HUB_WINDOW: u64 = 64 * 1024;
 /// With no notification for this long, what the hub has read is taken to be everything
 /// published (see [`Progress::resync`]).
 const RESYNC_AFTER: Duration = Duration::from_millis(200);
