@@ -41,8 +41,10 @@
 //!
 //! Index-only mode ([`Hub::index_only`]): where the fan-out is off (`gate_fleet_hub false`, a
 //! cluster node), the hub still reads the `#` log, for the retained index and the fences, and
-//! serves no subscriber; its lag is held to the ordinary back-pressure window then, not the
-//! fan-out's small one.
+//! serves no subscriber; its lag is held to the same small window as with the fan-out, because
+//! the router's `#` log is sized for that window (`routing::router_link`, `HUB_SEGMENT_SIZE`): a
+//! reader further behind would have the log roll over under it and the index miss retained
+//! messages.
 //!
 //! Where each part lives: `index` (the fan-out index), `inbox` (the queues, their bounds and
 //! congestion); here, the hub's task reading its router link,
@@ -323,12 +325,13 @@ struct Progress {
 }
 
 impl Progress {
-    /// `fans_out`: false in index-only mode, where nothing the hub reads lands in a queue: it
-    /// is held to the ordinary window, as any routed subscriber is.
-    fn new(pressure: Arc<Pressure>, queues: &Queues, fans_out: bool) -> Self {
+    /// The window is [`HUB_WINDOW`] at most in both modes: the router's `#` log holds a few
+    /// windows only (`router_link::HUB_SEGMENT_SIZE`), and an index-only reader that fell further
+    /// behind would lose retained messages from the index.
+    fn new(pressure: Arc<Pressure>, queues: &Queues) -> Self {
         let consumed = pressure.published_total();
         let (max_messages, max_bytes) = queues.bounds();
-        let mut window = if fans_out { pressure.window().min(HUB_WINDOW) } else { pressure.window() };
+        let mut window = pressure.window().min(HUB_WINDOW);
         if max_bytes > 0 {
             window = window.min((max_bytes / 4).max(1));
         }
@@ -415,7 +418,7 @@ impl Progress {
 /// Runs the hub on its subscribed `link` until the router is gone: fans out everything it
 /// receives.
 pub async fn run<L: RouterLink>(hub: Arc<Hub>, mut link: L, pressure: Arc<Pressure>) {
-    let mut progress = Progress::new(pressure, &hub.queues, hub.fans_out);
+    let mut progress = Progress::new(pressure, &hub.queues);
     let mut members = Vec::new();
     loop {
         let first = match tokio::time::timeout(RESYNC_AFTER, link.recv()).await {
@@ -668,7 +671,7 @@ mod tests {
         use crate::routing::backpressure::TopicLanes;
         let pressure = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
         let lanes = TopicLanes::of(b"t");
-        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))), true);
+        let mut progress = Progress::new(pressure.clone(), &Queues::new(8, 0, Some(Duration::from_secs(10))));
         assert!(!pressure.record_published(&lanes, 10));
         assert!(pressure.record_published(&lanes, 10), "two messages behind: held");
         progress.read(10);
@@ -683,10 +686,29 @@ mod tests {
         assert!(!pressure.holding(&lanes));
         // No message bound: held by bytes only.
         let unbounded = Arc::new(Pressure::new(1 << 20, Duration::from_secs(10)));
-        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))), true);
+        let _progress = Progress::new(unbounded.clone(), &Queues::new(0, 0, Some(Duration::from_secs(10))));
         for _ in 0..100 {
             assert!(!unbounded.record_published(&lanes, 10));
         }
+    }
+
+    #[test]
+    fn an_index_only_hub_holds_publishers_before_the_routers_hash_log_could_roll_over_under_it() {
+        use crate::routing::backpressure::TopicLanes;
+        // The default window (half of 2 MiB × 4) is far more than the hub's `#` log keeps.
+        let pressure = Arc::new(Pressure::new(4 << 20, Duration::from_secs(10)));
+        let lanes = TopicLanes::of(b"t");
+        let index_only = Hub::index_only();
+        let _progress = Progress::new(pressure.clone(), &index_only.queues);
+        let mut published = 0u64;
+        loop {
+            published += 1000;
+            if pressure.record_published(&lanes, 1000) {
+                break;
+            }
+            assert!(published <= 4 << 20, "never held within the ordinary window");
+        }
+        assert!(published <= HUB_WINDOW + 1000, "held only {published} bytes behind");
     }
 
     #[test]
