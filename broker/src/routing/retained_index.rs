@@ -1,6 +1,6 @@
 //! The gate's retained index: the last retained message per topic, with its envelope (QoS,
 //! expiry, properties). The gate owns retained messages entirely: it hands rumqttd every message
-//! with retain 0 (`envelope::router_packets`), because rumqttd scans its whole retained store on
+//! with retain 0 (`envelope::router_packet`), because rumqttd scans its whole retained store on
 //! the router thread for every new filter and replays at most one batch of it (docs/rumqttd.md
 //! defect 19). Every new subscription, whoever serves it, takes its retained messages from here
 //! (`gate::connection::hub`).

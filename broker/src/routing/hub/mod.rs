@@ -231,7 +231,7 @@ impl Hub {
             FromRouter::Publish(routed) => {
                 if routed.retain {
                     // A replay of the router's retained store, which the gate keeps empty
-                    // (`envelope::router_packets`): nothing to take.
+                    // (`envelope::router_packet`): nothing to take.
                     return 0;
                 }
                 let Some((stamp, body)) = envelope::open(routed.payload.clone()) else { return 0 };
