@@ -14,6 +14,7 @@ use crate::gate::session::Sessions;
 use crate::gate::tls::TlsListener;
 use crate::routing::attach_fence::AttachFence;
 use crate::routing::backpressure::Pressure;
+use crate::routing::filter_budget::RouterFilters;
 use crate::routing::router_link::RoutingEngine;
 use crate::routing::subscribed_filters::SubscribedFilters;
 use crate::routing::topic_budget::RoutedTopics;
@@ -37,6 +38,8 @@ pub(crate) struct Shared<E: RoutingEngine> {
     pub routed_topics: RoutedTopics,
     /// Filters handed to the router so far: a PUBLISH none matches is not routed.
     pub subscribed_filters: SubscribedFilters,
+    /// Filters clients made the router keep so far (`gate_new_filters_*`).
+    pub router_filters: RouterFilters,
     /// Keeps subscriptions ahead of later publishes while their links attach.
     pub attach_fence: AttachFence,
     /// Sockets whose login is not decided yet (`gate_unauthenticated_connections`).
@@ -79,6 +82,7 @@ impl<E: RoutingEngine> Shared<E> {
             next_conn_id: AtomicU64::new(1),
             routed_topics: RoutedTopics::default(),
             subscribed_filters: SubscribedFilters::default(),
+            router_filters: RouterFilters::default(),
             attach_fence: AttachFence::default(),
         }
     }

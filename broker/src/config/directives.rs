@@ -347,6 +347,8 @@ impl Builder {
             "max_subscriptions_per_client" => self.gate.max_subscriptions_per_client = d.number()?,
             "new_topics_per_second" => self.gate.new_topics_per_second = d.number()?,
             "new_topics_burst" => self.gate.new_topics_burst = d.number()?,
+            "new_filters_per_second" => self.gate.new_filters_per_second = d.number()?,
+            "new_filters_burst" => self.gate.new_filters_burst = d.number()?,
             "connect_timeout" => self.gate.connect_timeout = seconds(d)?,
             "write_timeout" => self.gate.write_timeout = seconds(d)?,
             "backpressure_window" => {

@@ -103,6 +103,13 @@ pub struct GateSettings {
     /// (v5 QoS>0: acknowledged with 0x97, quota exceeded).
     pub new_topics_per_second: u32,
     pub new_topics_burst: u32,
+    /// `gate_new_filters_per_second` (default 10; 0: no limit) and `gate_new_filters_burst`
+    /// (default 1000, the default `gate_max_subscriptions_per_client`): the rate at which one
+    /// connection may make the router keep filters it never held — a persistent session's or a
+    /// `$share` filter (see [`crate::routing::filter_budget`]). A filter over the budget gets
+    /// SUBACK 0x97 (v5, quota exceeded) or 0x80.
+    pub new_filters_per_second: u32,
+    pub new_filters_burst: u32,
     /// `gate_connect_max_size` (bytes, default 128 KiB): a CONNECT whose fixed header announces
     /// more closes the socket before any more of it is buffered (`max_packet_size` applies once
     /// the client is authenticated).
@@ -139,6 +146,8 @@ impl Default for GateSettings {
             max_subscriptions_per_client: 1000,
             new_topics_per_second: 1000,
             new_topics_burst: 10_000,
+            new_filters_per_second: 10,
+            new_filters_burst: 1000,
             connect_max_size: 128 * 1024,
             unauthenticated_connections: 1024,
             fleet_hub: true,

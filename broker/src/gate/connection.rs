@@ -126,6 +126,9 @@ struct Connection<E: RoutingEngine, S> {
     revoked_on_resume: Vec<String>,
     /// New topics this client may still publish to (`topic_budget`).
     topic_budget: TopicBudget,
+    /// New filters this client may still make the router keep (`filter_budget`); made at its
+    /// first such filter (a clean device's filters are the hub's and never need one).
+    filter_budget: Option<Box<crate::routing::token_bucket::TokenBucket>>,
     inbound_qos2: HashSet<u16>,
     /// The broker's Receive Maximum for this client's QoS 2 messages (v5; `usize::MAX`: none).
     inbound_maximum: usize,

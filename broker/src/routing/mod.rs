@@ -3,7 +3,8 @@
 //! router; `lazy_link` attaches a connection's link on first use; `router_guard` refuses what
 //! the router cannot take; `topic_form` spells topics and filters so that it can take them;
 //! `unsubscribe_repair` completes what its UNSUBSCRIBE leaves undone;
-//! `topic_budget` bounds the topics new to it; `backpressure` and `ack_sequencer` keep
+//! `topic_budget` and `filter_budget` bound the topics and filters new to it (with a
+//! `token_bucket` per connection); `backpressure` and `ack_sequencer` keep
 //! publishers and acknowledgements in step with slow subscribers; `router_drops` counts what the
 //! router drops for a subscriber that cannot keep up;
 //! `attach_fence` keeps a subscription ahead of publishes read after it; `subscribed_filters`
@@ -17,6 +18,7 @@ pub mod ack_sequencer;
 pub mod attach_fence;
 pub mod backpressure;
 pub mod envelope;
+pub mod filter_budget;
 pub mod filter_tree;
 pub mod hub;
 pub(crate) mod lazy_link;
@@ -29,6 +31,7 @@ pub mod router_guard;
 pub mod router_link;
 pub mod shared_filter;
 pub mod subscribed_filters;
+pub mod token_bucket;
 pub mod topic_budget;
 pub mod topic_form;
 pub mod unsubscribe_repair;

@@ -12,7 +12,8 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
-use std::time::Instant;
+
+use super::token_bucket::TokenBucket;
 
 /// Shards of the index, so that publishers on different topics rarely wait for each other.
 const SHARDS: usize = 64;
@@ -63,10 +64,8 @@ impl RoutedTopics {
 /// small direct-mapped cache so that its usual topics skip the shared index.
 #[derive(Debug)]
 pub struct TopicBudget {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    refilled: Instant,
+    /// `None`: the budget is off.
+    tokens: Option<TokenBucket>,
     /// Made at the first publish: most connections of a fleet publish little or nothing, and
     /// inline it was a quarter of an idle connection's state (P6, docs/benchmarks.md).
     recent: Option<Box<[u64; RECENT]>>,
@@ -78,42 +77,22 @@ const RECENT: usize = 64;
 impl TopicBudget {
     /// `per_second` 0 switches the budget off.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        TopicBudget {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            refilled: Instant::now(),
-            recent: None,
-        }
+        TopicBudget { tokens: (per_second > 0).then(|| TokenBucket::new(per_second, burst)), recent: None }
     }
 
     /// May the client publish to `topic` now? A topic the router already knows is always allowed.
     pub fn allows(&mut self, routed: &RoutedTopics, topic: &[u8]) -> bool {
-        if self.per_second == 0.0 {
-            return true;
-        }
+        let Some(tokens) = &mut self.tokens else { return true };
         let hash = routed.hash(topic) | 1; // never the empty slot's 0
         let slot = (hash as usize) % RECENT;
         if self.recent.as_ref().is_some_and(|recent| recent[slot] == hash) {
             return true;
         }
-        let allowed = routed.enter(topic, || self.take_token());
+        let allowed = routed.enter(topic, || tokens.take());
         if allowed {
             self.recent.get_or_insert_with(|| Box::new([0; RECENT]))[slot] = hash;
         }
         allowed
-    }
-
-    fn take_token(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
     }
 }
 

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let binary = std::env::current_exe().map(|p| p.with_file_name("dynsec-broker-under-test")).unwrap_or_default();
     let broker = BrokerProcess::start(
         Path::new(&binary),
-        "allow_anonymous true\ngate_max_subscriptions_per_client 0\ngate_new_topics_per_second 0\n",
+        "allow_anonymous true\ngate_max_subscriptions_per_client 0\ngate_new_topics_per_second 0\ngate_new_filters_per_second 0\n",
     );
     let pid = broker.pid();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

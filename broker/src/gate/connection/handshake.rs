@@ -406,6 +406,7 @@ where
         subscriptions: HashMap::new(),
         revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
+        filter_budget: None,
         inbound_qos2: saved.inbound_qos2,
         inbound_maximum: match receive_maximum {
             Some(maximum) if protocol == Protocol::V5 => usize::from(maximum),

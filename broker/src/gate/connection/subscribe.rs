@@ -1,5 +1,5 @@
 //! SUBSCRIBE and UNSUBSCRIBE: each filter is checked (syntax, per-client limit, ACL, what the
-//! router can take) and sent where its kind belongs: the router, the `$CONTROL` registry or the
+//! router can take, the budget of filters new to it) and sent where its kind belongs: the router, the `$CONTROL` registry or the
 //! `$SYS` tree. Back-pressure then tracks the connection in the lane of its filters. Also the
 //! subscriptions' side of deliveries: which ones belong to the client as far as the router cannot
 //! tell, and the re-check of a persistent session's subscriptions when the client's rights
@@ -88,6 +88,21 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         codes.push(qos);
                         hub_filters.push(filter.clone());
                     } else {
+                        let gate = &self.shared.config.gate;
+                        if !self.shared.router_filters.admit(
+                            &filter.path,
+                            &mut self.filter_budget,
+                            gate.new_filters_per_second,
+                            gate.new_filters_burst,
+                        ) {
+                            debug!(client_id = %client_text(&self.client_id), filter = %client_text(&filter.path), "filter new to the router over the budget");
+                            codes.push(if self.protocol == Protocol::V5 {
+                                reason::QUOTA_EXCEEDED
+                            } else {
+                                reason::UNSPECIFIED_ERROR
+                            });
+                            continue;
+                        }
                         codes.push(PendingAcks::ROUTED);
                         routed.push(filter.clone());
                         if let Some(previous) = self.subscriptions.get(&filter.path) {
