@@ -7,8 +7,9 @@
 //! (`DataLog::next_native_offset`), on the router's one thread, while nothing else is routed
 //! (~10–20 ms at 100,000 topics: docs/rumqttd.md §10). The filters that reach the router are a
 //! persistent session's and every `$share` one (clean sessions' plain filters are the hub's,
-//! `routing::hub`). Without a bound, one client cycling SUBSCRIBE/UNSUBSCRIBE through invented
-//! filters grows the router for good and stalls routing for everybody.
+//! `routing::hub`, except on a cluster node, where every filter reaches the router). Without a
+//! bound, one client cycling SUBSCRIBE/UNSUBSCRIBE through invented filters grows the router for
+//! good and stalls routing for everybody.
 //!
 //! The gate keeps an index of the filters it has let into the router, as 8-byte hashes of the
 //! filter the router keys its log by (`$share/<group>/` removed: rumqttd logs a shared filter
