@@ -496,7 +496,7 @@ pub struct AclHandle {
 impl AclHandle {
     /// A view for one client of this principal: each check on it sees the current configuration.
     pub fn view(self: &Arc<Self>, client_id: Option<Arc<str>>) -> AclView {
-        AclView { handle: Arc::clone(self), client_id, state: Mutex::new(ViewState::default()) }
+        AclView { handle: Arc::clone(self), client_id, state: Mutex::new(None) }
     }
 
     /// Evaluates one access against the current configuration, keeping nothing (for occasional
@@ -518,24 +518,24 @@ impl AclHandle {
 pub struct AclView {
     handle: Arc<AclHandle>,
     client_id: Option<Arc<str>>,
-    state: Mutex<ViewState>,
+    /// Made at the first check.
+    state: Mutex<Option<ViewState>>,
 }
 
 impl AclView {
     /// Evaluates one access of this view's client against the current configuration.
     pub fn check(&self, kind: AccessKind, topic: &str) -> Decision {
         let epochs = self.handle.epochs();
-        let mut state = self.state.lock();
-        let compiled = match &state.compiled {
-            Some((at, compiled)) if *at == epochs => Arc::clone(compiled),
-            _ => {
-                let stamped = self.handle.engine.compiled_for(&self.handle.key, &self.handle.slot);
-                let compiled = Arc::clone(&stamped.1);
-                *state = ViewState { compiled: Some(stamped), ..ViewState::default() };
-                compiled
-            }
+        let mut guard = self.state.lock();
+        let state = match &mut *guard {
+            Some(state) if state.compiled.0 == epochs => state,
+            stale => stale.insert(ViewState {
+                compiled: self.handle.engine.compiled_for(&self.handle.key, &self.handle.slot),
+                last_miss: None,
+                memo: None,
+            }),
         };
-        state.check(&compiled, kind, topic, self.client_id.as_deref())
+        state.check(kind, topic, self.client_id.as_deref())
     }
 
     /// The client id `%c` stands for.
@@ -546,7 +546,7 @@ impl AclView {
     /// Whether this view keeps a memo of answers: it does once its client checked the same access
     /// twice within a second.
     pub fn remembers(&self) -> bool {
-        self.state.lock().memo.is_some()
+        self.state.lock().as_ref().is_some_and(|state| state.memo.is_some())
     }
 }
 
@@ -570,9 +570,8 @@ const MEMO_TOPIC_LIMIT: usize = 256;
 /// per-subscription data"), and its checks cost what an evaluation costs.
 const MEMO_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 struct ViewState {
-    compiled: Option<Stamped>,
+    compiled: Stamped,
     /// The last access evaluated while there is no memo: a hash of (kind, topic), and when.
     last_miss: Option<(u64, Instant)>,
     memo: Option<Box<Memo>>,
@@ -591,13 +590,13 @@ struct Remembered {
 }
 
 impl ViewState {
-    fn check(&mut self, compiled: &CompiledAcl, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
+    fn check(&mut self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
         if let Some(memo) = &self.memo
             && let Some(remembered) = memo.recent.iter().flatten().find(|r| r.kind == kind && &*r.topic == topic)
         {
             return remembered.decision;
         }
-        let decision = compiled.check(kind, topic, client_id);
+        let decision = self.compiled.1.check(kind, topic, client_id);
         if topic.len() <= MEMO_TOPIC_LIMIT {
             if self.memo.is_none() && self.repeated_soon(kind, topic) {
                 self.memo = Some(Box::default());
