@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use sha2::{Digest, Sha256};
 
-use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, role_walk};
+use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, RoleRules, role_walk};
 use crate::commands::{Admin, Envelope, Kicks, Limits, Processor, envelope_error, parse_envelope, prepare_passwords};
 use crate::connections::ConnectionDirectory;
 use crate::file::{self, LoadWarning};
@@ -117,6 +117,11 @@ pub struct Dynsec {
     options: Options,
     global_epoch: AtomicU64,
     slots: Mutex<HashMap<PrincipalKey, Weak<Slot>>>,
+    /// Compiled rules by role walk, shared by the principals that walk the same roles
+    /// ([`crate::acl::RoleRules`]); each entry valid for the `rules_generation` it was compiled at.
+    shared_rules: Mutex<SharedRules>,
+    /// Bumped by every change applied to the model (before the write lock is released).
+    rules_generation: AtomicU64,
     auth_cache: Mutex<HashMap<String, CachedVerification>>,
     /// Bumped whenever credentials may have changed; a verification started before a bump is
     /// not cached.
@@ -172,6 +177,8 @@ impl Dynsec {
             options,
             global_epoch: AtomicU64::new(0),
             slots: Mutex::new(HashMap::new()),
+            shared_rules: Mutex::new(SharedRules::default()),
+            rules_generation: AtomicU64::new(0),
             auth_cache: Mutex::new(HashMap::new()),
             auth_generation: AtomicU64::new(0),
             auth_key,
@@ -257,6 +264,9 @@ impl Dynsec {
 
     /// Bumps the epochs of everyone `affected`; must run before the model write lock is released.
     fn invalidate(&self, affected: &Affected) {
+        // Every change, even one that concerns nobody (a role no principal holds): rules compiled
+        // before it are not handed to anyone compiling after it.
+        self.rules_generation.fetch_add(1, Ordering::AcqRel);
         if affected.is_empty() {
             return;
         }
@@ -391,7 +401,19 @@ impl Dynsec {
         {
             return (epochs, Arc::clone(compiled));
         }
-        let compiled = Arc::new(CompiledAcl::compile(&self.model.read(), key));
+        // Read before the model, like the epochs: rules compiled from a model that a change has
+        // already replaced are stamped with the generation before it, and never handed out again.
+        let generation = self.rules_generation.load(Ordering::Acquire);
+        let model = self.model.read();
+        let walk = crate::acl::walk_key(&model, key);
+        let found = self.shared_rules.lock().get(&walk, generation);
+        let rules = found.unwrap_or_else(|| {
+            let rules = Arc::new(RoleRules::compile(&model, key));
+            self.shared_rules.lock().insert(walk, generation, &rules);
+            rules
+        });
+        drop(model);
+        let compiled = Arc::new(CompiledAcl::with_rules(key, rules));
         *shared = Some((epochs, Arc::clone(&compiled)));
         (epochs, compiled)
     }
@@ -463,6 +485,37 @@ impl Dynsec {
     }
 }
 
+/// Compiled rules by role walk (see [`Dynsec::compiled_for`]); entries whose rules nobody holds
+/// any more are swept as the map grows.
+#[derive(Default)]
+struct SharedRules {
+    by_walk: HashMap<Option<Vec<String>>, (u64, Weak<RoleRules>)>,
+    sweep_at: usize,
+}
+
+impl SharedRules {
+    fn get(&self, walk: &Option<Vec<String>>, generation: u64) -> Option<Arc<RoleRules>> {
+        match self.by_walk.get(walk) {
+            Some((at, rules)) if *at == generation => rules.upgrade(),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, walk: Option<Vec<String>>, generation: u64, rules: &Arc<RoleRules>) {
+        if self.by_walk.len() >= self.sweep_at {
+            self.by_walk.retain(|_, (_, rules)| rules.strong_count() > 0);
+            self.sweep_at = (self.by_walk.len() * 2).max(64);
+        }
+        // A newer generation's rules are not replaced by older ones compiled concurrently.
+        match self.by_walk.get(&walk) {
+            Some((at, current)) if *at > generation && current.strong_count() > 0 => {}
+            _ => {
+                self.by_walk.insert(walk, (generation, Arc::downgrade(rules)));
+            }
+        }
+    }
+}
+
 /// Everyone whose credentials, flags or effective roles differ between two models.
 fn changed_principals(old: &Model, new: &Model) -> Kicks {
     let view = |model: &Model, key: &PrincipalKey| {
@@ -503,6 +556,12 @@ impl AclHandle {
     /// checks; a connection checks through its [`AclView`]).
     pub fn check(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
         self.engine.compiled_for(&self.key, &self.slot).1.check(kind, topic, client_id)
+    }
+
+    /// The compiled rules of this principal's role walk under the current configuration (shared
+    /// with every principal that walks the same roles).
+    pub fn rules(&self) -> Arc<RoleRules> {
+        Arc::clone(self.engine.compiled_for(&self.key, &self.slot).1.rules())
     }
 
     fn epochs(&self) -> (u64, u64) {

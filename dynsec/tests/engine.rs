@@ -192,6 +192,50 @@ fn a_view_keeps_no_memo_for_checks_that_do_not_repeat() {
     assert_eq!(view.check(AccessKind::Publish, "dev/d2/telemetry"), Decision::Defer, "`%c` is the view's client");
 }
 
+/// Principals with the same role walk share one compiled copy of its rules, each with its own
+/// `%u` and `%c`; a change to the role reaches all of them, and they share again afterwards.
+#[test]
+fn principals_with_the_same_roles_share_compiled_rules() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"device","acls":[
+              {"acltype":"publishClientSend","topic":"users/%u/#","allow":true},
+              {"acltype":"publishClientSend","topic":"fleet/#","allow":true}]},
+           {"command":"createRole","rolename":"extra"},
+           {"command":"createClient","username":"d1","roles":[{"rolename":"device"}]},
+           {"command":"createClient","username":"d2","roles":[{"rolename":"device"}]},
+           {"command":"createClient","username":"d3","roles":[{"rolename":"device"},{"rolename":"extra"}]}"##,
+    );
+    let [d1, d2, d3] = ["d1", "d2", "d3"].map(|u| e.acl_handle(Some(u)));
+    assert!(Arc::ptr_eq(&d1.rules(), &d2.rules()), "one role walk, one copy");
+    assert!(!Arc::ptr_eq(&d1.rules(), &d3.rules()), "another walk, its own");
+    assert_eq!(d1.check(AccessKind::Publish, "users/d1/t", Some("c")), Decision::Allow);
+    assert_eq!(d1.check(AccessKind::Publish, "users/d2/t", Some("c")), Decision::Defer, "`%u` is each user's own");
+    assert_eq!(d2.check(AccessKind::Publish, "users/d2/t", Some("c")), Decision::Allow);
+
+    let before = d1.rules();
+    run(
+        &e,
+        r##"{"command":"removeRoleACL","rolename":"device","acltype":"publishClientSend","topic":"fleet/#"},
+           {"command":"addRoleACL","rolename":"device","acltype":"publishClientSend","topic":"fleet/#","allow":false}"##,
+    );
+    for handle in [&d1, &d2, &d3] {
+        assert_eq!(handle.check(AccessKind::Publish, "fleet/x", Some("c")), Decision::Deny);
+    }
+    assert!(!Arc::ptr_eq(&before, &d1.rules()), "compiled again after the change");
+    assert!(Arc::ptr_eq(&d1.rules(), &d2.rules()), "and shared again");
+
+    // d3's second role changes, then d1 is given it too: d1 walks d3's roles and sees the change.
+    run(
+        &e,
+        r##"{"command":"addRoleACL","rolename":"extra","acltype":"publishClientSend","topic":"x/#","allow":true}"##,
+    );
+    run(&e, r##"{"command":"addClientRole","username":"d1","rolename":"extra"}"##);
+    assert_eq!(d1.check(AccessKind::Publish, "x/1", Some("c")), Decision::Allow);
+    assert!(Arc::ptr_eq(&d1.rules(), &d3.rules()), "d1 now walks d3's roles");
+}
+
 /// Checks from many threads while an admin changes the role: every answer is one of the two
 /// valid states, and after the change returns, every thread sees the new one.
 #[test]
