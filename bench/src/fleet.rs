@@ -41,6 +41,8 @@ pub struct FleetSpec {
     pub period: Duration,
     /// How long the backend sends commands (and devices telemetry).
     pub duration: Duration,
+    /// Username and password; `{n}` in either stands for the device's number (`backend` for the
+    /// backend), for a fleet with one user per device.
     pub credentials: Option<(String, String)>,
     /// Unique per run: client ids and topics start with it.
     pub prefix: String,
@@ -206,9 +208,15 @@ async fn fleet(
         .await
 }
 
+/// The credentials of device `n` (see [`FleetSpec::credentials`]).
+fn credentials(spec: &FleetSpec, n: &str) -> Option<(String, String)> {
+    spec.credentials.as_ref().map(|(user, password)| (user.replace("{n}", n), password.replace("{n}", n)))
+}
+
 async fn connect_device(spec: &FleetSpec, device: usize) -> Option<Client> {
     let id = format!("{}-dev{device}", spec.prefix);
-    let connect = Connect::with_credentials(Version::V311, &id, spec.credentials.as_ref());
+    let credentials = credentials(spec, &device.to_string());
+    let connect = Connect::with_credentials(Version::V311, &id, credentials.as_ref());
     let source = mqtt::source_address(device);
     let mut client = Client::connect_from(spec.addr, Some(source), &connect, WAIT).await.ok()?;
     match client.subscribe(&command_topic(&spec.prefix, device), spec.qos, WAIT).await {
@@ -285,7 +293,8 @@ async fn run_device(
 /// The backend: one command per device per period, evenly spread (counted in `counters.sent`).
 async fn backend(spec: &FleetSpec, counters: &Counters, traffic_start: Instant) {
     let id = format!("{}-backend", spec.prefix);
-    let connect = Connect::with_credentials(Version::V311, &id, spec.credentials.as_ref());
+    let credentials = credentials(spec, "backend");
+    let connect = Connect::with_credentials(Version::V311, &id, credentials.as_ref());
     let Ok(client) = Client::connect(spec.addr, &connect, WAIT).await else { return };
     let Client { stream, version, .. } = client;
     let (mut read_half, mut write_half) = stream.into_split();

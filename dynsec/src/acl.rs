@@ -31,6 +31,7 @@
 //! hold the compiled form to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::model::{AclType, DefaultAccess, Model, Role};
 use crate::topic::{split_hash, valid_filter};
@@ -379,12 +380,22 @@ fn walk_filter(
     }
 }
 
-/// One principal's ACLs, compiled. Immutable: a change to the model compiles a new one.
+/// One principal's ACLs, compiled: its username (what `%u` stands for) and the rules of its role
+/// walk. Immutable: a change to the model compiles a new one.
 #[derive(Debug)]
 pub struct CompiledAcl {
+    username: Option<String>,
+    rules: Arc<RoleRules>,
+}
+
+/// The compiled rules of one role walk (the principal's roles in evaluation order). They do not
+/// depend on who walks them (`%c` and `%u` are substituted at check time), so principals with
+/// the same role walk can share them: a fleet with one user per device and one role for all
+/// holds one copy (docs/benchmarks.md, "Per-user and per-subscription data").
+#[derive(Debug)]
+pub struct RoleRules {
     /// `false` for a username dynsec does not know: every check defers, defaults are not applied.
     known: bool,
-    username: Option<String>,
     defaults: DefaultAccess,
     publish: TopicRules,
     receive: TopicRules,
@@ -397,13 +408,34 @@ pub struct CompiledAcl {
 
 impl CompiledAcl {
     pub fn compile(model: &Model, key: &PrincipalKey) -> CompiledAcl {
+        CompiledAcl::with_rules(key, Arc::new(RoleRules::compile(model, key)))
+    }
+
+    /// `key`'s ACLs from rules compiled for the same role walk ([`walk_key`]).
+    pub fn with_rules(key: &PrincipalKey, rules: Arc<RoleRules>) -> CompiledAcl {
         let username = match key {
             PrincipalKey::User(u) => Some(u.clone()),
             PrincipalKey::Anonymous => None,
         };
-        let mut compiled = CompiledAcl {
+        CompiledAcl { username, rules }
+    }
+
+    /// The rules of the principal's role walk.
+    pub fn rules(&self) -> &Arc<RoleRules> {
+        &self.rules
+    }
+}
+
+/// What identifies the rules of `key`'s role walk: its roles' names in evaluation order (`None`:
+/// not a client). Under one model, principals with the same key have the same [`RoleRules`].
+pub fn walk_key(model: &Model, key: &PrincipalKey) -> Option<Vec<String>> {
+    role_walk(model, key).map(|roles| roles.iter().map(|role| role.name.clone()).collect())
+}
+
+impl RoleRules {
+    pub fn compile(model: &Model, key: &PrincipalKey) -> RoleRules {
+        let mut compiled = RoleRules {
             known: false,
-            username,
             defaults: model.default_access,
             publish: TopicRules::default(),
             receive: TopicRules::default(),
@@ -439,10 +471,12 @@ impl CompiledAcl {
         }
         compiled
     }
+}
 
+impl CompiledAcl {
     /// Number of ACLs compiled in (all roles, all types).
     pub fn acl_count(&self) -> usize {
-        self.acl_count
+        self.rules.acl_count
     }
 
     /// Evaluates one access. `topic` is the concrete topic for publish kinds and the full
@@ -454,18 +488,19 @@ impl CompiledAcl {
     /// The decision and what made it: the one evaluation both [`CompiledAcl::check`] and
     /// [`explain`] run.
     fn evaluate(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> (Decision, Source) {
-        if !self.known {
+        let rules = &*self.rules;
+        if !rules.known {
             return (Decision::Defer, Source::NotAClient);
         }
         let (c, u) = (substitution(client_id), substitution(self.username.as_deref()));
         let best = match kind {
-            AccessKind::Publish => self.publish.best(topic, c, u),
-            AccessKind::Receive => self.receive.best(topic, c, u),
-            AccessKind::Subscribe => self.subscribe.best(topic, c, u),
-            AccessKind::Unsubscribe => self.unsubscribe.best(topic, c, u),
+            AccessKind::Publish => rules.publish.best(topic, c, u),
+            AccessKind::Receive => rules.receive.best(topic, c, u),
+            AccessKind::Subscribe => rules.subscribe.best(topic, c, u),
+            AccessKind::Unsubscribe => rules.unsubscribe.best(topic, c, u),
         };
         if kind == AccessKind::Subscribe
-            && let Some(denying_visit) = self.wildcards_denied_from
+            && let Some(denying_visit) = rules.wildcards_denied_from
             && has_wildcard(topic)
             && best.is_none_or(|e| visit_of(e.order) >= denying_visit)
         {
@@ -473,7 +508,7 @@ impl CompiledAcl {
         }
         match best {
             Some(entry) => (if entry.allow { Decision::Allow } else { Decision::Deny }, Source::Acl(entry)),
-            None => (default_decision(&self.defaults, kind, topic), Source::Default),
+            None => (default_decision(&rules.defaults, kind, topic), Source::Default),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! lookups, ACL compilation) take it for reading. The authorisation hot path takes neither: each
 //! [`AclHandle`] keeps an `Arc` of its principal's compiled ACLs and revalidates it with two atomic
 //! loads of epochs that the engine bumps, for exactly the principals a change affected, before it
-//! releases the write lock.
+//! releases the write lock. A handle is per principal, shared by its connections; each connection
+//! checks through its own [`AclView`] (its client id, and its cache of the compiled ACLs).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use sha2::{Digest, Sha256};
 
-use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, role_walk};
+use crate::acl::{AccessKind, CompiledAcl, Decision, PrincipalKey, RoleRules, role_walk};
 use crate::commands::{Admin, Envelope, Kicks, Limits, Processor, envelope_error, parse_envelope, prepare_passwords};
 use crate::connections::ConnectionDirectory;
 use crate::file::{self, LoadWarning};
@@ -116,6 +117,11 @@ pub struct Dynsec {
     options: Options,
     global_epoch: AtomicU64,
     slots: Mutex<HashMap<PrincipalKey, Weak<Slot>>>,
+    /// Compiled rules by role walk, shared by the principals that walk the same roles
+    /// ([`crate::acl::RoleRules`]); each entry valid for the `rules_generation` it was compiled at.
+    shared_rules: Mutex<SharedRules>,
+    /// Bumped by every change applied to the model (before the write lock is released).
+    rules_generation: AtomicU64,
     auth_cache: Mutex<HashMap<String, CachedVerification>>,
     /// Bumped whenever credentials may have changed; a verification started before a bump is
     /// not cached.
@@ -171,6 +177,8 @@ impl Dynsec {
             options,
             global_epoch: AtomicU64::new(0),
             slots: Mutex::new(HashMap::new()),
+            shared_rules: Mutex::new(SharedRules::default()),
+            rules_generation: AtomicU64::new(0),
             auth_cache: Mutex::new(HashMap::new()),
             auth_generation: AtomicU64::new(0),
             auth_key,
@@ -256,6 +264,9 @@ impl Dynsec {
 
     /// Bumps the epochs of everyone `affected`; must run before the model write lock is released.
     fn invalidate(&self, affected: &Affected) {
+        // Every change, even one that concerns nobody (a role no principal holds): rules compiled
+        // before it are not handed to anyone compiling after it.
+        self.rules_generation.fetch_add(1, Ordering::AcqRel);
         if affected.is_empty() {
             return;
         }
@@ -362,8 +373,8 @@ impl Dynsec {
         crate::acl::explain(&self.model.read(), &key, kind, topic, client_id)
     }
 
-    /// A handle that evaluates ACLs for one connection's principal. Cheap to check; see the module
-    /// documentation.
+    /// A handle that evaluates ACLs for one principal, for any number of its connections (each
+    /// through an [`AclView`]). Cheap to check; see the module documentation.
     pub fn acl_handle(self: &Arc<Self>, username: Option<&str>) -> AclHandle {
         let key = PrincipalKey::for_username(username);
         let slot = {
@@ -377,8 +388,7 @@ impl Dynsec {
                 }
             }
         };
-        let compiled = self.compiled_for(&key, &slot);
-        AclHandle { engine: Arc::clone(self), key, slot, cached: Mutex::new(HandleCache::new(compiled)) }
+        AclHandle { engine: Arc::clone(self), key, slot }
     }
 
     fn compiled_for(&self, key: &PrincipalKey, slot: &Slot) -> Stamped {
@@ -391,7 +401,19 @@ impl Dynsec {
         {
             return (epochs, Arc::clone(compiled));
         }
-        let compiled = Arc::new(CompiledAcl::compile(&self.model.read(), key));
+        // Read before the model, like the epochs: rules compiled from a model that a change has
+        // already replaced are stamped with the generation before it, and never handed out again.
+        let generation = self.rules_generation.load(Ordering::Acquire);
+        let model = self.model.read();
+        let walk = crate::acl::walk_key(&model, key);
+        let found = self.shared_rules.lock().get(&walk, generation);
+        let rules = found.unwrap_or_else(|| {
+            let rules = Arc::new(RoleRules::compile(&model, key));
+            self.shared_rules.lock().insert(walk, generation, &rules);
+            rules
+        });
+        drop(model);
+        let compiled = Arc::new(CompiledAcl::with_rules(key, rules));
         *shared = Some((epochs, Arc::clone(&compiled)));
         (epochs, compiled)
     }
@@ -463,6 +485,37 @@ impl Dynsec {
     }
 }
 
+/// Compiled rules by role walk (see [`Dynsec::compiled_for`]); entries whose rules nobody holds
+/// any more are swept as the map grows.
+#[derive(Default)]
+struct SharedRules {
+    by_walk: HashMap<Option<Vec<String>>, (u64, Weak<RoleRules>)>,
+    sweep_at: usize,
+}
+
+impl SharedRules {
+    fn get(&self, walk: &Option<Vec<String>>, generation: u64) -> Option<Arc<RoleRules>> {
+        match self.by_walk.get(walk) {
+            Some((at, rules)) if *at == generation => rules.upgrade(),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, walk: Option<Vec<String>>, generation: u64, rules: &Arc<RoleRules>) {
+        if self.by_walk.len() >= self.sweep_at {
+            self.by_walk.retain(|_, (_, rules)| rules.strong_count() > 0);
+            self.sweep_at = (self.by_walk.len() * 2).max(64);
+        }
+        // A newer generation's rules are not replaced by older ones compiled concurrently.
+        match self.by_walk.get(&walk) {
+            Some((at, current)) if *at > generation && current.strong_count() > 0 => {}
+            _ => {
+                self.by_walk.insert(walk, (generation, Arc::downgrade(rules)));
+            }
+        }
+    }
+}
+
 /// Everyone whose credentials, flags or effective roles differ between two models.
 fn changed_principals(old: &Model, new: &Model) -> Kicks {
     let view = |model: &Model, key: &PrincipalKey| {
@@ -484,37 +537,107 @@ fn changed_principals(old: &Model, new: &Model) -> Kicks {
     kicks
 }
 
-/// One connection's view of its principal's ACLs.
+/// One principal's ACLs as the engine keeps them current: cheap to check, and shared by every
+/// connection of that principal. What belongs to one connection (its client id, for `%c`, and
+/// its cache) is an [`AclView`].
 pub struct AclHandle {
     engine: Arc<Dynsec>,
     key: PrincipalKey,
     slot: Arc<Slot>,
-    cached: Mutex<HandleCache>,
 }
 
 impl AclHandle {
-    /// Evaluates one access against the current configuration.
+    /// A view for one client of this principal: each check on it sees the current configuration.
+    pub fn view(self: &Arc<Self>, client_id: Option<Arc<str>>) -> AclView {
+        AclView { handle: Arc::clone(self), client_id, state: Mutex::new(None) }
+    }
+
+    /// Evaluates one access against the current configuration, keeping nothing (for occasional
+    /// checks; a connection checks through its [`AclView`]).
     pub fn check(&self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
-        let epochs = (self.engine.global_epoch.load(Ordering::Acquire), self.slot.epoch.load(Ordering::Acquire));
-        let mut cached = self.cached.lock();
-        if cached.compiled.0 != epochs {
-            *cached = HandleCache::new(self.engine.compiled_for(&self.key, &self.slot));
-        }
-        cached.check(kind, topic, client_id)
+        self.engine.compiled_for(&self.key, &self.slot).1.check(kind, topic, client_id)
+    }
+
+    /// The compiled rules of this principal's role walk under the current configuration (shared
+    /// with every principal that walks the same roles).
+    pub fn rules(&self) -> Arc<RoleRules> {
+        Arc::clone(self.engine.compiled_for(&self.key, &self.slot).1.rules())
+    }
+
+    fn epochs(&self) -> (u64, u64) {
+        (self.engine.global_epoch.load(Ordering::Acquire), self.slot.epoch.load(Ordering::Acquire))
     }
 }
 
-/// How many recent answers a handle remembers. Devices mostly publish to and receive from a few
+/// One client's checks against its principal's ACLs ([`AclHandle::view`]): the client id that
+/// `%c` stands for, the compiled ACLs it last checked against, and, for a client that checks
+/// the same topic again and again, a memo of its last answers. The whole cache belongs to one
+/// pair of epochs: any change that could alter an answer bumps an epoch, and the cache is
+/// replaced at the next check.
+pub struct AclView {
+    handle: Arc<AclHandle>,
+    client_id: Option<Arc<str>>,
+    /// Made at the first check.
+    state: Mutex<Option<ViewState>>,
+}
+
+impl AclView {
+    /// Evaluates one access of this view's client against the current configuration.
+    pub fn check(&self, kind: AccessKind, topic: &str) -> Decision {
+        let epochs = self.handle.epochs();
+        let mut guard = self.state.lock();
+        let state = match &mut *guard {
+            Some(state) if state.compiled.0 == epochs => state,
+            stale => stale.insert(ViewState {
+                compiled: self.handle.engine.compiled_for(&self.handle.key, &self.handle.slot),
+                last_miss: None,
+                memo: None,
+            }),
+        };
+        state.check(kind, topic, self.client_id.as_deref())
+    }
+
+    /// The client id `%c` stands for.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Whether this view keeps a memo of answers: it does once its client checked the same access
+    /// twice within a second.
+    pub fn remembers(&self) -> bool {
+        self.state.lock().as_ref().is_some_and(|state| state.memo.is_some())
+    }
+}
+
+impl std::fmt::Debug for AclView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclView").field("principal", &self.handle.key).field("client_id", &self.client_id).finish()
+    }
+}
+
+/// How many recent answers a memo holds. Devices mostly publish to and receive from a few
 /// topics, so a handful of entries turns most checks into one string comparison.
 const RECENT_DECISIONS: usize = 4;
 
 /// Topics longer than this are evaluated every time rather than copied into the memo.
 const MEMO_TOPIC_LIMIT: usize = 256;
 
-/// A handle's compiled ACLs plus a memo of its last few answers. Both belong to one pair of
-/// epochs: any change that could alter an answer bumps an epoch, and the whole cache is replaced.
-struct HandleCache {
+/// A view starts a memo when the same access to the same topic is evaluated twice within this
+/// time. A busy client (the bench's P1: every message checked, the same topic each time) has one
+/// after its second check; a device that publishes and receives once every few seconds never
+/// pays for one (its topics copied, ~250 bytes per device: docs/benchmarks.md, "Per-user and
+/// per-subscription data"), and its checks cost what an evaluation costs.
+const MEMO_AFTER: Duration = Duration::from_secs(1);
+
+struct ViewState {
     compiled: Stamped,
+    /// The last access evaluated while there is no memo: a hash of (kind, topic), and when.
+    last_miss: Option<(u64, Instant)>,
+    memo: Option<Box<Memo>>,
+}
+
+#[derive(Default)]
+struct Memo {
     recent: [Option<Remembered>; RECENT_DECISIONS],
     next_slot: usize,
 }
@@ -522,31 +645,41 @@ struct HandleCache {
 struct Remembered {
     kind: AccessKind,
     topic: Box<str>,
-    client_id: Option<Box<str>>,
     decision: Decision,
 }
 
-impl HandleCache {
-    fn new(compiled: Stamped) -> Self {
-        HandleCache { compiled, recent: Default::default(), next_slot: 0 }
-    }
-
+impl ViewState {
     fn check(&mut self, kind: AccessKind, topic: &str, client_id: Option<&str>) -> Decision {
-        let hit = self
-            .recent
-            .iter()
-            .flatten()
-            .find(|r| r.kind == kind && r.client_id.as_deref() == client_id && &*r.topic == topic);
-        if let Some(remembered) = hit {
+        if let Some(memo) = &self.memo
+            && let Some(remembered) = memo.recent.iter().flatten().find(|r| r.kind == kind && &*r.topic == topic)
+        {
             return remembered.decision;
         }
         let decision = self.compiled.1.check(kind, topic, client_id);
         if topic.len() <= MEMO_TOPIC_LIMIT {
-            self.recent[self.next_slot] =
-                Some(Remembered { kind, topic: topic.into(), client_id: client_id.map(Into::into), decision });
-            self.next_slot = (self.next_slot + 1) % RECENT_DECISIONS;
+            if self.memo.is_none() && self.repeated_soon(kind, topic) {
+                self.memo = Some(Box::default());
+            }
+            if let Some(memo) = &mut self.memo {
+                memo.recent[memo.next_slot] = Some(Remembered { kind, topic: topic.into(), decision });
+                memo.next_slot = (memo.next_slot + 1) % RECENT_DECISIONS;
+            }
         }
         decision
+    }
+
+    /// Whether this access was also the last one evaluated, within [`MEMO_AFTER`]. (The hash
+    /// only decides whether a memo is started: a collision costs a memo, never an answer.)
+    fn repeated_soon(&mut self, kind: AccessKind, topic: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        kind.hash(&mut hasher);
+        topic.hash(&mut hasher);
+        let hash = hasher.finish();
+        let now = Instant::now();
+        let repeated = self.last_miss.is_some_and(|(last, at)| last == hash && now.duration_since(at) < MEMO_AFTER);
+        self.last_miss = Some((hash, now));
+        repeated
     }
 }
 

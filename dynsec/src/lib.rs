@@ -18,5 +18,5 @@ pub mod password;
 pub mod store;
 pub mod topic;
 
-pub use engine::{AclHandle, AuthResult, ControlResult, Dynsec, Options};
+pub use engine::{AclHandle, AclView, AuthResult, ControlResult, Dynsec, Options};
 pub mod static_files;

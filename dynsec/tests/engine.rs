@@ -1,5 +1,6 @@
 //! The engine as a broker uses it: the dynsec basic-auth decision table (docs/compatibility.md §3.2), the
-//! credential cache's invalidation, and ACL handles that see every change on the next check.
+//! credential cache's invalidation, and ACL handles (and the views of each client through them)
+//! that see every change on the next check.
 // A test that cannot go on should stop: unwrapping is how it says so.
 #![allow(clippy::unwrap_used)]
 
@@ -85,11 +86,26 @@ fn acl_handles_see_changes_on_the_next_check() {
     let anon = e.acl_handle(None);
     assert_eq!(u.check(AccessKind::Publish, "t/1", Some("c")), Decision::Allow);
     assert_eq!(other.check(AccessKind::Publish, "t/1", Some("c")), Decision::Defer);
+    // Two clients of `u` through one shared handle, both remembering their answer.
+    let u = Arc::new(u);
+    let views = [u.view(Some("c1".into())), u.view(Some("c2".into()))];
+    for view in &views {
+        for _ in 0..2 {
+            assert_eq!(view.check(AccessKind::Publish, "t/1"), Decision::Allow);
+        }
+        assert!(view.remembers());
+    }
 
     run(&e, r##"{"command":"removeRoleACL","rolename":"r","acltype":"publishClientSend","topic":"t/#"}"##);
     assert_eq!(u.check(AccessKind::Publish, "t/1", Some("c")), Decision::Defer);
+    for view in &views {
+        assert_eq!(view.check(AccessKind::Publish, "t/1"), Decision::Defer, "{view:?}");
+    }
     run(&e, r##"{"command":"addRoleACL","rolename":"r","acltype":"publishClientSend","topic":"t/#","allow":false}"##);
     assert_eq!(u.check(AccessKind::Publish, "t/1", Some("c")), Decision::Deny);
+    for view in &views {
+        assert_eq!(view.check(AccessKind::Publish, "t/1"), Decision::Deny, "{view:?}");
+    }
 
     // Through a group, then through the anonymous group.
     run(
@@ -112,8 +128,9 @@ fn acl_handles_see_changes_on_the_next_check() {
     assert_eq!(anon.check(AccessKind::Publish, "t/1", None), Decision::Defer);
 }
 
-/// A handle remembers its last answers; the memo must key on the access kind, the topic and the
-/// client id, and survive more topics than it has room for.
+/// A view remembers its last answers once its client repeats a check; the memo must key on the
+/// access kind and the topic, keep each client's `%c` apart, and survive more topics than it has
+/// room for.
 #[test]
 fn remembered_answers_match_fresh_evaluation() {
     let (_dir, e) = engine();
@@ -125,28 +142,98 @@ fn remembered_answers_match_fresh_evaluation() {
               {"acltype":"publishClientSend","topic":"dev/a/deny","allow":false,"priority":5}]},
            {"command":"createClient","username":"u","roles":[{"rolename":"r"}]}"##,
     );
-    let handle = e.acl_handle(Some("u"));
-    let fresh = e.acl_handle(Some("u"));
+    let handle = Arc::new(e.acl_handle(Some("u")));
     let topics = ["dev/a/x", "dev/a/cmd", "dev/b/x", "dev/b/cmd", "dev/a/deny", "other", "dev/a/y"];
     let kinds = [AccessKind::Publish, AccessKind::Receive];
+    let clients = [Some("a"), Some("b"), None];
+    let views: Vec<_> = clients.iter().map(|client| handle.view(client.map(Arc::from))).collect();
     for round in 0..3 {
         for topic in topics {
             for kind in kinds {
-                for client in [Some("a"), Some("b"), None] {
-                    let remembered = handle.check(kind, topic, client);
-                    // A new handle per comparison has an empty memo.
-                    let expected = e.acl_handle(Some("u")).check(kind, topic, client);
-                    assert_eq!(remembered, expected, "round {round}: {kind:?} {topic} {client:?}");
+                for (client, view) in clients.iter().zip(&views) {
+                    // Twice in a row: the second check starts the memo, later rounds answer from it.
+                    for _ in 0..2 {
+                        let remembered = view.check(kind, topic);
+                        // The handle's own check keeps nothing.
+                        let expected = handle.check(kind, topic, *client);
+                        assert_eq!(remembered, expected, "round {round}: {kind:?} {topic} {client:?}");
+                    }
                 }
             }
         }
     }
-    assert_eq!(handle.check(AccessKind::Publish, "dev/a/x", Some("a")), Decision::Allow);
-    assert_eq!(handle.check(AccessKind::Publish, "dev/a/x", Some("b")), Decision::Defer);
+    assert!(views.iter().all(|view| view.remembers()));
+    let [a, b, _] = &views[..] else { unreachable!() };
+    assert_eq!(a.check(AccessKind::Publish, "dev/a/x"), Decision::Allow);
+    assert_eq!(b.check(AccessKind::Publish, "dev/a/x"), Decision::Defer);
     // Receiving falls to the default access (allowed by `init`), not to the publish rule.
-    assert_eq!(handle.check(AccessKind::Receive, "dev/a/x", Some("a")), Decision::Allow);
+    assert_eq!(a.check(AccessKind::Receive, "dev/a/x"), Decision::Allow);
+    assert_eq!(a.check(AccessKind::Publish, "dev/a/deny"), Decision::Deny);
     assert_eq!(handle.check(AccessKind::Publish, "dev/a/deny", Some("a")), Decision::Deny);
-    assert_eq!(fresh.check(AccessKind::Publish, "dev/a/deny", Some("a")), Decision::Deny);
+}
+
+/// A client whose checks change topic every time (a quiet device: telemetry out, a command in)
+/// keeps no memo, and its answers are the same.
+#[test]
+fn a_view_keeps_no_memo_for_checks_that_do_not_repeat() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"r","acls":[{"acltype":"publishClientSend","topic":"dev/%c/#","allow":true}]},
+           {"command":"createClient","username":"u","roles":[{"rolename":"r"}]}"##,
+    );
+    let handle = Arc::new(e.acl_handle(Some("u")));
+    let view = handle.view(Some("d1".into()));
+    for _ in 0..10 {
+        assert_eq!(view.check(AccessKind::Publish, "dev/d1/telemetry"), Decision::Allow);
+        assert_eq!(view.check(AccessKind::Receive, "dev/d1/cmd"), Decision::Allow);
+    }
+    assert!(!view.remembers());
+    assert_eq!(view.check(AccessKind::Publish, "dev/d2/telemetry"), Decision::Defer, "`%c` is the view's client");
+}
+
+/// Principals with the same role walk share one compiled copy of its rules, each with its own
+/// `%u` and `%c`; a change to the role reaches all of them, and they share again afterwards.
+#[test]
+fn principals_with_the_same_roles_share_compiled_rules() {
+    let (_dir, e) = engine();
+    run(
+        &e,
+        r##"{"command":"createRole","rolename":"device","acls":[
+              {"acltype":"publishClientSend","topic":"users/%u/#","allow":true},
+              {"acltype":"publishClientSend","topic":"fleet/#","allow":true}]},
+           {"command":"createRole","rolename":"extra"},
+           {"command":"createClient","username":"d1","roles":[{"rolename":"device"}]},
+           {"command":"createClient","username":"d2","roles":[{"rolename":"device"}]},
+           {"command":"createClient","username":"d3","roles":[{"rolename":"device"},{"rolename":"extra"}]}"##,
+    );
+    let [d1, d2, d3] = ["d1", "d2", "d3"].map(|u| e.acl_handle(Some(u)));
+    assert!(Arc::ptr_eq(&d1.rules(), &d2.rules()), "one role walk, one copy");
+    assert!(!Arc::ptr_eq(&d1.rules(), &d3.rules()), "another walk, its own");
+    assert_eq!(d1.check(AccessKind::Publish, "users/d1/t", Some("c")), Decision::Allow);
+    assert_eq!(d1.check(AccessKind::Publish, "users/d2/t", Some("c")), Decision::Defer, "`%u` is each user's own");
+    assert_eq!(d2.check(AccessKind::Publish, "users/d2/t", Some("c")), Decision::Allow);
+
+    let before = d1.rules();
+    run(
+        &e,
+        r##"{"command":"removeRoleACL","rolename":"device","acltype":"publishClientSend","topic":"fleet/#"},
+           {"command":"addRoleACL","rolename":"device","acltype":"publishClientSend","topic":"fleet/#","allow":false}"##,
+    );
+    for handle in [&d1, &d2, &d3] {
+        assert_eq!(handle.check(AccessKind::Publish, "fleet/x", Some("c")), Decision::Deny);
+    }
+    assert!(!Arc::ptr_eq(&before, &d1.rules()), "compiled again after the change");
+    assert!(Arc::ptr_eq(&d1.rules(), &d2.rules()), "and shared again");
+
+    // d3's second role changes, then d1 is given it too: d1 walks d3's roles and sees the change.
+    run(
+        &e,
+        r##"{"command":"addRoleACL","rolename":"extra","acltype":"publishClientSend","topic":"x/#","allow":true}"##,
+    );
+    run(&e, r##"{"command":"addClientRole","username":"d1","rolename":"extra"}"##);
+    assert_eq!(d1.check(AccessKind::Publish, "x/1", Some("c")), Decision::Allow);
+    assert!(Arc::ptr_eq(&d1.rules(), &d3.rules()), "d1 now walks d3's roles");
 }
 
 /// Checks from many threads while an admin changes the role: every answer is one of the two
@@ -159,12 +246,14 @@ fn concurrent_checks_during_changes_stay_consistent() {
         r##"{"command":"createRole","rolename":"r","acls":[{"acltype":"publishClientReceive","topic":"#","allow":true}]},
            {"command":"createClient","username":"u","roles":[{"rolename":"r"}]}"##,
     );
-    let handles: Vec<_> = (0..4).map(|_| e.acl_handle(Some("u"))).collect();
+    // One handle shared by four clients, as the broker shares it per user.
+    let handle = Arc::new(e.acl_handle(Some("u")));
+    let handles: Vec<_> = (0..4).map(|i| handle.view(Some(format!("c{i}").into()))).collect();
     std::thread::scope(|s| {
         for h in &handles {
             s.spawn(move || {
                 for _ in 0..20_000 {
-                    let d = h.check(AccessKind::Receive, "a/b", None);
+                    let d = h.check(AccessKind::Receive, "a/b");
                     assert!(matches!(d, Decision::Allow | Decision::Deny));
                 }
             });
@@ -179,7 +268,7 @@ fn concurrent_checks_during_changes_stay_consistent() {
             );
             for h in &handles {
                 let expected = if allow { Decision::Allow } else { Decision::Deny };
-                assert_eq!(h.check(AccessKind::Receive, "a/b", None), expected);
+                assert_eq!(h.check(AccessKind::Receive, "a/b"), expected);
             }
         }
     });

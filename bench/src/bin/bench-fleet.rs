@@ -4,7 +4,8 @@
 //!     bench-fleet HOST:PORT PID DEVICES QOS SECONDS [USERNAME PASSWORD]
 //!
 //! PID is the broker's (its resident memory is sampled); the devices connect anonymously unless
-//! credentials are given.
+//! credentials are given. `{n}` in USERNAME or PASSWORD stands for the device's number (`backend`
+//! for the backend): a fleet with one user per device.
 
 use std::time::Duration;
 

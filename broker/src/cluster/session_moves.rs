@@ -420,11 +420,7 @@ fn saved(moved: MovedSession) -> SavedSession {
     let stored = moved.session;
     SavedSession {
         owner: stored.owner.as_deref().map(Arc::from),
-        subscriptions: stored
-            .subscriptions
-            .iter()
-            .map(|s| (s.filter.clone(), crate::persistence::sessions::subscription(s)))
-            .collect(),
+        subscriptions: stored.subscriptions.iter().map(crate::persistence::sessions::subscription).collect(),
         inbound_qos2: moved.inbound_qos2.into_iter().collect(),
         outbound_qos2: crate::routing::ack_sequencer::Unfinished::owed_to_client(moved.pubrels_due),
         routed: false,

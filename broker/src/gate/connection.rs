@@ -36,7 +36,7 @@ use crate::gate::codec;
 use crate::gate::delivery::RecentCopies;
 use crate::gate::flow_control::OutboundWindow;
 use crate::gate::mailbox::{Mail, MailReceiver, MailSender};
-use crate::gate::session::Subscription;
+use crate::gate::subscription_set::SubscriptionSet;
 use crate::gate::subscriptions::PendingAcks;
 use crate::routing::ack_sequencer::AckSequencer;
 use crate::routing::backpressure::{Backlog, TopicLanes};
@@ -120,7 +120,7 @@ struct Connection<E: RoutingEngine, S> {
     client_max_packet: usize,
     max_topic_alias: u16,
     topic_aliases: HashMap<u16, Bytes>,
-    subscriptions: HashMap<String, Subscription>,
+    subscriptions: SubscriptionSet,
     /// Routed filters of the resumed session the client may no longer make (see
     /// `subscribe::wants_delivery`); empty almost always.
     revoked_on_resume: Vec<String>,

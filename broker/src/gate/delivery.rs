@@ -9,11 +9,12 @@
 //! carries those to here. A copy the client must not receive is dropped by the caller (and still
 //! acknowledged to the router, see `routing::ack_sequencer`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 use rumqttd::protocol::RetainForwardRule;
 
-use crate::gate::saved_session::{Subscription, SubscriptionKind};
+use crate::gate::saved_session::SubscriptionKind;
+use crate::gate::subscription_set::SubscriptionSet;
 use crate::gate::subscriptions;
 use crate::routing::envelope::{Publisher, Stamp};
 
@@ -87,7 +88,7 @@ impl RecentCopies {
 /// Decides one router copy for a client with `subscriptions`, who is `receiver`.
 pub fn decide(
     copy: RouterCopy<'_>,
-    subscriptions: &HashMap<String, Subscription>,
+    subscriptions: &SubscriptionSet,
     receiver: Publisher,
     recent: &mut RecentCopies,
     now_ms: impl FnOnce() -> u64,
@@ -154,6 +155,7 @@ fn takes_in_cluster(stamp: &Stamp, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::saved_session::Subscription;
     use rumqttd::protocol::{Filter, QoS};
 
     fn sub(path: &str, qos: QoS, nolocal: bool, rap: bool, rule: RetainForwardRule, id: Option<usize>) -> Subscription {
@@ -171,8 +173,8 @@ mod tests {
         sub(path, qos, false, false, RetainForwardRule::OnEverySubscribe, None)
     }
 
-    fn subs(list: Vec<Subscription>) -> HashMap<String, Subscription> {
-        list.into_iter().map(|s| (s.filter.path.clone(), s)).collect()
+    fn subs(list: Vec<Subscription>) -> SubscriptionSet {
+        list.into_iter().collect()
     }
 
     fn stamp(qos: u8, retain: bool, from: &str) -> Stamp {
@@ -292,7 +294,7 @@ mod tests {
         assert!(decide(live("a/b", &st, 0), &s, me, &mut recent, || 0).is_ok());
         assert_eq!(decide(live("$x/y", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
         assert_eq!(decide(live("$SYS/x", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
-        s.extend(subs(vec![plain("$share/g/$x/+", QoS::AtMostOnce)]));
+        s.insert(plain("$share/g/$x/+", QoS::AtMostOnce));
         assert!(decide(live("$x/y", &st, 0), &s, me, &mut recent, || 0).is_ok());
         assert_eq!(decide(live("$x/y/z", &st, 0), &s, me, &mut recent, || 0), Err(Skip::NoSubscription));
     }

@@ -2,7 +2,7 @@
 //! (`listener`, `tls`), a connection task decodes its packets (`codec`), runs the handshake and
 //! then the inbound and outbound paths (`connection`), keeps the session registry (`session`) and what a session keeps (`saved_session`),
 //! what a session moving to another node takes along (`session_handover`, `queued_messages`),
-//! the subscription bookkeeping (`subscriptions`), what a client receives of a routed message
+//! the subscription bookkeeping (`subscriptions`) and a session's set of them (`subscription_set`), what a client receives of a routed message
 //! (`delivery`), how many deliveries a client may have unacknowledged (`flow_control`) and the
 //! `$CONTROL` reply subscribers (`control`).
 
@@ -20,6 +20,7 @@ pub mod queued_messages;
 pub mod saved_session;
 pub mod session;
 pub mod session_handover;
+pub mod subscription_set;
 pub mod subscriptions;
 pub mod tls;
 pub mod tls_errors;

@@ -223,7 +223,7 @@ impl Taking<'_> {
             .filters
             .iter()
             .filter(|f| subscriptions::matches_mqtt(f, topic.as_bytes()))
-            .filter_map(|f| self.session.subscriptions.get(*f))
+            .filter_map(|f| self.session.subscriptions.get(f))
             .filter(|s| !(s.filter.nolocal && stamp.publisher == self.me))
             .map(|s| s.filter.qos as u8)
             .max();

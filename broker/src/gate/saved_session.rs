@@ -4,7 +4,7 @@
 //! sessions (`persistence`, `cluster::session_moves`) depend on these types and not on the
 //! session registry, which itself depends on the cluster (claims, wills across nodes).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,7 +42,7 @@ pub struct SavedSession {
     /// The username the session was saved under: a client id claimed with another username
     /// starts clean instead of inheriting the subscriptions (issue 15, item 6).
     pub owner: Option<Arc<str>>,
-    pub subscriptions: HashMap<String, Subscription>,
+    pub subscriptions: crate::gate::subscription_set::SubscriptionSet,
     /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
     pub inbound_qos2: HashSet<u16>,
     /// Outbound QoS 2 exchanges still unfinished (PUBRELs due both ways).

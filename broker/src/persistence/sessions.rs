@@ -477,7 +477,7 @@ pub fn saved_session(restored: RestoredSession) -> crate::gate::saved_session::S
     let stored = restored.session;
     crate::gate::saved_session::SavedSession {
         owner: stored.owner.map(std::sync::Arc::from),
-        subscriptions: stored.subscriptions.iter().map(|s| (s.filter.clone(), subscription(s))).collect(),
+        subscriptions: stored.subscriptions.iter().map(subscription).collect(),
         inbound_qos2: restored.inbound_qos2.into_iter().collect(),
         // The router does not hold the session: only the PUBRELs owed to the client remain.
         outbound_qos2: crate::routing::ack_sequencer::Unfinished::owed_to_client(restored.pubrels_due),

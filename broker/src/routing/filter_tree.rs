@@ -7,6 +7,12 @@
 //! the router match a topic?) and the fleet hub's fan-out index (`hub`: which connections'
 //! filters match?). A walk follows the topic's levels, so a lookup costs the same with ten
 //! filters or a hundred thousand.
+//!
+//! A filter without a wildcard matches exactly one topic, itself: such filters are kept in a
+//! hash map by their text rather than as a chain of nodes, one per level. A device fleet
+//! subscribes each device to its own command topic, so this is most filters; as a chain, each
+//! took two boxed nodes and a map of its own in each index (~690 bytes per device in the two,
+//! docs/benchmarks.md, "Per-user and per-subscription data").
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -14,6 +20,9 @@ use std::ops::ControlFlow;
 /// See the module documentation. Filters are in their matching form (no `$share/<group>/`).
 #[derive(Debug)]
 pub struct FilterTree<T> {
+    /// Filters without a `+` or `#` level, by their text.
+    exact: HashMap<Box<[u8]>, T>,
+    /// Filters with a wildcard level.
     root: Node<T>,
 }
 
@@ -38,7 +47,7 @@ impl<T> Default for Node<T> {
 
 impl<T> Default for FilterTree<T> {
     fn default() -> Self {
-        FilterTree { root: Node::default() }
+        FilterTree { exact: HashMap::new(), root: Node::default() }
     }
 }
 
@@ -51,11 +60,19 @@ impl<T> Node<T> {
 impl<T> FilterTree<T> {
     /// No filter is left.
     pub fn is_empty(&self) -> bool {
-        self.root.is_empty()
+        self.exact.is_empty() && self.root.is_empty()
     }
 
     /// The value of `filter`, made by `make` if the filter is new; and whether it was.
     pub fn slot(&mut self, filter: &[u8], make: impl FnOnce() -> T) -> (&mut T, bool) {
+        if is_exact(filter) {
+            let mut new = false;
+            let value = self.exact.entry(filter.into()).or_insert_with(|| {
+                new = true;
+                make()
+            });
+            return (value, new);
+        }
         let mut node = &mut self.root;
         let mut levels = filter.split(|&b| b == b'/').peekable();
         while let Some(level) = levels.next() {
@@ -71,15 +88,33 @@ impl<T> FilterTree<T> {
     /// Lets `change` update the value of `filter`, if it is in the tree; a `true` from `change`
     /// means the value is empty now: the filter leaves the tree, with the nodes it leaves empty.
     pub fn update(&mut self, filter: &[u8], change: impl FnOnce(&mut T) -> bool) {
+        if is_exact(filter) {
+            if self.exact.get_mut(filter).is_some_and(change) {
+                self.exact.remove(filter);
+            }
+            return;
+        }
         let levels: Vec<&[u8]> = filter.split(|&b| b == b'/').collect();
         update(&mut self.root, &levels, change);
     }
 
     /// Calls `visit` with the value of every filter matching `topic`, until it breaks.
     pub fn matching(&self, topic: &[u8], mut visit: impl FnMut(&T) -> ControlFlow<()>) -> ControlFlow<()> {
+        if let Some(value) = self.exact.get(topic) {
+            visit(value)?;
+        }
+        if self.root.is_empty() {
+            return ControlFlow::Continue(());
+        }
         let levels: Vec<&[u8]> = topic.split(|&b| b == b'/').collect();
         matching(&self.root, &levels, topic.first() == Some(&b'$'), &mut visit)
     }
+}
+
+/// No level of `filter` is a wildcard: it matches the topic spelled as it is, and only that one.
+/// (A `#` that is not the last level is kept in the tree, where it is a literal, as before.)
+fn is_exact(filter: &[u8]) -> bool {
+    !filter.split(|&b| b == b'/').any(|level| level == b"+" || level == b"#")
 }
 
 fn insert<T>(slot: &mut Option<T>, make: impl FnOnce() -> T) -> (&mut T, bool) {
@@ -166,9 +201,12 @@ mod tests {
         assert_eq!(matched(&tree, "a/b"), [1, 2, 3, 4, 5]);
         assert_eq!(matched(&tree, "a"), [1, 5], "`a/#` matches its parent");
         assert_eq!(matched(&tree, "$SYS/x"), [6], "no first-level wildcard matches a `$` topic");
+        tree.slot(b"$SYS/x", Vec::new).0.push(7);
+        assert_eq!(matched(&tree, "$SYS/x"), [6, 7], "an exact `$` filter matches its topic");
+        assert_eq!(matched(&tree, "a/b/"), [1, 5], "an exact filter matches no other topic");
         let first = tree.matching(b"a/b", |_| ControlFlow::Break(()));
         assert!(first.is_break(), "a visit can stop the walk");
-        for filter in ["a/#", "a/+", "+/b", "a/b", "#", "$SYS/#"] {
+        for filter in ["a/#", "a/+", "+/b", "a/b", "#", "$SYS/#", "$SYS/x"] {
             tree.update(filter.as_bytes(), |values| {
                 values.clear();
                 true

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use dynsec::AuthResult;
 
-use super::authz::build_authz;
 use super::chain::{AuthChain, CertificateIdentity};
 use super::throttle::Admission;
 use crate::security::{BoxFuture, ConnectDecision, ConnectRequest};
@@ -57,7 +56,7 @@ impl AuthChain {
         }
         let engine = if scope.dynsec { self.dynsec.clone() } else { None };
         let password_file = scope.password_file.as_ref().map(|f| f.current());
-        let acl_file = scope.acl_file.clone();
+        let rights = Arc::clone(&scope.rights);
         let allow_anonymous = scope.allow_anonymous;
         let verifiers = Arc::clone(&self.verifiers);
         let queue_timeout = self.queue_timeout;
@@ -105,7 +104,7 @@ impl AuthChain {
             ticket.finish(accepted);
             crate::metrics::SECURITY.login(accepted);
             if accepted {
-                let authz = build_authz(engine.as_ref(), acl_file, username.clone(), client_id);
+                let authz = rights.for_client(username.clone(), client_id);
                 ConnectDecision::Accept { username, authz }
             } else {
                 ConnectDecision::NotAuthorized

@@ -29,13 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynsec::Dynsec;
-use dynsec::static_files::{AclFile, PasswordFile};
+use dynsec::static_files::PasswordFile;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::admin::open_dynsec;
 use super::audit::AuditLog;
-use super::authz::build_authz;
+use super::authz::SharedRights;
 pub use super::control::{DYNSEC_REQUEST_TOPIC, DYNSEC_RESPONSE_TOPIC};
 use super::control::{cluster_control_request, control_request};
 use super::reload::StaticFiles;
@@ -65,8 +65,9 @@ pub(super) struct Scope {
     pub(super) allow_anonymous: bool,
     pub(super) dynsec: bool,
     pub(super) password_file: Option<Arc<Reloadable<PasswordFile>>>,
-    pub(super) acl_file: Option<Arc<Reloadable<AclFile>>>,
     pub(super) identity: CertificateIdentity,
+    /// The scope's ACL sources, with the rights of its users shared by their clients.
+    pub(super) rights: Arc<SharedRights>,
 }
 
 pub struct AuthChain {
@@ -154,12 +155,14 @@ impl AuthChain {
                      on it may publish, subscribe and receive every topic (docs/security.md)"
                 );
             }
+            let scope_engine = engine.as_ref().filter(|_| dynsec_here).map(|(_, e)| Arc::clone(e));
+            let rights = Arc::new(SharedRights::new(scope_engine, acl_file));
             scopes.push(Scope {
                 allow_anonymous: options.allow_anonymous,
                 dynsec: dynsec_here,
                 password_file,
-                acl_file,
                 identity,
+                rights,
             });
         }
         let (kicks_tx, kicks_rx) = mpsc::unbounded_channel();
@@ -194,8 +197,7 @@ impl AuthChain {
     }
 
     pub(super) fn authz(&self, scope: &Scope, username: Option<Arc<str>>, client_id: Arc<str>) -> Arc<dyn ClientAuthz> {
-        let dynsec = if scope.dynsec { self.dynsec.clone() } else { None };
-        build_authz(dynsec.as_ref(), scope.acl_file.clone(), username, client_id)
+        scope.rights.for_client(username, client_id)
     }
 }
 

@@ -33,7 +33,8 @@ impl<T> Reloadable<T> {
 }
 
 /// One reader's copy of a [`Reloadable`], refreshed when the file was reloaded. The mutex is the
-/// reader's own (one connection), so it is never contended.
+/// reader's own (the clients of one user on one listener share it, `security/authz.rs`), held
+/// only to compare a version and clone an `Arc`; the file's shared lock is not taken.
 pub(super) struct ReloadableCopy<T> {
     source: Arc<Reloadable<T>>,
     copy: Mutex<(u64, Arc<T>)>,

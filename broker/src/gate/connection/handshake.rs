@@ -20,7 +20,8 @@ use crate::gate::client_log::{self, Departure, Login};
 use crate::gate::codec::{self, ConnAckProps, ConnectError, FrameError, reason};
 use crate::gate::delivery::RecentCopies;
 use crate::gate::flow_control::OutboundWindow;
-use crate::gate::session::{Release, Subscription, SubscriptionKind};
+use crate::gate::session::{Release, SubscriptionKind};
+use crate::gate::subscription_set::SubscriptionSet;
 use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
 use crate::metrics::{METRICS, Metrics};
@@ -403,7 +404,7 @@ where
         client_max_packet: connect.max_packet_size.map_or(usize::MAX, |size| size as usize),
         max_topic_alias: listener_config.max_topic_alias,
         topic_aliases: HashMap::new(),
-        subscriptions: HashMap::new(),
+        subscriptions: SubscriptionSet::default(),
         revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
         filter_budget: None,
@@ -510,7 +511,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// defect 3);
     /// subscription identifiers are lost by the router too. Then those the client may no longer
     /// make are removed (CVE-2021-34434, see `drop_revoked_subscriptions`).
-    pub(super) fn restore_subscriptions(&mut self, subscriptions: HashMap<String, Subscription>) {
+    pub(super) fn restore_subscriptions(&mut self, subscriptions: SubscriptionSet) {
         let mut by_id: HashMap<Option<usize>, Vec<Filter>> = HashMap::new();
         for subscription in subscriptions.values() {
             match subscription.kind {

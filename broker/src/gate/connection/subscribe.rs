@@ -143,7 +143,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             let count = crate::metrics::SubscriptionCount::new(subscriptions::is_shared(&filter.path));
             let share = crate::cluster::shared_groups::ShareMembership::join(&filter.path);
-            self.subscriptions.insert(filter.path.clone(), Subscription { filter, kind, id, count, share });
+            self.subscriptions.insert(Subscription { filter, kind, id, count, share });
         }
         if !renewed.is_empty() {
             // (The router's UNSUBACK is not passed on: the gate answers UNSUBSCRIBEs itself.)

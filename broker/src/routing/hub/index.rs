@@ -28,6 +28,11 @@ impl Index {
         let mut tree = self.tree.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (members, _) = tree.slot(filter.as_bytes(), Vec::new);
         if !members.iter().any(|m| m.conn_id == conn_id) {
+            if members.capacity() == 0 {
+                // Most filters have one subscriber (a device's own topic): room for one, not the
+                // four a first push reserves.
+                members.reserve_exact(1);
+            }
             members.push(Member { conn_id, inbox: inbox.clone() });
         }
     }

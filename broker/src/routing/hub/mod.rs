@@ -489,6 +489,10 @@ impl Membership {
     /// Subscribes `filter` through the hub (again: kept once).
     pub fn add(&mut self, filter: &str) {
         if !self.has(filter) {
+            if self.filters.capacity() == 0 {
+                // A device has one hub filter: room for one, not the four a first push reserves.
+                self.filters.reserve_exact(1);
+            }
             self.filters.push(filter.to_owned());
             self.inbox.set_filters(self.filters.iter().map(String::as_str));
         }
