@@ -12,6 +12,7 @@
 //! client: deliveries, replies, `$SYS`, writes) and `exit` (the one way out).
 
 mod exit;
+mod extras;
 mod handshake;
 mod hub;
 mod inbound;
@@ -21,12 +22,12 @@ mod publish;
 mod saving;
 mod subscribe;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rumqttd::protocol::{Packet, PingReq};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
@@ -38,8 +39,6 @@ use crate::gate::flow_control::OutboundWindow;
 use crate::gate::mailbox::{Mail, MailReceiver, MailSender};
 use crate::gate::subscription_set::SubscriptionSet;
 use crate::gate::subscriptions::PendingAcks;
-use crate::routing::ack_sequencer::AckSequencer;
-use crate::routing::backpressure::{Backlog, TopicLanes};
 use crate::routing::envelope::Publisher;
 use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{FromRouter, RouterError, RouterLink, RoutingEngine};
@@ -119,20 +118,11 @@ struct Connection<E: RoutingEngine, S> {
     /// The client's v5 Maximum Packet Size.
     client_max_packet: usize,
     max_topic_alias: u16,
-    topic_aliases: HashMap<u16, Bytes>,
     subscriptions: SubscriptionSet,
-    /// Routed filters of the resumed session the client may no longer make (see
-    /// `subscribe::wants_delivery`); empty almost always.
-    revoked_on_resume: Vec<String>,
     /// New topics this client may still publish to (`topic_budget`).
     topic_budget: TopicBudget,
-    /// New filters this client may still make the router keep (`filter_budget`); made at its
-    /// first such filter (a clean device's filters are the hub's and never need one).
-    filter_budget: Option<Box<crate::routing::token_bucket::TokenBucket>>,
-    inbound_qos2: HashSet<u16>,
     /// The broker's Receive Maximum for this client's QoS 2 messages (v5; `usize::MAX`: none).
     inbound_maximum: usize,
-    acks: AckSequencer,
     /// What the client may have unacknowledged, and what waits for room (`flow_control`).
     window: OutboundWindow,
     /// No Local compares message publishers with this.
@@ -145,13 +135,10 @@ struct Connection<E: RoutingEngine, S> {
     last_routing_answer: LastAnswer,
     /// The client's v5 Topic Alias Maximum (aliases the broker may use towards it).
     client_topic_alias_max: u16,
-    /// Outgoing topic aliases given so far.
-    outgoing_aliases: HashMap<Bytes, u16>,
     pending_acks: PendingAcks,
-    backlog: Backlog,
-    /// The lanes of the message this connection last published while one of them was at a hold
-    /// point: reading waits until they may continue (see `backpressure`).
-    held_lanes: Option<TopicLanes>,
+    /// What most connections never use: router acknowledgements and back-pressure, QoS 2,
+    /// topic aliases, held lanes (`extras`).
+    extras: extras::Extras,
     router_paused: bool,
     /// The client acknowledged a delivery in the packets being handled (see `Backlog::progress`).
     client_acked: bool,
@@ -171,9 +158,6 @@ struct Connection<E: RoutingEngine, S> {
     persistent_link: bool,
     /// With persistence: this connection's changes and stored copies in flight.
     persist: Option<Box<crate::persistence::connection::ConnectionState>>,
-    /// In a cluster: JetStream's answers for this read's QoS 1/2 messages, which its
-    /// acknowledgements wait for (`cluster::reliable`).
-    forwarded: Vec<crate::cluster::reliable::Confirmation>,
     /// Its retained replays due from the gate's index, and with `gate_fleet_hub true` its hub
     /// subscriptions, queue and deliveries (`hub`).
     hub: Option<Box<hub::HubState>>,
@@ -220,7 +204,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return exit;
             }
             let held = self.held();
-            let hold_deadline = self.backlog.hold_deadline(&self.shared.pressure);
+            let hold_deadline =
+                self.extras.get().and_then(|extras| extras.backlog.hold_deadline(&self.shared.pressure));
             let hub_hold_deadline = if held && self.held_by_hub() {
                 self.shared.hub.as_ref().and_then(|hub| hub.hold_deadline())
             } else {
@@ -238,41 +223,31 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             } else if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
                 self.read_buf.reserve(self.read_chunk);
             }
-            let hub_ready = hub_ready(self.hub.as_deref());
             let saves_full = self.saves_full();
-            let event = tokio::select! {
-                saved = saving::oldest_saved(self.persist.as_deref_mut()) => Event::Saved(saved),
-                mail = self.mailbox.recv() => Event::Mail(mail),
-                () = hub_ready => Event::Hub,
-                note = router_note(&mut self.link) => Event::Router(note),
-                read = self.stream.read_buf(&mut self.read_buf), if !held && !saves_full => Event::Read(read),
-                _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
-                _ = self.release_watch.changed(), if held => Event::Released,
-                () = changed(self.hub_release.as_mut()), if held => Event::Released,
-                () = expiry(hub_hold_deadline) => Event::HubHoldExpired,
-                () = expiry(hold_deadline) => Event::HoldExpired,
-                _ = self.probe_requests.changed(), if self.backlog.tracked() => Event::ProbeRequested,
+            let tracked = self.extras.tracked();
+            let rare = rare_waits(RareWaits {
+                release: held.then_some(&mut self.release_watch),
+                hub_release: self.hub_release.as_mut().filter(|_| held),
+                hold_deadline,
+                hub_hold_deadline,
+                probe_requests: tracked.then_some(&mut self.probe_requests),
+            });
+            // (`event` ends with this block: held across the awaits below, its 80 bytes would be
+            // part of every connection's task.)
+            let read_now = {
+                let event = tokio::select! {
+                    saved = saving::oldest_saved(self.persist.as_deref_mut()) => Event::Saved(saved),
+                    mail = self.mailbox.recv() => Event::Mail(mail),
+                    () = hub_ready(self.hub.as_deref()) => Event::Hub,
+                    note = router_note(&mut self.link) => Event::Router(note),
+                    read = self.stream.read_buf(&mut self.read_buf), if !held && !saves_full => Event::Read(read),
+                    _ = &mut self.keep_alive_timer, if self.keep_alive.is_some() => Event::KeepAlive,
+                    event = async { rare.unwrap_or_else(|| unreachable!()).await }, if rare.is_some() => event,
+                };
+                self.on_event(event, held || saves_full)
             };
-            let result = match event {
-                Event::Read(Ok(0)) => Err(Exit::Closed),
-                Event::Read(Err(_)) => Err(Exit::Lost),
-                Event::Read(Ok(read)) => {
-                    let now = Instant::now();
-                    // Two reads close together are not yet busy: a device subscribes right after
-                    // its CONNECT, and acknowledges a command and publishes its telemetry
-                    // together, then waits (P8: with one close pair counted as busy, every device
-                    // kept a 1 KB read buffer; docs/benchmarks.md, "The gate's memory per
-                    // connection").
-                    self.close_reads =
-                        if now - self.last_read >= QUIET_READS { 0 } else { self.close_reads.saturating_add(1) };
-                    self.reads_quiet = self.close_reads < 2;
-                    self.last_read = now;
-                    if read >= self.read_chunk / 2 {
-                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
-                    } else if read < self.read_chunk / 8 {
-                        // Quieter again: back towards holding no buffer while idle.
-                        self.read_chunk = (self.read_chunk / 2).max(READ_CHUNK_MIN);
-                    }
+            let result = match read_now {
+                Ok(true) => {
                     let result = self.handle_reads().await;
                     // A busy socket is always readable, so without this a publisher would loop
                     // through its whole cooperative budget (~128 reads) before subscribers run
@@ -280,35 +255,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     tokio::task::yield_now().await;
                     result
                 }
-                Event::Router(note) => self.handle_router(note),
-                Event::Hub => {
-                    self.drain_hub();
-                    Ok(())
-                }
-                Event::Saved(answer) => self.on_saved(answer),
-                Event::Mail(mail) => self.handle_mail(mail),
-                // (A connection that reads no more while its saves wait is not the client's silence.)
-                Event::KeepAlive => self.check_keep_alive(held || saves_full),
-                // Frames left in the buffer when the hold began are handled at the loop's top.
-                Event::Released => Ok(()),
-                Event::HubHoldExpired => {
-                    if let Some(hub) = &self.shared.hub {
-                        hub.expire_holds();
-                    }
-                    Ok(())
-                }
-                Event::HoldExpired => {
-                    self.backlog.hold_expired(&self.shared.pressure);
-                    Ok(())
-                }
-                Event::ProbeRequested => {
-                    if self.link.is_attached()
-                        && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true)
-                    {
-                        self.link.push(Packet::PingReq(PingReq));
-                    }
-                    self.flush_router()
-                }
+                Ok(false) => Ok(()),
+                Err(exit) => Err(exit),
             };
             if let Err(exit) = result {
                 return exit;
@@ -316,11 +264,75 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
     }
 
+    /// Handles what woke the connection up; `Ok(true)`: the socket was read, handle the reads.
+    /// `not_reading`: the connection reads no more (held, or its saves wait), which is not the
+    /// client's silence.
+    fn on_event(&mut self, event: Event, not_reading: bool) -> Result<bool, Exit> {
+        match event {
+            Event::Read(Ok(0)) => Err(Exit::Closed),
+            Event::Read(Err(_)) => Err(Exit::Lost),
+            Event::Read(Ok(read)) => {
+                let now = Instant::now();
+                // Two reads close together are not yet busy: a device subscribes right after
+                // its CONNECT, and acknowledges a command and publishes its telemetry
+                // together, then waits (P8: with one close pair counted as busy, every device
+                // kept a 1 KB read buffer; docs/benchmarks.md, "The gate's memory per
+                // connection").
+                self.close_reads =
+                    if now - self.last_read >= QUIET_READS { 0 } else { self.close_reads.saturating_add(1) };
+                self.reads_quiet = self.close_reads < 2;
+                self.last_read = now;
+                if read >= self.read_chunk / 2 {
+                    self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
+                } else if read < self.read_chunk / 8 {
+                    // Quieter again: back towards holding no buffer while idle.
+                    self.read_chunk = (self.read_chunk / 2).max(READ_CHUNK_MIN);
+                }
+                Ok(true)
+            }
+            Event::Router(note) => self.handle_router(note).map(|()| false),
+            Event::Hub => {
+                self.drain_hub();
+                Ok(false)
+            }
+            Event::Saved(answer) => self.on_saved(answer).map(|()| false),
+            Event::Mail(mail) => self.handle_mail(mail).map(|()| false),
+            Event::KeepAlive => self.check_keep_alive(not_reading).map(|()| false),
+            // Frames left in the buffer when the hold began are handled at the loop's top.
+            Event::Released => Ok(false),
+            Event::HubHoldExpired => {
+                if let Some(hub) = &self.shared.hub {
+                    hub.expire_holds();
+                }
+                Ok(false)
+            }
+            Event::HoldExpired => {
+                if let Some(extras) = self.extras.get_mut() {
+                    extras.backlog.hold_expired(&self.shared.pressure);
+                }
+                Ok(false)
+            }
+            Event::ProbeRequested => {
+                let outstanding = self.extras.outstanding();
+                if self.link.is_attached()
+                    && self
+                        .extras
+                        .get_mut()
+                        .is_some_and(|extras| extras.backlog.wants_probe(&self.shared.pressure, outstanding, true))
+                {
+                    self.link.push(Packet::PingReq(PingReq));
+                }
+                self.flush_router().map(|()| false)
+            }
+        }
+    }
+
     /// Back-pressure holds this connection's publishing (see `backpressure`).
     fn held(&self) -> bool {
-        (self.held_lanes.is_some_and(|lanes| self.shared.pressure.holding(&lanes))
-            && !self.backlog.exempt(&self.shared.pressure))
-            || self.held_by_hub()
+        (self.extras.get().is_some_and(|extras| {
+            extras.held_lanes.is_some_and(|lanes| self.shared.pressure.holding(&lanes))
+                && !extras.backlog.exempt(&self.shared.pressure)
+        })) || self.held_by_hub()
     }
 
     fn check_keep_alive(&mut self, held: bool) -> Result<(), Exit> {
@@ -350,12 +362,57 @@ async fn router_note<L: RouterLink>(link: &mut LazyLink<L>) -> Result<FromRouter
     Box::pin(link.recv()).await
 }
 
-/// Resolves at `deadline` (never without one). Boxed while it waits: holds are rare, and two
-/// timers inline would be 224 bytes of every connection's task (docs/benchmarks.md, "The gate's
-/// memory per connection").
+/// What only a held publisher or a subscriber tracked by back-pressure waits for (`None`: not
+/// waited for).
+struct RareWaits<'a> {
+    /// Back-pressure let held publishers continue.
+    release: Option<&'a mut watch::Receiver<u64>>,
+    /// Congested hub queues let held publishers continue.
+    hub_release: Option<&'a mut watch::Receiver<u64>>,
+    hold_deadline: Option<std::time::Instant>,
+    hub_hold_deadline: Option<std::time::Instant>,
+    /// Publishers near a hold point ask tracked subscribers for a probe.
+    probe_requests: Option<&'a mut watch::Receiver<u64>>,
+}
+
+/// The first of `waits`, boxed; `None` without any. Those waits are rare, and their futures
+/// inline (two timers and three watch notifications, with their arguments) were ~450 bytes of
+/// every connection's task (docs/benchmarks.md, "The connection's own state and task").
+fn rare_waits(waits: RareWaits<'_>) -> Option<std::pin::Pin<Box<impl Future<Output = Event> + Send + '_>>> {
+    let RareWaits { release, hub_release, hold_deadline, hub_hold_deadline, probe_requests } = waits;
+    if release.is_none()
+        && hub_release.is_none()
+        && hold_deadline.is_none()
+        && hub_hold_deadline.is_none()
+        && probe_requests.is_none()
+    {
+        return None;
+    }
+    Some(Box::pin(async move {
+        tokio::select! {
+            () = any_change(release) => Event::Released,
+            () = changed(hub_release) => Event::Released,
+            () = expiry(hub_hold_deadline) => Event::HubHoldExpired,
+            () = expiry(hold_deadline) => Event::HoldExpired,
+            () = any_change(probe_requests) => Event::ProbeRequested,
+        }
+    }))
+}
+
+/// Resolves at `deadline` (never without one).
 async fn expiry(deadline: Option<std::time::Instant>) {
     match deadline {
-        Some(deadline) => Box::pin(tokio::time::sleep_until(Instant::from_std(deadline))).await,
+        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `watch` changes or its sender is gone (never without one).
+async fn any_change(watch: Option<&mut watch::Receiver<u64>>) {
+    match watch {
+        Some(watch) => {
+            let _ = watch.changed().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -397,13 +454,16 @@ mod tests {
 
     /// Every connected client costs its task's future and its boxed state (docs/benchmarks.md,
     /// "The gate's memory per connection": 5,168 bytes of future before, when the state was
-    /// held twice and rumqttd's receive future inline; 848 now). The bounds leave room for ordinary
-    /// changes; a large inline future or a second copy of the state crosses them.
+    /// held twice and rumqttd's receive future inline; then 872, with the waits of held
+    /// publishers and tracked subscribers inline; 384 now. "The connection's own state and
+    /// task": the state was 1,248 bytes with its occasional parts inline, 680 now). The bounds
+    /// leave room for ordinary changes; a large inline future, a second copy of the state or
+    /// the occasional parts back inline cross them.
     #[test]
     fn an_idle_connection_keeps_a_small_task() {
         let task = output_size(serve::<Rumqttd, Plain>);
         let state = std::mem::size_of::<Connection<Rumqttd, Plain>>();
-        assert!(task <= 1536, "serve's future is {task} bytes");
-        assert!(state <= 1536, "the connection's state is {state} bytes");
+        assert!(task <= 512, "serve's future is {task} bytes");
+        assert!(state <= 768, "the connection's state is {state} bytes");
     }
 }

@@ -62,9 +62,14 @@ pub enum Skip {
     RetainedNotWanted,
 }
 
-/// The identities of recently delivered messages that matched several subscriptions.
+/// The identities of recently delivered messages that matched several subscriptions. Made on
+/// the first such message: a client with one subscription never needs it, and inline it was 80
+/// bytes of every connection (docs/benchmarks.md, "The connection's own state and task").
 #[derive(Debug, Default)]
-pub struct RecentCopies {
+pub struct RecentCopies(Option<Box<Recent>>);
+
+#[derive(Debug, Default)]
+struct Recent {
     seen: HashSet<(u64, u64)>,
     order: VecDeque<(u64, u64)>,
 }
@@ -72,14 +77,15 @@ pub struct RecentCopies {
 impl RecentCopies {
     /// Records `id`; false if it was already recorded.
     fn first_time(&mut self, id: (u64, u64)) -> bool {
-        if !self.seen.insert(id) {
+        let recent = self.0.get_or_insert_default();
+        if !recent.seen.insert(id) {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > RECENT_COPIES
-            && let Some(old) = self.order.pop_front()
+        recent.order.push_back(id);
+        if recent.order.len() > RECENT_COPIES
+            && let Some(old) = recent.order.pop_front()
         {
-            self.seen.remove(&old);
+            recent.seen.remove(&old);
         }
         true
     }

@@ -212,6 +212,14 @@ impl AckSequencer {
         true
     }
 
+    /// Nothing in flight, awaited or owed: what a new sequencer has.
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+            && self.awaiting_pubrel.is_empty()
+            && self.releasing.is_empty()
+            && self.resent_pubrels.is_empty()
+    }
+
     /// QoS>0 deliveries the router counts as in flight (it stops at `ROUTER_INFLIGHT`).
     pub fn outstanding(&self) -> usize {
         self.inflight.len()

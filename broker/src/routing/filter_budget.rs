@@ -40,7 +40,7 @@ impl RouterFilters {
     /// A filter the router already holds always may, and a new one costs a token; `budget` is
     /// made (full, with `per_second` and `burst`) at the first new filter. `per_second` 0: no
     /// budget, and nothing is recorded.
-    pub fn admit(&self, filter: &str, budget: &mut Option<Box<TokenBucket>>, per_second: u32, burst: u32) -> bool {
+    pub fn admit(&self, filter: &str, budget: &mut Option<TokenBucket>, per_second: u32, burst: u32) -> bool {
         if per_second == 0 {
             return true;
         }
@@ -49,7 +49,7 @@ impl RouterFilters {
         if hashes.contains(&hash) {
             return true;
         }
-        let allowed = budget.get_or_insert_with(|| Box::new(TokenBucket::new(per_second, burst))).take();
+        let allowed = budget.get_or_insert_with(|| TokenBucket::new(per_second, burst)).take();
         if allowed {
             hashes.insert(hash);
         }

@@ -140,7 +140,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         }
         self.shared.control.remove_connection(self.conn_id);
         self.shared.sys.remove_connection(self.conn_id);
-        self.backlog.close(&self.shared.pressure);
+        if let Some(extras) = self.extras.get_mut() {
+            extras.backlog.close(&self.shared.pressure);
+        }
 
         let expiry = match self.protocol {
             Protocol::V5 if self.session_expiry != u32::MAX => Some(self.session_expiry),
@@ -176,8 +178,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         let saved = outlives.then(|| SavedSession {
             owner: self.username.clone(),
             subscriptions: std::mem::take(&mut self.subscriptions),
-            inbound_qos2: std::mem::take(&mut self.inbound_qos2),
-            outbound_qos2: self.acks.unfinished(),
+            inbound_qos2: self
+                .extras
+                .get_mut()
+                .map(|extras| std::mem::take(&mut extras.inbound_qos2))
+                .unwrap_or_default(),
+            outbound_qos2: self.extras.get().map(|extras| extras.acks.unfinished()).unwrap_or_default(),
             routed: self.link.is_attached(),
             // (A moved queue was handed to the router, or the store, at connect.)
             moved: None,

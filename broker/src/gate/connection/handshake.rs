@@ -26,7 +26,7 @@ use crate::gate::subscriptions::PendingAcks;
 use crate::logging::client_text;
 use crate::metrics::{METRICS, Metrics};
 use crate::routing::ack_sequencer::AckSequencer;
-use crate::routing::backpressure::{Backlog, Lane};
+use crate::routing::backpressure::Lane;
 use crate::routing::envelope::Publisher;
 use crate::routing::lazy_link::LazyLink;
 use crate::routing::router_link::{RouterLink, RoutingEngine};
@@ -367,6 +367,7 @@ where
         window.hold(pkid);
     }
     let acks = AckSequencer::resumed(std::mem::take(&mut saved.outbound_qos2), router_session_present);
+    let inbound_qos2 = std::mem::take(&mut saved.inbound_qos2);
     // The broker's Receive Maximum, as mosquitto announces it: `max_inflight_messages`.
     let receive_maximum = (config.max_inflight_messages > 0).then_some(config.max_inflight_messages);
 
@@ -380,8 +381,6 @@ where
     let now = Instant::now();
 
     let mut connection = Box::new(Connection {
-        backlog: Backlog::new(conn_id),
-        held_lanes: None,
         release_watch: shared.pressure.watch_release(),
         probe_requests: shared.pressure.watch_probe_requests(Lane::TOTAL),
         shared: shared.clone(),
@@ -403,25 +402,20 @@ where
         last_read: now,
         client_max_packet: connect.max_packet_size.map_or(usize::MAX, |size| size as usize),
         max_topic_alias: listener_config.max_topic_alias,
-        topic_aliases: HashMap::new(),
         subscriptions: SubscriptionSet::default(),
-        revoked_on_resume: Vec::new(),
         topic_budget: TopicBudget::new(config.gate.new_topics_per_second, config.gate.new_topics_burst),
-        filter_budget: None,
-        inbound_qos2: saved.inbound_qos2,
         inbound_maximum: match receive_maximum {
             Some(maximum) if protocol == Protocol::V5 => usize::from(maximum),
             _ => usize::MAX,
         },
-        acks,
         window,
         publisher: Publisher::of(&client_id),
         sequence: 0,
         recent_copies: RecentCopies::default(),
         last_routing_answer: Default::default(),
         client_topic_alias_max: connect.topic_alias_max,
-        outgoing_aliases: HashMap::new(),
         pending_acks: PendingAcks::default(),
+        extras: Default::default(),
         router_paused: false,
         client_acked: false,
         read_chunk: READ_CHUNK_MIN,
@@ -433,13 +427,20 @@ where
         session_expiry,
         persistent_link,
         persist: shared.persistence.clone().map(crate::persistence::connection::ConnectionState::new),
-        forwarded: Vec::new(),
         hub: None,
         pool_batch: Vec::new(),
         hub_release: shared.hub.as_ref().map(|hub| hub.watch_release()),
     });
+    // A resumed session's unfinished QoS 2 exchanges (and an attached link, below) need the
+    // occasional state; other connections start without it.
+    if !inbound_qos2.is_empty() || !acks.is_empty() {
+        let extras = connection.extras.make(conn_id);
+        extras.acks = acks;
+        extras.inbound_qos2 = inbound_qos2;
+    }
     if connection.link.is_attached() {
-        connection.backlog.probe_sent(&shared.pressure, 0); // the link's start-up PINGREQ
+        // the link's start-up PINGREQ
+        connection.extras.make(conn_id).backlog.probe_sent(&shared.pressure, 0);
     }
     if let Some(persist) = connection.persist.as_deref_mut() {
         persist.owe_pubrels(&owed_pubrels);
@@ -549,7 +550,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             self.pending_acks.silent();
         }
         self.subscriptions = subscriptions;
-        self.revoked_on_resume = self.drop_revoked_subscriptions();
+        let revoked = self.drop_revoked_subscriptions();
+        if !revoked.is_empty() {
+            self.extras.make(self.conn_id).revoked_on_resume = revoked;
+        }
         self.track_backlog();
     }
 }

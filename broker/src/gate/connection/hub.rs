@@ -380,7 +380,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     pub(super) fn held_by_hub(&self) -> bool {
         let Some(hub) = self.shared.hub.as_ref() else { return false };
         hub.holding()
-            && self.held_lanes.is_some_and(|lanes| hub.queues.holds(&lanes))
+            && self.extras.held_lanes().is_some_and(|lanes| hub.queues.holds(&lanes))
             && !self.hub.as_ref().is_some_and(|own| own.membership.inbox.is_congested())
     }
 
@@ -415,7 +415,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         {
             let lanes = TopicLanes::of(&publish.topic);
             if hub.queues.holds(&lanes) {
-                self.held_lanes = Some(lanes);
+                self.extras.make(self.conn_id).held_lanes = Some(lanes);
             }
         }
         if self.publishes_through_pool() { self.pool_batch.push(packet) } else { self.link.push(packet) }

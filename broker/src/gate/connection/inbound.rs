@@ -30,13 +30,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 self.reads_pending = true;
                 break;
             }
-            if self.held_lanes.is_some() {
+            if self.extras.held_lanes().is_some() {
                 if self.held() {
                     // Back-pressure: leave the rest for when these lanes may continue.
                     self.reads_pending = true;
                     break;
                 }
-                self.held_lanes = None;
+                if let Some(extras) = self.extras.get_mut() {
+                    extras.held_lanes = None;
+                }
             }
             let header = match codec::peek_frame(&self.read_buf, max_packet) {
                 Ok(Some(header)) => header,
@@ -71,11 +73,17 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 Box::pin(self.control_request(request)).await;
             }
         }
-        if std::mem::take(&mut self.client_acked) {
-            self.backlog.progress(); // once per read, not per acknowledgement: it reads the clock
+        if std::mem::take(&mut self.client_acked)
+            && let Some(extras) = self.extras.get_mut()
+        {
+            extras.backlog.progress(); // once per read, not per acknowledgement: it reads the clock
         }
         self.attach_if_wanted().await?;
-        if self.link.is_attached() && self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), false) {
+        let outstanding = self.extras.outstanding();
+        if self.link.is_attached()
+            && let Some(extras) = self.extras.get_mut()
+            && extras.backlog.wants_probe(&self.shared.pressure, outstanding, false)
+        {
             self.link.push(Packet::PingReq(PingReq));
         }
         if self.shared.attach_fence.waits_for(horizon) {
@@ -93,10 +101,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// are written (docs/cluster.md). If JetStream does not confirm them in time, the
     /// acknowledgements are withdrawn and the client disconnected, so that it sends again.
     async fn confirm_forwarded(&mut self, acks_from: usize) -> Result<(), Exit> {
-        if self.forwarded.is_empty() {
+        let Some(extras) = self.extras.get_mut().filter(|extras| !extras.forwarded.is_empty()) else {
             return Ok(());
-        }
-        let pending = std::mem::take(&mut self.forwarded);
+        };
+        let pending = std::mem::take(&mut extras.forwarded);
         match Box::pin(crate::cluster::reliable::Confirmation::all(pending)).await {
             Ok(()) => Ok(()),
             Err(reason) => {
@@ -125,7 +133,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         match self.shared.engine.attach(&self.client_id, self.persistent_link).await {
             Ok(attached) => {
                 self.link.install(attached.link);
-                self.backlog.probe_sent(&self.shared.pressure, 0); // the link's start-up PINGREQ
+                // the link's start-up PINGREQ
+                self.extras.make(self.conn_id).backlog.probe_sent(&self.shared.pressure, 0);
                 if ticket.is_some() {
                     // The SUBSCRIBE reaches the router before the ticket lets publishers go.
                     self.flush_router()?;
@@ -152,7 +161,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             return;
         }
         let link = &mut self.link;
-        if self.acks.client_ack(pkid, 1, false, &mut |p| link.push(p)) {
+        if let Some(extras) = self.extras.get_mut()
+            && extras.acks.client_ack(pkid, 1, false, &mut |p| link.push(p))
+        {
             self.client_finished(pkid);
         }
     }
@@ -199,7 +210,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     return Ok(None);
                 }
                 let link = &mut self.link;
-                if self.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p)) {
+                if let Some(extras) = self.extras.get_mut()
+                    && extras.acks.client_ack(rec.pkid, 2, refused, &mut |p| link.push(p))
+                {
                     if refused {
                         self.client_finished(rec.pkid);
                     } else if let Some(persist) = self.persist.as_deref_mut() {
@@ -219,14 +232,16 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                     return Ok(None);
                 }
                 let link = &mut self.link;
-                if self.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p)) {
+                if let Some(extras) = self.extras.get_mut()
+                    && extras.acks.client_pubcomp(comp.pkid, &mut |p| link.push(p))
+                {
                     self.client_finished(comp.pkid);
                 }
                 Ok(None)
             }
             Packet::PubRel(rel, _) => {
                 client_log::received_ack("PUBREL", &self.client_id, rel.pkid, None);
-                if self.inbound_qos2.remove(&rel.pkid) {
+                if self.extras.get_mut().is_some_and(|extras| extras.inbound_qos2.remove(&rel.pkid)) {
                     self.inbound_qos2_changed(rel.pkid, false);
                 }
                 codec::ack(&mut self.write_buf, self.protocol, codec::PUBCOMP, rel.pkid, reason::SUCCESS);

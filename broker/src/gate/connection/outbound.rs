@@ -84,7 +84,8 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             }
             FromRouter::PubRel(pkid) => {
                 let link = &mut self.link;
-                if let Some(client_pkid) = self.acks.router_pubrel(pkid, &mut |p| link.push(p)) {
+                let acks = &mut self.extras.make(self.conn_id).acks;
+                if let Some(client_pkid) = acks.router_pubrel(pkid, &mut |p| link.push(p)) {
                     codec::ack(&mut self.write_buf, self.protocol, codec::PUBREL, client_pkid, 0);
                     client_log::sending_ack("PUBREL", &self.client_id, client_pkid, None);
                 }
@@ -92,7 +93,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             FromRouter::PingResp => self.on_probe_answer(),
             FromRouter::Paused => {
                 self.router_paused = true;
-                self.backlog.router_paused();
+                if let Some(extras) = self.extras.get_mut() {
+                    extras.backlog.router_paused();
+                }
             }
             FromRouter::Nothing => {}
         }
@@ -106,7 +109,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// acknowledged to the router, in order.
     pub(super) fn deliver(&mut self, routed: Routed) {
         let Routed { topic, payload, qos: router_qos, pkid, retain: retained_replay, properties } = routed;
-        self.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
+        if let Some(extras) = self.extras.get_mut() {
+            extras.backlog.forwarded(router_qos, 4 + topic.len() + payload.len());
+        }
         if retained_replay && self.router_replays_dropped() {
             // The gate replays retained messages itself (`replay_retained_for_routed`).
             return self.drop_router_copy(pkid, router_qos);
@@ -172,14 +177,15 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         } else if self.window.must_wait() {
             // Its slot is taken now, so that what the router sent after it is acknowledged after it.
             let link = &mut self.link;
-            self.acks.sent_as(pkid, router_qos, qos, None, &mut |p| link.push(p));
+            self.extras.make(self.conn_id).acks.sent_as(pkid, router_qos, qos, None, &mut |p| link.push(p));
             self.window.wait(delivery);
         } else {
             let client_pkid = self.window.take_pkid();
             if self.write_delivery(delivery, client_pkid) {
                 self.stored_copy_written(client_pkid, queued);
                 let link = &mut self.link;
-                self.acks.sent_as(pkid, router_qos, qos, Some(client_pkid), &mut |p| link.push(p));
+                let acks = &mut self.extras.make(self.conn_id).acks;
+                acks.sent_as(pkid, router_qos, qos, Some(client_pkid), &mut |p| link.push(p));
             } else {
                 self.window.release(client_pkid);
                 self.stored_copy_written(0, queued); // (dropped: the client will never get it)
@@ -201,12 +207,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let client_pkid = self.window.take_pkid();
             if self.write_delivery(delivery, client_pkid) {
                 self.stored_copy_written(client_pkid, queued);
-                self.acks.written(router_pkid, client_pkid);
+                self.extras.make(self.conn_id).acks.written(router_pkid, client_pkid);
             } else {
                 self.window.release(client_pkid);
                 self.stored_copy_written(0, queued);
                 let link = &mut self.link;
-                self.acks.abandoned(router_pkid, &mut |p| link.push(p));
+                self.extras.make(self.conn_id).acks.abandoned(router_pkid, &mut |p| link.push(p));
             }
         }
         self.drain_hub();
@@ -247,7 +253,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             return false;
         }
         if let Some(alias) = new_alias {
-            self.outgoing_aliases.insert(topic.clone(), alias);
+            self.extras.make(self.conn_id).outgoing_aliases.insert(topic.clone(), alias);
         }
         METRICS.publish_out(payload.len());
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -270,7 +276,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     fn drop_router_copy(&mut self, pkid: u16, router_qos: u8) {
         if router_qos > 0 {
             let link = &mut self.link;
-            self.acks.dropped(pkid, router_qos, &mut |p| link.push(p));
+            self.extras.make(self.conn_id).acks.dropped(pkid, router_qos, &mut |p| link.push(p));
         }
     }
 
@@ -282,10 +288,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         if self.protocol != Protocol::V5 || self.client_topic_alias_max == 0 {
             return (None, None);
         }
-        if let Some(&alias) = self.outgoing_aliases.get(topic) {
+        let aliases = self.extras.get().map(|extras| &extras.outgoing_aliases);
+        if let Some(&alias) = aliases.and_then(|aliases| aliases.get(topic)) {
             return (Some(alias), None);
         }
-        match u16::try_from(self.outgoing_aliases.len() + 1) {
+        match u16::try_from(aliases.map_or(0, |aliases| aliases.len()) + 1) {
             Ok(next) if next <= self.client_topic_alias_max => (Some(next), Some(next)),
             _ => (None, None),
         }
@@ -293,12 +300,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
 
     /// The router answered a back-pressure probe (we answer the client's PINGREQs ourselves).
     pub(super) fn on_probe_answer(&mut self) {
-        let again = match self.backlog.probe_answered(&self.shared.pressure) {
+        let outstanding = self.extras.outstanding();
+        let Some(extras) = self.extras.get_mut() else { return };
+        let again = match extras.backlog.probe_answered(&self.shared.pressure) {
             ProbeStep::SendSecond => true,
             // A probe that proved nothing, or a lag that grew meanwhile: probe again now rather
             // than wait for a request that was already made (one probe at a time, so the router's
             // answers pace this).
-            ProbeStep::Done => self.backlog.wants_probe(&self.shared.pressure, self.acks.outstanding(), true),
+            ProbeStep::Done => extras.backlog.wants_probe(&self.shared.pressure, outstanding, true),
         };
         if again {
             self.link.push(Packet::PingReq(PingReq));

@@ -37,7 +37,11 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
         mut properties: Option<PublishProperties>,
     ) -> Result<Option<ControlRequest>, Exit> {
         let PublishMeta { qos, pkid, dup, retain } = meta;
-        if qos == 2 && self.inbound_qos2.len() >= self.inbound_maximum && !self.inbound_qos2.contains(&pkid) {
+        let inbound_qos2 = self.extras.get().map(|extras| &extras.inbound_qos2);
+        if qos == 2
+            && inbound_qos2.map_or(0, |ids| ids.len()) >= self.inbound_maximum
+            && !inbound_qos2.is_some_and(|ids| ids.contains(&pkid))
+        {
             // MQTT 5 §4.9: more unfinished QoS 2 messages than the Receive Maximum announced.
             info!(client_id = %client_text(&self.client_id), maximum = self.inbound_maximum, "client exceeded the broker's Receive Maximum");
             return Err(Exit::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED));
@@ -47,10 +51,10 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 return Err(Exit::Protocol(reason::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                publish.topic =
-                    self.topic_aliases.get(&alias).cloned().ok_or(Exit::Protocol(reason::PROTOCOL_ERROR))?;
+                let known = self.extras.get().and_then(|extras| extras.topic_aliases.get(&alias));
+                publish.topic = known.cloned().ok_or(Exit::Protocol(reason::PROTOCOL_ERROR))?;
             } else {
-                self.topic_aliases.insert(alias, publish.topic.clone());
+                self.extras.make(self.conn_id).topic_aliases.insert(alias, publish.topic.clone());
             }
         }
         if let Some(props) = &properties {
@@ -83,14 +87,14 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             // v3: the normal flow, message dropped; v5: reason 0x87 (docs/compatibility.md §3.6).
             let code = if self.protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { reason::SUCCESS };
             if qos == 2 && code == reason::SUCCESS {
-                self.inbound_qos2.insert(pkid);
+                self.extras.make(self.conn_id).inbound_qos2.insert(pkid);
             }
             self.write_ack(qos, pkid, code);
             return Ok(None);
         }
         client_log::received_publish(&self.client_id, &line);
         if qos == 2 {
-            if !self.inbound_qos2.insert(pkid) {
+            if !self.extras.make(self.conn_id).inbound_qos2.insert(pkid) {
                 // A re-sent QoS 2 message whose PUBREL is still due: acknowledge, do not route again.
                 self.write_ack(2, pkid, 0);
                 return Ok(None);
@@ -121,7 +125,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 debug!(client_id = %self.client_id, topic, "PUBLISH over the new-topic budget: dropped");
                 let code = if self.protocol == Protocol::V5 { reason::QUOTA_EXCEEDED } else { reason::SUCCESS };
                 if qos == 2 && code == reason::SUCCESS {
-                    self.inbound_qos2.insert(pkid);
+                    self.extras.make(self.conn_id).inbound_qos2.insert(pkid);
                 }
                 self.write_ack(qos, pkid, code);
                 return Ok(None);
@@ -130,7 +134,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             let lanes = TopicLanes::of(&publish.topic);
             if self.shared.pressure.record_published(&lanes, size as u64) {
                 // This message still goes (the window leaves room for it); the next waits.
-                self.held_lanes = Some(lanes);
+                self.extras.make(self.conn_id).held_lanes = Some(lanes);
             }
             METRICS.routed(&publish.topic, publish.payload.len(), retain);
             let queued = self.persist_publish(topic, &publish.payload, qos, retain, properties.as_ref());
@@ -147,7 +151,9 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                 let confirm = if durable { Confirm::Stored } else { Confirm::Sent };
                 let confirm =
                     bus.forward(&publish.topic, &publish.payload, qos, retain, expiry, properties.as_ref(), confirm);
-                self.forwarded.extend(confirm);
+                if let Some(confirm) = confirm {
+                    self.extras.make(self.conn_id).forwarded.push(confirm);
+                }
             }
             self.push_publish(envelope::router_packet(publish.topic, &publish.payload, stamp, properties));
         }

@@ -91,7 +91,7 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
                         let gate = &self.shared.config.gate;
                         if !self.shared.router_filters.admit(
                             &filter.path,
-                            &mut self.filter_budget,
+                            &mut self.extras.make(self.conn_id).filter_budget,
                             gate.new_filters_per_second,
                             gate.new_filters_burst,
                         ) {
@@ -257,11 +257,12 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
     /// the router may have queued it before it took the UNSUBSCRIBE, and what it queued comes
     /// before its answer to the re-sent subscriptions.
     pub(super) fn wants_delivery(&self, topic: &str) -> bool {
-        if self.revoked_on_resume.is_empty() || !self.pending_acks.resubscribing() {
+        let revoked = self.extras.get().map_or(&[][..], |extras| &extras.revoked_on_resume[..]);
+        if revoked.is_empty() || !self.pending_acks.resubscribing() {
             return true;
         }
         let matches = |filter: &String| subscriptions::matches_mqtt(filter, topic.as_bytes());
-        !self.revoked_on_resume.iter().any(matches) || self.subscriptions.keys().any(matches)
+        !revoked.iter().any(matches) || self.subscriptions.keys().any(matches)
     }
 
     /// Back-pressure tracks connections with non-shared routed subscriptions (QoS 0 included: a
@@ -280,10 +281,18 @@ impl<E: RoutingEngine, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<E, S
             .map(|s| s.filter.path.as_str())
             .peekable();
         let lane = tracked.peek().is_some().then(|| Lane::of_filters(tracked));
-        let before = self.backlog.lane();
-        self.backlog.track(&self.shared.pressure, lane);
-        if let Some(lane) = self.backlog.lane()
-            && self.backlog.lane() != before
+        // (Untracked and staying so: nothing to change, and no occasional state to make.)
+        let backlog = match lane {
+            Some(_) => &mut self.extras.make(self.conn_id).backlog,
+            None => match self.extras.get_mut() {
+                Some(extras) => &mut extras.backlog,
+                None => return,
+            },
+        };
+        let before = backlog.lane();
+        backlog.track(&self.shared.pressure, lane);
+        if let Some(lane) = backlog.lane()
+            && Some(lane) != before
         {
             self.probe_requests = self.shared.pressure.watch_probe_requests(lane);
         }
