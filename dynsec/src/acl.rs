@@ -1,11 +1,12 @@
-//! ACL evaluation (docs/compatibility.md §3.3–§3.4), compiled per principal so that a check costs the same with
-//! ten ACLs or ten thousand.
+//! ACL evaluation (docs/compatibility.md §3.3–§3.4), compiled per role walk (shared by the
+//! principals that walk the same roles, [`RoleRules`]) so that a check costs the same with ten
+//! ACLs or ten thousand.
 //!
 //! mosquitto walks the principal's roles in order (client roles by priority, then each group by
 //! the client's group priority and its roles by priority) and, inside each role, the ACLs of the
 //! relevant type by priority; the first matching ACL decides. That makes every ACL's position a
 //! total order, so the answer is "the allow flag of the first-ordered ACL that matches". We
-//! compile each principal's ACLs into topic tries whose nodes keep the smallest order landing
+//! compile the ACLs of a principal's roles into topic tries whose nodes keep the smallest order landing
 //! there; a check walks the trie along the topic (literal, `+`, `#` and `%c`/`%u` branches) and
 //! keeps the best candidate. Subscribe checks first look for a byte-identical Literal ACL in a
 //! hash map — within a role it wins over any Pattern ACL regardless of priority — which the order

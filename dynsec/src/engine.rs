@@ -4,11 +4,12 @@
 //!
 //! Locking: the store mutex is the writer lock (every change takes it first), the model `RwLock`
 //! is held for writing only while a batch is applied and made durable, and readers (credential
-//! lookups, ACL compilation) take it for reading. The authorisation hot path takes neither: each
-//! [`AclHandle`] keeps an `Arc` of its principal's compiled ACLs and revalidates it with two atomic
-//! loads of epochs that the engine bumps, for exactly the principals a change affected, before it
-//! releases the write lock. A handle is per principal, shared by its connections; each connection
-//! checks through its own [`AclView`] (its client id, and its cache of the compiled ACLs).
+//! lookups, ACL compilation) take it for reading. The authorisation hot path takes neither: a
+//! principal's [`AclHandle`] is shared by its connections, each of which checks through its own
+//! [`AclView`]: its client id and an `Arc` of the principal's compiled ACLs, revalidated with two
+//! atomic loads of epochs that the engine bumps, for exactly the principals a change affected,
+//! before it releases the write lock. Compiled rules are shared by the principals that walk the
+//! same roles ([`crate::acl::RoleRules`], kept by role walk for one model generation).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
