@@ -22,7 +22,6 @@ mod publish;
 mod saving;
 mod subscribe;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
