@@ -65,6 +65,8 @@ const UNWRITTEN_AFTER: Duration = Duration::from_millis(100);
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// ... or this long after the last one, when something was logged since (durable mode).
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
+/// Checkpoints by size come at least this far apart.
+const CHECKPOINT_SPACING: Duration = Duration::from_millis(250);
 /// How long the writer sleeps when nothing is due.
 const IDLE: Duration = Duration::from_secs(3600);
 /// The longest a sync waits for the record of a connection just answered (`Log::gather`).
@@ -492,11 +494,13 @@ impl Thread {
             }
         };
         // What stays pending is due after FOLD_AFTER from when it was taken over (or appended,
-        // for what came meanwhile).
-        log.pending_since = match (self.pending.oldest(), log.pending_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // for what came meanwhile); after a failure, FOLD_AFTER from now.
+        if ok {
+            log.pending_since = match (self.pending.oldest(), log.pending_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         log.fold_failing = !ok;
         (log, ok)
     }
@@ -604,7 +608,7 @@ impl Thread {
             let full = self.pending.count() >= FOLD_OPS_MAX;
             log = self.fold(shared, log, full).0;
         }
-        if (log.wal.len() >= CHECKPOINT_BYTES && now >= self.last_checkpoint + FOLD_AFTER)
+        if (log.wal.len() >= CHECKPOINT_BYTES && now >= self.last_checkpoint + CHECKPOINT_SPACING)
             || (log.autosave.is_none()
                 && self.checkpointed < log.sequence
                 && now >= self.last_checkpoint + CHECKPOINT_AFTER)
@@ -627,7 +631,7 @@ impl Thread {
                 (self.checkpointed < log.sequence).then_some(self.last_checkpoint + CHECKPOINT_AFTER),
             ),
         };
-        let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + FOLD_AFTER);
+        let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + CHECKPOINT_SPACING);
         let gathered = log.gather_until.filter(|_| !log.waiters.is_empty());
         [fold, sync, checkpoint, full, gathered].into_iter().flatten().min()
     }
