@@ -52,14 +52,21 @@ const ABSORB_OPS: usize = 16_384;
 /// copies cancelled rather than inserted and deleted in redb (docs/persistence.md, "Where the
 /// time goes"); at most a few tens of MB in memory.
 const FOLD_OPS: usize = 65_536;
-/// ... or the oldest has waited this long.
-const FOLD_AFTER: Duration = Duration::from_millis(250);
+/// ... or the oldest has waited this long ...
+const FOLD_AFTER: Duration = Duration::from_millis(500);
+/// ... and then only the records taken over at least this long ago: a copy whose removal comes
+/// within this time cancels in memory (docs/persistence.md, "Folding the settled records").
+const KEEP_YOUNG: Duration = Duration::from_millis(250);
+/// Beyond this many changes waiting, a fold takes them all, young or not.
+const FOLD_OPS_MAX: usize = 4 * FOLD_OPS;
 /// How long removals nobody waits for stay unwritten at most.
 const UNWRITTEN_AFTER: Duration = Duration::from_millis(100);
 /// A checkpoint (synced redb commit, then the log emptied) once the log holds this many bytes...
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// ... or this long after the last one, when something was logged since (durable mode).
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
+/// Checkpoints by size come at least this far apart.
+const CHECKPOINT_SPACING: Duration = Duration::from_millis(250);
 /// How long the writer sleeps when nothing is due.
 const IDLE: Duration = Duration::from_secs(3600);
 /// The longest a sync waits for the record of a connection just answered (`Log::gather`).
@@ -115,7 +122,7 @@ struct Log {
     /// copy's queueing against its removal): the changes of each record, in order, and how many.
     /// Kept as they came, so that appending costs the connection one push per record, not the
     /// fold's bookkeeping per change (docs/persistence.md, "Where the gate's CPU goes").
-    logged: Vec<Vec<Op>>,
+    logged: Vec<(u64, Vec<Op>)>,
     logged_ops: usize,
     /// When the oldest change not yet folded into redb came.
     pending_since: Option<Instant>,
@@ -184,7 +191,7 @@ impl Log {
             autosave.written(all.len());
         }
         self.logged_ops += all.len();
-        self.logged.push(all);
+        self.logged.push((self.sequence, all));
         result
     }
 
@@ -431,36 +438,53 @@ impl Thread {
         let batches = std::mem::take(&mut log.logged);
         log.logged_ops = 0;
         drop(log);
-        self.pending.extend(batches);
+        self.pending.extend(batches, Instant::now());
         shared.lock()
     }
 
-    /// Applies the pending changes to redb (not synced), without the lock. On failure they stay
-    /// pending, before the newer ones (the log keeps them all: no checkpoint passes them).
-    fn fold<'a>(&mut self, shared: &'a Shared, mut log: MutexGuard<'a, Log>) -> (MutexGuard<'a, Log>, bool) {
+    /// Applies pending changes to redb (not synced), without the lock: all of them (`full`: a
+    /// checkpoint, shutdown), or only the records taken over at least `KEEP_YOUNG` ago, so that
+    /// a copy queued just now still cancels against its removal in memory rather than being
+    /// inserted into redb and deleted again (docs/persistence.md, "Folding the settled records").
+    /// On failure they stay pending, before the newer ones (the log keeps them all: no
+    /// checkpoint passes them).
+    fn fold<'a>(
+        &mut self,
+        shared: &'a Shared,
+        mut log: MutexGuard<'a, Log>,
+        full: bool,
+    ) -> (MutexGuard<'a, Log>, bool) {
         log.flush_unwritten();
         if log.pending_since.is_none() {
             return (log, true);
         }
-        // Everything appended up to `through` is taken over with it.
+        // Everything appended up to the log's sequence is taken over.
         let batches = std::mem::take(&mut log.logged);
         log.logged_ops = 0;
         log.pending_since = None;
-        let through = log.sequence;
         drop(log);
-        self.pending.extend(batches);
-        let count = self.pending.count() as u64;
-        let result = self.store.fold(self.pending.iter(), through);
+        let now = Instant::now();
+        self.pending.extend(batches, now);
+        let until = if full {
+            self.pending.newest()
+        } else {
+            now.checked_sub(KEEP_YOUNG).and_then(|t| self.pending.settled(t))
+        };
+        let result = match until {
+            Some(mark) => self.store.fold(self.pending.iter_until(mark), mark.sequence).map(|()| Some(mark)),
+            None => Ok(None),
+        };
         let ok = result.is_ok();
         let mut log = match result {
-            Ok(()) => {
-                self.pending.clear();
+            Ok(Some(mark)) => {
+                let count = self.pending.fold_until(mark) as u64;
                 let mut log = shared.lock();
-                self.folded = through;
+                self.folded = self.folded.max(mark.sequence);
                 log.counters.folds += 1;
                 log.counters.folded_ops += count;
                 log
             }
+            Ok(None) => shared.lock(),
             Err(reason) => {
                 error!(file = %self.store.path().display(), %reason, "persistence: changes could not be folded into the store; the write-ahead log keeps them");
                 let mut log = shared.lock();
@@ -469,6 +493,14 @@ impl Thread {
                 log
             }
         };
+        // What stays pending is due after FOLD_AFTER from when it was taken over (or appended,
+        // for what came meanwhile); after a failure, FOLD_AFTER from now.
+        if ok {
+            log.pending_since = match (self.pending.oldest(), log.pending_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         log.fold_failing = !ok;
         (log, ok)
     }
@@ -478,7 +510,7 @@ impl Thread {
     /// meanwhile is folded and synced under it, so that the log can be emptied whole.
     fn checkpoint<'a>(&mut self, shared: &'a Shared, log: MutexGuard<'a, Log>) -> MutexGuard<'a, Log> {
         self.last_checkpoint = Instant::now();
-        let (log, ok) = self.fold(shared, log);
+        let (log, ok) = self.fold(shared, log, true);
         if !ok {
             return log;
         }
@@ -515,7 +547,7 @@ impl Thread {
         if log.sequence > self.folded || log.pending_since.is_some() {
             let through = log.sequence;
             log.logged_ops = 0;
-            self.pending.extend(std::mem::take(&mut log.logged));
+            self.pending.extend(std::mem::take(&mut log.logged), Instant::now());
             let result = self.store.fold(self.pending.iter(), through).and_then(|()| self.store.sync());
             if let Err(reason) = result {
                 error!(file = %self.store.path().display(), %reason, "persistence: checkpoint failed; the write-ahead log keeps the changes");
@@ -573,9 +605,10 @@ impl Thread {
         if (self.pending.count() >= FOLD_OPS && !log.fold_failing)
             || log.pending_since.is_some_and(|t| now >= t + FOLD_AFTER)
         {
-            log = self.fold(shared, log).0;
+            let full = self.pending.count() >= FOLD_OPS_MAX;
+            log = self.fold(shared, log, full).0;
         }
-        if (log.wal.len() >= CHECKPOINT_BYTES && now >= self.last_checkpoint + FOLD_AFTER)
+        if (log.wal.len() >= CHECKPOINT_BYTES && now >= self.last_checkpoint + CHECKPOINT_SPACING)
             || (log.autosave.is_none()
                 && self.checkpointed < log.sequence
                 && now >= self.last_checkpoint + CHECKPOINT_AFTER)
@@ -598,7 +631,7 @@ impl Thread {
                 (self.checkpointed < log.sequence).then_some(self.last_checkpoint + CHECKPOINT_AFTER),
             ),
         };
-        let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + FOLD_AFTER);
+        let full = (log.wal.len() >= CHECKPOINT_BYTES).then_some(self.last_checkpoint + CHECKPOINT_SPACING);
         let gathered = log.gather_until.filter(|_| !log.waiters.is_empty());
         [fold, sync, checkpoint, full, gathered].into_iter().flatten().min()
     }
@@ -997,6 +1030,53 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let (_, queued) = state(&store);
         assert_eq!(queued.iter().map(|(_, s)| *s).collect::<Vec<_>>(), (1..=10).map(|i| i * 10).collect::<Vec<_>>());
+    }
+
+    /// The periodic fold takes only the records taken over at least `KEEP_YOUNG` ago: a copy
+    /// queued just before it and removed just after cancels in memory instead of reaching redb
+    /// (an insert and a delete), while older records are folded (and the log sequence with them).
+    #[test]
+    fn a_periodic_fold_leaves_the_young_records_to_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let (shared, mut thread) = open(&path, Some(Autosave::new(0, false)));
+        // A record taken over long ago, and one just now.
+        shared.lock().append(vec![retain("old")]).unwrap();
+        let old = std::mem::take(&mut shared.lock().logged);
+        thread.pending.extend(old, Instant::now() - 2 * KEEP_YOUNG);
+        shared.lock().append(vec![queue(1), queue(2)]).unwrap();
+        drop(thread.fold(&shared, shared.lock(), false));
+        assert_eq!(shared.lock().counters.folded_ops, 1, "only the settled record is folded");
+        assert_eq!(thread.folded, 1, "through the settled record's sequence");
+        assert_eq!(thread.pending.count(), 2);
+        // The client acknowledges one copy: it cancels against its queueing, in memory.
+        shared.lock().append(vec![dequeue(1)]).unwrap();
+        drop(thread.checkpoint(&shared, shared.lock()));
+        assert_eq!(shared.lock().counters.folded_ops, 2, "the copy still queued, not the cancelled one");
+        assert_eq!(state(&thread.store), (vec!["old".into()], vec![("c".into(), 2)]));
+        assert_eq!(thread.store.wal_sequence().unwrap(), 3);
+    }
+
+    /// A crash after a periodic fold (its commit not synced, or synced by a later checkpoint
+    /// that never came): the next start replays the records after the folded one, so the young
+    /// records left pending are not lost.
+    #[test]
+    fn a_crash_after_a_periodic_fold_replays_the_records_it_left_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let (shared, mut thread) = open(&path, Some(Autosave::new(0, false)));
+        shared.lock().append(vec![retain("old"), queue(1)]).unwrap();
+        let old = std::mem::take(&mut shared.lock().logged);
+        thread.pending.extend(old, Instant::now() - 2 * KEEP_YOUNG);
+        shared.lock().append(vec![queue(2)]).unwrap();
+        shared.lock().append(vec![dequeue(1), retain("young")]).unwrap();
+        drop(thread.fold(&shared, shared.lock(), false));
+        assert_eq!((thread.folded, thread.pending.count()), (1, 2), "the first record folded");
+        // Killed here: no checkpoint, no shutdown.
+        drop((shared, thread));
+        let (shared, thread) = open(&path, Some(Autosave::new(0, false)));
+        assert_eq!(shared.lock().sequence, 3);
+        assert_eq!(state(&thread.store), (vec!["old".into(), "young".into()], vec![("c".into(), 2)]));
     }
 
     #[test]
