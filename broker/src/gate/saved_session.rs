@@ -8,33 +8,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rumqttd::protocol::{Filter, PublishProperties};
+use rumqttd::protocol::PublishProperties;
 
 use crate::security::ClientAuthz;
 
-/// How a subscription is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscriptionKind {
-    /// Routed through the router.
-    Routed,
-    /// `$CONTROL/...`: answered from the gate's control registry.
-    Control,
-    /// `$SYS` and `$SYS/...` filters: served by the gate's `$SYS` tree (`sys_topics`).
-    Local,
-}
-
-/// A subscription the gate remembers (to resubscribe a resumed session and to answer UNSUBSCRIBE).
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    pub filter: Filter,
-    pub kind: SubscriptionKind,
-    /// v5 subscription identifier.
-    pub id: Option<usize>,
-    /// Counts it in `$SYS/broker/subscriptions/count` for as long as it is kept.
-    pub count: crate::metrics::SubscriptionCount,
-    /// In a cluster, a shared subscription's membership of its cluster-wide group.
-    pub share: Option<crate::cluster::shared_groups::ShareMembership>,
-}
+pub use super::subscription_set::{Subscription, SubscriptionKind};
 
 /// What a persistent session keeps while its client is offline.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +20,7 @@ pub struct SavedSession {
     /// The username the session was saved under: a client id claimed with another username
     /// starts clean instead of inheriting the subscriptions (issue 15, item 6).
     pub owner: Option<Arc<str>>,
-    pub subscriptions: crate::gate::subscription_set::SubscriptionSet,
+    pub subscriptions: super::subscription_set::SubscriptionSet,
     /// Packet ids of inbound QoS 2 messages whose PUBREL has not arrived yet.
     pub inbound_qos2: HashSet<u16>,
     /// Outbound QoS 2 exchanges still unfinished (PUBRELs due both ways).

@@ -1,5 +1,6 @@
-//! The subscriptions a session holds, by filter (as the client spelled it, `$share/<g>/…`
-//! included): a connection's, and a saved session's while its client is away.
+//! A subscription as the gate remembers it, and the subscriptions a session holds, by filter (as
+//! the client spelled it, `$share/<g>/…` included): a connection's, and a saved session's while
+//! its client is away.
 //!
 //! Almost every session holds one or two filters (a device subscribes to its own command topic),
 //! and a hash map is a poor fit for that: its first insertion reserves four slots (with the key
@@ -11,7 +12,31 @@
 
 use std::collections::HashMap;
 
-use super::saved_session::Subscription;
+use rumqttd::protocol::Filter;
+
+/// How a subscription is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionKind {
+    /// Routed through the router.
+    Routed,
+    /// `$CONTROL/...`: answered from the gate's control registry.
+    Control,
+    /// `$SYS` and `$SYS/...` filters: served by the gate's `$SYS` tree (`sys_topics`).
+    Local,
+}
+
+/// A subscription the gate remembers (to resubscribe a resumed session and to answer UNSUBSCRIBE).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub filter: Filter,
+    pub kind: SubscriptionKind,
+    /// v5 subscription identifier.
+    pub id: Option<usize>,
+    /// Counts it in `$SYS/broker/subscriptions/count` for as long as it is kept.
+    pub count: crate::metrics::SubscriptionCount,
+    /// In a cluster, a shared subscription's membership of its cluster-wide group.
+    pub share: Option<crate::cluster::shared_groups::ShareMembership>,
+}
 
 /// Up to this many filters are searched in order.
 const FEW: usize = 8;
@@ -133,10 +158,9 @@ impl FromIterator<Subscription> for SubscriptionSet {
 
 #[cfg(test)]
 mod tests {
-    use rumqttd::protocol::{Filter, QoS, RetainForwardRule};
+    use rumqttd::protocol::{QoS, RetainForwardRule};
 
     use super::*;
-    use crate::gate::saved_session::SubscriptionKind;
 
     fn subscription(path: &str, qos: QoS) -> Subscription {
         Subscription {

@@ -39,7 +39,6 @@ use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tracing::error;
 
 use crate::config::GateSettings;
-use crate::routing::hub;
 use crate::routing::topic_form;
 use crate::routing::unsubscribe_repair::UnsubscribeRepair;
 
@@ -332,14 +331,13 @@ struct Anchoring {
 const EVERY_FILTER_BUT_THE_HUBS: &str = "+/#";
 
 /// The router's log of the fleet hub's `#` (`routing::hub`): the hub holds publishers once it
-/// is [`hub::HUB_WINDOW`] behind, so it needs a log a few windows long, not the 8 MiB a
-/// persistent subscriber's log holds by default. A log keeps what was consumed until its
+/// is `hub::HUB_WINDOW` behind (`hub` checks these against it), so it needs a log a few windows
+/// long, not the 8 MiB a persistent subscriber's log holds by default. A log keeps what was consumed until its
 /// oldest segment is dropped, so the default sizing held ~20 MB of a fleet's consumed messages
 /// (docs/benchmarks.md, "P8: the hub's log"); this holds ~1 MiB, and the hub may fall 768 KiB
 /// (12 windows) behind before it would lose anything.
-const HUB_SEGMENT_SIZE: usize = 256 * 1024;
-const HUB_SEGMENT_COUNT: usize = 4;
-const _: () = assert!(HUB_SEGMENT_SIZE as u64 * (HUB_SEGMENT_COUNT as u64 - 1) >= 8 * hub::HUB_WINDOW);
+pub(crate) const HUB_SEGMENT_SIZE: usize = 256 * 1024;
+pub(crate) const HUB_SEGMENT_COUNT: usize = 4;
 
 /// The hub log's segments: [`HUB_SEGMENT_SIZE`] × [`HUB_SEGMENT_COUNT`], or the configured
 /// sizing when it is smaller, or when back-pressure is off (`gate_backpressure_window 0`:

@@ -65,7 +65,7 @@ use self::index::{Index, Member};
 use crate::routing::backpressure::Pressure;
 use crate::routing::envelope;
 use crate::routing::retained_index::RetainedIndex;
-use crate::routing::router_link::{FromRouter, Routed, RouterError, RouterLink};
+use crate::routing::router_link::{self, FromRouter, Routed, RouterError, RouterLink};
 use crate::routing::topic_form::HUB_ALL_TOPICS;
 
 /// Notifications handled per wake-up of the hub before it lets the router continue.
@@ -296,6 +296,10 @@ const HUB_READER: u64 = u64::MAX;
 /// what it catches up with lands in subscribers' queues at once, and they hold `max_queued_messages`
 /// (P1 with a 4 MiB window: QoS 1 messages dropped from full queues).
 pub(crate) const HUB_WINDOW: u64 = 64 * 1024;
+// The router's `#` log (`router_link`) must hold several windows, or it could roll over under
+// the hub before publishers are held.
+const _: () =
+    assert!(router_link::HUB_SEGMENT_SIZE as u64 * (router_link::HUB_SEGMENT_COUNT as u64 - 1) >= 8 * HUB_WINDOW);
 /// With no notification for this long, what the hub has read is taken to be everything
 /// published (see [`Progress::resync`]).
 const RESYNC_AFTER: Duration = Duration::from_millis(200);
