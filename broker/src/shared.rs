@@ -17,7 +17,7 @@ use crate::routing::backpressure::Pressure;
 use crate::routing::filter_budget::RouterFilters;
 use crate::routing::router_link::RoutingEngine;
 use crate::routing::subscribed_filters::SubscribedFilters;
-use crate::routing::topic_budget::RoutedTopics;
+use crate::routing::topic_budget::RouterIndex;
 use crate::security::Security;
 use crate::sys_topics::SysTree;
 
@@ -35,7 +35,7 @@ pub(crate) struct Shared<E: RoutingEngine> {
     /// (Shared with the fleet hub's task, which registers its own progress: `routing::hub`.)
     pub pressure: Arc<Pressure>,
     /// Topics handed to the router so far (`gate_new_topics_*`).
-    pub routed_topics: RoutedTopics,
+    pub routed_topics: RouterIndex,
     /// Filters handed to the router so far: a PUBLISH none matches is not routed.
     pub subscribed_filters: SubscribedFilters,
     /// Filters clients made the router keep so far (`gate_new_filters_*`).
@@ -80,7 +80,7 @@ impl<E: RoutingEngine> Shared<E> {
             hub: None,
             publishers: None,
             next_conn_id: AtomicU64::new(1),
-            routed_topics: RoutedTopics::default(),
+            routed_topics: RouterIndex::default(),
             subscribed_filters: SubscribedFilters::default(),
             router_filters: RouterFilters::default(),
             attach_fence: AttachFence::default(),

@@ -19,21 +19,14 @@
 //! charged and not recorded, so the first client SUBSCRIBE to such a filter after a restart may
 //! be charged once. docs/security.md ("Per-client limits") gives the bound.
 
-use std::collections::HashSet;
-use std::hash::BuildHasher;
-use std::sync::Mutex;
-
 use super::shared_filter;
 use super::token_bucket::TokenBucket;
+use super::topic_budget::RouterIndex;
 
-/// The filters (by hash) the gate has let into the router. A SUBSCRIBE is rare next to a
-/// PUBLISH, so one lock serves. A hash collision lets a new filter pass as known: one
-/// unbudgeted filter, nothing else.
+/// The filters the gate has let into the router (the index `topic_budget` keeps of topics, here
+/// of filters).
 #[derive(Debug, Default)]
-pub struct RouterFilters {
-    hashes: Mutex<HashSet<u64>>,
-    hasher: std::collections::hash_map::RandomState,
-}
+pub struct RouterFilters(RouterIndex);
 
 impl RouterFilters {
     /// May a connection with `budget` hand the router `filter` (client spelling, validated)?
@@ -44,26 +37,19 @@ impl RouterFilters {
         if per_second == 0 {
             return true;
         }
-        let hash = self.hasher.hash_one(shared_filter::matching_path(filter));
-        let mut hashes = self.hashes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if hashes.contains(&hash) {
-            return true;
-        }
-        let allowed = budget.get_or_insert_with(|| TokenBucket::new(per_second, burst)).take();
-        if allowed {
-            hashes.insert(hash);
-        }
-        allowed
+        self.0.enter(shared_filter::matching_path(filter).as_bytes(), || {
+            budget.get_or_insert_with(|| TokenBucket::new(per_second, burst)).take()
+        })
     }
 
     /// Filters recorded so far.
     pub fn len(&self) -> usize {
-        self.hashes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.0.len()
     }
 
     /// `true` before the first filter.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 

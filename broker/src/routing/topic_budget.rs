@@ -3,7 +3,7 @@
 //! rumqttd remembers every topic it ever routed (router/logs.rs `publish_filters`, about 380
 //! bytes each) and has no API to forget one, so a client publishing unique topics grows the
 //! router for good. The gate keeps its own index of the topics it has handed to the router, as
-//! 8-byte hashes ([`RoutedTopics`], shared by all connections), and charges a per-connection
+//! 8-byte hashes ([`RouterIndex`], shared by all connections), and charges a per-connection
 //! token bucket ([`TopicBudget`]) only for a topic that index has never seen. A backend cycling
 //! through the command topics of 10,000 devices pays once per topic, ever; a client inventing
 //! topics is slowed to the configured rate. The bound this gives is documented in
@@ -18,21 +18,22 @@ use super::token_bucket::TokenBucket;
 /// Shards of the index, so that publishers on different topics rarely wait for each other.
 const SHARDS: usize = 64;
 
-/// The topics (by hash) the gate has let into the router. A hash collision lets a new topic pass
-/// as known, which costs one unbudgeted topic, nothing else.
+/// What the gate has let into the router, by hash: the topics here, and the filters in
+/// `filter_budget`. A hash collision lets a new key pass as known, which costs one unbudgeted
+/// topic or filter, nothing else.
 #[derive(Debug)]
-pub struct RoutedTopics {
+pub struct RouterIndex {
     shards: Vec<Mutex<HashSet<u64>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
-impl Default for RoutedTopics {
+impl Default for RouterIndex {
     fn default() -> Self {
-        RoutedTopics { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: Default::default() }
+        RouterIndex { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: Default::default() }
     }
 }
 
-impl RoutedTopics {
+impl RouterIndex {
     fn hash(&self, topic: &[u8]) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(topic);
@@ -40,7 +41,7 @@ impl RoutedTopics {
     }
 
     /// Records `topic` if `admit` allows it; `true` if the topic is (now) known to the router.
-    fn enter(&self, topic: &[u8], admit: impl FnOnce() -> bool) -> bool {
+    pub(super) fn enter(&self, topic: &[u8], admit: impl FnOnce() -> bool) -> bool {
         let hash = self.hash(topic);
         let mut shard = self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if shard.contains(&hash) {
@@ -49,12 +50,12 @@ impl RoutedTopics {
         admit() && shard.insert(hash)
     }
 
-    /// Topics recorded so far.
+    /// Keys recorded so far.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()).sum()
     }
 
-    /// `true` before the first topic.
+    /// `true` before the first key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -81,7 +82,7 @@ impl TopicBudget {
     }
 
     /// May the client publish to `topic` now? A topic the router already knows is always allowed.
-    pub fn allows(&mut self, routed: &RoutedTopics, topic: &[u8]) -> bool {
+    pub fn allows(&mut self, routed: &RouterIndex, topic: &[u8]) -> bool {
         let Some(tokens) = &mut self.tokens else { return true };
         let hash = routed.hash(topic) | 1; // never the empty slot's 0
         let slot = (hash as usize) % RECENT;
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn known_topics_are_free_and_new_ones_cost_a_token() {
-        let routed = RoutedTopics::default();
+        let routed = RouterIndex::default();
         let mut budget = TopicBudget::new(1, 3);
         for topic in [&b"a"[..], b"b", b"c"] {
             assert!(budget.allows(&routed, topic));
@@ -116,7 +117,7 @@ mod tests {
 
     #[test]
     fn topics_known_to_the_router_cost_nothing_even_beyond_the_recent_cache() {
-        let routed = RoutedTopics::default();
+        let routed = RouterIndex::default();
         let mut first = TopicBudget::new(0, 0);
         let mut backend = TopicBudget::new(1, 1);
         // Another connection (budget off) made 1,000 topics known ...
@@ -138,7 +139,7 @@ mod tests {
 
     #[test]
     fn zero_switches_it_off() {
-        let routed = RoutedTopics::default();
+        let routed = RouterIndex::default();
         let mut budget = TopicBudget::new(0, 0);
         assert!((0..10_000).all(|i| budget.allows(&routed, format!("t/{i}").as_bytes())));
     }
